@@ -1,0 +1,39 @@
+# mltrain: `make demo` and `make test` are all a fresh machine needs (see README).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch 2.13.0 is what CI and the CPU machines use; on a GPU machine
+# `make install TORCH_SPEC=torch` (or any CUDA build) works the same.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: help install demo test test-all lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv and install mltrain (editable) with its dev extras
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: install  ## the main job: multilevel vs single-level (same fine steps, same FLOPs) on the embedded corpus, then mltrain-compare
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
+
+test: install  ## the fast test suite (about 5 minutes on 2 CPU cores; W&B disabled, no network)
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q
+
+test-all: install  ## every test, the slow ones included (GPU tests skip without CUDA)
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q -m "slow or not slow"
+
+lint: install  ## ruff
+	$(BIN)/ruff check mltrain tests scripts
+	$(BIN)/ruff format --check mltrain tests scripts
+
+clean:  ## remove the virtual environment, build artefacts and caches (not outputs/)
+	rm -rf $(VENV) build dist *.egg-info .ruff_cache .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

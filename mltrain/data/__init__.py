@@ -1,0 +1,129 @@
+"""Data: corpus -> split by document -> tokenizer -> cached token streams -> batches.
+
+:func:`build_data` is the one entry point the trainer uses. Documents are joined with the
+tokenizer's end-of-text token (one after each document). Nothing here touches the network
+unless the user chose ``data=fineweb_edu`` without local files or a hub ``hf:`` tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from mltrain.data import cache
+from mltrain.data.corpora import Corpus, is_validation, open_corpus
+from mltrain.data.sampler import BatchSampler, eval_windows
+from mltrain.data.tokenizers import Tokenizer, load_gpt2, load_hf, token_dtype, train_bpe
+from mltrain.errors import DataError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DataBundle", "build_data", "BatchSampler", "eval_windows", "Tokenizer"]
+
+
+@dataclass
+class DataBundle:
+    """Token streams and the tokenizer that made them.
+
+    Attributes:
+        train, val: 1-D token arrays (memory-mapped, uint16 or uint32).
+        tokenizer: the :class:`~mltrain.data.tokenizers.Tokenizer`.
+        fingerprint: the cache key (changes with corpus, tokenizer or split).
+        n_docs: documents in (train, val).
+    """
+
+    train: np.ndarray
+    val: np.ndarray
+    tokenizer: Tokenizer
+    fingerprint: str
+    n_docs: tuple[int, int]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.vocab_size
+
+
+def _split_documents(corpus: Corpus, val_fraction: float) -> tuple[list[str], list[str]]:
+    train, val = [], []
+    for i, (_, text) in enumerate(corpus.documents()):
+        (val if is_validation(i, val_fraction) else train).append(text)
+    if not train or not val:
+        n = len(train) + len(val)
+        raise DataError(
+            f"data: the corpus has {n} non-empty document(s); a split by document with "
+            f"data.val_fraction={val_fraction} needs at least one for train and one for validation"
+        )
+    return train, val
+
+
+def _tokenize(docs: list[str], tok: Tokenizer, chunk: int = 256) -> np.ndarray:
+    dtype = token_dtype(tok.vocab_size)
+    parts = []
+    for i in range(0, len(docs), chunk):
+        for ids in tok.encode_batch(docs[i : i + chunk]):
+            parts.append(np.asarray(ids, dtype=dtype))
+            parts.append(np.asarray([tok.eot_id], dtype=dtype))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
+def build_data(cfg: DictConfig, seq_len: int, cache_dir: str | Path | None = None) -> DataBundle:
+    """Open the corpus, build or load the tokenizer and the cached token streams.
+
+    Args:
+        cfg: the ``data`` config group.
+        seq_len: T; each split must hold at least T + 1 tokens.
+        cache_dir: where token caches and trained tokenizers live (default
+            :func:`mltrain.data.cache.default_cache_dir`).
+
+    Raises:
+        DataError: unreadable corpus, unusable tokenizer, or a split with fewer than
+            ``seq_len + 1`` tokens (both numbers are named).
+    """
+    root = Path(cache_dir or cfg.cache_dir or cache.default_cache_dir()).expanduser()
+    corpus = open_corpus(cfg)
+    corpus_fp = corpus.fingerprint()
+    split = {"val_fraction": float(cfg.val_fraction), "rule": "every-(1/f)th-document"}
+    t0 = time.perf_counter()
+
+    docs: tuple[list[str], list[str]] | None = None
+    if cfg.tokenizer == "bpe":
+        tok_key = cache.fingerprint(corpus=corpus_fp, split=split, vocab_size=int(cfg.vocab_size), kind="bpe")
+        tok_file = root / "tokenizers" / f"bpe-{tok_key[:24]}.json"
+        if not tok_file.is_file():
+            docs = _split_documents(corpus, cfg.val_fraction)
+        tokenizer = train_bpe(docs[0] if docs else [], int(cfg.vocab_size), tok_file)
+    elif cfg.tokenizer == "gpt2":
+        tokenizer = load_gpt2()
+    elif cfg.tokenizer.startswith("hf:"):
+        tokenizer = load_hf(cfg.tokenizer[3:])
+    else:
+        raise DataError(f"data.tokenizer={cfg.tokenizer!r} is not allowed: choose bpe, gpt2 or hf:<name>")
+
+    key = cache.fingerprint(corpus=corpus_fp, split=split, tokenizer=tokenizer.fingerprint)
+    entry = root / "tokens" / key[:32]
+    arrays = cache.load(entry)
+    if arrays is None:
+        if docs is None:
+            docs = _split_documents(corpus, cfg.val_fraction)
+        arrays = cache.save(
+            entry,
+            {"train": _tokenize(docs[0], tokenizer), "val": _tokenize(docs[1], tokenizer)},
+            {"corpus": cfg.name, "tokenizer": tokenizer.name, "vocab_size": tokenizer.vocab_size,
+             "n_docs": [len(docs[0]), len(docs[1])], "split": split},
+        )
+        log.info("tokenized %s in %.1f s -> %s", cfg.name, time.perf_counter() - t0, entry)
+    meta = json.loads((entry / "meta.json").read_text())
+
+    for name, arr in arrays.items():
+        if len(arr) < seq_len + 1:
+            raise DataError(
+                f"data: the {name} split holds {len(arr)} tokens, fewer than model.seq_len + 1 = "
+                f"{seq_len + 1}; use more text or a shorter model.seq_len"
+            )
+    return DataBundle(arrays["train"], arrays["val"], tokenizer, key, tuple(meta["n_docs"]))

@@ -1,0 +1,55 @@
+"""Batches of ``seq_len + 1`` tokens from a token stream.
+
+Training batches are random windows drawn with a seeded ``torch.Generator`` whose state is
+saved in checkpoints, so a resumed run sees the same batches. Validation batches are fixed:
+evenly spaced, non-overlapping windows over the whole validation stream, identical at every
+evaluation so that validation curves compare like with like.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class BatchSampler:
+    """Random windows of ``seq_len + 1`` tokens: :meth:`next` returns ``(n, seq_len + 1)`` int64.
+
+    Args:
+        tokens: 1-D token stream (a memmap is fine).
+        seq_len: T; every window has T + 1 tokens (inputs and shifted targets).
+        seed: seed of the generator (its state is in :meth:`state_dict`).
+
+    Raises:
+        ValueError: the stream holds fewer than ``seq_len + 1`` tokens.
+    """
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, seed: int) -> None:
+        if len(tokens) < seq_len + 1:
+            raise ValueError(f"{len(tokens)} tokens < seq_len + 1 = {seq_len + 1}")
+        self.tokens = tokens
+        self.seq_len = seq_len
+        self.generator = torch.Generator().manual_seed(seed)
+        self._offsets = np.arange(seq_len + 1)
+
+    def next(self, n: int) -> torch.Tensor:
+        """``n`` windows, each ``seq_len + 1`` consecutive tokens: ``(n, T + 1)`` int64."""
+        high = len(self.tokens) - self.seq_len  # last valid start + 1
+        starts = torch.randint(0, high, (n,), generator=self.generator).numpy()
+        return torch.from_numpy(self.tokens[starts[:, None] + self._offsets].astype(np.int64))
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def eval_windows(tokens: np.ndarray, seq_len: int, n: int) -> torch.Tensor:
+    """At most ``n`` non-overlapping windows of ``seq_len + 1`` tokens, evenly spaced over the
+    stream: ``(m, T + 1)`` int64 with ``1 <= m <= n``. Deterministic."""
+    available = (len(tokens) - 1) // seq_len
+    m = max(1, min(n, available))
+    starts = (np.arange(m) * (available // m)) * seq_len
+    idx = starts[:, None] + np.arange(seq_len + 1)
+    return torch.from_numpy(tokens[idx].astype(np.int64))

@@ -1,0 +1,118 @@
+"""Several processes through ``torchrun`` (torch.distributed), and the device choice.
+
+Gradients are averaged explicitly over the parameters a step trained (one flattened
+all-reduce per optimizer step), instead of wrapping the model in DistributedDataParallel:
+a coarse phase trains a subset of the parameters, which would trip DDP's unused-parameter
+check, and a DDP wrapper per level would register hooks on shared tensors several times.
+Every rank starts from the same seed and applies the same averaged gradients, so all ranks
+keep identical parameters. Only rank 0 writes files, logs and W&B.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from mltrain.errors import ConfigError
+
+
+@dataclass
+class DistContext:
+    """Where this process stands: ``rank`` of ``world`` processes, on ``device``."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def resolve_device(setting: str, local_rank: int = 0) -> torch.device:
+    """``train.device``: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:<i>``.
+
+    Raises:
+        ConfigError: CUDA asked for but not available.
+    """
+    if setting == "auto":
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    if setting.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device={setting}: CUDA is not available here; use train.device=cpu or auto")
+        if setting == "cuda":
+            setting = f"cuda:{local_rank}"
+    return torch.device(setting)
+
+
+def init(device_setting: str) -> DistContext:
+    """Initialise the process group when launched by torchrun (``WORLD_SIZE`` > 1):
+    NCCL on CUDA, gloo on CPU. A single process needs no process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_setting, local_rank)
+    if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None)
+    return DistContext(rank, world, local_rank, device)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_grads(params, world: int) -> None:
+    """Average ``.grad`` over ranks for the parameters that have one (one flat all-reduce)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if world <= 1 or not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat.div_(world)
+    offset = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset : offset + n].view_as(g))
+        offset += n
+
+
+def all_reduce_sum(t: torch.Tensor, world: int) -> torch.Tensor:
+    """Sum of ``t`` over ranks (in place; no-op for one process)."""
+    if world > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def any_rank(flag: bool, world: int) -> bool:
+    """True on every rank when ``flag`` is True on any rank (e.g. a preemption signal)."""
+    if world <= 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def broadcast_object(obj, world: int, src: int = 0):
+    """``obj`` from rank ``src`` on every rank (pickled)."""
+    if world <= 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+__all__ = ["DistContext", "init", "shutdown", "all_reduce_grads", "all_reduce_sum", "any_rank",
+           "broadcast_object", "resolve_device"]

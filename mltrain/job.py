@@ -1,0 +1,236 @@
+"""One training job assembled from a config: checks, data, model, hierarchy, resume, tracker.
+
+The order matters for "nothing lost or overwritten": every check that can reject the job
+(config values, data, vocabulary, an existing run in the directory, a checkpoint that does
+not fit) runs before the first byte is written into the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from mltrain import distributed as D
+from mltrain.checkpoint import CKPT_DIR, list_checkpoints, load_checkpoint, load_latest
+from mltrain.config import validate
+from mltrain.data import build_data
+from mltrain.errors import CheckpointError, ConfigError
+from mltrain.flops import train_flops
+from mltrain.levels import build_hierarchy
+from mltrain.model import ODETransformer
+from mltrain.tracking import METRICS_FILE, Tracker, truncate_metrics
+from mltrain.trainer import Trainer
+from mltrain.vcycle import Schedule, build_cycle
+
+log = logging.getLogger(__name__)
+
+# Settings a resumed run may change: they do not alter the trajectory of the training.
+RESUME_MAY_CHANGE = (
+    "train.resume", "train.log_every", "train.progress", "train.checkpoint_every",
+    "train.keep_checkpoints", "train.compile", "train.device", "train.eval_every",
+    "data.cache_dir", "experiment_name", "logger.",
+)
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def check_resume_compatible(saved: dict, current: dict, path: Path) -> None:
+    """Raise :class:`CheckpointError` naming the first setting that differs between the
+    checkpoint's config and this run's, other than :data:`RESUME_MAY_CHANGE`."""
+    a, b = _flatten(saved), _flatten(current)
+    for key in sorted(set(a) | set(b)):
+        if key.startswith(RESUME_MAY_CHANGE) or key in RESUME_MAY_CHANGE:
+            continue
+        if a.get(key, "<unset>") != b.get(key, "<unset>"):
+            raise CheckpointError(
+                f"train.resume: checkpoint {path} was written with {key}={a.get(key, '<unset>')}, "
+                f"this run has {key}={b.get(key, '<unset>')}; resume with the same settings or start a new run"
+            )
+
+
+def steps_for_budget(levels, coarsening: DictConfig, step_flops: dict[str, int], budget: float) -> int:
+    """The number of fine steps whose total training FLOPs (with head) is closest to ``budget``
+    (coarse phases of the window included): |total − budget| <= half a fine iteration's cost."""
+    cycle = build_cycle(levels, coarsening.coarse_steps, coarsening.combine, coarsening.fine_step)
+    sched = Schedule(levels, coarsening.window, cycle)
+    per_cycle = sum(step_flops[n] * s for n, s in sched.steps_per_level(0, 1).items())
+    fine = step_flops[levels[0].name]
+
+    def total(s: int) -> int:
+        w = min(s, coarsening.window)
+        return w * per_cycle + (s - w) * fine
+
+    lo, hi = 1, 1
+    while total(hi) < budget:
+        hi *= 2
+    while lo < hi:  # smallest s with total(s) >= budget
+        mid = (lo + hi) // 2
+        if total(mid) >= budget:
+            hi = mid
+        else:
+            lo = mid + 1
+    if lo > 1 and budget - total(lo - 1) < total(lo) - budget:
+        lo -= 1
+    return lo
+
+
+class Job:
+    """Build and run one training job in ``run_dir``.
+
+    Args:
+        cfg: the composed config.
+        run_dir: the Hydra run directory (created by Hydra; nothing written before checks pass).
+        ctx: distributed context.
+        hydra_cfg: Hydra's own config, saved to ``.hydra/hydra.yaml`` (None outside Hydra).
+        group: W&B group (defaults to ``logger.group`` or the experiment name).
+
+    Raises:
+        MLTrainError subclasses for every user-fixable problem (see :mod:`mltrain.errors`).
+    """
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, ctx: D.DistContext, hydra_cfg=None,
+                 group: str | None = None) -> None:
+        self.cfg, self.run_dir, self.ctx, self.hydra_cfg = cfg, Path(run_dir), ctx, hydra_cfg
+        self.tracker = None
+        validate(cfg)
+        self.levels = build_hierarchy(cfg.coarsening, cfg.model.n_layer)
+        self.data = build_data(cfg.data, cfg.model.seq_len)
+        vocab = self._vocab_size()
+        self.total_steps = self._total_steps(vocab)
+        if cfg.coarsening.window > self.total_steps and len(self.levels) > 1:
+            log.warning("coarsening.window=%d is longer than the run (%d fine steps): every fine "
+                        "iteration runs coarse phases", cfg.coarsening.window, self.total_steps)
+        self.config_container = OmegaConf.to_container(cfg, resolve=True)
+        self.resume_state, self.resume_path = self._find_checkpoint()
+
+        seed = int(cfg.train.seed)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        m = cfg.model
+        self.model = ODETransformer(vocab, m.n_layer, m.n_embd, m.n_head, m.block_size, m.dropout,
+                                    m.bias, m.attention).to(ctx.device)
+        if cfg.train.compile:
+            for block in self.model.blocks:
+                block.compile()
+        # ---- all checks passed: from here on the run directory is written
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        wandb_after = self._prepare_run_dir()
+        job_type = "multilevel" if len(self.levels) > 1 and cfg.coarsening.window > 0 and cfg.coarsening.coarse_steps > 0 else "single_level"
+        self.tracker = Tracker(
+            self.run_dir, cfg.logger, self.config_container, job_type,
+            group or cfg.logger.group or cfg.experiment_name,
+            run_id=(self.resume_state or {}).get("wandb_id"), wandb_after_step=wandb_after,
+            enabled=ctx.is_main,
+        )
+        self.trainer = Trainer(cfg, self.model, self.levels, self.data, self.tracker, ctx, self.run_dir,
+                               self.total_steps, self.config_container)
+        if self.resume_state is not None:
+            self.trainer.load_state_dict(self.resume_state)
+            log.info("resumed from %s at step %d (fine step %d)", self.resume_path,
+                     self.trainer.p.step, self.trainer.p.fine_steps)
+            self.resume_state = None
+
+    # ------------------------------------------------------------------ checks
+    def _vocab_size(self) -> int:
+        tok_vocab = self.data.vocab_size
+        want = self.cfg.model.vocab_size
+        if want is None:
+            return tok_vocab
+        if want < tok_vocab:
+            raise ConfigError(
+                f"model.vocab_size={want} is smaller than the vocabulary of data.tokenizer="
+                f"{self.cfg.data.tokenizer} ({tok_vocab}); use model.vocab_size=null or >= {tok_vocab}"
+            )
+        return int(want)
+
+    def _total_steps(self, vocab: int) -> int:
+        t, m = self.cfg.train, self.cfg.model
+        if t.target_flops is None:
+            return int(t.steps)
+        tokens = m.seq_len * self.cfg.data.batch_size * t.grad_accum * self.ctx.world
+        per = {lv.name: train_flops(len(lv.blocks), m.n_embd, m.seq_len, vocab, tokens).total for lv in self.levels}
+        steps = steps_for_budget(self.levels, self.cfg.coarsening, per, float(t.target_flops))
+        if self.cfg.schedule.warmup_steps >= steps:
+            raise ConfigError(
+                f"train.target_flops={t.target_flops:.3e} gives {steps} fine steps, not more than "
+                f"schedule.warmup_steps={self.cfg.schedule.warmup_steps}; raise the budget or lower the warmup"
+            )
+        log.info("train.target_flops=%.4e -> %d fine steps", t.target_flops, steps)
+        return steps
+
+    def _find_checkpoint(self) -> tuple[dict | None, Path | None]:
+        resume = self.cfg.train.resume
+        ckdir = self.run_dir / CKPT_DIR
+        if resume is None:
+            if list_checkpoints(ckdir) or (self.run_dir / METRICS_FILE).is_file():
+                raise CheckpointError(
+                    f"run directory {self.run_dir} already holds a run; continue it with train.resume=auto "
+                    "or choose a new hydra.run.dir"
+                )
+            return None, None
+        if resume == "auto":
+            found = load_latest(ckdir)
+            if found is None:
+                log.info("train.resume=auto: no checkpoint in %s, starting fresh", ckdir)
+                return None, None
+            state, path = found
+        else:
+            path = Path(resume).expanduser()
+            state = load_checkpoint(path)
+        check_resume_compatible(state.get("config", {}), self.config_container, path)
+        if state.get("total_steps") != self.total_steps:
+            raise CheckpointError(
+                f"train.resume: checkpoint {path} belongs to a run of {state.get('total_steps')} fine steps, "
+                f"this run has {self.total_steps}"
+            )
+        return state, path
+
+    def _prepare_run_dir(self) -> int:
+        """Write ``.hydra/`` and bring ``metrics.jsonl`` to the checkpoint's step; return the
+        largest step the old metrics file held (not sent to W&B again)."""
+        if not self.ctx.is_main:
+            return -1
+        hd = self.run_dir / ".hydra"
+        hd.mkdir(exist_ok=True)
+        OmegaConf.save(self.cfg, hd / "config.yaml")
+        if self.hydra_cfg is not None:
+            OmegaConf.save({"hydra": self.hydra_cfg}, hd / "hydra.yaml")
+            OmegaConf.save(list(self.hydra_cfg.overrides.task), hd / "overrides.yaml")
+        metrics = self.run_dir / METRICS_FILE
+        if self.resume_path is not None:
+            step = int(self.resume_state["progress"]["step"])
+            source = self.resume_path.parent.parent / METRICS_FILE
+            if source.resolve() != metrics.resolve() and source.is_file() and not metrics.exists():
+                shutil.copyfile(source, metrics)
+            if metrics.is_file():
+                return truncate_metrics(metrics, step)
+        elif metrics.is_file():  # resume=auto found no checkpoint: the run restarts from zero
+            return truncate_metrics(metrics, -1)
+        return -1
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> float:
+        """Train to the end; return the final validation loss."""
+        log.info("run directory: %s", self.run_dir)
+        log.info("%s", self.trainer.describe())
+        return self.trainer.fit()
+
+    def close(self, exit_code: int = 0) -> None:
+        if self.tracker is not None:
+            self.tracker.close(exit_code)

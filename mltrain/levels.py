@@ -1,0 +1,185 @@
+"""Levels of the hierarchy, restriction by injection, and prolongation (Lauga et al. 2025, Eq. 4).
+
+A *level* is a path through the fine model's blocks with a step size. Restriction is
+injection: a coarse level's parameters ARE the fine model's tensors (no copies, no second
+model). A coarse phase trains them on the coarse path; prolongation then sets
+
+    θ ← θ_before + δ · (θ_after − θ_before)
+
+over the parameters the phase trained (Eq. 4; DESIGN.md section 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+
+from mltrain.errors import ConfigError
+from mltrain.model import ODETransformer, Path
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level of the hierarchy.
+
+    Attributes:
+        name: ``fine``, ``coarse_a``, ``coarse_b``, ``coarse_1``... (used in metric names).
+        blocks: indices of the fine model's blocks this level evaluates, in order.
+        step: Euler step size h of every block evaluation on this level.
+        parent: name of the next finer level (None for the fine level); the V-cycle
+            descends from parent to child and prolongs back into the parent.
+    """
+
+    name: str
+    blocks: tuple[int, ...]
+    step: float
+    parent: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.blocks, self.step)
+
+    @property
+    def is_fine(self) -> bool:
+        return self.parent is None
+
+
+def _fine(n: int) -> Level:
+    return Level("fine", tuple(range(n)), 1.0)
+
+
+def build_hierarchy(c: DictConfig, n_layer: int) -> list[Level]:
+    """The levels of ``coarsening=<name>``, fine level first, in V-cycle order.
+
+    - ``none``: fine only.
+    - ``even_odd``: coarse_a = blocks 1,3,…,N−1 then coarse_b = 0,2,…,N−2 (paper order),
+      both children of the fine level, step ``step_scale``·h.
+    - ``even`` / ``odd``: coarse_a alone / coarse_b alone.
+    - ``recursive``: coarse_l = blocks c^l−1, 2c^l−1, … with step c^l·h (c = ``factor``),
+      l = 1..``depth``, each the child of the previous one.
+    - ``custom``: ``blocks`` lists, each a child of the previous level, step
+      ``step_sizes[i]`` or N/len(blocks[i]).
+
+    Raises:
+        ConfigError: a hierarchy the depth cannot support, or an invalid custom block list.
+    """
+    name = c.name
+    fine = _fine(n_layer)
+    if name == "none":
+        return [fine]
+    if name in ("even_odd", "even", "odd"):
+        if n_layer < 2 or n_layer % 2:
+            raise ConfigError(
+                f"coarsening={name} needs an even number of blocks >= 2, "
+                f"but model.n_layer={n_layer}"
+            )
+        h = float(c.step_scale)
+        a = Level("coarse_a", tuple(range(1, n_layer, 2)), h, "fine")
+        b = Level("coarse_b", tuple(range(0, n_layer, 2)), h, "fine")
+        return [fine] + {"even_odd": [a, b], "even": [a], "odd": [b]}[name]
+    if name == "recursive":
+        f, depth = int(c.factor), int(c.depth)
+        if n_layer % (f**depth):
+            raise ConfigError(
+                f"coarsening=recursive: factor^depth = {f}^{depth} = {f**depth} must divide "
+                f"model.n_layer={n_layer}"
+            )
+        levels = [fine]
+        for ell in range(1, depth + 1):
+            stride = f**ell
+            levels.append(
+                Level(f"coarse_{ell}", tuple(range(stride - 1, n_layer, stride)), float(stride),
+                      levels[-1].name)
+            )
+        return levels
+    if name == "custom":
+        return [fine] + _custom_levels(c.blocks, c.step_sizes, n_layer)
+    raise ConfigError(f"coarsening.name={name!r} is not allowed")
+
+
+def _custom_levels(blocks: Sequence, steps: Sequence, n_layer: int) -> list[Level]:
+    if len(blocks) == 0:
+        raise ConfigError("coarsening=custom needs coarsening.blocks=[[i,j,...],...] (one list per level)")
+    if len(steps) not in (0, len(blocks)):
+        raise ConfigError(
+            f"coarsening.step_sizes has {len(steps)} entries: give none or one per level ({len(blocks)})"
+        )
+    levels: list[Level] = []
+    parent = "fine"
+    for i, bl in enumerate(blocks):
+        bl = [int(b) for b in bl]
+        if not bl:
+            raise ConfigError(f"coarsening.blocks[{i}] is empty: a coarse level needs at least one block")
+        if len(set(bl)) != len(bl):
+            raise ConfigError(f"coarsening.blocks[{i}]={bl} repeats a block: each block at most once")
+        bad = [b for b in bl if not 0 <= b < n_layer]
+        if bad:
+            raise ConfigError(
+                f"coarsening.blocks[{i}] names block {bad[0]}, outside the model's blocks 0..{n_layer - 1}"
+            )
+        step = float(steps[i]) if steps else n_layer / len(bl)
+        if step <= 0:
+            raise ConfigError(f"coarsening.step_sizes[{i}]={step} is not allowed: must be > 0")
+        name = f"coarse_{i + 1}"
+        levels.append(Level(name, tuple(bl), step, parent))
+        parent = name
+    return levels
+
+
+def level_parameters(
+    model: ODETransformer, level: Level, train_shared: bool = True
+) -> dict[str, torch.nn.Parameter]:
+    """Restriction by injection: the fine model's own parameter tensors that ``level`` trains.
+
+    The level's blocks, plus the shared embeddings (tied with the head) and final norm unless
+    ``train_shared`` is False (the fine level always includes them). Returned in the model's
+    registration order, so optimizers built over them are reproducible.
+    """
+    wanted = {n for i in level.blocks for n in model.block_parameter_names(i)}
+    if train_shared or level.is_fine:
+        wanted.update(model.shared_parameter_names())
+    return {n: p for n, p in model.named_parameters() if n in wanted}
+
+
+def snapshot(params: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
+    """θ_before: detached copies of ``params`` (the only copies the multilevel scheme makes)."""
+    return {n: p.detach().clone() for n, p in params.items()}
+
+
+@torch.no_grad()
+def prolong(
+    params: dict[str, torch.nn.Parameter], before: dict[str, torch.Tensor], delta: float
+) -> None:
+    """Eq. 4 in place: θ ← θ_before + δ·(θ − θ_before) for every tensor in ``before``.
+
+    Uses ``torch.lerp``, which returns θ_before exactly for δ = 0 and θ exactly for δ = 1.
+    """
+    for n, b in before.items():
+        p = params[n]
+        p.copy_(torch.lerp(b, p, delta))
+
+
+@torch.no_grad()
+def correction(
+    params: dict[str, torch.nn.Parameter], before: dict[str, torch.Tensor], delta: float
+) -> dict[str, torch.Tensor]:
+    """δ·(θ − θ_before) for ``coarsening.combine=summed``, restoring θ to θ_before."""
+    out = {}
+    for n, b in before.items():
+        p = params[n]
+        out[n] = (p - b) * delta
+        p.copy_(b)
+    return out
+
+
+@torch.no_grad()
+def apply_corrections(
+    params: dict[str, torch.nn.Parameter], corrections: Sequence[dict[str, torch.Tensor]]
+) -> None:
+    """θ ← θ + Σ corrections (the summed combination of several coarse phases)."""
+    for corr in corrections:
+        for n, c in corr.items():
+            params[n].add_(c)

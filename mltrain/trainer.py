@@ -1,0 +1,442 @@
+"""The training loop: it walks the V-cycle schedule (:mod:`mltrain.vcycle`) one operation at a
+time, takes optimizer steps on the level each operation names, evaluates the fine model,
+logs one record per optimizer step and writes checkpoints that resume exactly.
+
+The position in the schedule (fine iteration ``k``, operation index, steps done inside it),
+the open coarse phases' snapshots and every counter are part of :meth:`Trainer.state_dict`,
+so a run stopped anywhere (preemption signal, or a kill followed by a resume from the last
+checkpoint) continues with the same losses, bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from mltrain import distributed as D
+from mltrain.checkpoint import save_checkpoint
+from mltrain.data import BatchSampler, DataBundle, eval_windows
+from mltrain.errors import DivergenceError, MLTrainError
+from mltrain.flops import forward_flops, peak_flops, train_flops
+from mltrain.levels import Level, apply_corrections, correction, level_parameters, prolong, snapshot
+from mltrain.model import ODETransformer
+from mltrain.optim import LevelOptimizers, make_schedule
+from mltrain.tracking import Tracker
+from mltrain.vcycle import (
+    ApplyDeferred,
+    Defer,
+    Prolong,
+    Restrict,
+    Schedule,
+    Train,
+    build_cycle,
+    format_cycle,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Preempted(MLTrainError):
+    """SIGTERM/SIGINT: a checkpoint was saved and the run stopped (exit status 128 + signal)."""
+
+
+@dataclass
+class Progress:
+    """Where the run is and what it has spent (all restored on resume).
+
+    ``step`` counts optimizer steps of every level; ``fine_steps`` fine optimizer steps;
+    ``k`` is the fine iteration being run, ``op`` the index of the operation inside it and
+    ``inner`` the steps already taken inside that operation. FLOPs are counts (with head /
+    non-embedding), ``wall_s`` seconds since the run first started.
+    """
+
+    step: int = 0
+    fine_steps: int = 0
+    k: int = 0
+    op: int = 0
+    inner: int = 0
+    flops: int = 0
+    flops_nonembed: int = 0
+    flops_eval: int = 0
+    flops_level: dict = field(default_factory=dict)
+    tokens: int = 0
+    wall_s: float = 0.0
+    val_loss: float | None = None
+    loss_ema: float | None = None
+    evaluated_at: int = -1
+
+
+class Trainer:
+    """Multilevel (or single-level) training of an :class:`ODETransformer`.
+
+    Args:
+        cfg: the composed config.
+        model: the fine model, already on ``ctx.device``.
+        levels: hierarchy, fine level first.
+        data: token streams.
+        tracker: where records go.
+        ctx: distributed context (rank, world, device).
+        run_dir: the run directory (checkpoints go to ``run_dir/checkpoints``).
+        total_steps: fine optimizer steps of the run (``train.steps`` or from ``train.target_flops``).
+        config_container: the resolved config as a plain dict, stored in every checkpoint.
+    """
+
+    def __init__(self, cfg: DictConfig, model: ODETransformer, levels: list[Level], data: DataBundle,
+                 tracker: Tracker, ctx: D.DistContext, run_dir, total_steps: int,
+                 config_container: dict | None = None) -> None:
+        self.config_container = config_container or {}
+        self.cfg, self.model, self.data, self.tracker, self.ctx = cfg, model, data, tracker, ctx
+        self.run_dir = run_dir
+        self.total_steps = total_steps
+        c, t = cfg.coarsening, cfg.train
+        self.levels = {lv.name: lv for lv in levels}
+        self.fine = levels[0]
+        self.schedule = Schedule(levels, c.window, build_cycle(levels, c.coarse_steps, c.combine, c.fine_step))
+        self.delta = float(c.delta)
+        self.lr_scale = float(c.coarse_lr_scale)
+        self.level_params = {lv.name: level_parameters(model, lv, c.train_shared) for lv in levels}
+        self.all_params = dict(model.named_parameters())
+        # parameters a coarse path uses but must not train (train_shared=false): grads dropped
+        self.frozen = {
+            lv.name: [p for n, p in self.all_params.items() if not n.startswith("blocks.") and n not in self.level_params[lv.name]]
+            for lv in levels
+        }
+        fused = ctx.device.type == "cuda"
+        self.optims = LevelOptimizers(cfg.optimizer, c.optimizer_state, self.level_params, fused=fused)
+        self.lr_factor = make_schedule(cfg.schedule, total_steps)
+        self.accum = int(t.grad_accum)
+        self.micro = int(cfg.data.batch_size)
+        self.seq_len = int(cfg.model.seq_len)
+        self.global_batch = self.micro * self.accum * ctx.world
+        self.sampler = BatchSampler(data.train, self.seq_len, seed=int(t.seed) + 1)
+        self.val_batches = eval_windows(data.val, self.seq_len, int(t.eval_batches) * self.micro)
+        d, V = model.n_embd, model.vocab_size
+        tokens = self.global_batch * self.seq_len
+        self.step_flops = {lv.name: train_flops(len(lv.blocks), d, self.seq_len, V, tokens) for lv in levels}
+        self.eval_flops = forward_flops(len(self.fine.blocks), d, self.seq_len, V, len(self.val_batches) * self.seq_len)
+        self.tokens_per_step = tokens
+        self.p = Progress(flops_level={lv.name: 0 for lv in levels})
+        self.phases: list[tuple[str, dict[str, torch.Tensor]]] = []
+        self.deferred: list[dict[str, torch.Tensor]] = []
+        self.autocast, self.scaler = self._precision(t.precision)
+        self.max_norm = float(t.max_grad_norm) or math.inf
+        self.peak = peak_flops(torch.cuda.get_device_name(ctx.device)) if ctx.device.type == "cuda" else None
+        self._pending: dict | None = None
+        self._signal: int | None = None
+        self._t0 = time.perf_counter()
+        self._wall0 = 0.0
+        self.last_checkpoint = None
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _precision(self, precision: str):
+        dev = self.ctx.device.type
+        if precision == "auto":
+            precision = "bf16" if dev == "cuda" else "fp32"
+        if precision == "fp32":
+            return contextlib.nullcontext, None
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        scaler = torch.amp.GradScaler(dev) if precision == "fp16" else None
+        return (lambda: torch.autocast(dev, dtype=dtype)), scaler
+
+    def describe(self) -> str:
+        """The hierarchy and the V-cycle in a few lines (printed at start)."""
+        lines = ["levels: " + ", ".join(f"{lv.name}(blocks={list(lv.blocks)}, h={lv.step:g})" for lv in self.levels.values())]
+        if len(self.levels) > 1 and self.schedule.window > 0:
+            lines.append(f"V-cycle for fine iterations 0..{self.schedule.window - 1}: {format_cycle(self.schedule.cycle)}")
+        per = {n: f.total for n, f in self.step_flops.items()}
+        lines.append("FLOPs per optimizer step (with head): " + ", ".join(f"{n}={v:.3e}" for n, v in per.items()))
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> float:
+        """Run (or continue) the schedule to ``total_steps`` fine steps; return the final
+        validation loss (fine model).
+
+        Raises:
+            DivergenceError: a non-finite loss or gradient (names the step and level).
+            Preempted: SIGTERM/SIGINT arrived; a checkpoint was saved first.
+        """
+        self._t0 = time.perf_counter()
+        self._wall0 = self.p.wall_s
+        handlers = self._install_signal_handlers()
+        try:
+            if self.p.step == 0 and self.p.evaluated_at < 0:
+                self._evaluate_and_log_initial()
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.total_steps, initial=self.p.k, unit="fine step", dynamic_ncols=True,
+                       disable=not (self.cfg.train.progress and sys.stdout.isatty() and self.ctx.is_main))
+            with bar:
+                while self.p.k < self.total_steps:
+                    ops = self.schedule.ops(self.p.k)
+                    while self.p.op < len(ops):
+                        self.run_op(ops[self.p.op])
+                        self.p.op += 1
+                        self.p.inner = 0
+                    self.p.k += 1
+                    self.p.op = 0
+                    self._end_iteration()
+                    bar.update(1)
+            if self.p.evaluated_at != self.p.step:
+                self._evaluate()
+            self._flush()
+            self.save()
+            return float(self.p.val_loss)
+        finally:
+            self._restore_signal_handlers(handlers)
+
+    def run_op(self, op) -> None:
+        """Carry out one V-cycle operation (:mod:`mltrain.vcycle`); ``Train`` continues from
+        ``self.p.inner`` steps already taken."""
+        if isinstance(op, Train):
+            while self.p.inner < op.steps:
+                self._step(self.levels[op.level])
+                self.p.inner += 1
+                self._check_signal()
+        elif isinstance(op, Restrict):
+            self.optims.start_phase(op.level)
+            self.phases.append((op.level, snapshot(self.level_params[op.level])))
+        elif isinstance(op, Prolong | Defer):
+            name, before = self.phases.pop()
+            assert name == op.level, f"V-cycle out of order: closing {op.level}, open {name}"
+            if isinstance(op, Prolong):
+                prolong(self.level_params[name], before, self.delta)
+            else:
+                self.deferred.append(correction(self.level_params[name], before, self.delta))
+        elif isinstance(op, ApplyDeferred):
+            apply_corrections(self.all_params, self.deferred)
+            self.deferred.clear()
+
+    def _end_iteration(self) -> None:
+        t = self.cfg.train
+        k = self.p.k
+        if k % t.eval_every == 0 or k == self.total_steps:
+            self._evaluate()
+        self._flush()
+        if k % t.log_every == 0 or k == self.total_steps:
+            self._console(k)
+        if t.checkpoint_every and k % t.checkpoint_every == 0 and k < self.total_steps:
+            self.save()
+        self._check_signal()
+
+    # ------------------------------------------------------------------ one optimizer step
+    def _step(self, level: Level) -> None:
+        t_start = time.perf_counter()
+        self._flush()
+        is_fine = level.is_fine
+        params = self.level_params[level.name]
+        opt = self.optims.get(level.name)
+        lr = self.optims.peak_lr * self.lr_factor(self.p.k) * (1.0 if is_fine else self.lr_scale)
+        LevelOptimizers.set_lr(opt, lr)
+
+        batch = self.sampler.next(self.global_batch)
+        per_rank = self.micro * self.accum
+        batch = batch[self.ctx.rank * per_rank : (self.ctx.rank + 1) * per_rank]
+        batch = batch.pin_memory().to(self.ctx.device, non_blocking=True) if self.ctx.device.type == "cuda" else batch
+        path = level.path
+        loss_sum = torch.zeros((), device=self.ctx.device)
+        for micro in batch.split(self.micro):
+            with self.autocast():
+                _, loss = self.model(micro[:, :-1], micro[:, 1:], path=path)
+            scaled = loss / self.accum
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            loss_sum += loss.detach().float()
+        for p in self.frozen[level.name]:
+            p.grad = None
+        D.all_reduce_grads(params.values(), self.ctx.world)
+        loss_avg = D.all_reduce_sum(loss_sum, self.ctx.world) / (self.accum * self.ctx.world)
+        if self.scaler:
+            self.scaler.unscale_(opt)
+        norm = torch.nn.utils.clip_grad_norm_(list(params.values()), self.max_norm)
+        loss_val, norm_val = torch.stack([loss_avg, norm.float()]).tolist()
+        if not math.isfinite(loss_val) or (not math.isfinite(norm_val) and self.scaler is None):
+            what = "loss" if not math.isfinite(loss_val) else "gradient norm"
+            raise DivergenceError(
+                f"non-finite {what} ({loss_val if what == 'loss' else norm_val}) at step {self.p.step + 1} "
+                f"(fine step {self.p.fine_steps}, level {level.name}); stopped, the last good checkpoint "
+                f"is kept{': ' + str(self.last_checkpoint) if self.last_checkpoint else ''}"
+            )
+        if self.scaler:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+        self.model.zero_grad(set_to_none=True)
+
+        p = self.p
+        p.step += 1
+        if is_fine:
+            p.fine_steps += 1
+        f = self.step_flops[level.name]
+        p.flops += f.total
+        p.flops_nonembed += f.nonembed
+        p.flops_level[level.name] += f.total
+        p.tokens += self.tokens_per_step
+        dt = time.perf_counter() - t_start
+        rec = {
+            "step": p.step, "fine_step": p.fine_steps, "level": level.name,
+            "train/loss": loss_val, "train/grad_norm": norm_val, "lr": lr,
+            "perf/flops": p.flops, "perf/flops_nonembed": p.flops_nonembed, "perf/tokens": p.tokens,
+            "perf/tok_per_s": self.tokens_per_step / dt, "perf/wall_s": self._wall(),
+            **{f"perf/flops_level/{n}": v for n, v in p.flops_level.items()},
+        }
+        if self.peak:
+            rec["perf/mfu"] = f.total / dt / (self.peak * self.ctx.world)
+        spike = self.cfg.train.spike_factor
+        if is_fine:
+            if spike and p.loss_ema is not None and loss_val > spike * p.loss_ema:
+                rec["train/spike"] = 1
+                log.warning("loss spike at step %d (fine step %d): %.4f > %.1f x running mean %.4f",
+                            p.step, p.fine_steps, loss_val, spike, p.loss_ema)
+            p.loss_ema = loss_val if p.loss_ema is None else 0.9 * p.loss_ema + 0.1 * loss_val
+        self._pending = rec
+
+    def _wall(self) -> float:
+        return self._wall0 + (time.perf_counter() - self._t0)
+
+    def _flush(self) -> None:
+        if self._pending is not None:
+            self.tracker.log(self._pending)
+            self._pending = None
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean cross-entropy (nats/token) of the fine model on the fixed validation windows."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        total = torch.zeros(2, device=self.ctx.device, dtype=torch.float64)
+        chunks = self.val_batches.split(self.micro)
+        for i in range(self.ctx.rank, len(chunks), self.ctx.world):
+            b = chunks[i].to(self.ctx.device)
+            with self.autocast():
+                _, loss = model(b[:, :-1], b[:, 1:])
+            total += torch.stack([loss.double() * len(b), torch.tensor(len(b), device=b.device, dtype=torch.float64)])
+        model.train(was_training)
+        total = D.all_reduce_sum(total, self.ctx.world)
+        return float(total[0] / total[1])
+
+    def _evaluate(self) -> None:
+        val = self.evaluate()
+        self.p.flops_eval += self.eval_flops.total
+        self.p.val_loss = val
+        self.p.evaluated_at = self.p.step
+        extra = {"val/loss": val, "val/ppl": math.exp(min(val, 50.0)), "perf/flops_eval": self.p.flops_eval}
+        if self._pending is not None:
+            self._pending.update(extra)
+        else:
+            self.tracker.log(self._base_record() | extra)
+
+    def _base_record(self) -> dict:
+        p = self.p
+        return {"step": p.step, "fine_step": p.fine_steps, "level": self.fine.name,
+                "perf/flops": p.flops, "perf/flops_nonembed": p.flops_nonembed, "perf/tokens": p.tokens,
+                "perf/wall_s": self._wall(), **{f"perf/flops_level/{n}": v for n, v in p.flops_level.items()}}
+
+    def _evaluate_and_log_initial(self) -> None:
+        self._evaluate()
+        log.info("step 0: val/loss %.4f (before training)", self.p.val_loss)
+
+    def _console(self, k: int) -> None:
+        last = self.p
+        log.info(
+            "fine step %d/%d | step %d | val %s | FLOPs %.3e | wall %.0f s",
+            k, self.total_steps, last.step,
+            f"{last.val_loss:.4f}" if last.evaluated_at == last.step else "-",
+            last.flops, self._wall(),
+        )
+
+    # ------------------------------------------------------------------ signals
+    def _install_signal_handlers(self):
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(signum, frame):
+            self._signal = signum
+            log.warning("received %s: stopping after the current optimizer step", signal.Signals(signum).name)
+
+        return {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _restore_signal_handlers(self, handlers) -> None:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+
+    def _check_signal(self) -> None:
+        if D.any_rank(self._signal is not None, self.ctx.world):
+            signum = self._signal or signal.SIGTERM
+            self._flush()
+            path = self.save() if self.ctx.is_main else None
+            err = Preempted(
+                f"stopped by {signal.Signals(signum).name} at step {self.p.step} (fine step {self.p.fine_steps}); "
+                f"checkpoint {path}; continue with train.resume=auto hydra.run.dir={self.run_dir}"
+            )
+            err.exit_code = 128 + int(signum)
+            raise err
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Everything the rest of the run depends on (see :mod:`mltrain.checkpoint`)."""
+        np_state = np.random.get_state()
+        rng = {
+            "python": random.getstate(),
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        p = asdict(self.p)
+        p["wall_s"] = self._wall()
+        return {
+            "format": 1,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizers": self.optims.state_dict(),
+            "progress": p,
+            "total_steps": self.total_steps,
+            "phases": [[name, {k: v.cpu() for k, v in snap.items()}] for name, snap in self.phases],
+            "deferred": [{k: v.cpu() for k, v in d.items()} for d in self.deferred],
+            "sampler": self.sampler.state_dict(),
+            "rng": rng,
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (model, optimizers, position, RNGs, counters)."""
+        dev = self.ctx.device
+        self.model.load_state_dict(state["model"])
+        self.optims.load_state_dict(state["optimizers"])
+        self.p = Progress(**state["progress"])
+        self.phases = [(name, {k: v.to(dev) for k, v in snap.items()}) for name, snap in state["phases"]]
+        self.deferred = [{k: v.to(dev) for k, v in d.items()} for d in state["deferred"]]
+        self.sampler.load_state_dict(state["sampler"])
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        n = rng["numpy"]
+        np.random.set_state((n[0], n[1].numpy(), n[2], n[3], n[4]))
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        if self.scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+    def save(self):
+        """Write a checkpoint of the current state (rank 0); returns its path."""
+        if not self.ctx.is_main:
+            return None
+        state = self.state_dict()
+        state["config"] = self.config_container
+        state["wandb_id"] = self.tracker.run_id
+        self.last_checkpoint = save_checkpoint(state, self.run_dir / "checkpoints", self.p.step,
+                                               int(self.cfg.train.keep_checkpoints))
+        return self.last_checkpoint

@@ -1,0 +1,137 @@
+"""The V-cycle as data: each fine iteration is a tuple of operations the trainer walks.
+
+With the paper's settings (``coarsening=even_odd``, fine step first, sequential) one fine
+iteration inside the window is::
+
+    Train(fine, 1)
+    Restrict(coarse_a)  Train(coarse_a, m)  Prolong(coarse_a)
+    Restrict(coarse_b)  Train(coarse_b, m)  Prolong(coarse_b)
+
+and after the window just ``Train(fine, 1)``. ``Restrict`` opens a coarse phase (snapshot of
+the parameters it trains: restriction is injection, so there is nothing else to do);
+``Prolong`` closes it with Eq. 4. A recursive hierarchy nests phases (fine -> coarse_1 ->
+coarse_2 -> ... and back up); ``combine=summed`` closes sibling phases with ``Defer``
+(store δ·Δ and restore θ_before) and adds all corrections at ``ApplyDeferred``.
+
+:func:`format_cycle` renders a cycle on one line; the run log prints it at start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mltrain.levels import Level
+
+
+@dataclass(frozen=True)
+class Train:
+    """``steps`` optimizer steps on ``level``."""
+
+    level: str
+    steps: int
+
+
+@dataclass(frozen=True)
+class Restrict:
+    """Open a coarse phase on ``level``: snapshot θ_before of the parameters it trains."""
+
+    level: str
+
+
+@dataclass(frozen=True)
+class Prolong:
+    """Close the phase on ``level``: θ ← θ_before + δ·(θ − θ_before) (Lauga et al. 2025, Eq. 4)."""
+
+    level: str
+
+
+@dataclass(frozen=True)
+class Defer:
+    """Close the phase on ``level`` for a summed combination: keep δ·(θ − θ_before) aside and
+    restore θ_before, so the next sibling phase starts from the same state."""
+
+    level: str
+
+
+@dataclass(frozen=True)
+class ApplyDeferred:
+    """Add every correction kept by :class:`Defer` to the parameters."""
+
+
+Op = Train | Restrict | Prolong | Defer | ApplyDeferred
+
+
+def build_cycle(
+    levels: list[Level], coarse_steps: int, combine: str = "sequential", fine_step: str = "before"
+) -> tuple[Op, ...]:
+    """The operations of one fine iteration inside the window.
+
+    Args:
+        levels: the hierarchy, fine level first (:func:`mltrain.levels.build_hierarchy`).
+        coarse_steps: m, optimizer steps per coarse phase.
+        combine: ``sequential`` (each phase starts from the previous one's transferred
+            result) or ``summed`` (sibling phases start from the same state; their
+            δ-weighted changes are added).
+        fine_step: ``before`` or ``after`` the coarse phases.
+    """
+    children: dict[str | None, list[Level]] = {}
+    for lv in levels:
+        children.setdefault(lv.parent, []).append(lv)
+    fine = levels[0]
+
+    def descend(lv: Level, close: type) -> list[Op]:
+        ops: list[Op] = [Restrict(lv.name), Train(lv.name, coarse_steps)]
+        for child in children.get(lv.name, []):
+            ops += descend(child, Prolong)
+        ops.append(close(lv.name))
+        return ops
+
+    coarse: list[Op] = []
+    if coarse_steps > 0:
+        top = children.get(fine.name, [])
+        close = Defer if combine == "summed" else Prolong
+        for lv in top:
+            coarse += descend(lv, close)
+        if combine == "summed" and top:
+            coarse.append(ApplyDeferred())
+    fine_op = [Train(fine.name, 1)]
+    return tuple(fine_op + coarse if fine_step == "before" else coarse + fine_op)
+
+
+class Schedule:
+    """Which operations fine iteration ``k`` runs: the cycle while ``k < window``, else a
+    plain fine step. Iterating it is the whole V-cycle schedule of a run.
+    """
+
+    def __init__(self, levels: list[Level], window: int, cycle: tuple[Op, ...]) -> None:
+        self.levels = {lv.name: lv for lv in levels}
+        self.fine = levels[0].name
+        self.window = window
+        self.cycle = cycle
+        self.plain = (Train(self.fine, 1),)
+
+    def ops(self, k: int) -> tuple[Op, ...]:
+        """Operations of fine iteration ``k`` (0-based)."""
+        return self.cycle if k < self.window else self.plain
+
+    def steps_per_level(self, k_from: int, k_to: int) -> dict[str, int]:
+        """Optimizer steps each level takes in fine iterations ``k_from..k_to-1``."""
+        out = {name: 0 for name in self.levels}
+        for k in range(k_from, k_to):
+            for op in self.ops(k):
+                if isinstance(op, Train):
+                    out[op.level] += op.steps
+        return out
+
+
+def format_cycle(cycle: tuple[Op, ...]) -> str:
+    """One line per operation, e.g. ``Train(coarse_a, 100)``."""
+    parts = []
+    for op in cycle:
+        if isinstance(op, Train):
+            parts.append(f"Train({op.level}, {op.steps})")
+        elif isinstance(op, ApplyDeferred):
+            parts.append("ApplyDeferred")
+        else:
+            parts.append(f"{type(op).__name__}({op.level})")
+    return " -> ".join(parts)

@@ -1,0 +1,40 @@
+"""Helpers for the tests: tiny configs, in-process jobs, the installed CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+TINY = ["model=tiny", "data.batch_size=4", "logger=none", "train.eval_batches=2",
+        "train.log_every=1000", "train.progress=false", "schedule.warmup_steps=0"]
+
+
+def compose(*overrides: str):
+    """The config of ``mltrain <TINY> <overrides>``."""
+    from mltrain.config import compose as _compose
+
+    return _compose(TINY + list(overrides))
+
+
+def make_job(run_dir: Path, *overrides: str):
+    """A :class:`mltrain.job.Job` on one CPU process for ``compose(*overrides)``."""
+    from mltrain.distributed import DistContext
+    from mltrain.job import Job
+
+    return Job(compose(*overrides), run_dir, DistContext())
+
+
+def run_mltrain(args: list[str], cwd: Path, timeout: float = 300, entry: str = "mltrain",
+                env: dict | None = None) -> subprocess.CompletedProcess:
+    """The installed console script (``mltrain`` or ``mltrain-compare``) in a subprocess."""
+    exe = Path(sys.executable).parent / entry
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

@@ -1,0 +1,112 @@
+"""Config composition: every option of every group, the schemas, and value checks."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from mltrain.config import config_dir, validate
+from mltrain.errors import ConfigError
+from mltrain.levels import build_hierarchy
+from tests.helpers import compose
+
+GROUPS = ["model", "coarsening", "optimizer", "schedule", "data", "logger", "experiment", "mode"]
+NEEDS = {  # options that need a value no default can supply
+    ("coarsening", "custom"): ["coarsening.blocks=[[0,2]]"],
+    ("data", "text_files"): ["data.paths=[/tmp]"],
+}
+
+
+def options():
+    for group in GROUPS:
+        for f in sorted((config_dir() / group).glob("*.yaml")):
+            yield group, f.stem
+
+
+@pytest.mark.parametrize("group, option", list(options()))
+def test_every_option_of_every_group_composes_and_validates(group, option):
+    cfg = compose(f"{group}={option}", *NEEDS.get((group, option), []))
+    validate(cfg)
+    levels = build_hierarchy(cfg.coarsening, cfg.model.n_layer)
+    assert levels[0].name == "fine"
+    if group in ("model", "coarsening", "optimizer", "schedule", "data", "logger"):
+        assert cfg[group].get("name", option) == option or group in ("model", "optimizer")
+
+
+def test_all_groups_exist():
+    assert {p.name for p in config_dir().iterdir() if p.is_dir()} >= set(GROUPS) | {"hydra"}
+
+
+def test_defaults_are_the_cpu_run_of_the_readme():
+    cfg = compose()
+    assert (cfg.model.n_layer, cfg.model.n_embd, cfg.model.n_head, cfg.model.seq_len) == (4, 32, 2, 32)  # TINY
+    from mltrain.config import compose as plain
+
+    d = plain([])
+    assert (d.model.n_layer, d.model.n_embd, d.model.n_head, d.model.seq_len) == (12, 128, 4, 128)
+    assert (d.data.name, d.data.tokenizer, d.data.vocab_size, d.data.batch_size) == ("sotu", "bpe", 8192, 16)
+    assert d.optimizer._target_ == "torch.optim.SGD" and d.optimizer.momentum == 0.9
+    assert d.schedule.name == "cosine" and d.coarsening.name == "even_odd" and d.coarsening.delta == 0.25
+    p = plain(["experiment=paper"])
+    assert (p.model.n_embd, p.model.n_layer, p.model.n_head, p.data.tokenizer) == (256, 12, 8, "gpt2")
+    assert (p.coarsening.name, p.coarsening.delta, p.coarsening.coarse_steps, p.coarsening.window) == ("even_odd", 0.25, 100, 35)
+    assert p.optimizer._target_ == "torch.optim.SGD" and p.schedule.name == "cosine"
+
+
+@pytest.mark.parametrize("override", ["model.n_layr=3", "train.stpes=3"])
+def test_unknown_keys_are_rejected(override):
+    with pytest.raises((HydraException, OmegaConfBaseException), match=r"n_layr|stpes"):
+        compose(override)
+
+
+@pytest.mark.parametrize("override, where", [("+coarsening.detla=0.5", "coarsening.detla"),
+                                             ("+optimizer.momentun=0.5", "optimizer.momentun"),
+                                             ("+lr=0.1", "lr")])
+def test_keys_added_with_plus_are_rejected_by_validation(override, where):
+    with pytest.raises(ConfigError, match=rf"^{where} is not a setting; "):
+        validate(compose(override))
+
+
+@pytest.mark.parametrize("override", ["model.n_layer=abc", "coarsening.delta=high", "train.compile=maybe"])
+def test_wrong_types_are_rejected(override):
+    with pytest.raises((HydraException, OmegaConfBaseException)):
+        compose(override)
+
+
+def test_options_of_another_optimizer_are_rejected():
+    with pytest.raises((HydraException, OmegaConfBaseException), match="momentum"):
+        compose("optimizer=adamw", "optimizer.momentum=0.9")
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["model.n_embd=30", "model.n_head=4"], r"model.n_embd=30 must be divisible by model.n_head=4"),
+        (["model.seq_len=64", "model.block_size=32"], r"model.seq_len=64 is larger than the model's context model.block_size=32"),
+        (["train.steps=0"], r"train.steps=0 is not allowed: must be a number > 0"),
+        (["train.steps=-5"], r"train.steps=-5 is not allowed"),
+        (["data.batch_size=0"], r"data.batch_size=0 is not allowed"),
+        (["optimizer.lr=0"], r"optimizer.lr=0.0 is not allowed"),
+        (["optimizer.lr=-0.1"], r"optimizer.lr=-0.1 is not allowed"),
+        (["data.name=books"], r"data.name='books' is not allowed: choose one of sotu, text_files, fineweb_edu"),
+        (["data.tokenizer=wordpiece"], r"data.tokenizer='wordpiece' is not allowed: choose bpe, gpt2 or hf:<name>"),
+        (["coarsening.delta=1.5"], r"coarsening.delta=1.5 is not allowed: must be in \[0, 1\]"),
+        (["coarsening.delta=-0.1"], r"coarsening.delta=-0.1 is not allowed"),
+        (["coarsening.coarse_steps=-1"], r"coarsening.coarse_steps=-1 is not allowed: must be >= 0"),
+        (["coarsening.window=-2"], r"coarsening.window=-2 is not allowed: must be >= 0"),
+        (["coarsening.step_scale=0"], r"coarsening.step_scale=0.0 is not allowed: must be a number > 0"),
+        (["coarsening.name=halves"], r"coarsening.name='halves' is not allowed"),
+        (["coarsening.optimizer_state=global"], r"coarsening.optimizer_state='global' is not allowed: choose one of separate, shared, reset"),
+        (["schedule.warmup_steps=400", "train.steps=300"], r"schedule.warmup_steps=400 is not allowed: must be >= 0 and < train.steps=300"),
+        (["train.device=tpu"], r"train.device='tpu' is not allowed: choose auto, cpu, cuda or cuda:<index>"),
+        (["train.precision=int8"], r"train.precision='int8' is not allowed"),
+        (["data.val_fraction=1.0"], r"data.val_fraction=1.0 is not allowed: must be in \(0, 1\)"),
+        (["data=text_files"], r"data.paths is empty: data=text_files needs data.paths"),
+        (["train.target_flops=-1"], r"train.target_flops=-1.0 is not allowed"),
+    ],
+)
+def test_bad_values_give_one_line_naming_the_setting(overrides, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        validate(compose(*overrides))
+    assert "\n" not in str(err.value)
