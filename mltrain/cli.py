@@ -20,9 +20,11 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from mltrain import distributed as D
 from mltrain.config import config_dir, register_configs
@@ -98,12 +100,49 @@ class SweepReport(Callback):
 _hydra_main = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(train)
 
 
+def one_line(err: BaseException) -> str:
+    """Hydra's multi-line composition errors as one line: the message, its cause, and the
+    available options of a config group (schema nodes hidden)."""
+    lines = [ln.strip() for e in (err, err.__cause__) if e is not None for ln in str(e).splitlines()]
+    keep, options = [], []
+    for ln in lines:
+        if not ln or ln.startswith(("full_key:", "reference_type=", "object_type=", "Config search path",
+                                    "provider=", "To append to your config", "Set the environment")):
+            continue
+        if options or ln.startswith("Available options"):
+            if ln.startswith("Available options"):
+                options.append(ln.rstrip(":"))
+            elif not ln.endswith("_schema"):
+                options.append(ln)
+            continue
+        ln = ln.rstrip(".")
+        if ln not in keep:
+            keep.append(ln)
+    msg = "; ".join(keep)
+    if options:
+        msg += f"; {options[0].lower()}: {', '.join(options[1:])}"
+    return msg
+
+
 def main() -> None:
     """Console script ``mltrain`` (also ``python -m mltrain.cli``, e.g. under torchrun)."""
     if int(os.environ.get("RANK", "0")) > 0:
         # Only rank 0 owns a run directory; the others learn it from rank 0 and write nothing.
         sys.argv += ["hydra.run.dir=.", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
-    _hydra_main()
+    user_wants_traceback = bool(os.environ.get("HYDRA_FULL_ERROR"))
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us, to print them as one line
+    try:
+        _hydra_main()
+    except (HydraException, OmegaConfBaseException, OSError) as e:
+        if user_wants_traceback:
+            raise
+        plain_os_error = isinstance(e, OSError) and not isinstance(e, HydraException)
+        what = "cannot create the run directory: " if plain_os_error else ""
+        print(f"mltrain: error: {what}{one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if not user_wants_traceback:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
     if FAILED_JOBS:
         sys.exit(1)
 

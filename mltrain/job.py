@@ -214,7 +214,7 @@ class Job:
             OmegaConf.save(list(self.hydra_cfg.overrides.task), hd / "overrides.yaml")
         metrics = self.run_dir / METRICS_FILE
         if self.resume_path is not None:
-            step = int(self.resume_state["progress"]["step"])
+            step = int(self.resume_state["progress"]["logged_step"])
             source = self.resume_path.parent.parent / METRICS_FILE
             if source.resolve() != metrics.resolve() and source.is_file() and not metrics.exists():
                 shutil.copyfile(source, metrics)

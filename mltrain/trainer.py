@@ -74,6 +74,7 @@ class Progress:
     val_loss: float | None = None
     loss_ema: float | None = None
     evaluated_at: int = -1
+    logged_step: int = 0  # the last step whose record is in metrics.jsonl
 
 
 class Trainer:
@@ -308,6 +309,7 @@ class Trainer:
         if self._pending is not None:
             self.tracker.log(self._pending)
             self._pending = None
+        self.p.logged_step = self.p.step
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -377,7 +379,6 @@ class Trainer:
     def _check_signal(self) -> None:
         if D.any_rank(self._signal is not None, self.ctx.world):
             signum = self._signal or signal.SIGTERM
-            self._flush()
             path = self.save() if self.ctx.is_main else None
             err = Preempted(
                 f"stopped by {signal.Signals(signum).name} at step {self.p.step} (fine step {self.p.fine_steps}); "
@@ -409,6 +410,7 @@ class Trainer:
             "sampler": self.sampler.state_dict(),
             "rng": rng,
             "scaler": self.scaler.state_dict() if self.scaler else None,
+            "pending": self._pending,  # the last step's record, not yet written (see _flush)
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -429,6 +431,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        self._pending = state.get("pending")
 
     def save(self):
         """Write a checkpoint of the current state (rank 0); returns its path."""

@@ -1,0 +1,148 @@
+"""Exact resume: a run stopped anywhere and resumed matches the uninterrupted run, bit for bit.
+
+The reference is an uninterrupted run of the same config (CPU, deterministic).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+import torch
+
+from mltrain.checkpoint import list_checkpoints, load_checkpoint
+from mltrain.trainer import Preempted
+from tests.helpers import make_job, read_jsonl, run_mltrain
+
+ML = ["coarsening=even_odd", "coarsening.coarse_steps=3", "coarsening.window=3", "train.steps=6",
+      "train.eval_every=2", "train.checkpoint_every=2", "model.dropout=0.1", "coarsening.optimizer_state=separate"]
+
+
+def losses(run_dir):
+    recs = read_jsonl(run_dir / "metrics.jsonl")
+    return [(r["step"], r["level"], r.get("train/loss"), r.get("val/loss")) for r in recs]
+
+
+def final_params(run_dir):
+    return load_checkpoint(list_checkpoints(run_dir / "checkpoints")[-1])["model"]
+
+
+def reference(tmp_path, *extra):
+    job = make_job(tmp_path / "ref", *ML, *extra)
+    job.run()
+    job.close()
+    return tmp_path / "ref"
+
+
+def stop_after(job, n_steps):
+    """Deliver a preemption signal after ``n_steps`` optimizer steps (in-process SIGTERM)."""
+    t = job.trainer
+    original = t._step
+
+    def step(level):
+        original(level)
+        if t.p.step == n_steps:
+            t._signal = signal.SIGTERM
+
+    t._step = step
+
+
+@pytest.mark.parametrize("policy", ["separate", "reset", "shared"])
+@pytest.mark.parametrize("stop_at", [2, 3, 9, 22])  # mid coarse_a, mid coarse_b, later cycles
+def test_preempted_anywhere_resumes_bitwise(tmp_path, stop_at, policy):
+    ref = reference(tmp_path, f"coarsening.optimizer_state={policy}")
+    job = make_job(tmp_path / "run", *ML, f"coarsening.optimizer_state={policy}")
+    stop_after(job, stop_at)
+    with pytest.raises(Preempted, match=rf"stopped by SIGTERM at step {stop_at} "):
+        job.run()
+    job.close()
+    saved = load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
+    assert saved["progress"]["step"] == stop_at
+    resumed = make_job(tmp_path / "run", *ML, f"coarsening.optimizer_state={policy}", "train.resume=auto")
+    resumed.run()
+    resumed.close()
+    assert losses(tmp_path / "run") == losses(ref)  # every step once, same values, bitwise
+    a, b = final_params(tmp_path / "run"), final_params(ref)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_summed_combination_resumes_bitwise_mid_cycle(tmp_path):
+    ref = reference(tmp_path, "coarsening.combine=summed")
+    job = make_job(tmp_path / "run", *ML, "coarsening.combine=summed")
+    stop_after(job, 6)  # inside coarse_b, with coarse_a's correction deferred
+    with pytest.raises(Preempted):
+        job.run()
+    job.close()
+    assert load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])["deferred"]
+    resumed = make_job(tmp_path / "run", *ML, "coarsening.combine=summed", "train.resume=auto")
+    resumed.run()
+    resumed.close()
+    assert losses(tmp_path / "run") == losses(ref)
+
+
+def test_resume_from_an_explicit_path_into_a_new_run_dir(tmp_path):
+    ref = reference(tmp_path)
+    first = list_checkpoints(tmp_path / "ref" / "checkpoints")
+    assert len(first) == 2  # keep_checkpoints=2
+    ckpt = first[0]
+    step = load_checkpoint(ckpt)["progress"]["step"]
+    job = make_job(tmp_path / "new", *ML, f"train.resume={ckpt}")
+    assert job.trainer.p.step == step
+    job.run()
+    job.close()
+    assert losses(tmp_path / "new") == losses(ref)
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
+    ref = reference(tmp_path)
+    ckpts = list_checkpoints(ref / "checkpoints")
+    newest = ckpts[-1]
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated
+    (ref / "checkpoints" / ".ckpt_000000099.pt.tmp123").write_bytes(b"partial")  # killed mid-write
+    job = make_job(ref, *ML, "train.resume=auto")
+    assert job.trainer.p.step == load_checkpoint(ckpts[-2])["progress"]["step"]
+    assert "truncated or corrupt" in caplog.text
+    assert not list((ref / "checkpoints").glob(".ckpt_*"))
+    job.close()
+
+
+def test_completed_run_resumed_again_changes_nothing(tmp_path):
+    ref = reference(tmp_path)
+    before = losses(ref)
+    job = make_job(ref, *ML, "train.resume=auto")
+    job.run()
+    job.close()
+    assert losses(ref) == before
+
+
+def test_sigkill_mid_coarse_phase_then_resume_matches_uninterrupted(tmp_path):
+    """The real command killed with SIGKILL while a coarse phase runs, then re-run with
+    train.resume=auto in the same directory."""
+    args = ["model=tiny", "data.batch_size=4", "logger=none", "coarsening=even_odd", "coarsening.coarse_steps=40",
+            "coarsening.window=3", "train.steps=5", "train.checkpoint_every=1", "train.eval_every=1", "train.eval_batches=2",
+            "schedule.warmup_steps=1"]
+    ref = run_mltrain(args + [f"hydra.run.dir={tmp_path / 'ref'}"], cwd=tmp_path)
+    assert ref.returncode == 0, ref.stderr[-1500:]
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "mltrain"
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen([str(exe), *args, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until the second V-cycle's coarse_a phase is running
+        recs = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+        if sum(1 for r in recs if r.get("level") == "coarse_a") > 50:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    res = run_mltrain(args + [f"hydra.run.dir={run_dir}", "train.resume=auto"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-1500:]
+    assert "resumed from" in res.stderr + res.stdout
+    assert losses(run_dir) == losses(tmp_path / "ref")
+    a, b = final_params(run_dir), final_params(tmp_path / "ref")
+    assert all(torch.equal(a[k], b[k]) for k in a)
