@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from mltrain import distributed as D
-from mltrain.config import config_dir, register_configs
+from mltrain.config import config_dir, register_configs, validate
 from mltrain.errors import MLTrainError
 
 log = logging.getLogger("mltrain")
@@ -48,6 +48,7 @@ def train(cfg: DictConfig) -> float:
     run_dir = Path(hc.runtime.output_dir)
     job, exit_code = None, 1
     try:
+        validate(cfg)  # before anything acts on a setting (e.g. the device)
         ctx = D.init(cfg.train.device)
         run_dir = Path(D.broadcast_object(str(run_dir), ctx.world))
         group = Path(hc.sweep.dir).name if multirun and cfg.logger.group is None else None

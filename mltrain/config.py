@@ -61,7 +61,7 @@ class SGDConfig:
 
     _target_: str = "torch.optim.SGD"
     _partial_: bool = True
-    lr: float = 0.1  # peak learning rate
+    lr: float = 0.5  # peak learning rate
     momentum: float = 0.9
     nesterov: bool = False
     dampening: float = 0.0

@@ -142,6 +142,7 @@ class Job:
                                self.total_steps, self.config_container)
         if self.resume_state is not None:
             self.trainer.load_state_dict(self.resume_state)
+            self.trainer.last_checkpoint = self.resume_path
             log.info("resumed from %s at step %d (fine step %d)", self.resume_path,
                      self.trainer.p.step, self.trainer.p.fine_steps)
             self.resume_state = None
@@ -206,6 +207,10 @@ class Job:
         largest step the old metrics file held (not sent to W&B again)."""
         if not self.ctx.is_main:
             return -1
+        try:  # fail before writing anything else if checkpoints cannot be written here
+            (self.run_dir / CKPT_DIR).mkdir(exist_ok=True)
+        except OSError as e:
+            raise CheckpointError(f"cannot write checkpoints in {self.run_dir / CKPT_DIR}: {e.strerror}") from None
         hd = self.run_dir / ".hydra"
         hd.mkdir(exist_ok=True)
         OmegaConf.save(self.cfg, hd / "config.yaml")
@@ -228,7 +233,8 @@ class Job:
     def run(self) -> float:
         """Train to the end; return the final validation loss."""
         log.info("run directory: %s", self.run_dir)
-        log.info("%s", self.trainer.describe())
+        for line in self.trainer.describe().splitlines():
+            log.info("%s", line)
         return self.trainer.fit()
 
     def close(self, exit_code: int = 0) -> None:

@@ -262,10 +262,11 @@ class Trainer:
         loss_val, norm_val = torch.stack([loss_avg, norm.float()]).tolist()
         if not math.isfinite(loss_val) or (not math.isfinite(norm_val) and self.scaler is None):
             what = "loss" if not math.isfinite(loss_val) else "gradient norm"
+            kept = (f"the last good checkpoint is kept: {self.last_checkpoint}" if self.last_checkpoint
+                    else "no checkpoint had been written yet")
             raise DivergenceError(
                 f"non-finite {what} ({loss_val if what == 'loss' else norm_val}) at step {self.p.step + 1} "
-                f"(fine step {self.p.fine_steps}, level {level.name}); stopped, the last good checkpoint "
-                f"is kept{': ' + str(self.last_checkpoint) if self.last_checkpoint else ''}"
+                f"(fine step {self.p.fine_steps}, level {level.name}); stopped, {kept}"
             )
         if self.scaler:
             self.scaler.step(opt)

@@ -38,3 +38,36 @@ def run_mltrain(args: list[str], cwd: Path, timeout: float = 300, entry: str = "
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def cli(args: list[str], cwd: Path, capsys) -> tuple[int, str, str]:
+    """``mltrain <args>`` in this process (the real entry point, without interpreter start-up):
+    returns (exit status, stdout, stderr)."""
+    from mltrain import cli as entry
+
+    old_argv, old_cwd = sys.argv, os.getcwd()
+    sys.argv = ["mltrain", *args]
+    os.chdir(cwd)
+    code = 0
+    try:
+        entry.main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = old_argv
+        os.chdir(old_cwd)
+        entry.FAILED_JOBS.clear()
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def digest(folder: Path) -> dict:
+    """Every file under ``folder``: size, mtime and content hash (to prove nothing changed)."""
+    import hashlib
+
+    out = {}
+    for p in sorted(Path(folder).rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            out[str(p.relative_to(folder))] = (st.st_size, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
