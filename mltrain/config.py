@@ -133,7 +133,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:<i>
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    compile: bool = False
+    compile: bool = False  # torch.compile each block once (no recompile on level switches)
+    compile_backend: str = "inductor"  # torch.compile backend (aot_eager: quick, for debugging)
     checkpoint_every: int = 100  # fine steps; 0: only at the end
     keep_checkpoints: int = 2
     resume: str | None = None  # None | auto | <path to a checkpoint>

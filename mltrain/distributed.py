@@ -105,6 +105,23 @@ def any_rank(flag: bool, world: int) -> bool:
     return bool(t.item() > 0)
 
 
+def assert_identical(params, world: int) -> None:
+    """Check that every rank holds the same parameters (sum and sum of squares of each tensor,
+    in float64, compared exactly across ranks).
+
+    Raises:
+        RuntimeError: the ranks' parameters differ (a bug: the run cannot be trusted).
+    """
+    if world <= 1:
+        return
+    params = list(params)
+    sig = torch.stack([torch.stack([p.detach().double().sum(), p.detach().double().square().sum()]) for p in params]).flatten()
+    gathered = [torch.empty_like(sig) for _ in range(world)]
+    dist.all_gather(gathered, sig)
+    if not all(torch.equal(g, gathered[0]) for g in gathered[1:]):
+        raise RuntimeError("parameters differ between ranks: distributed training went out of sync")
+
+
 def broadcast_object(obj, world: int, src: int = 0):
     """``obj`` from rank ``src`` on every rank (pickled)."""
     if world <= 1:
@@ -115,4 +132,4 @@ def broadcast_object(obj, world: int, src: int = 0):
 
 
 __all__ = ["DistContext", "init", "shutdown", "all_reduce_grads", "all_reduce_sum", "any_rank",
-           "broadcast_object", "resolve_device"]
+           "broadcast_object", "resolve_device", "assert_identical"]

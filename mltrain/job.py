@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 # Settings a resumed run may change: they do not alter the trajectory of the training.
 RESUME_MAY_CHANGE = (
     "train.resume", "train.log_every", "train.progress", "train.checkpoint_every",
-    "train.keep_checkpoints", "train.compile", "train.device", "train.eval_every",
+    "train.keep_checkpoints", "train.compile", "train.compile_backend", "train.device", "train.eval_every",
     "data.cache_dir", "experiment_name", "logger.",
 )
 
@@ -126,8 +126,10 @@ class Job:
         self.model = ODETransformer(vocab, m.n_layer, m.n_embd, m.n_head, m.block_size, m.dropout,
                                     m.bias, m.attention).to(ctx.device)
         if cfg.train.compile:
+            # Each block is compiled once; the Euler update x + h*F(x) stays outside, so every
+            # level (any subset of blocks, any step size) reuses the same compiled code.
             for block in self.model.blocks:
-                block.compile()
+                block.compile(backend=cfg.train.compile_backend)
         # ---- all checks passed: from here on the run directory is written
         self.run_dir.mkdir(parents=True, exist_ok=True)
         wandb_after = self._prepare_run_dir()

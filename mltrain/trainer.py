@@ -380,7 +380,7 @@ class Trainer:
     def _check_signal(self) -> None:
         if D.any_rank(self._signal is not None, self.ctx.world):
             signum = self._signal or signal.SIGTERM
-            path = self.save() if self.ctx.is_main else None
+            path = self.save()
             err = Preempted(
                 f"stopped by {signal.Signals(signum).name} at step {self.p.step} (fine step {self.p.fine_steps}); "
                 f"checkpoint {path}; continue with train.resume=auto hydra.run.dir={self.run_dir}"
@@ -435,7 +435,9 @@ class Trainer:
         self._pending = state.get("pending")
 
     def save(self):
-        """Write a checkpoint of the current state (rank 0); returns its path."""
+        """Write a checkpoint of the current state (rank 0; every rank must call it, since it
+        first checks that all ranks hold the same parameters); returns its path."""
+        D.assert_identical(self.model.parameters(), self.ctx.world)
         if not self.ctx.is_main:
             return None
         state = self.state_dict()

@@ -1,0 +1,73 @@
+"""Checkpoint cost: write time and size for the paper model, and the overhead of
+checkpointing every N fine steps on a default run.
+
+    python scripts/bench_checkpoint.py [--every 25] [--steps 50] [--rounds 3]
+
+(1) The paper model (d=256, 12 blocks, GPT-2 vocabulary) after one multilevel V-cycle, so
+    every level's optimizer state is in the checkpoint: median write time (atomic: temp
+    file, fsync, rename, directory fsync) and size.
+(2) The default model, single-level: ``--steps`` fine steps with a checkpoint every
+    ``--every`` steps against the same steps without periodic checkpoints, interleaved over
+    ``--rounds`` rounds; prints the median time ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import make_job  # noqa: E402
+
+
+def paper_checkpoint(rounds: int) -> None:
+    job = make_job(["experiment=paper", "data.batch_size=2", "model.seq_len=64", "coarsening.coarse_steps=1",
+                    "coarsening.window=1", "train.steps=2", "train.checkpoint_every=0", "train.eval_batches=1"])
+    t = job.trainer
+    for op in t.schedule.ops(0):  # one V-cycle: every level's optimizer has state
+        t.p.inner = 0
+        t.run_op(op)
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        path = t.save()
+        times.append(time.perf_counter() - t0)
+    n_params = sum(p.numel() for p in job.model.parameters())
+    print(f"paper model ({n_params / 1e6:.1f} M parameters, optimizers of 3 levels): checkpoint "
+          f"{path.stat().st_size / 2**20:.1f} MiB, write {statistics.median(times):.3f} s (median of {rounds})")
+    job.close()
+
+
+def overhead(every: int, steps: int, rounds: int) -> None:
+    def run(ckpt_every: int) -> float:
+        job = make_job(["coarsening=none", f"train.steps={steps}", f"train.checkpoint_every={ckpt_every}",
+                        f"train.eval_every={steps}", "schedule.warmup_steps=0"])
+        t0 = time.perf_counter()
+        job.run()
+        job.close()
+        return time.perf_counter() - t0
+
+    with_ck, without = [], []
+    for _ in range(rounds):
+        with_ck.append(run(every))
+        without.append(run(0))
+    ratio = statistics.median(a / b for a, b in zip(with_ck, without))
+    print(f"default model, {steps} fine steps: checkpoint every {every} steps / only at the end = {ratio:.3f} "
+          f"(medians {statistics.median(with_ck):.1f} s / {statistics.median(without):.1f} s)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--every", type=int, default=25)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=3)
+    a = p.parse_args()
+    paper_checkpoint(a.rounds)
+    overhead(a.every, a.steps, a.rounds)
+
+
+if __name__ == "__main__":
+    main()

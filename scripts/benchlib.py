@@ -1,0 +1,57 @@
+"""Shared pieces of the benchmark scripts: build a trainer from overrides, time steps
+interleaved, report medians. Benchmarks print ratios measured side by side in one process;
+these machines are shared and noisy, so medians over interleaved rounds are what count.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+
+def make_job(overrides: list[str], run_dir: Path | None = None):
+    """A :class:`mltrain.job.Job` (one process) for ``mltrain <overrides> logger=none``."""
+    from mltrain.config import compose
+    from mltrain.distributed import DistContext, resolve_device
+    from mltrain.job import Job
+
+    cfg = compose([*overrides, "logger=none", "train.progress=false"])
+    run_dir = run_dir or Path(tempfile.mkdtemp(prefix="mltrain-bench-")) / "run"
+    return Job(cfg, run_dir, DistContext(device=resolve_device(cfg.train.device)))
+
+
+def sync(device) -> None:
+    import torch
+
+    if getattr(device, "type", "cpu") == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], None], n: int, device=None) -> float:
+    """Seconds per call of ``fn``, over ``n`` calls."""
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t0) / n
+
+
+def interleaved(fns: dict[str, Callable[[], None]], rounds: int, per_round: int, warmup: int = 2,
+                device=None) -> dict[str, float]:
+    """Median seconds per call of each function, measured in alternating rounds so that load
+    changes on a shared machine hit all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            samples[k].append(timed(fn, per_round, device))
+    return {k: statistics.median(v) for k, v in samples.items()}

@@ -1,0 +1,51 @@
+"""Print the training FLOPs a run will spend (DESIGN.md section 3), before running it.
+
+    python scripts/flops_budget.py experiment=paper_small            # -> 1.9972e+13 ...
+    mltrain coarsening=none train.target_flops=$(python scripts/flops_budget.py --total experiment=paper_small)
+
+The count is exact for the schedule (fine steps plus every coarse phase of the window);
+evaluation FLOPs are not included. Takes the same overrides as ``mltrain``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from mltrain.config import compose, validate
+from mltrain.data import build_data
+from mltrain.flops import train_flops
+from mltrain.levels import build_hierarchy
+from mltrain.vcycle import Schedule, build_cycle
+
+
+def planned_flops(overrides: list[str]) -> tuple[int, int, dict[str, int]]:
+    """(total with head, total non-embedding, optimizer steps per level) of a run's schedule."""
+    cfg = compose(overrides)
+    validate(cfg)
+    m, c, t = cfg.model, cfg.coarsening, cfg.train
+    levels = build_hierarchy(c, m.n_layer)
+    vocab = m.vocab_size or build_data(cfg.data, m.seq_len).vocab_size
+    tokens = m.seq_len * cfg.data.batch_size * t.grad_accum
+    sched = Schedule(levels, c.window, build_cycle(levels, c.coarse_steps, c.combine, c.fine_step))
+    steps = sched.steps_per_level(0, t.steps)
+    total = nonembed = 0
+    for lv in levels:
+        f = train_flops(len(lv.blocks), m.n_embd, m.seq_len, vocab, tokens)
+        total += f.total * steps[lv.name]
+        nonembed += f.nonembed * steps[lv.name]
+    return total, nonembed, steps
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    only_total = "--total" in args
+    args = [a for a in args if a != "--total"]
+    total, nonembed, steps = planned_flops(args)
+    if only_total:
+        print(total)
+    else:
+        print(f"training FLOPs: {total:.4e} with head, {nonembed:.4e} non-embedding; optimizer steps {steps}")
+
+
+if __name__ == "__main__":
+    main()
