@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test test-all lint clean
+.PHONY: help install install-extras demo test test-all test-extras lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -27,8 +27,14 @@ demo: install  ## the main job: multilevel vs single-level (same fine steps, sam
 test: install  ## the fast test suite (about 5 minutes on 2 CPU cores; W&B disabled, no network)
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q
 
-test-all: install  ## every test, the slow ones included (GPU tests skip without CUDA)
+test-all: install  ## every test, the slow ones included (GPU and extras tests skip without them)
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q -m "slow or not slow"
+
+install-extras: install  ## the optional Hydra plugins: Optuna sweeper, submitit (SLURM) launcher
+	$(BIN)/python -m pip install -q -e ".[dev,optuna,slurm]"
+
+test-extras: install-extras  ## the tests of the optional plugins
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q -m extras
 
 lint: install  ## ruff
 	$(BIN)/ruff check mltrain tests scripts

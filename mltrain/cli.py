@@ -122,6 +122,9 @@ def one_line(err: BaseException) -> str:
     msg = "; ".join(keep)
     if options:
         msg += f"; {options[0].lower()}: {', '.join(options[1:])}"
+    for plugin, extra in (("hydra/sweeper/optuna", "optuna"), ("hydra/launcher/submitit", "slurm")):
+        if plugin in msg:
+            msg += f' (an optional plugin: pip install "mltrain[{extra}]" or make install-extras)'
     return msg
 
 

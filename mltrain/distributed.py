@@ -53,9 +53,24 @@ def resolve_device(setting: str, local_rank: int = 0) -> torch.device:
     return torch.device(setting)
 
 
+def _export_submitit_env() -> None:
+    """Inside a submitit job of several tasks (``hydra/launcher=submitit_slurm`` with
+    ``tasks_per_node`` > 1), set torch.distributed's ``env://`` variables (RANK, WORLD_SIZE,
+    LOCAL_RANK, MASTER_ADDR, MASTER_PORT) the way torchrun would."""
+    if "WORLD_SIZE" in os.environ or not os.environ.get("SUBMITIT_EXECUTOR"):
+        return
+    try:
+        import submitit
+    except ImportError:
+        return
+    if submitit.JobEnvironment().num_tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
 def init(device_setting: str) -> DistContext:
-    """Initialise the process group when launched by torchrun (``WORLD_SIZE`` > 1):
-    NCCL on CUDA, gloo on CPU. A single process needs no process group."""
+    """Initialise the process group when launched by torchrun (or a submitit job of several
+    tasks) with ``WORLD_SIZE`` > 1: NCCL on CUDA, gloo on CPU. A single process needs none."""
+    _export_submitit_env()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

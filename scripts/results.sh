@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The experiments behind docs/results.md, in order of importance. Each section is one or more
 # Hydra multiruns into $OUT/<name>; a finished section is skipped when the script is re-run.
-# Usage: bash scripts/results.sh [OUT_DIR]   (default outputs/results; about 3 CPU-hours on 2 cores)
+# Usage: bash scripts/results.sh [OUT_DIR]   (default outputs/results; about 2 CPU-hours on 2 idle cores)
 set -euo pipefail
 OUT=${1:-outputs/results}
 SEEDS=0,1,2
@@ -25,10 +25,11 @@ sweep sgd_multilevel experiment=paper_small train.seed=$SEEDS
 sweep sgd_single_same_steps experiment=paper_small coarsening=none train.seed=$SEEDS
 sweep sgd_single_iso_flops experiment=paper_small coarsening=none train.target_flops=$B train.seed=$SEEDS
 
-# 2. The same with AdamW, once per optimizer-state policy across levels.
-sweep adamw_multilevel experiment=paper_small optimizer=adamw coarsening.optimizer_state=separate,shared,reset train.seed=$SEEDS
-sweep adamw_single_same_steps experiment=paper_small optimizer=adamw coarsening=none train.seed=$SEEDS
-sweep adamw_single_iso_flops experiment=paper_small optimizer=adamw coarsening=none train.target_flops=$B train.seed=$SEEDS
+# 2. The same with AdamW (2 seeds), once per optimizer-state policy across levels.
+SEEDS2=0,1
+sweep adamw_multilevel experiment=paper_small optimizer=adamw coarsening.optimizer_state=separate,shared,reset train.seed=$SEEDS2
+sweep adamw_single_same_steps experiment=paper_small optimizer=adamw coarsening=none train.seed=$SEEDS2
+sweep adamw_single_iso_flops experiment=paper_small optimizer=adamw coarsening=none train.target_flops=$B train.seed=$SEEDS2
 
 # 3. Knobs of the scheme (seed 0): delta, coarse steps x window, one vs two coarse networks.
 sweep sweep_delta experiment=sweep_delta

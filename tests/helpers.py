@@ -12,6 +12,24 @@ TINY = ["model=tiny", "data.batch_size=4", "logger=none", "train.eval_batches=2"
         "train.log_every=1000", "train.progress=false", "schedule.warmup_steps=0"]
 
 
+# presets that need an optional Hydra plugin (`make install-extras`), and the module it brings
+PLUGIN_PRESETS = {"optuna_delta": "hydra_plugins.hydra_optuna_sweeper"}
+
+
+def has_module(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # the parent package (hydra_plugins) is missing
+        return False
+
+
+def plugin_missing(preset: str) -> bool:
+    module = PLUGIN_PRESETS.get(preset)
+    return module is not None and not has_module(module)
+
+
 def compose(*overrides: str):
     """The config of ``mltrain <TINY> <overrides>``."""
     from mltrain.config import compose as _compose
@@ -70,4 +88,31 @@ def digest(folder: Path) -> dict:
         if p.is_file():
             st = p.stat()
             out[str(p.relative_to(folder))] = (st.st_size, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
+
+
+def wandb_records(path: Path) -> list:
+    """The protobuf records of an offline W&B run file (``run-<id>.wandb``): W&B writes them in
+    LevelDB's log format (7-byte file header, 32 KiB blocks, 7-byte record headers)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, out, buf = 7, 32768, [], b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer padding
+            pos += block - pos % block
+            continue
+        length = int.from_bytes(data[pos + 4 : pos + 6], "little")
+        kind = data[pos + 6]
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 0 and length == 0:
+            continue
+        buf += chunk
+        if kind in (1, 4):  # FULL or LAST
+            rec = pb.Record()
+            rec.ParseFromString(buf)
+            out.append(rec)
+            buf = b""
     return out

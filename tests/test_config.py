@@ -9,7 +9,7 @@ from omegaconf.errors import OmegaConfBaseException
 from mltrain.config import config_dir, validate
 from mltrain.errors import ConfigError
 from mltrain.levels import build_hierarchy
-from tests.helpers import compose
+from tests.helpers import PLUGIN_PRESETS, compose, plugin_missing
 
 GROUPS = ["model", "coarsening", "optimizer", "schedule", "data", "logger", "experiment", "mode"]
 NEEDS = {  # options that need a value no default can supply
@@ -26,6 +26,10 @@ def options():
 
 @pytest.mark.parametrize("group, option", list(options()))
 def test_every_option_of_every_group_composes_and_validates(group, option):
+    if group == "experiment" and plugin_missing(option):
+        with pytest.raises(HydraException, match=r"hydra/sweeper/optuna"):
+            compose(f"{group}={option}")
+        return
     cfg = compose(f"{group}={option}", *NEEDS.get((group, option), []))
     validate(cfg)
     levels = build_hierarchy(cfg.coarsening, cfg.model.n_layer)

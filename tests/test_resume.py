@@ -48,8 +48,11 @@ def stop_after(job, n_steps):
     t._step = step
 
 
-@pytest.mark.parametrize("policy", ["separate", "reset", "shared"])
-@pytest.mark.parametrize("stop_at", [2, 3, 9, 22])  # mid coarse_a, mid coarse_b, later cycles
+@pytest.mark.parametrize(
+    "stop_at, policy",
+    [(2, "separate"), (6, "separate"), (9, "separate"), (22, "separate"),  # mid coarse_a / coarse_b,
+     (4, "reset"), (12, "shared")],  # the next V-cycle, the fine step that ends an evaluated iteration
+)
 def test_preempted_anywhere_resumes_bitwise(tmp_path, stop_at, policy):
     ref = reference(tmp_path, f"coarsening.optimizer_state={policy}")
     job = make_job(tmp_path / "run", *ML, f"coarsening.optimizer_state={policy}")
@@ -63,6 +66,8 @@ def test_preempted_anywhere_resumes_bitwise(tmp_path, stop_at, policy):
     resumed.run()
     resumed.close()
     assert losses(tmp_path / "run") == losses(ref)  # every step once, same values, bitwise
+    flops = [r["perf/flops"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")]
+    assert all(a < b for a, b in zip(flops, flops[1:]))  # counters restored, never reset
     a, b = final_params(tmp_path / "run"), final_params(ref)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
