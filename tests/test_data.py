@@ -197,3 +197,19 @@ def test_hash_of_the_gpt2_files_is_the_one_tiktoken_pins():
     for name, expected in {"encoder.json": "196139668be63f3b", "vocab.bpe": "1ce1664773c50f3e"}.items():
         assert hashlib.sha256((gpt2_files_dir() / name).read_bytes()).hexdigest().startswith(expected)
     assert Path(gpt2_files_dir()).is_dir()
+
+
+def test_hf_tokenizer_from_a_local_directory(tmp_path):
+    """data.tokenizer=hf:<dir> through transformers.AutoTokenizer, offline."""
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = train_bpe(["some text to train a tiny tokenizer on, " * 20], 300)
+    PreTrainedTokenizerFast(tokenizer_object=bpe._impl, eos_token="<|endoftext|>").save_pretrained(tmp_path / "tok")
+    (tmp_path / "docs").mkdir()
+    for i in range(3):
+        (tmp_path / "docs" / f"{i}.txt").write_text(f"document {i}: some text " * 10)
+    cfg = data_cfg(name="text_files", paths=[str(tmp_path / "docs")], tokenizer=f"hf:{tmp_path / 'tok'}",
+                   val_fraction=0.5)
+    b = build_data(cfg, 8)
+    assert b.vocab_size == bpe.vocab_size and b.tokenizer.eot_id == bpe.eot_id
+    assert list(b.val[:-1]) == bpe.encode("document 1: some text " * 10) and b.val[-1] == bpe.eot_id

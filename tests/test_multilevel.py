@@ -262,3 +262,9 @@ def test_validation_always_evaluates_the_fine_model(tmp_path):
         losses = [job.model(b[:, :-1], b[:, 1:])[1].item() * len(b) for b in t.val_batches.split(t.micro)]
         job.model.train()
     assert t.evaluate() == pytest.approx(sum(losses) / len(t.val_batches), rel=1e-6)
+
+
+def test_window_longer_than_the_run_is_allowed_with_a_warning(tmp_path, caplog):
+    job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.window=10", "train.steps=2")
+    assert "coarsening.window=10 is longer than the run (2 fine steps)" in caplog.text
+    job.close()

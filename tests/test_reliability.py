@@ -224,3 +224,37 @@ def test_bad_input_gives_one_line_and_touches_nothing(args, message, existing_ru
     assert message.format(**fill) in lines[0]
     assert digest(existing_run) == before
     assert not any((tmp_path / "outputs").rglob("metrics.jsonl"))
+
+
+def test_wandb_history_never_goes_backwards_after_a_resume(tmp_path):
+    """Steps the killed run already sent are not sent again (W&B rejects older steps)."""
+    from mltrain.tracking import Tracker, truncate_metrics
+
+    class Run:
+        id, dir = "abc", None
+
+        def __init__(self):
+            self.steps = []
+
+        def log(self, data, step):
+            assert not self.steps or step > self.steps[-1]
+            self.steps.append(step)
+
+        def finish(self, **k):
+            pass
+
+    logger = type("L", (), {"name": "none"})()
+    first = Tracker(tmp_path, logger, {}, "multilevel", "g")
+    first._wandb = run = Run()
+    for s in range(0, 8):
+        first.log({"step": s})
+    first.close()
+    seen = truncate_metrics(tmp_path / "metrics.jsonl", 4)  # the checkpoint was at step 4
+    assert seen == 7 and [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [0, 1, 2, 3, 4]
+    second = Tracker(tmp_path, logger, {}, "multilevel", "g", run_id="abc", wandb_after_step=seen)
+    second._wandb = run
+    for s in range(5, 10):  # steps 5..7 are redone: same values, already in W&B
+        second.log({"step": s})
+    second.close()
+    assert run.steps == list(range(0, 10))
+    assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == list(range(10))
