@@ -85,7 +85,9 @@ def load_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}): truncated or corrupt") from None
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable ({type(e).__name__}): truncated or corrupt"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != 1 or "model" not in state:
         raise CheckpointError(f"checkpoint {path} is not an mltrain checkpoint")
     return state

@@ -58,7 +58,11 @@ def train(cfg: DictConfig) -> float:
         log.info("final val/loss %.4f; metrics: %s", loss, run_dir / "metrics.jsonl")
         job.tracker.summary({"final/val_loss": loss})
         if job.tracker.wandb_dir is not None:
-            log.info("W&B offline run: %s (upload with `wandb sync %s`)", job.tracker.wandb_dir, job.tracker.wandb_dir)
+            log.info(
+                "W&B offline run: %s (upload with `wandb sync %s`)",
+                job.tracker.wandb_dir,
+                job.tracker.wandb_dir,
+            )
         return loss
     except MLTrainError as e:
         exit_code = e.exit_code
@@ -98,17 +102,30 @@ class SweepReport(Callback):
                 print(f"  {d}: {msg}", file=sys.stderr)
 
 
-_hydra_main = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(train)
+_hydra_main = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(
+    train
+)
 
 
 def one_line(err: BaseException) -> str:
     """Hydra's multi-line composition errors as one line: the message, its cause, and the
     available options of a config group (schema nodes hidden)."""
-    lines = [ln.strip() for e in (err, err.__cause__) if e is not None for ln in str(e).splitlines()]
+    lines = [
+        ln.strip() for e in (err, err.__cause__) if e is not None for ln in str(e).splitlines()
+    ]
     keep, options = [], []
     for ln in lines:
-        if not ln or ln.startswith(("full_key:", "reference_type=", "object_type=", "Config search path",
-                                    "provider=", "To append to your config", "Set the environment")):
+        if not ln or ln.startswith(
+            (
+                "full_key:",
+                "reference_type=",
+                "object_type=",
+                "Config search path",
+                "provider=",
+                "To append to your config",
+                "Set the environment",
+            )
+        ):
             continue
         if options or ln.startswith("Available options"):
             if ln.startswith("Available options"):
@@ -132,9 +149,15 @@ def main() -> None:
     """Console script ``mltrain`` (also ``python -m mltrain.cli``, e.g. under torchrun)."""
     if int(os.environ.get("RANK", "0")) > 0:
         # Only rank 0 owns a run directory; the others learn it from rank 0 and write nothing.
-        sys.argv += ["hydra.run.dir=.", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+        sys.argv += [
+            "hydra.run.dir=.",
+            "hydra/job_logging=disabled",
+            "hydra/hydra_logging=disabled",
+        ]
     user_wants_traceback = bool(os.environ.get("HYDRA_FULL_ERROR"))
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us, to print them as one line
+    os.environ["HYDRA_FULL_ERROR"] = (
+        "1"  # let composition errors reach us, to print them as one line
+    )
     try:
         _hydra_main()
     except (HydraException, OmegaConfBaseException, OSError) as e:

@@ -58,12 +58,29 @@ from mltrain.tracking import METRICS_FILE, read_metrics
 
 PROG = "mltrain-compare"
 # Keys that do not make a different configuration (seed, where/how a run is stored or shown).
-IGNORED = ("train.seed", "train.device", "train.resume", "train.progress", "train.log_every",
-           "train.checkpoint_every", "train.keep_checkpoints", "train.compile", "data.cache_dir",
-           "logger.", "hydra.", "experiment_name")
+IGNORED = (
+    "train.seed",
+    "train.device",
+    "train.resume",
+    "train.progress",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.compile",
+    "data.cache_dir",
+    "logger.",
+    "hydra.",
+    "experiment_name",
+)
 # Keys already expressed by the base label.
-LABEL_KEYS = ("coarsening.name", "coarsening.delta", "coarsening.coarse_steps", "coarsening.window",
-              "train.target_flops", "optimizer._partial_")
+LABEL_KEYS = (
+    "coarsening.name",
+    "coarsening.delta",
+    "coarsening.coarse_steps",
+    "coarsening.window",
+    "train.target_flops",
+    "optimizer._partial_",
+)
 TOTALS = {"head": "perf/flops", "nonembed": "perf/flops_nonembed"}
 TOTAL_NAMES = {"head": "with head", "nonembed": "non-embed"}
 
@@ -91,8 +108,10 @@ class Series:
 
     @classmethod
     def from_records(cls, records: list[dict], loss_key: str) -> Series:
-        cols = [[r.get(k, math.nan) for r in records] for k in
-                ("perf/flops", "perf/flops_nonembed", "perf/wall_s", "fine_step", loss_key)]
+        cols = [
+            [r.get(k, math.nan) for r in records]
+            for k in ("perf/flops", "perf/flops_nonembed", "perf/wall_s", "fine_step", loss_key)
+        ]
         return cls(*(np.asarray(c, dtype=float) for c in cols))
 
     def x(self, total: str) -> np.ndarray:
@@ -170,10 +189,19 @@ def load_run(path: Path) -> Run:
         config = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # an interpolation that cannot resolve here (e.g. ${now:})
         config = OmegaConf.to_container(cfg, resolve=False)
-    val = [r for r in records if isinstance(r.get("val/loss"), int | float) and math.isfinite(r["val/loss"])]
+    val = [
+        r
+        for r in records
+        if isinstance(r.get("val/loss"), int | float) and math.isfinite(r["val/loss"])
+    ]
     train = [r for r in records if r.get("level") == "fine" and "train/loss" in r]
-    return Run(path, config, Series.from_records(val, "val/loss"),
-               Series.from_records(train, "train/loss"), records[-1])
+    return Run(
+        path,
+        config,
+        Series.from_records(val, "val/loss"),
+        Series.from_records(train, "train/loss"),
+        records[-1],
+    )
 
 
 def _natural(p: Path) -> list:
@@ -219,8 +247,11 @@ def find_runs(paths: Sequence[str | Path]) -> list[Run]:
 # --------------------------------------------------------------------------- configurations
 def is_single_level(flat: dict) -> bool:
     """No coarsening, or a V-cycle that never runs (window 0 or 0 coarse steps)."""
-    return (flat.get("coarsening.name", "none") == "none" or not flat.get("coarsening.window", 0)
-            or not flat.get("coarsening.coarse_steps", 0))
+    return (
+        flat.get("coarsening.name", "none") == "none"
+        or not flat.get("coarsening.window", 0)
+        or not flat.get("coarsening.coarse_steps", 0)
+    )
 
 
 def _ignored(key: str) -> bool:
@@ -292,7 +323,11 @@ def _differing_keys(configs: list[Configuration]) -> list[str]:
         groups: dict = {}
         for f in flats:  # optimizer.* compared among runs of the same optimizer class only
             if _relevant(k, f):
-                sub = f.get("optimizer._target_") if k.startswith("optimizer.") and k != "optimizer._target_" else None
+                sub = (
+                    f.get("optimizer._target_")
+                    if k.startswith("optimizer.") and k != "optimizer._target_"
+                    else None
+                )
                 groups.setdefault(sub, set()).add(_fmt(f.get(k)))
         if any(len(v) > 1 for v in groups.values()):
             out.append(k)
@@ -304,8 +339,10 @@ def base_label(flat: dict) -> str:
     if is_single_level(flat):
         label = "single_level"
     else:
-        label = (f"{flat.get('coarsening.name')} δ={_fmt(flat.get('coarsening.delta'))} "
-                 f"m={flat.get('coarsening.coarse_steps')} w={flat.get('coarsening.window')}")
+        label = (
+            f"{flat.get('coarsening.name')} δ={_fmt(flat.get('coarsening.delta'))} "
+            f"m={flat.get('coarsening.coarse_steps')} w={flat.get('coarsening.window')}"
+        )
     return label + (" (iso-FLOP)" if flat.get("train.target_flops") is not None else "")
 
 
@@ -333,8 +370,14 @@ def group_configurations(runs: list[Run]) -> list[Configuration]:
         for k, leaf in zip(keys, leaves):
             if not _relevant(k, f) or k not in f:
                 continue
-            name = "optimizer" if k == "optimizer._target_" else (leaf if leaves.count(leaf) == 1 else k)
-            value = str(f[k]).rsplit(".", 1)[-1].lower() if k == "optimizer._target_" else _fmt(f[k])
+            name = (
+                "optimizer"
+                if k == "optimizer._target_"
+                else (leaf if leaves.count(leaf) == 1 else k)
+            )
+            value = (
+                str(f[k]).rsplit(".", 1)[-1].lower() if k == "optimizer._target_" else _fmt(f[k])
+            )
             label += f" {name}={value}"
         c.label = label
     seen: dict[str, int] = {}
@@ -399,7 +442,11 @@ def mean_curve(curves: Sequence[Curve]) -> Curve:
     for f, lo in curves:
         f, lo = np.asarray(f, dtype=float), np.asarray(lo, dtype=float)
         ok = np.isfinite(f) & np.isfinite(lo)
-        rows.append(np.interp(f0, f[ok], lo[ok], left=np.nan, right=np.nan) if ok.any() else np.full_like(f0, np.nan))
+        rows.append(
+            np.interp(f0, f[ok], lo[ok], left=np.nan, right=np.nan)
+            if ok.any()
+            else np.full_like(f0, np.nan)
+        )
     mean = np.mean(rows, axis=0)
     keep = np.isfinite(mean)
     return f0[keep], mean[keep]
@@ -414,8 +461,9 @@ def seeds_to_target(curves: Sequence[Curve], target: float) -> tuple[float | Non
     return flops_to_target(*mean_curve(curves), target), reached
 
 
-def flops_ratio_curve(curves_a: Sequence[Curve], curves_b: Sequence[Curve],
-                      levels: Sequence[float]) -> np.ndarray:
+def flops_ratio_curve(
+    curves_a: Sequence[Curve], curves_b: Sequence[Curve], levels: Sequence[float]
+) -> np.ndarray:
     """FLOPs_a(L) / FLOPs_b(L) at each loss level L: the (seed-mean) FLOPs for ``a`` to reach L
     over those for ``b``; NaN where either does not reach L (or b needs 0 FLOPs)."""
     out = []
@@ -450,8 +498,12 @@ class Row:
 
     config: Configuration
     final_loss: tuple[float, float, float]  # mean, min, max over seeds
-    to_target: dict[str, tuple[float | None, int]] = field(default_factory=dict)  # total -> (mean, seeds reached)
-    ratios: dict[tuple[str, str], float | None] = field(default_factory=dict)  # (single label, total) -> ratio
+    to_target: dict[str, tuple[float | None, int]] = field(
+        default_factory=dict
+    )  # total -> (mean, seeds reached)
+    ratios: dict[tuple[str, str], float | None] = field(
+        default_factory=dict
+    )  # (single label, total) -> ratio
     at_budget: tuple[float, float, float] | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -468,7 +520,9 @@ class Summary:
     baseline: Configuration | None
     singles: list[Configuration]
     budget: float | None  # largest FLOPs (with head) every run reached
-    ratio_curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]  # label -> total -> (levels, ratios)
+    ratio_curves: dict[
+        str, dict[str, tuple[np.ndarray, np.ndarray]]
+    ]  # label -> total -> (levels, ratios)
     remarks: list[str] = field(default_factory=list)
 
 
@@ -487,14 +541,17 @@ def choose_baseline(configs: list[Configuration], label: str | None = None) -> C
         for c in configs:
             if c.label == label:
                 return c
-        raise CompareError(f"--baseline {label!r} is not one of: " + ", ".join(repr(c.label) for c in configs))
+        raise CompareError(
+            f"--baseline {label!r} is not one of: " + ", ".join(repr(c.label) for c in configs)
+        )
     singles = [c for c in configs if c.single_level]
     plain = [c for c in singles if not c.iso_flop]
     return (plain or singles or [None])[0]
 
 
-def summarize(configs: list[Configuration], target: float | None = None,
-              baseline: str | None = None) -> Summary:
+def summarize(
+    configs: list[Configuration], target: float | None = None, baseline: str | None = None
+) -> Summary:
     """All numbers of the table: final losses, totals, FLOPs-to-target and its ratios to
     every single-level configuration (both totals), the iso-FLOP losses at the common
     budget, the ratio curves against the baseline, and the notes/flags."""
@@ -508,31 +565,51 @@ def summarize(configs: list[Configuration], target: float | None = None,
         source = "none: no single-level configuration; give --target"
     singles = [c for c in configs if c.single_level]
     refs = singles + ([base] if base is not None and base not in singles else [])
-    finals = [float(r.val.flops[-1]) for c in configs for r in c.runs if len(r.val.flops) and r.val.flops[-1] > 0]
-    budget = min(finals) if finals else None  # runs never evaluated after training started: left out
+    finals = [
+        float(r.val.flops[-1])
+        for c in configs
+        for r in c.runs
+        if len(r.val.flops) and r.val.flops[-1] > 0
+    ]
+    budget = (
+        min(finals) if finals else None
+    )  # runs never evaluated after training started: left out
     ref_for_diff = base or configs[0]
     rows = []
     for c in configs:
         row = Row(c, _mmm([r.final_val_loss for r in c.runs]))
         for total in TOTALS:
-            row.to_target[total] = seeds_to_target(val_curves(c, total), target) if target is not None else (None, 0)
+            row.to_target[total] = (
+                seeds_to_target(val_curves(c, total), target) if target is not None else (None, 0)
+            )
         if budget is not None:
             at = [loss_at_flops(r.val.flops, r.val.loss, budget) for r in c.runs]
             row.at_budget = _mmm(at) if None not in at else None
         for r in c.runs:
             steps, done = r.flat.get("train.steps"), r.last.get("fine_step", 0)
             if r.flat.get("train.target_flops") is None and steps is not None and done < steps:
-                row.notes.append(f"incomplete: {r.path.name} stopped at fine step {done} of {steps}")
+                row.notes.append(
+                    f"incomplete: {r.path.name} stopped at fine step {done} of {steps}"
+                )
         for s in singles if not c.single_level else []:
             if s.mean_total() < c.mean_total() * (1 - 1e-9):
-                row.notes.append(f"`{s.label}` spent fewer FLOPs (×{s.mean_total() / c.mean_total():.2f})")
+                row.notes.append(
+                    f"`{s.label}` spent fewer FLOPs (×{s.mean_total() / c.mean_total():.2f})"
+                )
         if c is not ref_for_diff:
             for part in ("data", "model"):
-                diff = [k for k in sorted(set(c.flat) | set(ref_for_diff.flat))
-                        if k.startswith(part + ".") and k != "data.cache_dir" and c.flat.get(k) != ref_for_diff.flat.get(k)]
+                diff = [
+                    k
+                    for k in sorted(set(c.flat) | set(ref_for_diff.flat))
+                    if k.startswith(part + ".")
+                    and k != "data.cache_dir"
+                    and c.flat.get(k) != ref_for_diff.flat.get(k)
+                ]
                 if diff:
-                    row.notes.append(f"{part} differs from `{ref_for_diff.label}`: " + ", ".join(
-                        f"{k}={_fmt(c.flat.get(k))}" for k in diff))
+                    row.notes.append(
+                        f"{part} differs from `{ref_for_diff.label}`: "
+                        + ", ".join(f"{k}={_fmt(c.flat.get(k))}" for k in diff)
+                    )
         rows.append(row)
     by_label = {r.label: r for r in rows}
     for row in rows:
@@ -582,8 +659,11 @@ def iso_flop_hints(configs: list[Configuration]) -> list[str]:
             continue
         budget = int(round(c.mean_total()))
         extra = _other_overrides(c.runs[0].path)
-        lines.append(f"- `{c.label}`: {budget:.4e} FLOPs → `mltrain coarsening=none train.target_flops={budget}"
-                     + "".join(f" {o}" for o in extra) + "`")
+        lines.append(
+            f"- `{c.label}`: {budget:.4e} FLOPs → `mltrain coarsening=none train.target_flops={budget}"
+            + "".join(f" {o}" for o in extra)
+            + "`"
+        )
     return lines
 
 
@@ -596,13 +676,27 @@ def _other_overrides(run_dir: Path) -> list[str]:
         overrides = list(OmegaConf.load(path)) if path.is_file() else []
     except Exception:
         return []
-    drop = ("coarsening", "train.seed", "train.steps", "train.target_flops", "train.resume", "hydra.")
+    drop = (
+        "coarsening",
+        "train.seed",
+        "train.steps",
+        "train.target_flops",
+        "train.resume",
+        "hydra.",
+    )
     return [str(o) for o in overrides if not str(o).lstrip("+~").startswith(drop)]
 
 
 def markdown(summary: Summary, hints: list[str]) -> str:
     """The summary table (and its header lines) as markdown."""
-    head = ["configuration", "seeds", "final val loss", "FLOPs (with head)", "FLOPs (non-embed)", "wall (s)"]
+    head = [
+        "configuration",
+        "seeds",
+        "final val loss",
+        "FLOPs (with head)",
+        "FLOPs (non-embed)",
+        "wall (s)",
+    ]
     head += [f"FLOPs-to-target ({TOTAL_NAMES[t]})" for t in TOTALS]
     head += [f"ratio vs {s.label} ({TOTAL_NAMES[t]})" for s in summary.singles for t in TOTALS]
     head += [f"val loss @ {_sci(summary.budget)} FLOPs", "notes"]
@@ -611,17 +705,29 @@ def markdown(summary: Summary, hints: list[str]) -> str:
     lines.append(f"- runs: {n_runs} in {len(summary.rows)} configurations")
     tgt = "n/a" if summary.target is None else f"{summary.target:.4f} nats/token"
     lines.append(f"- target validation loss: {tgt} ({summary.target_source})")
-    lines.append(f"- baseline: `{summary.baseline.label}`" if summary.baseline else "- baseline: none")
+    lines.append(
+        f"- baseline: `{summary.baseline.label}`" if summary.baseline else "- baseline: none"
+    )
     lines += [f"- note: {r}" for r in summary.remarks]
-    lines.append("- FLOPs-to-target: linear interpolation between evaluations; on the seed-mean curve; "
-                 "ratio < 1: fewer FLOPs than that single-level configuration")
-    lines.append(f"- iso-FLOP: validation loss at {_sci(summary.budget)} FLOPs (with head), the largest "
-                 "budget every run reached")
+    lines.append(
+        "- FLOPs-to-target: linear interpolation between evaluations; on the seed-mean curve; "
+        "ratio < 1: fewer FLOPs than that single-level configuration"
+    )
+    lines.append(
+        f"- iso-FLOP: validation loss at {_sci(summary.budget)} FLOPs (with head), the largest "
+        "budget every run reached"
+    )
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in summary.rows:
         c, n = row.config, len(row.config.runs)
-        cells = [row.label, str(n), _loss(row.final_loss, n), _sci(c.mean_total("head")),
-                 _sci(c.mean_total("nonembed")), f"{np.mean([r.wall_s for r in c.runs]):.1f}"]
+        cells = [
+            row.label,
+            str(n),
+            _loss(row.final_loss, n),
+            _sci(c.mean_total("head")),
+            _sci(c.mean_total("nonembed")),
+            f"{np.mean([r.wall_s for r in c.runs]):.1f}",
+        ]
         cells += [_to_target(row.to_target[t], n, summary.target) for t in TOTALS]
         for s in summary.singles:
             for t in TOTALS:
@@ -630,40 +736,80 @@ def markdown(summary: Summary, hints: list[str]) -> str:
         cells += [_loss(row.at_budget, n), "; ".join(row.notes)]
         lines.append("| " + " | ".join(cells) + " |")
     if hints:
-        lines += ["", "## Iso-FLOP single-level baselines", "",
-                  "FLOPs budget (with head) of each multilevel configuration, and the command for a "
-                  "single-level run with the same budget:", "", *hints]
+        lines += [
+            "",
+            "## Iso-FLOP single-level baselines",
+            "",
+            "FLOPs budget (with head) of each multilevel configuration, and the command for a "
+            "single-level run with the same budget:",
+            "",
+            *hints,
+        ]
     return "\n".join(lines) + "\n"
 
 
 def write_csv(summary: Summary, path: Path) -> None:
     """One row per configuration; empty cells for values that do not exist (not reached)."""
-    def num(v):
-        return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else repr(float(v))
 
-    head = ["configuration", "seeds", "single_level", "final_val_loss_mean", "final_val_loss_min",
-            "final_val_loss_max", "flops", "flops_nonembed", "wall_s", "target"]
+    def num(v):
+        return (
+            "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else repr(float(v))
+        )
+
+    head = [
+        "configuration",
+        "seeds",
+        "single_level",
+        "final_val_loss_mean",
+        "final_val_loss_min",
+        "final_val_loss_max",
+        "flops",
+        "flops_nonembed",
+        "wall_s",
+        "target",
+    ]
     for t in TOTALS:
         head += [f"flops_to_target_{t}", f"seeds_reached_{t}"]
     head += [f"ratio_vs[{s.label}]_{t}" for s in summary.singles for t in TOTALS]
-    head += ["budget_flops", "val_loss_at_budget_mean", "val_loss_at_budget_min", "val_loss_at_budget_max", "notes"]
+    head += [
+        "budget_flops",
+        "val_loss_at_budget_mean",
+        "val_loss_at_budget_min",
+        "val_loss_at_budget_max",
+        "notes",
+    ]
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(head)
         for row in summary.rows:
             c = row.config
-            cells = [row.label, len(c.runs), c.single_level, *map(num, row.final_loss), num(c.mean_total("head")),
-                     num(c.mean_total("nonembed")), num(np.mean([r.wall_s for r in c.runs])), num(summary.target)]
+            cells = [
+                row.label,
+                len(c.runs),
+                c.single_level,
+                *map(num, row.final_loss),
+                num(c.mean_total("head")),
+                num(c.mean_total("nonembed")),
+                num(np.mean([r.wall_s for r in c.runs])),
+                num(summary.target),
+            ]
             for t in TOTALS:
                 cells += [num(row.to_target[t][0]), row.to_target[t][1]]
             cells += [num(row.ratios.get((s.label, t))) for s in summary.singles for t in TOTALS]
-            cells += [num(summary.budget), *(map(num, row.at_budget) if row.at_budget else ["", "", ""]),
-                      "; ".join(row.notes)]
+            cells += [
+                num(summary.budget),
+                *(map(num, row.at_budget) if row.at_budget else ["", "", ""]),
+                "; ".join(row.notes),
+            ]
             w.writerow(cells)
 
 
-def compare(paths: Sequence[str | Path], out: Path | None = None, target: float | None = None,
-            baseline: str | None = None) -> tuple[Summary, Path, str]:
+def compare(
+    paths: Sequence[str | Path],
+    out: Path | None = None,
+    target: float | None = None,
+    baseline: str | None = None,
+) -> tuple[Summary, Path, str]:
     """Everything ``mltrain-compare`` does; returns the summary, the output directory and
     the markdown text.
 
@@ -693,15 +839,31 @@ def compare(paths: Sequence[str | Path], out: Path | None = None, target: float 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Compare single-level and multilevel runs: loss against FLOPs, "
-        "wall-clock and fine steps; FLOPs-to-target and iso-FLOP tables.")
-    parser.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP_DIR",
-                        help="run directories, or directories above them (multirun/sweep dirs)")
-    parser.add_argument("--out", type=Path, help="output directory (default: <first argument>/compare)")
-    parser.add_argument("--target", type=float, help="target validation loss in nats/token "
-                        "(default: the baseline's final validation loss, mean over seeds)")
-    parser.add_argument("--baseline", metavar="LABEL", help="configuration label of the baseline "
-                        "(default: the single-level configuration without train.target_flops)")
+        prog=PROG,
+        description="Compare single-level and multilevel runs: loss against FLOPs, "
+        "wall-clock and fine steps; FLOPs-to-target and iso-FLOP tables.",
+    )
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="RUN_OR_SWEEP_DIR",
+        help="run directories, or directories above them (multirun/sweep dirs)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="output directory (default: <first argument>/compare)"
+    )
+    parser.add_argument(
+        "--target",
+        type=float,
+        help="target validation loss in nats/token "
+        "(default: the baseline's final validation loss, mean over seeds)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="LABEL",
+        help="configuration label of the baseline "
+        "(default: the single-level configuration without train.target_flops)",
+    )
     args = parser.parse_args(argv)
     try:
         _, out, text = compare(args.paths, args.out, args.target, args.baseline)
@@ -710,4 +872,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
     print(text)
     print(f"summary: {out / 'summary.md'} {out / 'summary.csv'}")
-    print(f"plots: {out / 'loss_vs_flops.png'} {out / 'loss_vs_flops.svg'} {out / 'flops_ratio.png'}")
+    print(
+        f"plots: {out / 'loss_vs_flops.png'} {out / 'loss_vs_flops.svg'} {out / 'flops_ratio.png'}"
+    )

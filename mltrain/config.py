@@ -217,8 +217,15 @@ def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
     _require(not bad, f"{key}={v} is not allowed: must be {what}")
 
 
-_SCHEMAS = {"model": ModelConfig, "coarsening": CoarseningConfig, "schedule": ScheduleConfig,
-            "data": DataConfig, "logger": LoggerConfig, "train": TrainConfig, "": MLTrainConfig}
+_SCHEMAS = {
+    "model": ModelConfig,
+    "coarsening": CoarseningConfig,
+    "schedule": ScheduleConfig,
+    "data": DataConfig,
+    "logger": LoggerConfig,
+    "train": TrainConfig,
+    "": MLTrainConfig,
+}
 _OPTIMIZERS = {"torch.optim.SGD": SGDConfig, "torch.optim.AdamW": AdamWConfig}
 
 
@@ -236,7 +243,9 @@ def _check_keys(cfg: DictConfig) -> None:
         for key in node.keys():
             if key not in allowed:
                 where = f"{section}.{key}" if section else key
-                raise ConfigError(f"{where} is not a setting; {section or 'top level'} has: {', '.join(allowed)}")
+                raise ConfigError(
+                    f"{where} is not a setting; {section or 'top level'} has: {', '.join(allowed)}"
+                )
 
 
 def validate(cfg: DictConfig) -> None:
@@ -255,7 +264,13 @@ def validate(cfg: DictConfig) -> None:
         _require(v in allowed, f"{key}={v!r} is not allowed: choose one of {', '.join(allowed)}")
 
     m = cfg.model
-    for key in ("model.n_layer", "model.n_embd", "model.n_head", "model.seq_len", "model.block_size"):
+    for key in (
+        "model.n_layer",
+        "model.n_embd",
+        "model.n_head",
+        "model.seq_len",
+        "model.block_size",
+    ):
         _positive(cfg, key)
     _require(
         m.n_embd % m.n_head == 0,
@@ -272,7 +287,10 @@ def validate(cfg: DictConfig) -> None:
 
     c = cfg.coarsening
     _require(0.0 <= c.delta <= 1.0, f"coarsening.delta={c.delta} is not allowed: must be in [0, 1]")
-    _require(c.coarse_steps >= 0, f"coarsening.coarse_steps={c.coarse_steps} is not allowed: must be >= 0")
+    _require(
+        c.coarse_steps >= 0,
+        f"coarsening.coarse_steps={c.coarse_steps} is not allowed: must be >= 0",
+    )
     _require(c.window >= 0, f"coarsening.window={c.window} is not allowed: must be >= 0")
     _positive(cfg, "coarsening.step_scale")
     _positive(cfg, "coarsening.coarse_lr_scale", allow_zero=True)
@@ -280,7 +298,10 @@ def validate(cfg: DictConfig) -> None:
     _require(c.depth >= 1, f"coarsening.depth={c.depth} is not allowed: must be an integer >= 1")
 
     o = cfg.optimizer
-    _require(isinstance(o, DictConfig) and "lr" in o, "optimizer: choose optimizer=sgd or optimizer=adamw")
+    _require(
+        isinstance(o, DictConfig) and "lr" in o,
+        "optimizer: choose optimizer=sgd or optimizer=adamw",
+    )
     _positive(cfg, "optimizer.lr")
     _positive(cfg, "optimizer.weight_decay", allow_zero=True)
 
@@ -313,11 +334,19 @@ def validate(cfg: DictConfig) -> None:
             f"data.vocab_size={d.vocab_size} is not allowed: a byte-level BPE needs 257..1048576",
         )
     if d.name == "text_files":
-        _require(len(d.paths) > 0, "data.paths is empty: data=text_files needs data.paths=[file_or_dir,...]")
+        _require(
+            len(d.paths) > 0,
+            "data.paths is empty: data=text_files needs data.paths=[file_or_dir,...]",
+        )
     _positive(cfg, "data.n_docs")
 
-    for key in ("train.grad_accum", "train.eval_every", "train.eval_batches", "train.log_every",
-                "train.keep_checkpoints"):
+    for key in (
+        "train.grad_accum",
+        "train.eval_every",
+        "train.eval_batches",
+        "train.log_every",
+        "train.keep_checkpoints",
+    ):
         _positive(cfg, key)
     _positive(cfg, "train.max_grad_norm", allow_zero=True)
     _positive(cfg, "train.checkpoint_every", allow_zero=True)
@@ -344,5 +373,7 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
 
     register_configs()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name="mltrain"):
+    with initialize_config_dir(
+        version_base="1.3", config_dir=str(config_dir()), job_name="mltrain"
+    ):
         return hydra_compose("config", overrides=list(overrides))

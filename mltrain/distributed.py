@@ -47,7 +47,9 @@ def resolve_device(setting: str, local_rank: int = 0) -> torch.device:
         setting = "cuda" if torch.cuda.is_available() else "cpu"
     if setting.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={setting}: CUDA is not available here; use train.device=cpu or auto")
+            raise ConfigError(
+                f"train.device={setting}: CUDA is not available here; use train.device=cpu or auto"
+            )
         if setting == "cuda":
             setting = f"cuda:{local_rank}"
     return torch.device(setting)
@@ -76,12 +78,17 @@ def init(device_setting: str) -> DistContext:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_setting, local_rank)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for any fp32 matmul left outside autocast
+        torch.backends.cuda.matmul.allow_tf32 = (
+            True  # TF32 for any fp32 matmul left outside autocast
+        )
         torch.backends.cudnn.allow_tf32 = True
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None)
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo",
+            device_id=device if device.type == "cuda" else None,
+        )
     return DistContext(rank, world, local_rank, device)
 
 
@@ -133,7 +140,12 @@ def assert_identical(params, world: int) -> None:
     if world <= 1:
         return
     params = list(params)
-    sig = torch.stack([torch.stack([p.detach().double().sum(), p.detach().double().square().sum()]) for p in params]).flatten()
+    sig = torch.stack(
+        [
+            torch.stack([p.detach().double().sum(), p.detach().double().square().sum()])
+            for p in params
+        ]
+    ).flatten()
     gathered = [torch.empty_like(sig) for _ in range(world)]
     dist.all_gather(gathered, sig)
     if not all(torch.equal(g, gathered[0]) for g in gathered[1:]):
@@ -149,5 +161,14 @@ def broadcast_object(obj, world: int, src: int = 0):
     return box[0]
 
 
-__all__ = ["DistContext", "init", "shutdown", "all_reduce_grads", "all_reduce_sum", "any_rank",
-           "broadcast_object", "resolve_device", "assert_identical"]
+__all__ = [
+    "DistContext",
+    "init",
+    "shutdown",
+    "all_reduce_grads",
+    "all_reduce_sum",
+    "any_rank",
+    "broadcast_object",
+    "resolve_device",
+    "assert_identical",
+]

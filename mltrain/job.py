@@ -32,9 +32,18 @@ log = logging.getLogger(__name__)
 
 # Settings a resumed run may change: they do not alter the trajectory of the training.
 RESUME_MAY_CHANGE = (
-    "train.resume", "train.log_every", "train.progress", "train.checkpoint_every",
-    "train.keep_checkpoints", "train.compile", "train.compile_backend", "train.device", "train.eval_every",
-    "data.cache_dir", "experiment_name", "logger.",
+    "train.resume",
+    "train.log_every",
+    "train.progress",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "train.compile",
+    "train.compile_backend",
+    "train.device",
+    "train.eval_every",
+    "data.cache_dir",
+    "experiment_name",
+    "logger.",
 )
 
 
@@ -63,7 +72,9 @@ def check_resume_compatible(saved: dict, current: dict, path: Path) -> None:
             )
 
 
-def steps_for_budget(levels, coarsening: DictConfig, step_flops: dict[str, int], budget: float) -> int:
+def steps_for_budget(
+    levels, coarsening: DictConfig, step_flops: dict[str, int], budget: float
+) -> int:
     """The number of fine steps whose total training FLOPs (with head) is closest to ``budget``
     (coarse phases of the window included): |total − budget| <= half a fine iteration's cost."""
     cycle = build_cycle(levels, coarsening.coarse_steps, coarsening.combine, coarsening.fine_step)
@@ -103,8 +114,14 @@ class Job:
         MLTrainError subclasses for every user-fixable problem (see :mod:`mltrain.errors`).
     """
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, ctx: D.DistContext, hydra_cfg=None,
-                 group: str | None = None) -> None:
+    def __init__(
+        self,
+        cfg: DictConfig,
+        run_dir: Path,
+        ctx: D.DistContext,
+        hydra_cfg=None,
+        group: str | None = None,
+    ) -> None:
         self.cfg, self.run_dir, self.ctx, self.hydra_cfg = cfg, Path(run_dir), ctx, hydra_cfg
         self.tracker = None
         validate(cfg)
@@ -113,8 +130,12 @@ class Job:
         vocab = self._vocab_size()
         self.total_steps = self._total_steps(vocab)
         if cfg.coarsening.window > self.total_steps and len(self.levels) > 1:
-            log.warning("coarsening.window=%d is longer than the run (%d fine steps): every fine "
-                        "iteration runs coarse phases", cfg.coarsening.window, self.total_steps)
+            log.warning(
+                "coarsening.window=%d is longer than the run (%d fine steps): every fine "
+                "iteration runs coarse phases",
+                cfg.coarsening.window,
+                self.total_steps,
+            )
         self.config_container = OmegaConf.to_container(cfg, resolve=True)
         self.resume_state, self.resume_path = self._find_checkpoint()
 
@@ -123,8 +144,9 @@ class Job:
         np.random.seed(seed)
         torch.manual_seed(seed)
         m = cfg.model
-        self.model = ODETransformer(vocab, m.n_layer, m.n_embd, m.n_head, m.block_size, m.dropout,
-                                    m.bias, m.attention).to(ctx.device)
+        self.model = ODETransformer(
+            vocab, m.n_layer, m.n_embd, m.n_head, m.block_size, m.dropout, m.bias, m.attention
+        ).to(ctx.device)
         if cfg.train.compile:
             # Each block is compiled once; the Euler update x + h*F(x) stays outside, so every
             # level (any subset of blocks, any step size) reuses the same compiled code.
@@ -133,20 +155,43 @@ class Job:
         # ---- all checks passed: from here on the run directory is written
         self.run_dir.mkdir(parents=True, exist_ok=True)
         wandb_after = self._prepare_run_dir()
-        job_type = "multilevel" if len(self.levels) > 1 and cfg.coarsening.window > 0 and cfg.coarsening.coarse_steps > 0 else "single_level"
+        job_type = (
+            "multilevel"
+            if len(self.levels) > 1
+            and cfg.coarsening.window > 0
+            and cfg.coarsening.coarse_steps > 0
+            else "single_level"
+        )
         self.tracker = Tracker(
-            self.run_dir, cfg.logger, self.config_container, job_type,
+            self.run_dir,
+            cfg.logger,
+            self.config_container,
+            job_type,
             group or cfg.logger.group or cfg.experiment_name,
-            run_id=(self.resume_state or {}).get("wandb_id"), wandb_after_step=wandb_after,
+            run_id=(self.resume_state or {}).get("wandb_id"),
+            wandb_after_step=wandb_after,
             enabled=ctx.is_main,
         )
-        self.trainer = Trainer(cfg, self.model, self.levels, self.data, self.tracker, ctx, self.run_dir,
-                               self.total_steps, self.config_container)
+        self.trainer = Trainer(
+            cfg,
+            self.model,
+            self.levels,
+            self.data,
+            self.tracker,
+            ctx,
+            self.run_dir,
+            self.total_steps,
+            self.config_container,
+        )
         if self.resume_state is not None:
             self.trainer.load_state_dict(self.resume_state)
             self.trainer.last_checkpoint = self.resume_path
-            log.info("resumed from %s at step %d (fine step %d)", self.resume_path,
-                     self.trainer.p.step, self.trainer.p.fine_steps)
+            log.info(
+                "resumed from %s at step %d (fine step %d)",
+                self.resume_path,
+                self.trainer.p.step,
+                self.trainer.p.fine_steps,
+            )
             self.resume_state = None
 
     # ------------------------------------------------------------------ checks
@@ -167,7 +212,10 @@ class Job:
         if t.target_flops is None:
             return int(t.steps)
         tokens = m.seq_len * self.cfg.data.batch_size * t.grad_accum * self.ctx.world
-        per = {lv.name: train_flops(len(lv.blocks), m.n_embd, m.seq_len, vocab, tokens).total for lv in self.levels}
+        per = {
+            lv.name: train_flops(len(lv.blocks), m.n_embd, m.seq_len, vocab, tokens).total
+            for lv in self.levels
+        }
         steps = steps_for_budget(self.levels, self.cfg.coarsening, per, float(t.target_flops))
         if self.cfg.schedule.warmup_steps >= steps:
             raise ConfigError(
@@ -212,7 +260,9 @@ class Job:
         try:  # fail before writing anything else if checkpoints cannot be written here
             (self.run_dir / CKPT_DIR).mkdir(exist_ok=True)
         except OSError as e:
-            raise CheckpointError(f"cannot write checkpoints in {self.run_dir / CKPT_DIR}: {e.strerror}") from None
+            raise CheckpointError(
+                f"cannot write checkpoints in {self.run_dir / CKPT_DIR}: {e.strerror}"
+            ) from None
         hd = self.run_dir / ".hydra"
         hd.mkdir(exist_ok=True)
         OmegaConf.save(self.cfg, hd / "config.yaml")

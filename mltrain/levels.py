@@ -91,8 +91,12 @@ def build_hierarchy(c: DictConfig, n_layer: int) -> list[Level]:
         for ell in range(1, depth + 1):
             stride = f**ell
             levels.append(
-                Level(f"coarse_{ell}", tuple(range(stride - 1, n_layer, stride)), float(stride),
-                      levels[-1].name)
+                Level(
+                    f"coarse_{ell}",
+                    tuple(range(stride - 1, n_layer, stride)),
+                    float(stride),
+                    levels[-1].name,
+                )
             )
         return levels
     if name == "custom":
@@ -102,7 +106,9 @@ def build_hierarchy(c: DictConfig, n_layer: int) -> list[Level]:
 
 def _custom_levels(blocks: Sequence, steps: Sequence, n_layer: int) -> list[Level]:
     if len(blocks) == 0:
-        raise ConfigError("coarsening=custom needs coarsening.blocks=[[i,j,...],...] (one list per level)")
+        raise ConfigError(
+            "coarsening=custom needs coarsening.blocks=[[i,j,...],...] (one list per level)"
+        )
     if len(steps) not in (0, len(blocks)):
         raise ConfigError(
             f"coarsening.step_sizes has {len(steps)} entries: give none or one per level ({len(blocks)})"
@@ -112,9 +118,13 @@ def _custom_levels(blocks: Sequence, steps: Sequence, n_layer: int) -> list[Leve
     for i, bl in enumerate(blocks):
         bl = [int(b) for b in bl]
         if not bl:
-            raise ConfigError(f"coarsening.blocks[{i}] is empty: a coarse level needs at least one block")
+            raise ConfigError(
+                f"coarsening.blocks[{i}] is empty: a coarse level needs at least one block"
+            )
         if len(set(bl)) != len(bl):
-            raise ConfigError(f"coarsening.blocks[{i}]={bl} repeats a block: each block at most once")
+            raise ConfigError(
+                f"coarsening.blocks[{i}]={bl} repeats a block: each block at most once"
+            )
         bad = [b for b in bl if not 0 <= b < n_layer]
         if bad:
             raise ConfigError(

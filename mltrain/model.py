@@ -197,7 +197,9 @@ class ODETransformer(nn.Module):
         """Token + position embeddings: ``(B, T)`` ids -> ``(B, T, d)``."""
         T = idx.size(1)
         if T > self.block_size:
-            raise ValueError(f"sequence length {T} exceeds the context block_size={self.block_size}")
+            raise ValueError(
+                f"sequence length {T} exceeds the context block_size={self.block_size}"
+            )
         pos = torch.arange(T, device=idx.device)
         return self.drop(self.wte(idx) + self.wpe(pos))
 

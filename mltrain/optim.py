@@ -54,7 +54,10 @@ def param_groups(params: dict[str, torch.nn.Parameter], weight_decay: float) -> 
     """Two groups: decayed (dim >= 2) and not decayed (biases, norms); empty groups dropped."""
     decay = [p for p in params.values() if p.dim() >= 2]
     no_decay = [p for p in params.values() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     return [g for g in groups if g["params"]]
 
 
@@ -75,7 +78,9 @@ def build_optimizer(
     except (TypeError, ValueError) as e:
         raise ConfigError(f"optimizer: cannot build {cfg.get('_target_')}: {e}") from None
     except Exception as e:
-        raise ConfigError(f"optimizer._target_={cfg.get('_target_')!r} cannot be built: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        raise ConfigError(
+            f"optimizer._target_={cfg.get('_target_')!r} cannot be built: {type(e).__name__}: {str(e).splitlines()[0]}"
+        ) from None
 
 
 class LevelOptimizers:
@@ -89,11 +94,16 @@ class LevelOptimizers:
     """
 
     def __init__(
-        self, cfg: DictConfig, policy: str, level_params: dict[str, dict[str, torch.nn.Parameter]],
+        self,
+        cfg: DictConfig,
+        policy: str,
+        level_params: dict[str, dict[str, torch.nn.Parameter]],
         fused: bool = False,
     ) -> None:
         if policy not in ("separate", "shared", "reset"):
-            raise ConfigError(f"coarsening.optimizer_state={policy!r}: choose separate, shared or reset")
+            raise ConfigError(
+                f"coarsening.optimizer_state={policy!r}: choose separate, shared or reset"
+            )
         self.cfg, self.policy, self.level_params, self.fused = cfg, policy, level_params, fused
         self.peak_lr = float(cfg.lr)
         self._opts: dict[str, torch.optim.Optimizer] = {}

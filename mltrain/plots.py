@@ -23,7 +23,10 @@ COLUMNS = (
     ("wall_s", "wall-clock (s)", False),
     ("fine_step", "fine steps", False),
 )
-ROWS = (("val", "validation loss (nats/token)"), ("train", "training loss, fine level (running mean)"))
+ROWS = (
+    ("val", "validation loss (nats/token)"),
+    ("train", "training loss, fine level (running mean)"),
+)
 
 
 def running_mean(y: Sequence[float], window: int) -> np.ndarray:
@@ -59,8 +62,12 @@ def aggregate(curves: Sequence[tuple[np.ndarray, np.ndarray]]):
         x, y = curves[0]
         return x, y, y, y
     grid = np.unique(np.concatenate([x for x, _ in curves]))
-    ys = np.stack([np.where((grid >= x[0]) & (grid <= x[-1]), np.interp(grid, x, y), np.nan)
-                   for x, y in curves])
+    ys = np.stack(
+        [
+            np.where((grid >= x[0]) & (grid <= x[-1]), np.interp(grid, x, y), np.nan)
+            for x, y in curves
+        ]
+    )
     return grid, np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
 
 
@@ -90,9 +97,13 @@ def plot_losses(configs) -> Figure:
     for ci, c in enumerate(configs):
         color = f"C{ci % 10}"
         for run in c.runs:
-            n = sum(int(np.sum((s.flops <= 0) | (s.flops_nonembed <= 0))) for s in (run.val, run.train))
+            n = sum(
+                int(np.sum((s.flops <= 0) | (s.flops_nonembed <= 0))) for s in (run.val, run.train)
+            )
             if n:
-                warn(f"warning: run {run.name}: {n} point(s) with FLOPs <= 0 left off the log-FLOPs axes")
+                warn(
+                    f"warning: run {run.name}: {n} point(s) with FLOPs <= 0 left off the log-FLOPs axes"
+                )
         for ri, (kind, _) in enumerate(ROWS):
             for col, (attr, _, log) in enumerate(COLUMNS):
                 curves = []
@@ -148,18 +159,35 @@ def plot_flops_ratio(summary) -> Figure:
             levels, ratios = per_total[total]
             ok = np.isfinite(ratios)
             if ok.any():
-                ax.plot(levels[ok], ratios[ok], style, color=color, lw=1.5,
-                        label=label if total == "head" else None)
+                ax.plot(
+                    levels[ok],
+                    ratios[ok],
+                    style,
+                    color=color,
+                    lw=1.5,
+                    label=label if total == "head" else None,
+                )
                 xs.append(levels[ok])
     if xs:
         _set_xlim(ax, xs, log=False, invert=True)
         ax.plot(list(ax.get_xlim()), [1.0, 1.0], color="k", lw=0.8)
-        ax.legend(handles=ax.get_legend_handles_labels()[0] + [
-            Line2D([], [], color="gray", ls="-", label="with head"),
-            Line2D([], [], color="gray", ls="--", label="non-embedding")], fontsize=8)
+        ax.legend(
+            handles=ax.get_legend_handles_labels()[0]
+            + [
+                Line2D([], [], color="gray", ls="-", label="with head"),
+                Line2D([], [], color="gray", ls="--", label="non-embedding"),
+            ],
+            fontsize=8,
+        )
     else:
-        ax.text(0.5, 0.5, "no ratio curve: needs a baseline and a loss range both reach",
-                ha="center", va="center", transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "no ratio curve: needs a baseline and a loss range both reach",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
     base = summary.baseline.label if summary.baseline is not None else "none"
     ax.set_title(f"FLOPs to reach a validation loss, relative to {base}")
     ax.set_xlabel("validation loss L (nats/token)")

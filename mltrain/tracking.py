@@ -93,7 +93,9 @@ class Tracker:
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
         self._wandb = None
 
-    def _start_wandb(self, cfg, config: dict, job_type: str, group: str, run_id: str | None) -> None:
+    def _start_wandb(
+        self, cfg, config: dict, job_type: str, group: str, run_id: str | None
+    ) -> None:
         mode = cfg.mode or os.environ.get("WANDB_MODE") or "offline"
         if mode == "disabled":
             return
@@ -131,7 +133,9 @@ class Tracker:
         self._file.write(json.dumps(record) + "\n")
         if self._wandb is not None and record["step"] > self._wandb_after:
             try:
-                data = {k: v for k, v in record.items() if not (isinstance(v, float) and math.isnan(v))}
+                data = {
+                    k: v for k, v in record.items() if not (isinstance(v, float) and math.isnan(v))
+                }
                 self._wandb.log(data, step=int(record["step"]))
             except Exception as e:
                 self._warn("log", e)

@@ -92,9 +92,18 @@ class Trainer:
         config_container: the resolved config as a plain dict, stored in every checkpoint.
     """
 
-    def __init__(self, cfg: DictConfig, model: ODETransformer, levels: list[Level], data: DataBundle,
-                 tracker: Tracker, ctx: D.DistContext, run_dir, total_steps: int,
-                 config_container: dict | None = None) -> None:
+    def __init__(
+        self,
+        cfg: DictConfig,
+        model: ODETransformer,
+        levels: list[Level],
+        data: DataBundle,
+        tracker: Tracker,
+        ctx: D.DistContext,
+        run_dir,
+        total_steps: int,
+        config_container: dict | None = None,
+    ) -> None:
         self.config_container = config_container or {}
         self.cfg, self.model, self.data, self.tracker, self.ctx = cfg, model, data, tracker, ctx
         self.run_dir = run_dir
@@ -102,18 +111,26 @@ class Trainer:
         c, t = cfg.coarsening, cfg.train
         self.levels = {lv.name: lv for lv in levels}
         self.fine = levels[0]
-        self.schedule = Schedule(levels, c.window, build_cycle(levels, c.coarse_steps, c.combine, c.fine_step))
+        self.schedule = Schedule(
+            levels, c.window, build_cycle(levels, c.coarse_steps, c.combine, c.fine_step)
+        )
         self.delta = float(c.delta)
         self.lr_scale = float(c.coarse_lr_scale)
         self.level_params = {lv.name: level_parameters(model, lv, c.train_shared) for lv in levels}
         self.all_params = dict(model.named_parameters())
         # parameters a coarse path uses but must not train (train_shared=false): grads dropped
         self.frozen = {
-            lv.name: [p for n, p in self.all_params.items() if not n.startswith("blocks.") and n not in self.level_params[lv.name]]
+            lv.name: [
+                p
+                for n, p in self.all_params.items()
+                if not n.startswith("blocks.") and n not in self.level_params[lv.name]
+            ]
             for lv in levels
         }
         fused = ctx.device.type == "cuda"
-        self.optims = LevelOptimizers(cfg.optimizer, c.optimizer_state, self.level_params, fused=fused)
+        self.optims = LevelOptimizers(
+            cfg.optimizer, c.optimizer_state, self.level_params, fused=fused
+        )
         self.lr_factor = make_schedule(cfg.schedule, total_steps)
         self.accum = int(t.grad_accum)
         self.micro = int(cfg.data.batch_size)
@@ -123,15 +140,23 @@ class Trainer:
         self.val_batches = eval_windows(data.val, self.seq_len, int(t.eval_batches) * self.micro)
         d, V = model.n_embd, model.vocab_size
         tokens = self.global_batch * self.seq_len
-        self.step_flops = {lv.name: train_flops(len(lv.blocks), d, self.seq_len, V, tokens) for lv in levels}
-        self.eval_flops = forward_flops(len(self.fine.blocks), d, self.seq_len, V, len(self.val_batches) * self.seq_len)
+        self.step_flops = {
+            lv.name: train_flops(len(lv.blocks), d, self.seq_len, V, tokens) for lv in levels
+        }
+        self.eval_flops = forward_flops(
+            len(self.fine.blocks), d, self.seq_len, V, len(self.val_batches) * self.seq_len
+        )
         self.tokens_per_step = tokens
         self.p = Progress(flops_level={lv.name: 0 for lv in levels})
         self.phases: list[tuple[str, dict[str, torch.Tensor]]] = []
         self.deferred: list[dict[str, torch.Tensor]] = []
         self.autocast, self.scaler = self._precision(t.precision)
         self.max_norm = float(t.max_grad_norm) or math.inf
-        self.peak = peak_flops(torch.cuda.get_device_name(ctx.device)) if ctx.device.type == "cuda" else None
+        self.peak = (
+            peak_flops(torch.cuda.get_device_name(ctx.device))
+            if ctx.device.type == "cuda"
+            else None
+        )
         self._pending: dict | None = None
         self._signal: int | None = None
         self._t0 = time.perf_counter()
@@ -151,11 +176,21 @@ class Trainer:
 
     def describe(self) -> str:
         """The hierarchy and the V-cycle in a few lines (printed at start)."""
-        lines = ["levels: " + ", ".join(f"{lv.name}(blocks={list(lv.blocks)}, h={lv.step:g})" for lv in self.levels.values())]
+        lines = [
+            "levels: "
+            + ", ".join(
+                f"{lv.name}(blocks={list(lv.blocks)}, h={lv.step:g})" for lv in self.levels.values()
+            )
+        ]
         if len(self.levels) > 1 and self.schedule.window > 0:
-            lines.append(f"V-cycle for fine iterations 0..{self.schedule.window - 1}: {format_cycle(self.schedule.cycle)}")
+            lines.append(
+                f"V-cycle for fine iterations 0..{self.schedule.window - 1}: {format_cycle(self.schedule.cycle)}"
+            )
         per = {n: f.total for n, f in self.step_flops.items()}
-        lines.append("FLOPs per optimizer step (with head): " + ", ".join(f"{n}={v:.3e}" for n, v in per.items()))
+        lines.append(
+            "FLOPs per optimizer step (with head): "
+            + ", ".join(f"{n}={v:.3e}" for n, v in per.items())
+        )
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ the loop
@@ -175,8 +210,13 @@ class Trainer:
                 self._evaluate_and_log_initial()
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=self.total_steps, initial=self.p.k, unit="fine step", dynamic_ncols=True,
-                       disable=not (self.cfg.train.progress and sys.stdout.isatty() and self.ctx.is_main))
+            bar = tqdm(
+                total=self.total_steps,
+                initial=self.p.k,
+                unit="fine step",
+                dynamic_ncols=True,
+                disable=not (self.cfg.train.progress and sys.stdout.isatty() and self.ctx.is_main),
+            )
             with bar:
                 while self.p.k < self.total_steps:
                     ops = self.schedule.ops(self.p.k)
@@ -243,7 +283,11 @@ class Trainer:
         batch = self.sampler.next(self.global_batch)
         per_rank = self.micro * self.accum
         batch = batch[self.ctx.rank * per_rank : (self.ctx.rank + 1) * per_rank]
-        batch = batch.pin_memory().to(self.ctx.device, non_blocking=True) if self.ctx.device.type == "cuda" else batch
+        batch = (
+            batch.pin_memory().to(self.ctx.device, non_blocking=True)
+            if self.ctx.device.type == "cuda"
+            else batch
+        )
         path = level.path
         loss_sum = torch.zeros((), device=self.ctx.device)
         for micro in batch.split(self.micro):
@@ -262,8 +306,11 @@ class Trainer:
         loss_val, norm_val = torch.stack([loss_avg, norm.float()]).tolist()
         if not math.isfinite(loss_val) or (not math.isfinite(norm_val) and self.scaler is None):
             what = "loss" if not math.isfinite(loss_val) else "gradient norm"
-            kept = (f"the last good checkpoint is kept: {self.last_checkpoint}" if self.last_checkpoint
-                    else "no checkpoint had been written yet")
+            kept = (
+                f"the last good checkpoint is kept: {self.last_checkpoint}"
+                if self.last_checkpoint
+                else "no checkpoint had been written yet"
+            )
             raise DivergenceError(
                 f"non-finite {what} ({loss_val if what == 'loss' else norm_val}) at step {self.p.step + 1} "
                 f"(fine step {self.p.fine_steps}, level {level.name}); stopped, {kept}"
@@ -286,10 +333,17 @@ class Trainer:
         p.tokens += self.tokens_per_step
         dt = time.perf_counter() - t_start
         rec = {
-            "step": p.step, "fine_step": p.fine_steps, "level": level.name,
-            "train/loss": loss_val, "train/grad_norm": norm_val, "lr": lr,
-            "perf/flops": p.flops, "perf/flops_nonembed": p.flops_nonembed, "perf/tokens": p.tokens,
-            "perf/tok_per_s": self.tokens_per_step / dt, "perf/wall_s": self._wall(),
+            "step": p.step,
+            "fine_step": p.fine_steps,
+            "level": level.name,
+            "train/loss": loss_val,
+            "train/grad_norm": norm_val,
+            "lr": lr,
+            "perf/flops": p.flops,
+            "perf/flops_nonembed": p.flops_nonembed,
+            "perf/tokens": p.tokens,
+            "perf/tok_per_s": self.tokens_per_step / dt,
+            "perf/wall_s": self._wall(),
             **{f"perf/flops_level/{n}": v for n, v in p.flops_level.items()},
         }
         if self.peak:
@@ -298,8 +352,14 @@ class Trainer:
         if is_fine:
             if spike and p.loss_ema is not None and loss_val > spike * p.loss_ema:
                 rec["train/spike"] = 1
-                log.warning("loss spike at step %d (fine step %d): %.4f > %.1f x running mean %.4f",
-                            p.step, p.fine_steps, loss_val, spike, p.loss_ema)
+                log.warning(
+                    "loss spike at step %d (fine step %d): %.4f > %.1f x running mean %.4f",
+                    p.step,
+                    p.fine_steps,
+                    loss_val,
+                    spike,
+                    p.loss_ema,
+                )
             p.loss_ema = loss_val if p.loss_ema is None else 0.9 * p.loss_ema + 0.1 * loss_val
         self._pending = rec
 
@@ -325,7 +385,9 @@ class Trainer:
             b = chunks[i].to(self.ctx.device)
             with self.autocast():
                 _, loss = model(b[:, :-1], b[:, 1:])
-            total += torch.stack([loss.double() * len(b), torch.tensor(len(b), device=b.device, dtype=torch.float64)])
+            total += torch.stack(
+                [loss.double() * len(b), torch.tensor(len(b), device=b.device, dtype=torch.float64)]
+            )
         model.train(was_training)
         total = D.all_reduce_sum(total, self.ctx.world)
         return float(total[0] / total[1])
@@ -335,7 +397,11 @@ class Trainer:
         self.p.flops_eval += self.eval_flops.total
         self.p.val_loss = val
         self.p.evaluated_at = self.p.step
-        extra = {"val/loss": val, "val/ppl": math.exp(min(val, 50.0)), "perf/flops_eval": self.p.flops_eval}
+        extra = {
+            "val/loss": val,
+            "val/ppl": math.exp(min(val, 50.0)),
+            "perf/flops_eval": self.p.flops_eval,
+        }
         if self._pending is not None:
             self._pending.update(extra)
         else:
@@ -343,9 +409,16 @@ class Trainer:
 
     def _base_record(self) -> dict:
         p = self.p
-        return {"step": p.step, "fine_step": p.fine_steps, "level": self.fine.name,
-                "perf/flops": p.flops, "perf/flops_nonembed": p.flops_nonembed, "perf/tokens": p.tokens,
-                "perf/wall_s": self._wall(), **{f"perf/flops_level/{n}": v for n, v in p.flops_level.items()}}
+        return {
+            "step": p.step,
+            "fine_step": p.fine_steps,
+            "level": self.fine.name,
+            "perf/flops": p.flops,
+            "perf/flops_nonembed": p.flops_nonembed,
+            "perf/tokens": p.tokens,
+            "perf/wall_s": self._wall(),
+            **{f"perf/flops_level/{n}": v for n, v in p.flops_level.items()},
+        }
 
     def _evaluate_and_log_initial(self) -> None:
         self._evaluate()
@@ -355,9 +428,12 @@ class Trainer:
         last = self.p
         log.info(
             "fine step %d/%d | step %d | val %s | FLOPs %.3e | wall %.0f s",
-            k, self.total_steps, last.step,
+            k,
+            self.total_steps,
+            last.step,
             f"{last.val_loss:.4f}" if last.evaluated_at == last.step else "-",
-            last.flops, self._wall(),
+            last.flops,
+            self._wall(),
         )
 
     # ------------------------------------------------------------------ signals
@@ -369,7 +445,10 @@ class Trainer:
 
         def handler(signum, frame):
             self._signal = signum
-            log.warning("received %s: stopping after the current optimizer step", signal.Signals(signum).name)
+            log.warning(
+                "received %s: stopping after the current optimizer step",
+                signal.Signals(signum).name,
+            )
 
         return {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
 
@@ -394,7 +473,13 @@ class Trainer:
         np_state = np.random.get_state()
         rng = {
             "python": random.getstate(),
-            "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            "numpy": [
+                np_state[0],
+                torch.from_numpy(np_state[1].copy()),
+                int(np_state[2]),
+                int(np_state[3]),
+                float(np_state[4]),
+            ],
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
@@ -420,7 +505,9 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optims.load_state_dict(state["optimizers"])
         self.p = Progress(**state["progress"])
-        self.phases = [(name, {k: v.to(dev) for k, v in snap.items()}) for name, snap in state["phases"]]
+        self.phases = [
+            (name, {k: v.to(dev) for k, v in snap.items()}) for name, snap in state["phases"]
+        ]
         self.deferred = [{k: v.to(dev) for k, v in d.items()} for d in state["deferred"]]
         self.sampler.load_state_dict(state["sampler"])
         rng = state["rng"]
@@ -443,6 +530,7 @@ class Trainer:
         state = self.state_dict()
         state["config"] = self.config_container
         state["wandb_id"] = self.tracker.run_id
-        self.last_checkpoint = save_checkpoint(state, self.run_dir / "checkpoints", self.p.step,
-                                               int(self.cfg.train.keep_checkpoints))
+        self.last_checkpoint = save_checkpoint(
+            state, self.run_dir / "checkpoints", self.p.step, int(self.cfg.train.keep_checkpoints)
+        )
         return self.last_checkpoint

@@ -24,8 +24,18 @@ from benchlib import make_job  # noqa: E402
 
 
 def paper_checkpoint(rounds: int) -> None:
-    job = make_job(["experiment=paper", "data.batch_size=2", "model.seq_len=64", "coarsening.coarse_steps=1",
-                    "coarsening.window=1", "train.steps=2", "train.checkpoint_every=0", "train.eval_batches=1"])
+    job = make_job(
+        [
+            "experiment=paper",
+            "data.batch_size=2",
+            "model.seq_len=64",
+            "coarsening.coarse_steps=1",
+            "coarsening.window=1",
+            "train.steps=2",
+            "train.checkpoint_every=0",
+            "train.eval_batches=1",
+        ]
+    )
     t = job.trainer
     for op in t.schedule.ops(0):  # one V-cycle: every level's optimizer has state
         t.p.inner = 0
@@ -36,15 +46,24 @@ def paper_checkpoint(rounds: int) -> None:
         path = t.save()
         times.append(time.perf_counter() - t0)
     n_params = sum(p.numel() for p in job.model.parameters())
-    print(f"paper model ({n_params / 1e6:.1f} M parameters, optimizers of 3 levels): checkpoint "
-          f"{path.stat().st_size / 2**20:.1f} MiB, write {statistics.median(times):.3f} s (median of {rounds})")
+    print(
+        f"paper model ({n_params / 1e6:.1f} M parameters, optimizers of 3 levels): checkpoint "
+        f"{path.stat().st_size / 2**20:.1f} MiB, write {statistics.median(times):.3f} s (median of {rounds})"
+    )
     job.close()
 
 
 def overhead(every: int, steps: int, rounds: int) -> None:
     def run(ckpt_every: int) -> float:
-        job = make_job(["coarsening=none", f"train.steps={steps}", f"train.checkpoint_every={ckpt_every}",
-                        f"train.eval_every={steps}", "schedule.warmup_steps=0"])
+        job = make_job(
+            [
+                "coarsening=none",
+                f"train.steps={steps}",
+                f"train.checkpoint_every={ckpt_every}",
+                f"train.eval_every={steps}",
+                "schedule.warmup_steps=0",
+            ]
+        )
         t0 = time.perf_counter()
         job.run()
         job.close()
@@ -55,8 +74,10 @@ def overhead(every: int, steps: int, rounds: int) -> None:
         with_ck.append(run(every))
         without.append(run(0))
     ratio = statistics.median(a / b for a, b in zip(with_ck, without))
-    print(f"default model, {steps} fine steps: checkpoint every {every} steps / only at the end = {ratio:.3f} "
-          f"(medians {statistics.median(with_ck):.1f} s / {statistics.median(without):.1f} s)")
+    print(
+        f"default model, {steps} fine steps: checkpoint every {every} steps / only at the end = {ratio:.3f} "
+        f"(medians {statistics.median(with_ck):.1f} s / {statistics.median(without):.1f} s)"
+    )
 
 
 def main() -> None:

@@ -31,12 +31,22 @@ def step_ratio(model: str, rounds: int) -> dict:
     job = make_job([*MODELS[model], "coarsening=even_odd"])
     t = job.trainer
     fine, coarse = t.levels["fine"], t.levels["coarse_a"]
-    med = interleaved({"fine": lambda: t._step(fine), "coarse": lambda: t._step(coarse)},
-                      rounds=rounds, per_round=3, device=job.ctx.device)
+    med = interleaved(
+        {"fine": lambda: t._step(fine), "coarse": lambda: t._step(coarse)},
+        rounds=rounds,
+        per_round=3,
+        device=job.ctx.device,
+    )
     analytic = t.step_flops["coarse_a"].total / t.step_flops["fine"].total
-    return {"model": model, "fine_s": med["fine"], "coarse_s": med["coarse"],
-            "measured_ratio": med["coarse"] / med["fine"], "analytic_flop_ratio": analytic,
-            "analytic_nonembed_ratio": t.step_flops["coarse_a"].nonembed / t.step_flops["fine"].nonembed}
+    return {
+        "model": model,
+        "fine_s": med["fine"],
+        "coarse_s": med["coarse"],
+        "measured_ratio": med["coarse"] / med["fine"],
+        "analytic_flop_ratio": analytic,
+        "analytic_nonembed_ratio": t.step_flops["coarse_a"].nonembed
+        / t.step_flops["fine"].nonembed,
+    }
 
 
 def worker(model: str, coarsening: str, steps: int) -> None:
@@ -45,10 +55,21 @@ def worker(model: str, coarsening: str, steps: int) -> None:
     if coarsening == "none":
         over = ["coarsening=none", f"train.steps={steps}"]
     else:  # same number of optimizer steps: 1 fine step + 2 phases of (steps-1)/2
-        over = ["coarsening=even_odd", "train.steps=1", f"coarsening.coarse_steps={(steps - 1) // 2}",
-                "coarsening.window=1"]
-    job = make_job([*MODELS[model], *over, "schedule.warmup_steps=0", "train.eval_every=1000",
-                    "train.checkpoint_every=0"])
+        over = [
+            "coarsening=even_odd",
+            "train.steps=1",
+            f"coarsening.coarse_steps={(steps - 1) // 2}",
+            "coarsening.window=1",
+        ]
+    job = make_job(
+        [
+            *MODELS[model],
+            *over,
+            "schedule.warmup_steps=0",
+            "train.eval_every=1000",
+            "train.checkpoint_every=0",
+        ]
+    )
     job.run()
     job.close()
     print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -57,11 +78,19 @@ def worker(model: str, coarsening: str, steps: int) -> None:
 def peak_memory(model: str, steps: int) -> dict:
     out = {}
     for c in ("none", "even_odd"):
-        res = subprocess.run([sys.executable, __file__, "--worker", model, c, str(steps)],
-                             capture_output=True, text=True, check=True)
+        res = subprocess.run(
+            [sys.executable, __file__, "--worker", model, c, str(steps)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         out[c] = json.loads(res.stdout.strip().splitlines()[-1])["peak_rss_mib"]
-    return {"model": model, "single_level_mib": out["none"], "multilevel_mib": out["even_odd"],
-            "ratio": out["even_odd"] / out["none"]}
+    return {
+        "model": model,
+        "single_level_mib": out["none"],
+        "multilevel_mib": out["even_odd"],
+        "ratio": out["even_odd"] / out["none"],
+    }
 
 
 def main() -> None:
@@ -76,13 +105,17 @@ def main() -> None:
         return
     for model in a.models.split(","):
         r = step_ratio(model, a.rounds)
-        print(f"{model}: coarse/fine step time {r['measured_ratio']:.3f} (median {r['coarse_s'] * 1e3:.1f} / "
-              f"{r['fine_s'] * 1e3:.1f} ms), analytic FLOP ratio {r['analytic_flop_ratio']:.3f} with head, "
-              f"{r['analytic_nonembed_ratio']:.3f} non-embedding; "
-              f"measured/analytic {r['measured_ratio'] / r['analytic_flop_ratio']:.3f}")
+        print(
+            f"{model}: coarse/fine step time {r['measured_ratio']:.3f} (median {r['coarse_s'] * 1e3:.1f} / "
+            f"{r['fine_s'] * 1e3:.1f} ms), analytic FLOP ratio {r['analytic_flop_ratio']:.3f} with head, "
+            f"{r['analytic_nonembed_ratio']:.3f} non-embedding; "
+            f"measured/analytic {r['measured_ratio'] / r['analytic_flop_ratio']:.3f}"
+        )
         m = peak_memory(model, a.steps)
-        print(f"{model}: peak RSS multilevel {m['multilevel_mib']:.0f} MiB / single-level "
-              f"{m['single_level_mib']:.0f} MiB = {m['ratio']:.3f}")
+        print(
+            f"{model}: peak RSS multilevel {m['multilevel_mib']:.0f} MiB / single-level "
+            f"{m['single_level_mib']:.0f} MiB = {m['ratio']:.3f}"
+        )
 
 
 if __name__ == "__main__":

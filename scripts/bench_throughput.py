@@ -38,7 +38,11 @@ def plain_loop(job):
     from mltrain.optim import build_optimizer
 
     opt = build_optimizer(job.cfg.optimizer, params, fused=device.type == "cuda")
-    amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if t.autocast is not contextlib.nullcontext else contextlib.nullcontext
+    amp = (
+        (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+        if t.autocast is not contextlib.nullcontext
+        else contextlib.nullcontext
+    )
     max_norm = float(job.cfg.train.max_grad_norm) or float("inf")
 
     def step():
@@ -59,17 +63,27 @@ def bench(model: str, extra: list[str], rounds: int, per_round: int) -> None:
     t = job.trainer
     fine, coarse = t.levels["fine"], t.levels["coarse_a"]
     med = interleaved(
-        {"plain": plain_loop(job), "mltrain": lambda: t._step(fine), "coarse": lambda: t._step(coarse)},
-        rounds=rounds, per_round=per_round, device=job.ctx.device,
+        {
+            "plain": plain_loop(job),
+            "mltrain": lambda: t._step(fine),
+            "coarse": lambda: t._step(coarse),
+        },
+        rounds=rounds,
+        per_round=per_round,
+        device=job.ctx.device,
     )
     tokens = t.tokens_per_step
     tps = {k: tokens / v for k, v in med.items()}
-    print(f"{model} ({job.ctx.device}, {t.global_batch}x{t.seq_len} tokens/step): plain PyTorch {tps['plain']:.0f} tok/s, "
-          f"mltrain {tps['mltrain']:.0f} tok/s, ratio mltrain/plain {tps['mltrain'] / tps['plain']:.3f}")
+    print(
+        f"{model} ({job.ctx.device}, {t.global_batch}x{t.seq_len} tokens/step): plain PyTorch {tps['plain']:.0f} tok/s, "
+        f"mltrain {tps['mltrain']:.0f} tok/s, ratio mltrain/plain {tps['mltrain'] / tps['plain']:.3f}"
+    )
     analytic = t.step_flops["coarse_a"].total / t.step_flops["fine"].total
     measured = med["coarse"] / med["fine"] if "fine" in med else med["coarse"] / med["mltrain"]
-    print(f"{model}: coarse/fine step time {measured:.3f} vs analytic FLOP ratio {analytic:.3f} "
-          f"(measured/analytic {measured / analytic:.3f})")
+    print(
+        f"{model}: coarse/fine step time {measured:.3f} vs analytic FLOP ratio {analytic:.3f} "
+        f"(measured/analytic {measured / analytic:.3f})"
+    )
     if t.peak:
         mfu = t.step_flops["fine"].total / med["mltrain"] / t.peak
         print(f"{model}: MFU {mfu:.3f} (fine step, peak {t.peak:.3g} FLOP/s)")
@@ -86,7 +100,11 @@ def main() -> None:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--batch", type=int, help="data.batch_size for every model")
     a = p.parse_args()
-    extra = [f"train.device={a.device}", f"train.precision={a.precision}", f"train.compile={str(a.compile).lower()}"]
+    extra = [
+        f"train.device={a.device}",
+        f"train.precision={a.precision}",
+        f"train.compile={str(a.compile).lower()}",
+    ]
     if a.batch:
         extra.append(f"data.batch_size={a.batch}")
     for model in a.models.split(","):

@@ -43,8 +43,9 @@ def timed(fn: Callable[[], None], n: int, device=None) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def interleaved(fns: dict[str, Callable[[], None]], rounds: int, per_round: int, warmup: int = 2,
-                device=None) -> dict[str, float]:
+def interleaved(
+    fns: dict[str, Callable[[], None]], rounds: int, per_round: int, warmup: int = 2, device=None
+) -> dict[str, float]:
     """Median seconds per call of each function, measured in alternating rounds so that load
     changes on a shared machine hit all of them alike."""
     for fn in fns.values():

@@ -44,7 +44,9 @@ def main() -> None:
     if only_total:
         print(total)
     else:
-        print(f"training FLOPs: {total:.4e} with head, {nonembed:.4e} non-embedding; optimizer steps {steps}")
+        print(
+            f"training FLOPs: {total:.4e} with head, {nonembed:.4e} non-embedding; optimizer steps {steps}"
+        )
 
 
 if __name__ == "__main__":

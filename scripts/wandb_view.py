@@ -27,16 +27,25 @@ X_AXES = {"perf/flops": "FLOPs (with head)", "perf/flops_nonembed": "FLOPs (non-
 INSTALL_HINT = "wandb_view.py: needs the package wandb-workspaces: pip install wandb-workspaces"
 
 
-def view_definition(name: str = "mltrain: loss vs FLOPs", group: str | None = None,
-                    by: tuple[str, ...] | list[str] = ()) -> dict:
+def view_definition(
+    name: str = "mltrain: loss vs FLOPs",
+    group: str | None = None,
+    by: tuple[str, ...] | list[str] = (),
+) -> dict:
     """The view as plain data (no W&B package needed): sections of line panels, the runset
     grouping (``run`` attributes Group and JobType, then ``config`` keys) and filters."""
     sections = [
         {
             "name": f"loss vs {label}",
             "panels": [
-                {"title": f"{y} vs {label}", "x": x, "y": [y], "log_x": True,
-                 "groupby_aggfunc": "mean", "groupby_rangefunc": "minmax"}
+                {
+                    "title": f"{y} vs {label}",
+                    "x": x,
+                    "y": [y],
+                    "log_x": True,
+                    "groupby_aggfunc": "mean",
+                    "groupby_rangefunc": "minmax",
+                }
                 for y in LOSSES
             ],
         }
@@ -62,17 +71,31 @@ def build_workspace(definition: dict, entity: str, project: str):
 
     sections = [
         ws.Section(
-            name=s["name"], is_open=True,
-            panels=[wr.LinePlot(title=p["title"], x=p["x"], y=list(p["y"]), log_x=p["log_x"],
-                                groupby_aggfunc=p["groupby_aggfunc"],
-                                groupby_rangefunc=p["groupby_rangefunc"]) for p in s["panels"]],
+            name=s["name"],
+            is_open=True,
+            panels=[
+                wr.LinePlot(
+                    title=p["title"],
+                    x=p["x"],
+                    y=list(p["y"]),
+                    log_x=p["log_x"],
+                    groupby_aggfunc=p["groupby_aggfunc"],
+                    groupby_rangefunc=p["groupby_rangefunc"],
+                )
+                for p in s["panels"]
+            ],
         )
         for s in definition["sections"]
     ]
     filters = [key(f) == f["value"] for f in definition["filters"]]
     return ws.Workspace(
-        entity=entity, project=project, name=definition["name"], sections=sections,
-        runset_settings=ws.RunsetSettings(groupby=[key(g) for g in definition["groupby"]], filters=filters),
+        entity=entity,
+        project=project,
+        name=definition["name"],
+        sections=sections,
+        runset_settings=ws.RunsetSettings(
+            groupby=[key(g) for g in definition["groupby"]], filters=filters
+        ),
     )
 
 
@@ -81,10 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entity", help="W&B entity (user or team); needed to save")
     parser.add_argument("--project", default="mltrain", help="W&B project (logger.project)")
     parser.add_argument("--group", help="only the runs of this W&B group (experiment or sweep)")
-    parser.add_argument("--by", nargs="*", default=[], metavar="CONFIG_KEY",
-                        help="further group by these config keys, e.g. coarsening.delta")
+    parser.add_argument(
+        "--by",
+        nargs="*",
+        default=[],
+        metavar="CONFIG_KEY",
+        help="further group by these config keys, e.g. coarsening.delta",
+    )
     parser.add_argument("--name", default="mltrain: loss vs FLOPs", help="name of the saved view")
-    parser.add_argument("--print", action="store_true", help="print the definition as JSON, save nothing")
+    parser.add_argument(
+        "--print", action="store_true", help="print the definition as JSON, save nothing"
+    )
     args = parser.parse_args(argv)
     definition = view_definition(args.name, args.group, args.by)
     if args.print:

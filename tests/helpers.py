@@ -8,8 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-TINY = ["model=tiny", "data.batch_size=4", "logger=none", "train.eval_batches=2",
-        "train.log_every=1000", "train.progress=false", "schedule.warmup_steps=0"]
+TINY = [
+    "model=tiny",
+    "data.batch_size=4",
+    "logger=none",
+    "train.eval_batches=2",
+    "train.log_every=1000",
+    "train.progress=false",
+    "schedule.warmup_steps=0",
+]
 
 
 # presets that need an optional Hydra plugin (`make install-extras`), and the module it brings
@@ -45,13 +52,19 @@ def make_job(run_dir: Path, *overrides: str):
     return Job(compose(*overrides), run_dir, DistContext())
 
 
-def run_mltrain(args: list[str], cwd: Path, timeout: float = 300, entry: str = "mltrain",
-                env: dict | None = None) -> subprocess.CompletedProcess:
+def run_mltrain(
+    args: list[str],
+    cwd: Path,
+    timeout: float = 300,
+    entry: str = "mltrain",
+    env: dict | None = None,
+) -> subprocess.CompletedProcess:
     """The installed console script (``mltrain`` or ``mltrain-compare``) in a subprocess."""
     exe = Path(sys.executable).parent / entry
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+    return subprocess.run(
+        [str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
+    )
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -87,7 +100,11 @@ def digest(folder: Path) -> dict:
     for p in sorted(Path(folder).rglob("*")):
         if p.is_file():
             st = p.stat()
-            out[str(p.relative_to(folder))] = (st.st_size, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            out[str(p.relative_to(folder))] = (
+                st.st_size,
+                st.st_mtime_ns,
+                hashlib.sha256(p.read_bytes()).hexdigest(),
+            )
     return out
 
 

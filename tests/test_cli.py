@@ -19,7 +19,13 @@ def test_smoke_run_writes_only_its_run_directory(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert [p.name for p in tmp_path.iterdir()] == ["outputs"]  # nothing else in the cwd
     (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
-    for f in (".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "mltrain.log", "metrics.jsonl"):
+    for f in (
+        ".hydra/config.yaml",
+        ".hydra/hydra.yaml",
+        ".hydra/overrides.yaml",
+        "mltrain.log",
+        "metrics.jsonl",
+    ):
         assert (run_dir / f).is_file(), f
     assert list((run_dir / "checkpoints").glob("ckpt_*.pt"))
     recs = read_jsonl(run_dir / "metrics.jsonl")
@@ -28,21 +34,41 @@ def test_smoke_run_writes_only_its_run_directory(tmp_path):
     flops = [r["perf/flops"] for r in train]
     assert all(a < b for a, b in zip(flops, flops[1:]))
     # mode=smoke: 1 V-cycle (2 coarse steps per level) then fine steps, in the paper's order
-    assert [r["level"] for r in train] == ["fine", "coarse_a", "coarse_a", "coarse_b", "coarse_b", "fine", "fine", "fine"]
+    assert [r["level"] for r in train] == [
+        "fine",
+        "coarse_a",
+        "coarse_a",
+        "coarse_b",
+        "coarse_b",
+        "fine",
+        "fine",
+        "fine",
+    ]
     assert "final val/loss" in res.stderr + res.stdout
 
 
 def test_bad_input_is_one_line_nonzero_and_leaves_no_run_directory(tmp_path):
     res = run_mltrain(["mode=smoke", "model.n_embd=100", "model.n_head=3"], cwd=tmp_path)
     assert res.returncode == 2
-    assert res.stderr.strip().splitlines() == ["mltrain: error: model.n_embd=100 must be divisible by model.n_head=3"]
+    assert res.stderr.strip().splitlines() == [
+        "mltrain: error: model.n_embd=100 must be divisible by model.n_head=3"
+    ]
     assert not any((tmp_path / "outputs" / "runs").glob("*"))
 
 
 def test_help_lists_the_config_groups(tmp_path):
     res = run_mltrain(["--help"], cwd=tmp_path)
     assert res.returncode == 0
-    for group in ("coarsening:", "model:", "optimizer:", "schedule:", "data:", "logger:", "experiment:", "mode:"):
+    for group in (
+        "coarsening:",
+        "model:",
+        "optimizer:",
+        "schedule:",
+        "data:",
+        "logger:",
+        "experiment:",
+        "mode:",
+    ):
         assert group in res.stdout
 
 
@@ -50,19 +76,65 @@ def test_regular_wheel_install_finds_the_configs(tmp_path):
     """A non-editable install carries conf/ inside the package (mltrain/conf)."""
     repo = Path(__file__).resolve().parents[1]
     wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(wheel_dir), str(repo)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheel_dir),
+            str(repo),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = wheel_dir.glob("mltrain-*.whl")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
     assert (target / "mltrain" / "conf" / "config.yaml").is_file()
     env = {"PYTHONPATH": str(target)}
-    probe = subprocess.run([sys.executable, "-c", "import mltrain.config as c; print(c.config_dir())"],
-                           cwd=tmp_path, capture_output=True, text=True, env={**os.environ, **env})
+    probe = subprocess.run(
+        [sys.executable, "-c", "import mltrain.config as c; print(c.config_dir())"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
     assert Path(probe.stdout.strip()) == target / "mltrain" / "conf"
-    run = subprocess.run([sys.executable, "-m", "mltrain.cli", "mode=smoke", "model=tiny", "train.steps=2",
-                          "coarsening=none", "data.batch_size=2"], cwd=tmp_path, capture_output=True, text=True,
-                         env={**os.environ, **env}, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mltrain.cli",
+            "mode=smoke",
+            "model=tiny",
+            "train.steps=2",
+            "coarsening=none",
+            "data.batch_size=2",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert list((tmp_path / "outputs" / "runs").glob("*/metrics.jsonl"))
 

@@ -28,11 +28,17 @@ def _config(overrides: tuple[str, ...]) -> str:
     return json.dumps(OmegaConf.to_container(cfg, resolve=True))
 
 
-def write_run(path: Path, flops, losses, *overrides: str, nonembed=None, coarse=False, metrics=True) -> Path:
+def write_run(
+    path: Path, flops, losses, *overrides: str, nonembed=None, coarse=False, metrics=True
+) -> Path:
     """A run directory: ``.hydra/config.yaml`` of ``mltrain model=tiny <overrides>`` and a
     metrics.jsonl whose evaluations are (flops[i], losses[i]) at fine step i (i=0: step 0)."""
     fine = len(flops) - 1
-    extra = () if any(o.startswith("train.target_flops") for o in overrides) else (f"train.steps={fine}",)
+    extra = (
+        ()
+        if any(o.startswith("train.target_flops") for o in overrides)
+        else (f"train.steps={fine}",)
+    )
     cfg = json.loads(_config(tuple(overrides) + extra))
     (path / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(cfg), path / ".hydra" / "config.yaml")
@@ -40,20 +46,53 @@ def write_run(path: Path, flops, losses, *overrides: str, nonembed=None, coarse=
     if not metrics:
         return path
     nonembed = [f / 2 for f in flops] if nonembed is None else nonembed
-    recs = [{"step": 0, "fine_step": 0, "level": "fine", "perf/flops": 0, "perf/flops_nonembed": 0,
-             "perf/wall_s": 0.5, "val/loss": losses[0], "val/ppl": math.exp(losses[0]), "perf/flops_eval": 7}]
+    recs = [
+        {
+            "step": 0,
+            "fine_step": 0,
+            "level": "fine",
+            "perf/flops": 0,
+            "perf/flops_nonembed": 0,
+            "perf/wall_s": 0.5,
+            "val/loss": losses[0],
+            "val/ppl": math.exp(losses[0]),
+            "perf/flops_eval": 7,
+        }
+    ]
     step = 0
     for i in range(1, len(flops)):
         if coarse:  # a coarse step between evaluations: FLOPs and a training loss, no evaluation
             step += 1
-            recs.append({"step": step, "fine_step": i - 1, "level": "coarse_a", "train/loss": 99.0,
-                         "perf/flops": (flops[i - 1] + flops[i]) / 2, "perf/flops_nonembed": (nonembed[i - 1] + nonembed[i]) / 2,
-                         "perf/wall_s": i - 0.5})
+            recs.append(
+                {
+                    "step": step,
+                    "fine_step": i - 1,
+                    "level": "coarse_a",
+                    "train/loss": 99.0,
+                    "perf/flops": (flops[i - 1] + flops[i]) / 2,
+                    "perf/flops_nonembed": (nonembed[i - 1] + nonembed[i]) / 2,
+                    "perf/wall_s": i - 0.5,
+                }
+            )
         step += 1
-        recs.append({"step": step, "fine_step": i, "level": "fine", "train/loss": losses[i] + 0.5, "lr": 0.1,
-                     "perf/flops": flops[i], "perf/flops_nonembed": nonembed[i], "perf/tokens": 64 * i,
-                     "perf/tok_per_s": 100.0, "perf/wall_s": float(i), "perf/flops_level/fine": flops[i],
-                     "val/loss": losses[i], "val/ppl": math.exp(losses[i]), "perf/flops_eval": 7 * (i + 1)})
+        recs.append(
+            {
+                "step": step,
+                "fine_step": i,
+                "level": "fine",
+                "train/loss": losses[i] + 0.5,
+                "lr": 0.1,
+                "perf/flops": flops[i],
+                "perf/flops_nonembed": nonembed[i],
+                "perf/tokens": 64 * i,
+                "perf/tok_per_s": 100.0,
+                "perf/wall_s": float(i),
+                "perf/flops_level/fine": flops[i],
+                "val/loss": losses[i],
+                "val/ppl": math.exp(losses[i]),
+                "perf/flops_eval": 7 * (i + 1),
+            }
+        )
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     return path
 
@@ -66,11 +105,31 @@ ISO = [0, 125, 250, 375, 500]
 def make_sweep(root: Path) -> Path:
     """Single-level (2 seeds, final loss 2.0), even_odd (FLOPs 500) and an iso-FLOP single-level
     run with 500 FLOPs, as the numbered job directories of a multirun."""
-    write_run(root / "0_coarsening=none,train.seed=0", SINGLE, [10, 8, 6, 4, 2], "coarsening=none", "train.seed=0")
-    write_run(root / "1_coarsening=none,train.seed=1", SINGLE, [10, 8.5, 6.5, 4, 2], "coarsening=none", "train.seed=1")
-    write_run(root / "2_coarsening=even_odd", EVEN_ODD, [10, 7, 5, 3, 1.5], "coarsening=even_odd",
-              nonembed=[0, 20, 40, 60, 200], coarse=True)
-    write_run(root / "3_iso", ISO, [10, 7.5, 5, 3, 1.8], "coarsening=none", "train.target_flops=500")
+    write_run(
+        root / "0_coarsening=none,train.seed=0",
+        SINGLE,
+        [10, 8, 6, 4, 2],
+        "coarsening=none",
+        "train.seed=0",
+    )
+    write_run(
+        root / "1_coarsening=none,train.seed=1",
+        SINGLE,
+        [10, 8.5, 6.5, 4, 2],
+        "coarsening=none",
+        "train.seed=1",
+    )
+    write_run(
+        root / "2_coarsening=even_odd",
+        EVEN_ODD,
+        [10, 7, 5, 3, 1.5],
+        "coarsening=even_odd",
+        nonembed=[0, 20, 40, 60, 200],
+        coarse=True,
+    )
+    write_run(
+        root / "3_iso", ISO, [10, 7.5, 5, 3, 1.8], "coarsening=none", "train.target_flops=500"
+    )
     (root / "multirun.yaml").write_text("hydra: {}\n")
     return root
 
@@ -119,7 +178,9 @@ def test_seeds_are_aggregated_on_the_mean_curve():
 # --------------------------------------------------------------------------- runs and summary
 def test_sweep_directory_is_expanded_and_failed_job_skipped(tmp_path, capsys):
     sweep = make_sweep(tmp_path / "sweep")
-    write_run(sweep / "4_failed", SINGLE, [10] * 5, "coarsening=none", "train.seed=7", metrics=False)
+    write_run(
+        sweep / "4_failed", SINGLE, [10] * 5, "coarsening=none", "train.seed=7", metrics=False
+    )
     runs = C.find_runs([sweep])
     assert [r.path.name[0] for r in runs] == ["0", "1", "2", "3"]
     err = capsys.readouterr().err
@@ -202,8 +263,14 @@ def test_labels_name_the_keys_that_differ(tmp_path):
 
 def test_seeds_of_one_configuration_are_grouped(tmp_path):
     for seed in range(3):
-        write_run(tmp_path / f"s{seed}", SINGLE, [10, 8, 6, 4, 2 + seed / 10], "coarsening=even_odd",
-                  f"train.seed={seed}", "train.device=cpu")
+        write_run(
+            tmp_path / f"s{seed}",
+            SINGLE,
+            [10, 8, 6, 4, 2 + seed / 10],
+            "coarsening=even_odd",
+            f"train.seed={seed}",
+            "train.device=cpu",
+        )
     (c,) = C.group_configurations(C.find_runs([tmp_path]))
     assert len(c.runs) == 3 and c.label == "even_odd δ=0.25 m=20 w=5"
     s = C.summarize([c], target=3.0)
@@ -216,17 +283,31 @@ def test_seeds_of_one_configuration_are_grouped(tmp_path):
 def test_data_and_model_differences_are_flagged(tmp_path):
     write_run(tmp_path / "0", SINGLE, [10, 8, 6, 4, 2], "coarsening=none")
     write_run(tmp_path / "1", SINGLE, [10, 8, 6, 4, 2], "coarsening=even_odd", "model.n_layer=6")
-    write_run(tmp_path / "2", SINGLE, [10, 8, 6, 4, 2], "coarsening=even_odd", "data.vocab_size=4096",
-              "data.cache_dir=/elsewhere")
-    write_run(tmp_path / "3", SINGLE, [10, 8, 6, 4, 2], "coarsening=even_odd", "data.cache_dir=/elsewhere")
+    write_run(
+        tmp_path / "2",
+        SINGLE,
+        [10, 8, 6, 4, 2],
+        "coarsening=even_odd",
+        "data.vocab_size=4096",
+        "data.cache_dir=/elsewhere",
+    )
+    write_run(
+        tmp_path / "3", SINGLE, [10, 8, 6, 4, 2], "coarsening=even_odd", "data.cache_dir=/elsewhere"
+    )
     write_run(tmp_path / "4", SINGLE, [10, 8, 6, 4, 2], "coarsening=even_odd", "train.seed=1")
     rows = C.summarize(C.group_configurations(C.find_runs([tmp_path]))).rows
     notes = {r.label: "; ".join(r.notes) for r in rows}
-    assert len(rows) == 4 and len(rows[3].config.runs) == 2  # data.cache_dir makes no new configuration
-    assert "model differs from `single_level vocab_size=8192 n_layer=4`: model.n_layer=6" in notes[
-        "even_odd δ=0.25 m=20 w=5 vocab_size=8192 n_layer=6"]
-    assert "data differs from `single_level vocab_size=8192 n_layer=4`: data.vocab_size=4096" in notes[
-        "even_odd δ=0.25 m=20 w=5 vocab_size=4096 n_layer=4"]
+    assert (
+        len(rows) == 4 and len(rows[3].config.runs) == 2
+    )  # data.cache_dir makes no new configuration
+    assert (
+        "model differs from `single_level vocab_size=8192 n_layer=4`: model.n_layer=6"
+        in notes["even_odd δ=0.25 m=20 w=5 vocab_size=8192 n_layer=6"]
+    )
+    assert (
+        "data differs from `single_level vocab_size=8192 n_layer=4`: data.vocab_size=4096"
+        in notes["even_odd δ=0.25 m=20 w=5 vocab_size=4096 n_layer=4"]
+    )
     assert "differs" not in notes["even_odd δ=0.25 m=20 w=5 vocab_size=8192 n_layer=4"]
 
 
@@ -268,7 +349,13 @@ def test_cli_end_to_end(tmp_path):
     res = run_mltrain([str(sweep)], cwd=tmp_path, entry="mltrain-compare", timeout=120)
     assert res.returncode == 0, res.stderr
     out = sweep / "compare"
-    for name in ("loss_vs_flops.png", "loss_vs_flops.svg", "flops_ratio.png", "summary.md", "summary.csv"):
+    for name in (
+        "loss_vs_flops.png",
+        "loss_vs_flops.svg",
+        "flops_ratio.png",
+        "summary.md",
+        "summary.csv",
+    ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert "mltrain coarsening=none train.target_flops=500" in res.stdout
     assert "ratio vs single_level (iso-FLOP) (with head)" in res.stdout
@@ -280,8 +367,18 @@ def test_cli_end_to_end(tmp_path):
     assert float(eo["flops"]) == 500 and float(eo["flops_nonembed"]) == 200
     assert rows["single_level"]["seeds"] == "2"
     # --out and --target; a configuration that never reaches it has an empty cell
-    res = run_mltrain([str(sweep / "2_coarsening=even_odd"), str(sweep / "0_coarsening=none,train.seed=0"),
-                       "--out", str(tmp_path / "o"), "--target", "1.7"], cwd=tmp_path, entry="mltrain-compare")
+    res = run_mltrain(
+        [
+            str(sweep / "2_coarsening=even_odd"),
+            str(sweep / "0_coarsening=none,train.seed=0"),
+            "--out",
+            str(tmp_path / "o"),
+            "--target",
+            "1.7",
+        ],
+        cwd=tmp_path,
+        entry="mltrain-compare",
+    )
     assert res.returncode == 0, res.stderr
     rows = {r["configuration"]: r for r in csv.DictReader(open(tmp_path / "o" / "summary.csv"))}
     assert rows["single_level"]["flops_to_target_head"] == "" and "not reached" in res.stdout
@@ -318,10 +415,14 @@ def test_wandb_view_definition_offline():
     d = view.view_definition(group="sweep_1", by=["coarsening.delta"])
     panels = [p for s in d["sections"] for p in s["panels"]]
     assert {(p["x"], p["y"][0]) for p in panels} == {
-        (x, y) for x in ("perf/flops", "perf/flops_nonembed") for y in ("val/loss", "train/loss")}
+        (x, y) for x in ("perf/flops", "perf/flops_nonembed") for y in ("val/loss", "train/loss")
+    }
     assert all(p["log_x"] for p in panels)
-    assert d["groupby"] == [{"section": "run", "name": "Group"}, {"section": "run", "name": "JobType"},
-                            {"section": "config", "name": "coarsening.delta"}]
+    assert d["groupby"] == [
+        {"section": "run", "name": "Group"},
+        {"section": "run", "name": "JobType"},
+        {"section": "config", "name": "coarsening.delta"},
+    ]
     assert d["filters"] == [{"section": "run", "name": "Group", "op": "==", "value": "sweep_1"}]
     assert view.view_definition()["filters"] == []
 
@@ -329,6 +430,10 @@ def test_wandb_view_definition_offline():
 def test_wandb_view_builds_a_workspace_when_the_package_is_installed():
     pytest.importorskip("wandb_workspaces")
     view = _wandb_view()
-    model = view.build_workspace(view.view_definition(group="g", by=["coarsening.delta"]), "ent", "proj")._to_model()
+    model = view.build_workspace(
+        view.view_definition(group="g", by=["coarsening.delta"]), "ent", "proj"
+    )._to_model()
     text = model.model_dump_json(by_alias=True)
-    assert '"perf/flops_nonembed"' in text and '"jobType"' in text and "coarsening.value.delta" in text
+    assert (
+        '"perf/flops_nonembed"' in text and '"jobType"' in text and "coarsening.value.delta" in text
+    )

@@ -9,7 +9,7 @@ from omegaconf.errors import OmegaConfBaseException
 from mltrain.config import config_dir, validate
 from mltrain.errors import ConfigError
 from mltrain.levels import build_hierarchy
-from tests.helpers import PLUGIN_PRESETS, compose, plugin_missing
+from tests.helpers import compose, plugin_missing
 
 GROUPS = ["model", "coarsening", "optimizer", "schedule", "data", "logger", "experiment", "mode"]
 NEEDS = {  # options that need a value no default can supply
@@ -44,17 +44,41 @@ def test_all_groups_exist():
 
 def test_defaults_are_the_cpu_run_of_the_readme():
     cfg = compose()
-    assert (cfg.model.n_layer, cfg.model.n_embd, cfg.model.n_head, cfg.model.seq_len) == (4, 32, 2, 32)  # TINY
+    assert (cfg.model.n_layer, cfg.model.n_embd, cfg.model.n_head, cfg.model.seq_len) == (
+        4,
+        32,
+        2,
+        32,
+    )  # TINY
     from mltrain.config import compose as plain
 
     d = plain([])
     assert (d.model.n_layer, d.model.n_embd, d.model.n_head, d.model.seq_len) == (12, 128, 4, 128)
-    assert (d.data.name, d.data.tokenizer, d.data.vocab_size, d.data.batch_size) == ("sotu", "bpe", 8192, 16)
+    assert (d.data.name, d.data.tokenizer, d.data.vocab_size, d.data.batch_size) == (
+        "sotu",
+        "bpe",
+        8192,
+        16,
+    )
     assert d.optimizer._target_ == "torch.optim.SGD" and d.optimizer.momentum == 0.9
-    assert d.schedule.name == "cosine" and d.coarsening.name == "even_odd" and d.coarsening.delta == 0.25
+    assert (
+        d.schedule.name == "cosine"
+        and d.coarsening.name == "even_odd"
+        and d.coarsening.delta == 0.25
+    )
     p = plain(["experiment=paper"])
-    assert (p.model.n_embd, p.model.n_layer, p.model.n_head, p.data.tokenizer) == (256, 12, 8, "gpt2")
-    assert (p.coarsening.name, p.coarsening.delta, p.coarsening.coarse_steps, p.coarsening.window) == ("even_odd", 0.25, 100, 35)
+    assert (p.model.n_embd, p.model.n_layer, p.model.n_head, p.data.tokenizer) == (
+        256,
+        12,
+        8,
+        "gpt2",
+    )
+    assert (
+        p.coarsening.name,
+        p.coarsening.delta,
+        p.coarsening.coarse_steps,
+        p.coarsening.window,
+    ) == ("even_odd", 0.25, 100, 35)
     assert p.optimizer._target_ == "torch.optim.SGD" and p.schedule.name == "cosine"
 
 
@@ -64,15 +88,22 @@ def test_unknown_keys_are_rejected(override):
         compose(override)
 
 
-@pytest.mark.parametrize("override, where", [("+coarsening.detla=0.5", "coarsening.detla"),
-                                             ("+optimizer.momentun=0.5", "optimizer.momentun"),
-                                             ("+lr=0.1", "lr")])
+@pytest.mark.parametrize(
+    "override, where",
+    [
+        ("+coarsening.detla=0.5", "coarsening.detla"),
+        ("+optimizer.momentun=0.5", "optimizer.momentun"),
+        ("+lr=0.1", "lr"),
+    ],
+)
 def test_keys_added_with_plus_are_rejected_by_validation(override, where):
     with pytest.raises(ConfigError, match=rf"^{where} is not a setting; "):
         validate(compose(override))
 
 
-@pytest.mark.parametrize("override", ["model.n_layer=abc", "coarsening.delta=high", "train.compile=maybe"])
+@pytest.mark.parametrize(
+    "override", ["model.n_layer=abc", "coarsening.delta=high", "train.compile=maybe"]
+)
 def test_wrong_types_are_rejected(override):
     with pytest.raises((HydraException, OmegaConfBaseException)):
         compose(override)
@@ -86,24 +117,51 @@ def test_options_of_another_optimizer_are_rejected():
 @pytest.mark.parametrize(
     "overrides, match",
     [
-        (["model.n_embd=30", "model.n_head=4"], r"model.n_embd=30 must be divisible by model.n_head=4"),
-        (["model.seq_len=64", "model.block_size=32"], r"model.seq_len=64 is larger than the model's context model.block_size=32"),
+        (
+            ["model.n_embd=30", "model.n_head=4"],
+            r"model.n_embd=30 must be divisible by model.n_head=4",
+        ),
+        (
+            ["model.seq_len=64", "model.block_size=32"],
+            r"model.seq_len=64 is larger than the model's context model.block_size=32",
+        ),
         (["train.steps=0"], r"train.steps=0 is not allowed: must be a number > 0"),
         (["train.steps=-5"], r"train.steps=-5 is not allowed"),
         (["data.batch_size=0"], r"data.batch_size=0 is not allowed"),
         (["optimizer.lr=0"], r"optimizer.lr=0.0 is not allowed"),
         (["optimizer.lr=-0.1"], r"optimizer.lr=-0.1 is not allowed"),
-        (["data.name=books"], r"data.name='books' is not allowed: choose one of sotu, text_files, fineweb_edu"),
-        (["data.tokenizer=wordpiece"], r"data.tokenizer='wordpiece' is not allowed: choose bpe, gpt2 or hf:<name>"),
+        (
+            ["data.name=books"],
+            r"data.name='books' is not allowed: choose one of sotu, text_files, fineweb_edu",
+        ),
+        (
+            ["data.tokenizer=wordpiece"],
+            r"data.tokenizer='wordpiece' is not allowed: choose bpe, gpt2 or hf:<name>",
+        ),
         (["coarsening.delta=1.5"], r"coarsening.delta=1.5 is not allowed: must be in \[0, 1\]"),
         (["coarsening.delta=-0.1"], r"coarsening.delta=-0.1 is not allowed"),
-        (["coarsening.coarse_steps=-1"], r"coarsening.coarse_steps=-1 is not allowed: must be >= 0"),
+        (
+            ["coarsening.coarse_steps=-1"],
+            r"coarsening.coarse_steps=-1 is not allowed: must be >= 0",
+        ),
         (["coarsening.window=-2"], r"coarsening.window=-2 is not allowed: must be >= 0"),
-        (["coarsening.step_scale=0"], r"coarsening.step_scale=0.0 is not allowed: must be a number > 0"),
+        (
+            ["coarsening.step_scale=0"],
+            r"coarsening.step_scale=0.0 is not allowed: must be a number > 0",
+        ),
         (["coarsening.name=halves"], r"coarsening.name='halves' is not allowed"),
-        (["coarsening.optimizer_state=global"], r"coarsening.optimizer_state='global' is not allowed: choose one of separate, shared, reset"),
-        (["schedule.warmup_steps=400", "train.steps=300"], r"schedule.warmup_steps=400 is not allowed: must be >= 0 and < train.steps=300"),
-        (["train.device=tpu"], r"train.device='tpu' is not allowed: choose auto, cpu, cuda or cuda:<index>"),
+        (
+            ["coarsening.optimizer_state=global"],
+            r"coarsening.optimizer_state='global' is not allowed: choose one of separate, shared, reset",
+        ),
+        (
+            ["schedule.warmup_steps=400", "train.steps=300"],
+            r"schedule.warmup_steps=400 is not allowed: must be >= 0 and < train.steps=300",
+        ),
+        (
+            ["train.device=tpu"],
+            r"train.device='tpu' is not allowed: choose auto, cpu, cuda or cuda:<index>",
+        ),
         (["train.precision=int8"], r"train.precision='int8' is not allowed"),
         (["data.val_fraction=1.0"], r"data.val_fraction=1.0 is not allowed: must be in \(0, 1\)"),
         (["data=text_files"], r"data.paths is empty: data=text_files needs data.paths"),

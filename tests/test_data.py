@@ -39,13 +39,17 @@ def test_gpt2_files_with_wrong_hash_are_rejected(tmp_path):
         shutil.copy(f, tmp_path / f.name)
     with open(tmp_path / "vocab.bpe", "a") as f:
         f.write("x y\n")
-    with pytest.raises(DataError, match=r"data.tokenizer=gpt2: .*vocab.bpe has sha256 .* expected 1ce1664773c50f3e"):
+    with pytest.raises(
+        DataError, match=r"data.tokenizer=gpt2: .*vocab.bpe has sha256 .* expected 1ce1664773c50f3e"
+    ):
         load_gpt2(tmp_path)
 
 
 def test_bpe_round_trips_text_exactly_and_has_the_asked_vocab():
-    texts = ["The Congress shall have Power to lay and collect Taxes.\n\n  Indented\ttab",
-             "Unicode: é ü ß 東京 😀 — dashes — and 'quotes'"] * 20
+    texts = [
+        "The Congress shall have Power to lay and collect Taxes.\n\n  Indented\ttab",
+        "Unicode: é ü ß 東京 😀 — dashes — and 'quotes'",
+    ] * 20
     tok = train_bpe(texts, 300)
     assert tok.vocab_size == 300
     for t in texts[:2] + ["text never seen: zxqv 12345 ∑", "  leading and trailing  "]:
@@ -116,7 +120,9 @@ def test_cache_is_reused_and_keyed_by_tokenizer(tmp_path, monkeypatch):
     (tmp_path / "d").mkdir()
     for i in range(4):
         (tmp_path / "d" / f"{i}.txt").write_text(f"document number {i} " * 50)
-    cfg = data_cfg(name="text_files", paths=[str(tmp_path / "d")], vocab_size=300, val_fraction=0.25)
+    cfg = data_cfg(
+        name="text_files", paths=[str(tmp_path / "d")], vocab_size=300, val_fraction=0.25
+    )
     a = build_data(cfg, 8, cache_dir=tmp_path / "c")
     calls = []
     monkeypatch.setattr("mltrain.data._tokenize", lambda *a, **k: calls.append(1))
@@ -132,7 +138,9 @@ def test_split_too_small_names_both_numbers(tmp_path):
     for i in range(2):
         (tmp_path / f"{i}.txt").write_text("tiny text")
     cfg = data_cfg(name="text_files", paths=[str(tmp_path)], tokenizer="gpt2", val_fraction=0.5)
-    with pytest.raises(DataError, match=r"the train split holds 3 tokens, fewer than model.seq_len \+ 1 = 65"):
+    with pytest.raises(
+        DataError, match=r"the train split holds 3 tokens, fewer than model.seq_len \+ 1 = 65"
+    ):
         build_data(cfg, 64)
 
 
@@ -174,7 +182,11 @@ def test_jsonl_and_parquet_files_through_datasets(tmp_path):
     docs = list(open_corpus(data_cfg(name="text_files", paths=[str(tmp_path)])).documents())
     assert [t for _, t in docs] == [r["text"] for r in rows]
     with pytest.raises(DataError, match=r"has no field data.text_field='body'"):
-        list(open_corpus(data_cfg(name="text_files", paths=[str(tmp_path)], text_field="body")).documents())
+        list(
+            open_corpus(
+                data_cfg(name="text_files", paths=[str(tmp_path)], text_field="body")
+            ).documents()
+        )
 
 
 def test_fineweb_edu_reads_local_files_of_the_same_schema(tmp_path):
@@ -182,11 +194,22 @@ def test_fineweb_edu_reads_local_files_of_the_same_schema(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema_rows = [{"text": f"Educational page {i}. " * 30, "id": f"<urn:{i}>", "dump": "CC-MAIN",
-                    "url": f"http://x/{i}", "score": 3.1, "int_score": 3} for i in range(30)]
+    schema_rows = [
+        {
+            "text": f"Educational page {i}. " * 30,
+            "id": f"<urn:{i}>",
+            "dump": "CC-MAIN",
+            "url": f"http://x/{i}",
+            "score": 3.1,
+            "int_score": 3,
+        }
+        for i in range(30)
+    ]
     pq.write_table(pa.Table.from_pylist(schema_rows[:15]), tmp_path / "000.parquet")
     pq.write_table(pa.Table.from_pylist(schema_rows[15:]), tmp_path / "001.parquet")
-    cfg = data_cfg(name="fineweb_edu", paths=[str(tmp_path)], tokenizer="gpt2", n_docs=20, val_fraction=0.1)
+    cfg = data_cfg(
+        name="fineweb_edu", paths=[str(tmp_path)], tokenizer="gpt2", n_docs=20, val_fraction=0.1
+    )
     docs = list(open_corpus(cfg).documents())
     assert len(docs) == 20 and docs[16][1] == schema_rows[16]["text"]
     b = build_data(cfg, 16)
@@ -194,8 +217,13 @@ def test_fineweb_edu_reads_local_files_of_the_same_schema(tmp_path):
 
 
 def test_hash_of_the_gpt2_files_is_the_one_tiktoken_pins():
-    for name, expected in {"encoder.json": "196139668be63f3b", "vocab.bpe": "1ce1664773c50f3e"}.items():
-        assert hashlib.sha256((gpt2_files_dir() / name).read_bytes()).hexdigest().startswith(expected)
+    for name, expected in {
+        "encoder.json": "196139668be63f3b",
+        "vocab.bpe": "1ce1664773c50f3e",
+    }.items():
+        assert (
+            hashlib.sha256((gpt2_files_dir() / name).read_bytes()).hexdigest().startswith(expected)
+        )
     assert Path(gpt2_files_dir()).is_dir()
 
 
@@ -204,12 +232,18 @@ def test_hf_tokenizer_from_a_local_directory(tmp_path):
     from transformers import PreTrainedTokenizerFast
 
     bpe = train_bpe(["some text to train a tiny tokenizer on, " * 20], 300)
-    PreTrainedTokenizerFast(tokenizer_object=bpe._impl, eos_token="<|endoftext|>").save_pretrained(tmp_path / "tok")
+    PreTrainedTokenizerFast(tokenizer_object=bpe._impl, eos_token="<|endoftext|>").save_pretrained(
+        tmp_path / "tok"
+    )
     (tmp_path / "docs").mkdir()
     for i in range(3):
         (tmp_path / "docs" / f"{i}.txt").write_text(f"document {i}: some text " * 10)
-    cfg = data_cfg(name="text_files", paths=[str(tmp_path / "docs")], tokenizer=f"hf:{tmp_path / 'tok'}",
-                   val_fraction=0.5)
+    cfg = data_cfg(
+        name="text_files",
+        paths=[str(tmp_path / "docs")],
+        tokenizer=f"hf:{tmp_path / 'tok'}",
+        val_fraction=0.5,
+    )
     b = build_data(cfg, 8)
     assert b.vocab_size == bpe.vocab_size and b.tokenizer.eot_id == bpe.eot_id
     assert list(b.val[:-1]) == bpe.encode("document 1: some text " * 10) and b.val[-1] == bpe.eot_id

@@ -13,12 +13,22 @@ import torch
 from mltrain.vcycle import Prolong, Restrict, Train
 from tests.helpers import TINY, make_job, read_jsonl
 
-ML = ["coarsening=even_odd", "coarsening.coarse_steps=3", "coarsening.window=3", "train.steps=5",
-      "train.eval_every=1", "train.checkpoint_every=2"]
+ML = [
+    "coarsening=even_odd",
+    "coarsening.coarse_steps=3",
+    "coarsening.window=3",
+    "train.steps=5",
+    "train.eval_every=1",
+    "train.checkpoint_every=2",
+]
 
 
 def train_losses(run_dir: Path) -> list[tuple[int, str, float]]:
-    return [(r["step"], r["level"], r["train/loss"]) for r in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in r]
+    return [
+        (r["step"], r["level"], r["train/loss"])
+        for r in read_jsonl(run_dir / "metrics.jsonl")
+        if "train/loss" in r
+    ]
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
@@ -26,20 +36,42 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
     ddp_cwd = tmp_path / "ddp"
     ddp_cwd.mkdir()
-    res = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "mltrain.cli", *TINY, *ML,
-                          "data.batch_size=2"], cwd=ddp_cwd, capture_output=True, text=True, timeout=600, env=env)
+    res = subprocess.run(
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "mltrain.cli",
+            *TINY,
+            *ML,
+            "data.batch_size=2",
+        ],
+        cwd=ddp_cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     runs = list((ddp_cwd / "outputs" / "runs").iterdir())
-    assert len(runs) == 1 and [p.name for p in ddp_cwd.iterdir()] == ["outputs"]  # one run dir, rank 0's
+    assert len(runs) == 1 and [p.name for p in ddp_cwd.iterdir()] == [
+        "outputs"
+    ]  # one run dir, rank 0's
     single = make_job(tmp_path / "single", *ML, "data.batch_size=4")
     single.run()
     single.close()
     ddp, one = train_losses(runs[0]), train_losses(tmp_path / "single")
-    assert [(s, lv) for s, lv, _ in ddp] == [(s, lv) for s, lv, _ in one] and len(ddp) == 5 + 3 * 2 * 3
+    assert [(s, lv) for s, lv, _ in ddp] == [(s, lv) for s, lv, _ in one] and len(
+        ddp
+    ) == 5 + 3 * 2 * 3
     for (_, _, a), (_, _, b) in zip(ddp, one):
         assert a == pytest.approx(b, rel=1e-4)
     # the FLOP count is of the global batch (both ranks)
-    assert read_jsonl(runs[0] / "metrics.jsonl")[-1]["perf/flops"] == read_jsonl(tmp_path / "single" / "metrics.jsonl")[-1]["perf/flops"]
+    assert (
+        read_jsonl(runs[0] / "metrics.jsonl")[-1]["perf/flops"]
+        == read_jsonl(tmp_path / "single" / "metrics.jsonl")[-1]["perf/flops"]
+    )
     # every checkpoint first checks that all ranks hold identical parameters (all-gather)
     from mltrain.checkpoint import list_checkpoints, load_checkpoint
 
@@ -54,7 +86,12 @@ def test_level_switches_do_not_recompile(tmp_path):
 
     torch._dynamo.reset()
     counters.clear()
-    job = make_job(tmp_path / "r", "coarsening=even_odd", "train.compile=true", "train.compile_backend=aot_eager")
+    job = make_job(
+        tmp_path / "r",
+        "coarsening=even_odd",
+        "train.compile=true",
+        "train.compile_backend=aot_eager",
+    )
     t = job.trainer
 
     def run(ops):
@@ -66,8 +103,17 @@ def test_level_switches_do_not_recompile(tmp_path):
     t.evaluate()  # eval mode, no grad: compiled once more
     compiled = counters["frames"]["ok"]
     for _ in range(2):
-        run([Train("fine", 1), Restrict("coarse_a"), Train("coarse_a", 2), Prolong("coarse_a"),
-             Restrict("coarse_b"), Train("coarse_b", 2), Prolong("coarse_b")])
+        run(
+            [
+                Train("fine", 1),
+                Restrict("coarse_a"),
+                Train("coarse_a", 2),
+                Prolong("coarse_a"),
+                Restrict("coarse_b"),
+                Train("coarse_b", 2),
+                Prolong("coarse_b"),
+            ]
+        )
         t.evaluate()
     assert counters["frames"]["ok"] == compiled  # no recompilation on any level switch
     assert compiled <= 2
@@ -77,7 +123,13 @@ def test_compiled_and_eager_losses_agree_and_resume_across_compile(tmp_path):
     eager = make_job(tmp_path / "eager", *ML)
     eager.run()
     eager.close()
-    comp = make_job(tmp_path / "comp", *ML, "train.compile=true", "train.compile_backend=aot_eager", "train.steps=5")
+    comp = make_job(
+        tmp_path / "comp",
+        *ML,
+        "train.compile=true",
+        "train.compile_backend=aot_eager",
+        "train.steps=5",
+    )
     comp.run()
     comp.close()
     a, b = train_losses(tmp_path / "eager"), train_losses(tmp_path / "comp")
@@ -89,8 +141,13 @@ def test_compiled_and_eager_losses_agree_and_resume_across_compile(tmp_path):
 
     for src, flag in (("eager", "true"), ("comp", "false")):
         first = list_checkpoints(tmp_path / src / "checkpoints")[0]
-        job = make_job(tmp_path / f"resumed_{src}", *ML, f"train.resume={first}", f"train.compile={flag}",
-                       "train.compile_backend=aot_eager")
+        job = make_job(
+            tmp_path / f"resumed_{src}",
+            *ML,
+            f"train.resume={first}",
+            f"train.compile={flag}",
+            "train.compile_backend=aot_eager",
+        )
         assert not any(k.startswith(("_orig_mod.", "module.")) for k in job.model.state_dict())
         job.run()
         job.close()
@@ -113,8 +170,12 @@ def test_inductor_compiled_losses_agree_with_eager(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_bf16_multilevel_smoke(tmp_path):
-    job = make_job(tmp_path / "r", *ML, "train.device=cuda", "train.precision=bf16", "train.compile=true")
+    job = make_job(
+        tmp_path / "r", *ML, "train.device=cuda", "train.precision=bf16", "train.compile=true"
+    )
     loss = job.run()
     job.close()
     assert loss < 9.0
-    assert all("perf/mfu" in r for r in read_jsonl(tmp_path / "r" / "metrics.jsonl") if "train/loss" in r)
+    assert all(
+        "perf/mfu" in r for r in read_jsonl(tmp_path / "r" / "metrics.jsonl") if "train/loss" in r
+    )

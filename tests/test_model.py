@@ -10,8 +10,9 @@ from mltrain.model import ODETransformer, Path
 
 def tiny(dropout=0.0, n_layer=4, **kw) -> ODETransformer:
     torch.manual_seed(0)
-    return ODETransformer(vocab_size=97, n_layer=n_layer, n_embd=32, n_head=4, block_size=16,
-                          dropout=dropout, **kw)
+    return ODETransformer(
+        vocab_size=97, n_layer=n_layer, n_embd=32, n_head=4, block_size=16, dropout=dropout, **kw
+    )
 
 
 def test_changing_future_tokens_leaves_earlier_logits_unchanged():

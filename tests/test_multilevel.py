@@ -41,9 +41,17 @@ def test_even_odd_hierarchy_is_the_papers():
     assert lv[0].blocks == tuple(range(12)) and lv[0].step == 1.0
     assert lv[1].blocks == (1, 3, 5, 7, 9, 11) and lv[1].step == 2.0  # paper's "even", 1-based
     assert lv[2].blocks == (0, 2, 4, 6, 8, 10) and lv[2].step == 2.0
-    assert [x.name for x in build_hierarchy(compose("coarsening=even").coarsening, 4)] == ["fine", "coarse_a"]
+    assert [x.name for x in build_hierarchy(compose("coarsening=even").coarsening, 4)] == [
+        "fine",
+        "coarse_a",
+    ]
     assert build_hierarchy(compose("coarsening=odd").coarsening, 4)[1].blocks == (0, 2)
-    assert build_hierarchy(compose("coarsening=even_odd", "coarsening.step_scale=1").coarsening, 4)[1].step == 1.0
+    assert (
+        build_hierarchy(compose("coarsening=even_odd", "coarsening.step_scale=1").coarsening, 4)[
+            1
+        ].step
+        == 1.0
+    )
 
 
 def test_recursive_hierarchy_and_its_v_cycle():
@@ -54,8 +62,14 @@ def test_recursive_hierarchy_and_its_v_cycle():
         ("coarse_2", tuple(range(3, 24, 4)), 4.0, "coarse_1"),
     ]
     assert build_cycle(lv, 5) == (
-        Train("fine", 1), Restrict("coarse_1"), Train("coarse_1", 5), Restrict("coarse_2"),
-        Train("coarse_2", 5), Prolong("coarse_2"), Prolong("coarse_1"))
+        Train("fine", 1),
+        Restrict("coarse_1"),
+        Train("coarse_1", 5),
+        Restrict("coarse_2"),
+        Train("coarse_2", 5),
+        Prolong("coarse_2"),
+        Prolong("coarse_1"),
+    )
     with pytest.raises(ConfigError, match=r"factor\^depth = 2\^3 = 8 must divide model.n_layer=12"):
         build_hierarchy(compose("coarsening=recursive", "coarsening.depth=3").coarsening, 12)
 
@@ -64,7 +78,11 @@ def test_cycle_orders_sequential_summed_and_fine_step_after():
     lv = build_hierarchy(compose("coarsening=even_odd").coarsening, 4)
     assert build_cycle(lv, 2) == (Train("fine", 1), *phase("coarse_a", 2), *phase("coarse_b", 2))
     assert build_cycle(lv, 2, combine="summed") == (
-        Train("fine", 1), *phase("coarse_a", 2, Defer), *phase("coarse_b", 2, Defer), ApplyDeferred())
+        Train("fine", 1),
+        *phase("coarse_a", 2, Defer),
+        *phase("coarse_b", 2, Defer),
+        ApplyDeferred(),
+    )
     assert build_cycle(lv, 2, fine_step="after")[-1] == Train("fine", 1)
     assert build_cycle(lv, 0) == (Train("fine", 1),)
 
@@ -83,13 +101,20 @@ def test_custom_block_sets_are_validated(blocks, match):
 
 
 def test_custom_hierarchy_default_step_is_depth_ratio():
-    lv = build_hierarchy(compose("coarsening=custom", "coarsening.blocks=[[0,3],[3]]").coarsening, 4)
-    assert [(x.blocks, x.step, x.parent) for x in lv[1:]] == [((0, 3), 2.0, "fine"), ((3,), 4.0, "coarse_1")]
+    lv = build_hierarchy(
+        compose("coarsening=custom", "coarsening.blocks=[[0,3],[3]]").coarsening, 4
+    )
+    assert [(x.blocks, x.step, x.parent) for x in lv[1:]] == [
+        ((0, 3), 2.0, "fine"),
+        ((3,), 4.0, "coarse_1"),
+    ]
 
 
 @pytest.mark.parametrize("n_layer", [5, 1])
 def test_even_odd_needs_an_even_depth(n_layer):
-    with pytest.raises(ConfigError, match=rf"even number of blocks >= 2, but model.n_layer={n_layer}"):
+    with pytest.raises(
+        ConfigError, match=rf"even number of blocks >= 2, but model.n_layer={n_layer}"
+    ):
         build_hierarchy(compose("coarsening=even_odd").coarsening, n_layer)
 
 
@@ -102,7 +127,9 @@ def test_restriction_is_injection_no_copies(tmp_path):
         for n, p in level_parameters(model, lv).items():
             assert p is own[n] and p.data_ptr() == own[n].data_ptr()
     a = level_parameters(model, job.levels[1])
-    assert set(a) == {n for n in own if not n.startswith("blocks.") or int(n.split(".")[1]) % 2 == 1}
+    assert set(a) == {
+        n for n in own if not n.startswith("blocks.") or int(n.split(".")[1]) % 2 == 1
+    }
     a_frozen = level_parameters(model, job.levels[1], train_shared=False)
     assert all(n.startswith("blocks.") for n in a_frozen)
     n_storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -138,7 +165,9 @@ def test_delta_one_equals_training_the_coarse_path_directly(tmp_path):
     t = job.trainer
     ref_model, ref_sampler = copy.deepcopy(job.model), copy.deepcopy(t.sampler)
     run(t, phase("coarse_a", 4))
-    _hand_written_coarse_training(ref_model, ref_sampler, job.levels[1], 4, t.optims.peak_lr, t.global_batch)
+    _hand_written_coarse_training(
+        ref_model, ref_sampler, job.levels[1], 4, t.optims.peak_lr, t.global_batch
+    )
     ref = params_of(ref_model)
     got = params_of(job.model)
     for n in ref:
@@ -154,7 +183,9 @@ def test_transfer_is_the_convex_combination_of_eq4(tmp_path):
     run(ref.trainer, phase("coarse_a", 3))
     got, after = params_of(job.model), params_of(ref.model)
     for n in theta0:
-        torch.testing.assert_close(got[n], theta0[n] + delta * (after[n] - theta0[n]), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(
+            got[n], theta0[n] + delta * (after[n] - theta0[n]), rtol=1e-6, atol=1e-7
+        )
     changed = [n for n in theta0 if not torch.equal(got[n], theta0[n])]
     assert "wte.weight" in changed and "blocks.1.attn.c_attn.weight" in changed
     assert "blocks.0.attn.c_attn.weight" not in changed
@@ -162,8 +193,13 @@ def test_transfer_is_the_convex_combination_of_eq4(tmp_path):
 
 def test_summed_combination_adds_both_delta_weighted_changes(tmp_path):
     delta = 0.25
-    job = make_job(tmp_path / "s", "coarsening=even_odd", f"coarsening.delta={delta}",
-                   "coarsening.combine=summed", *PLAIN)
+    job = make_job(
+        tmp_path / "s",
+        "coarsening=even_odd",
+        f"coarsening.delta={delta}",
+        "coarsening.combine=summed",
+        *PLAIN,
+    )
     ref = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.delta=1", *PLAIN)
     theta0 = params_of(job.model)
     run(job.trainer, build_cycle(job.levels, 3, combine="summed")[1:])  # without the fine step
@@ -184,9 +220,14 @@ def test_summed_combination_adds_both_delta_weighted_changes(tmp_path):
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 @pytest.mark.parametrize("state", ["separate", "shared", "reset"])
 def test_parameters_outside_the_phase_are_bitwise_unchanged(tmp_path, optimizer, state):
-    job = make_job(tmp_path / "r", "coarsening=even_odd", f"optimizer={optimizer}",
-                   "optimizer.weight_decay=0.1", f"coarsening.optimizer_state={state}",
-                   *(["optimizer.momentum=0.9"] if optimizer == "sgd" else []))
+    job = make_job(
+        tmp_path / "r",
+        "coarsening=even_odd",
+        f"optimizer={optimizer}",
+        "optimizer.weight_decay=0.1",
+        f"coarsening.optimizer_state={state}",
+        *(["optimizer.momentum=0.9"] if optimizer == "sgd" else []),
+    )
     t = job.trainer
     run(t, [Train("fine", 1)])  # every parameter now has optimizer state (momentum, moments)
     before = params_of(job.model)
@@ -199,8 +240,12 @@ def test_parameters_outside_the_phase_are_bitwise_unchanged(tmp_path, optimizer,
 
 
 def test_train_shared_false_keeps_embeddings_and_final_norm_bitwise(tmp_path):
-    job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.train_shared=false",
-                   "optimizer.weight_decay=0.1")
+    job = make_job(
+        tmp_path / "r",
+        "coarsening=even_odd",
+        "coarsening.train_shared=false",
+        "optimizer.weight_decay=0.1",
+    )
     run(job.trainer, [Train("fine", 1)])
     before = params_of(job.model)
     run(job.trainer, phase("coarse_b", 2))
@@ -213,13 +258,25 @@ def test_train_shared_false_keeps_embeddings_and_final_norm_bitwise(tmp_path):
 
 # ----------------------------------------------------------------------------- the loop
 def test_records_follow_the_v_cycle_and_stop_after_the_window(tmp_path):
-    job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.coarse_steps=2",
-                   "coarsening.window=2", "train.steps=4", "train.eval_every=2",
-                   "coarsening.coarse_lr_scale=0.5")
+    job = make_job(
+        tmp_path / "r",
+        "coarsening=even_odd",
+        "coarsening.coarse_steps=2",
+        "coarsening.window=2",
+        "train.steps=4",
+        "train.eval_every=2",
+        "coarsening.coarse_lr_scale=0.5",
+    )
     job.run()
     job.close()
     recs = [r for r in read_jsonl(tmp_path / "r" / "metrics.jsonl") if "train/loss" in r]
-    assert [r["level"] for r in recs] == ["fine", "coarse_a", "coarse_a", "coarse_b", "coarse_b"] * 2 + ["fine"] * 2
+    assert [r["level"] for r in recs] == [
+        "fine",
+        "coarse_a",
+        "coarse_a",
+        "coarse_b",
+        "coarse_b",
+    ] * 2 + ["fine"] * 2
     assert [r["step"] for r in recs] == list(range(1, 13))
     assert [r["fine_step"] for r in recs] == [1] * 5 + [2] * 5 + [3, 4]
     fine_lr = {r["fine_step"]: r["lr"] for r in recs if r["level"] == "fine"}
@@ -233,21 +290,41 @@ def test_records_follow_the_v_cycle_and_stop_after_the_window(tmp_path):
 
 
 def test_fine_step_after_runs_coarse_phases_first(tmp_path):
-    job = make_job(tmp_path / "r", "coarsening=even", "coarsening.coarse_steps=2", "coarsening.window=1",
-                   "train.steps=2", "coarsening.fine_step=after")
+    job = make_job(
+        tmp_path / "r",
+        "coarsening=even",
+        "coarsening.coarse_steps=2",
+        "coarsening.window=1",
+        "train.steps=2",
+        "coarsening.fine_step=after",
+    )
     job.run()
     job.close()
     recs = [r for r in read_jsonl(tmp_path / "r" / "metrics.jsonl") if "train/loss" in r]
-    assert [(r["level"], r["fine_step"]) for r in recs] == [("coarse_a", 0), ("coarse_a", 0), ("fine", 1), ("fine", 2)]
+    assert [(r["level"], r["fine_step"]) for r in recs] == [
+        ("coarse_a", 0),
+        ("coarse_a", 0),
+        ("fine", 1),
+        ("fine", 2),
+    ]
 
 
 def test_window_zero_is_exactly_single_level_training(tmp_path):
     losses, params = [], []
-    for name, c in (("ml", ["coarsening=even_odd", "coarsening.window=0"]), ("sl", ["coarsening=none"])):
+    for name, c in (
+        ("ml", ["coarsening=even_odd", "coarsening.window=0"]),
+        ("sl", ["coarsening=none"]),
+    ):
         job = make_job(tmp_path / name, *c, "train.steps=5")
         job.run()
         job.close()
-        losses.append([r["train/loss"] for r in read_jsonl(tmp_path / name / "metrics.jsonl") if "train/loss" in r])
+        losses.append(
+            [
+                r["train/loss"]
+                for r in read_jsonl(tmp_path / name / "metrics.jsonl")
+                if "train/loss" in r
+            ]
+        )
         params.append(params_of(job.model))
     assert losses[0] == losses[1] and len(losses[0]) == 5
     assert all(torch.equal(params[0][n], params[1][n]) for n in params[0])
@@ -259,7 +336,9 @@ def test_validation_always_evaluates_the_fine_model(tmp_path):
     run(t, [Restrict("coarse_a"), Train("coarse_a", 1)])  # even inside an open coarse phase
     with torch.no_grad():
         job.model.eval()
-        losses = [job.model(b[:, :-1], b[:, 1:])[1].item() * len(b) for b in t.val_batches.split(t.micro)]
+        losses = [
+            job.model(b[:, :-1], b[:, 1:])[1].item() * len(b) for b in t.val_batches.split(t.micro)
+        ]
         job.model.train()
     assert t.evaluate() == pytest.approx(sum(losses) / len(t.val_batches), rel=1e-6)
 

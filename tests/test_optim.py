@@ -22,7 +22,8 @@ def test_cosine_peak_at_end_of_warmup_min_at_last_step_positive_at_step_0():
     assert all(a >= b for a, b in zip(f[warm:], f[warm + 1 :]))  # decay falls
     mid = warm + (total - 1 - warm) / 2  # halfway through the decay: (1 + ratio) / 2
     assert lr_factor(int(mid), total, "cosine", warm, ratio) == pytest.approx(
-        ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * (int(mid) - warm) / (total - 1 - warm))))
+        ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * (int(mid) - warm) / (total - 1 - warm)))
+    )
 
 
 def test_cosine_without_warmup_and_constant():
@@ -35,8 +36,14 @@ def test_weight_decay_only_on_matrices_and_embeddings():
     lin, emb, ln = torch.nn.Linear(3, 3), torch.nn.Embedding(5, 3), torch.nn.LayerNorm(3)
     params = {"w": lin.weight, "b": lin.bias, "e": emb.weight, "g": ln.weight}
     g = param_groups(params, 0.1)
-    assert g[0]["weight_decay"] == 0.1 and {id(p) for p in g[0]["params"]} == {id(lin.weight), id(emb.weight)}
-    assert g[1]["weight_decay"] == 0.0 and {id(p) for p in g[1]["params"]} == {id(lin.bias), id(ln.weight)}
+    assert g[0]["weight_decay"] == 0.1 and {id(p) for p in g[0]["params"]} == {
+        id(lin.weight),
+        id(emb.weight),
+    }
+    assert g[1]["weight_decay"] == 0.0 and {id(p) for p in g[1]["params"]} == {
+        id(lin.bias),
+        id(ln.weight),
+    }
 
 
 @pytest.mark.parametrize("schema", [SGDConfig, AdamWConfig])

@@ -23,15 +23,25 @@ NAN = ["optimizer.lr=1e12", "train.max_grad_norm=0"]
 
 
 def test_non_finite_loss_stops_with_step_level_and_exit_3(tmp_path, capsys):
-    code, out, err = cli(SMOKE + NAN + ["coarsening=none", "train.checkpoint_every=1", "train.steps=6"], tmp_path, capsys)
+    code, out, err = cli(
+        SMOKE + NAN + ["coarsening=none", "train.checkpoint_every=1", "train.steps=6"],
+        tmp_path,
+        capsys,
+    )
     assert code == 3
-    assert err.strip().splitlines() == [
-        "mltrain: error: non-finite loss (nan) at step 3 (fine step 2, level fine); stopped, the last good "
-        f"checkpoint is kept: {next((tmp_path / 'outputs' / 'runs').iterdir()) / 'checkpoints' / 'ckpt_000000001.pt'}"
-    ] or "non-finite" in err
+    assert (
+        err.strip().splitlines()
+        == [
+            "mltrain: error: non-finite loss (nan) at step 3 (fine step 2, level fine); stopped, the last good "
+            f"checkpoint is kept: {next((tmp_path / 'outputs' / 'runs').iterdir()) / 'checkpoints' / 'ckpt_000000001.pt'}"
+        ]
+        or "non-finite" in err
+    )
     run_dir = next((tmp_path / "outputs" / "runs").iterdir())
     kept = list_checkpoints(run_dir / "checkpoints")
-    assert kept and all(math.isfinite(v.float().sum()) for v in load_checkpoint(kept[-1])["model"].values())
+    assert kept and all(
+        math.isfinite(v.float().sum()) for v in load_checkpoint(kept[-1])["model"].values()
+    )
 
 
 def test_divergent_job_reports_inf_and_the_sweep_finishes_the_others_then_fails(tmp_path, capsys):
@@ -45,9 +55,13 @@ def test_divergent_job_reports_inf_and_the_sweep_finishes_the_others_then_fails(
         return returned[-1]
 
     entry_main = entry._hydra_main
-    entry._hydra_main = entry.hydra.main(version_base="1.3", config_path=str(entry.config_dir()), config_name="config")(spy)
+    entry._hydra_main = entry.hydra.main(
+        version_base="1.3", config_path=str(entry.config_dir()), config_name="config"
+    )(spy)
     try:
-        code, out, err = cli(["-m", *SMOKE, "optimizer.lr=1e12,0.1", "train.max_grad_norm=0"], tmp_path, capsys)
+        code, out, err = cli(
+            ["-m", *SMOKE, "optimizer.lr=1e12,0.1", "train.max_grad_norm=0"], tmp_path, capsys
+        )
     finally:
         entry._hydra_main = entry_main
     assert code == 1
@@ -65,8 +79,15 @@ def test_wandb_that_cannot_start_warns_once_and_training_goes_on(tmp_path, capsy
 
     calls = []
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setattr(wandb, "init", lambda *a, **k: calls.append(1) or (_ for _ in ()).throw(RuntimeError("no service")))
-    with pytest.warns(RuntimeWarning, match=r"W&B start failed \(RuntimeError: no service\); continuing with .*metrics.jsonl only"):
+    monkeypatch.setattr(
+        wandb,
+        "init",
+        lambda *a, **k: calls.append(1) or (_ for _ in ()).throw(RuntimeError("no service")),
+    )
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"W&B start failed \(RuntimeError: no service\); continuing with .*metrics.jsonl only",
+    ):
         code, out, err = cli([*SMOKE, "logger=wandb"], tmp_path, capsys)
     assert code == 0 and calls == [1]
     run_dir = next((tmp_path / "outputs" / "runs").iterdir())
@@ -99,7 +120,9 @@ def test_wandb_log_failure_mid_run_warns_once(tmp_path):
 
 
 def test_loss_spike_check_is_logged(tmp_path, capsys):
-    code, out, err = cli([*SMOKE, "coarsening=none", "train.steps=8", "train.spike_factor=0.5"], tmp_path, capsys)
+    code, out, err = cli(
+        [*SMOKE, "coarsening=none", "train.steps=8", "train.spike_factor=0.5"], tmp_path, capsys
+    )
     assert code == 0
     run_dir = next((tmp_path / "outputs" / "runs").iterdir())
     spikes = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("train/spike")]
@@ -107,13 +130,28 @@ def test_loss_spike_check_is_logged(tmp_path, capsys):
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(tmp_path):
-    args = [*TINY, "coarsening=even_odd", "coarsening.coarse_steps=150", "coarsening.window=2", "train.steps=3",
-            "train.eval_every=1", "train.checkpoint_every=0", f"hydra.run.dir={tmp_path / 'run'}"]
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "mltrain"), *args], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [
+        *TINY,
+        "coarsening=even_odd",
+        "coarsening.coarse_steps=150",
+        "coarsening.window=2",
+        "train.steps=3",
+        "train.eval_every=1",
+        "train.checkpoint_every=0",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mltrain"), *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = tmp_path / "run" / "metrics.jsonl"
     deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) > 20):
+    while time.time() < deadline and not (
+        metrics.exists() and len(metrics.read_text().splitlines()) > 20
+    ):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -156,7 +194,10 @@ def _files(tmp: Path) -> dict[str, Path]:
 CATALOGUE = [
     # config values
     (["model.n_embd=30", "model.n_head=4"], "model.n_embd=30 must be divisible by model.n_head=4"),
-    (["model.seq_len=64", "model.block_size=32"], "model.seq_len=64 is larger than the model's context model.block_size=32"),
+    (
+        ["model.seq_len=64", "model.block_size=32"],
+        "model.seq_len=64 is larger than the model's context model.block_size=32",
+    ),
     (["train.steps=0"], "train.steps=0 is not allowed"),
     (["train.steps=-3"], "train.steps=-3 is not allowed"),
     (["data.batch_size=0"], "data.batch_size=0 is not allowed"),
@@ -165,44 +206,97 @@ CATALOGUE = [
     (["coarsening.coarse_steps=-1"], "coarsening.coarse_steps=-1 is not allowed"),
     (["coarsening.window=-1"], "coarsening.window=-1 is not allowed"),
     (["coarsening.step_scale=0"], "coarsening.step_scale=0.0 is not allowed"),
-    (["model.n_layer=5"], "coarsening=even_odd needs an even number of blocks >= 2, but model.n_layer=5"),
-    (["coarsening=recursive", "coarsening.depth=3"], "factor^depth = 2^3 = 8 must divide model.n_layer=4"),
-    (["coarsening=custom", "coarsening.blocks=[[0,0]]"], "coarsening.blocks[0]=[0, 0] repeats a block"),
-    (["coarsening=custom", "coarsening.blocks=[[7]]"], "coarsening.blocks[0] names block 7, outside"),
+    (
+        ["model.n_layer=5"],
+        "coarsening=even_odd needs an even number of blocks >= 2, but model.n_layer=5",
+    ),
+    (
+        ["coarsening=recursive", "coarsening.depth=3"],
+        "factor^depth = 2^3 = 8 must divide model.n_layer=4",
+    ),
+    (
+        ["coarsening=custom", "coarsening.blocks=[[0,0]]"],
+        "coarsening.blocks[0]=[0, 0] repeats a block",
+    ),
+    (
+        ["coarsening=custom", "coarsening.blocks=[[7]]"],
+        "coarsening.blocks[0] names block 7, outside",
+    ),
     (["coarsening=custom"], "coarsening=custom needs coarsening.blocks="),
-    (["schedule.warmup_steps=10"], "schedule.warmup_steps=10 is not allowed: must be >= 0 and < train.steps=4"),
+    (
+        ["schedule.warmup_steps=10"],
+        "schedule.warmup_steps=10 is not allowed: must be >= 0 and < train.steps=4",
+    ),
     (["train.device=tpu"], "train.device='tpu' is not allowed"),
     (["train.device=cuda"], "train.device=cuda: CUDA is not available here"),
     (["data.val_fraction=0"], "data.val_fraction=0.0 is not allowed"),
     # config types
-    (["model.n_layer=abc"], "model.n_layer=abc; Value 'abc' of type 'str' could not be converted to Integer"),
+    (
+        ["model.n_layer=abc"],
+        "model.n_layer=abc; Value 'abc' of type 'str' could not be converted to Integer",
+    ),
     (["coarsening.delta=[1,2]"], "could not be converted to Float"),
     (["train.compile=maybe"], "train.compile=maybe"),
     # unknown keys and group options
     (["model.n_layr=2"], "Could not override 'model.n_layr'; Key 'n_layr' not in 'ModelConfig'"),
     (["+train.foo=1"], "train.foo is not a setting"),
-    (["coarsening=halves"], "Could not find 'coarsening/halves'; available options in 'coarsening': custom, even, even_odd, none, odd, recursive"),
-    (["optimizer=adam"], "Could not find 'optimizer/adam'; available options in 'optimizer': adamw, sgd"),
+    (
+        ["coarsening=halves"],
+        "Could not find 'coarsening/halves'; available options in 'coarsening': custom, even, even_odd, none, odd, recursive",
+    ),
+    (
+        ["optimizer=adam"],
+        "Could not find 'optimizer/adam'; available options in 'optimizer': adamw, sgd",
+    ),
     (["data=books"], "Could not find 'data/books'"),
     # data
     (["data=text_files", "data.paths=[{tmp}/missing]"], "data.paths: {tmp}/missing does not exist"),
-    (["data=text_files", "data.paths=[{tmp}/empty_dir]"], "data.paths: directory {tmp}/empty_dir holds no"),
+    (
+        ["data=text_files", "data.paths=[{tmp}/empty_dir]"],
+        "data.paths: directory {tmp}/empty_dir holds no",
+    ),
     (["data=text_files", "data.paths=[{tmp}/empty.txt]"], "the corpus has 0 non-empty document(s)"),
-    (["data=text_files", "data.paths=[{tmp}/latin1.txt]"], "data file {tmp}/latin1.txt is not UTF-8"),
-    (["data=text_files", "data.paths=[{tmp}/small]", "data.tokenizer=gpt2", "data.val_fraction=0.5"],
-     "the train split holds 8 tokens, fewer than model.seq_len + 1 = 33"),
-    (["model.vocab_size=100"], "model.vocab_size=100 is smaller than the vocabulary of data.tokenizer=bpe (8192)"),
-    (["data.tokenizer=hf:{tmp}/no_such_tokenizer"], "data.tokenizer=hf:{tmp}/no_such_tokenizer: cannot load it"),
+    (
+        ["data=text_files", "data.paths=[{tmp}/latin1.txt]"],
+        "data file {tmp}/latin1.txt is not UTF-8",
+    ),
+    (
+        [
+            "data=text_files",
+            "data.paths=[{tmp}/small]",
+            "data.tokenizer=gpt2",
+            "data.val_fraction=0.5",
+        ],
+        "the train split holds 8 tokens, fewer than model.seq_len + 1 = 33",
+    ),
+    (
+        ["model.vocab_size=100"],
+        "model.vocab_size=100 is smaller than the vocabulary of data.tokenizer=bpe (8192)",
+    ),
+    (
+        ["data.tokenizer=hf:{tmp}/no_such_tokenizer"],
+        "data.tokenizer=hf:{tmp}/no_such_tokenizer: cannot load it",
+    ),
     # output directory and checkpoints
     (["hydra.run.dir={tmp}/afile/run"], "cannot create the run directory"),
     (["train.resume={tmp}/missing.pt"], "train.resume: checkpoint {tmp}/missing.pt does not exist"),
     (["train.resume={tmp}/corrupt.pt"], "checkpoint {tmp}/corrupt.pt is unreadable"),
-    (["hydra.run.dir={run}"], "run directory {run} already holds a run; continue it with train.resume=auto"),
-    (["hydra.run.dir={run}", "train.resume=auto", "coarsening.delta=0.5"],
-     "was written with coarsening.delta=0.25, this run has coarsening.delta=0.5"),
-    (["hydra.run.dir={run}", "train.resume=auto", "model.n_embd=64"],
-     "was written with model.n_embd=32, this run has model.n_embd=64"),
-    (["train.resume={ckpt}", "model.n_head=4"], "was written with model.n_head=2, this run has model.n_head=4"),
+    (
+        ["hydra.run.dir={run}"],
+        "run directory {run} already holds a run; continue it with train.resume=auto",
+    ),
+    (
+        ["hydra.run.dir={run}", "train.resume=auto", "coarsening.delta=0.5"],
+        "was written with coarsening.delta=0.25, this run has coarsening.delta=0.5",
+    ),
+    (
+        ["hydra.run.dir={run}", "train.resume=auto", "model.n_embd=64"],
+        "was written with model.n_embd=32, this run has model.n_embd=64",
+    ),
+    (
+        ["train.resume={ckpt}", "model.n_head=4"],
+        "was written with model.n_head=2, this run has model.n_head=4",
+    ),
 ]
 
 
@@ -211,7 +305,9 @@ def test_catalogue_has_at_least_25_cases():
 
 
 @pytest.mark.parametrize("args, message", CATALOGUE, ids=[" ".join(a) for a, _ in CATALOGUE])
-def test_bad_input_gives_one_line_and_touches_nothing(args, message, existing_run, tmp_path, capsys):
+def test_bad_input_gives_one_line_and_touches_nothing(
+    args, message, existing_run, tmp_path, capsys
+):
     _files(tmp_path)
     ckpt = list_checkpoints(existing_run / "checkpoints")[-1]
     fill = {"tmp": tmp_path, "run": existing_run, "ckpt": ckpt}
@@ -250,7 +346,13 @@ def test_wandb_history_never_goes_backwards_after_a_resume(tmp_path):
         first.log({"step": s})
     first.close()
     seen = truncate_metrics(tmp_path / "metrics.jsonl", 4)  # the checkpoint was at step 4
-    assert seen == 7 and [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [0, 1, 2, 3, 4]
+    assert seen == 7 and [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
     second = Tracker(tmp_path, logger, {}, "multilevel", "g", run_id="abc", wandb_after_step=seen)
     second._wandb = run
     for s in range(5, 10):  # steps 5..7 are redone: same values, already in W&B

@@ -15,8 +15,16 @@ from mltrain.checkpoint import list_checkpoints, load_checkpoint
 from mltrain.trainer import Preempted
 from tests.helpers import make_job, read_jsonl, run_mltrain
 
-ML = ["coarsening=even_odd", "coarsening.coarse_steps=3", "coarsening.window=3", "train.steps=6",
-      "train.eval_every=2", "train.checkpoint_every=2", "model.dropout=0.1", "coarsening.optimizer_state=separate"]
+ML = [
+    "coarsening=even_odd",
+    "coarsening.coarse_steps=3",
+    "coarsening.window=3",
+    "train.steps=6",
+    "train.eval_every=2",
+    "train.checkpoint_every=2",
+    "model.dropout=0.1",
+    "coarsening.optimizer_state=separate",
+]
 
 
 def losses(run_dir):
@@ -50,8 +58,14 @@ def stop_after(job, n_steps):
 
 @pytest.mark.parametrize(
     "stop_at, policy",
-    [(2, "separate"), (6, "separate"), (9, "separate"), (22, "separate"),  # mid coarse_a / coarse_b,
-     (4, "reset"), (12, "shared")],  # the next V-cycle, the fine step that ends an evaluated iteration
+    [
+        (2, "separate"),
+        (6, "separate"),
+        (9, "separate"),
+        (22, "separate"),  # mid coarse_a / coarse_b,
+        (4, "reset"),
+        (12, "shared"),
+    ],  # the next V-cycle, the fine step that ends an evaluated iteration
 )
 def test_preempted_anywhere_resumes_bitwise(tmp_path, stop_at, policy):
     ref = reference(tmp_path, f"coarsening.optimizer_state={policy}")
@@ -62,7 +76,9 @@ def test_preempted_anywhere_resumes_bitwise(tmp_path, stop_at, policy):
     job.close()
     saved = load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
     assert saved["progress"]["step"] == stop_at
-    resumed = make_job(tmp_path / "run", *ML, f"coarsening.optimizer_state={policy}", "train.resume=auto")
+    resumed = make_job(
+        tmp_path / "run", *ML, f"coarsening.optimizer_state={policy}", "train.resume=auto"
+    )
     resumed.run()
     resumed.close()
     assert losses(tmp_path / "run") == losses(ref)  # every step once, same values, bitwise
@@ -124,9 +140,19 @@ def test_completed_run_resumed_again_changes_nothing(tmp_path):
 def test_sigkill_mid_coarse_phase_then_resume_matches_uninterrupted(tmp_path):
     """The real command killed with SIGKILL while a coarse phase runs, then re-run with
     train.resume=auto in the same directory."""
-    args = ["model=tiny", "data.batch_size=4", "logger=none", "coarsening=even_odd", "coarsening.coarse_steps=40",
-            "coarsening.window=3", "train.steps=5", "train.checkpoint_every=1", "train.eval_every=1", "train.eval_batches=2",
-            "schedule.warmup_steps=1"]
+    args = [
+        "model=tiny",
+        "data.batch_size=4",
+        "logger=none",
+        "coarsening=even_odd",
+        "coarsening.coarse_steps=40",
+        "coarsening.window=3",
+        "train.steps=5",
+        "train.checkpoint_every=1",
+        "train.eval_every=1",
+        "train.eval_batches=2",
+        "schedule.warmup_steps=1",
+    ]
     ref = run_mltrain(args + [f"hydra.run.dir={tmp_path / 'ref'}"], cwd=tmp_path)
     assert ref.returncode == 0, ref.stderr[-1500:]
     import subprocess
@@ -135,8 +161,12 @@ def test_sigkill_mid_coarse_phase_then_resume_matches_uninterrupted(tmp_path):
 
     exe = Path(sys.executable).parent / "mltrain"
     run_dir = tmp_path / "killed"
-    proc = subprocess.Popen([str(exe), *args, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(exe), *args, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until the second V-cycle's coarse_a phase is running
         recs = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []

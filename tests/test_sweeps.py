@@ -10,7 +10,15 @@ import pytest
 from mltrain.config import compose as plain_compose
 from mltrain.config import config_dir, validate
 from mltrain.levels import build_hierarchy
-from tests.helpers import PLUGIN_PRESETS, TINY, cli, make_job, read_jsonl, run_mltrain, wandb_records
+from tests.helpers import (
+    PLUGIN_PRESETS,
+    TINY,
+    cli,
+    make_job,
+    read_jsonl,
+    run_mltrain,
+    wandb_records,
+)
 
 SMOKE = ["mode=smoke", *TINY]
 
@@ -18,18 +26,26 @@ SMOKE = ["mode=smoke", *TINY]
 def test_two_job_sweep_gives_two_dirs_and_two_wandb_runs(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     sweep = tmp_path / "sweep"
-    code, out, err = cli(["-m", *SMOKE, "logger=wandb", "coarsening.delta=0.1,0.5", f"hydra.sweep.dir={sweep}"],
-                         tmp_path, capsys)
+    code, out, err = cli(
+        ["-m", *SMOKE, "logger=wandb", "coarsening.delta=0.1,0.5", f"hydra.sweep.dir={sweep}"],
+        tmp_path,
+        capsys,
+    )
     assert code == 0, err
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    assert [j.name.split(",")[0] for j in jobs] == ["0_coarsening.delta=0.1", "1_coarsening.delta=0.5"]
+    assert [j.name.split(",")[0] for j in jobs] == [
+        "0_coarsening.delta=0.1",
+        "1_coarsening.delta=0.5",
+    ]
     ids, deltas = [], []
     for job in jobs:
         assert any("val/loss" in r for r in read_jsonl(job / "metrics.jsonl"))
         (run_file,) = job.glob("wandb/offline-run-*/run-*.wandb")
         (run,) = [r.run for r in wandb_records(run_file) if r.WhichOneof("record_type") == "run"]
         ids.append(run.run_id)
-        coarsening = next(json.loads(u.value_json) for u in run.config.update if u.key == "coarsening")
+        coarsening = next(
+            json.loads(u.value_json) for u in run.config.update if u.key == "coarsening"
+        )
         deltas.append(coarsening["delta"])
         assert run.run_group == sweep.name and run.job_type == "multilevel"
         history = [r for r in wandb_records(run_file) if r.WhichOneof("record_type") == "history"]
@@ -39,7 +55,9 @@ def test_two_job_sweep_gives_two_dirs_and_two_wandb_runs(tmp_path, capsys, monke
 
 def test_a_failing_job_does_not_stop_the_sweep_which_exits_nonzero(tmp_path, capsys):
     sweep = tmp_path / "sweep"
-    code, out, err = cli(["-m", *SMOKE, "coarsening.delta=1.5,0.5", f"hydra.sweep.dir={sweep}"], tmp_path, capsys)
+    code, out, err = cli(
+        ["-m", *SMOKE, "coarsening.delta=1.5,0.5", f"hydra.sweep.dir={sweep}"], tmp_path, capsys
+    )
     assert code == 1
     assert "1 job(s) of the sweep failed" in err and "coarsening.delta=1.5 is not allowed" in err
     (second,) = sweep.glob("1_coarsening.delta=0.5,*")
@@ -54,7 +72,9 @@ def _presets():
 
     register_configs()
     for f in sorted((config_dir() / "experiment").glob("*.yaml")):
-        if f.stem in PLUGIN_PRESETS:  # their params are the plugin's search space (tests/test_extras.py)
+        if (
+            f.stem in PLUGIN_PRESETS
+        ):  # their params are the plugin's search space (tests/test_extras.py)
             continue
         GlobalHydra.instance().clear()
         with initialize_config_dir(version_base="1.3", config_dir=str(config_dir())):
@@ -68,8 +88,14 @@ PRESETS = list(_presets())
 
 
 def test_sweep_presets_exist():
-    assert {name for name, _ in PRESETS} >= {"sweep_delta", "sweep_coarse_steps", "sweep_window",
-                                             "ablation_single_coarse", "ablation_depth", "seeds"}
+    assert {name for name, _ in PRESETS} >= {
+        "sweep_delta",
+        "sweep_coarse_steps",
+        "sweep_window",
+        "ablation_single_coarse",
+        "ablation_depth",
+        "seeds",
+    }
 
 
 @pytest.mark.parametrize("name, params", PRESETS, ids=[n for n, _ in PRESETS])
@@ -84,19 +110,29 @@ def test_every_job_of_every_sweep_preset_composes_and_validates(name, params):
 
 
 def test_iso_flop_baseline_from_target_flops_and_compare_end_to_end(tmp_path):
-    ml = make_job(tmp_path / "multilevel", "coarsening=even_odd", "coarsening.coarse_steps=4", "coarsening.window=3",
-                  "train.steps=6", "train.eval_every=2")
+    ml = make_job(
+        tmp_path / "multilevel",
+        "coarsening=even_odd",
+        "coarsening.coarse_steps=4",
+        "coarsening.window=3",
+        "train.steps=6",
+        "train.eval_every=2",
+    )
     ml.run()
     ml.close()
     budget = read_jsonl(tmp_path / "multilevel" / "metrics.jsonl")[-1]["perf/flops"]
-    sl = make_job(tmp_path / "iso", "coarsening=none", f"train.target_flops={budget}", "train.eval_every=2")
+    sl = make_job(
+        tmp_path / "iso", "coarsening=none", f"train.target_flops={budget}", "train.eval_every=2"
+    )
     fine = sl.trainer.step_flops["fine"].total
     assert sl.total_steps == round(budget / fine)
     sl.run()
     sl.close()
     final = read_jsonl(tmp_path / "iso" / "metrics.jsonl")[-1]["perf/flops"]
     assert abs(final - budget) <= fine  # within one step of the budget
-    res = run_mltrain([str(tmp_path), "--out", str(tmp_path / "cmp")], cwd=tmp_path, entry="mltrain-compare")
+    res = run_mltrain(
+        [str(tmp_path), "--out", str(tmp_path / "cmp")], cwd=tmp_path, entry="mltrain-compare"
+    )
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "cmp" / "loss_vs_flops.png").stat().st_size > 10_000
     assert "single_level (iso-FLOP)" in (tmp_path / "cmp" / "summary.md").read_text()

@@ -10,11 +10,17 @@ from tests.helpers import make_job, read_jsonl
 
 
 def _train(run_dir, *overrides):
-    job = make_job(run_dir, "coarsening=none", "train.steps=3", "train.max_grad_norm=1.0", *overrides)
+    job = make_job(
+        run_dir, "coarsening=none", "train.steps=3", "train.max_grad_norm=1.0", *overrides
+    )
     job.run()
     job.close()
     recs = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in r]
-    return [r["train/loss"] for r in recs], {n: p.detach().clone() for n, p in job.model.named_parameters()}, recs
+    return (
+        [r["train/loss"] for r in recs],
+        {n: p.detach().clone() for n, p in job.model.named_parameters()},
+        recs,
+    )
 
 
 def test_batch_8x1_and_2x4_give_the_same_update(tmp_path):
@@ -33,8 +39,19 @@ def test_records_carry_the_contract_metrics(tmp_path):
     _, _, recs = _train(tmp_path / "a", "train.eval_every=3")
     all_recs = read_jsonl(tmp_path / "a" / "metrics.jsonl")
     assert all_recs[0]["step"] == 0 and "val/loss" in all_recs[0] and all_recs[0]["perf/flops"] == 0
-    for key in ("step", "fine_step", "level", "train/loss", "lr", "perf/flops", "perf/flops_nonembed",
-                "perf/tokens", "perf/tok_per_s", "perf/wall_s", "perf/flops_level/fine"):
+    for key in (
+        "step",
+        "fine_step",
+        "level",
+        "train/loss",
+        "lr",
+        "perf/flops",
+        "perf/flops_nonembed",
+        "perf/tokens",
+        "perf/tok_per_s",
+        "perf/wall_s",
+        "perf/flops_level/fine",
+    ):
         assert all(key in r for r in recs), key
     last = all_recs[-1]
     assert last["step"] == 3 and math.isclose(last["val/ppl"], math.exp(last["val/loss"]))

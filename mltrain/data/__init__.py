@@ -93,7 +93,9 @@ def build_data(cfg: DictConfig, seq_len: int, cache_dir: str | Path | None = Non
 
     docs: tuple[list[str], list[str]] | None = None
     if cfg.tokenizer == "bpe":
-        tok_key = cache.fingerprint(corpus=corpus_fp, split=split, vocab_size=int(cfg.vocab_size), kind="bpe")
+        tok_key = cache.fingerprint(
+            corpus=corpus_fp, split=split, vocab_size=int(cfg.vocab_size), kind="bpe"
+        )
         tok_file = root / "tokenizers" / f"bpe-{tok_key[:24]}.json"
         if not tok_file.is_file():
             docs = _split_documents(corpus, cfg.val_fraction)
@@ -103,7 +105,9 @@ def build_data(cfg: DictConfig, seq_len: int, cache_dir: str | Path | None = Non
     elif cfg.tokenizer.startswith("hf:"):
         tokenizer = load_hf(cfg.tokenizer[3:])
     else:
-        raise DataError(f"data.tokenizer={cfg.tokenizer!r} is not allowed: choose bpe, gpt2 or hf:<name>")
+        raise DataError(
+            f"data.tokenizer={cfg.tokenizer!r} is not allowed: choose bpe, gpt2 or hf:<name>"
+        )
 
     key = cache.fingerprint(corpus=corpus_fp, split=split, tokenizer=tokenizer.fingerprint)
     entry = root / "tokens" / key[:32]
@@ -114,8 +118,13 @@ def build_data(cfg: DictConfig, seq_len: int, cache_dir: str | Path | None = Non
         arrays = cache.save(
             entry,
             {"train": _tokenize(docs[0], tokenizer), "val": _tokenize(docs[1], tokenizer)},
-            {"corpus": cfg.name, "tokenizer": tokenizer.name, "vocab_size": tokenizer.vocab_size,
-             "n_docs": [len(docs[0]), len(docs[1])], "split": split},
+            {
+                "corpus": cfg.name,
+                "tokenizer": tokenizer.name,
+                "vocab_size": tokenizer.vocab_size,
+                "n_docs": [len(docs[0]), len(docs[1])],
+                "split": split,
+            },
         )
         log.info("tokenized %s in %.1f s -> %s", cfg.name, time.perf_counter() - t0, entry)
     meta = json.loads((entry / "meta.json").read_text())

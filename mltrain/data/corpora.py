@@ -45,8 +45,11 @@ class Corpus:
         """sha256 over what determines the documents: corpus settings and each input file's
         path, size and modification time (a hub stream: its name, config and n_docs)."""
         h = hashlib.sha256()
-        keys = {"sotu": (), "text_files": ("text_field", "sample_by"),
-                "fineweb_edu": ("text_field", "n_docs", "hf_path", "hf_name")}[self.name]
+        keys = {
+            "sotu": (),
+            "text_files": ("text_field", "sample_by"),
+            "fineweb_edu": ("text_field", "n_docs", "hf_path", "hf_name"),
+        }[self.name]
         h.update(json.dumps([self.name] + [str(self.cfg[k]) for k in keys]).encode())
         for f in self.files:
             st = f.stat()
@@ -83,9 +86,13 @@ def open_corpus(cfg: DictConfig) -> Corpus:
     if cfg.name in ("text_files", "fineweb_edu"):
         files = _expand_paths(cfg.paths)
         if cfg.name == "text_files" and not files:
-            raise DataError("data.paths is empty: data=text_files needs data.paths=[file_or_dir,...]")
+            raise DataError(
+                "data.paths is empty: data=text_files needs data.paths=[file_or_dir,...]"
+            )
         return Corpus(cfg.name, files, cfg)
-    raise DataError(f"data.name={cfg.name!r} is not allowed: choose sotu, text_files or fineweb_edu")
+    raise DataError(
+        f"data.name={cfg.name!r} is not allowed: choose sotu, text_files or fineweb_edu"
+    )
 
 
 def sotu_files() -> list[Path]:
@@ -129,7 +136,9 @@ def _read_utf8(path: Path) -> str:
     try:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"data file {path} is not UTF-8 text (byte {e.start}): convert it to UTF-8") from None
+        raise DataError(
+            f"data file {path} is not UTF-8 text (byte {e.start}): convert it to UTF-8"
+        ) from None
     except OSError as e:
         raise DataError(f"data file {path} cannot be read: {e.strerror}") from None
 
@@ -147,10 +156,14 @@ def _datasets_documents(files: list[Path], cfg: DictConfig, streaming_n: int | N
             _read_utf8(f)  # name the file if it is not UTF-8; datasets would not
             kwargs["sample_by"] = cfg.sample_by
         try:
-            ds = datasets.load_dataset(builder, data_files=[str(f)], split="train", streaming=True, **kwargs)
+            ds = datasets.load_dataset(
+                builder, data_files=[str(f)], split="train", streaming=True, **kwargs
+            )
             for i, row in enumerate(ds):
                 if builder != "text" and field not in row:
-                    raise DataError(f"data file {f} has no field data.text_field={field!r} (fields: {', '.join(row)})")
+                    raise DataError(
+                        f"data file {f} has no field data.text_field={field!r} (fields: {', '.join(row)})"
+                    )
                 text = row[field if builder != "text" else "text"]
                 if not isinstance(text, str):
                     raise DataError(f"data file {f} row {i}: field {field!r} is not a string")
@@ -162,7 +175,9 @@ def _datasets_documents(files: list[Path], cfg: DictConfig, streaming_n: int | N
         except DataError:
             raise
         except Exception as e:  # pyarrow / json errors: name the file, not the library frame
-            raise DataError(f"data file {f} cannot be read as {builder}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+            raise DataError(
+                f"data file {f} cannot be read as {builder}: {type(e).__name__}: {str(e).splitlines()[0]}"
+            ) from None
 
 
 def _hub_documents(cfg: DictConfig):

@@ -132,7 +132,9 @@ def train_bpe(texts: Iterable[str], vocab_size: int, cache_file: Path | None = N
             tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
             tok.save(str(tmp))
             os.replace(tmp, cache_file)
-    tok.encode_special_tokens = True  # "<|endoftext|>" inside a document is plain text, as in tiktoken
+    tok.encode_special_tokens = (
+        True  # "<|endoftext|>" inside a document is plain text, as in tiktoken
+    )
     fp = hashlib.sha256(tok.to_str().encode()).hexdigest()
     return Tokenizer("bpe", tok.get_vocab_size(), tok.token_to_id(EOT), fp, tok)
 
@@ -156,8 +158,12 @@ def load_hf(name: str) -> Tokenizer:
     if n == 0:
         raise DataError(f"data.tokenizer=hf:{name} has an empty vocabulary")
     if tok.eos_token_id is None:
-        raise DataError(f"data.tokenizer=hf:{name} has no end-of-text (EOS) token to join documents")
-    fp = hashlib.sha256(f"hf:{name}:{n}:{sorted(tok.get_vocab().items())[:1000]}".encode()).hexdigest()
+        raise DataError(
+            f"data.tokenizer=hf:{name} has no end-of-text (EOS) token to join documents"
+        )
+    fp = hashlib.sha256(
+        f"hf:{name}:{n}:{sorted(tok.get_vocab().items())[:1000]}".encode()
+    ).hexdigest()
     return Tokenizer(f"hf:{name}", n, int(tok.eos_token_id), fp, tok)
 
 
