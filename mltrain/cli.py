@@ -12,10 +12,13 @@ failing job reports +inf, the other jobs go on, and the sweep exits non-zero at 
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -77,7 +80,6 @@ def train(cfg: DictConfig) -> float:
     finally:
         if job is not None:
             job.close(exit_code)
-        D.shutdown()
 
 
 def _discard_unused_run_dir(run_dir: Path) -> None:
@@ -147,10 +149,15 @@ def one_line(err: BaseException) -> str:
 
 def main() -> None:
     """Console script ``mltrain`` (also ``python -m mltrain.cli``, e.g. under torchrun)."""
-    if int(os.environ.get("RANK", "0")) > 0:
-        # Only rank 0 owns a run directory; the others learn it from rank 0 and write nothing.
+    rank = int(os.environ.get("RANK", "0"))
+    if rank > 0:
+        # Only rank 0 owns run (and sweep) directories; the others learn the run directory from
+        # rank 0, write nothing there, and give Hydra a scratch directory removed at exit.
+        scratch = tempfile.mkdtemp(prefix=f"mltrain-rank{rank}-")
+        atexit.register(shutil.rmtree, scratch, True)
         sys.argv += [
-            "hydra.run.dir=.",
+            f"hydra.run.dir={scratch}",
+            f"hydra.sweep.dir={scratch}",
             "hydra/job_logging=disabled",
             "hydra/hydra_logging=disabled",
         ]

@@ -10,6 +10,7 @@ keep identical parameters. Only rank 0 writes files, logs and W&B.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -89,6 +90,7 @@ def init(device_setting: str) -> DistContext:
             "nccl" if device.type == "cuda" else "gloo",
             device_id=device if device.type == "cuda" else None,
         )
+        atexit.register(shutdown)  # once per process: the jobs of a multirun share the group
     return DistContext(rank, world, local_rank, device)
 
 

@@ -81,6 +81,33 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-5)
 
 
+def test_a_sweep_under_torchrun_through_the_mltrain_entry_point(tmp_path):
+    """Jobs of a multirun share one process group; only rank 0 makes directories."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    bindir = Path(sys.executable).parent
+    res = subprocess.run(
+        [
+            str(bindir / "torchrun"),
+            "--standalone",
+            "--nproc_per_node=2",
+            str(bindir / "mltrain"),
+            "-m",
+            "mode=smoke",
+            *TINY,
+            "data.batch_size=2",
+            "coarsening.delta=0.1,0.5",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
+    assert len(list(sweep.glob("*/metrics.jsonl"))) == 2
+
+
 def test_level_switches_do_not_recompile(tmp_path):
     from torch._dynamo.utils import counters
 
