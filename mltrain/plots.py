@@ -89,7 +89,7 @@ def plot_losses(configs) -> Figure:
     Args:
         configs: :class:`mltrain.compare.Configuration` list, in table order.
     """
-    from mltrain.compare import warn
+    from mltrain.runs import warn
 
     fig = Figure(figsize=(22, 9), layout="constrained")
     axes = fig.subplots(len(ROWS), len(COLUMNS), squeeze=False)

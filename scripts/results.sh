@@ -36,4 +36,11 @@ sweep sweep_delta experiment=sweep_delta
 sweep sweep_steps_window experiment=paper_small coarsening.coarse_steps=10,40 coarsening.window=2,10
 sweep ablation_single_coarse experiment=ablation_single_coarse coarsening=even,odd
 
-echo "all sections done; compare with: mltrain-compare $OUT/<section>... --out docs/results/<name>"
+# 4. Tables and plots (docs/results/<name>/): each comparison against both single-level baselines.
+D=${DOCS:-docs/results}
+mltrain-compare "$OUT"/sgd_multilevel "$OUT"/sgd_single_same_steps "$OUT"/sgd_single_iso_flops --out "$D/sgd"
+mltrain-compare "$OUT"/adamw_multilevel "$OUT"/adamw_single_same_steps "$OUT"/adamw_single_iso_flops --out "$D/adamw"
+for s in sweep_delta sweep_steps_window ablation_single_coarse; do
+  mltrain-compare "$OUT/$s" "$OUT"/sgd_single_same_steps "$OUT"/sgd_single_iso_flops --out "$D/$s"
+done
+echo "all sections done: $D"
