@@ -84,12 +84,18 @@ def train(cfg: DictConfig) -> float:
 
 def _discard_unused_run_dir(run_dir: Path) -> None:
     """Remove the directory Hydra made for a run rejected before it wrote anything (it holds
-    only Hydra's empty job log); any other directory is left as it is."""
+    only Hydra's empty job log), and its parents up to the current directory if that left
+    them empty; any other directory is left as it is."""
     try:
         if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {"mltrain.log"}:
             for p in run_dir.iterdir():
                 p.unlink()
             run_dir.rmdir()
+            cwd = Path.cwd().resolve()
+            for parent in run_dir.resolve().parents:
+                if parent == cwd or cwd not in parent.parents:
+                    break
+                parent.rmdir()  # raises (and stops) when not empty
     except OSError:
         pass
 

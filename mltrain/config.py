@@ -159,14 +159,10 @@ class MLTrainConfig:
 def register_configs() -> None:
     """Register the schemas that the YAML files of ``conf/`` extend (idempotent)."""
     cs = ConfigStore.instance()
-    cs.store(name="mltrain_schema", node=MLTrainConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="coarsening", name="coarsening_schema", node=CoarseningConfig)
-    cs.store(group="optimizer", name="sgd_schema", node=SGDConfig)
-    cs.store(group="optimizer", name="adamw_schema", node=AdamWConfig)
-    cs.store(group="schedule", name="schedule_schema", node=ScheduleConfig)
-    cs.store(group="data", name="data_schema", node=DataConfig)
-    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+    cs.store(name="mltrain_schema", node=MLTrainConfig)  # types every group but the optimizer
+    # the optimizers differ in their fields: each option extends its own schema
+    cs.store(group="schema/optimizer", name="sgd", node=SGDConfig)
+    cs.store(group="schema/optimizer", name="adamw", node=AdamWConfig)
 
 
 def config_dir() -> Path:
@@ -297,6 +293,10 @@ def validate(cfg: DictConfig) -> None:
     _require(c.factor >= 2, f"coarsening.factor={c.factor} is not allowed: must be an integer >= 2")
     _require(c.depth >= 1, f"coarsening.depth={c.depth} is not allowed: must be an integer >= 1")
 
+    _require(
+        not OmegaConf.is_missing(cfg, "optimizer") and cfg.optimizer is not None,
+        "optimizer is not set: choose optimizer=sgd or optimizer=adamw",
+    )
     o = cfg.optimizer
     _require(
         isinstance(o, DictConfig) and "lr" in o,
@@ -304,12 +304,26 @@ def validate(cfg: DictConfig) -> None:
     )
     _positive(cfg, "optimizer.lr")
     _positive(cfg, "optimizer.weight_decay", allow_zero=True)
+    if "momentum" in o:
+        _positive(cfg, "optimizer.momentum", allow_zero=True)
+        _require(
+            0.0 <= o.get("dampening", 0.0) <= 1.0,
+            f"optimizer.dampening={o.get('dampening')} is not allowed: must be in [0, 1]",
+        )
+    if "betas" in o:
+        b = list(o.betas)
+        _require(
+            len(b) == 2 and all(0.0 <= x < 1.0 for x in b),
+            f"optimizer.betas={b} is not allowed: give two numbers in [0, 1), e.g. [0.9, 0.95]",
+        )
+    if "eps" in o:
+        _positive(cfg, "optimizer.eps")
 
     s = cfg.schedule
     t = cfg.train
     _positive(cfg, "train.steps")
     _require(
-        0 <= s.warmup_steps < t.steps,
+        0 <= s.warmup_steps and (t.target_flops is not None or s.warmup_steps < t.steps),
         f"schedule.warmup_steps={s.warmup_steps} is not allowed: must be >= 0 and < train.steps={t.steps}",
     )
     _require(
@@ -353,6 +367,7 @@ def validate(cfg: DictConfig) -> None:
     _positive(cfg, "train.spike_factor", allow_zero=True)
     if t.target_flops is not None:
         _positive(cfg, "train.target_flops")
+    _require(0 <= t.seed < 2**32, f"train.seed={t.seed} is not allowed: must be in [0, 2**32)")
     dev = t.device
     _require(
         dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),

@@ -20,10 +20,11 @@ from mltrain import distributed as D
 from mltrain.checkpoint import CKPT_DIR, list_checkpoints, load_checkpoint, load_latest
 from mltrain.config import validate
 from mltrain.data import build_data
-from mltrain.errors import CheckpointError, ConfigError
+from mltrain.errors import CheckpointError, ConfigError, MLTrainError
 from mltrain.flops import train_flops
 from mltrain.levels import build_hierarchy
 from mltrain.model import ODETransformer
+from mltrain.optim import build_optimizer
 from mltrain.tracking import METRICS_FILE, Tracker, truncate_metrics
 from mltrain.trainer import Trainer
 from mltrain.vcycle import Schedule, build_cycle
@@ -67,7 +68,7 @@ def check_resume_compatible(saved: dict, current: dict, path: Path) -> None:
             continue
         if a.get(key, "<unset>") != b.get(key, "<unset>"):
             raise CheckpointError(
-                f"train.resume: checkpoint {path} was written with {key}={a.get(key, '<unset>')}, "
+                f"train.resume: {path} was written with {key}={a.get(key, '<unset>')}, "
                 f"this run has {key}={b.get(key, '<unset>')}; resume with the same settings or start a new run"
             )
 
@@ -98,6 +99,11 @@ def steps_for_budget(
     if lo > 1 and budget - total(lo - 1) < total(lo) - budget:
         lo -= 1
     return lo
+
+
+def _PROBE_PARAMS() -> dict:  # noqa: N802
+    """A matrix and a vector to build the configured optimizer on before anything is written."""
+    return {"w": torch.nn.Parameter(torch.zeros(2, 2)), "b": torch.nn.Parameter(torch.zeros(2))}
 
 
 class Job:
@@ -137,7 +143,9 @@ class Job:
                 self.total_steps,
             )
         self.config_container = OmegaConf.to_container(cfg, resolve=True)
-        self.resume_state, self.resume_path = self._find_checkpoint()
+        self.resume_path = self._agree(self._decide_resume)  # rank 0 looks, every rank follows
+        self.resume_state = self._load_resume_state(self.resume_path) if self.resume_path else None
+        build_optimizer(cfg.optimizer, _PROBE_PARAMS())  # reject optimizer settings before writing
 
         seed = int(cfg.train.seed)
         random.seed(seed)
@@ -148,6 +156,12 @@ class Job:
             vocab, m.n_layer, m.n_embd, m.n_head, m.block_size, m.dropout, m.bias, m.attention
         ).to(ctx.device)
         if cfg.train.compile:
+            backends = torch._dynamo.list_backends(exclude_tags=())
+            if cfg.train.compile_backend not in backends:
+                raise ConfigError(
+                    f"train.compile_backend={cfg.train.compile_backend!r} is not allowed: choose one "
+                    f"of {', '.join(b for b in backends if 'TESTING' not in b and 'minifier' not in b)}"
+                )
             # Each block is compiled once; the Euler update x + h*F(x) stays outside, so every
             # level (any subset of blocks, any step size) reuses the same compiled code.
             for block in self.model.blocks:
@@ -216,6 +230,11 @@ class Job:
             lv.name: train_flops(len(lv.blocks), m.n_embd, m.seq_len, vocab, tokens).total
             for lv in self.levels
         }
+        if t.target_flops < per[self.levels[0].name]:
+            raise ConfigError(
+                f"train.target_flops={t.target_flops:.4g} is less than one fine step "
+                f"({per[self.levels[0].name]:.4g} FLOPs with head); give a larger budget"
+            )
         steps = steps_for_budget(self.levels, self.cfg.coarsening, per, float(t.target_flops))
         if self.cfg.schedule.warmup_steps >= steps:
             raise ConfigError(
@@ -225,32 +244,88 @@ class Job:
         log.info("train.target_flops=%.4e -> %d fine steps", t.target_flops, steps)
         return steps
 
-    def _find_checkpoint(self) -> tuple[dict | None, Path | None]:
+    def _agree(self, decide):
+        """Run ``decide`` on rank 0 only (it looks at the run directory, which rank 0 is about
+        to write) and give every rank its result or its error."""
+        if self.ctx.world == 1:
+            return decide()
+        outcome = None
+        if self.ctx.is_main:
+            try:
+                outcome = ("ok", decide())
+            except MLTrainError as e:
+                outcome = ("error", e)
+        outcome = D.broadcast_object(outcome, self.ctx.world)
+        if outcome[0] == "error":
+            raise outcome[1]
+        return outcome[1]
+
+    def _decide_resume(self) -> Path | None:
+        """The checkpoint this run continues from, or None to start from step 0.
+
+        - ``train.resume`` unset: the run directory must not hold a run already.
+        - ``auto``: the newest readable checkpoint of this run directory; with none, a run
+          already there (killed before its first checkpoint) restarts, if its settings match.
+        - a path: a checkpoint file; its run continues into this run directory, which must
+          then be new (or the checkpoint's own).
+
+        Raises:
+            CheckpointError: naming the directory or file and what to do instead.
+        """
         resume = self.cfg.train.resume
         ckdir = self.run_dir / CKPT_DIR
+        metrics = self.run_dir / METRICS_FILE
+        holds_run = bool(list_checkpoints(ckdir)) or metrics.is_file()
         if resume is None:
-            if list_checkpoints(ckdir) or (self.run_dir / METRICS_FILE).is_file():
+            if holds_run:
                 raise CheckpointError(
-                    f"run directory {self.run_dir} already holds a run; continue it with train.resume=auto "
-                    "or choose a new hydra.run.dir"
+                    f"run directory {self.run_dir} already holds a run; continue it with "
+                    "train.resume=auto or choose a new hydra.run.dir"
                 )
-            return None, None
+            return None
         if resume == "auto":
             found = load_latest(ckdir)
-            if found is None:
-                log.info("train.resume=auto: no checkpoint in %s, starting fresh", ckdir)
-                return None, None
-            state, path = found
-        else:
-            path = Path(resume).expanduser()
-            state = load_checkpoint(path)
+            if found is not None:
+                return found[1]
+            saved = self.run_dir / ".hydra" / "config.yaml"
+            if metrics.is_file() and saved.is_file():
+                before = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+                check_resume_compatible(before, self.config_container, saved)
+            log.info("train.resume=auto: no checkpoint in %s, starting from step 0", ckdir)
+            return None
+        path = Path(resume).expanduser()
+        if not resume.strip() or path.is_dir():
+            raise CheckpointError(
+                f"train.resume={resume!r} is not a checkpoint file: give auto or a path such as "
+                "outputs/runs/<run>/checkpoints/ckpt_000000300.pt"
+            )
+        if holds_run and path.resolve().parent != ckdir.resolve():
+            raise CheckpointError(
+                f"run directory {self.run_dir} already holds another run; train.resume={path} "
+                "continues into a new directory: choose a new hydra.run.dir"
+            )
+        return path
+
+    def _load_resume_state(self, path: Path) -> dict:
+        """Load ``path`` and check it fits this run: settings, length and data.
+
+        Raises:
+            CheckpointError: unreadable, or the first setting/length/data that differs.
+        """
+        state = load_checkpoint(path)
         check_resume_compatible(state.get("config", {}), self.config_container, path)
         if state.get("total_steps") != self.total_steps:
             raise CheckpointError(
                 f"train.resume: checkpoint {path} belongs to a run of {state.get('total_steps')} fine steps, "
                 f"this run has {self.total_steps}"
             )
-        return state, path
+        data = state.get("data_fingerprint")
+        if data is not None and data != self.data.content_fingerprint:
+            raise CheckpointError(
+                f"train.resume: checkpoint {path} was trained on other tokens (the corpus or the "
+                "tokenizer changed since); resume with the same data or start a new run"
+            )
+        return state
 
     def _prepare_run_dir(self) -> int:
         """Write ``.hydra/`` and bring ``metrics.jsonl`` to the checkpoint's step; return the
@@ -277,7 +352,7 @@ class Job:
                 shutil.copyfile(source, metrics)
             if metrics.is_file():
                 return truncate_metrics(metrics, step)
-        elif metrics.is_file():  # resume=auto found no checkpoint: the run restarts from zero
+        elif metrics.is_file():  # resume=auto found no checkpoint: the same run restarts from 0
             return truncate_metrics(metrics, -1)
         return -1
 

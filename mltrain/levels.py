@@ -11,6 +11,7 @@ over the parameters the phase trained (Eq. 4; DESIGN.md section 1).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -60,8 +61,9 @@ def build_hierarchy(c: DictConfig, n_layer: int) -> list[Level]:
     - ``even`` / ``odd``: coarse_a alone / coarse_b alone.
     - ``recursive``: coarse_l = blocks c^l−1, 2c^l−1, … with step c^l·h (c = ``factor``),
       l = 1..``depth``, each the child of the previous one.
-    - ``custom``: ``blocks`` lists, each a child of the previous level, step
-      ``step_sizes[i]`` or N/len(blocks[i]).
+    - ``custom``: ``blocks`` lists, step ``step_sizes[i]`` or N/len(blocks[i]); a level whose
+      blocks all belong to an earlier level is nested under the nearest such level (the V-cycle
+      recurses into it), any other level is a sibling under the fine level (like even_odd).
 
     Raises:
         ConfigError: a hierarchy the depth cannot support, or an invalid custom block list.
@@ -82,9 +84,10 @@ def build_hierarchy(c: DictConfig, n_layer: int) -> list[Level]:
         return [fine] + {"even_odd": [a, b], "even": [a], "odd": [b]}[name]
     if name == "recursive":
         f, depth = int(c.factor), int(c.depth)
-        if n_layer % (f**depth):
+        if depth > n_layer.bit_length() or n_layer % (f**depth):  # (f^depth > n_layer first)
+            power = f**depth if depth <= n_layer.bit_length() else f"more than {n_layer}"
             raise ConfigError(
-                f"coarsening=recursive: factor^depth = {f}^{depth} = {f**depth} must divide "
+                f"coarsening=recursive: factor^depth = {f}^{depth} = {power} must divide "
                 f"model.n_layer={n_layer}"
             )
         levels = [fine]
@@ -114,7 +117,6 @@ def _custom_levels(blocks: Sequence, steps: Sequence, n_layer: int) -> list[Leve
             f"coarsening.step_sizes has {len(steps)} entries: give none or one per level ({len(blocks)})"
         )
     levels: list[Level] = []
-    parent = "fine"
     for i, bl in enumerate(blocks):
         bl = [int(b) for b in bl]
         if not bl:
@@ -131,11 +133,14 @@ def _custom_levels(blocks: Sequence, steps: Sequence, n_layer: int) -> list[Leve
                 f"coarsening.blocks[{i}] names block {bad[0]}, outside the model's blocks 0..{n_layer - 1}"
             )
         step = float(steps[i]) if steps else n_layer / len(bl)
-        if step <= 0:
-            raise ConfigError(f"coarsening.step_sizes[{i}]={step} is not allowed: must be > 0")
-        name = f"coarse_{i + 1}"
-        levels.append(Level(name, tuple(bl), step, parent))
-        parent = name
+        if not math.isfinite(step) or step <= 0:
+            raise ConfigError(
+                f"coarsening.step_sizes[{i}]={step} is not allowed: must be a finite number > 0"
+            )
+        # nested under the nearest earlier level that contains all its blocks (a V-cycle
+        # recursion, as in `recursive`), else a sibling of the others under the fine level
+        parent = next((lv.name for lv in reversed(levels) if set(bl) <= set(lv.blocks)), "fine")
+        levels.append(Level(f"coarse_{i + 1}", tuple(bl), step, parent))
     return levels
 
 

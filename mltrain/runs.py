@@ -136,7 +136,8 @@ def load_run(path: Path) -> Run:
     """Read ``path/.hydra/config.yaml`` and ``path/metrics.jsonl``.
 
     Raises:
-        FileNotFoundError: the metrics file or the config is missing, or holds no records.
+        FileNotFoundError: the metrics file or the config is missing, or holds no records or
+            no finite validation loss.
     """
     from omegaconf import OmegaConf
 
@@ -159,6 +160,8 @@ def load_run(path: Path) -> Run:
         for r in records
         if isinstance(r.get("val/loss"), int | float) and math.isfinite(r["val/loss"])
     ]
+    if not val:
+        raise FileNotFoundError(f"{METRICS_FILE} holds no finite val/loss (nothing to compare)")
     train = [r for r in records if r.get("level") == "fine" and "train/loss" in r]
     return Run(
         path,
@@ -341,7 +344,9 @@ def group_configurations(runs: list[Run]) -> list[Configuration]:
                 else (leaf if leaves.count(leaf) == 1 else k)
             )
             value = (
-                str(f[k]).rsplit(".", 1)[-1].lower() if k == "optimizer._target_" else fmt_value(f[k])
+                str(f[k]).rsplit(".", 1)[-1].lower()
+                if k == "optimizer._target_"
+                else fmt_value(f[k])
             )
             label += f" {name}={value}"
         c.label = label

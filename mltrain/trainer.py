@@ -529,6 +529,7 @@ class Trainer:
             return None
         state = self.state_dict()
         state["config"] = self.config_container
+        state["data_fingerprint"] = self.data.content_fingerprint
         state["wandb_id"] = self.tracker.run_id
         self.last_checkpoint = save_checkpoint(
             state, self.run_dir / "checkpoints", self.p.step, int(self.cfg.train.keep_checkpoints)

@@ -437,3 +437,11 @@ def test_wandb_view_builds_a_workspace_when_the_package_is_installed():
     assert (
         '"perf/flops_nonembed"' in text and '"jobType"' in text and "coarsening.value.delta" in text
     )
+
+
+def test_a_run_without_finite_validation_loss_is_skipped(tmp_path, capsys):
+    write_run(tmp_path / "a", SINGLE, [10, 8, 6, 4, 2], "coarsening=none")
+    write_run(tmp_path / "b", SINGLE, [float("nan")] * 5, "coarsening=even_odd")
+    runs = C.find_runs([tmp_path])
+    assert [r.path.name for r in runs] == ["a"]
+    assert "skipping" in capsys.readouterr().err

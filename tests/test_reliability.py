@@ -320,6 +320,10 @@ def test_bad_input_gives_one_line_and_touches_nothing(
     assert message.format(**fill) in lines[0]
     assert digest(existing_run) == before
     assert not any((tmp_path / "outputs").rglob("metrics.jsonl"))
+    if "no_ckpt" in " ".join(args):
+        assert len(read_jsonl(tmp_path / "no_ckpt" / "metrics.jsonl")) == len(
+            read_jsonl(existing_run / "metrics.jsonl")
+        )
 
 
 def test_wandb_history_never_goes_backwards_after_a_resume(tmp_path):

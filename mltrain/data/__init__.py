@@ -7,6 +7,7 @@ unless the user chose ``data=fineweb_edu`` without local files or a hub ``hf:`` 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -36,6 +37,8 @@ class DataBundle:
         tokenizer: the :class:`~mltrain.data.tokenizers.Tokenizer`.
         fingerprint: the cache key (changes with corpus, tokenizer or split).
         n_docs: documents in (train, val).
+        content_fingerprint: sha256 of the token streams themselves (what a checkpoint was
+            trained on; a resume checks it).
     """
 
     train: np.ndarray
@@ -43,6 +46,7 @@ class DataBundle:
     tokenizer: Tokenizer
     fingerprint: str
     n_docs: tuple[int, int]
+    content_fingerprint: str = ""
 
     @property
     def vocab_size(self) -> int:
@@ -70,6 +74,16 @@ def _tokenize(docs: list[str], tok: Tokenizer, chunk: int = 256) -> np.ndarray:
             parts.append(np.asarray(ids, dtype=dtype))
             parts.append(np.asarray([tok.eot_id], dtype=dtype))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
+def tokens_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over the train and validation token streams (their dtype and values)."""
+    h = hashlib.sha256()
+    for name in ("train", "val"):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{len(a)}\n".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def build_data(cfg: DictConfig, seq_len: int, cache_dir: str | Path | None = None) -> DataBundle:
@@ -115,10 +129,12 @@ def build_data(cfg: DictConfig, seq_len: int, cache_dir: str | Path | None = Non
     if arrays is None:
         if docs is None:
             docs = _split_documents(corpus, cfg.val_fraction)
+        new = {"train": _tokenize(docs[0], tokenizer), "val": _tokenize(docs[1], tokenizer)}
         arrays = cache.save(
             entry,
-            {"train": _tokenize(docs[0], tokenizer), "val": _tokenize(docs[1], tokenizer)},
+            new,
             {
+                "tokens_sha256": tokens_sha256(new),
                 "corpus": cfg.name,
                 "tokenizer": tokenizer.name,
                 "vocab_size": tokenizer.vocab_size,
@@ -128,6 +144,7 @@ def build_data(cfg: DictConfig, seq_len: int, cache_dir: str | Path | None = Non
         )
         log.info("tokenized %s in %.1f s -> %s", cfg.name, time.perf_counter() - t0, entry)
     meta = json.loads((entry / "meta.json").read_text())
+    content = meta.get("tokens_sha256") or tokens_sha256(arrays)
 
     for name, arr in arrays.items():
         if len(arr) < seq_len + 1:
@@ -135,4 +152,6 @@ def build_data(cfg: DictConfig, seq_len: int, cache_dir: str | Path | None = Non
                 f"data: the {name} split holds {len(arr)} tokens, fewer than model.seq_len + 1 = "
                 f"{seq_len + 1}; use more text or a shorter model.seq_len"
             )
-    return DataBundle(arrays["train"], arrays["val"], tokenizer, key, tuple(meta["n_docs"]))
+    return DataBundle(
+        arrays["train"], arrays["val"], tokenizer, key, tuple(meta["n_docs"]), content
+    )
