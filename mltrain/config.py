@@ -156,6 +156,19 @@ class MLTrainConfig:
     experiment_name: str = "default"
 
 
+def flatten(d: dict, prefix: str = "") -> dict:
+    """A nested config as ``{"dotted.key": value}`` (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``);
+    lists become tuples, so values are hashable and comparable."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
 def register_configs() -> None:
     """Register the schemas that the YAML files of ``conf/`` extend (idempotent)."""
     cs = ConfigStore.instance()

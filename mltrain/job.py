@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mltrain import distributed as D
 from mltrain.checkpoint import CKPT_DIR, list_checkpoints, load_checkpoint, load_latest
-from mltrain.config import validate
+from mltrain.config import flatten, validate
 from mltrain.data import build_data
 from mltrain.errors import CheckpointError, ConfigError, MLTrainError
 from mltrain.flops import train_flops
@@ -48,21 +48,10 @@ RESUME_MAY_CHANGE = (
 )
 
 
-def _flatten(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def check_resume_compatible(saved: dict, current: dict, path: Path) -> None:
     """Raise :class:`CheckpointError` naming the first setting that differs between the
     checkpoint's config and this run's, other than :data:`RESUME_MAY_CHANGE`."""
-    a, b = _flatten(saved), _flatten(current)
+    a, b = flatten(saved), flatten(current)
     for key in sorted(set(a) | set(b)):
         if key.startswith(RESUME_MAY_CHANGE) or key in RESUME_MAY_CHANGE:
             continue

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mltrain.config import flatten
 from mltrain.tracking import METRICS_FILE, read_metrics
 
 PROG = "mltrain-compare"
@@ -118,18 +119,6 @@ class Run:
     @property
     def wall_s(self) -> float:
         return float(self.last.get("perf/wall_s", math.nan))
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists become tuples, so values are hashable)."""
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = tuple(v) if isinstance(v, list) else v
-    return out
 
 
 def load_run(path: Path) -> Run:

@@ -52,6 +52,16 @@ def make_job(run_dir: Path, *overrides: str):
     return Job(compose(*overrides), run_dir, DistContext())
 
 
+def run_job(run_dir: Path, *overrides: str):
+    """:func:`make_job`, run to the end and closed; returns the job (its model, trainer...)."""
+    job = make_job(run_dir, *overrides)
+    try:
+        job.run()
+    finally:
+        job.close()
+    return job
+
+
 def run_mltrain(
     args: list[str],
     cwd: Path,

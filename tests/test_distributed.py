@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mltrain.vcycle import Prolong, Restrict, Train
-from tests.helpers import TINY, make_job, read_jsonl
+from tests.helpers import TINY, make_job, read_jsonl, run_job
 
 ML = [
     "coarsening=even_odd",
@@ -58,9 +58,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     assert len(runs) == 1 and [p.name for p in ddp_cwd.iterdir()] == [
         "outputs"
     ]  # one run dir, rank 0's
-    single = make_job(tmp_path / "single", *ML, "data.batch_size=4")
-    single.run()
-    single.close()
+    run_job(tmp_path / "single", *ML, "data.batch_size=4")
     ddp, one = train_losses(runs[0]), train_losses(tmp_path / "single")
     assert [(s, lv) for s, lv, _ in ddp] == [(s, lv) for s, lv, _ in one] and len(
         ddp
@@ -147,18 +145,14 @@ def test_level_switches_do_not_recompile(tmp_path):
 
 
 def test_compiled_and_eager_losses_agree_and_resume_across_compile(tmp_path):
-    eager = make_job(tmp_path / "eager", *ML)
-    eager.run()
-    eager.close()
-    comp = make_job(
+    run_job(tmp_path / "eager", *ML)
+    run_job(
         tmp_path / "comp",
         *ML,
         "train.compile=true",
         "train.compile_backend=aot_eager",
         "train.steps=5",
     )
-    comp.run()
-    comp.close()
     a, b = train_losses(tmp_path / "eager"), train_losses(tmp_path / "comp")
     assert [x[:2] for x in a] == [x[:2] for x in b]
     for x, y in zip(a, b):
@@ -184,12 +178,8 @@ def test_compiled_and_eager_losses_agree_and_resume_across_compile(tmp_path):
 
 @pytest.mark.slow
 def test_inductor_compiled_losses_agree_with_eager(tmp_path):
-    eager = make_job(tmp_path / "eager", *ML)
-    eager.run()
-    eager.close()
-    comp = make_job(tmp_path / "comp", *ML, "train.compile=true")
-    comp.run()
-    comp.close()
+    run_job(tmp_path / "eager", *ML)
+    run_job(tmp_path / "comp", *ML, "train.compile=true")
     for x, y in zip(train_losses(tmp_path / "eager"), train_losses(tmp_path / "comp")):
         assert x[:2] == y[:2] and x[2] == pytest.approx(y[2], rel=1e-3)
 

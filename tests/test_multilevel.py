@@ -15,7 +15,7 @@ from mltrain.errors import ConfigError
 from mltrain.levels import build_hierarchy, level_parameters
 from mltrain.optim import param_groups
 from mltrain.vcycle import ApplyDeferred, Defer, Prolong, Restrict, Train, build_cycle
-from tests.helpers import compose, make_job, read_jsonl
+from tests.helpers import compose, make_job, read_jsonl, run_job
 
 PLAIN = ["optimizer.weight_decay=0.0", "train.max_grad_norm=0", "schedule=constant"]
 
@@ -258,7 +258,7 @@ def test_train_shared_false_keeps_embeddings_and_final_norm_bitwise(tmp_path):
 
 # ----------------------------------------------------------------------------- the loop
 def test_records_follow_the_v_cycle_and_stop_after_the_window(tmp_path):
-    job = make_job(
+    job = run_job(
         tmp_path / "r",
         "coarsening=even_odd",
         "coarsening.coarse_steps=2",
@@ -267,8 +267,6 @@ def test_records_follow_the_v_cycle_and_stop_after_the_window(tmp_path):
         "train.eval_every=2",
         "coarsening.coarse_lr_scale=0.5",
     )
-    job.run()
-    job.close()
     recs = [r for r in read_jsonl(tmp_path / "r" / "metrics.jsonl") if "train/loss" in r]
     assert [r["level"] for r in recs] == [
         "fine",
@@ -290,7 +288,7 @@ def test_records_follow_the_v_cycle_and_stop_after_the_window(tmp_path):
 
 
 def test_fine_step_after_runs_coarse_phases_first(tmp_path):
-    job = make_job(
+    run_job(
         tmp_path / "r",
         "coarsening=even",
         "coarsening.coarse_steps=2",
@@ -298,8 +296,6 @@ def test_fine_step_after_runs_coarse_phases_first(tmp_path):
         "train.steps=2",
         "coarsening.fine_step=after",
     )
-    job.run()
-    job.close()
     recs = [r for r in read_jsonl(tmp_path / "r" / "metrics.jsonl") if "train/loss" in r]
     assert [(r["level"], r["fine_step"]) for r in recs] == [
         ("coarse_a", 0),
@@ -315,9 +311,7 @@ def test_window_zero_is_exactly_single_level_training(tmp_path):
         ("ml", ["coarsening=even_odd", "coarsening.window=0"]),
         ("sl", ["coarsening=none"]),
     ):
-        job = make_job(tmp_path / name, *c, "train.steps=5")
-        job.run()
-        job.close()
+        job = run_job(tmp_path / name, *c, "train.steps=5")
         losses.append(
             [
                 r["train/loss"]

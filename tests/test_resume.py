@@ -13,7 +13,7 @@ import torch
 
 from mltrain.checkpoint import list_checkpoints, load_checkpoint
 from mltrain.trainer import Preempted
-from tests.helpers import make_job, read_jsonl, run_mltrain
+from tests.helpers import make_job, read_jsonl, run_job, run_mltrain
 
 ML = [
     "coarsening=even_odd",
@@ -37,9 +37,7 @@ def final_params(run_dir):
 
 
 def reference(tmp_path, *extra):
-    job = make_job(tmp_path / "ref", *ML, *extra)
-    job.run()
-    job.close()
+    run_job(tmp_path / "ref", *ML, *extra)
     return tmp_path / "ref"
 
 
@@ -76,11 +74,7 @@ def test_preempted_anywhere_resumes_bitwise(tmp_path, stop_at, policy):
     job.close()
     saved = load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
     assert saved["progress"]["step"] == stop_at
-    resumed = make_job(
-        tmp_path / "run", *ML, f"coarsening.optimizer_state={policy}", "train.resume=auto"
-    )
-    resumed.run()
-    resumed.close()
+    run_job(tmp_path / "run", *ML, f"coarsening.optimizer_state={policy}", "train.resume=auto")
     assert losses(tmp_path / "run") == losses(ref)  # every step once, same values, bitwise
     flops = [r["perf/flops"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")]
     assert all(a < b for a, b in zip(flops, flops[1:]))  # counters restored, never reset
@@ -96,9 +90,7 @@ def test_summed_combination_resumes_bitwise_mid_cycle(tmp_path):
         job.run()
     job.close()
     assert load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])["deferred"]
-    resumed = make_job(tmp_path / "run", *ML, "coarsening.combine=summed", "train.resume=auto")
-    resumed.run()
-    resumed.close()
+    run_job(tmp_path / "run", *ML, "coarsening.combine=summed", "train.resume=auto")
     assert losses(tmp_path / "run") == losses(ref)
 
 
@@ -131,9 +123,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
 def test_completed_run_resumed_again_changes_nothing(tmp_path):
     ref = reference(tmp_path)
     before = losses(ref)
-    job = make_job(ref, *ML, "train.resume=auto")
-    job.run()
-    job.close()
+    run_job(ref, *ML, "train.resume=auto")
     assert losses(ref) == before
 
 

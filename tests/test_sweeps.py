@@ -16,6 +16,7 @@ from tests.helpers import (
     cli,
     make_job,
     read_jsonl,
+    run_job,
     run_mltrain,
     wandb_records,
 )
@@ -110,7 +111,7 @@ def test_every_job_of_every_sweep_preset_composes_and_validates(name, params):
 
 
 def test_iso_flop_baseline_from_target_flops_and_compare_end_to_end(tmp_path):
-    ml = make_job(
+    run_job(
         tmp_path / "multilevel",
         "coarsening=even_odd",
         "coarsening.coarse_steps=4",
@@ -118,8 +119,6 @@ def test_iso_flop_baseline_from_target_flops_and_compare_end_to_end(tmp_path):
         "train.steps=6",
         "train.eval_every=2",
     )
-    ml.run()
-    ml.close()
     budget = read_jsonl(tmp_path / "multilevel" / "metrics.jsonl")[-1]["perf/flops"]
     sl = make_job(
         tmp_path / "iso", "coarsening=none", f"train.target_flops={budget}", "train.eval_every=2"

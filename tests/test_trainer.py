@@ -6,15 +6,13 @@ import math
 
 import torch
 
-from tests.helpers import make_job, read_jsonl
+from tests.helpers import read_jsonl, run_job
 
 
 def _train(run_dir, *overrides):
-    job = make_job(
+    job = run_job(
         run_dir, "coarsening=none", "train.steps=3", "train.max_grad_norm=1.0", *overrides
     )
-    job.run()
-    job.close()
     recs = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in r]
     return (
         [r["train/loss"] for r in recs],
