@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The experiments behind docs/results.md, in order of importance. Each section is one or more
-# Hydra multiruns into $OUT/<name>; a finished section is skipped when the script is re-run.
-# Usage: bash scripts/results.sh [OUT_DIR]   (default outputs/results; about 2 CPU-hours on 2 idle cores)
+# The experiments behind docs/results.md. Each part is one or more Hydra multiruns into
+# $OUT/<name>; a finished one is skipped when the script is run again.
+#   bash scripts/results.sh [OUT] [sgd] [adamw] [sweeps] [compare]      (default: all, in order)
+# The measured run used two single-threaded streams in parallel on 2 cores:
+#   OMP_NUM_THREADS=1 bash scripts/results.sh OUT sgd adamw &  OMP_NUM_THREADS=1 bash scripts/results.sh OUT sweeps &
+#   wait; bash scripts/results.sh OUT compare
 set -euo pipefail
 OUT=${1:-outputs/results}
-SEEDS=0,1,2
+shift || true
+PARTS=${*:-sgd adamw sweeps compare}
 COMMON="logger=none train.progress=false"
 mkdir -p "$OUT"
 
@@ -16,31 +20,37 @@ sweep() {  # sweep NAME OVERRIDES...
   touch "$OUT/$name/.done"
 }
 
-budget() { python "$(dirname "$0")/flops_budget.py" --total "$@"; }
+# the exact training FLOPs of the multilevel recipe: the budget of the iso-FLOP baselines
+B=$(python "$(dirname "$0")/flops_budget.py" --total experiment=paper_small)
 
-# 1. The paper's comparison at CPU scale, SGD: multilevel vs single-level with the same fine
-#    steps (the paper's protocol) and with the same total FLOPs (the fair one).
-B=$(budget experiment=paper_small)
-sweep sgd_multilevel experiment=paper_small train.seed=$SEEDS
-sweep sgd_single_same_steps experiment=paper_small coarsening=none train.seed=$SEEDS
-sweep sgd_single_iso_flops experiment=paper_small coarsening=none train.target_flops=$B train.seed=$SEEDS
-
-# 2. The same with AdamW (2 seeds), once per optimizer-state policy across levels.
-SEEDS2=0,1
-sweep adamw_multilevel experiment=paper_small optimizer=adamw coarsening.optimizer_state=separate,shared,reset train.seed=$SEEDS2
-sweep adamw_single_same_steps experiment=paper_small optimizer=adamw coarsening=none train.seed=$SEEDS2
-sweep adamw_single_iso_flops experiment=paper_small optimizer=adamw coarsening=none train.target_flops=$B train.seed=$SEEDS2
-
-# 3. Knobs of the scheme (seed 0): delta, coarse steps x window, one vs two coarse networks.
-sweep sweep_delta experiment=sweep_delta
-sweep sweep_steps_window experiment=paper_small coarsening.coarse_steps=10,40 coarsening.window=2,10
-sweep ablation_single_coarse experiment=ablation_single_coarse coarsening=even,odd
-
-# 4. Tables and plots (docs/results/<name>/): each comparison against both single-level baselines.
-D=${DOCS:-docs/results}
-mltrain-compare "$OUT"/sgd_multilevel "$OUT"/sgd_single_same_steps "$OUT"/sgd_single_iso_flops --out "$D/sgd"
-mltrain-compare "$OUT"/adamw_multilevel "$OUT"/adamw_single_same_steps "$OUT"/adamw_single_iso_flops --out "$D/adamw"
-for s in sweep_delta sweep_steps_window ablation_single_coarse; do
-  mltrain-compare "$OUT/$s" "$OUT"/sgd_single_same_steps "$OUT"/sgd_single_iso_flops --out "$D/$s"
+for part in $PARTS; do
+  case $part in
+  sgd)  # the paper's comparison at CPU scale, SGD, 3 seeds: multilevel vs single-level with the
+        # same fine steps (the paper's protocol) and with the same total FLOPs (the fair one)
+    sweep sgd_multilevel experiment=paper_small train.seed=0,1,2
+    sweep sgd_single_same_steps experiment=paper_small coarsening=none train.seed=0,1,2
+    sweep sgd_single_iso_flops experiment=paper_small coarsening=none train.target_flops=$B train.seed=0,1,2
+    ;;
+  adamw)  # the same with AdamW (seed 0), once per optimizer-state policy across levels
+    sweep adamw_multilevel experiment=paper_small optimizer=adamw coarsening.optimizer_state=separate,shared,reset
+    sweep adamw_single_same_steps experiment=paper_small optimizer=adamw coarsening=none
+    sweep adamw_single_iso_flops experiment=paper_small optimizer=adamw coarsening=none train.target_flops=$B
+    ;;
+  sweeps)  # knobs of the scheme (seed 0; delta=0.25, m=20, w=5, even_odd are sgd_multilevel seed 0)
+    sweep sweep_delta experiment=paper_small coarsening.delta=0.1,0.5,1.0
+    sweep sweep_steps_window experiment=paper_small coarsening.coarse_steps=10,40 coarsening.window=2,10
+    sweep ablation_single_coarse experiment=paper_small coarsening=even,odd
+    ;;
+  compare)  # tables and plots (docs/results/<name>/), each against both single-level baselines
+    D=${DOCS:-docs/results}
+    S="$OUT/sgd_single_same_steps $OUT/sgd_single_iso_flops"
+    mltrain-compare "$OUT"/sgd_multilevel $S --out "$D/sgd"
+    mltrain-compare "$OUT"/adamw_multilevel "$OUT"/adamw_single_same_steps "$OUT"/adamw_single_iso_flops --out "$D/adamw"
+    for s in sweep_delta sweep_steps_window ablation_single_coarse; do
+      mltrain-compare "$OUT/$s" "$OUT/sgd_multilevel/0_"* $S --out "$D/$s"
+    done
+    rm -f "$D"/*/*.svg  # the PNGs are committed; the SVGs are large
+    ;;
+  *) echo "unknown part: $part (sgd, adamw, sweeps, compare)"; exit 2 ;;
+  esac
 done
-echo "all sections done: $D"
