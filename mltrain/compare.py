@@ -377,7 +377,11 @@ def markdown(summary: Summary, hints: list[str]) -> str:
         "wall (s)",
     ]
     head += [f"FLOPs-to-target ({TOTAL_NAMES[t]})" for t in TOTALS]
-    head += [f"ratio vs {s.label} ({TOTAL_NAMES[t]})" for s in summary.singles for t in TOTALS]
+    head += [
+        f"FLOPs-to-target ratio to `{s.label}` ({TOTAL_NAMES[t]})"
+        for s in summary.singles
+        for t in TOTALS
+    ]
     head += [f"val loss @ {_sci(summary.budget)} FLOPs", "notes"]
     lines = ["# mltrain-compare", ""]
     n_runs = sum(len(r.config.runs) for r in summary.rows)

@@ -138,7 +138,7 @@ class TrainConfig:
     checkpoint_every: int = 100  # fine steps; 0: only at the end
     keep_checkpoints: int = 2
     resume: str | None = None  # None | auto | <path to a checkpoint>
-    spike_factor: float = 0.0  # >0: warn when loss > factor * running mean
+    spike_factor: float = 1.3  # warn when a fine loss > factor * its running mean (0: off)
     progress: bool = True  # tqdm bar (only when stdout is a terminal)
 
 

@@ -3,8 +3,9 @@ the Agg canvas (no pyplot state, no display needed), returned so that callers an
 inspect the axes before saving.
 
 Every axis's x-limits are set from the plotted data, so every plotted x lies inside them;
-points with FLOPs <= 0 cannot sit on a log axis and are left off (with one warning per
-run: the step-0 evaluation always has 0 FLOPs).
+points with FLOPs <= 0 cannot sit on a log axis and are left off. The evaluation before
+training (step 0, 0 FLOPs by construction) is drawn on the linear axes only, silently; any
+other such point is left off with a warning naming the run.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def plot_losses(configs) -> Figure:
         color = f"C{ci % 10}"
         for run in c.runs:
             n = sum(
-                int(np.sum((s.flops <= 0) | (s.flops_nonembed <= 0))) for s in (run.val, run.train)
+                int(np.sum((s.flops <= 0) | (s.flops_nonembed <= 0)) - np.sum(s.fine_step == 0))
+                for s in (run.val, run.train)
             )
             if n:
                 warn(

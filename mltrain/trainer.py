@@ -182,9 +182,10 @@ class Trainer:
                 f"{lv.name}(blocks={list(lv.blocks)}, h={lv.step:g})" for lv in self.levels.values()
             )
         ]
-        if len(self.levels) > 1 and self.schedule.window > 0:
+        last = min(self.schedule.window, self.total_steps) - 1
+        if len(self.levels) > 1 and last >= 0:
             lines.append(
-                f"V-cycle for fine iterations 0..{self.schedule.window - 1}: {format_cycle(self.schedule.cycle)}"
+                f"V-cycle for fine iterations 0..{last}: {format_cycle(self.schedule.cycle)}"
             )
         per = {n: f.total for n, f in self.step_flops.items()}
         lines.append(

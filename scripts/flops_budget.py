@@ -14,6 +14,7 @@ import sys
 from mltrain.config import compose, validate
 from mltrain.data import build_data
 from mltrain.flops import train_flops
+from mltrain.job import steps_for_budget
 from mltrain.levels import build_hierarchy
 from mltrain.vcycle import Schedule, build_cycle
 
@@ -27,12 +28,17 @@ def planned_flops(overrides: list[str]) -> tuple[int, int, dict[str, int]]:
     vocab = m.vocab_size or build_data(cfg.data, m.seq_len).vocab_size
     tokens = m.seq_len * cfg.data.batch_size * t.grad_accum
     sched = Schedule(levels, c.window, build_cycle(levels, c.coarse_steps, c.combine, c.fine_step))
-    steps = sched.steps_per_level(0, t.steps)
-    total = nonembed = 0
-    for lv in levels:
-        f = train_flops(len(lv.blocks), m.n_embd, m.seq_len, vocab, tokens)
-        total += f.total * steps[lv.name]
-        nonembed += f.nonembed * steps[lv.name]
+    per = {
+        lv.name: train_flops(len(lv.blocks), m.n_embd, m.seq_len, vocab, tokens) for lv in levels
+    }
+    fine_steps = t.steps
+    if t.target_flops is not None:  # the run sizes itself from the budget, as mltrain does
+        fine_steps = steps_for_budget(
+            levels, c, {n: f.total for n, f in per.items()}, t.target_flops
+        )
+    steps = sched.steps_per_level(0, fine_steps)
+    total = sum(per[n].total * k for n, k in steps.items())
+    nonembed = sum(per[n].nonembed * k for n, k in steps.items())
     return total, nonembed, steps
 
 

@@ -327,10 +327,16 @@ def _assert_x_inside(ax):
 
 
 def test_plots_keep_every_x_inside_the_axes_and_drop_zero_flops(tmp_path, capsys):
-    configs = C.group_configurations(C.find_runs([make_sweep(tmp_path / "sweep")]))
+    sweep = make_sweep(tmp_path / "sweep")
+    configs = C.group_configurations(C.find_runs([sweep]))
+    capsys.readouterr()
     fig = plots.plot_losses(configs)
-    err = capsys.readouterr().err
-    assert "0_coarsening=none,train.seed=0: 1 point(s) with FLOPs <= 0" in err  # names the run
+    assert "FLOPs <= 0" not in capsys.readouterr().err  # step-0 evaluations: left off silently
+    odd = write_run(tmp_path / "odd", [0, 0, 200, 300, 400], [10, 9, 6, 4, 2], "coarsening=none")
+    plots.plot_losses(C.group_configurations(C.find_runs([odd])))
+    assert (
+        f"run {odd}: 2 point(s) with FLOPs <= 0" in capsys.readouterr().err
+    )  # val + train; names the run
     axes = fig.axes
     assert len(axes) == 8
     for ax in axes:
@@ -358,7 +364,7 @@ def test_cli_end_to_end(tmp_path):
     ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert "mltrain coarsening=none train.target_flops=500" in res.stdout
-    assert "ratio vs single_level (iso-FLOP) (with head)" in res.stdout
+    assert "FLOPs-to-target ratio to `single_level (iso-FLOP)` (with head)" in res.stdout
     assert str(out / "loss_vs_flops.png") in res.stdout
     rows = {r["configuration"]: r for r in csv.DictReader(open(out / "summary.csv"))}
     eo = rows["even_odd δ=0.25 m=20 w=5"]
