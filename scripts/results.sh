@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The experiments behind docs/results.md. Each part is one or more Hydra multiruns into
 # $OUT/<name>; a finished one is skipped when the script is run again.
-#   bash scripts/results.sh [OUT] [sgd] [adamw] [sweeps] [compare]      (default: all, in order)
+#   bash scripts/results.sh [OUT] [sgd] [adamw] [sweeps] [controls] [compare]   (default: all)
 # The measured run used two single-threaded streams in parallel on 2 cores:
 #   OMP_NUM_THREADS=1 bash scripts/results.sh OUT sgd adamw &  OMP_NUM_THREADS=1 bash scripts/results.sh OUT sweeps &
 #   wait; bash scripts/results.sh OUT compare
 set -euo pipefail
 OUT=${1:-outputs/results}
 shift || true
-PARTS=${*:-sgd adamw sweeps compare}
+PARTS=${*:-sgd adamw sweeps controls compare}
 COMMON="logger=none train.progress=false"
 mkdir -p "$OUT"
 
@@ -41,16 +41,23 @@ for part in $PARTS; do
     sweep sweep_steps_window experiment=paper_small coarsening.coarse_steps=10,40 coarsening.window=2,10
     sweep ablation_single_coarse experiment=paper_small coarsening=even,odd
     ;;
+  controls)  # is the gain the transfer? delta=0 (coarse phases change no parameter, they only
+             # consume batches); and the SGD comparison again at half the learning rate
+    sweep control_delta0 experiment=paper_small coarsening.delta=0.0
+    sweep lr025_multilevel experiment=paper_small optimizer.lr=0.25
+    sweep lr025_single_iso_flops experiment=paper_small optimizer.lr=0.25 coarsening=none train.target_flops=$B
+    ;;
   compare)  # tables and plots (docs/results/<name>/), each against both single-level baselines
     D=${DOCS:-docs/results}
     S="$OUT/sgd_single_same_steps $OUT/sgd_single_iso_flops"
     mltrain-compare "$OUT"/sgd_multilevel $S --out "$D/sgd"
     mltrain-compare "$OUT"/adamw_multilevel "$OUT"/adamw_single_same_steps "$OUT"/adamw_single_iso_flops --out "$D/adamw"
-    for s in sweep_delta sweep_steps_window ablation_single_coarse; do
+    mltrain-compare "$OUT"/lr025_multilevel "$OUT"/lr025_single_iso_flops --out "$D/lr025"
+    for s in sweep_delta sweep_steps_window ablation_single_coarse control_delta0; do
       mltrain-compare "$OUT/$s" "$OUT/sgd_multilevel/0_"* $S --out "$D/$s"
     done
     rm -f "$D"/*/*.svg  # the PNGs are committed; the SVGs are large
     ;;
-  *) echo "unknown part: $part (sgd, adamw, sweeps, compare)"; exit 2 ;;
+  *) echo "unknown part: $part (sgd, adamw, sweeps, controls, compare)"; exit 2 ;;
   esac
 done
