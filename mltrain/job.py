@@ -175,27 +175,31 @@ class Job:
             wandb_after_step=wandb_after,
             enabled=ctx.is_main,
         )
-        self.trainer = Trainer(
-            cfg,
-            self.model,
-            self.levels,
-            self.data,
-            self.tracker,
-            ctx,
-            self.run_dir,
-            self.total_steps,
-            self.config_container,
-        )
-        if self.resume_state is not None:
-            self.trainer.load_state_dict(self.resume_state)
-            self.trainer.last_checkpoint = self.resume_path
-            log.info(
-                "resumed from %s at step %d (fine step %d)",
-                self.resume_path,
-                self.trainer.p.step,
-                self.trainer.p.fine_steps,
+        try:
+            self.trainer = Trainer(
+                cfg,
+                self.model,
+                self.levels,
+                self.data,
+                self.tracker,
+                ctx,
+                self.run_dir,
+                self.total_steps,
+                self.config_container,
             )
-            self.resume_state = None
+            if self.resume_state is not None:
+                self.trainer.load_state_dict(self.resume_state)
+                self.trainer.last_checkpoint = self.resume_path
+                log.info(
+                    "resumed from %s at step %d (fine step %d)",
+                    self.resume_path,
+                    self.trainer.p.step,
+                    self.trainer.p.fine_steps,
+                )
+                self.resume_state = None
+        except BaseException:
+            self.tracker.close(exit_code=1)  # the W&B run is finished even when set-up fails
+            raise
 
     # ------------------------------------------------------------------ checks
     def _vocab_size(self) -> int:
