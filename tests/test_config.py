@@ -172,3 +172,13 @@ def test_bad_values_give_one_line_naming_the_setting(overrides, match):
     with pytest.raises(ConfigError, match=match) as err:
         validate(compose(*overrides))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("experiment", [f.stem for f in sorted((config_dir() / "experiment").glob("*.yaml"))])
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 0.5), ("adamw", 1e-3)])
+def test_every_experiment_takes_either_optimizer_with_its_own_defaults(experiment, optimizer, lr):
+    if plugin_missing(experiment):
+        pytest.skip("needs an optional plugin")
+    cfg = compose(f"experiment={experiment}", f"optimizer={optimizer}")
+    validate(cfg)
+    assert cfg.optimizer.lr == lr  # a preset must not carry one optimizer's settings into another
