@@ -492,9 +492,10 @@ def compare(
     out: Path | None = None,
     target: float | None = None,
     baseline: str | None = None,
+    dpi: int = 110,
 ) -> tuple[Summary, Path, str]:
     """Everything ``mltrain-compare`` does; returns the summary, the output directory and
-    the markdown text.
+    the markdown text. ``dpi``: resolution of the PNGs.
 
     Raises:
         CompareError: bad input (see :func:`find_runs`, :func:`choose_baseline`).
@@ -512,8 +513,8 @@ def compare(
         raise CompareError(f"cannot create the output directory {out}: {e.strerror}") from None
     fig = plots.plot_losses(configs)
     for ext in ("png", "svg"):
-        fig.savefig(out / f"loss_vs_flops.{ext}", dpi=110)
-    plots.plot_flops_ratio(summary).savefig(out / "flops_ratio.png", dpi=110)
+        fig.savefig(out / f"loss_vs_flops.{ext}", dpi=dpi)
+    plots.plot_flops_ratio(summary).savefig(out / "flops_ratio.png", dpi=dpi)
     text = markdown(summary, iso_flop_hints(configs))
     (out / "summary.md").write_text(text)
     write_csv(summary, out / "summary.csv")
@@ -547,9 +548,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="configuration label of the baseline "
         "(default: the single-level configuration without train.target_flops)",
     )
+    parser.add_argument("--dpi", type=int, default=110, help="resolution of the PNGs (default 110)")
     args = parser.parse_args(argv)
     try:
-        _, out, text = compare(args.paths, args.out, args.target, args.baseline)
+        _, out, text = compare(args.paths, args.out, args.target, args.baseline, args.dpi)
     except CompareError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -34,6 +34,8 @@ IGNORED = (
     "train.checkpoint_every",
     "train.keep_checkpoints",
     "train.compile",
+    "train.compile_backend",
+    "train.spike_factor",
     "data.cache_dir",
     "logger.",
     "hydra.",

@@ -49,12 +49,13 @@ for part in $PARTS; do
     ;;
   compare)  # tables and plots (docs/results/<name>/), each against both single-level baselines
     D=${DOCS:-docs/results}
+    mc() { mltrain-compare "$@" --dpi 60; }
     S="$OUT/sgd_single_same_steps $OUT/sgd_single_iso_flops"
-    mltrain-compare "$OUT"/sgd_multilevel $S --out "$D/sgd"
-    mltrain-compare "$OUT"/adamw_multilevel "$OUT"/adamw_single_same_steps "$OUT"/adamw_single_iso_flops --out "$D/adamw"
-    mltrain-compare "$OUT"/lr025_multilevel "$OUT"/lr025_single_iso_flops --out "$D/lr025"
+    mc "$OUT"/sgd_multilevel $S --out "$D/sgd"
+    mc "$OUT"/adamw_multilevel "$OUT"/adamw_single_same_steps "$OUT"/adamw_single_iso_flops --out "$D/adamw"
+    mc "$OUT"/lr025_multilevel "$OUT"/lr025_single_iso_flops --out "$D/lr025"
     for s in sweep_delta sweep_steps_window ablation_single_coarse control_delta0; do
-      mltrain-compare "$OUT/$s" "$OUT/sgd_multilevel/0_"* $S --out "$D/$s"
+      mc "$OUT/$s" "$OUT/sgd_multilevel/0_"* $S --out "$D/$s"
     done
     rm -f "$D"/*/*.svg  # the PNGs are committed; the SVGs are large
     ;;

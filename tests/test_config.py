@@ -174,7 +174,9 @@ def test_bad_values_give_one_line_naming_the_setting(overrides, match):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("experiment", [f.stem for f in sorted((config_dir() / "experiment").glob("*.yaml"))])
+@pytest.mark.parametrize(
+    "experiment", [f.stem for f in sorted((config_dir() / "experiment").glob("*.yaml"))]
+)
 @pytest.mark.parametrize("optimizer, lr", [("sgd", 0.5), ("adamw", 1e-3)])
 def test_every_experiment_takes_either_optimizer_with_its_own_defaults(experiment, optimizer, lr):
     if plugin_missing(experiment):
