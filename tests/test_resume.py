@@ -5,6 +5,7 @@ The reference is an uninterrupted run of the same config (CPU, deterministic).
 
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 
@@ -109,15 +110,72 @@ def test_resume_from_an_explicit_path_into_a_new_run_dir(tmp_path):
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
     ref = reference(tmp_path)
-    ckpts = list_checkpoints(ref / "checkpoints")
+    run = tmp_path / "run"
+    shutil.copytree(ref, run)
+    ckpts = list_checkpoints(run / "checkpoints")
     newest = ckpts[-1]
     newest.write_bytes(newest.read_bytes()[:1000])  # truncated
-    (ref / "checkpoints" / ".ckpt_000000099.pt.tmp123").write_bytes(b"partial")  # killed mid-write
-    job = make_job(ref, *ML, "train.resume=auto")
+    (run / "checkpoints" / ".ckpt_000000099.pt.tmp123").write_bytes(b"partial")  # killed mid-write
+    job = make_job(run, *ML, "train.resume=auto")
     assert job.trainer.p.step == load_checkpoint(ckpts[-2])["progress"]["step"]
     assert "truncated or corrupt" in caplog.text
-    assert not list((ref / "checkpoints").glob(".ckpt_*"))
+    assert not list((run / "checkpoints").glob(".ckpt_*"))
+    job.run()
     job.close()
+    assert losses(run) == losses(ref)  # redone from the previous checkpoint, bitwise
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: no handler runs and no checkpoint is written on the way out."""
+
+
+def test_killed_during_evaluation_resumes_bitwise(tmp_path):
+    ref = reference(tmp_path)
+    job = make_job(tmp_path / "run", *ML)
+    t, calls = job.trainer, []
+    original = t.evaluate
+
+    def evaluate():
+        calls.append(t.p.step)
+        if len(calls) == 4:  # step 0, fine steps 2 and 4 done; killed evaluating fine step 6
+            raise _Killed
+        return original()
+
+    t.evaluate = evaluate
+    with pytest.raises(_Killed):
+        job.run()
+    job.close()
+    assert calls[-1] > load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])[
+        "progress"
+    ]["step"]  # the kill came after the newest checkpoint: steps are redone
+    run_job(tmp_path / "run", *ML, "train.resume=auto")
+    assert losses(tmp_path / "run") == losses(ref)
+    a, b = final_params(tmp_path / "run"), final_params(ref)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_killed_during_a_checkpoint_write_resumes_bitwise(tmp_path, monkeypatch):
+    import mltrain.trainer as trainer_module
+
+    ref = reference(tmp_path)
+    real, saves = trainer_module.save_checkpoint, []
+
+    def dying(state, directory, step, keep):
+        saves.append(step)
+        if len(saves) == 2:  # half of the second checkpoint's temp file is on disk
+            (directory / f".ckpt_{step:09d}.pt.tmp999").write_bytes(b"half a checkpoint")
+            raise _Killed
+        return real(state, directory, step, keep)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", dying)
+    job = make_job(tmp_path / "run", *ML)
+    with pytest.raises(_Killed):
+        job.run()
+    job.close()
+    monkeypatch.setattr(trainer_module, "save_checkpoint", real)
+    run_job(tmp_path / "run", *ML, "train.resume=auto")
+    assert losses(tmp_path / "run") == losses(ref)
+    assert not list((tmp_path / "run" / "checkpoints").glob(".ckpt_*"))
 
 
 def test_completed_run_resumed_again_changes_nothing(tmp_path):
