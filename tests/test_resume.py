@@ -145,9 +145,8 @@ def test_killed_during_evaluation_resumes_bitwise(tmp_path):
     with pytest.raises(_Killed):
         job.run()
     job.close()
-    assert calls[-1] > load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])[
-        "progress"
-    ]["step"]  # the kill came after the newest checkpoint: steps are redone
+    newest = load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
+    assert calls[-1] > newest["progress"]["step"]  # killed after the newest checkpoint: redone
     run_job(tmp_path / "run", *ML, "train.resume=auto")
     assert losses(tmp_path / "run") == losses(ref)
     a, b = final_params(tmp_path / "run"), final_params(ref)
