@@ -47,12 +47,15 @@ def interleaved(
     fns: dict[str, Callable[[], None]], rounds: int, per_round: int, warmup: int = 2, device=None
 ) -> dict[str, float]:
     """Median seconds per call of each function, measured in alternating rounds so that load
-    changes on a shared machine hit all of them alike."""
+    changes on a shared machine hit all of them alike; the order rotates from round to round,
+    so that no function always runs right after the same other one (allocator and cache
+    state left by the previous function)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
+    names = list(fns)
     samples: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            samples[k].append(timed(fn, per_round, device))
+    for r in range(rounds):
+        for k in names[r % len(names) :] + names[: r % len(names)]:
+            samples[k].append(timed(fns[k], per_round, device))
     return {k: statistics.median(v) for k, v in samples.items()}
