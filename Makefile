@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help install install-extras demo test test-all test-extras lint clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 install: $(STAMP)  ## create .venv and install mltrain (editable) with its dev extras
 

@@ -85,10 +85,10 @@ def build_hierarchy(c: DictConfig, n_layer: int) -> list[Level]:
     if name == "recursive":
         f, depth = int(c.factor), int(c.depth)
         if depth > n_layer.bit_length() or n_layer % (f**depth):  # (f^depth > n_layer first)
-            power = f**depth if depth <= n_layer.bit_length() else f"more than {n_layer}"
+            power = f"{f**depth}" if depth <= n_layer.bit_length() else f"more than {n_layer}"
             raise ConfigError(
-                f"coarsening=recursive: factor^depth = {f}^{depth} = {power} must divide "
-                f"model.n_layer={n_layer}"
+                f"coarsening=recursive: factor^depth = {f}^{depth} = {power}, but it must divide "
+                f"model.n_layer={n_layer} (lower coarsening.depth or coarsening.factor)"
             )
         levels = [fine]
         for ell in range(1, depth + 1):

@@ -463,7 +463,7 @@ class Trainer:
             path = self.save()
             err = Preempted(
                 f"stopped by {signal.Signals(signum).name} at step {self.p.step} (fine step {self.p.fine_steps}); "
-                f"checkpoint {path}; continue with train.resume=auto hydra.run.dir={self.run_dir}"
+                f"checkpoint {path}; continue with train.resume=auto \"hydra.run.dir='{self.run_dir}'\""
             )
             err.exit_code = 128 + int(signum)
             raise err

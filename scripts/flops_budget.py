@@ -4,15 +4,21 @@
     mltrain coarsening=none train.target_flops=$(python scripts/flops_budget.py --total experiment=paper_small)
 
 The count is exact for the schedule (fine steps plus every coarse phase of the window);
-evaluation FLOPs are not included. Takes the same overrides as ``mltrain``.
+evaluation FLOPs are not included. Takes the same overrides as ``mltrain``; ``--total`` prints
+only the total with head (an integer, for train.target_flops).
 """
 
 from __future__ import annotations
 
 import sys
 
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from mltrain.cli import one_line
 from mltrain.config import compose, validate
 from mltrain.data import build_data
+from mltrain.errors import MLTrainError
 from mltrain.flops import train_flops
 from mltrain.job import steps_for_budget
 from mltrain.levels import build_hierarchy
@@ -44,9 +50,16 @@ def planned_flops(overrides: list[str]) -> tuple[int, int, dict[str, int]]:
 
 def main() -> None:
     args = sys.argv[1:]
+    if {"-h", "--help"} & set(args):
+        print(__doc__.strip())
+        return
     only_total = "--total" in args
     args = [a for a in args if a != "--total"]
-    total, nonembed, steps = planned_flops(args)
+    try:
+        total, nonembed, steps = planned_flops(args)
+    except (MLTrainError, HydraException, OmegaConfBaseException) as e:
+        print(f"flops_budget.py: error: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)
     if only_total:
         print(total)
     else:

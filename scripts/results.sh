@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The experiments behind docs/results.md. Each part is one or more Hydra multiruns into
-# $OUT/<name>; a finished one is skipped when the script is run again.
+# $OUT/<name>; a finished one is skipped when the script is run again, an interrupted one
+# continues. Run it from the repository root; `compare` writes to $DOCS (default docs/results).
 #   bash scripts/results.sh [OUT] [sgd] [adamw] [adamw_seeds] [adamw_iso_seeds] [sweeps] [controls]
 #   [lr025_seeds] [lr025_iso_seeds] [compare]
 #   (default: all)
@@ -20,8 +21,12 @@ sweep() {  # sweep NAME OVERRIDES...
   local name=$1; shift
   if [ -e "$OUT/$name/.done" ]; then echo "== $name: done"; return; fi
   echo "== $name: mltrain -m $* $COMMON"
-  mltrain -m "$@" $COMMON "hydra.sweep.dir=$OUT/$name" || echo "!! $name: some jobs failed"
-  touch "$OUT/$name/.done"
+  # train.resume=auto: running the script again continues an interrupted sweep where it stopped
+  if mltrain -m "$@" $COMMON "hydra.sweep.dir=$OUT/$name" train.resume=auto; then
+    touch "$OUT/$name/.done"
+  else
+    echo "!! $name: some jobs failed or were interrupted; run the script again to continue them"
+  fi
 }
 
 # the exact training FLOPs of the multilevel recipe: the budget of the iso-FLOP baselines

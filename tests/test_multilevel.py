@@ -70,7 +70,9 @@ def test_recursive_hierarchy_and_its_v_cycle():
         Prolong("coarse_2"),
         Prolong("coarse_1"),
     )
-    with pytest.raises(ConfigError, match=r"factor\^depth = 2\^3 = 8 must divide model.n_layer=12"):
+    with pytest.raises(
+        ConfigError, match=r"factor\^depth = 2\^3 = 8, but it must divide model.n_layer=12"
+    ):
         build_hierarchy(compose("coarsening=recursive", "coarsening.depth=3").coarsening, 12)
 
 

@@ -212,7 +212,7 @@ CATALOGUE = [
     ),
     (
         ["coarsening=recursive", "coarsening.depth=3"],
-        "factor^depth = 2^3 = 8 must divide model.n_layer=4",
+        "factor^depth = 2^3 = 8, but it must divide model.n_layer=4",
     ),
     (
         ["coarsening=custom", "coarsening.blocks=[[0,0]]"],
