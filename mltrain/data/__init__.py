@@ -61,7 +61,8 @@ def _split_documents(corpus: Corpus, val_fraction: float) -> tuple[list[str], li
         n = len(train) + len(val)
         raise DataError(
             f"data: the corpus has {n} non-empty document(s); a split by document with "
-            f"data.val_fraction={val_fraction} needs at least one for train and one for validation"
+            f"data.val_fraction={val_fraction} needs at least one for train and one for validation "
+            f"(for text_files, data.sample_by=paragraph or line splits within files)"
         )
     return train, val
 
