@@ -58,6 +58,12 @@ def train_flops(n_blocks: int, d: int, seq_len: int, vocab_size: int, tokens: in
     return forward_flops(n_blocks, d, seq_len, vocab_size, tokens) * 3
 
 
+def level_step_flops(levels, d: int, seq_len: int, vocab_size: int, tokens: int) -> dict:
+    """``{level name: FlopCount}`` of one optimizer step of each level on ``tokens`` tokens
+    (a level's path evaluates ``len(level.blocks)`` blocks; :func:`train_flops`)."""
+    return {lv.name: train_flops(len(lv.blocks), d, seq_len, vocab_size, tokens) for lv in levels}
+
+
 def measure_train_flops(
     model: torch.nn.Module, idx: torch.Tensor, targets: torch.Tensor, path=None
 ) -> int:

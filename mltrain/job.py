@@ -21,7 +21,7 @@ from mltrain.checkpoint import CKPT_DIR, list_checkpoints, load_checkpoint, load
 from mltrain.config import flatten, validate
 from mltrain.data import build_data
 from mltrain.errors import CheckpointError, ConfigError, MLTrainError
-from mltrain.flops import train_flops
+from mltrain.flops import level_step_flops
 from mltrain.levels import build_hierarchy
 from mltrain.model import ODETransformer
 from mltrain.optim import build_optimizer
@@ -90,7 +90,37 @@ def steps_for_budget(
     return lo
 
 
-def _PROBE_PARAMS() -> dict:  # noqa: N802
+def fine_steps(cfg: DictConfig, levels, vocab: int, world: int = 1) -> int:
+    """The run's number of fine steps: ``train.steps``, or with ``train.target_flops`` the count
+    whose training FLOPs (with head, coarse phases included) come closest to the budget
+    (:func:`steps_for_budget`; the global batch is ``world`` processes' batches).
+
+    Raises:
+        ConfigError: a budget below one fine step, or one that leaves no step after warm-up.
+    """
+    t, m = cfg.train, cfg.model
+    if t.target_flops is None:
+        return int(t.steps)
+    tokens = m.seq_len * cfg.data.batch_size * t.grad_accum * world
+    per = {
+        n: f.total for n, f in level_step_flops(levels, m.n_embd, m.seq_len, vocab, tokens).items()
+    }
+    if t.target_flops < per[levels[0].name]:
+        raise ConfigError(
+            f"train.target_flops={t.target_flops:.4g} is less than one fine step "
+            f"({per[levels[0].name]:.4g} FLOPs with head); give a larger budget"
+        )
+    steps = steps_for_budget(levels, cfg.coarsening, per, float(t.target_flops))
+    if cfg.schedule.warmup_steps >= steps:
+        raise ConfigError(
+            f"train.target_flops={t.target_flops:.3e} gives {steps} fine steps, not more than "
+            f"schedule.warmup_steps={cfg.schedule.warmup_steps}; raise the budget or lower the warmup"
+        )
+    log.info("train.target_flops=%.4e -> %d fine steps", t.target_flops, steps)
+    return steps
+
+
+def _probe_params() -> dict:
     """A matrix and a vector to build the configured optimizer on before anything is written."""
     return {"w": torch.nn.Parameter(torch.zeros(2, 2)), "b": torch.nn.Parameter(torch.zeros(2))}
 
@@ -123,7 +153,7 @@ class Job:
         self.levels = build_hierarchy(cfg.coarsening, cfg.model.n_layer)
         self.data = build_data(cfg.data, cfg.model.seq_len)
         vocab = self._vocab_size()
-        self.total_steps = self._total_steps(vocab)
+        self.total_steps = fine_steps(cfg, self.levels, vocab, ctx.world)
         if cfg.coarsening.window > self.total_steps and len(self.levels) > 1:
             log.warning(
                 "coarsening.window=%d is longer than the run (%d fine steps): every fine "
@@ -134,7 +164,7 @@ class Job:
         self.config_container = OmegaConf.to_container(cfg, resolve=True)
         self.resume_path = self._agree(self._decide_resume)  # rank 0 looks, every rank follows
         self.resume_state = self._load_resume_state(self.resume_path) if self.resume_path else None
-        build_optimizer(cfg.optimizer, _PROBE_PARAMS())  # reject optimizer settings before writing
+        build_optimizer(cfg.optimizer, _probe_params())  # reject optimizer settings before writing
 
         seed = int(cfg.train.seed)
         random.seed(seed)
@@ -213,29 +243,6 @@ class Job:
                 f"{self.cfg.data.tokenizer} ({tok_vocab}); use model.vocab_size=null or >= {tok_vocab}"
             )
         return int(want)
-
-    def _total_steps(self, vocab: int) -> int:
-        t, m = self.cfg.train, self.cfg.model
-        if t.target_flops is None:
-            return int(t.steps)
-        tokens = m.seq_len * self.cfg.data.batch_size * t.grad_accum * self.ctx.world
-        per = {
-            lv.name: train_flops(len(lv.blocks), m.n_embd, m.seq_len, vocab, tokens).total
-            for lv in self.levels
-        }
-        if t.target_flops < per[self.levels[0].name]:
-            raise ConfigError(
-                f"train.target_flops={t.target_flops:.4g} is less than one fine step "
-                f"({per[self.levels[0].name]:.4g} FLOPs with head); give a larger budget"
-            )
-        steps = steps_for_budget(self.levels, self.cfg.coarsening, per, float(t.target_flops))
-        if self.cfg.schedule.warmup_steps >= steps:
-            raise ConfigError(
-                f"train.target_flops={t.target_flops:.3e} gives {steps} fine steps, not more than "
-                f"schedule.warmup_steps={self.cfg.schedule.warmup_steps}; raise the budget or lower the warmup"
-            )
-        log.info("train.target_flops=%.4e -> %d fine steps", t.target_flops, steps)
-        return steps
 
     def _agree(self, decide):
         """Run ``decide`` on rank 0 only (it looks at the run directory, which rank 0 is about

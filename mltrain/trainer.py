@@ -27,7 +27,7 @@ from mltrain import distributed as D
 from mltrain.checkpoint import save_checkpoint
 from mltrain.data import BatchSampler, DataBundle, eval_windows
 from mltrain.errors import DivergenceError, MLTrainError
-from mltrain.flops import forward_flops, peak_flops, train_flops
+from mltrain.flops import forward_flops, level_step_flops, peak_flops
 from mltrain.levels import Level, apply_corrections, correction, level_parameters, prolong, snapshot
 from mltrain.model import ODETransformer
 from mltrain.optim import LevelOptimizers, make_schedule
@@ -140,9 +140,7 @@ class Trainer:
         self.val_batches = eval_windows(data.val, self.seq_len, int(t.eval_batches) * self.micro)
         d, V = model.n_embd, model.vocab_size
         tokens = self.global_batch * self.seq_len
-        self.step_flops = {
-            lv.name: train_flops(len(lv.blocks), d, self.seq_len, V, tokens) for lv in levels
-        }
+        self.step_flops = level_step_flops(levels, d, self.seq_len, V, tokens)
         self.eval_flops = forward_flops(
             len(self.fine.blocks), d, self.seq_len, V, len(self.val_batches) * self.seq_len
         )

@@ -19,8 +19,8 @@ from mltrain.cli import one_line
 from mltrain.config import compose, validate
 from mltrain.data import build_data
 from mltrain.errors import MLTrainError
-from mltrain.flops import train_flops
-from mltrain.job import steps_for_budget
+from mltrain.flops import level_step_flops
+from mltrain.job import fine_steps
 from mltrain.levels import build_hierarchy
 from mltrain.vcycle import Schedule, build_cycle
 
@@ -34,15 +34,8 @@ def planned_flops(overrides: list[str]) -> tuple[int, int, dict[str, int]]:
     vocab = m.vocab_size or build_data(cfg.data, m.seq_len).vocab_size
     tokens = m.seq_len * cfg.data.batch_size * t.grad_accum
     sched = Schedule(levels, c.window, build_cycle(levels, c.coarse_steps, c.combine, c.fine_step))
-    per = {
-        lv.name: train_flops(len(lv.blocks), m.n_embd, m.seq_len, vocab, tokens) for lv in levels
-    }
-    fine_steps = t.steps
-    if t.target_flops is not None:  # the run sizes itself from the budget, as mltrain does
-        fine_steps = steps_for_budget(
-            levels, c, {n: f.total for n, f in per.items()}, t.target_flops
-        )
-    steps = sched.steps_per_level(0, fine_steps)
+    per = level_step_flops(levels, m.n_embd, m.seq_len, vocab, tokens)
+    steps = sched.steps_per_level(0, fine_steps(cfg, levels, vocab))  # as mltrain sizes the run
     total = sum(per[n].total * k for n, k in steps.items())
     nonembed = sum(per[n].nonembed * k for n, k in steps.items())
     return total, nonembed, steps
