@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The experiments behind docs/results.md (second edition: every scheme against the tuned
+# single-level frontier, DESIGN.md section 8). Each part is one or more Hydra multiruns into
+# $OUT/<name>; a finished one is skipped when the script runs again, an interrupted one continues
+# (train.resume=auto). Run from the repository root, single-threaded, two parts at a time:
+#   OMP_NUM_THREADS=1 bash scripts/study.sh OUT part1 part2 ... &
+#   OMP_NUM_THREADS=1 bash scripts/study.sh OUT part3 ... &
+# `bash scripts/study.sh OUT list` prints the parts. CPU runs repeat bit for bit only at the same
+# thread count: the committed numbers were measured with OMP_NUM_THREADS=1.
+# (bash reads a script while it runs: run a copy if you edit this file meanwhile.)
+set -euo pipefail
+OUT=${1:-outputs/study}
+shift || true
+COMMON="logger=none train.progress=false"
+mkdir -p "$OUT"
+
+sweep() {  # sweep NAME OVERRIDES...
+  local name=$1; shift
+  if [ -e "$OUT/$name/.done" ]; then echo "== $name: done"; return; fi
+  echo "== $name: mltrain -m $* $COMMON ($(date +%H:%M))"
+  if mltrain -m "$@" $COMMON "hydra.sweep.dir=$OUT/$name" train.resume=auto; then
+    touch "$OUT/$name/.done"
+  else
+    echo "!! $name: some jobs failed, diverged or were interrupted; run again to continue"
+  fi
+}
+
+# Reference budget: the paper recipe's training FLOPs at CPU scale (experiment=paper_small,
+# multilevel even_odd m=20 w=5, 300 fine steps): 19971597926400 FLOPs with head.
+B=19971597926400
+Q=$((B / 4)); H=$((B / 2)); D=$((B * 2)); F=$((B * 4))
+# Frontier runs: single-level, cosine schedule completed at each run's own budget, 10 warm-up
+# steps, validation every 25 fine steps (evaluation does not change training).
+FR="experiment=paper_small coarsening=none train.eval_every=25"
+SGD_LRS=0.25,0.5,1.0
+ADAMW_LRS=2e-3,4e-3,8e-3
+
+for part in "$@"; do
+  case $part in
+  list) grep -E '^  [a-z0-9_]+\)' "$0" | sed 's/).*//' ;;
+  frontier_sgd_tune)  # SGD: 4 budgets x 3 learning rates, seed 0
+    for b in $B $H $Q $D; do sweep frontier_sgd_tune_$b $FR optimizer=sgd train.target_flops=$b optimizer.lr=$SGD_LRS; done ;;
+  frontier_adamw_tune)  # AdamW: 4 budgets x 3 learning rates, seed 0
+    for b in $B $H $Q $D; do sweep frontier_adamw_tune_$b $FR optimizer=adamw train.target_flops=$b optimizer.lr=$ADAMW_LRS; done ;;
+  *) echo "unknown part: $part ($0 OUT list)"; exit 2 ;;
+  esac
+done

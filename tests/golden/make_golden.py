@@ -1,0 +1,81 @@
+"""Write the golden metrics of fixed-seed runs (tests/test_golden.py compares against them).
+
+Run from the repository root, only when a change is *meant* to alter training:
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m tests.golden.make_golden
+
+The records are what ``metrics.jsonl`` holds, minus the wall-clock keys. The goldens were first
+written by the code before the "one plan of the run" refactor (issue 11), so the test shows
+that refactor left training bit for bit unchanged (CPU, one thread).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# name -> overrides on top of tests.helpers.TINY
+CASES = {
+    "even_odd_sgd": [
+        "train.steps=12",
+        "coarsening=even_odd",
+        "coarsening.coarse_steps=3",
+        "coarsening.window=3",
+        "train.eval_every=4",
+        "schedule.warmup_steps=2",
+    ],
+    "recursive_adamw_summed": [
+        "model.n_layer=8",
+        "coarsening=recursive",
+        "coarsening.depth=2",
+        "optimizer=adamw",
+        "coarsening.combine=summed",
+        "coarsening.fine_step=after",
+        "coarsening.optimizer_state=reset",
+        "coarsening.coarse_lr_scale=0.5",
+        "train.steps=8",
+        "coarsening.window=2",
+        "coarsening.coarse_steps=2",
+        "train.grad_accum=2",
+        "train.eval_every=3",
+    ],
+    "single_level_budget": [
+        "coarsening=none",
+        "train.target_flops=2e10",
+        "schedule.warmup_steps=2",
+        "train.eval_every=5",
+        "train.max_grad_norm=0.5",
+    ],
+}
+VOLATILE = ("perf/tok_per_s", "perf/wall_s", "perf/mfu")
+
+
+def clean(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in records]
+
+
+def run_case(name: str, workdir: Path) -> list[dict]:
+    from tests.helpers import read_jsonl, run_job
+
+    run_job(workdir / name, *CASES[name])
+    return clean(read_jsonl(workdir / name / "metrics.jsonl"))
+
+
+def main() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ["WANDB_MODE"] = "disabled"
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in CASES:
+            recs = run_case(name, Path(tmp))
+            (HERE / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+            print(f"{name}: {len(recs)} records", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
