@@ -8,7 +8,14 @@ checkpoints or the new one, never a half-written file under a final name. The ne
 one, with a warning, when a file is truncated or corrupt.
 
 Checkpoints are plain dicts loaded with ``torch.load(weights_only=True)``: tensors,
-numbers, strings, lists and dicts only.
+numbers, strings, lists and dicts only. This module owns their contents: :func:`make_state`
+wraps the trainer's part (:meth:`mltrain.trainer.Trainer.state_dict`: model, optimizers,
+progress, open phases, sampler, RNGs, pending record) with what identifies the run (config,
+data fingerprint, W&B run id, whether the state is finite), and :func:`check_fits` decides
+whether a checkpoint may continue a given run.
+
+A checkpoint written when the state was not finite (a diverged run) is marked unhealthy: it is
+never called "the last good checkpoint" and ``train.resume=auto`` takes the newest healthy one.
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ from pathlib import Path
 
 import torch
 
+from mltrain.config import flatten, is_inert, upgrade
 from mltrain.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
 CKPT_DIR = "checkpoints"
+FORMAT = 1
 _NAME = re.compile(r"^ckpt_(\d{9})\.pt$")
 
 
@@ -88,16 +97,17 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(
             f"checkpoint {path} is unreadable ({type(e).__name__}): truncated or corrupt"
         ) from None
-    if not isinstance(state, dict) or state.get("format") != 1 or "model" not in state:
+    if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
         raise CheckpointError(f"checkpoint {path} is not an mltrain checkpoint")
     return state
 
 
 def load_latest(directory: Path) -> tuple[dict, Path] | None:
-    """The newest readable checkpoint in ``directory`` and its path, or None if there is none.
+    """The newest readable, healthy checkpoint in ``directory`` and its path, or None if there
+    is none.
 
-    Unreadable newer files are reported (warning) and skipped; stale temporary files from a
-    write that was killed are removed.
+    Unreadable newer files and unhealthy ones (written after the run diverged) are reported
+    (warning) and skipped; stale temporary files from a write that was killed are removed.
 
     Raises:
         CheckpointError: checkpoints exist but none is readable.
@@ -110,10 +120,84 @@ def load_latest(directory: Path) -> tuple[dict, Path] | None:
     errors = []
     for path in reversed(candidates):
         try:
-            return load_checkpoint(path), path
+            state = load_checkpoint(path)
         except CheckpointError as e:
             log.warning("%s; trying the previous checkpoint", e)
             errors.append(str(e))
+            continue
+        if state.get("healthy", True):
+            return state, path
+        log.warning("checkpoint %s holds a non-finite state; trying the previous one", path)
+        errors.append(f"checkpoint {path} holds a non-finite state (the run had diverged)")
     if candidates:
-        raise CheckpointError(f"no readable checkpoint in {directory}: {errors[0]}")
+        raise CheckpointError(f"no usable checkpoint in {directory}: {errors[0]}")
     return None
+
+
+def latest_healthy(directory: Path) -> Path | None:
+    """The newest checkpoint in ``directory`` whose state was finite, or None."""
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            if load_checkpoint(path).get("healthy", True):
+                return path
+        except CheckpointError:
+            continue
+    return None
+
+
+def make_state(
+    trainer_state: dict,
+    *,
+    config: dict,
+    data_fingerprint: str,
+    wandb_id: str | None,
+    healthy: bool,
+) -> dict:
+    """A checkpoint: the trainer's state plus the format, the resolved ``config`` (nested dict),
+    the sha256 of the token streams, the W&B run id and whether the state is finite."""
+    return {
+        "format": FORMAT,
+        **trainer_state,
+        "config": config,
+        "data_fingerprint": data_fingerprint,
+        "wandb_id": wandb_id,
+        "healthy": bool(healthy),
+    }
+
+
+def check_compatible(saved: dict, current: dict, path: Path) -> None:
+    """Raise :class:`CheckpointError` naming the first setting that differs between a saved
+    config and this run's, other than the settings that do not change training
+    (:func:`mltrain.config.inert_keys`). Renamed keys of older configs are upgraded first."""
+    a, b = flatten(upgrade(saved)), flatten(upgrade(current))
+    for key in sorted(set(a) | set(b)):
+        if is_inert(key):
+            continue
+        if a.get(key, "<unset>") != b.get(key, "<unset>"):
+            raise CheckpointError(
+                f"train.resume: {path} was written with {key}={a.get(key, '<unset>')}, "
+                f"this run has {key}={b.get(key, '<unset>')}; resume with the same settings or start a new run"
+            )
+
+
+def check_fits(
+    state: dict, path: Path, *, config: dict, total_steps: int, data_fingerprint: str
+) -> None:
+    """Whether the checkpoint ``state`` (read from ``path``) may continue this run: same
+    settings (:func:`check_compatible`), same length, same tokens.
+
+    Raises:
+        CheckpointError: the first thing that differs.
+    """
+    check_compatible(state.get("config", {}), config, path)
+    if state.get("total_steps") != total_steps:
+        raise CheckpointError(
+            f"train.resume: checkpoint {path} belongs to a run of {state.get('total_steps')} fine steps, "
+            f"this run has {total_steps}"
+        )
+    data = state.get("data_fingerprint")
+    if data is not None and data != data_fingerprint:
+        raise CheckpointError(
+            f"train.resume: checkpoint {path} was trained on other tokens (the corpus or the "
+            "tokenizer changed since); resume with the same data or start a new run"
+        )

@@ -30,8 +30,8 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from mltrain import distributed as D
-from mltrain.config import config_dir, register_configs, validate
-from mltrain.errors import MLTrainError
+from mltrain.config import absolute_paths, config_dir, register_configs, validate
+from mltrain.errors import MLTrainError, Preempted
 
 log = logging.getLogger("mltrain")
 
@@ -44,13 +44,15 @@ register_configs()
 def train(cfg: DictConfig) -> float:
     """Run one job of the composed config ``cfg`` inside Hydra; return the final val loss."""
     from mltrain.job import Job  # deferred so `mltrain --help` stays fast
-    from mltrain.trainer import Preempted
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     run_dir = Path(hc.runtime.output_dir)
     job, exit_code = None, 1
     try:
+        # user-given paths are relative to where the command was launched, even when Hydra
+        # changes into the run directory (hydra.job.chdir=true)
+        absolute_paths(cfg, Path(hc.runtime.cwd))
         validate(cfg)  # before anything acts on a setting (e.g. the device)
         ctx = D.init(cfg.train.device)
         run_dir = Path(D.broadcast_object(str(run_dir), ctx.world))
@@ -116,37 +118,33 @@ _hydra_main = hydra.main(version_base="1.3", config_path=str(config_dir()), conf
 
 
 def one_line(err: BaseException) -> str:
-    """Hydra's multi-line composition errors as one line: the message, its cause, and the
-    available options of a config group (schema nodes hidden)."""
-    lines = [
-        ln.strip() for e in (err, err.__cause__) if e is not None for ln in str(e).splitlines()
-    ]
-    keep, options = [], []
-    for ln in lines:
-        if not ln or ln.startswith(
-            (
-                "full_key:",
-                "reference_type=",
-                "object_type=",
-                "Config search path",
-                "provider=",
-                "To append to your config",
-                "Set the environment",
-            )
-        ):
-            continue
-        if options or ln.startswith("Available options"):
-            if ln.startswith("Available options"):
-                options.append(ln.rstrip(":"))
-            elif not ln.endswith("_schema"):
-                options.append(ln)
-            continue
-        ln = ln.rstrip(".")
-        if ln not in keep:
-            keep.append(ln)
-    msg = "; ".join(keep)
-    if options:
-        msg += f"; {options[0].lower()}: {', '.join(options[1:])}"
+    """A Hydra/OmegaConf composition error (or an OSError) as one line, built from the
+    exceptions' fields: a missing group option lists the available options (schema nodes
+    hidden); an override error gives the override, then the cause's message (its first line);
+    a renamed key names its new name; a missing optional plugin says how to install it."""
+    from hydra.errors import MissingConfigException
+
+    from mltrain.config import RENAMED
+
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options:
+        group = err.missing_cfg_file.rsplit("/", 1)[0]
+        options = [o for o in err.options if not o.endswith("_schema")]
+        msg = (
+            f"Could not find '{err.missing_cfg_file}'; available options in '{group}': "
+            + ", ".join(options)
+        )
+    else:
+        parts = []
+        for e in (err, err.__cause__):
+            if e is None:
+                continue
+            text = (e.msg if isinstance(e, OmegaConfBaseException) and e.msg else str(e)) or ""
+            first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+            parts.append(first.replace("Error merging override ", "").rstrip(".:"))
+            key = getattr(e, "full_key", None)
+            if key in RENAMED:
+                parts.append(f"{key} was renamed {RENAMED[key]}: use {RENAMED[key]}=...")
+        msg = "; ".join(dict.fromkeys(parts))
     for plugin, extra in (("hydra/sweeper/optuna", "optuna"), ("hydra/launcher/submitit", "slurm")):
         if plugin in msg:
             msg += f' (an optional plugin: pip install "mltrain[{extra}]" or make install-extras)'

@@ -51,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mltrain.config import inert_keys
 from mltrain.runs import (  # noqa: F401  (re-exported: the public API of mltrain-compare)
     PROG,
     TOTALS,
@@ -355,14 +356,9 @@ def _other_overrides(run_dir: Path) -> list[str]:
         overrides = list(OmegaConf.load(path)) if path.is_file() else []
     except Exception:
         return []
-    drop = (
-        "coarsening",
-        "train.seed",
-        "train.steps",
-        "train.target_flops",
-        "train.resume",
-        "hydra.",
-    )
+    # settings the baseline replaces, and those that do not change training (inert_keys)
+    drop = ("coarsening", "train.seed", "train.steps", "train.target_flops", "hydra.", "logger")
+    drop += inert_keys()
     return [str(o) for o in overrides if not str(o).lstrip("+~").startswith(drop)]
 
 

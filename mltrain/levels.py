@@ -12,14 +12,15 @@ over the parameters the phase trained (Eq. 4; DESIGN.md section 1).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
 
+from mltrain.config import CoarseningConfig
 from mltrain.errors import ConfigError
-from mltrain.model import ODETransformer, Path
+from mltrain.model import BlockPath, ODETransformer
+from mltrain.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -29,85 +30,111 @@ class Level:
     Attributes:
         name: ``fine``, ``coarse_a``, ``coarse_b``, ``coarse_1``... (used in metric names).
         blocks: indices of the fine model's blocks this level evaluates, in order.
-        step: Euler step size h of every block evaluation on this level.
+        h: Euler step size of every block evaluation on this level (1.0 on the fine level).
         parent: name of the next finer level (None for the fine level); the V-cycle
             descends from parent to child and prolongs back into the parent.
     """
 
     name: str
     blocks: tuple[int, ...]
-    step: float
+    h: float
     parent: str | None = None
 
     @property
-    def path(self) -> Path:
-        return Path(self.blocks, self.step)
+    def path(self) -> BlockPath:
+        return BlockPath(self.blocks, self.h)
 
     @property
     def is_fine(self) -> bool:
         return self.parent is None
 
 
+# ``coarsening.name`` -> function (coarsening config, n_layer) -> coarse levels (fine excluded)
+HIERARCHIES: Registry[Callable[[CoarseningConfig, int], list[Level]]] = Registry("coarsening.name")
+
+
 def _fine(n: int) -> Level:
     return Level("fine", tuple(range(n)), 1.0)
 
 
-def build_hierarchy(c: DictConfig, n_layer: int) -> list[Level]:
-    """The levels of ``coarsening=<name>``, fine level first, in V-cycle order.
-
-    - ``none``: fine only.
-    - ``even_odd``: coarse_a = blocks 1,3,…,N−1 then coarse_b = 0,2,…,N−2 (paper order),
-      both children of the fine level, step ``step_scale``·h.
-    - ``even`` / ``odd``: coarse_a alone / coarse_b alone.
-    - ``recursive``: coarse_l = blocks c^l−1, 2c^l−1, … with step c^l·h (c = ``factor``),
-      l = 1..``depth``, each the child of the previous one.
-    - ``custom``: ``blocks`` lists, step ``step_sizes[i]`` or N/len(blocks[i]); a level whose
-      blocks all belong to an earlier level is nested under the nearest such level (the V-cycle
-      recurses into it), any other level is a sibling under the fine level (like even_odd).
+def build_hierarchy(c: CoarseningConfig, n_layer: int) -> list[Level]:
+    """The levels of ``coarsening=<name>``, fine level first, in V-cycle order
+    (:data:`HIERARCHIES`; each option's rule is in its function's docstring).
 
     Raises:
-        ConfigError: a hierarchy the depth cannot support, or an invalid custom block list.
+        ConfigError: an unknown name, a hierarchy the depth cannot support, or an invalid
+            custom block list.
     """
-    name = c.name
-    fine = _fine(n_layer)
-    if name == "none":
-        return [fine]
-    if name in ("even_odd", "even", "odd"):
-        if n_layer < 2 or n_layer % 2:
-            raise ConfigError(
-                f"coarsening={name} needs an even number of blocks >= 2, "
-                f"but model.n_layer={n_layer}"
-            )
-        h = float(c.step_scale)
-        a = Level("coarse_a", tuple(range(1, n_layer, 2)), h, "fine")
-        b = Level("coarse_b", tuple(range(0, n_layer, 2)), h, "fine")
-        return [fine] + {"even_odd": [a, b], "even": [a], "odd": [b]}[name]
-    if name == "recursive":
-        f, depth = int(c.factor), int(c.depth)
-        if depth > n_layer.bit_length() or n_layer % (f**depth):  # (f^depth > n_layer first)
-            power = f"{f**depth}" if depth <= n_layer.bit_length() else f"more than {n_layer}"
-            raise ConfigError(
-                f"coarsening=recursive: factor^depth = {f}^{depth} = {power}, but it must divide "
-                f"model.n_layer={n_layer} (lower coarsening.depth or coarsening.factor)"
-            )
-        levels = [fine]
-        for ell in range(1, depth + 1):
-            stride = f**ell
-            levels.append(
-                Level(
-                    f"coarse_{ell}",
-                    tuple(range(stride - 1, n_layer, stride)),
-                    float(stride),
-                    levels[-1].name,
-                )
-            )
-        return levels
-    if name == "custom":
-        return [fine] + _custom_levels(c.blocks, c.step_sizes, n_layer)
-    raise ConfigError(f"coarsening.name={name!r} is not allowed")
+    return [_fine(n_layer)] + HIERARCHIES.get(c.name)(c, n_layer)
 
 
-def _custom_levels(blocks: Sequence, steps: Sequence, n_layer: int) -> list[Level]:
+@HIERARCHIES.register("none")
+def _none(c: CoarseningConfig, n_layer: int) -> list[Level]:
+    """Single-level: the fine level only."""
+    return []
+
+
+def _halves(c: CoarseningConfig, n_layer: int, which: str) -> list[Level]:
+    if n_layer < 2 or n_layer % 2:
+        raise ConfigError(
+            f"coarsening={which} needs an even number of blocks >= 2, but model.n_layer={n_layer}"
+        )
+    h = float(c.step_scale)
+    a = Level("coarse_a", tuple(range(1, n_layer, 2)), h, "fine")
+    b = Level("coarse_b", tuple(range(0, n_layer, 2)), h, "fine")
+    return {"even_odd": [a, b], "even": [a], "odd": [b]}[which]
+
+
+@HIERARCHIES.register("even_odd")
+def _even_odd(c: CoarseningConfig, n_layer: int) -> list[Level]:
+    """The paper's pair: coarse_a = blocks 1,3,…,N−1 then coarse_b = 0,2,…,N−2, both children of
+    the fine level, h = ``step_scale`` (Lauga et al. 2025, Sec. 3)."""
+    return _halves(c, n_layer, "even_odd")
+
+
+@HIERARCHIES.register("even")
+def _even(c: CoarseningConfig, n_layer: int) -> list[Level]:
+    """coarse_a alone (the paper's "even" blocks, 1-based)."""
+    return _halves(c, n_layer, "even")
+
+
+@HIERARCHIES.register("odd")
+def _odd(c: CoarseningConfig, n_layer: int) -> list[Level]:
+    """coarse_b alone (the paper's "odd" blocks, 1-based)."""
+    return _halves(c, n_layer, "odd")
+
+
+@HIERARCHIES.register("recursive")
+def _recursive(c: CoarseningConfig, n_layer: int) -> list[Level]:
+    """coarse_l = blocks c^l−1, 2c^l−1, … with h = c^l (c = ``factor``), l = 1..``depth``,
+    each the child of the previous one."""
+    f, depth = int(c.factor), int(c.depth)
+    if depth > n_layer.bit_length() or n_layer % (f**depth):  # (f^depth > n_layer first)
+        power = f"{f**depth}" if depth <= n_layer.bit_length() else f"more than {n_layer}"
+        raise ConfigError(
+            f"coarsening=recursive: factor^depth = {f}^{depth} = {power}, but it must divide "
+            f"model.n_layer={n_layer} (lower coarsening.depth or coarsening.factor)"
+        )
+    levels = [_fine(n_layer)]
+    for ell in range(1, depth + 1):
+        stride = f**ell
+        levels.append(
+            Level(
+                f"coarse_{ell}",
+                tuple(range(stride - 1, n_layer, stride)),
+                float(stride),
+                levels[-1].name,
+            )
+        )
+    return levels[1:]
+
+
+@HIERARCHIES.register("custom")
+def _custom(c: CoarseningConfig, n_layer: int) -> list[Level]:
+    """``blocks`` lists, h = ``step_sizes[i]`` or N/len(blocks[i]); a level whose blocks all
+    belong to an earlier level is nested under the nearest such level (the V-cycle recurses
+    into it), any other level is a sibling under the fine level (like even_odd)."""
+    blocks, steps = c.blocks, c.step_sizes
     if len(blocks) == 0:
         raise ConfigError(
             "coarsening=custom needs coarsening.blocks=[[i,j,...],...] (one list per level)"
@@ -132,15 +159,15 @@ def _custom_levels(blocks: Sequence, steps: Sequence, n_layer: int) -> list[Leve
             raise ConfigError(
                 f"coarsening.blocks[{i}] names block {bad[0]}, outside the model's blocks 0..{n_layer - 1}"
             )
-        step = float(steps[i]) if steps else n_layer / len(bl)
-        if not math.isfinite(step) or step <= 0:
+        h = float(steps[i]) if steps else n_layer / len(bl)
+        if not math.isfinite(h) or h <= 0:
             raise ConfigError(
-                f"coarsening.step_sizes[{i}]={step} is not allowed: must be a finite number > 0"
+                f"coarsening.step_sizes[{i}]={h} is not allowed: must be a finite number > 0"
             )
         # nested under the nearest earlier level that contains all its blocks (a V-cycle
         # recursion, as in `recursive`), else a sibling of the others under the fine level
         parent = next((lv.name for lv in reversed(levels) if set(bl) <= set(lv.blocks)), "fine")
-        levels.append(Level(f"coarse_{i + 1}", tuple(bl), step, parent))
+        levels.append(Level(f"coarse_{i + 1}", tuple(bl), h, parent))
     return levels
 
 

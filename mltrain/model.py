@@ -7,7 +7,7 @@ DESIGN.md section 1)::
 
 The fine network integrates all blocks with step h = 1 (a standard GPT-2 block when h = 1).
 A coarse level integrates a subset of the *same* block modules with a larger step; the
-model does not know about levels, it only takes the :class:`Path` to integrate.
+model does not know about levels, it only takes the :class:`BlockPath` to integrate.
 
 Shapes: ``idx`` and ``targets`` are ``(B, T)`` int64 token ids, logits ``(B, T, V)``.
 """
@@ -16,23 +16,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+if TYPE_CHECKING:
+    from mltrain.config import ModelConfig
+
 
 @dataclass(frozen=True)
-class Path:
+class BlockPath:
     """Which blocks a forward pass evaluates, in order, and the Euler step size of each.
 
     Attributes:
         blocks: block indices into ``model.blocks``, evaluated in this order.
-        step: step size h applied to every evaluation on this path (1.0 for the fine level).
+        h: step size applied to every evaluation on this path (1.0 for the fine level).
     """
 
     blocks: tuple[int, ...]
-    step: float = 1.0
+    h: float = 1.0
 
 
 class CausalSelfAttention(nn.Module):
@@ -122,33 +126,25 @@ class Block(nn.Module):
 
 class ODETransformer(nn.Module):
     """GPT-style decoder with learned positions and a tied head (input/output embeddings are
-    one tensor), whose blocks are integrated along a :class:`Path`.
+    one tensor), whose blocks are integrated along a :class:`BlockPath`.
 
     Args:
+        cfg: the ``model`` section (:class:`mltrain.config.ModelConfig`): ``n_layer`` blocks N,
+            width ``n_embd`` d, ``n_head`` attention heads (d must be divisible by it),
+            ``block_size`` context (rows of the positional table, >= any T fed), ``dropout``
+            (embedding, attention and residual; off in eval mode), ``bias`` (linear layers and
+            layer norms, as GPT-2), ``attention`` (``"sdpa"`` or ``"explicit"``, see
+            :class:`CausalSelfAttention`). Its ``vocab_size`` and ``seq_len`` are not used here.
         vocab_size: V, rows of the token embedding (= columns of the head).
-        n_layer: N, number of blocks of the fine level.
-        n_embd: d. n_head: attention heads (d must be divisible by it).
-        block_size: context length (rows of the positional table), >= any T fed.
-        dropout: embedding, attention and residual dropout (off in eval mode).
-        bias: biases in linear layers and layer norms (GPT-2 has them).
-        attention: ``"sdpa"`` or ``"explicit"`` (see :class:`CausalSelfAttention`).
 
     Initialisation follows GPT-2 (Radford et al. 2019; nanoGPT): N(0, 0.02) weights, zero
     biases, residual projections N(0, 0.02/√(2N)).
     """
 
-    def __init__(
-        self,
-        vocab_size: int,
-        n_layer: int,
-        n_embd: int,
-        n_head: int,
-        block_size: int,
-        dropout: float = 0.0,
-        bias: bool = True,
-        attention: str = "sdpa",
-    ) -> None:
+    def __init__(self, cfg: ModelConfig, vocab_size: int) -> None:
         super().__init__()
+        n_layer, n_embd, n_head, block_size = cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.block_size
+        dropout, bias, attention = cfg.dropout, cfg.bias, cfg.attention
         self.vocab_size = vocab_size
         self.block_size = block_size
         self.n_embd = n_embd
@@ -178,9 +174,9 @@ class ODETransformer(nn.Module):
     def n_layer(self) -> int:
         return len(self.blocks)
 
-    def fine_path(self) -> Path:
+    def fine_path(self) -> BlockPath:
         """All blocks in order with step h = 1."""
-        return Path(tuple(range(self.n_layer)), 1.0)
+        return BlockPath(tuple(range(self.n_layer)), 1.0)
 
     def set_attention(self, attention: str) -> None:
         """Select ``"sdpa"`` or ``"explicit"`` attention in every block.
@@ -203,15 +199,15 @@ class ODETransformer(nn.Module):
         pos = torch.arange(T, device=idx.device)
         return self.drop(self.wte(idx) + self.wpe(pos))
 
-    def integrate(self, x: torch.Tensor, path: Path) -> torch.Tensor:
+    def integrate(self, x: torch.Tensor, path: BlockPath) -> torch.Tensor:
         """Forward-Euler integration ``x <- x + h·F_i(x)`` over ``path.blocks``: ``(B, T, d)``."""
-        h = path.step
+        h = path.h
         for i in path.blocks:
             x = x + h * self.blocks[i](x)
         return x
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, path: Path | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, path: BlockPath | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits ``(B, T, V)`` and, given ``targets`` ``(B, T)``, the mean cross-entropy (nats).
 

@@ -22,32 +22,67 @@ from collections.abc import Callable
 
 import hydra.utils
 import torch
-from omegaconf import DictConfig
 
+from mltrain.config import ScheduleConfig
 from mltrain.errors import ConfigError
+from mltrain.registry import Registry
+
+# ``schedule.name`` -> factor(step, total, cfg): the LR multiplier of the peak at iteration
+# ``step`` (0-based) of ``total``; warm-up is applied around it by :func:`lr_factor`.
+SCHEDULES: Registry[Callable[[int, int, ScheduleConfig], float]] = Registry("schedule.name")
 
 
-def lr_factor(step: int, total: int, name: str, warmup: int, min_ratio: float) -> float:
-    """LR multiplier (of the peak) at fine step ``step`` (0-based) of ``total``.
+@SCHEDULES.register("cosine")
+def _cosine(step: int, total: int, s: ScheduleConfig) -> float:
+    """min_ratio + (1 − min_ratio)·½(1 + cos πp), p = (step − warmup)/(total − 1 − warmup):
+    1 at the end of warm-up, ``min_lr_ratio`` at the last step (Loshchilov & Hutter 2017)."""
+    span = total - 1 - s.warmup_steps
+    p = 1.0 if span <= 0 else min(1.0, (step - s.warmup_steps) / span)
+    return s.min_lr_ratio + (1.0 - s.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * p))
 
-    Linear warmup ``(step+1)/(warmup+1)`` for ``step < warmup`` (> 0 at step 0), 1.0 at the end of
-    warmup (``step == warmup``); then ``cosine``: min_ratio + (1 − min_ratio)·½(1 + cos πp),
-    p = (step − warmup)/(total − 1 − warmup), reaching ``min_ratio`` at the last step;
-    ``constant``: 1.0. Steps past the end keep the last value.
-    """
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    if name == "constant":
+
+@SCHEDULES.register("constant")
+def _constant(step: int, total: int, s: ScheduleConfig) -> float:
+    """1.0 after warm-up."""
+    return 1.0
+
+
+@SCHEDULES.register("wsd")
+def _wsd(step: int, total: int, s: ScheduleConfig) -> float:
+    """Warmup-stable-decay (Hägele et al. 2024, arXiv 2405.18392): 1.0 until the last
+    n_d = max(1, round(decay_fraction·total)) steps (never before the end of warm-up), which
+    decay with progress p = (step − start + 1)/n_d ∈ (0, 1] to ``min_lr_ratio`` r at the last
+    step: ``linear`` 1 − (1 − r)p, ``cosine`` r + (1 − r)·½(1 + cos πp), ``sqrt``
+    1 − (1 − r)√p (the paper's "1 − sqrt" cooldown)."""
+    n_decay = max(1, round(s.decay_fraction * total))
+    start = max(s.warmup_steps, total - n_decay)
+    if step < start:
         return 1.0
-    span = total - 1 - warmup
-    p = 1.0 if span <= 0 else min(1.0, (step - warmup) / span)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * p))
+    p = min(1.0, (step - start + 1) / max(1, total - start))
+    r = s.min_lr_ratio
+    if s.decay_shape == "cosine":
+        return r + (1.0 - r) * 0.5 * (1.0 + math.cos(math.pi * p))
+    if s.decay_shape == "sqrt":
+        return 1.0 - (1.0 - r) * math.sqrt(p)
+    return 1.0 - (1.0 - r) * p
 
 
-def make_schedule(schedule: DictConfig, total_steps: int) -> Callable[[int], float]:
-    """``fine_step -> factor`` for the ``schedule`` config group over ``total_steps`` fine steps."""
-    name, warmup, ratio = schedule.name, int(schedule.warmup_steps), float(schedule.min_lr_ratio)
-    return lambda step: lr_factor(step, total_steps, name, warmup, ratio)
+def lr_factor(step: int, total: int, s: ScheduleConfig) -> float:
+    """LR multiplier (of the peak) at iteration ``step`` (0-based) of ``total``.
+
+    Linear warm-up ``(step+1)/(warmup+1)`` for ``step < warmup`` (> 0 at step 0, reaching 1.0
+    at ``step == warmup``), then the schedule ``s.name`` (:data:`SCHEDULES`). Steps past the
+    end keep the last value.
+    """
+    if step < s.warmup_steps:
+        return (step + 1) / (s.warmup_steps + 1)
+    return SCHEDULES.get(s.name)(min(step, total - 1), total, s)
+
+
+def make_schedule(schedule: ScheduleConfig, total_steps: int) -> Callable[[int], float]:
+    """``iteration -> factor`` for the ``schedule`` section over ``total_steps`` iterations."""
+    SCHEDULES.get(schedule.name)  # an unknown name fails here, not at the first step
+    return lambda step: lr_factor(step, total_steps, schedule)
 
 
 def param_groups(params: dict[str, torch.nn.Parameter], weight_decay: float) -> list[dict]:
@@ -62,9 +97,10 @@ def param_groups(params: dict[str, torch.nn.Parameter], weight_decay: float) -> 
 
 
 def build_optimizer(
-    cfg: DictConfig, params: dict[str, torch.nn.Parameter], fused: bool = False
+    cfg, params: dict[str, torch.nn.Parameter], fused: bool = False
 ) -> torch.optim.Optimizer:
-    """Instantiate the ``optimizer`` config (a partial) over ``params``.
+    """Instantiate the ``optimizer`` config (a ``_partial_`` dataclass such as
+    :class:`mltrain.config.SGDConfig`, or its DictConfig) over ``params``.
 
     ``fused`` asks for torch's fused CUDA implementation where the optimizer has one.
 
@@ -76,53 +112,48 @@ def build_optimizer(
         kwargs = {"fused": True} if fused else {}
         return factory(param_groups(params, float(cfg.weight_decay)), **kwargs)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"optimizer: cannot build {cfg.get('_target_')}: {e}") from None
+        raise ConfigError(f"optimizer: cannot build {_target(cfg)}: {e}") from None
     except Exception as e:
         raise ConfigError(
-            f"optimizer._target_={cfg.get('_target_')!r} cannot be built: {type(e).__name__}: {str(e).splitlines()[0]}"
+            f"optimizer._target_={_target(cfg)!r} cannot be built: {type(e).__name__}: {str(e).splitlines()[0]}"
         ) from None
 
 
+def _target(cfg) -> str | None:
+    return getattr(cfg, "_target_", None)
+
+
 class LevelOptimizers:
-    """The optimizer each level steps with, under one ``optimizer_state`` policy.
+    """The optimizer each level steps with, under one ``optimizer_state`` policy
+    (:data:`STATE_POLICIES`; build with :func:`level_optimizers`).
+
+    This base class is the ``separate`` policy: one persistent optimizer per level, created on
+    the level's first step.
 
     Args:
-        cfg: the ``optimizer`` config group.
-        policy: ``separate``, ``shared`` or ``reset``.
+        cfg: the ``optimizer`` section.
         level_params: for each level name, the parameters it trains (fine level first).
         fused: use fused CUDA implementations.
     """
 
     def __init__(
-        self,
-        cfg: DictConfig,
-        policy: str,
-        level_params: dict[str, dict[str, torch.nn.Parameter]],
-        fused: bool = False,
+        self, cfg, level_params: dict[str, dict[str, torch.nn.Parameter]], fused: bool = False
     ) -> None:
-        if policy not in ("separate", "shared", "reset"):
-            raise ConfigError(
-                f"coarsening.optimizer_state={policy!r}: choose separate, shared or reset"
-            )
-        self.cfg, self.policy, self.level_params, self.fused = cfg, policy, level_params, fused
+        self.cfg, self.level_params, self.fused = cfg, level_params, fused
         self.peak_lr = float(cfg.lr)
-        self._opts: dict[str, torch.optim.Optimizer] = {}
-        fine = next(iter(level_params))
-        self._opts[fine] = build_optimizer(cfg, level_params[fine], fused)
-        self.fine = fine
+        self.fine = next(iter(level_params))
+        self._opts: dict[str, torch.optim.Optimizer] = {
+            self.fine: build_optimizer(cfg, level_params[self.fine], fused)
+        }
 
     def get(self, level: str) -> torch.optim.Optimizer:
-        """The optimizer for ``level`` (created on first use under ``separate``)."""
-        if self.policy == "shared":
-            return self._opts[self.fine]
+        """The optimizer for ``level``."""
         if level not in self._opts:
             self._opts[level] = build_optimizer(self.cfg, self.level_params[level], self.fused)
         return self._opts[level]
 
     def start_phase(self, level: str) -> None:
-        """Called when a coarse phase on ``level`` opens: ``reset`` drops its old state."""
-        if self.policy == "reset" and level != self.fine:
-            self._opts.pop(level, None)
+        """Called when a coarse phase on ``level`` opens."""
 
     @staticmethod
     def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
@@ -134,6 +165,40 @@ class LevelOptimizers:
 
     def load_state_dict(self, state: dict) -> None:
         for name, sd in state.items():
-            if self.policy == "shared" and name != self.fine:
-                continue
             self.get(name).load_state_dict(sd)
+
+
+STATE_POLICIES: Registry[type[LevelOptimizers]] = Registry("coarsening.optimizer_state")
+STATE_POLICIES.register("separate")(LevelOptimizers)
+
+
+@STATE_POLICIES.register("shared")
+class SharedOptimizer(LevelOptimizers):
+    """One optimizer over all parameters; its state (momentum, Adam moments) carries across
+    levels (a coarse step updates the state of the tensors it trains)."""
+
+    def get(self, level: str) -> torch.optim.Optimizer:
+        return self._opts[self.fine]
+
+    def load_state_dict(self, state: dict) -> None:
+        self._opts[self.fine].load_state_dict(state[self.fine])
+
+
+@STATE_POLICIES.register("reset")
+class ResetOptimizers(LevelOptimizers):
+    """The fine optimizer persists; each coarse phase starts a fresh optimizer."""
+
+    def start_phase(self, level: str) -> None:
+        if level != self.fine:
+            self._opts.pop(level, None)
+
+
+def level_optimizers(
+    cfg, policy: str, level_params: dict[str, dict[str, torch.nn.Parameter]], fused: bool = False
+) -> LevelOptimizers:
+    """The :class:`LevelOptimizers` of ``policy`` (``separate``, ``shared`` or ``reset``).
+
+    Raises:
+        ConfigError: an unknown policy.
+    """
+    return STATE_POLICIES.get(policy)(cfg, level_params, fused)

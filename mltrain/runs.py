@@ -20,27 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mltrain.config import flatten
+from mltrain.config import flatten, inert_keys, upgrade
+from mltrain.plan import is_multilevel
 from mltrain.tracking import METRICS_FILE, read_metrics
 
 PROG = "mltrain-compare"
-# Keys that do not make a different configuration (seed, where/how a run is stored or shown).
-IGNORED = (
-    "train.seed",
-    "train.device",
-    "train.resume",
-    "train.progress",
-    "train.log_every",
-    "train.checkpoint_every",
-    "train.keep_checkpoints",
-    "train.compile",
-    "train.compile_backend",
-    "train.spike_factor",
-    "data.cache_dir",
-    "logger.",
-    "hydra.",
-    "experiment_name",
-)
+# Keys that do not make a different configuration: the seed (runs that differ by it are the
+# seeds of one configuration) and the settings tagged as not changing training in the schema
+# (mltrain.config.inert_keys: the same list a resume may change).
+IGNORED = ("train.seed", "hydra.", *inert_keys())
 # Keys already expressed by the base label.
 LABEL_KEYS = (
     "coarsening.name",
@@ -146,6 +134,7 @@ def load_run(path: Path) -> Run:
         config = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # an interpolation that cannot resolve here (e.g. ${now:})
         config = OmegaConf.to_container(cfg, resolve=False)
+    config = upgrade(config)  # keys renamed since the run was made
     val = [
         r
         for r in records
@@ -205,12 +194,8 @@ def find_runs(paths: Sequence[str | Path]) -> list[Run]:
 
 # --------------------------------------------------------------------------- configurations
 def is_single_level(flat: dict) -> bool:
-    """No coarsening, or a V-cycle that never runs (window 0 or 0 coarse steps)."""
-    return (
-        flat.get("coarsening.name", "none") == "none"
-        or not flat.get("coarsening.window", 0)
-        or not flat.get("coarsening.coarse_steps", 0)
-    )
+    """The run's plan trains the fine level only (:func:`mltrain.plan.is_multilevel`)."""
+    return not is_multilevel(flat)
 
 
 def _ignored(key: str) -> bool:

@@ -1,11 +1,16 @@
-"""The training loop: it walks the V-cycle schedule (:mod:`mltrain.vcycle`) one operation at a
-time, takes optimizer steps on the level each operation names, evaluates the fine model,
-logs one record per optimizer step and writes checkpoints that resume exactly.
+"""The training loop: it walks the run's :class:`~mltrain.plan.Plan` one operation at a time,
+takes optimizer steps on the level each operation names, evaluates the fine model, logs one
+record per optimizer step and writes checkpoints that resume exactly.
 
-The position in the schedule (fine iteration ``k``, operation index, steps done inside it),
-the open coarse phases' snapshots and every counter are part of :meth:`Trainer.state_dict`,
-so a run stopped anywhere (preemption signal, or a kill followed by a resume from the last
-checkpoint) continues with the same losses, bit for bit on CPU.
+The position in the plan (iteration, operation index, steps done inside it), the open coarse
+phases' snapshots and every counter are part of :meth:`Trainer.state_dict`, so a run stopped
+anywhere (preemption signal, or a kill followed by a resume from the last checkpoint)
+continues with the same losses, bit for bit on CPU at the same thread count.
+
+One optimizer step is three parts: :meth:`Trainer._forward_backward` (micro-batches, gradient
+accumulation), :meth:`Trainer._reduce_clip_check` (all-reduce, clipping, the divergence guard)
+and :meth:`Trainer._account` (counters and the record). Record keys are written in
+:meth:`Trainer._record` only.
 """
 
 from __future__ import annotations
@@ -21,33 +26,23 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 
+from mltrain import checkpoint as ckpt
 from mltrain import distributed as D
-from mltrain.checkpoint import save_checkpoint
+from mltrain.config import MLTrainConfig
 from mltrain.data import BatchSampler, DataBundle, eval_windows
-from mltrain.errors import DivergenceError, MLTrainError
-from mltrain.flops import forward_flops, level_step_flops, peak_flops
+from mltrain.errors import DivergenceError, Preempted
+from mltrain.flops import forward_flops, peak_flops
 from mltrain.levels import Level, apply_corrections, correction, level_parameters, prolong, snapshot
 from mltrain.model import ODETransformer
-from mltrain.optim import LevelOptimizers, make_schedule
+from mltrain.optim import LevelOptimizers, level_optimizers, make_schedule
+from mltrain.plan import Plan
 from mltrain.tracking import Tracker
-from mltrain.vcycle import (
-    ApplyDeferred,
-    Defer,
-    Prolong,
-    Restrict,
-    Schedule,
-    Train,
-    build_cycle,
-    format_cycle,
-)
+from mltrain.vcycle import ApplyDeferred, Defer, Prolong, Restrict, Train
 
 log = logging.getLogger(__name__)
 
-
-class Preempted(MLTrainError):
-    """SIGTERM/SIGINT: a checkpoint was saved and the run stopped (exit status 128 + signal)."""
+__all__ = ["Trainer", "Progress", "Preempted"]
 
 
 @dataclass
@@ -55,14 +50,14 @@ class Progress:
     """Where the run is and what it has spent (all restored on resume).
 
     ``step`` counts optimizer steps of every level; ``fine_steps`` fine optimizer steps;
-    ``k`` is the fine iteration being run, ``op`` the index of the operation inside it and
-    ``inner`` the steps already taken inside that operation. FLOPs are counts (with head /
+    ``iteration`` is the plan iteration being run, ``op`` the index of the operation inside it
+    and ``inner`` the steps already taken inside that operation. FLOPs are counts (with head /
     non-embedding), ``wall_s`` seconds since the run first started.
     """
 
     step: int = 0
     fine_steps: int = 0
-    k: int = 0
+    iteration: int = 0
     op: int = 0
     inner: int = 0
     flops: int = 0
@@ -76,76 +71,78 @@ class Progress:
     evaluated_at: int = -1
     logged_step: int = 0  # the last step whose record is in metrics.jsonl
 
+    @classmethod
+    def from_state(cls, state: dict) -> Progress:
+        state = dict(state)
+        if "k" in state:  # checkpoints written before the plan refactor
+            state["iteration"] = state.pop("k")
+        return cls(**state)
+
 
 class Trainer:
-    """Multilevel (or single-level) training of an :class:`ODETransformer`.
+    """Multilevel (or single-level) training of an :class:`ODETransformer` along a plan.
 
     Args:
-        cfg: the composed config.
+        cfg: the typed config.
         model: the fine model, already on ``ctx.device``.
-        levels: hierarchy, fine level first.
+        plan: what the run does (:func:`mltrain.plan.build_plan`, with FLOPs).
         data: token streams.
         tracker: where records go.
         ctx: distributed context (rank, world, device).
         run_dir: the run directory (checkpoints go to ``run_dir/checkpoints``).
-        total_steps: fine optimizer steps of the run (``train.steps`` or from ``train.target_flops``).
         config_container: the resolved config as a plain dict, stored in every checkpoint.
     """
 
     def __init__(
         self,
-        cfg: DictConfig,
+        cfg: MLTrainConfig,
         model: ODETransformer,
-        levels: list[Level],
+        plan: Plan,
         data: DataBundle,
         tracker: Tracker,
         ctx: D.DistContext,
         run_dir,
-        total_steps: int,
         config_container: dict | None = None,
     ) -> None:
         self.config_container = config_container or {}
-        self.cfg, self.model, self.data, self.tracker, self.ctx = cfg, model, data, tracker, ctx
-        self.run_dir = run_dir
-        self.total_steps = total_steps
+        self.cfg, self.model, self.plan, self.data = cfg, model, plan, data
+        self.tracker, self.ctx, self.run_dir = tracker, ctx, run_dir
         c, t = cfg.coarsening, cfg.train
-        self.levels = {lv.name: lv for lv in levels}
-        self.fine = levels[0]
-        self.schedule = Schedule(
-            levels, c.window, build_cycle(levels, c.coarse_steps, c.combine, c.fine_step)
-        )
+        self.levels = {lv.name: lv for lv in plan.levels}
+        self.fine = plan.fine
         self.delta = float(c.delta)
         self.lr_scale = float(c.coarse_lr_scale)
-        self.level_params = {lv.name: level_parameters(model, lv, c.train_shared) for lv in levels}
+        self.level_params = {
+            lv.name: level_parameters(model, lv, c.train_shared) for lv in plan.levels
+        }
         self.all_params = dict(model.named_parameters())
         # parameters a coarse path uses but must not train (train_shared=false): grads dropped
         self.frozen = {
-            lv.name: [
+            name: [
                 p
                 for n, p in self.all_params.items()
-                if not n.startswith("blocks.") and n not in self.level_params[lv.name]
+                if not n.startswith("blocks.") and n not in params
             ]
-            for lv in levels
+            for name, params in self.level_params.items()
         }
-        fused = ctx.device.type == "cuda"
-        self.optims = LevelOptimizers(
-            cfg.optimizer, c.optimizer_state, self.level_params, fused=fused
+        self.optims: LevelOptimizers = level_optimizers(
+            cfg.optimizer, c.optimizer_state, self.level_params, fused=ctx.device.type == "cuda"
         )
-        self.lr_factor = make_schedule(cfg.schedule, total_steps)
+        self.lr_factor = make_schedule(cfg.schedule, plan.iterations)
         self.accum = int(t.grad_accum)
         self.micro = int(cfg.data.batch_size)
         self.seq_len = int(cfg.model.seq_len)
         self.global_batch = self.micro * self.accum * ctx.world
         self.sampler = BatchSampler(data.train, self.seq_len, seed=int(t.seed) + 1)
         self.val_batches = eval_windows(data.val, self.seq_len, int(t.eval_batches) * self.micro)
-        d, V = model.n_embd, model.vocab_size
-        tokens = self.global_batch * self.seq_len
-        self.step_flops = level_step_flops(levels, d, self.seq_len, V, tokens)
         self.eval_flops = forward_flops(
-            len(self.fine.blocks), d, self.seq_len, V, len(self.val_batches) * self.seq_len
+            len(self.fine.blocks),
+            model.n_embd,
+            self.seq_len,
+            model.vocab_size,
+            len(self.val_batches) * self.seq_len,
         )
-        self.tokens_per_step = tokens
-        self.p = Progress(flops_level={lv.name: 0 for lv in levels})
+        self.p = Progress(flops_level={lv.name: 0 for lv in plan.levels})
         self.phases: list[tuple[str, dict[str, torch.Tensor]]] = []
         self.deferred: list[dict[str, torch.Tensor]] = []
         self.autocast, self.scaler = self._precision(t.precision)
@@ -155,11 +152,23 @@ class Trainer:
             if ctx.device.type == "cuda"
             else None
         )
+        self._handlers = {
+            Train: self._op_train,
+            Restrict: self._op_restrict,
+            Prolong: self._op_close,
+            Defer: self._op_close,
+            ApplyDeferred: self._op_apply_deferred,
+        }
         self._pending: dict | None = None
         self._signal: int | None = None
         self._t0 = time.perf_counter()
         self._wall0 = 0.0
         self.last_checkpoint = None
+
+    @property
+    def total_steps(self) -> int:
+        """Iterations of the run (fine steps in a single-level or V-cycle run)."""
+        return self.plan.iterations
 
     # ------------------------------------------------------------------ set-up helpers
     def _precision(self, precision: str):
@@ -172,33 +181,14 @@ class Trainer:
         scaler = torch.amp.GradScaler(dev) if precision == "fp16" else None
         return (lambda: torch.autocast(dev, dtype=dtype)), scaler
 
-    def describe(self) -> str:
-        """The hierarchy and the V-cycle in a few lines (printed at start)."""
-        lines = [
-            "levels: "
-            + ", ".join(
-                f"{lv.name}(blocks={list(lv.blocks)}, h={lv.step:g})" for lv in self.levels.values()
-            )
-        ]
-        last = min(self.schedule.window, self.total_steps) - 1
-        if len(self.levels) > 1 and last >= 0:
-            lines.append(
-                f"V-cycle for fine iterations 0..{last}: {format_cycle(self.schedule.cycle)}"
-            )
-        per = {n: f.total for n, f in self.step_flops.items()}
-        lines.append(
-            "FLOPs per optimizer step (with head): "
-            + ", ".join(f"{n}={v:.3e}" for n, v in per.items())
-        )
-        return "\n".join(lines)
-
     # ------------------------------------------------------------------ the loop
     def fit(self) -> float:
-        """Run (or continue) the schedule to ``total_steps`` fine steps; return the final
-        validation loss (fine model).
+        """Run (or continue) the plan to its last iteration; return the final validation loss
+        (fine model).
 
         Raises:
-            DivergenceError: a non-finite loss or gradient (names the step and level).
+            DivergenceError: a non-finite loss, gradient or validation loss (names the step
+                and level).
             Preempted: SIGTERM/SIGINT arrived; a checkpoint was saved first.
         """
         self._t0 = time.perf_counter()
@@ -206,24 +196,25 @@ class Trainer:
         handlers = self._install_signal_handlers()
         try:
             if self.p.step == 0 and self.p.evaluated_at < 0:
-                self._evaluate_and_log_initial()
+                self._evaluate()
+                log.info("step 0: val/loss %.4f (before training)", self.p.val_loss)
             from tqdm.auto import tqdm
 
             bar = tqdm(
                 total=self.total_steps,
-                initial=self.p.k,
+                initial=self.p.iteration,
                 unit="fine step",
                 dynamic_ncols=True,
                 disable=not (self.cfg.train.progress and sys.stdout.isatty() and self.ctx.is_main),
             )
             with bar:
-                while self.p.k < self.total_steps:
-                    ops = self.schedule.ops(self.p.k)
+                while self.p.iteration < self.total_steps:
+                    ops = self.plan.ops(self.p.iteration)
                     while self.p.op < len(ops):
                         self.run_op(ops[self.p.op])
                         self.p.op += 1
                         self.p.inner = 0
-                    self.p.k += 1
+                    self.p.iteration += 1
                     self.p.op = 0
                     self._end_iteration()
                     bar.update(1)
@@ -236,30 +227,37 @@ class Trainer:
             self._restore_signal_handlers(handlers)
 
     def run_op(self, op) -> None:
-        """Carry out one V-cycle operation (:mod:`mltrain.vcycle`); ``Train`` continues from
-        ``self.p.inner`` steps already taken."""
-        if isinstance(op, Train):
-            while self.p.inner < op.steps:
-                self._step(self.levels[op.level])
-                self.p.inner += 1
-                self._check_signal()
-        elif isinstance(op, Restrict):
-            self.optims.start_phase(op.level)
-            self.phases.append((op.level, snapshot(self.level_params[op.level])))
-        elif isinstance(op, Prolong | Defer):
-            name, before = self.phases.pop()
-            assert name == op.level, f"V-cycle out of order: closing {op.level}, open {name}"
-            if isinstance(op, Prolong):
-                prolong(self.level_params[name], before, self.delta)
-            else:
-                self.deferred.append(correction(self.level_params[name], before, self.delta))
-        elif isinstance(op, ApplyDeferred):
-            apply_corrections(self.all_params, self.deferred)
-            self.deferred.clear()
+        """Carry out one operation of the plan (:mod:`mltrain.vcycle`)."""
+        self._handlers[type(op)](op)
+
+    def _op_train(self, op: Train) -> None:
+        """``op.steps`` optimizer steps on ``op.level``, continuing from ``p.inner`` done."""
+        while self.p.inner < op.steps:
+            self._step(self.levels[op.level])
+            self.p.inner += 1
+            self._check_signal()
+
+    def _op_restrict(self, op: Restrict) -> None:
+        """Open a coarse phase: θ_before of the parameters it trains (injection: no copy else)."""
+        self.optims.start_phase(op.level)
+        self.phases.append((op.level, snapshot(self.level_params[op.level])))
+
+    def _op_close(self, op: Prolong | Defer) -> None:
+        """Close the innermost phase with Eq. 4 (Prolong) or keep its correction aside (Defer)."""
+        name, before = self.phases.pop()
+        assert name == op.level, f"V-cycle out of order: closing {op.level}, open {name}"
+        if isinstance(op, Prolong):
+            prolong(self.level_params[name], before, self.delta)
+        else:
+            self.deferred.append(correction(self.level_params[name], before, self.delta))
+
+    def _op_apply_deferred(self, op: ApplyDeferred) -> None:
+        apply_corrections(self.all_params, self.deferred)
+        self.deferred.clear()
 
     def _end_iteration(self) -> None:
         t = self.cfg.train
-        k = self.p.k
+        k = self.p.iteration
         if k % t.eval_every == 0 or k == self.total_steps:
             self._evaluate()
         self._flush()
@@ -273,82 +271,104 @@ class Trainer:
     def _step(self, level: Level) -> None:
         t_start = time.perf_counter()
         self._flush()
-        is_fine = level.is_fine
-        params = self.level_params[level.name]
         opt = self.optims.get(level.name)
-        lr = self.optims.peak_lr * self.lr_factor(self.p.k) * (1.0 if is_fine else self.lr_scale)
+        lr = self.optims.peak_lr * self.lr_factor(self.p.iteration)
+        lr *= 1.0 if level.is_fine else self.lr_scale
         LevelOptimizers.set_lr(opt, lr)
-
-        batch = self.sampler.next(self.global_batch)
-        per_rank = self.micro * self.accum
-        batch = batch[self.ctx.rank * per_rank : (self.ctx.rank + 1) * per_rank]
-        batch = (
-            batch.pin_memory().to(self.ctx.device, non_blocking=True)
-            if self.ctx.device.type == "cuda"
-            else batch
-        )
-        path = level.path
-        loss_sum = torch.zeros((), device=self.ctx.device)
-        for micro in batch.split(self.micro):
-            with self.autocast():
-                _, loss = self.model(micro[:, :-1], micro[:, 1:], path=path)
-            scaled = loss / self.accum
-            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-            loss_sum += loss.detach().float()
-        for p in self.frozen[level.name]:
-            p.grad = None
-        D.all_reduce_grads(params.values(), self.ctx.world)
-        loss_avg = D.all_reduce_sum(loss_sum, self.ctx.world) / (self.accum * self.ctx.world)
-        if self.scaler:
-            self.scaler.unscale_(opt)
-        norm = torch.nn.utils.clip_grad_norm_(list(params.values()), self.max_norm)
-        loss_val, norm_val = torch.stack([loss_avg, norm.float()]).tolist()
-        if not math.isfinite(loss_val) or (not math.isfinite(norm_val) and self.scaler is None):
-            what = "loss" if not math.isfinite(loss_val) else "gradient norm"
-            kept = (
-                f"the last good checkpoint is kept: {self.last_checkpoint}"
-                if self.last_checkpoint
-                else "no checkpoint had been written yet"
-            )
-            raise DivergenceError(
-                f"non-finite {what} ({loss_val if what == 'loss' else norm_val}) at step {self.p.step + 1} "
-                f"(fine step {self.p.fine_steps}, level {level.name}); stopped, {kept}"
-            )
+        loss_norm = self._reduce_clip_check(level, opt, self._forward_backward(level))
         if self.scaler:
             self.scaler.step(opt)
             self.scaler.update()
         else:
             opt.step()
         self.model.zero_grad(set_to_none=True)
+        self._account(level, loss_norm, lr, time.perf_counter() - t_start)
 
+    def _forward_backward(self, level: Level) -> torch.Tensor:
+        """Forward and backward over this rank's micro-batches of the next global batch
+        (``(B, T+1)`` windows); gradients accumulate in ``.grad``. Returns the sum over this
+        rank's micro-batches of their mean loss (nats/token, a 0-d tensor)."""
+        batch = self.sampler.next(self.global_batch)
+        per_rank = self.micro * self.accum
+        batch = batch[self.ctx.rank * per_rank : (self.ctx.rank + 1) * per_rank]
+        if self.ctx.device.type == "cuda":
+            batch = batch.pin_memory().to(self.ctx.device, non_blocking=True)
+        loss_sum = torch.zeros((), device=self.ctx.device)
+        for micro in batch.split(self.micro):
+            with self.autocast():
+                _, loss = self.model(micro[:, :-1], micro[:, 1:], path=level.path)
+            scaled = loss / self.accum
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            loss_sum += loss.detach().float()
+        return loss_sum
+
+    def _reduce_clip_check(self, level: Level, opt, loss_sum: torch.Tensor) -> tuple[float, float]:
+        """Drop frozen gradients, all-reduce over ranks, clip to ``train.max_grad_norm`` and
+        stop on a non-finite loss or gradient norm. Returns (mean loss over every micro-batch
+        of every rank, gradient norm before clipping) as floats.
+
+        Raises:
+            DivergenceError: naming the step, fine step and level the step would have logged.
+        """
+        for p in self.frozen[level.name]:
+            p.grad = None
+        params = list(self.level_params[level.name].values())
+        D.all_reduce_grads(params, self.ctx.world)
+        loss_avg = D.all_reduce_sum(loss_sum, self.ctx.world) / (self.accum * self.ctx.world)
+        if self.scaler:
+            self.scaler.unscale_(opt)
+        norm = torch.nn.utils.clip_grad_norm_(params, self.max_norm)
+        loss_val, norm_val = torch.stack([loss_avg, norm.float()]).tolist()
+        if not math.isfinite(loss_val) or (not math.isfinite(norm_val) and self.scaler is None):
+            what = "loss" if not math.isfinite(loss_val) else "gradient norm"
+            self._diverged(what, loss_val if what == "loss" else norm_val, level)
+        return loss_val, norm_val
+
+    def _diverged(self, what: str, value: float, level: Level) -> None:
+        """Raise :class:`DivergenceError` for the step being taken (numbered as its record
+        would be: ``step`` and ``fine_step`` after this step)."""
+        step = self.p.step + 1
+        fine = self.p.fine_steps + (1 if level.is_fine else 0)
+        good = ckpt.latest_healthy(self.run_dir / ckpt.CKPT_DIR) if self.ctx.is_main else None
+        kept = (
+            f"the last good checkpoint is kept: {good}"
+            if good
+            else "no finite checkpoint had been written yet"
+        )
+        err = DivergenceError(
+            f"non-finite {what} ({value}) at step {step} (fine step {fine}, level {level.name}); "
+            f"stopped, {kept}"
+        )
+        err.where = {"step": step, "fine_step": fine, "level": level.name}
+        raise err
+
+    def _account(self, level: Level, loss_norm: tuple[float, float], lr: float, dt: float) -> None:
+        """Counters (steps, FLOPs, tokens) and the step's record (``loss_norm``: training loss
+        in nats/token and gradient norm before clipping; ``dt``: the step's seconds), sent at
+        the next flush."""
+        loss_val, norm_val = loss_norm
         p = self.p
         p.step += 1
-        if is_fine:
+        if level.is_fine:
             p.fine_steps += 1
-        f = self.step_flops[level.name]
+        f = self.plan.step_flops[level.name]
         p.flops += f.total
         p.flops_nonembed += f.nonembed
         p.flops_level[level.name] += f.total
-        p.tokens += self.tokens_per_step
-        dt = time.perf_counter() - t_start
-        rec = {
-            "step": p.step,
-            "fine_step": p.fine_steps,
-            "level": level.name,
-            "train/loss": loss_val,
-            "train/grad_norm": norm_val,
-            "lr": lr,
-            "perf/flops": p.flops,
-            "perf/flops_nonembed": p.flops_nonembed,
-            "perf/tokens": p.tokens,
-            "perf/tok_per_s": self.tokens_per_step / dt,
-            "perf/wall_s": self._wall(),
-            **{f"perf/flops_level/{n}": v for n, v in p.flops_level.items()},
-        }
+        p.tokens += self.plan.tokens_per_step
+        rec = self._record(
+            level.name,
+            **{
+                "train/loss": loss_val,
+                "train/grad_norm": norm_val,
+                "lr": lr,
+                "perf/tok_per_s": self.plan.tokens_per_step / dt,
+            },
+        )
         if self.peak:
             rec["perf/mfu"] = f.total / dt / (self.peak * self.ctx.world)
         spike = self.cfg.train.spike_factor
-        if is_fine:
+        if level.is_fine:
             if spike and p.loss_ema is not None and loss_val > spike * p.loss_ema:
                 rec["train/spike"] = 1
                 log.warning(
@@ -361,6 +381,21 @@ class Trainer:
                 )
             p.loss_ema = loss_val if p.loss_ema is None else 0.9 * p.loss_ema + 0.1 * loss_val
         self._pending = rec
+
+    def _record(self, level: str, **values) -> dict:
+        """A metrics record (DESIGN.md section 5): position, ``values``, then the counters."""
+        p = self.p
+        return {
+            "step": p.step,
+            "fine_step": p.fine_steps,
+            "level": level,
+            **values,
+            "perf/flops": p.flops,
+            "perf/flops_nonembed": p.flops_nonembed,
+            "perf/tokens": p.tokens,
+            "perf/wall_s": self._wall(),
+            **{f"perf/flops_level/{n}": v for n, v in p.flops_level.items()},
+        }
 
     def _wall(self) -> float:
         return self._wall0 + (time.perf_counter() - self._t0)
@@ -392,6 +427,8 @@ class Trainer:
         return float(total[0] / total[1])
 
     def _evaluate(self) -> None:
+        """Evaluate, add ``val/*`` to the pending record (or log an evaluation record), and
+        stop on a non-finite validation loss (after logging it)."""
         val = self.evaluate()
         self.p.flops_eval += self.eval_flops.total
         self.p.val_loss = val
@@ -404,24 +441,24 @@ class Trainer:
         if self._pending is not None:
             self._pending.update(extra)
         else:
-            self.tracker.log(self._base_record() | extra)
+            self.tracker.log(self._record(self.fine.name) | extra)
+        if not math.isfinite(val):
+            self._flush()
+            self._diverged_eval(val)
 
-    def _base_record(self) -> dict:
-        p = self.p
-        return {
-            "step": p.step,
-            "fine_step": p.fine_steps,
-            "level": self.fine.name,
-            "perf/flops": p.flops,
-            "perf/flops_nonembed": p.flops_nonembed,
-            "perf/tokens": p.tokens,
-            "perf/wall_s": self._wall(),
-            **{f"perf/flops_level/{n}": v for n, v in p.flops_level.items()},
-        }
-
-    def _evaluate_and_log_initial(self) -> None:
-        self._evaluate()
-        log.info("step 0: val/loss %.4f (before training)", self.p.val_loss)
+    def _diverged_eval(self, val: float) -> None:
+        good = ckpt.latest_healthy(self.run_dir / ckpt.CKPT_DIR) if self.ctx.is_main else None
+        kept = (
+            f"the last good checkpoint is kept: {good}"
+            if good
+            else "no finite checkpoint had been written yet"
+        )
+        err = DivergenceError(
+            f"non-finite validation loss ({val}) at step {self.p.step} (fine step "
+            f"{self.p.fine_steps}, level {self.fine.name}); stopped, {kept}"
+        )
+        err.where = {"step": self.p.step, "fine_step": self.p.fine_steps, "level": self.fine.name}
+        raise err
 
     def _console(self, k: int) -> None:
         last = self.p
@@ -468,7 +505,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        """Everything the rest of the run depends on (see :mod:`mltrain.checkpoint`)."""
+        """The trainer's part of a checkpoint (see :mod:`mltrain.checkpoint`)."""
         np_state = np.random.get_state()
         rng = {
             "python": random.getstate(),
@@ -485,7 +522,6 @@ class Trainer:
         p = asdict(self.p)
         p["wall_s"] = self._wall()
         return {
-            "format": 1,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizers": self.optims.state_dict(),
             "progress": p,
@@ -503,7 +539,7 @@ class Trainer:
         dev = self.ctx.device
         self.model.load_state_dict(state["model"])
         self.optims.load_state_dict(state["optimizers"])
-        self.p = Progress(**state["progress"])
+        self.p = Progress.from_state(state["progress"])
         self.phases = [
             (name, {k: v.to(dev) for k, v in snap.items()}) for name, snap in state["phases"]
         ]
@@ -520,17 +556,30 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self._pending = state.get("pending")
 
+    def healthy(self) -> bool:
+        """Whether the state is worth resuming from: finite parameters, last training loss
+        and last validation loss."""
+        finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        val_ok = self.p.val_loss is None or math.isfinite(self.p.val_loss)
+        loss = (self._pending or {}).get("train/loss")
+        return finite and val_ok and (loss is None or math.isfinite(loss))
+
     def save(self):
         """Write a checkpoint of the current state (rank 0; every rank must call it, since it
         first checks that all ranks hold the same parameters); returns its path."""
         D.assert_identical(self.model.parameters(), self.ctx.world)
         if not self.ctx.is_main:
             return None
-        state = self.state_dict()
-        state["config"] = self.config_container
-        state["data_fingerprint"] = self.data.content_fingerprint
-        state["wandb_id"] = self.tracker.run_id
-        self.last_checkpoint = save_checkpoint(
-            state, self.run_dir / "checkpoints", self.p.step, int(self.cfg.train.keep_checkpoints)
+        self.last_checkpoint = ckpt.save_checkpoint(
+            ckpt.make_state(
+                self.state_dict(),
+                config=self.config_container,
+                data_fingerprint=self.data.content_fingerprint,
+                wandb_id=self.tracker.run_id,
+                healthy=self.healthy(),
+            ),
+            self.run_dir / ckpt.CKPT_DIR,
+            self.p.step,
+            int(self.cfg.train.keep_checkpoints),
         )
         return self.last_checkpoint

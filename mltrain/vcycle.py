@@ -7,7 +7,8 @@ iteration inside the window is::
     Restrict(coarse_a)  Train(coarse_a, m)  Prolong(coarse_a)
     Restrict(coarse_b)  Train(coarse_b, m)  Prolong(coarse_b)
 
-and after the window just ``Train(fine, 1)``. ``Restrict`` opens a coarse phase (snapshot of
+and after the window just ``Train(fine, 1)`` (which iterations carry the cycle is the run's
+:class:`mltrain.plan.Plan`). ``Restrict`` opens a coarse phase (snapshot of
 the parameters it trains: restriction is injection, so there is nothing else to do);
 ``Prolong`` closes it with Eq. 4. A recursive hierarchy nests phases (fine -> coarse_1 ->
 coarse_2 -> ... and back up); ``combine=summed`` closes sibling phases with ``Defer``
@@ -96,32 +97,6 @@ def build_cycle(
             coarse.append(ApplyDeferred())
     fine_op = [Train(fine.name, 1)]
     return tuple(fine_op + coarse if fine_step == "before" else coarse + fine_op)
-
-
-class Schedule:
-    """Which operations fine iteration ``k`` runs: the cycle while ``k < window``, else a
-    plain fine step. Iterating it is the whole V-cycle schedule of a run.
-    """
-
-    def __init__(self, levels: list[Level], window: int, cycle: tuple[Op, ...]) -> None:
-        self.levels = {lv.name: lv for lv in levels}
-        self.fine = levels[0].name
-        self.window = window
-        self.cycle = cycle
-        self.plain = (Train(self.fine, 1),)
-
-    def ops(self, k: int) -> tuple[Op, ...]:
-        """Operations of fine iteration ``k`` (0-based)."""
-        return self.cycle if k < self.window else self.plain
-
-    def steps_per_level(self, k_from: int, k_to: int) -> dict[str, int]:
-        """Optimizer steps each level takes in fine iterations ``k_from..k_to-1``."""
-        out = {name: 0 for name in self.levels}
-        for k in range(k_from, k_to):
-            for op in self.ops(k):
-                if isinstance(op, Train):
-                    out[op.level] += op.steps
-        return out
 
 
 def format_cycle(cycle: tuple[Op, ...]) -> str:

@@ -37,7 +37,7 @@ def paper_checkpoint(rounds: int) -> None:
         ]
     )
     t = job.trainer
-    for op in t.schedule.ops(0):  # one V-cycle: every level's optimizer has state
+    for op in t.plan.ops(0):  # one V-cycle: every level's optimizer has state
         t.p.inner = 0
         t.run_op(op)
     times = []

@@ -37,15 +37,15 @@ def step_ratio(model: str, rounds: int) -> dict:
         per_round=3,
         device=job.ctx.device,
     )
-    analytic = t.step_flops["coarse_a"].total / t.step_flops["fine"].total
+    analytic = t.plan.step_flops["coarse_a"].total / t.plan.step_flops["fine"].total
     return {
         "model": model,
         "fine_s": med["fine"],
         "coarse_s": med["coarse"],
         "measured_ratio": med["coarse"] / med["fine"],
         "analytic_flop_ratio": analytic,
-        "analytic_nonembed_ratio": t.step_flops["coarse_a"].nonembed
-        / t.step_flops["fine"].nonembed,
+        "analytic_nonembed_ratio": t.plan.step_flops["coarse_a"].nonembed
+        / t.plan.step_flops["fine"].nonembed,
     }
 
 

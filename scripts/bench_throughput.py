@@ -78,14 +78,14 @@ def bench(model: str, extra: list[str], rounds: int, per_round: int) -> None:
         f"{model} ({job.ctx.device}, {t.global_batch}x{t.seq_len} tokens/step): plain PyTorch {tps['plain']:.0f} tok/s, "
         f"mltrain {tps['mltrain']:.0f} tok/s, ratio mltrain/plain {tps['mltrain'] / tps['plain']:.3f}"
     )
-    analytic = t.step_flops["coarse_a"].total / t.step_flops["fine"].total
+    analytic = t.plan.step_flops["coarse_a"].total / t.plan.step_flops["fine"].total
     measured = med["coarse"] / med["fine"] if "fine" in med else med["coarse"] / med["mltrain"]
     print(
         f"{model}: coarse/fine step time {measured:.3f} vs analytic FLOP ratio {analytic:.3f} "
         f"(measured/analytic {measured / analytic:.3f})"
     )
     if t.peak:
-        mfu = t.step_flops["fine"].total / med["mltrain"] / t.peak
+        mfu = t.plan.step_flops["fine"].total / med["mltrain"] / t.peak
         print(f"{model}: MFU {mfu:.3f} (fine step, peak {t.peak:.3g} FLOP/s)")
     job.close()
 

@@ -16,29 +16,22 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from mltrain.cli import one_line
-from mltrain.config import compose, validate
+from mltrain.config import compose, typed, validate
 from mltrain.data import build_data
 from mltrain.errors import MLTrainError
-from mltrain.flops import level_step_flops
-from mltrain.job import fine_steps
-from mltrain.levels import build_hierarchy
-from mltrain.vcycle import Schedule, build_cycle
+from mltrain.plan import build_plan
 
 
 def planned_flops(overrides: list[str]) -> tuple[int, int, dict[str, int]]:
-    """(total with head, total non-embedding, optimizer steps per level) of a run's schedule."""
+    """(total with head, total non-embedding, optimizer steps per level) of a run's plan
+    (:func:`mltrain.plan.build_plan`, exactly as ``mltrain`` sizes the run)."""
     cfg = compose(overrides)
     validate(cfg)
-    m, c, t = cfg.model, cfg.coarsening, cfg.train
-    levels = build_hierarchy(c, m.n_layer)
-    vocab = m.vocab_size or build_data(cfg.data, m.seq_len).vocab_size
-    tokens = m.seq_len * cfg.data.batch_size * t.grad_accum
-    sched = Schedule(levels, c.window, build_cycle(levels, c.coarse_steps, c.combine, c.fine_step))
-    per = level_step_flops(levels, m.n_embd, m.seq_len, vocab, tokens)
-    steps = sched.steps_per_level(0, fine_steps(cfg, levels, vocab))  # as mltrain sizes the run
-    total = sum(per[n].total * k for n, k in steps.items())
-    nonembed = sum(per[n].nonembed * k for n, k in steps.items())
-    return total, nonembed, steps
+    t = typed(cfg)
+    vocab = t.model.vocab_size or build_data(t.data, t.model.seq_len).vocab_size
+    plan = build_plan(t, vocab)
+    total = plan.flops()
+    return total.total, total.nonembed, plan.steps_per_level()
 
 
 def main() -> None:

@@ -288,7 +288,7 @@ def test_data_and_model_differences_are_flagged(tmp_path):
         SINGLE,
         [10, 8, 6, 4, 2],
         "coarsening=even_odd",
-        "data.vocab_size=4096",
+        "data.bpe_vocab_size=4096",
         "data.cache_dir=/elsewhere",
     )
     write_run(
@@ -301,14 +301,14 @@ def test_data_and_model_differences_are_flagged(tmp_path):
         len(rows) == 4 and len(rows[3].config.runs) == 2
     )  # data.cache_dir makes no new configuration
     assert (
-        "model differs from `single_level vocab_size=8192 n_layer=4`: model.n_layer=6"
-        in notes["even_odd δ=0.25 m=20 w=5 vocab_size=8192 n_layer=6"]
+        "model differs from `single_level bpe_vocab_size=8192 n_layer=4`: model.n_layer=6"
+        in notes["even_odd δ=0.25 m=20 w=5 bpe_vocab_size=8192 n_layer=6"]
     )
     assert (
-        "data differs from `single_level vocab_size=8192 n_layer=4`: data.vocab_size=4096"
-        in notes["even_odd δ=0.25 m=20 w=5 vocab_size=4096 n_layer=4"]
+        "data differs from `single_level bpe_vocab_size=8192 n_layer=4`: data.bpe_vocab_size=4096"
+        in notes["even_odd δ=0.25 m=20 w=5 bpe_vocab_size=4096 n_layer=4"]
     )
-    assert "differs" not in notes["even_odd δ=0.25 m=20 w=5 vocab_size=8192 n_layer=4"]
+    assert "differs" not in notes["even_odd δ=0.25 m=20 w=5 bpe_vocab_size=8192 n_layer=4"]
 
 
 # --------------------------------------------------------------------------- plots

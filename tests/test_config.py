@@ -54,7 +54,7 @@ def test_defaults_are_the_cpu_run_of_the_readme():
 
     d = plain([])
     assert (d.model.n_layer, d.model.n_embd, d.model.n_head, d.model.seq_len) == (12, 128, 4, 128)
-    assert (d.data.name, d.data.tokenizer, d.data.vocab_size, d.data.batch_size) == (
+    assert (d.data.name, d.data.tokenizer, d.data.bpe_vocab_size, d.data.batch_size) == (
         "sotu",
         "bpe",
         8192,
@@ -136,7 +136,7 @@ def test_options_of_another_optimizer_are_rejected():
         ),
         (
             ["data.tokenizer=wordpiece"],
-            r"data.tokenizer='wordpiece' is not allowed: choose bpe, gpt2 or hf:<name>",
+            r"data.tokenizer='wordpiece' is not allowed: choose bpe, gpt2, hf:<name or path>",
         ),
         (["coarsening.delta=1.5"], r"coarsening.delta=1.5 is not allowed: must be in \[0, 1\]"),
         (["coarsening.delta=-0.1"], r"coarsening.delta=-0.1 is not allowed"),

@@ -121,7 +121,7 @@ def test_cache_is_reused_and_keyed_by_tokenizer(tmp_path, monkeypatch):
     for i in range(4):
         (tmp_path / "d" / f"{i}.txt").write_text(f"document number {i} " * 50)
     cfg = data_cfg(
-        name="text_files", paths=[str(tmp_path / "d")], vocab_size=300, val_fraction=0.25
+        name="text_files", paths=[str(tmp_path / "d")], bpe_vocab_size=300, val_fraction=0.25
     )
     a = build_data(cfg, 8, cache_dir=tmp_path / "c")
     calls = []

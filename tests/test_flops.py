@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mltrain.config import ModelConfig
 from mltrain.flops import forward_flops, measure_attention_flops, measure_train_flops, train_flops
 from mltrain.levels import build_hierarchy
 from mltrain.model import ODETransformer
@@ -36,7 +37,7 @@ def test_measured_matmul_flops_match_the_analytic_count_per_level(coarsening):
     cfg = compose(f"coarsening={coarsening}", "model.n_layer=8")
     torch.manual_seed(0)
     d, T, V, B = 64, 32, 500, 3
-    model = ODETransformer(V, 8, d, 4, T)
+    model = ODETransformer(ModelConfig(n_layer=8, n_embd=d, n_head=4, seq_len=T, block_size=T), V)
     idx, tgt = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))
     for level in build_hierarchy(cfg.coarsening, 8):
         measured = measure_train_flops(model, idx, tgt, path=level.path)
@@ -48,8 +49,9 @@ def test_measured_matmul_flops_match_the_analytic_count_per_level(coarsening):
 
 def test_weight_tying_does_not_change_the_count():
     torch.manual_seed(0)
-    tied = ODETransformer(300, 2, 32, 2, 16)
-    untied = ODETransformer(300, 2, 32, 2, 16)
+    small = ModelConfig(n_layer=2, n_embd=32, n_head=2, seq_len=16, block_size=16)
+    tied = ODETransformer(small, 300)
+    untied = ODETransformer(small, 300)
     untied.lm_head.weight = torch.nn.Parameter(untied.wte.weight.detach().clone())
     idx = torch.randint(0, 300, (2, 16))
     assert measure_train_flops(tied, idx, idx) == measure_train_flops(untied, idx, idx)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mltrain.model import ODETransformer, Path
+from mltrain.config import ModelConfig
+from mltrain.model import BlockPath, ODETransformer
 
 
 def tiny(dropout=0.0, n_layer=4, **kw) -> ODETransformer:
     torch.manual_seed(0)
-    return ODETransformer(
-        vocab_size=97, n_layer=n_layer, n_embd=32, n_head=4, block_size=16, dropout=dropout, **kw
+    cfg = ModelConfig(
+        n_layer=n_layer, n_embd=32, n_head=4, seq_len=16, block_size=16, dropout=dropout, **kw
     )
+    return ODETransformer(cfg, 97)
 
 
 def test_changing_future_tokens_leaves_earlier_logits_unchanged():
@@ -72,7 +74,7 @@ def test_forward_integrates_the_path_with_forward_euler():
         f = a + blk.mlp(blk.ln_2(x + a))  # F(x) = SA(LN(x)) + FF(LN(x + SA(LN(x))))
         x = x + 2.0 * f
     expected = m.lm_head(m.ln_f(x))
-    got, _ = m(idx, path=Path((1, 3), 2.0))
+    got, _ = m(idx, path=BlockPath((1, 3), 2.0))
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 

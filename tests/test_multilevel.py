@@ -38,9 +38,9 @@ def run(trainer, ops):
 def test_even_odd_hierarchy_is_the_papers():
     lv = build_hierarchy(compose("coarsening=even_odd").coarsening, 12)
     assert [x.name for x in lv] == ["fine", "coarse_a", "coarse_b"]
-    assert lv[0].blocks == tuple(range(12)) and lv[0].step == 1.0
-    assert lv[1].blocks == (1, 3, 5, 7, 9, 11) and lv[1].step == 2.0  # paper's "even", 1-based
-    assert lv[2].blocks == (0, 2, 4, 6, 8, 10) and lv[2].step == 2.0
+    assert lv[0].blocks == tuple(range(12)) and lv[0].h == 1.0
+    assert lv[1].blocks == (1, 3, 5, 7, 9, 11) and lv[1].h == 2.0  # paper's "even", 1-based
+    assert lv[2].blocks == (0, 2, 4, 6, 8, 10) and lv[2].h == 2.0
     assert [x.name for x in build_hierarchy(compose("coarsening=even").coarsening, 4)] == [
         "fine",
         "coarse_a",
@@ -49,7 +49,7 @@ def test_even_odd_hierarchy_is_the_papers():
     assert (
         build_hierarchy(compose("coarsening=even_odd", "coarsening.step_scale=1").coarsening, 4)[
             1
-        ].step
+        ].h
         == 1.0
     )
 
@@ -57,7 +57,7 @@ def test_even_odd_hierarchy_is_the_papers():
 def test_recursive_hierarchy_and_its_v_cycle():
     c = compose("coarsening=recursive", "coarsening.depth=2").coarsening
     lv = build_hierarchy(c, 24)
-    assert [(x.name, x.blocks, x.step, x.parent) for x in lv[1:]] == [
+    assert [(x.name, x.blocks, x.h, x.parent) for x in lv[1:]] == [
         ("coarse_1", tuple(range(1, 24, 2)), 2.0, "fine"),
         ("coarse_2", tuple(range(3, 24, 4)), 4.0, "coarse_1"),
     ]
@@ -106,7 +106,7 @@ def test_custom_hierarchy_default_step_is_depth_ratio():
     lv = build_hierarchy(
         compose("coarsening=custom", "coarsening.blocks=[[0,3],[3]]").coarsening, 4
     )
-    assert [(x.blocks, x.step, x.parent) for x in lv[1:]] == [
+    assert [(x.blocks, x.h, x.parent) for x in lv[1:]] == [
         ((0, 3), 2.0, "fine"),
         ((3,), 4.0, "coarse_1"),
     ]
@@ -125,14 +125,14 @@ def test_restriction_is_injection_no_copies(tmp_path):
     job = make_job(tmp_path / "r", "coarsening=even_odd")
     model = job.model
     own = {n: p for n, p in model.named_parameters()}
-    for lv in job.levels:
+    for lv in job.plan.levels:
         for n, p in level_parameters(model, lv).items():
             assert p is own[n] and p.data_ptr() == own[n].data_ptr()
-    a = level_parameters(model, job.levels[1])
+    a = level_parameters(model, job.plan.levels[1])
     assert set(a) == {
         n for n in own if not n.startswith("blocks.") or int(n.split(".")[1]) % 2 == 1
     }
-    a_frozen = level_parameters(model, job.levels[1], train_shared=False)
+    a_frozen = level_parameters(model, job.plan.levels[1], train_shared=False)
     assert all(n.startswith("blocks.") for n in a_frozen)
     n_storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
     assert len(n_storages) == len(list(model.parameters()))  # tied head adds no tensor
@@ -168,7 +168,7 @@ def test_delta_one_equals_training_the_coarse_path_directly(tmp_path):
     ref_model, ref_sampler = copy.deepcopy(job.model), copy.deepcopy(t.sampler)
     run(t, phase("coarse_a", 4))
     _hand_written_coarse_training(
-        ref_model, ref_sampler, job.levels[1], 4, t.optims.peak_lr, t.global_batch
+        ref_model, ref_sampler, job.plan.levels[1], 4, t.optims.peak_lr, t.global_batch
     )
     ref = params_of(ref_model)
     got = params_of(job.model)
@@ -204,7 +204,7 @@ def test_summed_combination_adds_both_delta_weighted_changes(tmp_path):
     )
     ref = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.delta=1", *PLAIN)
     theta0 = params_of(job.model)
-    run(job.trainer, build_cycle(job.levels, 3, combine="summed")[1:])  # without the fine step
+    run(job.trainer, build_cycle(job.plan.levels, 3, combine="summed")[1:])  # without the fine step
     # reference: A from θ0, then B from θ0 again (same batches: B draws after A's)
     run(ref.trainer, phase("coarse_a", 3))
     theta_a = params_of(ref.model)
@@ -284,7 +284,7 @@ def test_records_follow_the_v_cycle_and_stop_after_the_window(tmp_path):
     assert all(r["lr"] == 0.5 * fine_lr[r["fine_step"]] for r in recs if r["level"] != "fine")
     flops = [r["perf/flops"] for r in recs]
     assert all(a < b for a, b in zip(flops, flops[1:]))  # strictly increasing across switches
-    f = job.trainer.step_flops
+    f = job.plan.step_flops
     assert flops[-1] == 4 * f["fine"].total + 4 * f["coarse_a"].total + 4 * f["coarse_b"].total
     assert recs[-1]["perf/flops_level/coarse_a"] == 4 * f["coarse_a"].total
 

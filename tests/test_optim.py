@@ -2,34 +2,57 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from mltrain.config import AdamWConfig, SGDConfig
-from mltrain.optim import LevelOptimizers, build_optimizer, lr_factor, param_groups
+from mltrain.config import AdamWConfig, ScheduleConfig, SGDConfig
+from mltrain.errors import ConfigError
+from mltrain.optim import build_optimizer, level_optimizers, lr_factor, param_groups
 
 
-def test_cosine_peak_at_end_of_warmup_min_at_last_step_positive_at_step_0():
-    total, warm, ratio = 100, 10, 0.1
-    f = [lr_factor(s, total, "cosine", warm, ratio) for s in range(total)]
-    assert f[0] > 0 and f[0] == pytest.approx(1 / 11)
-    assert f[warm] == 1.0
-    assert f[-1] == pytest.approx(ratio, abs=1e-12)
-    assert all(a < b for a, b in zip(f[:warm], f[1 : warm + 1]))  # warmup rises
-    assert all(a >= b for a, b in zip(f[warm:], f[warm + 1 :]))  # decay falls
-    mid = warm + (total - 1 - warm) / 2  # halfway through the decay: (1 + ratio) / 2
-    assert lr_factor(int(mid), total, "cosine", warm, ratio) == pytest.approx(
-        ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * (int(mid) - warm) / (total - 1 - warm)))
-    )
+def sched(name="cosine", warmup=0, ratio=0.1, **kw) -> ScheduleConfig:
+    return ScheduleConfig(name=name, warmup_steps=warmup, min_lr_ratio=ratio, **kw)
 
 
-def test_cosine_without_warmup_and_constant():
-    assert lr_factor(0, 50, "cosine", 0, 0.0) == 1.0
-    assert lr_factor(49, 50, "cosine", 0, 0.0) == pytest.approx(0.0, abs=1e-15)
-    assert [lr_factor(s, 50, "constant", 5, 1.0) for s in (0, 4, 5, 49)] == [1 / 6, 5 / 6, 1.0, 1.0]
+def test_cosine_hand_values_peak_after_warmup_min_at_last_step_positive_at_step_0():
+    # 21 steps, no warm-up, min 0.1: p = step/20, factor = 0.1 + 0.45 (1 + cos(pi p))
+    s = sched(ratio=0.1)
+    assert lr_factor(0, 21, s) == 1.0
+    assert lr_factor(5, 21, s) == pytest.approx(0.1 + 0.45 * (1 + 0.7071067811865476))  # p = 1/4
+    assert lr_factor(10, 21, s) == pytest.approx(0.55)  # p = 1/2
+    assert lr_factor(20, 21, s) == pytest.approx(0.1, abs=1e-15)  # last step: the minimum
+    assert lr_factor(25, 21, s) == pytest.approx(0.1, abs=1e-15)  # past the end: kept
+    # 10 warm-up steps: (step + 1) / 11, the peak at step 10 (> 0 at step 0)
+    w = sched(warmup=10, ratio=0.1)
+    assert [lr_factor(k, 100, w) for k in (0, 4, 9, 10)] == [1 / 11, 5 / 11, 10 / 11, 1.0]
+    assert lr_factor(99, 100, w) == pytest.approx(0.1, abs=1e-15)
+
+
+def test_constant_after_warmup():
+    s = sched("constant", warmup=5, ratio=1.0)
+    assert [lr_factor(k, 50, s) for k in (0, 4, 5, 49)] == [1 / 6, 5 / 6, 1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    "shape, quarter",  # factor one quarter into the decay, min 0.1 (hand values)
+    [("linear", 1 - 0.9 * 0.25), ("cosine", 0.1 + 0.45 * (1 + 0.7071067811865476)), ("sqrt", 0.55)],
+)
+def test_wsd_stable_then_decay_over_the_last_fraction(shape, quarter):
+    # 100 steps, 5 warm-up, decay over the last 20 (steps 80..99): p = (step - 79) / 20
+    s = sched("wsd", warmup=5, ratio=0.1, decay_fraction=0.2, decay_shape=shape)
+    f = [lr_factor(k, 100, s) for k in range(100)]
+    assert f[0] == pytest.approx(1 / 6) and f[0] > 0  # warm-up, > 0 at step 0
+    assert f[5] == 1.0 and f[79] == 1.0 and set(f[5:80]) == {1.0}  # stable at the peak
+    assert f[84] == pytest.approx(quarter)  # p = 5 / 20
+    assert f[99] == pytest.approx(0.1, abs=1e-12)  # the minimum at the last step
+    assert all(a >= b for a, b in zip(f[79:], f[80:]))  # decays monotonically
+
+
+def test_wsd_decay_never_starts_inside_warmup():
+    s = sched("wsd", warmup=8, ratio=0.0, decay_fraction=0.9)
+    f = [lr_factor(k, 10, s) for k in range(10)]  # decay would start at 1: held until 8
+    assert f[:8] == [(k + 1) / 9 for k in range(8)] and f[8] == 0.5 and f[9] == 0.0
 
 
 def test_weight_decay_only_on_matrices_and_embeddings():
@@ -64,14 +87,16 @@ def test_policies_separate_shared_reset():
     ps = _params()
     levels = {"fine": ps, "coarse_a": {"a": ps["a"], "s": ps["s"]}}
     cfg = OmegaConf.structured(SGDConfig)
-    sep = LevelOptimizers(cfg, "separate", levels)
+    sep = level_optimizers(cfg, "separate", levels)
     assert sep.get("fine") is not sep.get("coarse_a") and sep.get("coarse_a") is sep.get("coarse_a")
     assert len(sep.get("coarse_a").param_groups[0]["params"]) == 2
-    shared = LevelOptimizers(cfg, "shared", levels)
+    shared = level_optimizers(cfg, "shared", levels)
     assert shared.get("coarse_a") is shared.get("fine")
-    reset = LevelOptimizers(cfg, "reset", levels)
-    first = reset.get("coarse_a")
+    reset = level_optimizers(cfg, "reset", levels)
+    first, fine = reset.get("coarse_a"), reset.get("fine")
     reset.start_phase("coarse_a")
-    assert reset.get("coarse_a") is not first
+    assert reset.get("coarse_a") is not first  # a fresh coarse optimizer each phase
     reset.start_phase("fine")
-    assert reset.get("fine") is reset.get("fine")
+    assert reset.get("fine") is fine  # the fine optimizer persists
+    with pytest.raises(ConfigError, match="coarsening.optimizer_state='keep' is not allowed"):
+        level_optimizers(cfg, "keep", levels)

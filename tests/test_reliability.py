@@ -29,15 +29,13 @@ def test_non_finite_loss_stops_with_step_level_and_exit_3(tmp_path, capsys):
         capsys,
     )
     assert code == 3
-    assert (
-        err.strip().splitlines()
-        == [
-            "mltrain: error: non-finite loss (nan) at step 3 (fine step 2, level fine); stopped, the last good "
-            f"checkpoint is kept: {next((tmp_path / 'outputs' / 'runs').iterdir()) / 'checkpoints' / 'ckpt_000000001.pt'}"
-        ]
-        or "non-finite" in err
-    )
     run_dir = next((tmp_path / "outputs" / "runs").iterdir())
+    # step 1 (lr 1e12) leaves huge but finite parameters; step 2's loss is NaN. The step and
+    # fine step are numbered as the failing step's record would be.
+    assert err.strip().splitlines() == [
+        "mltrain: error: non-finite loss (nan) at step 2 (fine step 2, level fine); stopped, the last good "
+        f"checkpoint is kept: {run_dir / 'checkpoints' / 'ckpt_000000001.pt'}"
+    ]
     kept = list_checkpoints(run_dir / "checkpoints")
     assert kept and all(
         math.isfinite(v.float().sum()) for v in load_checkpoint(kept[-1])["model"].values()
@@ -249,6 +247,11 @@ CATALOGUE = [
         "Could not find 'optimizer/adam'; available options in 'optimizer': adamw, sgd",
     ),
     (["data=books"], "Could not find 'data/books'"),
+    (
+        ["data.vocab_size=4096"],
+        "Could not override 'data.vocab_size'; Key 'vocab_size' not in 'DataConfig'; "
+        "data.vocab_size was renamed data.bpe_vocab_size: use data.bpe_vocab_size=...",
+    ),
     # data
     (["data=text_files", "data.paths=[{tmp}/missing]"], "data.paths: {tmp}/missing does not exist"),
     (
@@ -300,10 +303,6 @@ CATALOGUE = [
 ]
 
 
-def test_catalogue_has_at_least_25_cases():
-    assert len(CATALOGUE) >= 25
-
-
 @pytest.mark.parametrize("args, message", CATALOGUE, ids=[" ".join(a) for a, _ in CATALOGUE])
 def test_bad_input_gives_one_line_and_touches_nothing(
     args, message, existing_run, tmp_path, capsys
@@ -320,10 +319,6 @@ def test_bad_input_gives_one_line_and_touches_nothing(
     assert message.format(**fill) in lines[0]
     assert digest(existing_run) == before
     assert not any((tmp_path / "outputs").rglob("metrics.jsonl"))
-    if "no_ckpt" in " ".join(args):
-        assert len(read_jsonl(tmp_path / "no_ckpt" / "metrics.jsonl")) == len(
-            read_jsonl(existing_run / "metrics.jsonl")
-        )
 
 
 def test_wandb_history_never_goes_backwards_after_a_resume(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mltrain.checkpoint import list_checkpoints, load_checkpoint
-from mltrain.trainer import Preempted
+from mltrain.errors import Preempted
 from tests.helpers import make_job, read_jsonl, run_job, run_mltrain
 
 ML = [
@@ -55,16 +55,18 @@ def stop_after(job, n_steps):
     t._step = step
 
 
+# One iteration inside the window: fine step, 3 coarse_a steps, 3 coarse_b steps (steps 1-7,
+# 8-14, 15-21); then one fine step per iteration (22, 23, 24); evaluations every 2 iterations.
 @pytest.mark.parametrize(
     "stop_at, policy",
     [
-        (2, "separate"),
-        (6, "separate"),
-        (9, "separate"),
-        (22, "separate"),  # mid coarse_a / coarse_b,
-        (4, "reset"),
-        (12, "shared"),
-    ],  # the next V-cycle, the fine step that ends an evaluated iteration
+        (2, "separate"),  # inside the first coarse_a phase
+        (6, "separate"),  # inside the first coarse_b phase
+        (9, "separate"),  # the first coarse_a step of the second V-cycle
+        (22, "separate"),  # the fine step that ends iteration 4, an evaluated one
+        (4, "reset"),  # the last coarse_a step, before its prolongation
+        (12, "shared"),  # inside the second V-cycle's coarse_b phase
+    ],
 )
 def test_preempted_anywhere_resumes_bitwise(tmp_path, stop_at, policy):
     ref = reference(tmp_path, f"coarsening.optimizer_state={policy}")
@@ -154,10 +156,10 @@ def test_killed_during_evaluation_resumes_bitwise(tmp_path):
 
 
 def test_killed_during_a_checkpoint_write_resumes_bitwise(tmp_path, monkeypatch):
-    import mltrain.trainer as trainer_module
+    import mltrain.checkpoint as checkpoint_module
 
     ref = reference(tmp_path)
-    real, saves = trainer_module.save_checkpoint, []
+    real, saves = checkpoint_module.save_checkpoint, []
 
     def dying(state, directory, step, keep):
         saves.append(step)
@@ -166,12 +168,12 @@ def test_killed_during_a_checkpoint_write_resumes_bitwise(tmp_path, monkeypatch)
             raise _Killed
         return real(state, directory, step, keep)
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", dying)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", dying)
     job = make_job(tmp_path / "run", *ML)
     with pytest.raises(_Killed):
         job.run()
     job.close()
-    monkeypatch.setattr(trainer_module, "save_checkpoint", real)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", real)
     run_job(tmp_path / "run", *ML, "train.resume=auto")
     assert losses(tmp_path / "run") == losses(ref)
     assert not list((tmp_path / "run" / "checkpoints").glob(".ckpt_*"))

@@ -123,7 +123,7 @@ def test_iso_flop_baseline_from_target_flops_and_compare_end_to_end(tmp_path):
     sl = make_job(
         tmp_path / "iso", "coarsening=none", f"train.target_flops={budget}", "train.eval_every=2"
     )
-    fine = sl.trainer.step_flops["fine"].total
+    fine = sl.plan.step_flops["fine"].total
     assert sl.total_steps == round(budget / fine)
     sl.run()
     sl.close()

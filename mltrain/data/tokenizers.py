@@ -14,14 +14,15 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from mltrain.errors import DataError
+from mltrain.errors import ConfigError, DataError
+from mltrain.registry import Registry
 
 EOT = "<|endoftext|>"
 GPT2_SHA256 = {
@@ -32,6 +33,39 @@ GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+
 
 
 @dataclass
+class TokenizerSource:
+    """What building a tokenizer may need: the ``data`` section, the cache folder, the corpus
+    fingerprint and split rule (for a trained tokenizer's cache key), and the training
+    documents (a callable, read only when a tokenizer must be trained)."""
+
+    cfg: Any
+    cache_root: Path
+    corpus_fp: str
+    split: dict
+    train_docs: Callable[[], list[str]]
+
+
+# ``data.tokenizer`` kind -> Tokenizer class; ``hf:<name or path>`` is kind "hf" with an argument
+TOKENIZERS: Registry[type[Tokenizer]] = Registry("data.tokenizer")
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``data.tokenizer`` as (kind, argument): ``bpe`` -> ("bpe", None), ``hf:gpt2`` ->
+    ("hf", "gpt2").
+
+    Raises:
+        ConfigError: an unknown kind, an argument where none is taken, or a missing one.
+    """
+    kind, sep, arg = spec.partition(":")
+    cls = TOKENIZERS.get(kind) if kind in TOKENIZERS else None
+    if cls is None or bool(sep) != cls.takes_argument or (sep and not arg):
+        raise ConfigError(
+            f"data.tokenizer={spec!r} is not allowed: choose {', '.join(TOKENIZERS.spellings())}"
+        )
+    return kind, (arg or None)
+
+
+@dataclass
 class Tokenizer:
     """A text <-> token-id mapping with an end-of-text id.
 
@@ -39,8 +73,11 @@ class Tokenizer:
         name: the ``data.tokenizer`` setting that built it.
         vocab_size: number of ids (the model's embedding needs at least this many rows).
         eot_id: id of the end-of-text token that separates documents.
-        fingerprint: sha256 that changes whenever the mapping could change.
+        fingerprint: sha256 of everything that determines the mapping (the tokenizer's full
+            serialised content, or its files), so a changed tokenizer never reuses a token cache.
     """
+
+    takes_argument: ClassVar[bool] = False
 
     name: str
     vocab_size: int
@@ -48,23 +85,69 @@ class Tokenizer:
     fingerprint: str
     _impl: Any
 
+    @classmethod
+    def load(cls, arg: str | None, source: TokenizerSource) -> Tokenizer:
+        """Build or load the tokenizer of ``data.tokenizer`` (``arg``: what follows ``hf:``)."""
+        raise NotImplementedError
+
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text (no special tokens are added or parsed)."""
-        kind = self.name.split(":")[0]
-        if kind == "gpt2":
-            return self._impl.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
-        if kind == "bpe":
-            return [e.ids for e in self._impl.encode_batch(texts, add_special_tokens=False)]
-        return [self._impl(t, add_special_tokens=False)["input_ids"] for t in texts]
+        raise NotImplementedError
 
     def encode(self, text: str) -> list[int]:
         return self.encode_batch([text])[0]
 
     def decode(self, ids: Iterable[int]) -> str:
-        ids = [int(i) for i in ids]
-        if self.name == "bpe":
-            return self._impl.decode(ids, skip_special_tokens=False)
-        return self._impl.decode(ids)
+        return self._impl.decode([int(i) for i in ids])
+
+
+@TOKENIZERS.register("bpe")
+class BPETokenizer(Tokenizer):
+    """A byte-level BPE trained with HF ``tokenizers`` (:func:`train_bpe`) on the train split,
+    ``data.bpe_vocab_size`` entries, kept in the cache under a key of its inputs."""
+
+    @classmethod
+    def load(cls, arg: str | None, source: TokenizerSource) -> Tokenizer:
+        from mltrain.data import cache
+
+        size = int(source.cfg.bpe_vocab_size)
+        key = cache.fingerprint(
+            corpus=source.corpus_fp, split=source.split, vocab_size=size, kind="bpe"
+        )
+        path = source.cache_root / "tokenizers" / f"bpe-{key[:24]}.json"
+        return train_bpe([] if path.is_file() else source.train_docs(), size, path)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self._impl.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._impl.decode([int(i) for i in ids], skip_special_tokens=False)
+
+
+@TOKENIZERS.register("gpt2")
+class GPT2Tokenizer(Tokenizer):
+    """OpenAI's GPT-2 BPE through tiktoken (:func:`load_gpt2`)."""
+
+    @classmethod
+    def load(cls, arg: str | None, source: TokenizerSource) -> Tokenizer:
+        return load_gpt2()
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self._impl.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
+
+
+@TOKENIZERS.register("hf", spelling="hf:<name or path>")
+class HFTokenizer(Tokenizer):
+    """``transformers.AutoTokenizer`` (:func:`load_hf`)."""
+
+    takes_argument = True
+
+    @classmethod
+    def load(cls, arg: str | None, source: TokenizerSource) -> Tokenizer:
+        return load_hf(arg)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [self._impl(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
 def gpt2_files_dir() -> Path:
@@ -101,8 +184,10 @@ def load_gpt2(folder: Path | None = None) -> Tokenizer:
     enc = tiktoken.Encoding(
         "gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={EOT: len(ranks)}
     )
-    fp = hashlib.sha256(("gpt2" + "".join(GPT2_SHA256.values())).encode()).hexdigest()
-    return Tokenizer("gpt2", enc.n_vocab, enc.eot_token, fp, enc)
+    fp = hashlib.sha256(
+        ("gpt2" + "".join(GPT2_SHA256.values()) + GPT2_PATTERN).encode()
+    ).hexdigest()
+    return GPT2Tokenizer("gpt2", enc.n_vocab, enc.eot_token, fp, enc)
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, cache_file: Path | None = None) -> Tokenizer:
@@ -136,7 +221,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, cache_file: Path | None = N
         True  # "<|endoftext|>" inside a document is plain text, as in tiktoken
     )
     fp = hashlib.sha256(tok.to_str().encode()).hexdigest()
-    return Tokenizer("bpe", tok.get_vocab_size(), tok.token_to_id(EOT), fp, tok)
+    return BPETokenizer("bpe", tok.get_vocab_size(), tok.token_to_id(EOT), fp, tok)
 
 
 def load_hf(name: str) -> Tokenizer:
@@ -161,10 +246,24 @@ def load_hf(name: str) -> Tokenizer:
         raise DataError(
             f"data.tokenizer=hf:{name} has no end-of-text (EOS) token to join documents"
         )
-    fp = hashlib.sha256(
-        f"hf:{name}:{n}:{sorted(tok.get_vocab().items())[:1000]}".encode()
-    ).hexdigest()
-    return Tokenizer(f"hf:{name}", n, int(tok.eos_token_id), fp, tok)
+    return HFTokenizer(f"hf:{name}", n, int(tok.eos_token_id), _hf_fingerprint(name, tok), tok)
+
+
+def _hf_fingerprint(name: str, tok) -> str:
+    """sha256 of a transformers tokenizer's full content: the serialised fast tokenizer
+    (vocabulary, merges, normaliser, pre-tokeniser, post-processor) when it has one, its
+    files when ``name`` is a directory, and its class, special tokens and whole vocabulary."""
+    h = hashlib.sha256(f"hf\0{type(tok).__name__}\0{len(tok)}\0".encode())
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode())
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+            h.update(f"{f.relative_to(folder)}\0".encode() + f.read_bytes())
+    h.update(repr(sorted(tok.get_vocab().items())).encode())
+    h.update(repr(sorted(tok.special_tokens_map.items())).encode())
+    return h.hexdigest()
 
 
 def token_dtype(vocab_size: int) -> np.dtype:

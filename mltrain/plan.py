@@ -1,0 +1,312 @@
+"""The plan of a run: its levels, the operations of every iteration, their FLOPs, its length.
+
+:func:`build_plan` turns a validated config into a :class:`Plan` in one place; the trainer
+walks it, the job sizes the run with it (``train.target_flops``), ``scripts/flops_budget.py``
+prints it, and ``mltrain-compare`` asks it whether a finished run was multilevel. A new
+scheme extends the plan (a new kind of :class:`Stage`, or new operations in a stage's cycle),
+not those call sites.
+
+A run is a sequence of *iterations* ``k = 0 .. iterations-1`` (the LR schedule's clock). In a
+single-level or V-cycle run an iteration is one fine step, plus a V-cycle (coarse phases) on
+the iterations the stage lists; ``fine steps`` and iterations then coincide.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from mltrain.config import MLTrainConfig
+from mltrain.errors import ConfigError
+from mltrain.flops import FlopCount, level_step_flops
+from mltrain.levels import Level, build_hierarchy
+from mltrain.vcycle import Op, Train, build_cycle, format_cycle
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A span of iterations whose plain iterations take one step of ``level``.
+
+    Attributes:
+        level: the level a plain iteration trains (``fine`` in a V-cycle run).
+        iterations: number of iterations in the stage.
+        cycle: the operations of an iteration that carries a V-cycle (its own step of
+            ``level`` included, :func:`mltrain.vcycle.build_cycle`).
+        cycle_at: stage-local iteration indices (0-based) that carry the cycle.
+    """
+
+    level: str
+    iterations: int
+    cycle: tuple[Op, ...] = ()
+    cycle_at: range = field(default_factory=lambda: range(0))
+
+    @property
+    def plain(self) -> tuple[Op, ...]:
+        return (Train(self.level, 1),)
+
+    def ops(self, j: int) -> tuple[Op, ...]:
+        """Operations of stage-local iteration ``j``."""
+        return self.cycle if self.cycle and j in self.cycle_at else self.plain
+
+    def cycles_in(self, j0: int, j1: int) -> int:
+        """How many of the iterations ``j0..j1-1`` carry the cycle."""
+        if not self.cycle:
+            return 0
+        r = self.cycle_at  # a range with step >= 1
+        first = r.start + max(0, -(-(j0 - r.start) // r.step)) * r.step  # first member >= j0
+        return len(range(first, min(j1, r.stop), r.step))
+
+
+def _train_steps(ops: Sequence[Op]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for op in ops:
+        if isinstance(op, Train):
+            out[op.level] = out.get(op.level, 0) + op.steps
+    return out
+
+
+@dataclass
+class Plan:
+    """Everything a run will do, before it starts.
+
+    Attributes:
+        levels: the hierarchy, fine level first.
+        stages: the iterations in order.
+        step_flops: training FLOPs of one optimizer step of each level (:class:`FlopCount`,
+            counts), or None when built without a vocabulary size.
+        tokens_per_step: tokens of one optimizer step (global batch × sequence length).
+    """
+
+    levels: list[Level]
+    stages: tuple[Stage, ...]
+    step_flops: dict[str, FlopCount] | None
+    tokens_per_step: int
+
+    @property
+    def fine(self) -> Level:
+        return self.levels[0]
+
+    @property
+    def iterations(self) -> int:
+        return sum(s.iterations for s in self.stages)
+
+    def _locate(self, k: int) -> tuple[Stage, int]:
+        for s in self.stages:
+            if k < s.iterations:
+                return s, k
+            k -= s.iterations
+        raise IndexError(f"iteration {k} is past the end of the plan")
+
+    def ops(self, k: int) -> tuple[Op, ...]:
+        """Operations of iteration ``k`` (0-based)."""
+        stage, j = self._locate(k)
+        return stage.ops(j)
+
+    def steps_per_level(self, k0: int = 0, k1: int | None = None) -> dict[str, int]:
+        """Optimizer steps each level takes in iterations ``k0..k1-1`` (default: the run)."""
+        k1 = self.iterations if k1 is None else k1
+        out = {lv.name: 0 for lv in self.levels}
+        start = 0
+        for s in self.stages:
+            j0, j1 = max(k0 - start, 0), min(k1 - start, s.iterations)
+            if j1 > j0:
+                n_cycle = s.cycles_in(j0, j1)
+                for name, n in _train_steps(s.cycle).items():
+                    out[name] += n * n_cycle
+                out[s.level] += (j1 - j0) - n_cycle
+            start += s.iterations
+        return out
+
+    @property
+    def fine_steps(self) -> int:
+        """Fine-level optimizer steps of the whole run."""
+        return self.steps_per_level()[self.fine.name]
+
+    @property
+    def multilevel(self) -> bool:
+        """Whether any iteration trains a level other than the fine one."""
+        return any(n for name, n in self.steps_per_level().items() if name != self.fine.name)
+
+    def flops(self, k0: int = 0, k1: int | None = None) -> FlopCount:
+        """Training FLOPs (with head / non-embedding) of iterations ``k0..k1-1``.
+
+        Raises:
+            ValueError: the plan was built without a vocabulary size.
+        """
+        if self.step_flops is None:
+            raise ValueError("Plan.flops needs step_flops: build the plan with vocab_size")
+        total = FlopCount(0, 0)
+        for name, n in self.steps_per_level(k0, k1).items():
+            total = total + self.step_flops[name] * n
+        return total
+
+    def describe(self) -> str:
+        """The hierarchy, the V-cycle and the FLOPs in a few lines (printed at start)."""
+        lines = [
+            "levels: "
+            + ", ".join(f"{lv.name}(blocks={list(lv.blocks)}, h={lv.h:g})" for lv in self.levels)
+        ]
+        start = 0
+        for s in self.stages:
+            r = range(start + s.cycle_at.start, start + min(s.cycle_at.stop, s.iterations))
+            if self.multilevel and s.cycle and len(r):
+                lines.append(
+                    f"V-cycle for fine iterations {r.start}..{r.stop - 1}: {format_cycle(s.cycle)}"
+                )
+            start += s.iterations
+        if self.step_flops is not None:
+            per = {n: f.total for n, f in self.step_flops.items()}
+            lines.append(
+                "FLOPs per optimizer step (with head): "
+                + ", ".join(f"{n}={v:.3e}" for n, v in per.items())
+            )
+            total = self.flops()
+            lines.append(
+                f"planned training FLOPs: {total.total:.4e} with head, {total.nonembed:.4e} "
+                f"non-embedding; optimizer steps {self.steps_per_level()}"
+            )
+        return "\n".join(lines)
+
+    def summary(self) -> dict:
+        """What a run directory's ``run.json`` records of the plan."""
+        out = {
+            "multilevel": self.multilevel,
+            "iterations": self.iterations,
+            "fine_steps": self.fine_steps,
+            "steps_per_level": self.steps_per_level(),
+            "levels": {lv.name: {"blocks": list(lv.blocks), "h": lv.h} for lv in self.levels},
+        }
+        if self.step_flops is not None:
+            total = self.flops()
+            out["planned_flops"], out["planned_flops_nonembed"] = total.total, total.nonembed
+        return out
+
+
+def _stages(cfg: MLTrainConfig, levels: list[Level], iterations: int) -> tuple[Stage, ...]:
+    c = cfg.coarsening
+    cycle = build_cycle(levels, c.coarse_steps, c.combine, c.fine_step)
+    return (Stage(levels[0].name, iterations, cycle, range(0, min(c.window, iterations))),)
+
+
+def _steps_for_budget(make, budget: float) -> int:
+    """The iteration count whose plan's training FLOPs (with head) come closest to ``budget``:
+    |total − budget| <= half an iteration's cost (``make(n)`` builds the plan of n)."""
+
+    def total(n: int) -> int:
+        return make(n).flops().total
+
+    lo, hi = 1, 1
+    while total(hi) < budget:
+        hi *= 2
+    while lo < hi:  # smallest n with total(n) >= budget
+        mid = (lo + hi) // 2
+        if total(mid) >= budget:
+            hi = mid
+        else:
+            lo = mid + 1
+    if lo > 1 and budget - total(lo - 1) < total(lo) - budget:
+        lo -= 1
+    return lo
+
+
+def build_plan(cfg: MLTrainConfig, vocab_size: int | None, world: int = 1) -> Plan:
+    """The plan of a run of ``cfg`` (typed, validated) on ``world`` processes.
+
+    ``vocab_size`` (the model's embedding rows) is needed for FLOPs and for sizing a run by
+    ``train.target_flops``; without it the plan has ``train.steps`` iterations and no FLOPs.
+
+    Raises:
+        ConfigError: a hierarchy the model cannot support, a budget below one fine step, or one
+            that leaves no step after warm-up.
+    """
+    m, t = cfg.model, cfg.train
+    levels = build_hierarchy(cfg.coarsening, m.n_layer)
+    tokens = m.seq_len * cfg.data.batch_size * t.grad_accum * world
+    step_flops = (
+        level_step_flops(levels, m.n_embd, m.seq_len, vocab_size, tokens) if vocab_size else None
+    )
+
+    def make(n: int) -> Plan:
+        return Plan(levels, _stages(cfg, levels, n), step_flops, tokens)
+
+    if t.target_flops is None or step_flops is None:
+        return make(int(t.steps))
+    one = step_flops[levels[0].name].total
+    if t.target_flops < one:
+        raise ConfigError(
+            f"train.target_flops={t.target_flops:.4g} is less than one fine step "
+            f"({one:.4g} FLOPs with head); give a larger budget"
+        )
+    n = _steps_for_budget(make, float(t.target_flops))
+    if cfg.schedule.warmup_steps >= n:
+        raise ConfigError(
+            f"train.target_flops={t.target_flops:.3e} gives {n} fine steps, not more than "
+            f"schedule.warmup_steps={cfg.schedule.warmup_steps}; raise the budget or lower the warmup"
+        )
+    return make(n)
+
+
+def plan_of_config(config: dict, vocab_size: int | None = None) -> Plan:
+    """The plan of a finished run from its resolved config dict (``.hydra/config.yaml``, as
+    written by this or an earlier mltrain; renamed keys are upgraded).
+
+    Raises:
+        ConfigError / omegaconf errors: a config this mltrain cannot read.
+    """
+    from omegaconf import OmegaConf
+
+    from mltrain.config import SECTIONS, typed, upgrade
+
+    config = upgrade(config)
+    base = OmegaConf.structured(MLTrainConfig)
+    known = {s: config[s] for s in SECTIONS if isinstance(config.get(s), dict)}
+    merged = OmegaConf.merge(base, known)
+    merged.optimizer = config.get("optimizer") or {}
+    return build_plan(typed(merged), vocab_size)
+
+
+def _unflatten(config: dict) -> dict:
+    out: dict = {}
+    for key, value in config.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = _listify(value)
+    return out
+
+
+def _listify(v):
+    return [_listify(x) for x in v] if isinstance(v, list | tuple) else v
+
+
+@functools.lru_cache(maxsize=4096)
+def _multilevel(items: tuple) -> bool:
+    config = _unflatten(dict(items))
+    try:
+        return plan_of_config(config).multilevel
+    except Exception:  # a config this version cannot build: the V-cycle's own rule
+        c = config.get("coarsening", {})
+        return (
+            c.get("name", "none") != "none"
+            and bool(c.get("window"))
+            and bool(c.get("coarse_steps"))
+        )
+
+
+def is_multilevel(config: dict) -> bool:
+    """Whether a run of this resolved config (nested, or flattened ``{"a.b": v}``) trains any
+    level besides the fine one, as its :class:`Plan` says (built without a vocabulary, with
+    ``train.steps`` iterations). The one place mltrain decides "single-level or multilevel"."""
+    from mltrain.config import flatten
+
+    flat = flatten(config) if any(isinstance(v, dict) for v in config.values()) else config
+    return _multilevel(tuple(sorted((k, _hashable(v)) for k, v in flat.items())))
+
+
+def _hashable(v):
+    return tuple(_hashable(x) for x in v) if isinstance(v, list | tuple) else v
