@@ -321,14 +321,14 @@ class Trainer:
         loss_val, norm_val = torch.stack([loss_avg, norm.float()]).tolist()
         if not math.isfinite(loss_val) or (not math.isfinite(norm_val) and self.scaler is None):
             what = "loss" if not math.isfinite(loss_val) else "gradient norm"
-            self._diverged(what, loss_val if what == "loss" else norm_val, level)
+            fine = self.p.fine_steps + (1 if level.is_fine else 0)
+            value = loss_val if what == "loss" else norm_val
+            self._diverged(what, value, self.p.step + 1, fine, level.name)
         return loss_val, norm_val
 
-    def _diverged(self, what: str, value: float, level: Level) -> None:
-        """Raise :class:`DivergenceError` for the step being taken (numbered as its record
-        would be: ``step`` and ``fine_step`` after this step)."""
-        step = self.p.step + 1
-        fine = self.p.fine_steps + (1 if level.is_fine else 0)
+    def _diverged(self, what: str, value: float, step: int, fine: int, level: str) -> None:
+        """Raise :class:`DivergenceError` naming where (``step``, ``fine`` step, ``level``, as
+        the failing step's record numbers them) and the newest finite checkpoint."""
         good = ckpt.latest_healthy(self.run_dir / ckpt.CKPT_DIR) if self.ctx.is_main else None
         kept = (
             f"the last good checkpoint is kept: {good}"
@@ -336,10 +336,10 @@ class Trainer:
             else "no finite checkpoint had been written yet"
         )
         err = DivergenceError(
-            f"non-finite {what} ({value}) at step {step} (fine step {fine}, level {level.name}); "
+            f"non-finite {what} ({value}) at step {step} (fine step {fine}, level {level}); "
             f"stopped, {kept}"
         )
-        err.where = {"step": step, "fine_step": fine, "level": level.name}
+        err.where = {"step": step, "fine_step": fine, "level": level}
         raise err
 
     def _account(self, level: Level, loss_norm: tuple[float, float], lr: float, dt: float) -> None:
@@ -444,21 +444,8 @@ class Trainer:
             self.tracker.log(self._record(self.fine.name) | extra)
         if not math.isfinite(val):
             self._flush()
-            self._diverged_eval(val)
-
-    def _diverged_eval(self, val: float) -> None:
-        good = ckpt.latest_healthy(self.run_dir / ckpt.CKPT_DIR) if self.ctx.is_main else None
-        kept = (
-            f"the last good checkpoint is kept: {good}"
-            if good
-            else "no finite checkpoint had been written yet"
-        )
-        err = DivergenceError(
-            f"non-finite validation loss ({val}) at step {self.p.step} (fine step "
-            f"{self.p.fine_steps}, level {self.fine.name}); stopped, {kept}"
-        )
-        err.where = {"step": self.p.step, "fine_step": self.p.fine_steps, "level": self.fine.name}
-        raise err
+            p = self.p
+            self._diverged("validation loss", val, p.step, p.fine_steps, self.fine.name)
 
     def _console(self, k: int) -> None:
         last = self.p
