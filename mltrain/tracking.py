@@ -5,6 +5,9 @@ the ``WANDB_MODE`` environment variable says otherwise, so it never prompts for 
 and never waits on a network it cannot reach; any W&B failure is reported once as a
 warning and training goes on with ``metrics.jsonl``.
 
+``metrics.jsonl`` is strict JSON: non-finite floats are the strings ``"nan"``, ``"inf"`` and
+``"-inf"`` (:func:`dumps_record`), read back as floats by :func:`read_metrics`.
+
 Metric names (DESIGN.md section 5): ``step``, ``fine_step``, ``level``, ``train/loss``,
 ``val/loss``, ``val/ppl``, ``lr``, ``perf/flops``, ``perf/flops_nonembed``, ``perf/tokens``,
 ``perf/tok_per_s``, ``perf/wall_s``, ``perf/flops_level/<name>``; in W&B, ``train/*`` and
@@ -26,16 +29,52 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
 
 
+# Non-finite floats are written as these JSON strings (``NaN``/``Infinity`` literals are not
+# JSON: strict parsers reject the line); :func:`read_metrics` turns them back into floats.
+NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def _json_value(v: Any) -> Any:
+    """``v`` with every non-finite float replaced by its :data:`NON_FINITE` string."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, dict):
+        return {k: _json_value(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_json_value(x) for x in v]
+    return v
+
+
+def dumps_record(record: dict) -> str:
+    """One ``metrics.jsonl`` line (without the newline): strict JSON, non-finite floats as
+    the strings ``"nan"``, ``"inf"``, ``"-inf"`` (``allow_nan=False`` guards the rule)."""
+    return json.dumps(_json_value(record), allow_nan=False)
+
+
+def _from_json(record: dict) -> dict:
+    """Undo :func:`dumps_record`'s strings for every key but ``level`` (a name, not a number)."""
+    return {
+        k: NON_FINITE[v] if k != "level" and isinstance(v, str) and v in NON_FINITE else v
+        for k, v in record.items()
+    }
+
+
 def read_metrics(path: Path) -> list[dict]:
-    """Records of a ``metrics.jsonl`` (a torn last line from a killed run is ignored)."""
+    """Records of a ``metrics.jsonl`` (a torn last line from a killed run is ignored).
+
+    Non-finite values come back as floats, whether written as :data:`NON_FINITE` strings or
+    as the ``NaN``/``Infinity`` literals of files written before.
+    """
     out = []
     if not path.is_file():
         return out
     for line in path.read_text().splitlines():
         try:
-            out.append(json.loads(line))
+            rec = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(rec, dict):
+            out.append(_from_json(rec))
     return out
 
 
@@ -46,7 +85,7 @@ def truncate_metrics(path: Path, last_step: int) -> int:
     seen = max((r.get("step", -1) for r in records), default=-1)
     keep = [r for r in records if r.get("step", -1) <= last_step]
     tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    tmp.write_text("".join(dumps_record(r) + "\n" for r in keep))
     os.replace(tmp, path)
     return seen
 
@@ -130,7 +169,7 @@ class Tracker:
         """Append ``record`` (one optimizer step, any level) to metrics.jsonl and W&B."""
         if not self.enabled:
             return
-        self._file.write(json.dumps(record) + "\n")
+        self._file.write(dumps_record(record) + "\n")
         if self._wandb is not None and record["step"] > self._wandb_after:
             try:
                 data = {
