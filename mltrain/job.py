@@ -112,7 +112,7 @@ class Job:
             self._compile(t.train.compile_backend)
         # ---- all checks passed: from here on the run directory is written
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        wandb_after = self._prepare_run_dir()
+        self._prepare_run_dir()
         self.role = role_of(t, self.plan)
         self._write_run_info()
         self.tracker = Tracker(
@@ -122,7 +122,7 @@ class Job:
             self.role,
             group or t.logger.group or t.experiment_name,
             run_id=(self.resume_state or {}).get("wandb_id"),
-            wandb_after_step=wandb_after,
+            earlier_run_dir=self.resume_path.parent.parent if self.resume_path else None,
             enabled=ctx.is_main,
         )
         try:
@@ -259,11 +259,11 @@ class Job:
         )
         return state
 
-    def _prepare_run_dir(self) -> int:
-        """Write ``.hydra/`` and bring ``metrics.jsonl`` to the checkpoint's step; return the
-        largest step the old metrics file held (not sent to W&B again)."""
+    def _prepare_run_dir(self) -> None:
+        """Write ``.hydra/`` and bring ``metrics.jsonl`` to the checkpoint's step (the Tracker
+        then asks W&B which of its steps W&B lacks)."""
         if not self.ctx.is_main:
-            return -1
+            return
         try:  # fail before writing anything else if checkpoints cannot be written here
             (self.run_dir / ckpt.CKPT_DIR).mkdir(exist_ok=True)
         except OSError as e:
@@ -283,10 +283,9 @@ class Job:
             if source.resolve() != metrics.resolve() and source.is_file() and not metrics.exists():
                 shutil.copyfile(source, metrics)
             if metrics.is_file():
-                return truncate_metrics(metrics, step)
+                truncate_metrics(metrics, step)
         elif metrics.is_file():  # resume=auto found no checkpoint: the same run restarts from 0
-            return truncate_metrics(metrics, -1)
-        return -1
+            truncate_metrics(metrics, -1)
 
     def _write_run_info(self) -> None:
         """``run.json`` (atomically): role, status, where it diverged, threads, device,

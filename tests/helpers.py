@@ -119,27 +119,10 @@ def digest(folder: Path) -> dict:
 
 
 def wandb_records(path: Path) -> list:
-    """The protobuf records of an offline W&B run file (``run-<id>.wandb``): W&B writes them in
-    LevelDB's log format (7-byte file header, 32 KiB blocks, 7-byte record headers)."""
-    from wandb.proto import wandb_internal_pb2 as pb
+    """The protobuf records of an offline W&B run file (``run-<id>.wandb``), read by
+    :func:`mltrain.tracking.read_wandb_records` (LevelDB's log format, checksums checked)."""
+    from mltrain.tracking import read_wandb_records
 
     data = Path(path).read_bytes()
     assert data[:4] == b":W&B"
-    pos, block, out, buf = 7, 32768, [], b""
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # block trailer padding
-            pos += block - pos % block
-            continue
-        length = int.from_bytes(data[pos + 4 : pos + 6], "little")
-        kind = data[pos + 6]
-        chunk = data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind == 0 and length == 0:
-            continue
-        buf += chunk
-        if kind in (1, 4):  # FULL or LAST
-            rec = pb.Record()
-            rec.ParseFromString(buf)
-            out.append(rec)
-            buf = b""
-    return out
+    return read_wandb_records(path)
