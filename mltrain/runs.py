@@ -1,26 +1,34 @@
-"""Reading finished runs for ``mltrain-compare`` and grouping them into configurations.
+"""Reading runs for ``mltrain-compare`` and grouping them into configurations.
 
-A run directory holds ``.hydra/config.yaml`` and ``metrics.jsonl`` (DESIGN.md section 5).
+A run directory holds ``.hydra/config.yaml`` and ``metrics.jsonl`` (DESIGN.md section 5), and,
+for runs of newer versions, ``run.json`` (role, status, divergence, thread count, device).
 :func:`find_runs` finds them below any directories (a run, a sweep, ``outputs/runs``);
 :func:`group_configurations` groups runs that differ only by seed (and by keys that do not
-change training, :data:`IGNORED`) and labels them readably, e.g. ``single_level``,
-``single_level (iso-FLOP)``, ``even_odd δ=0.25 m=20 w=5 optimizer=adamw``.
+change training, :data:`IGNORED`) and labels them with user names by role, e.g.
+``single-level, same fine steps``, ``single-level, same FLOPs``,
+``multilevel even_odd δ=0.25 m=20 w=5 optimizer=adamw``.
+
+A run *diverged* when its ``run.json`` says ``"status": "diverged"`` or (older runs without
+``run.json``) when any record holds a non-finite ``train/loss`` or ``val/loss``; its curves keep
+the finite records before that step, and it has no final loss (issue 12).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from mltrain.config import flatten
+from mltrain.curves import fmt_flops
 from mltrain.tracking import METRICS_FILE, read_metrics
 
 PROG = "mltrain-compare"
@@ -51,6 +59,18 @@ LABEL_KEYS = (
     "optimizer._partial_",
 )
 TOTALS = {"head": "perf/flops", "nonembed": "perf/flops_nonembed"}
+RUN_FILE = "run.json"
+# Comparison roles (``run.json`` "role", W&B job type) and their names for readers.
+ROLE_NAMES = {
+    "multilevel": "multilevel",
+    "single_level/same_steps": "single-level, same fine steps",
+    "single_level/same_flops": "single-level, same FLOPs",
+    "frontier": "tuned frontier",
+}
+LOSS_KEYS = ("train/loss", "val/loss")
+# data.* and model.* keys that do not change what is trained (where tokens are cached, which
+# attention kernel computes the same function); data.batch_size is compared as tokens per step.
+INERT = ("data.cache_dir", "model.attention", "data.batch_size")
 
 
 class CompareError(Exception):
@@ -77,7 +97,7 @@ class Series:
     @classmethod
     def from_records(cls, records: list[dict], loss_key: str) -> Series:
         cols = [
-            [r.get(k, math.nan) for r in records]
+            [_num(r.get(k)) for r in records]
             for k in ("perf/flops", "perf/flops_nonembed", "perf/wall_s", "fine_step", loss_key)
         ]
         return cls(*(np.asarray(c, dtype=float) for c in cols))
@@ -87,19 +107,147 @@ class Series:
         return self.flops if total == "head" else self.flops_nonembed
 
 
+def _num(v) -> float:
+    """A record's value as a float: numbers as they are, the strings "nan", "inf", "-inf" (how
+    non-finite values are written as valid JSON) as those floats, anything else NaN."""
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, int | float):
+        return float(v)
+    if isinstance(v, str) and v.strip().lower() in ("nan", "inf", "+inf", "-inf", "infinity"):
+        return float(v.strip().lower().replace("infinity", "inf"))
+    return math.nan
+
+
+def _first_nonfinite(records: list[dict]) -> dict | None:
+    """The first record whose ``train/loss`` or ``val/loss`` is present and not finite."""
+    for r in records:
+        if any(k in r and r[k] is not None and not math.isfinite(_num(r[k])) for k in LOSS_KEYS):
+            return r
+    return None
+
+
+SPAN_KEYS = {
+    "flops": "perf/flops",
+    "flops_nonembed": "perf/flops_nonembed",
+    "wall_s": "perf/wall_s",
+}
+
+
+def coarse_spans(records: list[dict]) -> dict[str, np.ndarray]:
+    """Where coarse phases ran, per x quantity (``flops``, ``flops_nonembed``, ``wall_s``): an
+    array of ``[start, end]`` rows, one per run of consecutive non-fine records, from the
+    record before the phase to its last record (FLOPs are counts, wall-clock in seconds)."""
+    spans: dict[str, list] = {k: [] for k in SPAN_KEYS}
+    prev, start = None, None
+    for r in records:
+        coarse = r.get("level", "fine") != "fine"
+        if coarse and start is None:
+            start = prev if prev is not None else r
+        if not coarse and start is not None:
+            for k, key in SPAN_KEYS.items():
+                spans[k].append((_num(start.get(key)), _num(prev.get(key))))
+            start = None
+        prev = r
+    if start is not None:
+        for k, key in SPAN_KEYS.items():
+            spans[k].append((_num(start.get(key)), _num(prev.get(key))))
+    return {k: np.asarray(v, dtype=float).reshape(-1, 2) for k, v in spans.items()}
+
+
+def derive_role(flat: dict) -> str:
+    """The role of a run that does not record one (older runs): ``multilevel`` unless
+    :func:`is_single_level`; else ``single_level/same_flops`` with ``train.target_flops``,
+    else ``single_level/same_steps``."""
+    if not is_single_level(flat):
+        return "multilevel"
+    if flat.get("train.target_flops") is not None:
+        return "single_level/same_flops"
+    return "single_level/same_steps"
+
+
 @dataclass
 class Run:
-    """One run directory: its resolved config (nested dict) and its curves."""
+    """One run directory: its resolved config (nested dict), its curves and its metadata.
+
+    ``val`` and ``train`` hold finite losses only (a diverged run's curves end before its
+    divergence); ``meta`` is ``run.json`` (empty for older runs); ``diverged_step`` is the
+    ``step`` at which the run diverged, None if it did not; ``spans`` are its coarse phases
+    (:func:`coarse_spans`).
+    """
 
     path: Path
     config: dict
     val: Series  # evaluations (step 0 included)
     train: Series  # fine-level training steps
     last: dict  # the last record
+    meta: dict = field(default_factory=dict)
+    diverged_step: int | None = None
+    spans: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return str(self.path)
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_step is not None
+
+    @property
+    def status(self) -> str:
+        """``run.json``'s status; for older runs ``diverged`` or ``unknown``."""
+        if self.diverged:
+            return "diverged"
+        return str(self.meta.get("status") or "unknown")
+
+    @property
+    def role(self) -> str:
+        """``run.json``'s role, else ``logger.job_type`` when set, else :func:`derive_role`."""
+        return str(
+            self.meta.get("role") or self.flat.get("logger.job_type") or derive_role(self.flat)
+        )
+
+    @property
+    def threads(self) -> int | None:
+        """CPU threads the run used (``run.json``), None when not recorded."""
+        t = self.meta.get("threads")
+        return int(t) if isinstance(t, int | float) else None
+
+    @property
+    def device(self) -> str | None:
+        """Device the run used (``run.json``), None when not recorded."""
+        d = self.meta.get("device")
+        return str(d) if d else None
+
+    @property
+    def world(self) -> int:
+        """Processes that trained the run (``run.json``), 1 when not recorded."""
+        w = self.meta.get("world")
+        return int(w) if isinstance(w, int | float) and w >= 1 else 1
+
+    def incomplete(self) -> str | None:
+        """Why the run did not finish its planned length (None if it did, or diverged):
+        ``run.json``'s status, or for older runs fewer fine steps than ``train.steps`` / fewer
+        FLOPs than ``train.target_flops`` minus one step."""
+        if self.diverged:
+            return None
+        status = self.meta.get("status")
+        done = int(_num(self.last.get("fine_step", 0)))
+        if status in ("running", "preempted", "failed"):
+            return f"{status} at fine step {done}"
+        if status == "completed":
+            return None
+        budget = self.flat.get("train.target_flops")
+        if budget is not None:
+            spent = self.total("head")
+            step = spent / max(done, 1)
+            if spent < float(budget) - step * (1 + 1e-9):
+                return f"stopped at {spent:.3g} of {float(budget):.3g} FLOPs (fine step {done})"
+            return None
+        steps = self.flat.get("train.steps")
+        if steps is not None and done < steps:
+            return f"stopped at fine step {done} of {steps}"
+        return None
 
     @cached_property
     def flat(self) -> dict:
@@ -112,23 +260,45 @@ class Run:
 
     @property
     def final_val_loss(self) -> float:
-        return float(self.val.loss[-1]) if len(self.val.loss) else math.nan
+        """The last evaluation's validation loss (nats/token); NaN for a diverged run."""
+        if self.diverged or not len(self.val.loss):
+            return math.nan
+        return float(self.val.loss[-1])
 
     def total(self, total: str = "head") -> float:
         """Training FLOPs of the whole run (the last record's cumulative count)."""
-        return float(self.last.get(TOTALS[total], math.nan))
+        return _num(self.last.get(TOTALS[total]))
 
     @property
     def wall_s(self) -> float:
-        return float(self.last.get("perf/wall_s", math.nan))
+        return _num(self.last.get("perf/wall_s"))
+
+    @property
+    def diverged_text(self) -> str:
+        """``diverged at step N`` (N: ``step``, optimizer steps of all levels)."""
+        return f"diverged at step {self.diverged_step}"
+
+
+def read_run_json(path: Path) -> dict:
+    """``path/run.json`` as a dict; empty when absent (older runs) or unreadable (with a
+    message)."""
+    f = Path(path) / RUN_FILE
+    if not f.is_file():
+        return {}
+    try:
+        meta = json.loads(f.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        warn(f"warning: {f}: unreadable ({e}); using the config and metrics only")
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def load_run(path: Path) -> Run:
-    """Read ``path/.hydra/config.yaml`` and ``path/metrics.jsonl``.
+    """Read ``path/.hydra/config.yaml``, ``path/metrics.jsonl`` and ``path/run.json`` (if any).
 
     Raises:
-        FileNotFoundError: the metrics file or the config is missing, or holds no records or
-            no finite validation loss.
+        FileNotFoundError: the metrics file or the config is missing, or holds no records, or
+            (for a run that did not diverge) no finite validation loss.
     """
     from omegaconf import OmegaConf
 
@@ -146,20 +316,34 @@ def load_run(path: Path) -> Run:
         config = OmegaConf.to_container(cfg, resolve=True)
     except Exception:  # an interpolation that cannot resolve here (e.g. ${now:})
         config = OmegaConf.to_container(cfg, resolve=False)
-    val = [
+    meta = read_run_json(path)
+    bad = _first_nonfinite(records)
+    diverged_step = None
+    if meta.get("status") == "diverged" or bad is not None:
+        at = meta.get("diverged_at") if isinstance(meta.get("diverged_at"), dict) else {}
+        step = at.get("step", bad.get("step") if bad is not None else records[-1].get("step"))
+        diverged_step = int(_num(step)) if math.isfinite(_num(step)) else 0
+    val = [r for r in records if math.isfinite(_num(r.get("val/loss")))]
+    if diverged_step is not None:
+        val = [r for r in val if _num(r.get("step")) < diverged_step]
+    if not val and diverged_step is None:
+        raise FileNotFoundError(f"{METRICS_FILE} holds no finite val/loss (nothing to compare)")
+    train = [
         r
         for r in records
-        if isinstance(r.get("val/loss"), int | float) and math.isfinite(r["val/loss"])
+        if r.get("level") == "fine"
+        and math.isfinite(_num(r.get("train/loss")))
+        and (diverged_step is None or _num(r.get("step")) < diverged_step)
     ]
-    if not val:
-        raise FileNotFoundError(f"{METRICS_FILE} holds no finite val/loss (nothing to compare)")
-    train = [r for r in records if r.get("level") == "fine" and "train/loss" in r]
     return Run(
         path,
         config,
         Series.from_records(val, "val/loss"),
         Series.from_records(train, "train/loss"),
         records[-1],
+        meta,
+        diverged_step,
+        coarse_spans(records),
     )
 
 
@@ -217,10 +401,11 @@ def _ignored(key: str) -> bool:
     return any(key == k or (k.endswith(".") and key.startswith(k)) for k in IGNORED)
 
 
-def identity(flat: dict) -> tuple:
+def identity(flat: dict, role: str | None = None) -> tuple:
     """What makes two runs the same configuration: the config without :data:`IGNORED` keys;
     for single-level runs without the (unused) coarsening settings, and without
-    ``train.steps`` when ``train.target_flops`` sets the length."""
+    ``train.steps`` when ``train.target_flops`` sets the length; and the run's role when
+    given (two roles are two configurations even with equal configs)."""
     single = is_single_level(flat)
     out = {}
     for k, v in flat.items():
@@ -230,12 +415,17 @@ def identity(flat: dict) -> tuple:
             continue
         out[k] = v
     out["single_level"] = single
+    if role is not None:
+        out["role"] = role
     return tuple(sorted(out.items(), key=lambda kv: kv[0]))
 
 
 @dataclass
 class Configuration:
-    """Runs that differ only by seed (:func:`identity`), with a readable label."""
+    """Runs that differ only by seed (:func:`identity`), with a readable label.
+
+    Diverged runs stay in ``runs`` (they are listed as diverged) but never count in a mean:
+    :attr:`healthy` holds the others."""
 
     runs: list[Run]
     label: str = ""
@@ -245,21 +435,45 @@ class Configuration:
         return self.runs[0].flat
 
     @property
+    def role(self) -> str:
+        return self.runs[0].role
+
+    @property
     def single_level(self) -> bool:
         return is_single_level(self.flat)
 
     @property
-    def iso_flop(self) -> bool:
-        return self.flat.get("train.target_flops") is not None
+    def same_flops(self) -> bool:
+        """A single-level run sized by ``train.target_flops`` (role ``single_level/same_flops``)."""
+        return self.role == "single_level/same_flops"
+
+    @property
+    def healthy(self) -> list[Run]:
+        """The runs that did not diverge."""
+        return [r for r in self.runs if not r.diverged]
+
+    @property
+    def diverged(self) -> list[Run]:
+        return [r for r in self.runs if r.diverged]
 
     def mean_total(self, total: str = "head") -> float:
-        return float(np.mean([r.total(total) for r in self.runs]))
+        """Training FLOPs (counts) of the whole run, mean over the runs that did not diverge
+        (NaN if all did)."""
+        runs = self.healthy
+        return float(np.mean([r.total(total) for r in runs])) if runs else math.nan
+
+    def diverged_text(self) -> str:
+        """``diverged at step N`` (one seed), or ``seed 2 diverged at step N; ...``."""
+        bad = self.diverged
+        if len(self.runs) == 1 and bad:
+            return bad[0].diverged_text
+        return "; ".join(f"seed {r.seed} {r.diverged_text}" for r in bad)
 
 
 def fmt_value(v) -> str:
     if isinstance(v, float):
         return f"{v:g}"
-    if isinstance(v, tuple):
+    if isinstance(v, tuple | list):
         return "[" + ",".join(map(fmt_value, v)) + "]"
     return str(v)
 
@@ -272,12 +486,11 @@ def _relevant(key: str, flat: dict) -> bool:
     return not (key == "train.steps" and flat.get("train.target_flops") is not None)
 
 
-def _differing_keys(configs: list[Configuration]) -> list[str]:
-    flats = [c.flat for c in configs]
+def _differing_keys(flats: list[dict], skip: Sequence[str] = LABEL_KEYS) -> list[str]:
     keys = sorted({k for f in flats for k in f})
     out = []
     for k in keys:
-        if _ignored(k) or k in LABEL_KEYS:
+        if _ignored(k) or k in skip:
             continue
         groups: dict = {}
         for f in flats:  # optimizer.* compared among runs of the same optimizer class only
@@ -293,57 +506,104 @@ def _differing_keys(configs: list[Configuration]) -> list[str]:
     return out
 
 
-def base_label(flat: dict) -> str:
-    """``single_level`` or ``<coarsening> δ=.. m=.. w=..``, `` (iso-FLOP)`` with a budget."""
-    if is_single_level(flat):
-        label = "single_level"
-    else:
-        label = (
-            f"{flat.get('coarsening.name')} δ={fmt_value(flat.get('coarsening.delta'))} "
-            f"m={flat.get('coarsening.coarse_steps')} w={flat.get('coarsening.window')}"
-        )
-    return label + (" (iso-FLOP)" if flat.get("train.target_flops") is not None else "")
+def optimizer_name(flat: dict) -> str:
+    """``sgd``, ``adamw``, ...: the optimizer class, lower case."""
+    return str(flat.get("optimizer._target_", "?")).rsplit(".", 1)[-1].lower()
 
 
-def group_configurations(runs: list[Run]) -> list[Configuration]:
-    """Group ``runs`` into configurations and label them.
-
-    Order: single-level configurations first (those without ``train.target_flops`` before
-    the iso-FLOP ones), then the others in the order their first run was found.
-    """
-    by_id: dict[tuple, Configuration] = {}
-    for run in runs:
-        by_id.setdefault(identity(run.flat), Configuration([])).runs.append(run)
-    configs = list(by_id.values())
-    for c in configs:
-        c.runs.sort(key=lambda r: (str(r.seed), r.name))
-    configs.sort(key=lambda c: (0 if not c.iso_flop else 1) if c.single_level else 2)  # stable
-    keys = _differing_keys(configs)
+def label_suffixes(flats: list[dict], skip: Sequence[str] = LABEL_KEYS) -> list[str]:
+    """For each config, `` key=value`` for every key that differs between ``flats`` (the
+    leaf name when it is unique, ``optimizer=adamw`` for the optimizer class)."""
+    keys = _differing_keys(flats, skip)
     leaves = [k.rsplit(".", 1)[-1] for k in keys]
-    budgets = {c.flat.get("train.target_flops") for c in configs if c.iso_flop}
-    for c in configs:
-        f = c.flat
-        label = base_label(f)
-        if c.iso_flop and len(budgets) > 1:
-            label = label[:-1] + f" {f['train.target_flops']:.3g})"
+    out = []
+    for f in flats:
+        label = ""
         for k, leaf in zip(keys, leaves):
             if not _relevant(k, f) or k not in f:
                 continue
-            name = (
-                "optimizer"
-                if k == "optimizer._target_"
-                else (leaf if leaves.count(leaf) == 1 else k)
-            )
-            value = (
-                str(f[k]).rsplit(".", 1)[-1].lower()
-                if k == "optimizer._target_"
-                else fmt_value(f[k])
-            )
-            label += f" {name}={value}"
-        c.label = label
+            if k == "optimizer._target_":
+                label += f" optimizer={optimizer_name(f)}"
+            else:
+                label += f" {leaf if leaves.count(leaf) == 1 else k}={fmt_value(f[k])}"
+        out.append(label)
+    return out
+
+
+def base_label(flat: dict, role: str | None = None) -> str:
+    """The reader's name of a role: ``single-level, same fine steps``, ``single-level, same
+    FLOPs``, ``multilevel <coarsening> δ=.. m=.. w=..``, ``tuned frontier``, or a user's role
+    string (followed by the coarsening for a multilevel run)."""
+    role = role or derive_role(flat)
+    coarse = (
+        f"{flat.get('coarsening.name')} δ={fmt_value(flat.get('coarsening.delta'))} "
+        f"m={flat.get('coarsening.coarse_steps')} w={flat.get('coarsening.window')}"
+    )
+    if role == "multilevel":
+        return f"multilevel {coarse}"
+    if role in ROLE_NAMES:
+        return ROLE_NAMES[role]
+    return role if is_single_level(flat) else f"{role} {coarse}"
+
+
+def _order(c: Configuration) -> int:
+    return {"single_level/same_steps": 0, "single_level/same_flops": 1}.get(
+        c.role, 2 if c.single_level else 3
+    )
+
+
+def group_configurations(runs: list[Run]) -> list[Configuration]:
+    """Group ``runs`` into configurations (:func:`identity`, by role too) and label them.
+
+    Order: single-level same fine steps, single-level same FLOPs, other single-level roles,
+    then the others, each in the order their first run was found.
+    """
+    by_id: dict[tuple, Configuration] = {}
+    for run in runs:
+        by_id.setdefault(identity(run.flat, run.role), Configuration([])).runs.append(run)
+    configs = list(by_id.values())
+    for c in configs:
+        c.runs.sort(key=lambda r: (str(r.seed), r.name))
+    configs.sort(key=_order)  # stable
+    budgets = {c.flat.get("train.target_flops") for c in configs if c.same_flops}
+    suffixes = label_suffixes([c.flat for c in configs])
+    for c, suffix in zip(configs, suffixes):
+        label = base_label(c.flat, c.role)
+        target = c.flat.get("train.target_flops")
+        if target is not None and (len(budgets) > 1 or not c.same_flops):
+            label += f" {fmt_flops(float(target), 2)} FLOPs"
+        c.label = label + suffix
     seen: dict[str, int] = {}
     for c in configs:
         n = seen[c.label] = seen.get(c.label, 0) + 1
         if n > 1:
             c.label += f" #{n}"
     return configs
+
+
+# --------------------------------------------------------------------------- settings
+def tokens_per_step(run: Run) -> float:
+    """Tokens per fine optimizer step: ``data.batch_size × model.seq_len × train.grad_accum``
+    × processes (``run.json`` world, 1 when not recorded)."""
+    f = run.flat
+    try:
+        return float(f["data.batch_size"] * f["model.seq_len"] * f.get("train.grad_accum", 1)) * (
+            run.world
+        )
+    except (KeyError, TypeError):
+        return math.nan
+
+
+def setting_differences(a: Run, b: Run) -> dict[str, list[str]]:
+    """What makes ``a`` train on different data or a different model than ``b``, by part:
+    ``{"model": ["model.n_layer=6"], "data": [...], "tokens per step": ["4096 vs 2048"]}``
+    (``model.*`` and ``data.*`` keys except :data:`INERT`, values of ``a``; tokens per step by
+    :func:`tokens_per_step`); parts without differences are left out."""
+    out: dict[str, list[str]] = {}
+    for k in sorted(set(a.flat) | set(b.flat)):
+        if k.startswith(("data.", "model.")) and k not in INERT and a.flat.get(k) != b.flat.get(k):
+            out.setdefault(k.split(".", 1)[0], []).append(f"{k}={fmt_value(a.flat.get(k))}")
+    ta, tb = tokens_per_step(a), tokens_per_step(b)
+    if ta != tb and not (math.isnan(ta) and math.isnan(tb)):
+        out["tokens per step"] = [f"{ta:g} vs {tb:g}"]
+    return out

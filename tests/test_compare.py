@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from mltrain import compare as C
-from mltrain import plots
+from mltrain import plots, report
 from tests.helpers import run_mltrain
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -97,6 +97,8 @@ def write_run(
     return path
 
 
+SL, SF = "single-level, same fine steps", "single-level, same FLOPs"
+EO = "multilevel even_odd δ=0.25 m=20 w=5"
 SINGLE = [0, 100, 200, 300, 400]
 EVEN_ODD = [0, 50, 100, 150, 500]
 ISO = [0, 125, 250, 375, 500]
@@ -132,6 +134,12 @@ def make_sweep(root: Path) -> Path:
     )
     (root / "multirun.yaml").write_text("hydra: {}\n")
     return root
+
+
+def exact(e: C.Estimate) -> float:
+    """The value of an estimate that must be exact (not a bound)."""
+    assert e is not None and e.is_exact, e
+    return e.lo
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -192,9 +200,9 @@ def test_sweep_directory_is_expanded_and_failed_job_skipped(tmp_path, capsys):
 def test_summary_numbers_by_hand(tmp_path):
     configs = C.group_configurations(C.find_runs([make_sweep(tmp_path / "sweep")]))
     labels = [c.label for c in configs]
-    assert labels == ["single_level", "single_level (iso-FLOP)", "even_odd δ=0.25 m=20 w=5"]
+    assert labels == [SL, SF, EO]
     s = C.summarize(configs)
-    assert s.baseline.label == "single_level" and s.target == pytest.approx(2.0)
+    assert s.baseline.label == SL and s.target == pytest.approx(2.0)
     single, iso, eo = s.rows
     assert single.final_loss == (2.0, 2.0, 2.0) and len(single.config.runs) == 2
     assert single.to_target["head"] == (pytest.approx(400.0), 2)
@@ -203,33 +211,35 @@ def test_summary_numbers_by_hand(tmp_path):
     assert eo.to_target["nonembed"][0] == pytest.approx(0.4 * (150 + 350 / 1.5))
     # iso-FLOP single-level: 375 + (3 - 2) / (3 - 1.8) * 125
     assert iso.to_target["head"][0] == pytest.approx(375 + 125 / 1.2)
-    assert eo.ratios[("single_level", "head")] == pytest.approx((150 + 350 / 1.5) / 400)
-    assert eo.ratios[("single_level", "nonembed")] == pytest.approx(0.4 * (150 + 350 / 1.5) / 200)
-    assert eo.ratios[("single_level (iso-FLOP)", "head")] == pytest.approx(0.8)
-    assert single.ratios[("single_level", "head")] == pytest.approx(1.0)
-    # iso-FLOP: the largest budget all runs reached is 400 FLOPs
+    assert exact(eo.ratios[(SL, "head")]) == pytest.approx((150 + 350 / 1.5) / 400)
+    assert exact(eo.ratios[(SL, "nonembed")]) == pytest.approx(0.4 * (150 + 350 / 1.5) / 200)
+    assert exact(eo.ratios[(SF, "head")]) == pytest.approx(0.8)
+    assert exact(single.ratios[(SL, "head")]) == pytest.approx(1.0)
+    # same FLOPs for all: the largest budget all runs reached is 400 FLOPs
     assert s.budget == 400
     assert single.at_budget == (2.0, 2.0, 2.0)
     assert eo.at_budget[0] == pytest.approx(3 - 250 / 350 * 1.5)
     assert iso.at_budget[0] == pytest.approx(3 - 25 / 125 * 1.2)
     # the single-level baseline spent fewer FLOPs than even_odd (400 < 500): flagged
-    assert any("`single_level` spent fewer FLOPs" in n for n in eo.notes)
+    assert any(f"`{SL}` spent fewer FLOPs" in n for n in eo.notes)
     assert not any("spent fewer" in n for n in iso.notes)
     levels, ratios = s.ratio_curves[eo.label]["head"]
     assert np.isfinite(ratios).all() and len(levels) > 0
-    hints = C.iso_flop_hints(configs)
+    hints = C.same_flops_hints(configs)
     assert len(hints) == 1 and "mltrain coarsening=none train.target_flops=500" in hints[0]
 
 
 def test_target_never_reached_and_other_baseline(tmp_path):
     configs = C.group_configurations(C.find_runs([make_sweep(tmp_path / "sweep")]))
     s = C.summarize(configs, target=1.0)
-    text = C.markdown(s, [])
-    assert "not reached (by 0/2 seeds)" in text  # the 2-seed baseline
+    text = "\n".join(report.wide_table(s))
+    assert "not reached (> 4.00e2) (by 0/2 seeds)" in text  # the 2-seed baseline ends at 400
     assert s.rows[2].to_target["head"] == (None, 0)
-    assert "| even_odd δ=0.25 m=20 w=5 | 1 | 1.5000 |" in text and "not reached |" in text
-    s = C.summarize(configs, baseline="single_level (iso-FLOP)")
-    assert s.target == pytest.approx(1.8) and s.baseline.label == "single_level (iso-FLOP)"
+    assert f"| {EO} | 1 | 1.5000 |" in text and "not reached (> 5.00e2) |" in text
+    # nobody reaches 1.0: no ratio, not even a bound
+    assert s.rows[2].ratios[(SL, "head")] is None and "neither reaches" in text
+    s = C.summarize(configs, baseline=SF)
+    assert s.target == pytest.approx(1.8) and s.baseline.label == SF
     with pytest.raises(C.CompareError, match="--baseline 'nope'"):
         C.summarize(configs, baseline="nope")
 
@@ -240,8 +250,8 @@ def test_baseline_reaches_its_own_mean_final_loss_even_if_a_seed_does_not(tmp_pa
     s = C.summarize(C.group_configurations(C.find_runs([tmp_path])))
     assert s.target == pytest.approx(2.5)
     assert s.rows[0].to_target["head"] == (pytest.approx(SINGLE[-1]), 1)
-    assert s.rows[0].ratios[("single_level", "head")] == pytest.approx(1.0)
-    assert "(1/2 seeds reach it)" in C.markdown(s, [])
+    assert exact(s.rows[0].ratios[(SL, "head")]) == pytest.approx(1.0)
+    assert "(1/2 seeds reach it)" in "\n".join(report.wide_table(s))
 
 
 def test_labels_name_the_keys_that_differ(tmp_path):
@@ -253,11 +263,11 @@ def test_labels_name_the_keys_that_differ(tmp_path):
     write_run(tmp_path / "4", f, lo, "coarsening=even_odd", "coarsening.delta=0.5", "train.seed=3")
     labels = [c.label for c in C.group_configurations(C.find_runs([tmp_path]))]
     assert labels == [
-        "single_level optimizer=sgd",
-        "even_odd δ=0.25 m=20 w=5 optimizer_state=separate optimizer=sgd",
-        "even_odd δ=0.25 m=20 w=5 optimizer_state=shared optimizer=sgd",
-        "even_odd δ=0.25 m=20 w=5 optimizer_state=separate optimizer=adamw",
-        "even_odd δ=0.5 m=20 w=5 optimizer_state=separate optimizer=sgd",
+        f"{SL} optimizer=sgd",
+        f"{EO} optimizer_state=separate optimizer=sgd",
+        f"{EO} optimizer_state=shared optimizer=sgd",
+        f"{EO} optimizer_state=separate optimizer=adamw",
+        "multilevel even_odd δ=0.5 m=20 w=5 optimizer_state=separate optimizer=sgd",
     ]
 
 
@@ -272,7 +282,7 @@ def test_seeds_of_one_configuration_are_grouped(tmp_path):
             "train.device=cpu",
         )
     (c,) = C.group_configurations(C.find_runs([tmp_path]))
-    assert len(c.runs) == 3 and c.label == "even_odd δ=0.25 m=20 w=5"
+    assert len(c.runs) == 3 and c.label == EO
     s = C.summarize([c], target=3.0)
     assert s.baseline is None and s.rows[0].final_loss == pytest.approx((2.1, 2.0, 2.2))
     # mean curve ends 4 -> 2.1 between 300 and 400 FLOPs: 300 + (4 - 3) / (4 - 2.1) * 100
@@ -301,14 +311,14 @@ def test_data_and_model_differences_are_flagged(tmp_path):
         len(rows) == 4 and len(rows[3].config.runs) == 2
     )  # data.cache_dir makes no new configuration
     assert (
-        "model differs from `single_level vocab_size=8192 n_layer=4`: model.n_layer=6"
-        in notes["even_odd δ=0.25 m=20 w=5 vocab_size=8192 n_layer=6"]
+        f"model differs from `{SL} vocab_size=8192 n_layer=4`: model.n_layer=6"
+        in notes[f"{EO} vocab_size=8192 n_layer=6"]
     )
     assert (
-        "data differs from `single_level vocab_size=8192 n_layer=4`: data.vocab_size=4096"
-        in notes["even_odd δ=0.25 m=20 w=5 vocab_size=4096 n_layer=4"]
+        f"data differs from `{SL} vocab_size=8192 n_layer=4`: data.vocab_size=4096"
+        in notes[f"{EO} vocab_size=4096 n_layer=4"]
     )
-    assert "differs" not in notes["even_odd δ=0.25 m=20 w=5 vocab_size=8192 n_layer=4"]
+    assert "differ" not in notes[f"{EO} vocab_size=8192 n_layer=4"]
 
 
 # --------------------------------------------------------------------------- plots
@@ -445,9 +455,9 @@ def test_wandb_view_builds_a_workspace_when_the_package_is_installed():
     )
 
 
-def test_a_run_without_finite_validation_loss_is_skipped(tmp_path, capsys):
+def test_a_run_without_finite_validation_loss_is_listed_as_diverged(tmp_path):
     write_run(tmp_path / "a", SINGLE, [10, 8, 6, 4, 2], "coarsening=none")
     write_run(tmp_path / "b", SINGLE, [float("nan")] * 5, "coarsening=even_odd")
     runs = C.find_runs([tmp_path])
-    assert [r.path.name for r in runs] == ["a"]
-    assert "skipping" in capsys.readouterr().err
+    assert [(r.path.name, r.diverged_step) for r in runs] == [("a", None), ("b", 0)]
+    assert math.isnan(runs[1].final_val_loss) and len(runs[1].val.loss) == 0
