@@ -112,7 +112,8 @@ def flop_ticks(lo: float, hi: float) -> list[float]:
         if len(ticks) >= 3:
             break
     if len(ticks) < 3:
-        ticks = [t for t in MaxNLocator(5).tick_values(lo, hi) if lo <= t <= hi]
+        ticks = MaxNLocator(5, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+        ticks = [t for t in ticks if lo <= t <= hi]
     while len(ticks) > 8:
         ticks = ticks[::2]
     return [float(t) for t in ticks]
