@@ -78,8 +78,8 @@ def frontier_flops(loss: float, flops: Sequence[float], env: Sequence[float]) ->
     if loss > y[0]:
         return Estimate.below(f[0])
     i = int(np.flatnonzero(y <= loss)[0])
-    if i == 0:
-        return Estimate.exact(f[0])
+    if i == 0 or y[i] == loss:  # at a budget's own loss: that budget, exactly
+        return Estimate.exact(f[i])
     t = (y[i - 1] - loss) / (y[i - 1] - y[i])
     return Estimate.exact(float(math.exp(math.log(f[i - 1]) + t * math.log(f[i] / f[i - 1]))))
 
