@@ -394,13 +394,14 @@ def compare(
         frontier_plot.plot_frontier(judgement).savefig(out / "frontier.png", dpi=dpi)
         files.append(out / "frontier.png")
     lines = headline.headline(summary, judgement)
-    md = report.markdown(summary, judgement, lines, notes, same_flops_hints(configs))
+    hints = same_flops_hints(configs)
+    md = report.markdown(summary, judgement, lines, notes, hints)
     (out / "summary.md").write_text(md)
     files.append(out / "summary.md")
     if summary is not None:
         report.write_csv(summary, out / "summary.csv")
         files.append(out / "summary.csv")
-    term = report.terminal(summary, judgement, lines, notes)
+    term = report.terminal(summary, judgement, lines, notes, hints)
     return Result(summary, judgement, out, md, term, files)
 
 
@@ -432,11 +433,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--out",
         type=Path,
+        metavar="DIR",
         help="output directory (default: <first directory>/compare)",
     )
     parser.add_argument(
         "--target",
         type=float,
+        metavar="LOSS",
         help="target validation loss in nats/token "
         "(default: the baseline's final validation loss, mean over seeds)",
     )
@@ -446,7 +449,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="configuration label of the baseline (default: the single-level run with the "
         "same fine steps, 'single-level, same fine steps')",
     )
-    parser.add_argument("--dpi", type=int, default=110, help="resolution of the PNGs (default 110)")
+    parser.add_argument(
+        "--dpi", type=int, default=110, metavar="N", help="resolution of the PNGs (default 110)"
+    )
     args = parser.parse_args(argv)
     try:
         res = compare(args.paths, args.out, args.target, args.baseline, args.dpi, args.frontier)

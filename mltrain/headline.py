@@ -250,6 +250,11 @@ def headline(summary, judgement) -> list[str]:
     """Every headline sentence: the comparisons, the tuned-frontier verdicts, cautions."""
     plain = summary is not None and (summary.singles or judgement is None)
     lines = (comparison_sentences(summary) if plain else []) + frontier_sentences(judgement)
+    if judgement is not None and not judgement.results:
+        lines.append(
+            "No run to judge: only the tuned frontier was given (its budgets follow); add "
+            "multilevel or other runs to get their FLOP ratio r against it."
+        )
     if summary is not None:
         lines += [f"Caution: {r}." for r in summary.remarks]
     return lines

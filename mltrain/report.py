@@ -303,8 +303,11 @@ def markdown(summary, judgement, headline: list[str], notes: list[str], hints: l
     return "\n".join(lines) + "\n"
 
 
-def terminal(summary, judgement, headline: list[str], notes: list[str]) -> str:
-    """What the terminal shows: the headline, the compact table, the judge's table, warnings."""
+def terminal(
+    summary, judgement, headline: list[str], notes: list[str], hints: list[str] = ()
+) -> str:
+    """What the terminal shows: the headline, the compact table, the judge's table, warnings,
+    and, when no single-level run has the same FLOPs, the command for one (``hints``)."""
     lines = [*headline, ""]
     if summary is not None:
         if summary.target is not None:
@@ -313,6 +316,15 @@ def terminal(summary, judgement, headline: list[str], notes: list[str]) -> str:
             )
         lines += compact_table(summary) + [""]
     if judgement is not None:
+        for f in judgement.frontiers:
+            lines.append(f"{f.label}: budget (FLOPs with head) -> best lr, mean final val loss")
+            lines += [
+                f"  {fmt_flops(b.budget)} -> lr {b.best_lr:g}, {b.loss:.4f} ({len(b.best)} seed"
+                + ("s)" if len(b.best) > 1 else ")")
+                for b in f.budgets
+            ]
+        lines.append("")
+    if judgement is not None and judgement.results:
         head = ["configuration", "frontier", "r (with head)", "r (non-embed)", "gap (with head)"]
         rows = []
         for res in judgement.results:
@@ -333,8 +345,11 @@ def terminal(summary, judgement, headline: list[str], notes: list[str]) -> str:
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
         lines += [fmt.format(*head).rstrip(), *(fmt.format(*r).rstrip() for r in rows), ""]
+    if judgement is not None:
         lines += [f"warning: {w}" for w in judgement.all_warnings()]
     lines += [f"note: {n}" for n in notes]
+    if hints and summary is not None and not any(c.same_flops for c in summary.singles):
+        lines += ["", "no single-level run with the same FLOPs yet; to make one:", *hints]
     return "\n".join(lines).rstrip("\n")
 
 

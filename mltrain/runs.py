@@ -242,7 +242,10 @@ class Run:
             spent = self.total("head")
             step = spent / max(done, 1)
             if spent < float(budget) - step * (1 + 1e-9):
-                return f"stopped at {spent:.3g} of {float(budget):.3g} FLOPs (fine step {done})"
+                return (
+                    f"stopped at {fmt_flops(spent)} of {fmt_flops(float(budget))} FLOPs "
+                    f"(fine step {done})"
+                )
             return None
         steps = self.flat.get("train.steps")
         if steps is not None and done < steps:

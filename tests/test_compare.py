@@ -386,16 +386,25 @@ def test_cli_end_to_end(tmp_path):
         "summary.csv",
     ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
-    assert "mltrain coarsening=none train.target_flops=500" in res.stdout
-    assert "FLOPs-to-target ratio to `single_level (iso-FLOP)` (with head)" in res.stdout
+    md = (out / "summary.md").read_text()
+    assert "mltrain coarsening=none train.target_flops=500" in md
+    assert f"FLOPs-to-target ratio vs `{SF}` (with head)" in md
+    # the terminal: the headline first, then the compact table
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith(f"{EO} (one seed) reached the final loss of the single-level runs")
+    assert any(re.match(rf"{re.escape(EO)} +1 +1.5000 +5.00e2 +0.958 +0.800$", ln) for ln in lines)
+    assert "ratio vs same fine steps  ratio vs same FLOPs" in res.stdout
     assert str(out / "loss_vs_flops.png") in res.stdout
     rows = {r["configuration"]: r for r in csv.DictReader(open(out / "summary.csv"))}
-    eo = rows["even_odd δ=0.25 m=20 w=5"]
+    eo = rows[EO]
     assert float(eo["flops_to_target_head"]) == pytest.approx(150 + 350 / 1.5)
-    assert float(eo["ratio_vs[single_level (iso-FLOP)]_head"]) == pytest.approx(0.8)
+    assert float(eo[f"ratio_vs[{SF}]_head"]) == pytest.approx(0.8)
+    assert eo[f"ratio_vs[{SF}]_head_kind"] == "=" and eo["role"] == "multilevel"
     assert float(eo["flops"]) == 500 and float(eo["flops_nonembed"]) == 200
-    assert rows["single_level"]["seeds"] == "2"
-    # --out and --target; a configuration that never reaches it has an empty cell
+    assert rows[SL]["seeds"] == "2"
+    # --out and --target; a configuration that never reaches it has an empty cell, and the
+    # other's ratio to it is a bound: even_odd reaches 1.7 at 150 + 1.3/1.5 * 350 = 453.3, the
+    # single-level run ends above it at 400 FLOPs: ratio < 453.3 / 400 = 1.133
     res = run_mltrain(
         [
             str(sweep / "2_coarsening=even_odd"),
@@ -410,7 +419,15 @@ def test_cli_end_to_end(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     rows = {r["configuration"]: r for r in csv.DictReader(open(tmp_path / "o" / "summary.csv"))}
-    assert rows["single_level"]["flops_to_target_head"] == "" and "not reached" in res.stdout
+    assert rows[SL]["flops_to_target_head"] == ""
+    assert float(rows[EO][f"ratio_vs[{SL}]_head"]) == pytest.approx(453.33 / 400, abs=1e-4)
+    assert rows[EO][f"ratio_vs[{SL}]_head_kind"] == "<"
+    assert res.stdout.splitlines()[0] == (
+        f"{EO} (one seed) reached the target 1.700 nats/token with < 1.13× its FLOPs "
+        "(non-embedding: < 0.91×); that run never reached it."
+    )
+    # no same-FLOPs run: the terminal says how to make one
+    assert "mltrain coarsening=none train.target_flops=500" in res.stdout
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "only_failed", "bad_baseline"])
