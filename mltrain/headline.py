@@ -126,17 +126,25 @@ def method_sentences(summary, c: Configuration) -> list[str]:
         if same:
             d = row.final_loss[0] - ref_row.final_loss[0]
             way = "lower" if d < 0 else "higher"
-            body = (
-                f" ({fmt_flops(cm)} FLOPs each) it ended {abs(d):.3f} nats/token {way} "
-                f"({row.final_loss[0]:.3f} vs {ref_row.final_loss[0]:.3f})"
-            )
+            losses = f"{row.final_loss[0]:.3f} vs {ref_row.final_loss[0]:.3f}"
             if i == 0:
-                body = f", against {name}," + body
+                at = "" if s.same_flops else " at the same FLOPs"
+                body = (
+                    f" ended {abs(d):.3f} nats/token {way} than {name}{at} "
+                    f"({fmt_flops(cm)} FLOPs each; {losses})"
+                )
+            else:
+                body = f" ({fmt_flops(cm)} FLOPs each) it ended {abs(d):.3f} nats/token {way} ({losses})"
+            goal = (
+                f"{its} final loss ({summary.target:.3f})"
+                if s is summary.baseline and not user_target
+                else f"the target ({summary.target:.3f})"
+            )
             clause = _ratio_clause(r, rn, whose, never)
             reach = (
-                f" and reached the target ({summary.target:.3f}) {clause}"
+                f" and reached {goal} {clause}"
                 if r is not None and r.kind != ">"
-                else f"; for the target ({summary.target:.3f}) it {clause}"
+                else f"; for {goal} it {clause}"
             )
             sentences.append(lead + body + reach + ".")
         elif s is summary.baseline and i == 0:
