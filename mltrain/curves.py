@@ -233,13 +233,17 @@ def flops_ratio_curve(
 
 
 def ratio_levels(curves_a: Sequence[Curve], curves_b: Sequence[Curve], n: int = 50) -> np.ndarray:
-    """``n`` loss levels that every seed of both reaches: from the highest per-seed minimum
-    up to the lowest loss at a first evaluation after training started (FLOPs > 0)."""
-    curves = list(curves_a) + list(curves_b)
-    if not curves:
+    """``n`` loss levels that both seed-mean curves (:func:`mean_curve`, on which the ratios are
+    taken) reach: from the higher of their minima up to the lower of their losses at the first
+    evaluation after training started (FLOPs > 0; before it, a curve would be interpolated
+    from the evaluation at step 0 across the whole first stretch)."""
+    if not curves_a or not curves_b:
         return np.empty(0)
-    lo = max(float(np.nanmin(np.asarray(lv, dtype=float))) for _, lv in curves)
-    firsts = [np.asarray(lv, dtype=float)[np.asarray(f, dtype=float) > 0] for f, lv in curves]
+    means = [mean_curve(curves_a), mean_curve(curves_b)]
+    if any(not len(lv) for _, lv in means):
+        return np.empty(0)
+    lo = max(float(np.min(lv)) for _, lv in means)
+    firsts = [np.asarray(lv)[np.asarray(f) > 0] for f, lv in means]
     if any(len(x) == 0 for x in firsts):
         return np.empty(0)
     hi = min(float(x[0]) for x in firsts)

@@ -533,6 +533,16 @@ def plot_flops_ratio(summary) -> Figure | None:
                 continue
             color = f"C{order[row.label] % 10}"
             ax.plot([summary.target], [r.lo], "o", color=color, ms=6, label=CROSSING)
+            ax.annotate(
+                f"{r.lo:.2f}× at the target",
+                (summary.target, r.lo),
+                xytext=(-6, 6),
+                textcoords="offset points",
+                ha="right",
+                fontsize=9,
+                color=color,
+                fontweight="bold",
+            )
     ax.legend(
         handles=[h for h in ax.get_legend_handles_labels()[0] if not h.get_label().startswith("_")]
         + [

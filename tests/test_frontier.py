@@ -328,3 +328,18 @@ def test_frontier_runs_are_found_by_their_role_and_by_the_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith(f"{EO} (one seed) against tuned frontier, SGD (3 budgets")
     assert "frontier.png" in out
+
+
+def test_unfinished_frontier_runs_are_left_out_and_no_frontier_is_one_line_exit_2(tmp_path, capsys):
+    root = make_frontier(tmp_path / "front")
+    # lr 0.8 at budget 4000 would be best (2.9) but is still running
+    tuned(root, 4000, 0.8, 2.9, meta={"role": "frontier", "status": "running"})
+    (f,) = F.frontier_families(C.find_runs([root]), [])
+    assert f.budgets[2].best_lr == 0.2
+    assert "budget 4.00e3: lr 0.8 left out: seed 0 running at fine step 2" in f.warnings
+    method(tmp_path / "only_multi", "m", 3.4)
+    with pytest.raises(SystemExit) as e:
+        C.main([str(tmp_path / "only_multi"), "--frontier", str(tmp_path / "only_multi")])
+    assert e.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("mltrain-compare: error: no frontier: ") and "not single-level" in line
