@@ -64,6 +64,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mltrain.configs import (  # noqa: F401  (re-exported: the public API of mltrain-compare)
+    Configuration,
+    fmt_value,
+    group_configurations,
+    setting_differences,
+    tokens_per_step,
+)
 from mltrain.curves import (  # noqa: F401  (re-exported: the public API of mltrain-compare)
     Curve,
     Estimate,
@@ -81,14 +88,9 @@ from mltrain.runs import (  # noqa: F401  (re-exported: the public API of mltrai
     PROG,
     TOTALS,
     CompareError,
-    Configuration,
     Run,
     find_runs,
-    fmt_value,
-    group_configurations,
     load_run,
-    setting_differences,
-    tokens_per_step,
     warn,
 )
 
@@ -350,7 +352,7 @@ def compare(
         CompareError: bad input (see :func:`find_runs`, :func:`choose_baseline`).
     """
     from mltrain import frontier as F
-    from mltrain import headline, plots, report
+    from mltrain import headline, plots, ratio_plot, report
 
     if target is not None and not math.isfinite(target):
         raise CompareError(f"--target {target} is not a finite loss")
@@ -381,10 +383,10 @@ def compare(
         for ext in ("png", "svg"):
             fig.savefig(out / f"loss_vs_flops.{ext}", dpi=dpi)
             files.append(out / f"loss_vs_flops.{ext}")
-        ratio = plots.plot_flops_ratio(summary)
+        ratio = ratio_plot.plot_flops_ratio(summary)
         if ratio is None:
             (out / "flops_ratio.png").unlink(missing_ok=True)  # not a stale one from before
-            notes.append(plots.no_ratio_reason(summary))
+            notes.append(ratio_plot.no_ratio_reason(summary))
         else:
             ratio.savefig(out / "flops_ratio.png", dpi=dpi)
             files.append(out / "flops_ratio.png")

@@ -31,17 +31,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mltrain.configs import Configuration, identity, label_suffixes, setting_differences
 from mltrain.curves import Estimate, aggregate, fmt_flops
-from mltrain.runs import (
-    TOTALS,
-    Configuration,
-    Run,
-    _num,
-    identity,
-    is_single_level,
-    label_suffixes,
-    setting_differences,
-)
+from mltrain.runs import TOTALS, Run, _num, is_single_level
 
 BUDGET_TOLERANCE = 0.01  # runs whose budgets agree within 1 % are one budget
 MIN_BUDGETS = 4  # DESIGN.md section 8

@@ -15,8 +15,8 @@ Units: FLOPs are counts, losses nats/token.
 
 from __future__ import annotations
 
+from mltrain.configs import Configuration
 from mltrain.curves import Estimate, fmt_flops
-from mltrain.runs import Configuration
 
 SAME_BUDGET = 0.01  # FLOP totals within 1 % count as the same FLOPs
 

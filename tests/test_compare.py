@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from mltrain import compare as C
-from mltrain import headline, plots, report
+from mltrain import headline, plots, ratio_plot, report
 from mltrain.curves import fmt_flops
 from tests.helpers import run_mltrain
 
@@ -367,7 +367,7 @@ def test_plots_keep_every_x_inside_the_axes_and_drop_zero_flops(tmp_path, capsys
         if ax.get_xscale() == "log":
             assert all((np.asarray(ln.get_xdata()) > 0).all() for ln in ax.get_lines())
     assert len(axes[0].collections) == 1  # min-max band: only the 2-seed configuration
-    ratio = plots.plot_flops_ratio(C.summarize(configs))
+    ratio = ratio_plot.plot_flops_ratio(C.summarize(configs))
     assert _assert_x_inside(ratio.axes[0]) > 0
     assert [1.0, 1.0] in [list(ln.get_ydata()) for ln in ratio.axes[0].get_lines()]
 
@@ -691,7 +691,7 @@ def test_no_ratio_figure_without_a_single_level_run(tmp_path):
 
 def test_ratio_figure_says_below_1_and_shows_half_to_one_and_a_half(tmp_path):
     configs = C.group_configurations(C.find_runs([make_sweep(tmp_path / "sweep")]))
-    fig = plots.plot_flops_ratio(C.summarize(configs))
+    fig = ratio_plot.plot_flops_ratio(C.summarize(configs))
     ax = fig.axes[0]
     lo, hi = ax.get_ylim()
     assert lo <= 0.5 and hi >= 1.5
