@@ -348,7 +348,12 @@ def terminal(
     if judgement is not None:
         lines += [f"warning: {w}" for w in judgement.all_warnings()]
     lines += [f"note: {n}" for n in notes]
-    if hints and summary is not None and not any(c.same_flops for c in summary.singles):
+    if (
+        hints
+        and judgement is None
+        and summary is not None
+        and not any(c.same_flops for c in summary.singles)
+    ):
         lines += ["", "no single-level run with the same FLOPs yet; to make one:", *hints]
     return "\n".join(lines).rstrip("\n")
 
