@@ -20,6 +20,7 @@ for newer runs) or any directory above run directories (a multirun/sweep directo
                        there is a single-level run and another configuration)
     frontier.png       with frontier runs: the tuned frontier L*(C) and every method on it
                        (:mod:`mltrain.frontier`)
+    frontier.csv       with frontier runs: r and the gap of every run judged, per seed
 
 The terminal shows the headline (:mod:`mltrain.headline`) and a compact table; the wide one is
 in ``summary.md``.
@@ -368,6 +369,12 @@ def compare(
     configs = group_configurations(runs) if runs else []
     summary = summarize(configs, target, baseline) if configs else None
     judgement = F.judge(front_runs, configs) if front_runs else None
+    if judgement is not None:  # thread counts and devices of the frontier runs matter too
+        remarks = hardware_remarks(runs + front_runs)
+        if summary is not None:
+            summary.remarks = remarks
+        else:
+            judgement.warnings += remarks
     if judgement is not None and not judgement.frontiers:
         raise CompareError(
             "no frontier: " + ("; ".join(judgement.warnings) or "no usable frontier runs")
@@ -403,6 +410,9 @@ def compare(
     if summary is not None:
         report.write_csv(summary, out / "summary.csv")
         files.append(out / "summary.csv")
+    if judgement is not None:
+        report.write_judge_csv(judgement, out / "frontier.csv")
+        files.append(out / "frontier.csv")
     term = report.terminal(summary, judgement, lines, notes, hints)
     return Result(summary, judgement, out, md, term, files)
 

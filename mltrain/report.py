@@ -409,3 +409,32 @@ def write_csv(summary, path: Path) -> None:
                 "; ".join(row.notes),
             ]
             w.writerow(cells)
+
+
+def write_judge_csv(j, path: Path) -> None:
+    """One row per judged run (every seed of every configuration, against every frontier):
+    FLOPs, final loss, r and the gap under both totals; a bound has ``<`` or ``>`` in the
+    ``..._kind`` column, a diverged run empty cells and its step in ``diverged``."""
+
+    def num(v):
+        return "" if v is None or not math.isfinite(v) else repr(float(v))
+
+    head = ["configuration", "frontier", "seed", "run", "diverged", "flops", "flops_nonembed"]
+    head += ["final_val_loss"]
+    for what in ("r", "gap"):
+        for t in TOTALS:
+            head += [f"{what}_{t}", f"{what}_{t}_kind"]
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(head)
+        for res in j.results:
+            for s in res.seeds:
+                r = s.run
+                cells = [res.config.label, res.frontier.label, r.seed, r.path.name]
+                cells += [r.diverged_text if r.diverged else "", num(s.flops["head"])]
+                cells += [num(s.flops["nonembed"]), num(s.loss)]
+                for what in ("r", "gap"):
+                    for t in TOTALS:
+                        e = getattr(s, what)[t]
+                        cells += ["", ""] if e is None else [num(e.value), e.kind]
+                w.writerow(cells)

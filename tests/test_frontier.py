@@ -4,6 +4,7 @@ between budgets)."""
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
@@ -298,6 +299,9 @@ def test_frontier_sweep_and_a_multilevel_run_give_the_plot_and_the_headline_tabl
         in md
     )
     assert "best lr 0.2 has only one seed" in md
+    (row,) = list(csv.DictReader(open(tmp_path / "out" / "frontier.csv")))
+    assert float(row["r_head"]) == pytest.approx(1.190551, abs=1e-6) and row["r_head_kind"] == "="
+    assert float(row["gap_nonembed"]) == pytest.approx(-0.1) and row["run"] == "m"
     assert res.terminal.splitlines()[0].startswith(f"{EO} (one seed) against tuned frontier, SGD")
     fig = res.judgement and __import__("mltrain.frontier_plot").frontier_plot.plot_frontier(
         res.judgement
