@@ -107,6 +107,18 @@ def plot_flops_ratio(summary) -> Figure | None:
             Line2D([], [], color="gray", ls="-", label="with head"),
             Line2D([], [], color="gray", ls="--", label="non-embedding"),
             Line2D([], [], color="k", ls=":", label="target loss"),
+        ]
+        + [  # diverged configurations have no curve: say so
+            Line2D(
+                [],
+                [],
+                color=f"C{order[row.label] % 10}",
+                marker="x",
+                ls="none",
+                label=f"{row.label}: {row.config.diverged_text()}, no curve",
+            )
+            for row in summary.rows
+            if not row.config.healthy
         ],
         fontsize=8,
     )

@@ -750,6 +750,9 @@ def test_a_diverged_run_is_marked_and_never_the_baseline(tmp_path):
     ]
     assert ends == [(200.0, 8.5)]
     assert "diverged at step 3" in [t.get_text() for t in fig.axes[0].texts]
+    ratio = ratio_plot.plot_flops_ratio(s)
+    legend = [t.get_text() for t in ratio.axes[0].get_legend().get_texts()]
+    assert f"{SL} lr=100000: diverged at step 3, no curve" in legend
     with pytest.raises(C.CompareError, match="diverged at step 3; it cannot be a baseline"):
         C.summarize(configs, baseline=f"{SL} lr=100000")
 
