@@ -128,6 +128,8 @@ class Row:
 
 @dataclass
 class Summary:
+    """Every number of the table (FLOPs are counts, losses nats/token) and the notes."""
+
     rows: list[Row]
     target: float | None
     target_source: str
@@ -138,6 +140,7 @@ class Summary:
     remarks: list[str] = field(default_factory=list)
 
     def row(self, config: Configuration) -> Row:
+        """The row of ``config``."""
         return next(r for r in self.rows if r.config is config)
 
 
@@ -418,6 +421,7 @@ def compare(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """The ``mltrain-compare`` command: bad input is one line ``mltrain-compare: error: ...`` and exit status 2."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Compare single-level and multilevel runs: a headline, loss against FLOPs, "

@@ -63,10 +63,12 @@ class Configuration:
 
     @property
     def role(self) -> str:
+        """The role of its runs (:attr:`mltrain.runs.Run.role`)."""
         return self.runs[0].role
 
     @property
     def single_level(self) -> bool:
+        """No coarsening that runs (:func:`mltrain.runs.is_single_level`)."""
         return is_single_level(self.flat)
 
     @property
@@ -81,6 +83,7 @@ class Configuration:
 
     @property
     def diverged(self) -> list[Run]:
+        """The runs that diverged."""
         return [r for r in self.runs if r.diverged]
 
     def mean_total(self, total: str = "head") -> float:
@@ -98,6 +101,7 @@ class Configuration:
 
 
 def fmt_value(v) -> str:
+    """A config value as it reads in a label: ``0.25``, ``[1,2]``, ``adamw``."""
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, tuple | list):

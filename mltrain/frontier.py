@@ -117,6 +117,7 @@ def group_budgets(runs: Sequence[Run], tol: float = BUDGET_TOLERANCE) -> list[li
 
 
 def lr_of(run: Run) -> float:
+    """A run's peak learning rate, ``optimizer.lr``."""
     return _num(run.flat.get("optimizer.lr"))
 
 
@@ -136,10 +137,12 @@ class Budget:
         return self.losses.get(self.best_lr, math.nan)
 
     def spread(self) -> tuple[float, float]:
+        """Min and max final validation loss (nats/token) over the best learning rate's seeds."""
         losses = [r.final_val_loss for r in self.best]
         return (min(losses), max(losses)) if losses else (math.nan, math.nan)
 
     def flops(self, total: str = "head") -> float:
+        """Mean FLOPs (counts) spent by the seeds that did not diverge (NaN if none)."""
         """Mean FLOPs spent by the best learning rate's seeds under ``total``."""
         return float(np.mean([r.total(total) for r in self.best])) if self.best else math.nan
 
@@ -155,13 +158,16 @@ class Frontier:
 
     @property
     def losses(self) -> np.ndarray:
+        """Each budget's best mean final validation loss (nats/token), in budget order."""
         return np.asarray([b.loss for b in self.budgets], dtype=float)
 
     @property
     def envelope(self) -> np.ndarray:
+        """L* at each budget: :attr:`losses` made monotone (:func:`envelope`)."""
         return envelope(self.losses)
 
     def flops(self, total: str = "head") -> np.ndarray:
+        """Each budget's FLOPs (counts, mean spent by its best runs) under ``total``."""
         return np.asarray([b.flops(total) for b in self.budgets], dtype=float)
 
     def loss_at(self, c: float, total: str = "head") -> Estimate:
@@ -302,6 +308,7 @@ class MethodResult:
 
     @property
     def healthy(self) -> list[SeedResult]:
+        """The seeds that did not diverge."""
         return [s for s in self.seeds if not s.run.diverged]
 
     def flops(self, total: str = "head") -> float:
@@ -309,6 +316,7 @@ class MethodResult:
         return float(np.mean([s.flops[total] for s in h])) if h else math.nan
 
     def loss(self) -> tuple[float, float, float] | None:
+        """Mean, min and max final validation loss (nats/token) of the seeds that did not diverge."""
         h = [s.loss for s in self.healthy]
         return (float(np.mean(h)), min(h), max(h)) if h else None
 
@@ -354,6 +362,7 @@ class Judgement:
     warnings: list[str] = field(default_factory=list)  # not tied to one frontier
 
     def all_warnings(self) -> list[str]:
+        """Every warning, each once: general, per frontier (prefixed by its label), per method."""
         out = list(self.warnings)
         for f in self.frontiers:
             out += [f"{f.label}: {w}" for w in f.warnings]

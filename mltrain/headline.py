@@ -22,6 +22,7 @@ SAME_BUDGET = 0.01  # FLOP totals within 1 % count as the same FLOPs
 
 
 def seeds_text(n: int) -> str:
+    """ "one seed" or "3 seeds"."""
     return "one seed" if n == 1 else f"{n} seeds"
 
 
@@ -249,6 +250,7 @@ def frontier_sentence(res) -> str:
 
 
 def frontier_sentences(judgement) -> list[str]:
+    """One :func:`frontier_sentence` per configuration judged (none without a judgement)."""
     if judgement is None:
         return []
     return [frontier_sentence(res) for res in judgement.results]

@@ -165,6 +165,7 @@ def judge_table(j) -> list[str]:
 
 
 def per_seed_table(j) -> list[str]:
+    """The judge's numbers for every seed (diverged ones as such)."""
     head = [
         "configuration",
         "seed",
@@ -238,6 +239,7 @@ def budget_table(f) -> list[str]:
 
 
 def judge_markdown(j) -> list[str]:
+    """The ``summary.md`` section of the judge: definitions, tables, each frontier, warnings."""
     lines = [
         "## Against the tuned frontier",
         "",

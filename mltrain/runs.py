@@ -84,6 +84,7 @@ class Series:
 
     @classmethod
     def from_records(cls, records: list[dict], loss_key: str) -> Series:
+        """The curve of ``loss_key`` over ``records`` (missing values NaN)."""
         cols = [
             [_num(r.get(k)) for r in records]
             for k in ("perf/flops", "perf/flops_nonembed", "perf/wall_s", "fine_step", loss_key)
@@ -179,6 +180,7 @@ class Run:
 
     @property
     def diverged(self) -> bool:
+        """Whether the run diverged (see :attr:`diverged_step`)."""
         return self.diverged_step is not None
 
     @property
@@ -262,6 +264,7 @@ class Run:
 
     @property
     def wall_s(self) -> float:
+        """Seconds since the run started, at its last record (resumes included)."""
         return _num(self.last.get("perf/wall_s"))
 
     @property
