@@ -347,7 +347,9 @@ def plot_losses(configs, summary=None) -> Figure:
                     ys[ri][col].append(mean)
                     spike_checks.append((ax, gx, mean, color))
                     if kind == "val" and style == "-" and target is not None:
-                        _crossing(ax, c, attr, gx, mean, summary, color, ci)
+                        x = _crossing(ax, c, attr, gx, mean, summary, color, ci)
+                        if x is not None:  # keep the marker inside the x-range
+                            xs[ri][col].append(np.asarray([x]))
     for ri, (_, ylabel) in enumerate(ROWS):
         for col, (_, xlabel, log) in enumerate(COLUMNS):
             ax = axes[ri][col]
@@ -409,9 +411,10 @@ def plot_losses(configs, summary=None) -> Figure:
     return fig
 
 
-def _crossing(ax, c, attr: str, gx, mean, summary, color: str, index: int = 0) -> None:
+def _crossing(ax, c, attr: str, gx, mean, summary, color: str, index: int = 0) -> float | None:
     """The marker where configuration ``c``'s mean validation curve first reaches the target,
-    with its FLOP ratio to the baseline next to it on the FLOP axes."""
+    with its FLOP ratio to the baseline next to it on the FLOP axes; returns its x (None when
+    the curve never reaches the target)."""
     row = summary.row(c)
     base = summary.baseline
     if attr in TOTAL_OF:
@@ -419,7 +422,7 @@ def _crossing(ax, c, attr: str, gx, mean, summary, color: str, index: int = 0) -
     else:
         x = flops_to_target(gx, mean, summary.target)
     if x is None or (attr in TOTAL_OF and x <= 0):
-        return
+        return None
     ax.plot(
         [x],
         [summary.target],
@@ -433,13 +436,13 @@ def _crossing(ax, c, attr: str, gx, mean, summary, color: str, index: int = 0) -
         zorder=5,
     )
     if attr not in TOTAL_OF or base is None:
-        return
+        return x
     if c is base:
         text = "baseline"
     else:
         r = row.ratios.get((base.label, TOTAL_OF[attr]))
         if r is None:
-            return
+            return x
         text = r.fmt(".2f") + "×"
     ax.annotate(
         text,
@@ -452,3 +455,4 @@ def _crossing(ax, c, attr: str, gx, mean, summary, color: str, index: int = 0) -
         bbox=dict(fc="white", ec="none", alpha=0.75, pad=0.5),
         zorder=6,
     )
+    return x
