@@ -625,11 +625,17 @@ def test_one_seed_title_and_wall_clock_label(tmp_path):
 def test_flop_ticks_are_labelled_on_every_flop_axis_of_a_short_run(tmp_path):
     f = [0, 1.0e9, 1.1e9, 1.2e9]
     write_run(tmp_path / "a", f, [10, 9, 8.5, 8], "coarsening=none")
-    write_run(tmp_path / "b", f, [10, 8.8, 8.4, 7.9], "coarsening=even_odd")
+    # b is below the target (8.0) at its first evaluation after the start: it crosses it at
+    # 1e9 * 2 / 2.1 = 0.952e9, before its first point on the log axis
+    write_run(tmp_path / "b", f, [10, 7.9, 7.8, 7.7], "coarsening=even_odd")
     configs = C.group_configurations(C.find_runs([tmp_path]))
     fig = plots.plot_losses(configs, C.summarize(configs))
     flop_axes = [ax for ax in fig.axes if ax.get_xscale() == "log"]
     assert len(flop_axes) == 4
+    crossings = [ln.get_xdata()[0] for ln in _labelled(fig.axes[0], plots.CROSSING)]
+    assert crossings == [1.2e9, pytest.approx(1e9 * 2 / 2.1)]
+    for ax in fig.axes:
+        _assert_x_inside(ax)  # the markers too
     for ax in flop_axes:
         lo, hi = ax.get_xlim()
         ticks = [(t, lab.get_text()) for t, lab in zip(ax.get_xticks(), ax.get_xticklabels())]
