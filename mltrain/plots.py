@@ -2,6 +2,13 @@
 the Agg canvas (no pyplot state, no display needed), returned so that callers and tests can
 inspect the axes before saving.
 
+What a reader should see without a manual (issue 13): the target loss as a horizontal line and
+a marker where each curve first reaches it, with its FLOP ratio to the baseline written next
+to it; FLOP axes with labelled ticks (``1.2e13``) on every panel; one shared legend with the
+configurations' names; the coarse phases of a multilevel run as shaded spans (the training
+curve is broken there, not drawn straight across); y-limits that a single spike does not set
+(the spike is marked at the top edge); diverged runs drawn up to their divergence with an ×.
+
 Every axis's x-limits are set from the plotted data, so every plotted x lies inside them;
 points with FLOPs <= 0 cannot sit on a log axis and are left off. The evaluation before
 training (step 0, 0 FLOPs by construction) is drawn on the linear axes only, silently; any
@@ -10,24 +17,32 @@ other such point is left off with a warning naming the run.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import NullFormatter
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator, NullFormatter
+
+from mltrain.curves import flops_to_target, fmt_flops
 
 # (Series attribute, axis label, log scale)
 COLUMNS = (
     ("flops", "training FLOPs (with head)", True),
     ("flops_nonembed", "training FLOPs (non-embedding)", True),
-    ("wall_s", "wall-clock (s)", False),
+    ("wall_s", "wall-clock (s): depends on machine load", False),
     ("fine_step", "fine steps", False),
 )
 ROWS = (
     ("val", "validation loss (nats/token)"),
     ("train", "training loss, fine level (running mean)"),
 )
+TOTAL_OF = {"flops": "head", "flops_nonembed": "nonembed"}
+CROSSING = "_crossing"  # label of the markers where a curve first reaches the target
+TARGET = "_target"  # label of the target line
+SPIKE = "_spike"  # label of the markers of points above the y-range
 
 
 def running_mean(y: Sequence[float], window: int) -> np.ndarray:
@@ -72,6 +87,103 @@ def aggregate(curves: Sequence[tuple[np.ndarray, np.ndarray]]):
     return grid, np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
 
 
+# --------------------------------------------------------------------------- axes helpers
+def flop_ticks(lo: float, hi: float) -> list[float]:
+    """3 to 8 tick positions inside ``[lo, hi]`` (FLOPs, a log axis): powers of ten, then
+    1-3, 1-2-5, ... per decade until there are at least three; for a range too narrow for
+    that, evenly spaced round values."""
+    if not (lo > 0 and hi > lo):
+        return [lo] if lo > 0 else []
+    e0, e1 = math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1
+    ticks: list[float] = []
+    for mants in (
+        (1,),
+        (1, 3),
+        (1, 2, 5),
+        (1, 1.5, 2, 3, 5, 7),
+        (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8),
+    ):
+        ticks = [
+            m * 10.0**e
+            for e in range(e0, e1 + 1)
+            for m in mants
+            if lo * (1 - 1e-9) <= m * 10.0**e <= hi * (1 + 1e-9)
+        ]
+        if len(ticks) >= 3:
+            break
+    if len(ticks) < 3:
+        ticks = MaxNLocator(5, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+        ticks = [t for t in ticks if lo <= t <= hi]
+    while len(ticks) > 8:
+        ticks = ticks[::2]
+    return [float(t) for t in ticks]
+
+
+def set_flop_axis(ax, lo: float, hi: float) -> None:
+    """A log FLOPs x-axis on ``[lo, hi]`` with labelled ticks such as ``1.2e13``."""
+    ax.set_xscale("log")
+    ax.set_xlim(lo, hi)
+    ticks = flop_ticks(lo, hi)
+    ax.set_xticks(ticks, [fmt_flops(t, 3, trim=True) for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def spikes(y: Sequence[float]) -> np.ndarray:
+    """Which points of a loss curve are spikes: more than ``max(0.25 × (first − min),
+    0.1 × |min|)`` nats/token above the lowest loss before them (the first point never is)."""
+    y = np.asarray(y, dtype=float)
+    out = np.zeros(len(y), dtype=bool)
+    ok = np.isfinite(y)
+    if ok.sum() < 3:
+        return out
+    yf = y[ok]
+    thr = max(0.25 * (yf[0] - yf.min()), 0.1 * abs(yf.min()), 1e-12)
+    best = np.minimum.accumulate(np.where(ok, y, np.inf))
+    out[1:] = ok[1:] & (y[1:] > best[:-1] + thr)
+    return out
+
+
+def robust_ylim(
+    series: Sequence[Sequence[float]], extra: Sequence[float] = ()
+) -> tuple[float, float]:
+    """y-limits that hold every point of ``series`` except spikes (:func:`spikes`), and the
+    values ``extra`` (e.g. the target), with a 4 % margin."""
+    lo, hi = math.inf, -math.inf
+    for y in series:
+        y = np.asarray(y, dtype=float)
+        fin = np.isfinite(y)
+        if not fin.any():
+            continue
+        keep = fin & ~spikes(y)
+        lo = min(lo, float(y[fin].min()))
+        hi = max(hi, float(y[keep].max()) if keep.any() else float(y[fin].max()))
+    for v in extra:
+        if v is not None and math.isfinite(v):
+            lo, hi = min(lo, v), max(hi, v)
+    if not math.isfinite(lo):
+        return 0.0, 1.0
+    pad = 0.04 * (hi - lo) if hi > lo else 0.5
+    return lo - pad, hi + pad
+
+
+def mark_spikes(ax, x: np.ndarray, y: np.ndarray, color: str) -> None:
+    """A ^ at the top edge over the highest point of ``y`` above the y-range, with its value."""
+    top = ax.get_ylim()[1]
+    above = np.isfinite(y) & (y > top)
+    if not above.any():
+        return
+    i = int(np.flatnonzero(above)[np.argmax(y[above])])
+    ax.plot([x[i]], [top], marker="^", color=color, ms=7, ls="none", clip_on=False, label=SPIKE)
+    ax.annotate(
+        f"spike {y[i]:.2f}",
+        (x[i], top),
+        xytext=(4, -10),
+        textcoords="offset points",
+        fontsize=7,
+        color=color,
+    )
+
+
 def _set_xlim(ax, xs: list[np.ndarray], log: bool, invert: bool = False) -> None:
     if not xs:
         return
@@ -79,22 +191,89 @@ def _set_xlim(ax, xs: list[np.ndarray], log: bool, invert: bool = False) -> None
     lo, hi = float(allx.min()), float(allx.max())
     if lo == hi:
         lo, hi = (lo / 1.5, hi * 1.5) if log else (lo - 0.5, hi + 0.5)
+    if log and not invert:  # a little room so that points at the ends stay visible
+        pad = max((hi / lo) ** 0.03, 1.03)
+        set_flop_axis(ax, lo / pad, hi * pad)
+        return
     ax.set_xlim((hi, lo) if invert else (lo, hi))
 
 
-def plot_losses(configs) -> Figure:
+def break_at_spans(x: np.ndarray, y: np.ndarray, spans: np.ndarray):
+    """The curve with a gap (NaN) wherever consecutive points straddle a coarse phase
+    (``spans``: rows ``[start, end]``), and those straddling segments as ``[(x0, x1, y0, y1)]``."""
+    if not len(spans) or len(x) < 2:
+        return x, y, []
+    xs, ys, cross = [x[0]], [y[0]], []
+    for i in range(1, len(x)):
+        a, b = x[i - 1], x[i]
+        if np.any((spans[:, 0] >= a) & (spans[:, 1] <= b) & (spans[:, 1] > spans[:, 0])):
+            xs.append((a + b) / 2)
+            ys.append(np.nan)
+            cross.append((a, b, y[i - 1], y[i]))
+        xs.append(b)
+        ys.append(y[i])
+    return np.asarray(xs), np.asarray(ys), cross
+
+
+def _isolated(y: np.ndarray) -> np.ndarray:
+    """Finite points with no finite neighbour (a line through them would not show)."""
+    fin = np.isfinite(y)
+    left = np.concatenate([[False], fin[:-1]])
+    right = np.concatenate([fin[1:], [False]])
+    return fin & ~left & ~right
+
+
+def smooth_train(run) -> np.ndarray:
+    """A run's fine-level training loss as a trailing running mean over :func:`train_window`
+    of its fine steps, restarted after every coarse phase (no average mixes the losses before
+    and after one)."""
+    y = np.asarray(run.train.loss, dtype=float)
+    spans = run.spans.get("flops", np.empty((0, 2))) if run.spans else np.empty((0, 2))
+    x = np.asarray(run.train.flops, dtype=float)
+    window = train_window(len(y))
+    starts = [0]
+    for i in range(1, len(y)):
+        a, b = x[i - 1], x[i]
+        if np.any((spans[:, 0] >= a) & (spans[:, 1] <= b) & (spans[:, 1] > spans[:, 0])):
+            starts.append(i)
+    out = y.copy()
+    for a, b in zip(starts, starts[1:] + [len(y)]):
+        out[a:b] = running_mean(y[a:b], window)
+    return out
+
+
+# --------------------------------------------------------------------------- loss curves
+def _title(configs) -> str:
+    seeds = sorted({len(c.healthy) or len(c.runs) for c in configs})
+    if seeds == [1]:
+        return "loss against compute: one seed per configuration"
+    if len(seeds) == 1:
+        return f"loss against compute: mean over {seeds[0]} seeds, min–max band"
+    return (
+        f"loss against compute: {seeds[0]}–{seeds[-1]} seeds per configuration (mean, min–max band)"
+    )
+
+
+def plot_losses(configs, summary=None) -> Figure:
     """Validation (top) and smoothed fine-level training loss (bottom) against FLOPs with
     head and non-embedding (log x), wall-clock seconds and fine steps; one colour per
     configuration, the mean over seeds as a line and the min-max band around it.
 
     Args:
-        configs: :class:`mltrain.compare.Configuration` list, in table order.
+        configs: :class:`mltrain.configs.Configuration` list, in table order.
+        summary: the :class:`mltrain.compare.Summary` of ``configs``; with it, the target line,
+            a marker where each curve first reaches it and the FLOP ratio to the baseline.
     """
     from mltrain.runs import warn
 
-    fig = Figure(figsize=(22, 9), layout="constrained")
+    fig = Figure(figsize=(22, 10), layout="constrained")
     axes = fig.subplots(len(ROWS), len(COLUMNS), squeeze=False)
     xs = [[[] for _ in COLUMNS] for _ in ROWS]
+    ys = [[[] for _ in COLUMNS] for _ in ROWS]
+    spike_checks = []  # (ax, x, y, color) to mark once the limits are set
+    handles: list = []
+    target = summary.target if summary is not None else None
+    any_spans = any_diverged = False
     for ci, c in enumerate(configs):
         color = f"C{ci % 10}"
         for run in c.runs:
@@ -106,93 +285,174 @@ def plot_losses(configs) -> Figure:
                 warn(
                     f"warning: run {run.name}: {n} point(s) with FLOPs <= 0 left off the log-FLOPs axes"
                 )
+        label = c.label if c.healthy else f"{c.label} ({c.diverged_text()})"
+        if c.healthy and c.diverged:
+            label += f" ({c.diverged_text()})"
+        handles.append(Line2D([], [], color=color, lw=2, label=label))
+        spans_run = (c.healthy or c.runs)[0]
         for ri, (kind, _) in enumerate(ROWS):
             for col, (attr, _, log) in enumerate(COLUMNS):
-                curves = []
-                for run in c.runs:
-                    s = getattr(run, kind)
-                    x, y = getattr(s, attr), s.loss
-                    if kind == "train":
-                        y = running_mean(y, train_window(len(y)))
-                    keep = np.isfinite(x) & np.isfinite(y) & ((x > 0) if log else True)
-                    if keep.any():
-                        curves.append((x[keep], y[keep]))
-                if not curves:
-                    continue
-                gx, mean, lo, hi = aggregate(curves)
                 ax = axes[ri][col]
-                marker = "o" if kind == "val" and len(gx) <= 60 else None
-                ax.plot(gx, mean, color=color, marker=marker, ms=3, lw=1.5, label=c.label)
-                if len(curves) > 1:
-                    ax.fill_between(gx, lo, hi, color=color, alpha=0.2, lw=0)
-                xs[ri][col].append(gx)
+                spans = (
+                    spans_run.spans.get(attr, np.empty((0, 2)))
+                    if spans_run.spans
+                    else np.empty((0, 2))
+                )
+                if len(spans):
+                    any_spans = True
+                    for a, b in spans:
+                        if b > a and (a > 0 or not log):
+                            ax.axvspan(a, b, color=color, alpha=0.12, lw=0)
+                groups = [(c.healthy, "-", 1.6)] + [([r], "--", 0.9) for r in c.diverged]
+                for runs, style, lw in groups:
+                    curves = []
+                    for run in runs:
+                        s = getattr(run, kind)
+                        x, y = getattr(s, attr), s.loss
+                        if kind == "train":
+                            y = smooth_train(run)
+                        keep = np.isfinite(x) & np.isfinite(y) & ((x > 0) if log else True)
+                        if keep.any():
+                            curves.append((x[keep], y[keep]))
+                    if not curves:
+                        continue
+                    gx, mean, lo, hi = aggregate(curves)
+                    marker = "o" if kind == "val" and len(gx) <= 60 else None
+                    px, py, cross = break_at_spans(gx, mean, spans)
+                    ax.plot(px, py, style, color=color, marker=marker, ms=3, lw=lw)
+                    alone = _isolated(py)
+                    if alone.any():  # fine steps between coarse phases: points, not lines
+                        ax.plot(px[alone], py[alone], ".", color=color, ms=5)
+                    for x0, x1, y0, y1 in cross if kind == "val" else []:
+                        ax.plot([x0, x1], [y0, y1], ":", color=color, lw=1)
+                    if len(curves) > 1:
+                        bx, blo, _ = break_at_spans(gx, lo, spans)
+                        _, bhi, _ = break_at_spans(gx, hi, spans)
+                        ax.fill_between(bx, blo, bhi, color=color, alpha=0.2, lw=0)
+                        ys[ri][col].append(hi)
+                        spike_checks.append((ax, gx, hi, color))
+                    if style == "--":  # a diverged run: an x where its finite curve ends
+                        any_diverged = True
+                        ax.plot([gx[-1]], [mean[-1]], "x", color=color, ms=9, mew=2)
+                        if kind == "val":
+                            ax.annotate(
+                                runs[0].diverged_text,
+                                (gx[-1], mean[-1]),
+                                xytext=(6, 4),
+                                textcoords="offset points",
+                                fontsize=8,
+                                color=color,
+                            )
+                    xs[ri][col].append(gx)
+                    ys[ri][col].append(mean)
+                    spike_checks.append((ax, gx, mean, color))
+                    if kind == "val" and style == "-" and target is not None:
+                        x = _crossing(ax, c, attr, gx, mean, summary, color, ci)
+                        if x is not None:  # keep the marker inside the x-range
+                            xs[ri][col].append(np.asarray([x]))
     for ri, (_, ylabel) in enumerate(ROWS):
         for col, (_, xlabel, log) in enumerate(COLUMNS):
             ax = axes[ri][col]
-            if log:
-                ax.set_xscale("log")
-                ax.xaxis.set_minor_formatter(NullFormatter())
             _set_xlim(ax, xs[ri][col], log)
+            extra = [target] if ri == 0 else []
+            if ri == 0 and target is not None:
+                ax.plot(ax.get_xlim(), [target, target], "--", color="k", lw=1, label=TARGET)
+            ax.set_ylim(*robust_ylim(ys[ri][col], extra))
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
             ax.grid(True, alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        axes[0][0].legend(handles, labels, fontsize=8)
-    fig.suptitle("loss against compute (mean over seeds, min–max band)")
+    for ax, x, y, color in spike_checks:
+        mark_spikes(ax, x, y, color)
+    if target is not None:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="k",
+                ls="--",
+                lw=1,
+                label=f"target {target:.3f}: {summary.target_source.replace('`', '')}",
+            )
+        )
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="gray",
+                marker="o",
+                mfc="white",
+                ms=8,
+                ls="none",
+                label="first reaches the target (FLOPs ratio to the baseline)",
+            )
+        )
+    if any_spans:
+        handles.append(Patch(color="gray", alpha=0.25, label="coarse phases (multilevel)"))
+    if any_diverged:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="gray",
+                ls="--",
+                marker="x",
+                label="diverged run (up to its divergence)",
+            )
+        )
+    fig.legend(
+        handles=handles,
+        loc="outside upper center",
+        ncols=min(3, len(handles)),
+        fontsize=10,
+        frameon=False,
+        title=_title(configs),
+        title_fontsize=13,
+    )
     return fig
 
 
-def plot_flops_ratio(summary) -> Figure:
-    """FLOPs a configuration needs to reach validation loss L divided by the baseline's,
-    against L (x decreasing: training progresses to the right); solid with head, dashed
-    non-embedding; a reference line at 1.
-
-    Args:
-        summary: a :class:`mltrain.compare.Summary` (its ``ratio_curves`` and rows).
-    """
-    fig = Figure(figsize=(9, 5.5), layout="constrained")
-    ax = fig.subplots()
-    order = {row.label: i for i, row in enumerate(summary.rows)}
-    xs = []
-    for label, per_total in summary.ratio_curves.items():
-        color = f"C{order.get(label, 0) % 10}"
-        for total, style in (("head", "-"), ("nonembed", "--")):
-            levels, ratios = per_total[total]
-            ok = np.isfinite(ratios)
-            if ok.any():
-                ax.plot(
-                    levels[ok],
-                    ratios[ok],
-                    style,
-                    color=color,
-                    lw=1.5,
-                    label=label if total == "head" else None,
-                )
-                xs.append(levels[ok])
-    if xs:
-        _set_xlim(ax, xs, log=False, invert=True)
-        ax.plot(list(ax.get_xlim()), [1.0, 1.0], color="k", lw=0.8)
-        ax.legend(
-            handles=ax.get_legend_handles_labels()[0]
-            + [
-                Line2D([], [], color="gray", ls="-", label="with head"),
-                Line2D([], [], color="gray", ls="--", label="non-embedding"),
-            ],
-            fontsize=8,
-        )
+def _crossing(ax, c, attr: str, gx, mean, summary, color: str, index: int = 0) -> float | None:
+    """The marker where configuration ``c``'s mean validation curve first reaches the target,
+    with its FLOP ratio to the baseline next to it on the FLOP axes; returns its x (None when
+    the curve never reaches the target)."""
+    row = summary.row(c)
+    base = summary.baseline
+    if attr in TOTAL_OF:
+        x = row.to_target[TOTAL_OF[attr]][0]
     else:
-        ax.text(
-            0.5,
-            0.5,
-            "no ratio curve: needs a baseline and a loss range both reach",
-            ha="center",
-            va="center",
-            transform=ax.transAxes,
-        )
-    base = summary.baseline.label if summary.baseline is not None else "none"
-    ax.set_title(f"FLOPs to reach a validation loss, relative to {base}")
-    ax.set_xlabel("validation loss L (nats/token)")
-    ax.set_ylabel("FLOPs(L) / baseline FLOPs(L)")
-    ax.grid(True, alpha=0.3)
-    return fig
+        x = flops_to_target(gx, mean, summary.target)
+    if x is None or (attr in TOTAL_OF and x <= 0):
+        return None
+    ax.plot(
+        [x],
+        [summary.target],
+        marker="o",
+        ms=8,
+        mfc="white",
+        mec=color,
+        mew=2,
+        ls="none",
+        label=CROSSING,
+        zorder=5,
+    )
+    if attr not in TOTAL_OF or base is None:
+        return x
+    if c is base:
+        text = "baseline"
+    else:
+        r = row.ratios.get((base.label, TOTAL_OF[attr]))
+        if r is None:
+            return x
+        text = r.fmt(".2f") + "×"
+    ax.annotate(
+        text,
+        (x, summary.target),
+        xytext=(4, 7) if index % 2 == 0 else (4, -16),  # neighbours' labels on both sides
+        textcoords="offset points",
+        fontsize=9,
+        color=color,
+        fontweight="bold",
+        bbox=dict(fc="white", ec="none", alpha=0.75, pad=0.5),
+        zorder=6,
+    )
+    return x

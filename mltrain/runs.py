@@ -1,26 +1,32 @@
-"""Reading finished runs for ``mltrain-compare`` and grouping them into configurations.
+"""Reading runs for ``mltrain-compare``: configs, curves, roles, divergence.
 
-A run directory holds ``.hydra/config.yaml`` and ``metrics.jsonl`` (DESIGN.md section 5).
+A run directory holds ``.hydra/config.yaml`` and ``metrics.jsonl`` (DESIGN.md section 5), and,
+for runs of newer versions, ``run.json`` (role, status, divergence, thread count, device).
 :func:`find_runs` finds them below any directories (a run, a sweep, ``outputs/runs``);
-:func:`group_configurations` groups runs that differ only by seed (and by keys that do not
-change training, :data:`IGNORED`) and labels them readably, e.g. ``single_level``,
-``single_level (iso-FLOP)``, ``even_odd δ=0.25 m=20 w=5 optimizer=adamw``.
+:mod:`mltrain.configs` groups them into configurations (runs that differ only by seed and by
+keys that do not change training, :data:`IGNORED`) and names them.
+
+A run *diverged* when its ``run.json`` says ``"status": "diverged"`` or (older runs without
+``run.json``) when any record holds a non-finite ``train/loss`` or ``val/loss``; its curves keep
+the finite records before that step, and it has no final loss (issue 12).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from mltrain.config import flatten, inert_keys, upgrade
+from mltrain.curves import fmt_flops
 from mltrain.plan import is_multilevel
 from mltrain.tracking import METRICS_FILE, read_metrics
 
@@ -39,6 +45,8 @@ LABEL_KEYS = (
     "optimizer._partial_",
 )
 TOTALS = {"head": "perf/flops", "nonembed": "perf/flops_nonembed"}
+RUN_FILE = "run.json"
+LOSS_KEYS = ("train/loss", "val/loss")
 
 
 class CompareError(Exception):
@@ -64,8 +72,9 @@ class Series:
 
     @classmethod
     def from_records(cls, records: list[dict], loss_key: str) -> Series:
+        """The curve of ``loss_key`` over ``records`` (missing values NaN)."""
         cols = [
-            [r.get(k, math.nan) for r in records]
+            [_num(r.get(k)) for r in records]
             for k in ("perf/flops", "perf/flops_nonembed", "perf/wall_s", "fine_step", loss_key)
         ]
         return cls(*(np.asarray(c, dtype=float) for c in cols))
@@ -75,19 +84,151 @@ class Series:
         return self.flops if total == "head" else self.flops_nonembed
 
 
+def _num(v) -> float:
+    """A record's value as a float: numbers as they are, the strings "nan", "inf", "-inf" (how
+    non-finite values are written as valid JSON) as those floats, anything else NaN."""
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, int | float):
+        return float(v)
+    if isinstance(v, str) and v.strip().lower() in ("nan", "inf", "+inf", "-inf", "infinity"):
+        return float(v.strip().lower().replace("infinity", "inf"))
+    return math.nan
+
+
+def _first_nonfinite(records: list[dict]) -> dict | None:
+    """The first record whose ``train/loss`` or ``val/loss`` is present and not finite."""
+    for r in records:
+        if any(k in r and r[k] is not None and not math.isfinite(_num(r[k])) for k in LOSS_KEYS):
+            return r
+    return None
+
+
+SPAN_KEYS = {
+    "flops": "perf/flops",
+    "flops_nonembed": "perf/flops_nonembed",
+    "wall_s": "perf/wall_s",
+}
+
+
+def coarse_spans(records: list[dict]) -> dict[str, np.ndarray]:
+    """Where coarse phases ran, per x quantity (``flops``, ``flops_nonembed``, ``wall_s``): an
+    array of ``[start, end]`` rows, one per run of consecutive non-fine records, from the
+    record before the phase to its last record (FLOPs are counts, wall-clock in seconds)."""
+    spans: dict[str, list] = {k: [] for k in SPAN_KEYS}
+    prev, start = None, None
+    for r in records:
+        coarse = r.get("level", "fine") != "fine"
+        if coarse and start is None:
+            start = prev if prev is not None else r
+        if not coarse and start is not None:
+            for k, key in SPAN_KEYS.items():
+                spans[k].append((_num(start.get(key)), _num(prev.get(key))))
+            start = None
+        prev = r
+    if start is not None:
+        for k, key in SPAN_KEYS.items():
+            spans[k].append((_num(start.get(key)), _num(prev.get(key))))
+    return {k: np.asarray(v, dtype=float).reshape(-1, 2) for k, v in spans.items()}
+
+
+def derive_role(flat: dict) -> str:
+    """The role of a run that does not record one (older runs): ``multilevel`` unless
+    :func:`is_single_level`; else ``single_level/same_flops`` with ``train.target_flops``,
+    else ``single_level/same_steps``."""
+    if not is_single_level(flat):
+        return "multilevel"
+    if flat.get("train.target_flops") is not None:
+        return "single_level/same_flops"
+    return "single_level/same_steps"
+
+
 @dataclass
 class Run:
-    """One run directory: its resolved config (nested dict) and its curves."""
+    """One run directory: its resolved config (nested dict), its curves and its metadata.
+
+    ``val`` and ``train`` hold finite losses only (a diverged run's curves end before its
+    divergence); ``meta`` is ``run.json`` (empty for older runs); ``diverged_step`` is the
+    ``step`` at which the run diverged, None if it did not; ``spans`` are its coarse phases
+    (:func:`coarse_spans`).
+    """
 
     path: Path
     config: dict
     val: Series  # evaluations (step 0 included)
     train: Series  # fine-level training steps
     last: dict  # the last record
+    meta: dict = field(default_factory=dict)
+    diverged_step: int | None = None
+    spans: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return str(self.path)
+
+    @property
+    def diverged(self) -> bool:
+        """Whether the run diverged (see :attr:`diverged_step`)."""
+        return self.diverged_step is not None
+
+    @property
+    def status(self) -> str:
+        """``run.json``'s status; for older runs ``diverged`` or ``unknown``."""
+        if self.diverged:
+            return "diverged"
+        return str(self.meta.get("status") or "unknown")
+
+    @property
+    def role(self) -> str:
+        """``run.json``'s role, else ``logger.job_type`` when set, else :func:`derive_role`."""
+        return str(
+            self.meta.get("role") or self.flat.get("logger.job_type") or derive_role(self.flat)
+        )
+
+    @property
+    def threads(self) -> int | None:
+        """CPU threads the run used (``run.json``), None when not recorded."""
+        t = self.meta.get("threads")
+        return int(t) if isinstance(t, int | float) else None
+
+    @property
+    def device(self) -> str | None:
+        """Device the run used (``run.json``), None when not recorded."""
+        d = self.meta.get("device")
+        return str(d) if d else None
+
+    @property
+    def world(self) -> int:
+        """Processes that trained the run (``run.json``), 1 when not recorded."""
+        w = self.meta.get("world")
+        return int(w) if isinstance(w, int | float) and w >= 1 else 1
+
+    def incomplete(self) -> str | None:
+        """Why the run did not finish its planned length (None if it did, or diverged):
+        ``run.json``'s status, or for older runs fewer fine steps than ``train.steps`` / fewer
+        FLOPs than ``train.target_flops`` minus one step."""
+        if self.diverged:
+            return None
+        status = self.meta.get("status")
+        done = int(_num(self.last.get("fine_step", 0)))
+        if status in ("running", "preempted", "failed"):
+            return f"{status} at fine step {done}"
+        if status == "completed":
+            return None
+        budget = self.flat.get("train.target_flops")
+        if budget is not None:
+            spent = self.total("head")
+            step = spent / max(done, 1)
+            if spent < float(budget) - step * (1 + 1e-9):
+                return (
+                    f"stopped at {fmt_flops(spent)} of {fmt_flops(float(budget))} FLOPs "
+                    f"(fine step {done})"
+                )
+            return None
+        steps = self.flat.get("train.steps")
+        if steps is not None and done < steps:
+            return f"stopped at fine step {done} of {steps}"
+        return None
 
     @cached_property
     def flat(self) -> dict:
@@ -100,23 +241,46 @@ class Run:
 
     @property
     def final_val_loss(self) -> float:
-        return float(self.val.loss[-1]) if len(self.val.loss) else math.nan
+        """The last evaluation's validation loss (nats/token); NaN for a diverged run."""
+        if self.diverged or not len(self.val.loss):
+            return math.nan
+        return float(self.val.loss[-1])
 
     def total(self, total: str = "head") -> float:
         """Training FLOPs of the whole run (the last record's cumulative count)."""
-        return float(self.last.get(TOTALS[total], math.nan))
+        return _num(self.last.get(TOTALS[total]))
 
     @property
     def wall_s(self) -> float:
-        return float(self.last.get("perf/wall_s", math.nan))
+        """Seconds since the run started, at its last record (resumes included)."""
+        return _num(self.last.get("perf/wall_s"))
+
+    @property
+    def diverged_text(self) -> str:
+        """``diverged at step N`` (N: ``step``, optimizer steps of all levels)."""
+        return f"diverged at step {self.diverged_step}"
+
+
+def read_run_json(path: Path) -> dict:
+    """``path/run.json`` as a dict; empty when absent (older runs) or unreadable (with a
+    message)."""
+    f = Path(path) / RUN_FILE
+    if not f.is_file():
+        return {}
+    try:
+        meta = json.loads(f.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        warn(f"warning: {f}: unreadable ({e}); using the config and metrics only")
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def load_run(path: Path) -> Run:
-    """Read ``path/.hydra/config.yaml`` and ``path/metrics.jsonl``.
+    """Read ``path/.hydra/config.yaml``, ``path/metrics.jsonl`` and ``path/run.json`` (if any).
 
     Raises:
-        FileNotFoundError: the metrics file or the config is missing, or holds no records or
-            no finite validation loss.
+        FileNotFoundError: the metrics file or the config is missing, or holds no records, or
+            (for a run that did not diverge) no finite validation loss.
     """
     from omegaconf import OmegaConf
 
@@ -135,20 +299,34 @@ def load_run(path: Path) -> Run:
     except Exception:  # an interpolation that cannot resolve here (e.g. ${now:})
         config = OmegaConf.to_container(cfg, resolve=False)
     config = upgrade(config)  # keys renamed since the run was made
-    val = [
+    meta = read_run_json(path)
+    bad = _first_nonfinite(records)
+    diverged_step = None
+    if meta.get("status") == "diverged" or bad is not None:
+        at = meta.get("diverged_at") if isinstance(meta.get("diverged_at"), dict) else {}
+        step = at.get("step", bad.get("step") if bad is not None else records[-1].get("step"))
+        diverged_step = int(_num(step)) if math.isfinite(_num(step)) else 0
+    val = [r for r in records if math.isfinite(_num(r.get("val/loss")))]
+    if diverged_step is not None:
+        val = [r for r in val if _num(r.get("step")) < diverged_step]
+    if not val and diverged_step is None:
+        raise FileNotFoundError(f"{METRICS_FILE} holds no finite val/loss (nothing to compare)")
+    train = [
         r
         for r in records
-        if isinstance(r.get("val/loss"), int | float) and math.isfinite(r["val/loss"])
+        if r.get("level") == "fine"
+        and math.isfinite(_num(r.get("train/loss")))
+        and (diverged_step is None or _num(r.get("step")) < diverged_step)
     ]
-    if not val:
-        raise FileNotFoundError(f"{METRICS_FILE} holds no finite val/loss (nothing to compare)")
-    train = [r for r in records if r.get("level") == "fine" and "train/loss" in r]
     return Run(
         path,
         config,
         Series.from_records(val, "val/loss"),
         Series.from_records(train, "train/loss"),
         records[-1],
+        meta,
+        diverged_step,
+        coarse_spans(records),
     )
 
 
@@ -200,135 +378,3 @@ def is_single_level(flat: dict) -> bool:
 
 def _ignored(key: str) -> bool:
     return any(key == k or (k.endswith(".") and key.startswith(k)) for k in IGNORED)
-
-
-def identity(flat: dict) -> tuple:
-    """What makes two runs the same configuration: the config without :data:`IGNORED` keys;
-    for single-level runs without the (unused) coarsening settings, and without
-    ``train.steps`` when ``train.target_flops`` sets the length."""
-    single = is_single_level(flat)
-    out = {}
-    for k, v in flat.items():
-        if _ignored(k) or (single and k.startswith("coarsening.")):
-            continue
-        if k == "train.steps" and flat.get("train.target_flops") is not None:
-            continue
-        out[k] = v
-    out["single_level"] = single
-    return tuple(sorted(out.items(), key=lambda kv: kv[0]))
-
-
-@dataclass
-class Configuration:
-    """Runs that differ only by seed (:func:`identity`), with a readable label."""
-
-    runs: list[Run]
-    label: str = ""
-
-    @property
-    def flat(self) -> dict:
-        return self.runs[0].flat
-
-    @property
-    def single_level(self) -> bool:
-        return is_single_level(self.flat)
-
-    @property
-    def iso_flop(self) -> bool:
-        return self.flat.get("train.target_flops") is not None
-
-    def mean_total(self, total: str = "head") -> float:
-        return float(np.mean([r.total(total) for r in self.runs]))
-
-
-def fmt_value(v) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
-    if isinstance(v, tuple):
-        return "[" + ",".join(map(fmt_value, v)) + "]"
-    return str(v)
-
-
-def _relevant(key: str, flat: dict) -> bool:
-    """Whether ``key`` means anything for this configuration (coarsening settings do not for
-    a single-level run, ``train.steps`` does not when ``train.target_flops`` is set)."""
-    if key.startswith("coarsening.") and is_single_level(flat):
-        return False
-    return not (key == "train.steps" and flat.get("train.target_flops") is not None)
-
-
-def _differing_keys(configs: list[Configuration]) -> list[str]:
-    flats = [c.flat for c in configs]
-    keys = sorted({k for f in flats for k in f})
-    out = []
-    for k in keys:
-        if _ignored(k) or k in LABEL_KEYS:
-            continue
-        groups: dict = {}
-        for f in flats:  # optimizer.* compared among runs of the same optimizer class only
-            if _relevant(k, f):
-                sub = (
-                    f.get("optimizer._target_")
-                    if k.startswith("optimizer.") and k != "optimizer._target_"
-                    else None
-                )
-                groups.setdefault(sub, set()).add(fmt_value(f.get(k)))
-        if any(len(v) > 1 for v in groups.values()):
-            out.append(k)
-    return out
-
-
-def base_label(flat: dict) -> str:
-    """``single_level`` or ``<coarsening> δ=.. m=.. w=..``, `` (iso-FLOP)`` with a budget."""
-    if is_single_level(flat):
-        label = "single_level"
-    else:
-        label = (
-            f"{flat.get('coarsening.name')} δ={fmt_value(flat.get('coarsening.delta'))} "
-            f"m={flat.get('coarsening.coarse_steps')} w={flat.get('coarsening.window')}"
-        )
-    return label + (" (iso-FLOP)" if flat.get("train.target_flops") is not None else "")
-
-
-def group_configurations(runs: list[Run]) -> list[Configuration]:
-    """Group ``runs`` into configurations and label them.
-
-    Order: single-level configurations first (those without ``train.target_flops`` before
-    the iso-FLOP ones), then the others in the order their first run was found.
-    """
-    by_id: dict[tuple, Configuration] = {}
-    for run in runs:
-        by_id.setdefault(identity(run.flat), Configuration([])).runs.append(run)
-    configs = list(by_id.values())
-    for c in configs:
-        c.runs.sort(key=lambda r: (str(r.seed), r.name))
-    configs.sort(key=lambda c: (0 if not c.iso_flop else 1) if c.single_level else 2)  # stable
-    keys = _differing_keys(configs)
-    leaves = [k.rsplit(".", 1)[-1] for k in keys]
-    budgets = {c.flat.get("train.target_flops") for c in configs if c.iso_flop}
-    for c in configs:
-        f = c.flat
-        label = base_label(f)
-        if c.iso_flop and len(budgets) > 1:
-            label = label[:-1] + f" {f['train.target_flops']:.3g})"
-        for k, leaf in zip(keys, leaves):
-            if not _relevant(k, f) or k not in f:
-                continue
-            name = (
-                "optimizer"
-                if k == "optimizer._target_"
-                else (leaf if leaves.count(leaf) == 1 else k)
-            )
-            value = (
-                str(f[k]).rsplit(".", 1)[-1].lower()
-                if k == "optimizer._target_"
-                else fmt_value(f[k])
-            )
-            label += f" {name}={value}"
-        c.label = label
-    seen: dict[str, int] = {}
-    for c in configs:
-        n = seen[c.label] = seen.get(c.label, 0) + 1
-        if n > 1:
-            c.label += f" #{n}"
-    return configs

@@ -7,14 +7,17 @@ import functools
 import importlib.util
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from mltrain import compare as C
-from mltrain import plots
+from mltrain import headline, plots, ratio_plot, report
+from mltrain.curves import fmt_flops
 from tests.helpers import run_mltrain
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -29,10 +32,18 @@ def _config(overrides: tuple[str, ...]) -> str:
 
 
 def write_run(
-    path: Path, flops, losses, *overrides: str, nonembed=None, coarse=False, metrics=True
+    path: Path,
+    flops,
+    losses,
+    *overrides: str,
+    nonembed=None,
+    coarse=False,
+    metrics=True,
+    meta: dict | None = None,
 ) -> Path:
     """A run directory: ``.hydra/config.yaml`` of ``mltrain model=tiny <overrides>`` and a
-    metrics.jsonl whose evaluations are (flops[i], losses[i]) at fine step i (i=0: step 0)."""
+    metrics.jsonl whose evaluations are (flops[i], losses[i]) at fine step i (i=0: step 0);
+    ``meta``: the ``run.json`` (none by default, as older runs)."""
     fine = len(flops) - 1
     extra = (
         ()
@@ -94,9 +105,13 @@ def write_run(
             }
         )
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    if meta is not None:
+        (path / "run.json").write_text(json.dumps(meta))
     return path
 
 
+SL, SF = "single-level, same fine steps", "single-level, same FLOPs"
+EO = "multilevel even_odd δ=0.25 m=20 w=5"
 SINGLE = [0, 100, 200, 300, 400]
 EVEN_ODD = [0, 50, 100, 150, 500]
 ISO = [0, 125, 250, 375, 500]
@@ -132,6 +147,12 @@ def make_sweep(root: Path) -> Path:
     )
     (root / "multirun.yaml").write_text("hydra: {}\n")
     return root
+
+
+def exact(e: C.Estimate) -> float:
+    """The value of an estimate that must be exact (not a bound)."""
+    assert e is not None and e.is_exact, e
+    return e.lo
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -192,9 +213,9 @@ def test_sweep_directory_is_expanded_and_failed_job_skipped(tmp_path, capsys):
 def test_summary_numbers_by_hand(tmp_path):
     configs = C.group_configurations(C.find_runs([make_sweep(tmp_path / "sweep")]))
     labels = [c.label for c in configs]
-    assert labels == ["single_level", "single_level (iso-FLOP)", "even_odd δ=0.25 m=20 w=5"]
+    assert labels == [SL, SF, EO]
     s = C.summarize(configs)
-    assert s.baseline.label == "single_level" and s.target == pytest.approx(2.0)
+    assert s.baseline.label == SL and s.target == pytest.approx(2.0)
     single, iso, eo = s.rows
     assert single.final_loss == (2.0, 2.0, 2.0) and len(single.config.runs) == 2
     assert single.to_target["head"] == (pytest.approx(400.0), 2)
@@ -203,33 +224,35 @@ def test_summary_numbers_by_hand(tmp_path):
     assert eo.to_target["nonembed"][0] == pytest.approx(0.4 * (150 + 350 / 1.5))
     # iso-FLOP single-level: 375 + (3 - 2) / (3 - 1.8) * 125
     assert iso.to_target["head"][0] == pytest.approx(375 + 125 / 1.2)
-    assert eo.ratios[("single_level", "head")] == pytest.approx((150 + 350 / 1.5) / 400)
-    assert eo.ratios[("single_level", "nonembed")] == pytest.approx(0.4 * (150 + 350 / 1.5) / 200)
-    assert eo.ratios[("single_level (iso-FLOP)", "head")] == pytest.approx(0.8)
-    assert single.ratios[("single_level", "head")] == pytest.approx(1.0)
-    # iso-FLOP: the largest budget all runs reached is 400 FLOPs
+    assert exact(eo.ratios[(SL, "head")]) == pytest.approx((150 + 350 / 1.5) / 400)
+    assert exact(eo.ratios[(SL, "nonembed")]) == pytest.approx(0.4 * (150 + 350 / 1.5) / 200)
+    assert exact(eo.ratios[(SF, "head")]) == pytest.approx(0.8)
+    assert exact(single.ratios[(SL, "head")]) == pytest.approx(1.0)
+    # same FLOPs for all: the largest budget all runs reached is 400 FLOPs
     assert s.budget == 400
     assert single.at_budget == (2.0, 2.0, 2.0)
     assert eo.at_budget[0] == pytest.approx(3 - 250 / 350 * 1.5)
     assert iso.at_budget[0] == pytest.approx(3 - 25 / 125 * 1.2)
     # the single-level baseline spent fewer FLOPs than even_odd (400 < 500): flagged
-    assert any("`single_level` spent fewer FLOPs" in n for n in eo.notes)
+    assert any(f"`{SL}` spent fewer FLOPs" in n for n in eo.notes)
     assert not any("spent fewer" in n for n in iso.notes)
     levels, ratios = s.ratio_curves[eo.label]["head"]
     assert np.isfinite(ratios).all() and len(levels) > 0
-    hints = C.iso_flop_hints(configs)
+    hints = C.same_flops_hints(configs)
     assert len(hints) == 1 and "mltrain coarsening=none train.target_flops=500" in hints[0]
 
 
 def test_target_never_reached_and_other_baseline(tmp_path):
     configs = C.group_configurations(C.find_runs([make_sweep(tmp_path / "sweep")]))
     s = C.summarize(configs, target=1.0)
-    text = C.markdown(s, [])
-    assert "not reached (by 0/2 seeds)" in text  # the 2-seed baseline
+    text = "\n".join(report.wide_table(s))
+    assert "not reached (> 4.00e2) (by 0/2 seeds)" in text  # the 2-seed baseline ends at 400
     assert s.rows[2].to_target["head"] == (None, 0)
-    assert "| even_odd δ=0.25 m=20 w=5 | 1 | 1.5000 |" in text and "not reached |" in text
-    s = C.summarize(configs, baseline="single_level (iso-FLOP)")
-    assert s.target == pytest.approx(1.8) and s.baseline.label == "single_level (iso-FLOP)"
+    assert f"| {EO} | 1 | 1.5000 |" in text and "not reached (> 5.00e2) |" in text
+    # nobody reaches 1.0: no ratio, not even a bound
+    assert s.rows[2].ratios[(SL, "head")] is None and "neither reaches" in text
+    s = C.summarize(configs, baseline=SF)
+    assert s.target == pytest.approx(1.8) and s.baseline.label == SF
     with pytest.raises(C.CompareError, match="--baseline 'nope'"):
         C.summarize(configs, baseline="nope")
 
@@ -240,8 +263,8 @@ def test_baseline_reaches_its_own_mean_final_loss_even_if_a_seed_does_not(tmp_pa
     s = C.summarize(C.group_configurations(C.find_runs([tmp_path])))
     assert s.target == pytest.approx(2.5)
     assert s.rows[0].to_target["head"] == (pytest.approx(SINGLE[-1]), 1)
-    assert s.rows[0].ratios[("single_level", "head")] == pytest.approx(1.0)
-    assert "(1/2 seeds reach it)" in C.markdown(s, [])
+    assert exact(s.rows[0].ratios[(SL, "head")]) == pytest.approx(1.0)
+    assert "(1/2 seeds reach it)" in "\n".join(report.wide_table(s))
 
 
 def test_labels_name_the_keys_that_differ(tmp_path):
@@ -253,11 +276,11 @@ def test_labels_name_the_keys_that_differ(tmp_path):
     write_run(tmp_path / "4", f, lo, "coarsening=even_odd", "coarsening.delta=0.5", "train.seed=3")
     labels = [c.label for c in C.group_configurations(C.find_runs([tmp_path]))]
     assert labels == [
-        "single_level optimizer=sgd",
-        "even_odd δ=0.25 m=20 w=5 optimizer_state=separate optimizer=sgd",
-        "even_odd δ=0.25 m=20 w=5 optimizer_state=shared optimizer=sgd",
-        "even_odd δ=0.25 m=20 w=5 optimizer_state=separate optimizer=adamw",
-        "even_odd δ=0.5 m=20 w=5 optimizer_state=separate optimizer=sgd",
+        f"{SL} optimizer=sgd",
+        f"{EO} optimizer_state=separate optimizer=sgd",
+        f"{EO} optimizer_state=shared optimizer=sgd",
+        f"{EO} optimizer_state=separate optimizer=adamw",
+        "multilevel even_odd δ=0.5 m=20 w=5 optimizer_state=separate optimizer=sgd",
     ]
 
 
@@ -272,7 +295,7 @@ def test_seeds_of_one_configuration_are_grouped(tmp_path):
             "train.device=cpu",
         )
     (c,) = C.group_configurations(C.find_runs([tmp_path]))
-    assert len(c.runs) == 3 and c.label == "even_odd δ=0.25 m=20 w=5"
+    assert len(c.runs) == 3 and c.label == EO
     s = C.summarize([c], target=3.0)
     assert s.baseline is None and s.rows[0].final_loss == pytest.approx((2.1, 2.0, 2.2))
     # mean curve ends 4 -> 2.1 between 300 and 400 FLOPs: 300 + (4 - 3) / (4 - 2.1) * 100
@@ -301,14 +324,14 @@ def test_data_and_model_differences_are_flagged(tmp_path):
         len(rows) == 4 and len(rows[3].config.runs) == 2
     )  # data.cache_dir makes no new configuration
     assert (
-        "model differs from `single_level bpe_vocab_size=8192 n_layer=4`: model.n_layer=6"
-        in notes["even_odd δ=0.25 m=20 w=5 bpe_vocab_size=8192 n_layer=6"]
+        f"model differs from `{SL} bpe_vocab_size=8192 n_layer=4`: model.n_layer=6"
+        in notes[f"{EO} bpe_vocab_size=8192 n_layer=6"]
     )
     assert (
-        "data differs from `single_level bpe_vocab_size=8192 n_layer=4`: data.bpe_vocab_size=4096"
-        in notes["even_odd δ=0.25 m=20 w=5 bpe_vocab_size=4096 n_layer=4"]
+        f"data differs from `{SL} bpe_vocab_size=8192 n_layer=4`: data.bpe_vocab_size=4096"
+        in notes[f"{EO} bpe_vocab_size=4096 n_layer=4"]
     )
-    assert "differs" not in notes["even_odd δ=0.25 m=20 w=5 bpe_vocab_size=8192 n_layer=4"]
+    assert "differ" not in notes[f"{EO} bpe_vocab_size=8192 n_layer=4"]
 
 
 # --------------------------------------------------------------------------- plots
@@ -344,7 +367,7 @@ def test_plots_keep_every_x_inside_the_axes_and_drop_zero_flops(tmp_path, capsys
         if ax.get_xscale() == "log":
             assert all((np.asarray(ln.get_xdata()) > 0).all() for ln in ax.get_lines())
     assert len(axes[0].collections) == 1  # min-max band: only the 2-seed configuration
-    ratio = plots.plot_flops_ratio(C.summarize(configs))
+    ratio = ratio_plot.plot_flops_ratio(C.summarize(configs))
     assert _assert_x_inside(ratio.axes[0]) > 0
     assert [1.0, 1.0] in [list(ln.get_ydata()) for ln in ratio.axes[0].get_lines()]
 
@@ -363,16 +386,25 @@ def test_cli_end_to_end(tmp_path):
         "summary.csv",
     ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
-    assert "mltrain coarsening=none train.target_flops=500" in res.stdout
-    assert "FLOPs-to-target ratio to `single_level (iso-FLOP)` (with head)" in res.stdout
+    md = (out / "summary.md").read_text()
+    assert "mltrain coarsening=none train.target_flops=500" in md
+    assert f"FLOPs-to-target ratio vs `{SF}` (with head)" in md
+    # the terminal: the headline first, then the compact table
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith(f"{EO} (one seed) reached the final loss of the single-level runs")
+    assert any(re.match(rf"{re.escape(EO)} +1 +1.5000 +5.00e2 +0.958 +0.800$", ln) for ln in lines)
+    assert "ratio vs same fine steps  ratio vs same FLOPs" in res.stdout
     assert str(out / "loss_vs_flops.png") in res.stdout
     rows = {r["configuration"]: r for r in csv.DictReader(open(out / "summary.csv"))}
-    eo = rows["even_odd δ=0.25 m=20 w=5"]
+    eo = rows[EO]
     assert float(eo["flops_to_target_head"]) == pytest.approx(150 + 350 / 1.5)
-    assert float(eo["ratio_vs[single_level (iso-FLOP)]_head"]) == pytest.approx(0.8)
+    assert float(eo[f"ratio_vs[{SF}]_head"]) == pytest.approx(0.8)
+    assert eo[f"ratio_vs[{SF}]_head_kind"] == "=" and eo["role"] == "multilevel"
     assert float(eo["flops"]) == 500 and float(eo["flops_nonembed"]) == 200
-    assert rows["single_level"]["seeds"] == "2"
-    # --out and --target; a configuration that never reaches it has an empty cell
+    assert rows[SL]["seeds"] == "2"
+    # --out and --target; a configuration that never reaches it has an empty cell, and the
+    # other's ratio to it is a bound: even_odd reaches 1.7 at 150 + 1.3/1.5 * 350 = 453.3, the
+    # single-level run ends above it at 400 FLOPs: ratio < 453.3 / 400 = 1.133
     res = run_mltrain(
         [
             str(sweep / "2_coarsening=even_odd"),
@@ -387,7 +419,15 @@ def test_cli_end_to_end(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     rows = {r["configuration"]: r for r in csv.DictReader(open(tmp_path / "o" / "summary.csv"))}
-    assert rows["single_level"]["flops_to_target_head"] == "" and "not reached" in res.stdout
+    assert rows[SL]["flops_to_target_head"] == ""
+    assert float(rows[EO][f"ratio_vs[{SL}]_head"]) == pytest.approx(453.33 / 400, abs=1e-4)
+    assert rows[EO][f"ratio_vs[{SL}]_head_kind"] == "<"
+    assert res.stdout.splitlines()[0] == (
+        f"{EO} (one seed) reached the target 1.700 nats/token with < 1.13× its FLOPs "
+        "(non-embedding: < 0.91×); that run never reached it."
+    )
+    # no same-FLOPs run: the terminal says how to make one
+    assert "mltrain coarsening=none train.target_flops=500" in res.stdout
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "only_failed", "bad_baseline"])
@@ -445,9 +485,315 @@ def test_wandb_view_builds_a_workspace_when_the_package_is_installed():
     )
 
 
-def test_a_run_without_finite_validation_loss_is_skipped(tmp_path, capsys):
+def test_a_run_without_finite_validation_loss_is_listed_as_diverged(tmp_path):
     write_run(tmp_path / "a", SINGLE, [10, 8, 6, 4, 2], "coarsening=none")
     write_run(tmp_path / "b", SINGLE, [float("nan")] * 5, "coarsening=even_odd")
     runs = C.find_runs([tmp_path])
-    assert [r.path.name for r in runs] == ["a"]
-    assert "skipping" in capsys.readouterr().err
+    assert [(r.path.name, r.diverged_step) for r in runs] == [("a", None), ("b", 0)]
+    assert math.isnan(runs[1].final_val_loss) and len(runs[1].val.loss) == 0
+
+
+# --------------------------------------------------------------------------- headline (issue 13)
+def _headline(root: Path, target=None) -> list[str]:
+    configs = C.group_configurations(C.find_runs([root]))
+    return headline.headline(C.summarize(configs, target), None)
+
+
+def test_headline_when_every_run_reaches_the_target(tmp_path):
+    lines = _headline(make_sweep(tmp_path / "sweep"))
+    # even_odd reaches 2.0 at 150 + 350/1.5 = 383.3 FLOPs; the same-steps mean curve at 400;
+    # non-embedding 60 + 140/1.5 = 153.3 vs 200
+    assert lines[0] == (
+        f"{EO} (one seed) reached the final loss of the single-level runs with the same fine "
+        "steps (2.000 nats/token) with 0.96× their FLOPs (non-embedding: 0.77×)."
+    )
+    # the same-FLOPs run (500 FLOPs, like even_odd) reaches 2.0 at 375 + 125/1.2 = 479.2:
+    # 383.3 / 479.2 = 0.80; non-embedding 153.3 / 239.6 = 0.64
+    assert lines[1] == (
+        "Against the single-level run with the same FLOPs (5.00e2 FLOPs each) it ended 0.300 "
+        "nats/token lower (1.500 vs 1.800) and reached the target (2.000) with 0.80× that run's "
+        "FLOPs (non-embedding: 0.64×)."
+    )
+    assert len(lines) == 2
+
+
+def test_headline_gives_a_bound_when_a_baseline_never_reaches_the_target(tmp_path):
+    root = tmp_path / "s"
+    write_run(root / "0", SINGLE, [10, 8, 6, 4, 2], "coarsening=none")
+    write_run(root / "1", EVEN_ODD, [10, 7, 5, 3, 1.5], "coarsening=even_odd")
+    write_run(root / "2", ISO, [10, 7.5, 5, 3, 2.2], "coarsening=none", "train.target_flops=500")
+    lines = _headline(root)
+    # the same-FLOPs run ends at 500 FLOPs above 2.0: it would need more than 500, so the ratio
+    # is below 383.3 / 500 = 0.767 (non-embedding FLOPs are half of both)
+    assert lines[1] == (
+        "Against the single-level run with the same FLOPs (5.00e2 FLOPs each) it ended 0.700 "
+        "nats/token lower (1.500 vs 2.200) and reached the target (2.000) with < 0.77× that "
+        "run's FLOPs (non-embedding: < 0.77×); that run never reached it."
+    )
+    assert not any("n/a" in line for line in lines)
+    text = "\n".join(report.wide_table(C.summarize(C.group_configurations(C.find_runs([root])))))
+    assert "< 0.767" in text and "n/a" not in text
+
+
+def test_headline_when_the_baseline_reaches_the_target_first(tmp_path):
+    write_run(tmp_path / "a" / "0", SINGLE, [10, 8, 6, 4, 2], "coarsening=none")
+    write_run(tmp_path / "a" / "1", EVEN_ODD, [10, 9, 8, 7, 1.5], "coarsening=even_odd")
+    # reaches 2.0 at 150 + 5/5.5 * 350 = 468.2 FLOPs: 468.2 / 400 = 1.17 (non-embed. 1.17 too)
+    assert _headline(tmp_path / "a")[0] == (
+        f"{EO} (one seed) reached the final loss of the single-level run with the same fine "
+        "steps (2.000 nats/token) with 1.17× its FLOPs (non-embedding: 1.17×), i.e. more FLOPs."
+    )
+    write_run(tmp_path / "b" / "0", SINGLE, [10, 8, 6, 4, 2], "coarsening=none")
+    write_run(tmp_path / "b" / "1", EVEN_ODD, [10, 9, 8, 7, 2.5], "coarsening=even_odd")
+    # never reaches 2.0 within its 500 FLOPs: more than 500 / 400 = 1.25
+    assert _headline(tmp_path / "b")[0] == (
+        f"{EO} (one seed) did not reach the final loss of the single-level run with the same fine "
+        "steps (2.000 nats/token): it ended at 2.500 after 5.00e2 FLOPs, so it would need "
+        "> 1.25× its FLOPs."
+    )
+
+
+def test_runs_on_different_thread_counts_are_flagged(tmp_path):
+    write_run(tmp_path / "a", SINGLE, [10, 8, 6, 4, 2], "coarsening=none", meta={"threads": 1})
+    write_run(tmp_path / "b", SINGLE, [10, 8, 6, 4, 2], "coarsening=even_odd", meta={"threads": 2})
+    write_run(tmp_path / "c", SINGLE, [10, 8, 6, 4, 2], "coarsening=even_odd", "train.seed=1")
+    s = C.summarize(C.group_configurations(C.find_runs([tmp_path])))
+    assert s.remarks == [
+        "runs compared across different thread counts (1: a; 2: b; not recorded: c): "
+        "CPU runs repeat bit for bit only at the same thread count"
+    ]
+    assert "Caution: runs compared across different thread counts" in headline.headline(s, None)[-1]
+    write_run(
+        tmp_path / "d", SINGLE, [10, 8, 6, 4, 2], "coarsening=none", meta={"device": "cuda:0"}
+    )
+    write_run(tmp_path / "e", SINGLE, [10, 8, 6, 4, 2], "coarsening=none", meta={"device": "cpu"})
+    remarks = C.hardware_remarks(C.find_runs([tmp_path / "d", tmp_path / "e"]))
+    assert remarks == [
+        "runs compared across different devices (cpu: e; cuda: d): results differ across devices"
+    ]
+
+
+# --------------------------------------------------------------------------- plot artists (issue 13)
+def _labelled(ax, label):
+    return [ln for ln in ax.get_lines() if ln.get_label() == label]
+
+
+def test_target_line_and_one_marker_per_crossing_at_the_interpolated_flops(tmp_path):
+    configs = C.group_configurations(C.find_runs([make_sweep(tmp_path / "sweep")]))
+    s = C.summarize(configs)
+    fig = plots.plot_losses(configs, s)
+    val_axes, train_axes = fig.axes[:4], fig.axes[4:]
+    for ax in val_axes:
+        (target,) = _labelled(ax, plots.TARGET)  # exactly one target line per validation panel
+        assert list(target.get_ydata()) == [2.0, 2.0]
+        assert len(_labelled(ax, plots.CROSSING)) == 3  # one per configuration
+    for ax in train_axes:
+        assert not _labelled(ax, plots.TARGET) and not _labelled(ax, plots.CROSSING)
+    # the markers sit at the FLOPs where each mean curve reaches 2.0 (by hand, see above)
+    for ax, want in (
+        (val_axes[0], [400, 375 + 125 / 1.2, 150 + 350 / 1.5]),
+        (val_axes[1], [200, (375 + 125 / 1.2) / 2, 60 + 140 / 1.5]),
+        (val_axes[3], [4, 3 + 1 / 1.2, 3 + 1 / 1.5]),  # fine steps
+    ):
+        got = [(ln.get_xdata()[0], ln.get_ydata()[0]) for ln in _labelled(ax, plots.CROSSING)]
+        assert got == [(pytest.approx(x), 2.0) for x in want]
+    # the ratio to the baseline is written next to each marker on the FLOP axes
+    texts = [t.get_text() for t in val_axes[0].texts]
+    assert texts == ["baseline", "1.20×", "0.96×"]  # 479.2/400, 383.3/400
+    assert [t.get_text() for t in val_axes[1].texts] == ["baseline", "1.20×", "0.77×"]
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend[:3] == [SL, SF, EO]
+    assert "coarse phases (multilevel)" in legend
+    assert (
+        fig.legends[0]
+        .get_title()
+        .get_text()
+        .endswith("seeds per configuration (mean, min–max band)")
+    )
+
+
+def test_one_seed_title_and_wall_clock_label(tmp_path):
+    write_run(tmp_path / "a", SINGLE, [10, 8, 6, 4, 2], "coarsening=none")
+    configs = C.group_configurations(C.find_runs([tmp_path]))
+    fig = plots.plot_losses(configs, C.summarize(configs))
+    assert (
+        fig.legends[0].get_title().get_text() == "loss against compute: one seed per configuration"
+    )
+    assert fig.axes[2].get_xlabel() == "wall-clock (s): depends on machine load"
+
+
+def test_flop_ticks_are_labelled_on_every_flop_axis_of_a_short_run(tmp_path):
+    f = [0, 1.0e9, 1.1e9, 1.2e9]
+    write_run(tmp_path / "a", f, [10, 9, 8.5, 8], "coarsening=none")
+    # b is below the target (8.0) at its first evaluation after the start: it crosses it at
+    # 1e9 * 2 / 2.1 = 0.952e9, before its first point on the log axis
+    write_run(tmp_path / "b", f, [10, 7.9, 7.8, 7.7], "coarsening=even_odd")
+    configs = C.group_configurations(C.find_runs([tmp_path]))
+    fig = plots.plot_losses(configs, C.summarize(configs))
+    flop_axes = [ax for ax in fig.axes if ax.get_xscale() == "log"]
+    assert len(flop_axes) == 4
+    crossings = [ln.get_xdata()[0] for ln in _labelled(fig.axes[0], plots.CROSSING)]
+    assert crossings == [1.2e9, pytest.approx(1e9 * 2 / 2.1)]
+    for ax in fig.axes:
+        _assert_x_inside(ax)  # the markers too
+    for ax in flop_axes:
+        lo, hi = ax.get_xlim()
+        ticks = [(t, lab.get_text()) for t, lab in zip(ax.get_xticks(), ax.get_xticklabels())]
+        inside = [(t, s) for t, s in ticks if lo <= t <= hi and s]
+        assert len(inside) >= 3, (ax.get_xlabel(), ticks)
+    # with head the run spans 1e9..1.2e9, too little for 1-2-5 ticks: round linear values
+    labels = [lab.get_text() for lab in flop_axes[0].get_xticklabels()]
+    assert labels == ["1e9", "1.1e9", "1.2e9"]
+    assert plots.flop_ticks(2e12, 3e13) == [3e12, 1e13, 3e13]
+    assert plots.flop_ticks(2e12, 1e13) == [2e12, 5e12, 1e13]
+    assert [fmt_flops(t, 3, trim=True) for t in plots.flop_ticks(3e11, 9e11)] == [
+        "3e11",
+        "5e11",
+        "7e11",
+    ]
+
+
+def test_a_spike_does_not_set_the_y_range_and_is_marked():
+    assert list(plots.spikes([9, 7, 6, 5, 12, 5, 4.5])) == [0, 0, 0, 0, 1, 0, 0]
+    assert not plots.spikes([9, 7, 6, 5, 5.3, 5, 4.5]).any()  # noise is not a spike
+    lo, hi = plots.robust_ylim([[9, 7, 6, 5, 12, 5, 4.5]], extra=[4.0])
+    assert lo == pytest.approx(4.0 - 0.2) and hi == pytest.approx(9.0 + 0.2)  # 4 % of 5
+    fig = Figure()
+    ax = fig.subplots()
+    x, y = np.arange(7.0), np.array([9, 7, 6, 5, 12, 5, 4.5])
+    ax.plot(x, y)
+    ax.set_ylim(lo, hi)
+    plots.mark_spikes(ax, x, y, "C0")
+    (mark,) = _labelled(ax, plots.SPIKE)
+    assert (mark.get_xdata()[0], mark.get_ydata()[0]) == (4.0, hi)
+    assert [t.get_text() for t in ax.texts] == ["spike 12.00"]
+
+
+def test_coarse_phases_are_spans_and_break_the_training_curve(tmp_path):
+    run = C.load_run(
+        write_run(tmp_path / "m", [0, 10, 30, 50], [9, 8, 7, 6], "coarsening=even_odd", coarse=True)
+    )
+    # one coarse record between fine steps: spans from the fine step before it to it
+    np.testing.assert_allclose(run.spans["flops"], [[0, 5], [10, 20], [30, 40]])
+    x, y, cross = plots.break_at_spans(
+        np.array([10.0, 30, 50]), np.array([8.0, 7, 6]), run.spans["flops"]
+    )
+    assert np.isnan(y[1]) and cross == [(10.0, 30.0, 8.0, 7.0), (30.0, 50.0, 7.0, 6.0)]
+
+
+def test_no_ratio_figure_without_a_single_level_run(tmp_path):
+    write_run(tmp_path / "runs" / "m", SINGLE, [10, 8, 6, 4, 2], "coarsening=even_odd")
+    out = tmp_path / "out"
+    (out).mkdir()
+    (out / "flops_ratio.png").write_bytes(b"stale")
+    res = C.compare([tmp_path / "runs"], out)
+    assert not (out / "flops_ratio.png").exists() and (out / "loss_vs_flops.png").is_file()
+    assert (
+        "note: flops_ratio.png not written: no single-level run to compare against" in res.terminal
+    )
+    assert "flops_ratio.png not written" in res.markdown
+    assert res.terminal.splitlines()[0].startswith(f"{EO} (one seed) ended at 2.000 nats/token")
+
+
+def test_ratio_figure_says_below_1_and_shows_half_to_one_and_a_half(tmp_path):
+    configs = C.group_configurations(C.find_runs([make_sweep(tmp_path / "sweep")]))
+    fig = ratio_plot.plot_flops_ratio(C.summarize(configs))
+    ax = fig.axes[0]
+    lo, hi = ax.get_ylim()
+    assert lo <= 0.5 and hi >= 1.5
+    assert any(t.get_text().startswith("below 1 = fewer FLOPs") for t in ax.texts)
+
+
+# --------------------------------------------------------------------------- diverged runs (issue 12)
+def make_diverged_sweep(root: Path) -> Path:
+    """lr=1e5 diverges (NaN from fine step 3, after finite evaluations at steps 0-2) and comes
+    first, as in the sweep where the old table showed its step-0 loss and picked it as baseline."""
+    nan = float("nan")
+    write_run(
+        root / "0_lr=1e5", SINGLE, [10, 9, 8.5, nan, nan], "coarsening=none", "optimizer.lr=1e5"
+    )
+    write_run(root / "1_lr=0.5", SINGLE, [10, 8, 6, 4, 2], "coarsening=none", "optimizer.lr=0.5")
+    write_run(
+        root / "2_multi", EVEN_ODD, [10, 7, 5, 3, 1.5], "coarsening=even_odd", "optimizer.lr=0.5"
+    )
+    return root
+
+
+def test_a_diverged_run_is_marked_and_never_the_baseline(tmp_path):
+    root = make_diverged_sweep(tmp_path / "sweep")
+    runs = C.find_runs([root])
+    assert [r.diverged_step for r in runs] == [3, None, None]
+    bad = runs[0]
+    assert math.isnan(bad.final_val_loss) and list(bad.val.loss) == [10, 9, 8.5]
+    configs = C.group_configurations(runs)
+    s = C.summarize(configs)
+    assert s.baseline.label == f"{SL} lr=0.5" and s.target == pytest.approx(2.0)
+    assert [c.label for c in s.singles] == [f"{SL} lr=0.5"]
+    row = s.row(configs[0])
+    assert row.config.label == f"{SL} lr=100000" and row.final_loss is None
+    assert row.notes == ["diverged at step 3"]
+    assert set(row.ratios.values()) == {None}  # no ratio of its own, and nobody's reference
+    res = C.compare([root], tmp_path / "out")
+    assert res.terminal.splitlines()[0] == (
+        f'"{SL} lr=100000" diverged at step 3: not used as a baseline.'
+    )
+    assert f"| {SL} lr=100000 | 1 | diverged at step 3 |" in res.markdown
+    assert "9.0" not in res.markdown.split(f"| {SL} lr=100000 |")[1].split("\n")[0]
+    assert re.search(rf"{re.escape(SL)} lr=100000 +1 +diverged at step 3", res.terminal)
+    rows = {r["configuration"]: r for r in csv.DictReader(open(tmp_path / "out" / "summary.csv"))}
+    assert rows[f"{SL} lr=100000"]["final_val_loss_mean"] == ""
+    assert rows[f"{SL} lr=100000"]["diverged"] == "diverged at step 3"
+    assert rows[f"{EO} lr=0.5"]["flops_to_target_head"] != "0"
+    # in the plot: the legend says so, and an x marks where its finite curve ends
+    fig = plots.plot_losses(configs, s)
+    assert f"{SL} lr=100000 (diverged at step 3)" in [
+        t.get_text() for t in fig.legends[0].get_texts()
+    ]
+    ends = [
+        (ln.get_xdata()[0], ln.get_ydata()[0])
+        for ln in fig.axes[0].get_lines()
+        if ln.get_marker() == "x"
+    ]
+    assert ends == [(200.0, 8.5)]
+    assert "diverged at step 3" in [t.get_text() for t in fig.axes[0].texts]
+    ratio = ratio_plot.plot_flops_ratio(s)
+    legend = [t.get_text() for t in ratio.axes[0].get_legend().get_texts()]
+    assert f"{SL} lr=100000: diverged at step 3, no curve" in legend
+    with pytest.raises(C.CompareError, match="diverged at step 3; it cannot be a baseline"):
+        C.summarize(configs, baseline=f"{SL} lr=100000")
+
+
+def test_run_json_status_marks_divergence_even_with_finite_records(tmp_path):
+    meta = {"status": "diverged", "diverged_at": {"step": 2, "fine_step": 2, "level": "fine"}}
+    run = C.load_run(
+        write_run(tmp_path / "a", SINGLE, [10, 8, 6, 4, 2], "coarsening=none", meta=meta)
+    )
+    assert run.diverged_step == 2 and run.status == "diverged"
+    assert list(run.val.loss) == [10, 8] and list(run.train.loss) == [8.5]
+    # the JSON strings that stand for non-finite values also count as divergence
+    path = write_run(tmp_path / "b", SINGLE, [10, 8, 6, 4, 2], "coarsening=none")
+    recs = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    recs[3]["train/loss"] = "nan"
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert C.load_run(path).diverged_step == 3
+
+
+def test_roles_from_run_json_and_old_runs(tmp_path):
+    a = C.load_run(write_run(tmp_path / "a", SINGLE, [10, 8, 6, 4, 2], "coarsening=none"))
+    b = C.load_run(
+        write_run(
+            tmp_path / "b", ISO, [10, 8, 6, 4, 2], "coarsening=none", "train.target_flops=500"
+        )
+    )
+    m = C.load_run(write_run(tmp_path / "m", SINGLE, [10, 8, 6, 4, 2], "coarsening=even_odd"))
+    u = C.load_run(
+        write_run(
+            tmp_path / "u", SINGLE, [10, 8, 6, 4, 2], "coarsening=none", meta={"role": "probe"}
+        )
+    )
+    assert [r.role for r in (a, b, m, u)] == [
+        "single_level/same_steps",
+        "single_level/same_flops",
+        "multilevel",
+        "probe",
+    ]

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from mltrain.checkpoint import check_compatible
 from mltrain.config import compose, flatten, inert_keys
 from mltrain.errors import CheckpointError
-from mltrain.runs import identity
+from mltrain.configs import identity
 
 EXPECTED = {
     "experiment_name",

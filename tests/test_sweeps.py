@@ -134,5 +134,7 @@ def test_iso_flop_baseline_from_target_flops_and_compare_end_to_end(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "cmp" / "loss_vs_flops.png").stat().st_size > 10_000
-    assert "single_level (iso-FLOP)" in (tmp_path / "cmp" / "summary.md").read_text()
-    assert f"train.target_flops={budget}" in res.stdout
+    summary = (tmp_path / "cmp" / "summary.md").read_text()
+    assert "single-level, same FLOPs" in summary
+    assert f"train.target_flops={budget}" in summary  # the command for this baseline
+    assert res.stdout.splitlines()[0].startswith("multilevel")  # the headline comes first

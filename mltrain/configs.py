@@ -1,0 +1,240 @@
+"""Configurations of ``mltrain-compare``: runs grouped by what they train (:func:`identity`:
+the config without seed and run-dir-like keys, :data:`mltrain.runs.IGNORED`, and the role),
+named for readers by role (``single-level, same fine steps``, ``single-level, same FLOPs``,
+``multilevel even_odd δ=0.25 m=20 w=5``) plus the keys that differ (``optimizer=adamw``), and
+the settings that make two runs train different data or models (:func:`setting_differences`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mltrain.curves import fmt_flops
+from mltrain.runs import LABEL_KEYS, Run, _ignored, derive_role, is_single_level
+
+# Comparison roles (``run.json`` "role", W&B job type) and their names for readers.
+ROLE_NAMES = {
+    "multilevel": "multilevel",
+    "single_level/same_steps": "single-level, same fine steps",
+    "single_level/same_flops": "single-level, same FLOPs",
+    "frontier": "tuned frontier",
+}
+# data.* and model.* keys that do not change what is trained (where tokens are cached, which
+# attention kernel computes the same function); data.batch_size is compared as tokens per step.
+INERT = ("data.cache_dir", "model.attention", "data.batch_size")
+
+
+def identity(flat: dict, role: str | None = None) -> tuple:
+    """What makes two runs the same configuration: the config without :data:`IGNORED` keys;
+    for single-level runs without the (unused) coarsening settings, and without
+    ``train.steps`` when ``train.target_flops`` sets the length; and the run's role when
+    given (two roles are two configurations even with equal configs)."""
+    single = is_single_level(flat)
+    out = {}
+    for k, v in flat.items():
+        if _ignored(k) or (single and k.startswith("coarsening.")):
+            continue
+        if k == "train.steps" and flat.get("train.target_flops") is not None:
+            continue
+        out[k] = v
+    out["single_level"] = single
+    if role is not None:
+        out["role"] = role
+    return tuple(sorted(out.items(), key=lambda kv: kv[0]))
+
+
+@dataclass
+class Configuration:
+    """Runs that differ only by seed (:func:`identity`), with a readable label.
+
+    Diverged runs stay in ``runs`` (they are listed as diverged) but never count in a mean:
+    :attr:`healthy` holds the others."""
+
+    runs: list[Run]
+    label: str = ""
+
+    @property
+    def flat(self) -> dict:
+        return self.runs[0].flat
+
+    @property
+    def role(self) -> str:
+        """The role of its runs (:attr:`mltrain.runs.Run.role`)."""
+        return self.runs[0].role
+
+    @property
+    def single_level(self) -> bool:
+        """No coarsening that runs (:func:`mltrain.runs.is_single_level`)."""
+        return is_single_level(self.flat)
+
+    @property
+    def same_flops(self) -> bool:
+        """A single-level run sized by ``train.target_flops`` (role ``single_level/same_flops``)."""
+        return self.role == "single_level/same_flops"
+
+    @property
+    def healthy(self) -> list[Run]:
+        """The runs that did not diverge."""
+        return [r for r in self.runs if not r.diverged]
+
+    @property
+    def diverged(self) -> list[Run]:
+        """The runs that diverged."""
+        return [r for r in self.runs if r.diverged]
+
+    def mean_total(self, total: str = "head") -> float:
+        """Training FLOPs (counts) of the whole run, mean over the runs that did not diverge
+        (NaN if all did)."""
+        runs = self.healthy
+        return float(np.mean([r.total(total) for r in runs])) if runs else math.nan
+
+    def diverged_text(self) -> str:
+        """``diverged at step N`` (one seed), or ``seed 2 diverged at step N; ...``."""
+        bad = self.diverged
+        if len(self.runs) == 1 and bad:
+            return bad[0].diverged_text
+        return "; ".join(f"seed {r.seed} {r.diverged_text}" for r in bad)
+
+
+def fmt_value(v) -> str:
+    """A config value as it reads in a label: ``0.25``, ``[1,2]``, ``adamw``."""
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, tuple | list):
+        return "[" + ",".join(map(fmt_value, v)) + "]"
+    return str(v)
+
+
+def _relevant(key: str, flat: dict) -> bool:
+    """Whether ``key`` means anything for this configuration (coarsening settings do not for
+    a single-level run, ``train.steps`` does not when ``train.target_flops`` is set)."""
+    if key.startswith("coarsening.") and is_single_level(flat):
+        return False
+    return not (key == "train.steps" and flat.get("train.target_flops") is not None)
+
+
+def _differing_keys(flats: list[dict], skip: Sequence[str] = LABEL_KEYS) -> list[str]:
+    keys = sorted({k for f in flats for k in f})
+    out = []
+    for k in keys:
+        if _ignored(k) or k in skip:
+            continue
+        groups: dict = {}
+        for f in flats:  # optimizer.* compared among runs of the same optimizer class only
+            if _relevant(k, f):
+                sub = (
+                    f.get("optimizer._target_")
+                    if k.startswith("optimizer.") and k != "optimizer._target_"
+                    else None
+                )
+                groups.setdefault(sub, set()).add(fmt_value(f.get(k)))
+        if any(len(v) > 1 for v in groups.values()):
+            out.append(k)
+    return out
+
+
+def optimizer_name(flat: dict) -> str:
+    """``sgd``, ``adamw``, ...: the optimizer class, lower case."""
+    return str(flat.get("optimizer._target_", "?")).rsplit(".", 1)[-1].lower()
+
+
+def label_suffixes(flats: list[dict], skip: Sequence[str] = LABEL_KEYS) -> list[str]:
+    """For each config, `` key=value`` for every key that differs between ``flats`` (the
+    leaf name when it is unique, ``optimizer=adamw`` for the optimizer class)."""
+    keys = _differing_keys(flats, skip)
+    leaves = [k.rsplit(".", 1)[-1] for k in keys]
+    out = []
+    for f in flats:
+        label = ""
+        for k, leaf in zip(keys, leaves):
+            if not _relevant(k, f) or k not in f:
+                continue
+            if k == "optimizer._target_":
+                label += f" optimizer={optimizer_name(f)}"
+            else:
+                label += f" {leaf if leaves.count(leaf) == 1 else k}={fmt_value(f[k])}"
+        out.append(label)
+    return out
+
+
+def base_label(flat: dict, role: str | None = None) -> str:
+    """The reader's name of a role: ``single-level, same fine steps``, ``single-level, same
+    FLOPs``, ``multilevel <coarsening> δ=.. m=.. w=..``, ``tuned frontier``, or a user's role
+    string (followed by the coarsening for a multilevel run)."""
+    role = role or derive_role(flat)
+    coarse = (
+        f"{flat.get('coarsening.name')} δ={fmt_value(flat.get('coarsening.delta'))} "
+        f"m={flat.get('coarsening.coarse_steps')} w={flat.get('coarsening.window')}"
+    )
+    if role == "multilevel":
+        return f"multilevel {coarse}"
+    if role in ROLE_NAMES:
+        return ROLE_NAMES[role]
+    return role if is_single_level(flat) else f"{role} {coarse}"
+
+
+def _order(c: Configuration) -> int:
+    return {"single_level/same_steps": 0, "single_level/same_flops": 1}.get(
+        c.role, 2 if c.single_level else 3
+    )
+
+
+def group_configurations(runs: list[Run]) -> list[Configuration]:
+    """Group ``runs`` into configurations (:func:`identity`, by role too) and label them.
+
+    Order: single-level same fine steps, single-level same FLOPs, other single-level roles,
+    then the others, each in the order their first run was found.
+    """
+    by_id: dict[tuple, Configuration] = {}
+    for run in runs:
+        by_id.setdefault(identity(run.flat, run.role), Configuration([])).runs.append(run)
+    configs = list(by_id.values())
+    for c in configs:
+        c.runs.sort(key=lambda r: (str(r.seed), r.name))
+    configs.sort(key=_order)  # stable
+    budgets = {c.flat.get("train.target_flops") for c in configs if c.same_flops}
+    suffixes = label_suffixes([c.flat for c in configs])
+    for c, suffix in zip(configs, suffixes):
+        label = base_label(c.flat, c.role)
+        target = c.flat.get("train.target_flops")
+        if target is not None and (len(budgets) > 1 or not c.same_flops):
+            label += f" {fmt_flops(float(target), 2)} FLOPs"
+        c.label = label + suffix
+    seen: dict[str, int] = {}
+    for c in configs:
+        n = seen[c.label] = seen.get(c.label, 0) + 1
+        if n > 1:
+            c.label += f" #{n}"
+    return configs
+
+
+# --------------------------------------------------------------------------- settings
+def tokens_per_step(run: Run) -> float:
+    """Tokens per fine optimizer step: ``data.batch_size × model.seq_len × train.grad_accum``
+    × processes (``run.json`` world, 1 when not recorded)."""
+    f = run.flat
+    try:
+        return float(f["data.batch_size"] * f["model.seq_len"] * f.get("train.grad_accum", 1)) * (
+            run.world
+        )
+    except (KeyError, TypeError):
+        return math.nan
+
+
+def setting_differences(a: Run, b: Run) -> dict[str, list[str]]:
+    """What makes ``a`` train on different data or a different model than ``b``, by part:
+    ``{"model": ["model.n_layer=6"], "data": [...], "tokens per step": ["4096 vs 2048"]}``
+    (``model.*`` and ``data.*`` keys except :data:`INERT`, values of ``a``; tokens per step by
+    :func:`tokens_per_step`); parts without differences are left out."""
+    out: dict[str, list[str]] = {}
+    for k in sorted(set(a.flat) | set(b.flat)):
+        if k.startswith(("data.", "model.")) and k not in INERT and a.flat.get(k) != b.flat.get(k):
+            out.setdefault(k.split(".", 1)[0], []).append(f"{k}={fmt_value(a.flat.get(k))}")
+    ta, tb = tokens_per_step(a), tokens_per_step(b)
+    if ta != tb and not (math.isnan(ta) and math.isnan(tb)):
+        out["tokens per step"] = [f"{ta:g} vs {tb:g}"]
+    return out

@@ -1,0 +1,384 @@
+"""The judge of ``mltrain-compare``: the tuned single-level frontier L*(C) and every method's FLOP
+ratio against it (DESIGN.md section 8; fixed-budget re-evaluations of layer stacking and
+dropping, Kaddour et al. 2023, arXiv 2307.06440).
+
+Definitions (FLOPs C are counts of training FLOPs, losses L are final validation losses in
+nats/token):
+
+- Frontier runs: single-level runs at several budgets (``train.target_flops``; runs whose
+  budgets agree within 1 % are one budget) × learning rates (``optimizer.lr``) × seeds
+  (``train.seed``), each with its schedule completed at its own budget. Runs that differ in
+  anything else (e.g. the optimizer) form separate frontiers.
+- Per budget: the best learning rate by mean final validation loss over its seeds (a learning
+  rate with a diverged or unfinished seed is not a candidate); its point is (mean FLOPs spent,
+  mean final loss) of its seeds.
+- L*(C): the best points sorted by C, made monotone non-increasing in C (running minimum:
+  :func:`envelope`), interpolated linearly in log C between budgets (:func:`frontier_loss`);
+  C*(L) is its inverse, the smallest C with L*(C) <= L (:func:`frontier_flops`).
+- r = C_method / C*(L_method): the FLOPs a method spent over those the tuned frontier needs
+  for the method's final loss; r < 1 saves compute. Gap at equal FLOPs: L_method -
+  L*(C_method). Outside the frontier's range both are bounds (:class:`~mltrain.curves.Estimate`),
+  never extrapolations. Both FLOP totals (``perf/flops`` with head, ``perf/flops_nonembed``;
+  the frontier's points then use its runs' non-embedding totals); per seed, and the mean,
+  min and max over seeds (:func:`mltrain.curves.aggregate`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mltrain.configs import Configuration, identity, label_suffixes, setting_differences
+from mltrain.curves import Estimate, aggregate, fmt_flops
+from mltrain.runs import TOTALS, Run, _num, is_single_level
+
+BUDGET_TOLERANCE = 0.01  # runs whose budgets agree within 1 % are one budget
+MIN_BUDGETS = 4  # DESIGN.md section 8
+MIN_SEEDS = 3
+FAMILY_FREE = ("train.target_flops", "train.steps", "optimizer.lr")  # what a frontier varies
+
+
+# --------------------------------------------------------------------------- L*(C) and C*(L)
+def envelope(losses: Sequence[float]) -> np.ndarray:
+    """The best points' losses (nats/token, in order of increasing budget) made monotone
+    non-increasing: the running minimum (a larger budget is never worse than a smaller one)."""
+    return np.minimum.accumulate(np.asarray(losses, dtype=float))
+
+
+def frontier_loss(c: float, flops: Sequence[float], env: Sequence[float]) -> Estimate:
+    """L*(c): the envelope ``env`` (nats/token) at budgets ``flops`` (counts, increasing),
+    linear in log FLOPs; below the smallest budget "> env[0]", above the largest
+    "< env[-1]" (a bound, never an extrapolation)."""
+    x, y = np.log(np.asarray(flops, dtype=float)), np.asarray(env, dtype=float)
+    if c < math.exp(x[0]) * (1 - 1e-12):
+        return Estimate.above(y[0])
+    if c > math.exp(x[-1]) * (1 + 1e-12):
+        return Estimate.below(y[-1])
+    return Estimate.exact(float(np.interp(math.log(c), x, y)))
+
+
+def frontier_flops(loss: float, flops: Sequence[float], env: Sequence[float]) -> Estimate:
+    """C*(loss): the smallest FLOPs (count) at which the envelope reaches ``loss``
+    (L*(C) <= loss), linear in log FLOPs between budgets; "> largest budget" when the loss is
+    below the envelope's last value, "< smallest budget" when it is above its first."""
+    f, y = np.asarray(flops, dtype=float), np.asarray(env, dtype=float)
+    if loss < y[-1]:
+        return Estimate.above(f[-1])
+    if loss > y[0]:
+        return Estimate.below(f[0])
+    i = int(np.flatnonzero(y <= loss)[0])
+    if i == 0 or y[i] == loss:  # at a budget's own loss: that budget, exactly
+        return Estimate.exact(f[i])
+    t = (y[i - 1] - loss) / (y[i - 1] - y[i])
+    return Estimate.exact(float(math.exp(math.log(f[i - 1]) + t * math.log(f[i] / f[i - 1]))))
+
+
+def ratio(c: float, c_star: Estimate) -> Estimate:
+    """r = c / C*, with C* exact or a bound (a lower bound on C* is an upper bound on r)."""
+    if c_star.is_exact:
+        return Estimate.exact(c / c_star.lo)
+    if c_star.kind == ">":
+        return Estimate.below(c / c_star.lo)
+    return Estimate.above(c / c_star.hi)
+
+
+def gap(loss: float, l_star: Estimate) -> Estimate:
+    """L_method - L*(C_method) (nats/token), with L* exact or a bound."""
+    if l_star.is_exact:
+        return Estimate.exact(loss - l_star.lo)
+    if l_star.kind == "<":
+        return Estimate.above(loss - l_star.hi)
+    return Estimate.below(loss - l_star.lo)
+
+
+# --------------------------------------------------------------------------- the frontier
+def budget_of(run: Run) -> float:
+    """A frontier run's budget (FLOPs with head): ``train.target_flops``, else ``run.json``'s
+    planned FLOPs, else the FLOPs it spent."""
+    b = run.flat.get("train.target_flops")
+    if b is None:
+        b = run.meta.get("planned_flops")
+    return float(b) if b is not None else run.total("head")
+
+
+def group_budgets(runs: Sequence[Run], tol: float = BUDGET_TOLERANCE) -> list[list[Run]]:
+    """Runs grouped by budget (:func:`budget_of`): sorted, a new group whenever a budget is
+    more than ``tol`` above the first of the current group."""
+    groups: list[list[Run]] = []
+    for r in sorted(runs, key=budget_of):
+        if groups and budget_of(r) <= budget_of(groups[-1][0]) * (1 + tol):
+            groups[-1].append(r)
+        else:
+            groups.append([r])
+    return groups
+
+
+def lr_of(run: Run) -> float:
+    """A run's peak learning rate, ``optimizer.lr``."""
+    return _num(run.flat.get("optimizer.lr"))
+
+
+@dataclass
+class Budget:
+    """One budget of a frontier: its runs by learning rate and the best learning rate's point."""
+
+    budget: float  # FLOPs with head (train.target_flops, or the first run's spent FLOPs)
+    by_lr: dict[float, list[Run]]  # every run, by learning rate
+    losses: dict[float, float]  # mean final loss of each candidate learning rate
+    best_lr: float | None = None
+    best: list[Run] = field(default_factory=list)  # the best learning rate's runs
+
+    @property
+    def loss(self) -> float:
+        """Mean final validation loss of the best learning rate's seeds (NaN without one)."""
+        return self.losses.get(self.best_lr, math.nan)
+
+    def spread(self) -> tuple[float, float]:
+        """Min and max final validation loss (nats/token) over the best learning rate's seeds."""
+        losses = [r.final_val_loss for r in self.best]
+        return (min(losses), max(losses)) if losses else (math.nan, math.nan)
+
+    def flops(self, total: str = "head") -> float:
+        """Mean FLOPs (counts) spent by the seeds that did not diverge (NaN if none)."""
+        """Mean FLOPs spent by the best learning rate's seeds under ``total``."""
+        return float(np.mean([r.total(total) for r in self.best])) if self.best else math.nan
+
+
+@dataclass
+class Frontier:
+    """A tuned single-level frontier: budgets in increasing order, each with its best point."""
+
+    label: str
+    budgets: list[Budget]  # only budgets with a best point, sorted by FLOPs
+    runs: list[Run]  # every tuned run (diverged ones included), for the plot
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def losses(self) -> np.ndarray:
+        """Each budget's best mean final validation loss (nats/token), in budget order."""
+        return np.asarray([b.loss for b in self.budgets], dtype=float)
+
+    @property
+    def envelope(self) -> np.ndarray:
+        """L* at each budget: :attr:`losses` made monotone (:func:`envelope`)."""
+        return envelope(self.losses)
+
+    def flops(self, total: str = "head") -> np.ndarray:
+        """Each budget's FLOPs (counts, mean spent by its best runs) under ``total``."""
+        return np.asarray([b.flops(total) for b in self.budgets], dtype=float)
+
+    def loss_at(self, c: float, total: str = "head") -> Estimate:
+        """L*(c) under ``total`` (:func:`frontier_loss`)."""
+        return frontier_loss(c, self.flops(total), self.envelope)
+
+    def flops_for(self, loss: float, total: str = "head") -> Estimate:
+        """C*(loss) under ``total`` (:func:`frontier_flops`)."""
+        return frontier_flops(loss, self.flops(total), self.envelope)
+
+
+def _tried(runs: Sequence[Run]) -> str:
+    return ", ".join(f"{lr:g}" for lr in sorted({lr_of(r) for r in runs}))
+
+
+def build_budget(runs: Sequence[Run], warnings: list[str]) -> Budget:
+    """The best learning rate of one budget's runs (appends warnings: edge of the grid, too few
+    seeds, diverged or unfinished seeds)."""
+    budget = budget_of(runs[0])
+    by_lr: dict[float, list[Run]] = {}
+    for r in runs:
+        by_lr.setdefault(lr_of(r), []).append(r)
+    b = Budget(budget, dict(sorted(by_lr.items())), {})
+    where = f"budget {fmt_flops(budget)}"
+    for lr, rs in b.by_lr.items():
+        bad = [r for r in rs if r.diverged]
+        unfinished = [(r, r.incomplete()) for r in rs if not r.diverged and r.incomplete()]
+        if bad:
+            warnings.append(
+                f"{where}: lr {lr:g} not a frontier point: "
+                + "; ".join(f"seed {r.seed} {r.diverged_text}" for r in bad)
+            )
+        elif unfinished:
+            warnings.append(
+                f"{where}: lr {lr:g} left out: "
+                + "; ".join(f"seed {r.seed} {why}" for r, why in unfinished)
+            )
+        else:
+            b.losses[lr] = float(np.mean([r.final_val_loss for r in rs]))
+    if not b.losses:
+        warnings.append(f"{where}: no learning rate finished without diverging; no frontier point")
+        return b
+    b.best_lr = min(b.losses, key=lambda lr: (b.losses[lr], lr))
+    b.best = list(b.by_lr[b.best_lr])
+    lrs = sorted(b.by_lr)
+    if len(lrs) == 1:
+        warnings.append(
+            f"{where}: only one learning rate tried ({lrs[0]:g}): the frontier may be under-tuned"
+        )
+    elif b.best_lr in (lrs[0], lrs[-1]):
+        side = "smallest" if b.best_lr == lrs[0] else "largest"
+        warnings.append(
+            f"{where}: best lr {b.best_lr:g} is the {side} tried ({_tried(runs)}): the frontier "
+            f"may be under-tuned; extend the grid"
+        )
+    n = len(b.best)
+    if n < MIN_SEEDS:
+        warnings.append(
+            f"{where}: best lr {b.best_lr:g} has "
+            + ("only one seed" if n == 1 else f"{n} seeds")
+            + f" (DESIGN.md §8 asks ≥ {MIN_SEEDS})"
+        )
+    return b
+
+
+def build_frontier(runs: Sequence[Run], label: str = "tuned frontier") -> Frontier:
+    """L*(C) of one family of tuned runs (same settings except budget, learning rate, seed)."""
+    warnings: list[str] = []
+    budgets = [build_budget(g, warnings) for g in group_budgets(runs)]
+    budgets = sorted((b for b in budgets if b.best), key=lambda b: b.flops("head"))
+    f = Frontier(label, budgets, list(runs), warnings)
+    if budgets and len(budgets) < MIN_BUDGETS:
+        warnings.append(f"{len(budgets)} budget(s) (DESIGN.md §8 asks ≥ {MIN_BUDGETS})")
+    for b, env in zip(budgets, f.envelope):
+        if b.loss > env:
+            warnings.append(
+                f"budget {fmt_flops(b.budget)}: best loss {b.loss:.4f} is above a smaller "
+                f"budget's ({env:.4f}); the frontier uses {env:.4f} there (made monotone)"
+            )
+    return f
+
+
+def family_key(run: Run) -> tuple:
+    """What a frontier family shares: the configuration without budget and learning rate."""
+    flat = {k: v for k, v in run.flat.items() if k not in FAMILY_FREE}
+    return identity(flat)
+
+
+def frontier_families(runs: Sequence[Run], warnings: list[str]) -> list[Frontier]:
+    """Frontier runs split into families (:func:`family_key`), one :class:`Frontier` each,
+    labelled ``tuned frontier, SGD`` (plus the keys that differ between families). Runs that
+    are not single-level are left out with a warning."""
+    fams: dict[tuple, list[Run]] = {}
+    for r in runs:
+        if not is_single_level(r.flat):
+            warnings.append(f"{r.path}: not single-level; not a frontier run (left out)")
+            continue
+        fams.setdefault(family_key(r), []).append(r)
+    groups = list(fams.values())
+    flats = [g[0].flat for g in groups]
+    suffixes = label_suffixes(
+        flats, skip=("optimizer._target_", "optimizer._partial_", *FAMILY_FREE)
+    )
+    out = []
+    for g, suffix in zip(groups, suffixes):
+        opt = str(g[0].flat.get("optimizer._target_", "?")).rsplit(".", 1)[-1]
+        f = build_frontier(g, f"tuned frontier, {opt}{suffix}")
+        if f.budgets:
+            out.append(f)
+        else:
+            warnings.append(f"{f.label}: no budget has a usable best learning rate")
+            warnings.extend(f.warnings)
+    return out
+
+
+# --------------------------------------------------------------------------- judging methods
+@dataclass
+class SeedResult:
+    """One method run against a frontier (FLOPs counts, losses nats/token)."""
+
+    run: Run
+    flops: dict[str, float]  # total -> FLOPs spent
+    loss: float  # final validation loss (NaN when diverged)
+    r: dict[str, Estimate | None]  # total -> C / C*(L)
+    gap: dict[str, Estimate | None]  # total -> L - L*(C)
+
+
+@dataclass
+class MethodResult:
+    """A configuration judged against one frontier: per seed, and mean/min/max over seeds."""
+
+    config: Configuration
+    frontier: Frontier
+    seeds: list[SeedResult]  # every run, diverged ones with r = gap = None
+    r: dict[str, tuple[Estimate, Estimate, Estimate] | None]  # total -> (mean, min, max)
+    gap: dict[str, tuple[Estimate, Estimate, Estimate] | None]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> list[SeedResult]:
+        """The seeds that did not diverge."""
+        return [s for s in self.seeds if not s.run.diverged]
+
+    def flops(self, total: str = "head") -> float:
+        h = self.healthy
+        return float(np.mean([s.flops[total] for s in h])) if h else math.nan
+
+    def loss(self) -> tuple[float, float, float] | None:
+        """Mean, min and max final validation loss (nats/token) of the seeds that did not diverge."""
+        h = [s.loss for s in self.healthy]
+        return (float(np.mean(h)), min(h), max(h)) if h else None
+
+
+def judge_seed(run: Run, frontier: Frontier) -> SeedResult:
+    """r and the gap of one run under both totals (None for a diverged run)."""
+    flops = {t: run.total(t) for t in TOTALS}
+    if run.diverged:
+        return SeedResult(run, flops, math.nan, dict.fromkeys(TOTALS), dict.fromkeys(TOTALS))
+    loss = run.final_val_loss
+    r = {t: ratio(flops[t], frontier.flops_for(loss, t)) for t in TOTALS}
+    g = {t: gap(loss, frontier.loss_at(flops[t], t)) for t in TOTALS}
+    return SeedResult(run, flops, loss, r, g)
+
+
+def judge_config(config: Configuration, frontier: Frontier) -> MethodResult:
+    """Every run of ``config`` against ``frontier``; warns when a run trains other data, another
+    model or another number of tokens per step than the frontier's runs."""
+    seeds = [judge_seed(r, frontier) for r in config.runs]
+    h = [s for s in seeds if not s.run.diverged]
+    res = MethodResult(
+        config,
+        frontier,
+        seeds,
+        {t: aggregate([s.r[t] for s in h]) if h else None for t in TOTALS},
+        {t: aggregate([s.gap[t] for s in h]) if h else None for t in TOTALS},
+    )
+    ref = frontier.budgets[0].best[0]
+    for part, diff in setting_differences(config.runs[0], ref).items():
+        verb = "differ" if part == "tokens per step" else "differs"
+        res.warnings.append(
+            f"`{config.label}`: {part} {verb} from `{frontier.label}`: " + ", ".join(diff)
+        )
+    return res
+
+
+@dataclass
+class Judgement:
+    """The frontiers and every configuration judged against each of them."""
+
+    frontiers: list[Frontier]
+    results: list[MethodResult]
+    warnings: list[str] = field(default_factory=list)  # not tied to one frontier
+
+    def all_warnings(self) -> list[str]:
+        """Every warning, each once: general, per frontier (prefixed by its label), per method."""
+        out = list(self.warnings)
+        for f in self.frontiers:
+            out += [f"{f.label}: {w}" for w in f.warnings]
+        for r in self.results:
+            out += [w for w in r.warnings if w not in out]
+        return out
+
+
+def judge(frontier_runs: Sequence[Run], configs: Sequence[Configuration]) -> Judgement:
+    """Build the frontiers from ``frontier_runs`` and judge every configuration against each.
+
+    Args:
+        frontier_runs: tuned single-level runs (budgets × learning rates × seeds).
+        configs: the configurations to judge (multilevel or any other non-frontier runs).
+    """
+    warnings: list[str] = []
+    frontiers = frontier_families(frontier_runs, warnings)
+    results = [judge_config(c, f) for f in frontiers for c in configs]
+    return Judgement(frontiers, results, warnings)

@@ -1,0 +1,442 @@
+"""The text outputs of ``mltrain-compare``: ``summary.md`` (headline, the wide table, the
+tuned-frontier judge, notes), ``summary.csv`` (unformatted numbers) and the terminal's compact
+version. Numbers come from :mod:`mltrain.compare` (a ``Summary``) and :mod:`mltrain.frontier`
+(a ``Judgement``); FLOPs are counts, losses nats/token.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from mltrain.curves import Estimate, fmt_flops
+from mltrain.headline import agg_text
+from mltrain.runs import TOTALS
+
+TOTAL_NAMES = {"head": "with head", "nonembed": "non-embed"}
+SHORT = {"single_level/same_steps": "same fine steps", "single_level/same_flops": "same FLOPs"}
+
+
+def _loss(m: tuple[float, float, float] | None, n: int) -> str:
+    if m is None:
+        return "n/a"
+    return f"{m[0]:.4f}" if n == 1 or m[1] == m[2] else f"{m[0]:.4f} ({m[1]:.4f}–{m[2]:.4f})"
+
+
+def final_loss_cell(row) -> str:
+    """The final loss, or "diverged at step N" (never a loss for a diverged run)."""
+    c = row.config
+    if not c.healthy:
+        return c.diverged_text()
+    text = _loss(row.final_loss, len(c.healthy))
+    return text + (
+        f" ({len(c.healthy)}/{len(c.runs)} seeds; {c.diverged_text()})" if c.diverged else ""
+    )
+
+
+def _to_target(row, total: str, target: float | None) -> str:
+    c = row.config
+    if not c.healthy:
+        return "—"
+    if target is None:
+        return "no target"
+    f, reached = row.to_target[total]
+    n = len(c.healthy)
+    if f is not None:
+        return fmt_flops(f) + ("" if reached == n else f" ({reached}/{n} seeds reach it)")
+    end = row.end[total]
+    text = f"not reached (> {fmt_flops(end)})" if math.isfinite(end) else "not reached"
+    return text if n == 1 else text + f" (by {reached}/{n} seeds)"
+
+
+def _ratio(row, ref, total: str) -> str:
+    if not row.config.healthy:
+        return "—"
+    v = row.ratios.get((ref.label, total))
+    return "neither reaches" if v is None else v.fmt(".3f")
+
+
+def ref_short(c, refs) -> str:
+    """ "same fine steps", "same FLOPs" when that role names one reference, else the label."""
+    short = SHORT.get(c.role)
+    return short if short and sum(r.role == c.role for r in refs) == 1 else c.label
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
+        "| " + " | ".join(r) + " |" for r in rows
+    ]
+
+
+def wide_table(summary) -> list[str]:
+    """The markdown table: one line per configuration, every number of the summary."""
+    head = ["configuration", "seeds", "final val loss", "FLOPs (with head)", "FLOPs (non-embed)"]
+    head += ["wall (s)"] + [f"FLOPs-to-target ({TOTAL_NAMES[t]})" for t in TOTALS]
+    head += [
+        f"FLOPs-to-target ratio vs `{s.label}` ({TOTAL_NAMES[t]})"
+        for s in summary.singles
+        for t in TOTALS
+    ]
+    head += [f"val loss at {fmt_flops(summary.budget)} FLOPs", "notes"]
+    rows = []
+    for row in summary.rows:
+        c = row.config
+        healthy = c.healthy
+        cells = [
+            row.label,
+            str(len(c.runs)),
+            final_loss_cell(row),
+            fmt_flops(c.mean_total("head")),
+            fmt_flops(c.mean_total("nonembed")),
+            f"{np.mean([r.wall_s for r in healthy]):.1f}" if healthy else "n/a",
+        ]
+        cells += [_to_target(row, t, summary.target) for t in TOTALS]
+        cells += [_ratio(row, s, t) for s in summary.singles for t in TOTALS]
+        cells += [_loss(row.at_budget, len(healthy)) if healthy else "n/a", "; ".join(row.notes)]
+        rows.append(cells)
+    return _table(head, rows)
+
+
+def compact_table(summary) -> list[str]:
+    """The terminal's table: configuration, seeds, final loss, FLOPs, ratio vs each reference
+    (with head), aligned in plain text."""
+    head = ["configuration", "seeds", "final val loss", "FLOPs"]
+    head += [f"ratio vs {ref_short(s, summary.singles)}" for s in summary.singles]
+    rows = []
+    for row in summary.rows:
+        c = row.config
+        rows.append(
+            [row.label, str(len(c.runs)), final_loss_cell(row), fmt_flops(c.mean_total())]
+            + [_ratio(row, s, "head") for s in summary.singles]
+        )
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return [fmt.format(*head).rstrip(), *(fmt.format(*r).rstrip() for r in rows)]
+
+
+# --------------------------------------------------------------------------- the frontier
+def _agg(res, what: str, total: str, spec: str) -> str:
+    agg = getattr(res, what)[total]
+    return agg_text(agg, [getattr(s, what)[total] for s in res.healthy], spec)
+
+
+def judge_table(j) -> list[str]:
+    """The headline table of the judge: configuration, FLOPs, final val loss, r (with head /
+    non-embedding), gap at equal FLOPs (both totals), seeds."""
+    head = [
+        "configuration",
+        "frontier",
+        "FLOPs (with head)",
+        "final val loss",
+        "r (with head)",
+        "r (non-embed)",
+        "gap at equal FLOPs (with head)",
+        "gap (non-embed)",
+        "seeds",
+    ]
+    rows = []
+    for res in j.results:
+        c = res.config
+        n = len(c.runs)
+        if not res.healthy:
+            rows.append(
+                [c.label, res.frontier.label, "n/a", c.diverged_text(), "", "", "", "", str(n)]
+            )
+            continue
+        loss = res.loss()
+        seeds = str(n) if not c.diverged else f"{len(res.healthy)}/{n} ({c.diverged_text()})"
+        rows.append(
+            [
+                c.label,
+                res.frontier.label,
+                fmt_flops(res.flops()),
+                _loss(loss, len(res.healthy)),
+                _agg(res, "r", "head", ".3f"),
+                _agg(res, "r", "nonembed", ".3f"),
+                _agg(res, "gap", "head", "+.3f"),
+                _agg(res, "gap", "nonembed", "+.3f"),
+                seeds,
+            ]
+        )
+    return _table(head, rows)
+
+
+def per_seed_table(j) -> list[str]:
+    """The judge's numbers for every seed (diverged ones as such)."""
+    head = [
+        "configuration",
+        "seed",
+        "run",
+        "FLOPs (with head)",
+        "FLOPs (non-embed)",
+        "final val loss",
+    ]
+    head += ["r (with head)", "r (non-embed)", "gap (with head)", "gap (non-embed)"]
+    rows = []
+    for res in j.results:
+        for s in res.seeds:
+            r = s.run
+            if r.diverged:
+                rows.append(
+                    [
+                        res.config.label,
+                        str(r.seed),
+                        r.path.name,
+                        fmt_flops(s.flops["head"]),
+                        fmt_flops(s.flops["nonembed"]),
+                        r.diverged_text,
+                        "",
+                        "",
+                        "",
+                        "",
+                    ]
+                )
+                continue
+            rows.append(
+                [
+                    res.config.label,
+                    str(r.seed),
+                    r.path.name,
+                    fmt_flops(s.flops["head"]),
+                    fmt_flops(s.flops["nonembed"]),
+                    f"{s.loss:.4f}",
+                ]
+                + [s.r[t].fmt(".3f") for t in TOTALS]
+                + [s.gap[t].fmt("+.3f") for t in TOTALS]
+            )
+    return _table(head, rows)
+
+
+def budget_table(f) -> list[str]:
+    """A frontier's budgets: every learning rate's mean loss, the best, L*."""
+    head = ["budget", "FLOPs (with head)", "FLOPs (non-embed)", "lr: mean final val loss (seeds)"]
+    head += ["best lr", "best loss (min–max)", "L* (monotone)"]
+    rows = []
+    for b, env in zip(f.budgets, f.envelope):
+        lrs = []
+        for lr, runs in b.by_lr.items():
+            if lr in b.losses:
+                lrs.append(f"{lr:g}: {b.losses[lr]:.4f} ({len(runs)})")
+            else:
+                bad = [r for r in runs if r.diverged]
+                lrs.append(f"{lr:g}: " + (bad[0].diverged_text if bad else "unfinished"))
+        lo, hi = b.spread()
+        rows.append(
+            [
+                fmt_flops(b.budget),
+                fmt_flops(b.flops("head")),
+                fmt_flops(b.flops("nonembed")),
+                "; ".join(lrs),
+                f"{b.best_lr:g}",
+                f"{b.loss:.4f} ({lo:.4f}–{hi:.4f})",
+                f"{env:.4f}",
+            ]
+        )
+    return _table(head, rows)
+
+
+def judge_markdown(j) -> list[str]:
+    """The ``summary.md`` section of the judge: definitions, tables, each frontier, warnings."""
+    lines = [
+        "## Against the tuned frontier",
+        "",
+        "r = C / C*(L): the FLOPs a configuration spent over the FLOPs the tuned single-level "
+        "frontier needs to reach its final validation loss (r < 1 saves compute); gap = L − "
+        "L*(C), its loss minus the frontier's at the same FLOPs (negative: below the frontier). "
+        "L*(C): best learning rate per budget (mean final loss over seeds), made monotone, "
+        "linear in log C (DESIGN.md §8; Kaddour et al. 2023, arXiv 2307.06440). Outside the "
+        "frontier's budgets: bounds (`<`, `>`), never extrapolations. Mean and min–max over "
+        "seeds are taken on the per-seed values.",
+        "",
+        *judge_table(j),
+        "",
+        "Per seed:",
+        "",
+        *per_seed_table(j),
+    ]
+    for f in j.frontiers:
+        lines += ["", f"### {f.label}", "", *budget_table(f)]
+    warns = j.all_warnings()
+    if warns:
+        lines += ["", "### Warnings", "", *(f"- {w}" for w in warns)]
+    return lines
+
+
+# --------------------------------------------------------------------------- documents
+def markdown(summary, judgement, headline: list[str], notes: list[str], hints: list[str]) -> str:
+    """``summary.md``: the headline first, then the table and everything else."""
+    lines = ["# mltrain-compare", "", *(f"- {h}" for h in headline), ""]
+    if summary is not None:
+        n_runs = sum(len(r.config.runs) for r in summary.rows)
+        lines.append(f"- runs: {n_runs} in {len(summary.rows)} configurations")
+        tgt = "none" if summary.target is None else f"{summary.target:.4f} nats/token"
+        lines.append(f"- target validation loss: {tgt} ({summary.target_source})")
+        lines.append(
+            f"- baseline: `{summary.baseline.label}`" if summary.baseline else "- baseline: none"
+        )
+        lines += [f"- caution: {r}" for r in summary.remarks]
+        lines += [f"- note: {n}" for n in notes]
+        lines.append(
+            "- FLOPs-to-target: on the seed-mean curve, linear interpolation between evaluations; "
+            "ratio < 1: fewer FLOPs than that single-level configuration; `< x`: that "
+            "configuration never reached the target (it would need more than all its FLOPs); "
+            "`> x`: this one never reached it"
+        )
+        lines.append(
+            f"- val loss at {fmt_flops(summary.budget)} FLOPs (with head): the largest FLOPs "
+            "every run reached"
+        )
+        lines += ["", *wide_table(summary)]
+    if judgement is not None:
+        lines += ["", *judge_markdown(judgement)]
+    if hints:
+        lines += [
+            "",
+            "## Same-FLOPs single-level baselines",
+            "",
+            "FLOPs (with head) of each multilevel configuration, and the command for a "
+            "single-level run with the same FLOPs (its own learning-rate schedule):",
+            "",
+            *hints,
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def terminal(
+    summary, judgement, headline: list[str], notes: list[str], hints: list[str] = ()
+) -> str:
+    """What the terminal shows: the headline, the compact table, the judge's table, warnings,
+    and, when no single-level run has the same FLOPs, the command for one (``hints``)."""
+    lines = [*headline, ""]
+    if summary is not None:
+        if summary.target is not None:
+            lines.append(
+                f"target: {summary.target:.4f} nats/token ({summary.target_source.replace('`', '')})"
+            )
+        lines += compact_table(summary) + [""]
+    if judgement is not None:
+        for f in judgement.frontiers:
+            lines.append(f"{f.label}: budget (FLOPs with head) -> best lr, mean final val loss")
+            lines += [
+                f"  {fmt_flops(b.budget)} -> lr {b.best_lr:g}, {b.loss:.4f} ({len(b.best)} seed"
+                + ("s)" if len(b.best) > 1 else ")")
+                for b in f.budgets
+            ]
+        lines.append("")
+    if judgement is not None and judgement.results:
+        head = ["configuration", "frontier", "r (with head)", "r (non-embed)", "gap (with head)"]
+        rows = []
+        for res in judgement.results:
+            if not res.healthy:
+                rows.append(
+                    [res.config.label, res.frontier.label, res.config.diverged_text(), "", ""]
+                )
+                continue
+            rows.append(
+                [
+                    res.config.label,
+                    res.frontier.label,
+                    _agg(res, "r", "head", ".3f"),
+                    _agg(res, "r", "nonembed", ".3f"),
+                    _agg(res, "gap", "head", "+.3f"),
+                ]
+            )
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        lines += [fmt.format(*head).rstrip(), *(fmt.format(*r).rstrip() for r in rows), ""]
+    if judgement is not None:
+        lines += [f"warning: {w}" for w in judgement.all_warnings()]
+    lines += [f"note: {n}" for n in notes]
+    if (
+        hints
+        and judgement is None
+        and summary is not None
+        and not any(c.same_flops for c in summary.singles)
+    ):
+        lines += ["", "no single-level run with the same FLOPs yet; to make one:", *hints]
+    return "\n".join(lines).rstrip("\n")
+
+
+def write_csv(summary, path: Path) -> None:
+    """One row per configuration; empty cells for values that do not exist; ratios that are
+    bounds have ``<`` or ``>`` in the ``..._kind`` column (``=``: exact)."""
+
+    def num(v):
+        return (
+            "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else repr(float(v))
+        )
+
+    def est(e: Estimate | None):
+        return ("", "") if e is None else (num(e.value), e.kind)
+
+    head = ["configuration", "role", "seeds", "single_level", "diverged"]
+    head += ["final_val_loss_mean", "final_val_loss_min", "final_val_loss_max"]
+    head += ["flops", "flops_nonembed", "wall_s", "target"]
+    for t in TOTALS:
+        head += [f"flops_to_target_{t}", f"seeds_reached_{t}"]
+    for s in summary.singles:
+        for t in TOTALS:
+            head += [f"ratio_vs[{s.label}]_{t}", f"ratio_vs[{s.label}]_{t}_kind"]
+    head += ["budget_flops", "val_loss_at_budget_mean", "val_loss_at_budget_min"]
+    head += ["val_loss_at_budget_max", "notes"]
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(head)
+        for row in summary.rows:
+            c = row.config
+            healthy = c.healthy
+            cells = [
+                row.label,
+                c.role,
+                len(c.runs),
+                c.single_level,
+                c.diverged_text(),
+                *(map(num, row.final_loss) if row.final_loss else ["", "", ""]),
+                num(c.mean_total("head")),
+                num(c.mean_total("nonembed")),
+                num(np.mean([r.wall_s for r in healthy])) if healthy else "",
+                num(summary.target),
+            ]
+            for t in TOTALS:
+                cells += [num(row.to_target[t][0]), row.to_target[t][1]]
+            for s in summary.singles:
+                for t in TOTALS:
+                    cells += est(row.ratios.get((s.label, t)))
+            cells += [
+                num(summary.budget),
+                *(map(num, row.at_budget) if row.at_budget else ["", "", ""]),
+                "; ".join(row.notes),
+            ]
+            w.writerow(cells)
+
+
+def write_judge_csv(j, path: Path) -> None:
+    """One row per judged run (every seed of every configuration, against every frontier):
+    FLOPs, final loss, r and the gap under both totals; a bound has ``<`` or ``>`` in the
+    ``..._kind`` column, a diverged run empty cells and its step in ``diverged``."""
+
+    def num(v):
+        return "" if v is None or not math.isfinite(v) else repr(float(v))
+
+    head = ["configuration", "frontier", "seed", "run", "diverged", "flops", "flops_nonembed"]
+    head += ["final_val_loss"]
+    for what in ("r", "gap"):
+        for t in TOTALS:
+            head += [f"{what}_{t}", f"{what}_{t}_kind"]
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(head)
+        for res in j.results:
+            for s in res.seeds:
+                r = s.run
+                cells = [res.config.label, res.frontier.label, r.seed, r.path.name]
+                cells += [r.diverged_text if r.diverged else "", num(s.flops["head"])]
+                cells += [num(s.flops["nonembed"]), num(s.loss)]
+                for what in ("r", "gap"):
+                    for t in TOTALS:
+                        e = getattr(s, what)[t]
+                        cells += ["", ""] if e is None else [num(e.value), e.kind]
+                w.writerow(cells)

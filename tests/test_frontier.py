@@ -1,0 +1,349 @@
+"""The tuned-frontier judge of ``mltrain-compare`` (issue 14, DESIGN.md section 8) on hand-built
+curves: every expected number is computed by hand in the comments (log-linear interpolation
+between budgets)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mltrain import compare as C
+from mltrain import frontier as F
+from mltrain import headline
+from mltrain.curves import Estimate, aggregate
+from tests.test_compare import EO, write_run
+
+nan = float("nan")
+# three budgets with known best losses; a method at 3e12 FLOPs and loss 3.4
+CS, LS = [1e12, 2e12, 4e12], [4.0, 3.5, 3.2]
+# C*(3.4): between 2e12 (3.5) and 4e12 (3.2), a third of the way in log C: 2e12 * 2**(1/3)
+C_STAR = 2e12 * 2 ** (1 / 3)  # 2.5198e12
+# L*(3e12): 3.5 + log2(1.5) * (3.2 - 3.5)
+L_STAR = 3.5 - 0.3 * math.log2(1.5)  # 3.32451
+
+
+# --------------------------------------------------------------------------- pure functions
+def test_three_budgets_give_r_and_gap_by_log_linear_interpolation():
+    env = F.envelope(LS)
+    c_star = F.frontier_flops(3.4, CS, env)
+    assert c_star.is_exact and c_star.lo == pytest.approx(C_STAR)
+    assert F.ratio(3e12, c_star).lo == pytest.approx(3e12 / C_STAR)  # 1.1906
+    assert F.ratio(3e12, c_star).lo == pytest.approx(1.190551, abs=1e-6)
+    l_star = F.frontier_loss(3e12, CS, env)
+    assert l_star.lo == pytest.approx(L_STAR) and l_star.lo == pytest.approx(3.324511, abs=1e-6)
+    assert F.gap(3.4, l_star).lo == pytest.approx(3.4 - L_STAR)  # +0.0755
+    # at a budget's own loss and FLOPs: that budget
+    assert F.frontier_flops(3.5, CS, env) == Estimate.exact(2e12)
+    assert F.frontier_loss(2e12, CS, env) == Estimate.exact(3.5)
+
+
+def test_outside_the_frontier_gives_bounds_never_extrapolations():
+    env = F.envelope(LS)
+    # below the largest budget's loss: C* > 4e12, so r < 3e12 / 4e12 = 0.75
+    r = F.ratio(3e12, F.frontier_flops(3.0, CS, env))
+    assert (r.kind, r.hi, r.fmt(".2f"), r.named("r")) == ("<", 0.75, "< 0.75", "r < 0.75")
+    # above the smallest budget's loss: C* < 1e12, so r > 3e12 / 1e12 = 3
+    r = F.ratio(3e12, F.frontier_flops(4.2, CS, env))
+    assert (r.kind, r.lo, r.named("r")) == (">", 3.0, "r > 3.00")
+    # more FLOPs than the largest budget: L*(8e12) <= 3.2, so the gap of loss 3.0 is >= -0.2
+    g = F.gap(3.0, F.frontier_loss(8e12, CS, env))
+    assert g.kind == ">" and g.lo == pytest.approx(-0.2)
+    # fewer than the smallest: L*(5e11) >= 4.0, so the gap of loss 4.5 is <= 0.5
+    g = F.gap(4.5, F.frontier_loss(5e11, CS, env))
+    assert g.kind == "<" and g.hi == pytest.approx(0.5)
+
+
+def test_a_non_monotone_set_of_best_points_is_made_monotone():
+    losses = [4.0, 3.3, 3.5]  # the largest budget's best is worse than the middle one's
+    env = F.envelope(losses)
+    assert list(env) == [4.0, 3.3, 3.3]
+    # L*(3e12) on the flat part; C*(3.3) is the first budget that reaches it
+    assert F.frontier_loss(3e12, CS, env) == Estimate.exact(3.3)
+    assert F.frontier_flops(3.3, CS, env) == Estimate.exact(2e12)
+    # C*(3.4): (4.0 - 3.4) / (4.0 - 3.3) = 6/7 of the way from 1e12 to 2e12 in log C
+    assert F.frontier_flops(3.4, CS, env).lo == pytest.approx(1e12 * 2 ** (6 / 7))
+    # below 3.3 there is no exact C*: more than the largest budget
+    assert F.frontier_flops(3.25, CS, env) == Estimate.above(4e12)
+
+
+def test_per_seed_values_aggregate_end_by_end():
+    mean, lo, hi = aggregate([Estimate.exact(0.8), Estimate.exact(1.0), Estimate.exact(0.9)])
+    assert (mean.lo, mean.hi) == (pytest.approx(0.9), pytest.approx(0.9))
+    assert (lo, hi) == (Estimate.exact(0.8), Estimate.exact(1.0))
+    # one seed beyond the frontier's largest budget: the mean is a bound, (0.9 + 0.75) / 2
+    mean, lo, hi = aggregate([Estimate.exact(0.9), Estimate.below(0.75)])
+    assert mean.fmt(".3f") == "< 0.825" and lo.fmt() == "< 0.75" and hi == Estimate.exact(0.9)
+    # seeds on both sides of the range: the mean is unknown, min and max stay bounds
+    mean, lo, hi = aggregate([Estimate.below(0.75), Estimate.above(3.0)])
+    assert (mean.kind, lo.fmt(), hi.fmt()) == ("?", "< 0.75", "> 3.00")
+
+
+# --------------------------------------------------------------------------- runs
+def tuned(root: Path, budget: float, lr: float, final: float, seed: int = 0, *extra: str, **kw):
+    """A frontier run: single-level, budget ``train.target_flops``, evaluations at 0, C/2, C
+    (losses 10, final + 1, final); non-embedding FLOPs are half."""
+    name = f"b{budget:g}_lr{lr:g}_s{seed}" + "".join(f"_{e}" for e in extra)
+    return write_run(
+        root / name,
+        [0, budget / 2, budget],
+        [10, final + 1, final],
+        "coarsening=none",
+        f"train.target_flops={budget}",
+        f"optimizer.lr={lr}",
+        f"train.seed={seed}",
+        *extra,
+        **kw,
+    )
+
+
+def make_frontier(root: Path, budgets=(1000, 2000, 4000), best=(4.0, 3.5, 3.2)) -> Path:
+    """Budgets x learning rates 0.1, 0.2, 0.4: the middle one is best (+0.3 / +0.2 for the
+    others), one seed each."""
+    for b, loss in zip(budgets, best):
+        for lr, plus in ((0.1, 0.3), (0.2, 0.0), (0.4, 0.2)):
+            tuned(root, b, lr, loss + plus)
+    return root
+
+
+def method(root: Path, name: str, final: float, total: float = 3000, *extra: str, **kw) -> Path:
+    return write_run(
+        root / name,
+        [0, total / 2, total],
+        [10, final + 1, final],
+        "coarsening=even_odd",
+        *extra,
+        nonembed=[0, total / 6, total / 3],
+        **kw,
+    )
+
+
+def judged(tmp_path):
+    front = C.find_runs([tmp_path / "front"])
+    configs = C.group_configurations(C.find_runs([tmp_path / "methods"]))
+    return F.judge(front, configs)
+
+
+def test_frontier_from_runs_gives_the_hand_computed_r_and_gap(tmp_path):
+    make_frontier(tmp_path / "front")
+    method(tmp_path / "methods", "m", 3.4)
+    j = judged(tmp_path)
+    (f,) = j.frontiers
+    assert f.label == "tuned frontier, SGD"
+    assert [b.best_lr for b in f.budgets] == [0.2, 0.2, 0.2]
+    assert list(f.losses) == [4.0, 3.5, 3.2] and list(f.flops("head")) == [1000, 2000, 4000]
+    assert list(f.flops("nonembed")) == [500, 1000, 2000]
+    (res,) = j.results
+    (seed,) = res.seeds
+    # with head: C*(3.4) = 2000 * 2**(1/3) -> r = 3000 / 2519.84 = 1.1906; L*(3000) = 3.3245
+    assert seed.r["head"].lo == pytest.approx(3000 / (2000 * 2 ** (1 / 3)))
+    assert seed.gap["head"].lo == pytest.approx(3.4 - L_STAR)
+    # non-embedding: the method spent 1000, the frontier's budgets are 500, 1000, 2000:
+    # C*(3.4) = 1000 * 2**(1/3) -> r = 0.7937; L*(1000) = 3.5 -> gap = -0.1
+    assert seed.r["nonembed"].lo == pytest.approx(1000 / (1000 * 2 ** (1 / 3)))
+    assert seed.gap["nonembed"].lo == pytest.approx(-0.1)
+    text = headline.frontier_sentence(res)
+    assert text.startswith(
+        f"{EO} (one seed) against tuned frontier, SGD (3 budgets, 1.0e3 to 4.0e3 FLOPs): "
+        "r = 1.19 with head, r = 0.79 non-embedding (more FLOPs than the tuned single-level "
+        "training needs for its loss 3.400)."
+    )
+    assert text.endswith("At equal FLOPs it is 0.075 nats/token above the frontier.")
+
+
+def test_bound_text_outside_the_frontier(tmp_path):
+    make_frontier(tmp_path / "front")
+    method(tmp_path / "methods", "m", 3.0)
+    (res,) = judged(tmp_path).results
+    text = headline.frontier_sentence(res)
+    # r < 3000 / 4000 = 0.75; non-embedding r < 1000 / 2000 = 0.5
+    assert (
+        "r < 0.75 with head, r < 0.50 non-embedding: its loss 3.000 is below the largest " in text
+    )
+    assert "budget's 3.200, so the frontier would need more than 4.0e3 FLOPs." in text
+    # the gap at 3000 FLOPs is exact: 3.0 - 3.3245
+    assert "At equal FLOPs it is 0.325 nats/token below the frontier." in text
+
+
+def test_budgets_are_grouped_within_one_percent(tmp_path):
+    root = tmp_path / "front"
+    tuned(root, 1000, 0.1, 4.3)
+    tuned(root, 1005, 0.2, 4.0)  # 0.5 % above: the same budget
+    tuned(root, 1020, 0.4, 4.2)  # 2 % above: another budget
+    groups = F.group_budgets(C.find_runs([root]))
+    assert [[F.lr_of(r) for r in g] for g in groups] == [[0.1, 0.2], [0.4]]
+
+
+def test_edge_of_grid_and_seed_warnings(tmp_path):
+    root = tmp_path / "front"
+    for lr, loss in ((0.1, 4.0), (0.2, 4.1), (0.4, 4.2)):  # best: the smallest tried
+        tuned(root, 1000, lr, loss)
+    for lr, loss in ((0.1, 3.8), (0.2, 3.6), (0.4, 3.5)):  # best: the largest tried
+        tuned(root, 2000, lr, loss)
+    for lr, loss in ((0.1, 3.5), (0.2, 3.2), (0.4, 3.4)):  # best in the middle, 3 seeds
+        for seed in range(3):
+            tuned(root, 4000, lr, loss + seed / 100, seed)
+    (f,) = F.frontier_families(C.find_runs([root]), [])
+    assert f.warnings == [
+        "budget 1.00e3: best lr 0.1 is the smallest tried (0.1, 0.2, 0.4): the frontier may be "
+        "under-tuned; extend the grid",
+        "budget 1.00e3: best lr 0.1 has only one seed (DESIGN.md §8 asks ≥ 3)",
+        "budget 2.00e3: best lr 0.4 is the largest tried (0.1, 0.2, 0.4): the frontier may be "
+        "under-tuned; extend the grid",
+        "budget 2.00e3: best lr 0.4 has only one seed (DESIGN.md §8 asks ≥ 3)",
+        "3 budget(s) (DESIGN.md §8 asks ≥ 4)",
+    ]
+    # the best learning rate is chosen by the mean final loss over its seeds: 3.21
+    assert f.budgets[2].best_lr == 0.2 and f.budgets[2].loss == pytest.approx(3.21)
+    assert f.budgets[2].spread() == (pytest.approx(3.2), pytest.approx(3.22))
+
+
+def test_a_non_monotone_frontier_from_runs_is_warned(tmp_path):
+    make_frontier(tmp_path / "front", best=(4.0, 3.3, 3.5))
+    method(tmp_path / "methods", "m", 3.4)
+    j = judged(tmp_path)
+    (f,) = j.frontiers
+    assert list(f.envelope) == [4.0, 3.3, 3.3]
+    assert (
+        "budget 4.00e3: best loss 3.5000 is above a smaller budget's (3.3000); the frontier uses "
+        "3.3000 there (made monotone)" in f.warnings
+    )
+    # r = 3000 / (1000 * 2**(6/7))
+    assert j.results[0].seeds[0].r["head"].lo == pytest.approx(3000 / (1000 * 2 ** (6 / 7)))
+
+
+def test_a_diverged_run_is_never_a_frontier_point(tmp_path):
+    root = make_frontier(tmp_path / "front")
+    # lr 0.8 at budget 2000: its last finite evaluation (3.0) beats every other lr, then NaN
+    write_run(
+        root / "b2000_lr0.8",
+        [0, 1000, 1500, 2000],
+        [10, 3.0, nan, nan],
+        "coarsening=none",
+        "train.target_flops=2000",
+        "optimizer.lr=0.8",
+    )
+    (f,) = F.frontier_families(C.find_runs([root]), [])
+    assert [b.best_lr for b in f.budgets] == [0.2, 0.2, 0.2] and f.losses[1] == 3.5
+    assert "budget 2.00e3: lr 0.8 not a frontier point: seed 0 diverged at step 2" in f.warnings
+
+
+def test_seeds_of_a_method_are_judged_one_by_one(tmp_path):
+    make_frontier(tmp_path / "front")
+    for seed, loss in enumerate((3.4, 3.5, 3.3)):
+        method(tmp_path / "methods", f"m{seed}", loss, 3000, f"train.seed={seed}")
+    (res,) = judged(tmp_path).results
+    # per seed: C*(3.4) = 2000 * 2**(1/3), C*(3.5) = 2000, C*(3.3) = 2000 * 2**(2/3)
+    want = [3000 / (2000 * 2 ** (1 / 3)), 1.5, 3000 / (2000 * 2 ** (2 / 3))]
+    got = [s.r["head"].lo for s in res.seeds]
+    assert got == [pytest.approx(w) for w in want]
+    mean, lo, hi = res.r["head"]
+    assert mean.lo == pytest.approx(np.mean(want)) and (lo.lo, hi.lo) == (
+        pytest.approx(min(want)),
+        pytest.approx(max(want)),
+    )
+    # gap: the same L*(3000) for every seed, so the mean gap is mean(loss) - L*
+    assert res.gap["head"][0].lo == pytest.approx(3.4 - L_STAR)
+
+
+def test_method_and_frontier_settings_that_differ_are_warned(tmp_path):
+    make_frontier(tmp_path / "front")
+    method(tmp_path / "methods", "a", 3.4, 3000, "model.n_layer=6")
+    method(tmp_path / "methods", "b", 3.4, 3000, "data.batch_size=8", "data.cache_dir=/elsewhere")
+    j = judged(tmp_path)
+    warns = j.all_warnings()
+    assert any(
+        w.endswith("model differs from `tuned frontier, SGD`: model.n_layer=6") for w in warns
+    )
+    # tiny model: 16 x 32 tokens per step in the frontier, 8 x 32 in run b; cache_dir is inert
+    assert any(
+        w.endswith("tokens per step differ from `tuned frontier, SGD`: 256 vs 512") for w in warns
+    )
+    assert not any("cache_dir" in w or "data differs" in w for w in warns)
+
+
+def test_frontiers_per_optimizer(tmp_path):
+    make_frontier(tmp_path / "front")
+    for b, loss in zip((1000, 2000, 4000), (3.9, 3.4, 3.1)):
+        for lr in (1e-3, 2e-3, 4e-3):
+            tuned(
+                tmp_path / "front", b, lr, loss + (0 if lr == 2e-3 else 0.2), 0, "optimizer=adamw"
+            )
+    method(tmp_path / "methods", "m", 3.4)
+    j = judged(tmp_path)
+    assert [f.label for f in j.frontiers] == ["tuned frontier, SGD", "tuned frontier, AdamW"]
+    assert [len(j.results), j.frontiers[1].budgets[0].best_lr] == [2, 2e-3]
+    # against AdamW's frontier 3.4 is reached at 2000 exactly: r = 1.5
+    assert j.results[1].seeds[0].r["head"] == Estimate.exact(1.5)
+
+
+# --------------------------------------------------------------------------- end to end
+def test_frontier_sweep_and_a_multilevel_run_give_the_plot_and_the_headline_table(tmp_path):
+    make_frontier(tmp_path / "front", budgets=(1000, 2000, 4000, 8000), best=(4.0, 3.5, 3.2, 3.0))
+    method(tmp_path / "methods", "m", 3.4)
+    res = C.compare([tmp_path / "methods"], tmp_path / "out", frontier=[tmp_path / "front"])
+    assert (tmp_path / "out" / "frontier.png").stat().st_size > 20_000
+    md = res.markdown
+    assert "## Against the tuned frontier" in md
+    # configuration, frontier, FLOPs, final val loss, r (head / non-embed), gap (head / non-embed),
+    # seeds; non-embedding: budgets 500..4000, method 1000 -> r = 0.794, gap = 3.4 - 3.5
+    assert (
+        f"| {EO} | tuned frontier, SGD | 3.00e3 | 3.4000 | 1.191 | 0.794 | +0.075 | -0.100 | 1 |"
+        in md
+    )
+    assert (
+        "| 8.00e3 | 8.00e3 | 4.00e3 | 0.1: 3.3000 (1); 0.2: 3.0000 (1); 0.4: 3.2000 (1) | 0.2 |"
+        in md
+    )
+    assert "best lr 0.2 has only one seed" in md
+    (row,) = list(csv.DictReader(open(tmp_path / "out" / "frontier.csv")))
+    assert float(row["r_head"]) == pytest.approx(1.190551, abs=1e-6) and row["r_head_kind"] == "="
+    assert float(row["gap_nonembed"]) == pytest.approx(-0.1) and row["run"] == "m"
+    assert res.terminal.splitlines()[0].startswith(f"{EO} (one seed) against tuned frontier, SGD")
+    fig = res.judgement and __import__("mltrain.frontier_plot").frontier_plot.plot_frontier(
+        res.judgement
+    )
+    ax = fig.axes[0]
+    envelope = [ln for ln in ax.get_lines() if ln.get_linewidth() == 2]
+    assert [list(ln.get_xdata()) for ln in envelope] == [[1000, 2000, 4000, 8000]]
+    assert [list(ln.get_ydata()) for ln in envelope] == [[4.0, 3.5, 3.2, 3.0]]
+    assert "r = 1.19" in [t.get_text() for t in ax.texts]
+    assert "r = 0.79" in [t.get_text() for t in fig.axes[1].texts]
+
+
+def test_frontier_runs_are_found_by_their_role_and_by_the_cli(tmp_path, capsys):
+    root = tmp_path / "all"
+    for b, loss in zip((1000, 2000, 4000), (4.0, 3.5, 3.2)):
+        for lr, plus in ((0.1, 0.3), (0.2, 0.0), (0.4, 0.2)):
+            tuned(root, b, lr, loss + plus, meta={"role": "frontier", "status": "completed"})
+    method(root, "m", 3.4)
+    res = C.compare([root], tmp_path / "out")
+    assert [len(r.config.runs) for r in res.summary.rows] == [1]  # the frontier is apart
+    assert res.judgement.results[0].seeds[0].r["head"].lo == pytest.approx(1.190551, abs=1e-6)
+    with pytest.raises(SystemExit) as e:
+        C.main([str(root / "m"), "--frontier", str(tmp_path / "nothing_here")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("mltrain-compare: error: ") and "does not exist" in err[-1]
+    C.main(["--frontier", *(str(p) for p in sorted(root.glob("b*"))), "--", str(root / "m")])
+    out = capsys.readouterr().out
+    assert out.startswith(f"{EO} (one seed) against tuned frontier, SGD (3 budgets")
+    assert "frontier.png" in out
+
+
+def test_unfinished_frontier_runs_are_left_out_and_no_frontier_is_one_line_exit_2(tmp_path, capsys):
+    root = make_frontier(tmp_path / "front")
+    # lr 0.8 at budget 4000 would be best (2.9) but is still running
+    tuned(root, 4000, 0.8, 2.9, meta={"role": "frontier", "status": "running"})
+    (f,) = F.frontier_families(C.find_runs([root]), [])
+    assert f.budgets[2].best_lr == 0.2
+    assert "budget 4.00e3: lr 0.8 left out: seed 0 running at fine step 2" in f.warnings
+    method(tmp_path / "only_multi", "m", 3.4)
+    with pytest.raises(SystemExit) as e:
+        C.main([str(tmp_path / "only_multi"), "--frontier", str(tmp_path / "only_multi")])
+    assert e.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("mltrain-compare: error: no frontier: ") and "not single-level" in line
