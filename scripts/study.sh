@@ -42,6 +42,14 @@ for part in "$@"; do
     for b in $B $H $Q $D; do sweep frontier_sgd_tune_$b $FR optimizer=sgd train.target_flops=$b optimizer.lr=$SGD_LRS; done ;;
   frontier_adamw_tune)  # AdamW: 4 budgets x 3 learning rates, seed 0
     for b in $B $H $Q $D; do sweep frontier_adamw_tune_$b $FR optimizer=adamw train.target_flops=$b optimizer.lr=$ADAMW_LRS; done ;;
+  frontier_sgd_ext)  # the tuning found lr 0.25 (the grid's edge) best at the reference budget
+    for b in $B $H $Q $D; do sweep frontier_sgd_ext_$b $FR optimizer=sgd train.target_flops=$b optimizer.lr=0.125; done ;;
+  frontier_adamw_ext)  # ... and AdamW lr 2e-3 (the edge): one more value below
+    for b in $B $H $Q $D; do sweep frontier_adamw_ext_$b $FR optimizer=adamw train.target_flops=$b optimizer.lr=1e-3; done ;;
+  recipe_sgd)  # the paper's recipe at CPU scale (SGD lr 0.5), 3 seeds
+    sweep recipe_sgd experiment=paper_small train.seed=0,1,2 ;;
+  recipe_adamw)  # the same with AdamW (its default lr 1e-3), 3 seeds
+    sweep recipe_adamw experiment=paper_small optimizer=adamw train.seed=0,1,2 ;;
   *) echo "unknown part: $part ($0 OUT list)"; exit 2 ;;
   esac
 done
