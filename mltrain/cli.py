@@ -16,6 +16,7 @@ import atexit
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -151,6 +152,50 @@ def one_line(err: BaseException) -> str:
     return msg
 
 
+_SORTED_RANGE = re.compile(
+    r"^([^=]+)=\s*sort\(\s*range\(([^()]*)\)\s*(?:,\s*reverse\s*=\s*(\w+))?\s*\)\s*$"
+)
+
+
+def check_range_sweeps(args: list[str]) -> None:
+    """Refuse ``key=sort(range(start,stop,step))`` sweeps that hydra-core 1.3.8 expands wrongly
+    (e.g. ``sort(range(10,0,-3))`` launches 3,6,9,12 instead of 1,4,7,10: a range whose stop
+    the step does not land on, sorted; or sorted with ``reverse=true``), naming the values
+    meant and a safe form.
+
+    Raises:
+        MLTrainError: one line with the override, what Hydra would launch, and the fix.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in args:
+        m = _SORTED_RANGE.match(arg)
+        if not m:
+            continue
+        try:
+            nums = [float(x) for x in m.group(2).split(",")]
+            launched = list(parser.parse_override(arg).sweep_iterator())
+        except Exception:
+            continue  # Hydra reports a malformed override itself
+        start, stop, step = (nums + [1.0])[:3] if len(nums) >= 2 else (0.0, nums[0], 1.0)
+        if step == 0:
+            continue
+        meant, x = [], start
+        while (x < stop) if step > 0 else (x > stop):
+            meant.append(x)
+            x += step
+        meant.sort(reverse=(m.group(3) or "").lower() == "true")
+        if len(meant) != len(launched) or any(
+            abs(a - float(b)) > 1e-9 * max(1.0, abs(a)) for a, b in zip(meant, launched)
+        ):
+            shown = ",".join(f"{v:g}" for v in meant)
+            raise MLTrainError(
+                f"{arg}: hydra-core expands this to {','.join(map(str, launched))} (a bug of "
+                f"hydra-core 1.3's sort(range(...))); write the values instead: {m.group(1)}={shown}"
+            )
+
+
 def main() -> None:
     """Console script ``mltrain`` (also ``python -m mltrain.cli``, e.g. under torchrun)."""
     rank = int(os.environ.get("RANK", "0"))
@@ -170,7 +215,11 @@ def main() -> None:
         "1"  # let composition errors reach us, to print them as one line
     )
     try:
+        check_range_sweeps(sys.argv[1:])
         _hydra_main()
+    except MLTrainError as e:
+        print(f"mltrain: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
     except (HydraException, OmegaConfBaseException, OSError) as e:
         if user_wants_traceback:
             raise

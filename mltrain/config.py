@@ -216,6 +216,8 @@ class TrainConfig:
 
     steps: int = setting(300, check=positive)  # fine optimizer steps
     target_flops: float | None = setting(None, check=positive)  # steps from a budget (with head)
+    flops_scale: float = setting(1.0, check=positive)  # budget = target_flops * this (frontier)
+    max_steps: int | None = setting(None, check=positive)  # cap on the run's length (mode=smoke)
     grad_accum: int = setting(1, check=positive)  # micro-batches per optimizer step
     max_grad_norm: float = setting(1.0, check=non_negative)  # 0 disables clipping
     eval_every: int = setting(25, check=positive, inert=True)  # fine steps between validations

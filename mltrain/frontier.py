@@ -225,12 +225,33 @@ def build_budget(runs: Sequence[Run], warnings: list[str]) -> Budget:
         )
     n = len(b.best)
     if n < MIN_SEEDS:
+        have = {r.seed for r in b.best}
+        more = [s for s in range(MIN_SEEDS + len(have)) if s not in have][: MIN_SEEDS - n]
         warnings.append(
             f"{where}: best lr {b.best_lr:g} has "
             + ("only one seed" if n == 1 else f"{n} seeds")
-            + f" (DESIGN.md §8 asks ≥ {MIN_SEEDS})"
+            + f" (DESIGN.md §8 asks ≥ {MIN_SEEDS}); add them with: "
+            + rerun_command(b.best[0], more)
         )
     return b
+
+
+def rerun_command(run: Run, seeds: Sequence[int]) -> str:
+    """The ``mltrain -m`` command that repeats ``run`` (its command-line overrides) at ``seeds``."""
+    from omegaconf import OmegaConf
+
+    path = run.path / ".hydra" / "overrides.yaml"
+    try:
+        overrides = [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
+    except Exception:
+        overrides = []
+    keep = [
+        o
+        for o in overrides
+        if not o.lstrip("+~").startswith(("train.seed", "hydra.", "train.resume"))
+    ]
+    seeds_arg = "train.seed=" + ",".join(str(s) for s in seeds)
+    return "mltrain -m " + " ".join(keep + [seeds_arg])
 
 
 def build_frontier(runs: Sequence[Run], label: str = "tuned frontier") -> Frontier:

@@ -30,7 +30,7 @@ from mltrain.data import build_data
 from mltrain.errors import CheckpointError, ConfigError, DivergenceError, MLTrainError, Preempted
 from mltrain.model import ODETransformer
 from mltrain.optim import build_optimizer
-from mltrain.plan import Plan, build_plan
+from mltrain.plan import Plan, budget_of, build_plan
 from mltrain.tracking import METRICS_FILE, Tracker, truncate_metrics
 from mltrain.trainer import Trainer
 
@@ -88,9 +88,7 @@ class Job:
         vocab = self._vocab_size()
         self.plan = build_plan(t, vocab, ctx.world)
         if t.train.target_flops is not None:
-            log.info(
-                "train.target_flops=%.4e -> %d fine steps", t.train.target_flops, self.total_steps
-            )
+            log.info("FLOPs budget %.4e -> %d fine steps", budget_of(t), self.total_steps)
         if t.coarsening.window > self.total_steps and len(self.plan.levels) > 1:
             log.warning(
                 "coarsening.window=%d is longer than the run (%d fine steps): every fine "

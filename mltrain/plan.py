@@ -213,6 +213,13 @@ def _steps_for_budget(make, budget: float) -> int:
     return lo
 
 
+def budget_of(cfg: MLTrainConfig) -> float | None:
+    """The run's training FLOPs budget (with head): ``train.target_flops`` times
+    ``train.flops_scale``, or None when the run is sized by ``train.steps``."""
+    t = cfg.train
+    return None if t.target_flops is None else float(t.target_flops) * float(t.flops_scale)
+
+
 def build_plan(cfg: MLTrainConfig, vocab_size: int | None, world: int = 1) -> Plan:
     """The plan of a run of ``cfg`` (typed, validated) on ``world`` processes.
 
@@ -234,20 +241,32 @@ def build_plan(cfg: MLTrainConfig, vocab_size: int | None, world: int = 1) -> Pl
         return Plan(levels, _stages(cfg, levels, n), step_flops, tokens)
 
     if t.target_flops is None or step_flops is None:
-        return make(int(t.steps))
+        return make(_capped(int(t.steps), t.max_steps))
     one = step_flops[levels[0].name].total
-    if t.target_flops < one:
+    budget = budget_of(cfg)
+    if budget < one:
         raise ConfigError(
-            f"train.target_flops={t.target_flops:.4g} is less than one fine step "
+            f"train.target_flops={budget:.4g} is less than one fine step "
             f"({one:.4g} FLOPs with head); give a larger budget"
         )
-    n = _steps_for_budget(make, float(t.target_flops))
+    n = _steps_for_budget(make, budget)
     if cfg.schedule.warmup_steps >= n:
         raise ConfigError(
-            f"train.target_flops={t.target_flops:.3e} gives {n} fine steps, not more than "
+            f"train.target_flops={budget:.3e} gives {n} fine steps, not more than "
             f"schedule.warmup_steps={cfg.schedule.warmup_steps}; raise the budget or lower the warmup"
         )
-    return make(n)
+    return make(_capped(n, t.max_steps))
+
+
+def _capped(n: int, max_steps: int | None) -> int:
+    """``n`` iterations, at most ``train.max_steps`` (mode=smoke caps every run, also one sized
+    by ``train.target_flops``)."""
+    if max_steps is not None and n > max_steps:
+        log.warning(
+            "train.max_steps=%d caps the run at %d of its %d fine steps", max_steps, max_steps, n
+        )
+        return max_steps
+    return n
 
 
 def plan_of_config(config: dict, vocab_size: int | None = None) -> Plan:

@@ -311,7 +311,7 @@ class Tracker:
                 tags=list(cfg.tags),
                 config=config,
                 dir=str(self.run_dir),
-                name=self.run_dir.name,
+                name=f"{job_type} {self.run_dir.name}",  # role and settings
                 id=run_id,
                 resume="allow",
                 mode=mode,

@@ -5,6 +5,7 @@ between budgets)."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -347,3 +348,56 @@ def test_unfinished_frontier_runs_are_left_out_and_no_frontier_is_one_line_exit_
     assert e.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("mltrain-compare: error: no frontier: ") and "not single-level" in line
+
+
+def test_frontier_preset_sweep_and_a_multilevel_run_end_to_end(tmp_path, capsys):
+    """experiment=frontier on the tiny model: 2 budgets x 2 learning rates, then one multilevel
+    run judged against them: the frontier plot and the headline table with r."""
+    from tests.helpers import TINY, cli
+
+    code, _, err = cli(
+        [
+            "-m",
+            "experiment=frontier",
+            *TINY,
+            "train.target_flops=4e9",
+            "train.flops_scale=0.5,1",
+            "optimizer.lr=0.1,0.3",
+            "hydra.sweep.dir=frontier",
+        ],
+        tmp_path,
+        capsys,
+    )
+    assert code == 0, err
+    jobs = [p for p in (tmp_path / "frontier").iterdir() if p.is_dir()]
+    assert len(jobs) == 4
+    steps = sorted(int(json.loads((j / "run.json").read_text())["iterations"]) for j in jobs)
+    assert steps == [8, 8, 16, 16]  # 2e9 and 4e9 FLOPs of 2.454e8 per tiny fine step
+    assert {json.loads((j / "run.json").read_text())["role"] for j in jobs} == {"frontier"}
+    code, _, err = cli(
+        [
+            *TINY,
+            "coarsening=even_odd",
+            "train.steps=8",
+            "coarsening.window=2",
+            "coarsening.coarse_steps=2",
+            "hydra.run.dir=ml",
+        ],
+        tmp_path,
+        capsys,
+    )
+    assert code == 0, err
+    C.main(
+        [
+            str(tmp_path / "ml"),
+            "--out",
+            str(tmp_path / "cmp"),
+            "--frontier",
+            str(tmp_path / "frontier"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert (tmp_path / "cmp" / "frontier.png").stat().st_size > 10_000
+    summary = (tmp_path / "cmp" / "summary.md").read_text()
+    assert "tuned frontier" in summary and "r (with head)" in summary
+    assert "multilevel even_odd" in out

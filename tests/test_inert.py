@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 
 from mltrain.checkpoint import check_compatible
 from mltrain.config import compose, flatten, inert_keys
-from mltrain.errors import CheckpointError
 from mltrain.configs import identity
+from mltrain.errors import CheckpointError
 
 EXPECTED = {
     "experiment_name",
