@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mltrain.config import flatten, is_inert, upgrade
@@ -201,3 +203,30 @@ def check_fits(
             f"train.resume: checkpoint {path} was trained on other tokens (the corpus or the "
             "tokenizer changed since); resume with the same data or start a new run"
         )
+
+
+def rng_state() -> dict:
+    """The Python, NumPy, torch and CUDA random states (tensors and plain values only)."""
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np_state[1].copy()),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(rng: dict) -> None:
+    """Restore :func:`rng_state`."""
+    random.setstate(rng["python"])
+    n = rng["numpy"]
+    np.random.set_state((n[0], n[1].numpy(), n[2], n[3], n[4]))
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])

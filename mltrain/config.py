@@ -132,6 +132,12 @@ class CoarseningConfig:
     fine_step: str = setting("before", choices=("before", "after"))  # relative to coarse phases
     coarse_lr_scale: float = setting(1.0, check=non_negative)  # coarse LR = fine LR * this
     optimizer_state: str = setting("separate", choices="mltrain.optim:STATE_POLICIES")
+    # coarse-to-fine stages (nested iteration; mltrain/stages.py): the levels trained in order,
+    # each for its share of the budget; empty: one fine stage (the V-cycle scheme)
+    stages: list[str] = setting(factory=list)
+    stage_shares: list[float] = setting(factory=list)
+    grow_init: str = setting("ode", choices="mltrain.growth:GROWTH")  # at a stage change
+    grow_warmup: int = setting(0, check=at_least(0))  # LR re-warm-up steps of new blocks
 
 
 @dataclass

@@ -59,9 +59,11 @@ def train_flops(n_blocks: int, d: int, seq_len: int, vocab_size: int, tokens: in
 
 
 def level_step_flops(levels, d: int, seq_len: int, vocab_size: int, tokens: int) -> dict:
-    """``{level name: FlopCount}`` of one optimizer step of each level on ``tokens`` tokens
-    (a level's path evaluates ``len(level.blocks)`` blocks; :func:`train_flops`)."""
-    return {lv.name: train_flops(len(lv.blocks), d, seq_len, vocab_size, tokens) for lv in levels}
+    """``{level name: FlopCount}`` of one optimizer step of each level on ``tokens`` positions
+    (batch × T: a patch level's positions each stand for K tokens but cost what a token
+    position costs, head included; a level's path evaluates ``level.n_blocks`` blocks;
+    :func:`train_flops`)."""
+    return {lv.name: train_flops(lv.n_blocks, d, seq_len, vocab_size, tokens) for lv in levels}
 
 
 def measure_train_flops(

@@ -33,16 +33,33 @@ class Level:
         h: Euler step size of every block evaluation on this level (1.0 on the fine level).
         parent: name of the next finer level (None for the fine level); the V-cycle
             descends from parent to child and prolongs back into the parent.
+        patch: tokens per position (1: token level; K > 1: a patch level whose inputs are
+            means of K token embeddings and whose positions predict the next K tokens).
+        optimizer: the level whose optimizer this level steps with (None: its own, under the
+            ``optimizer_state`` policy), e.g. random sub-paths share the fine optimizer.
     """
 
     name: str
     blocks: tuple[int, ...]
     h: float
     parent: str | None = None
+    patch: int = 1
+    optimizer: str | None = None
 
     @property
     def path(self) -> BlockPath:
+        """The path a step of this level integrates (:meth:`sample_path` for random ones)."""
         return BlockPath(self.blocks, self.h)
+
+    @property
+    def n_blocks(self) -> int:
+        """Block evaluations per forward pass (what a step's FLOPs count)."""
+        return len(self.blocks)
+
+    def sample_path(self, generator) -> BlockPath:
+        """The path of the next step; a fixed level ignores ``generator`` (a
+        ``torch.Generator`` whose state is checkpointed), a random one draws from it."""
+        return self.path
 
     @property
     def is_fine(self) -> bool:

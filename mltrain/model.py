@@ -33,10 +33,18 @@ class BlockPath:
     Attributes:
         blocks: block indices into ``model.blocks``, evaluated in this order.
         h: step size applied to every evaluation on this path (1.0 for the fine level).
+        hs: per-evaluation step sizes (one per entry of ``blocks``) when they differ, e.g. a
+            random sub-path whose sampled blocks are scaled by their inverse inclusion
+            probability; None: ``h`` for every block.
     """
 
     blocks: tuple[int, ...]
     h: float = 1.0
+    hs: tuple[float, ...] | None = None
+
+    def steps(self) -> tuple[float, ...]:
+        """The step size of each block evaluation, in order."""
+        return self.hs if self.hs is not None else (self.h,) * len(self.blocks)
 
 
 class CausalSelfAttention(nn.Module):
@@ -201,23 +209,52 @@ class ODETransformer(nn.Module):
 
     def integrate(self, x: torch.Tensor, path: BlockPath) -> torch.Tensor:
         """Forward-Euler integration ``x <- x + h·F_i(x)`` over ``path.blocks``: ``(B, T, d)``."""
-        h = path.h
-        for i in path.blocks:
+        if path.hs is None:
+            h = path.h
+            for i in path.blocks:
+                x = x + h * self.blocks[i](x)
+            return x
+        for i, h in zip(path.blocks, path.hs, strict=True):
             x = x + h * self.blocks[i](x)
         return x
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, path: BlockPath | None = None
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        path: BlockPath | None = None,
+        patch: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits ``(B, T, V)`` and, given ``targets`` ``(B, T)``, the mean cross-entropy (nats).
+        """Logits and, given ``targets``, the mean cross-entropy (nats per token).
 
+        Token level (``patch=1``): ``idx`` and ``targets`` are ``(B, T)``, logits ``(B, T, V)``.
+        Patch level (``patch=K``; Shao et al., ICLR 2025, arXiv 2407.12665, Sec. 2): ``idx`` is
+        ``(B, K·T)``; position i's input is the mean of the embeddings of tokens iK..iK+K−1
+        (plus position i's embedding); ``targets`` is ``(B, T, K)``, position i's K next tokens
+        (i+1)K..(i+1)K+K−1, each predicted by the one hidden state through the shared head; the
+        loss is the mean of the K cross-entropies (over every position). Logits ``(B, T, V)``.
         ``path`` defaults to the fine path (all blocks, h = 1).
         """
-        x = self.integrate(self.embed(idx), path or self.fine_path())
-        logits = self.lm_head(self.ln_f(x))
+        if patch == 1:
+            x = self.integrate(self.embed(idx), path or self.fine_path())
+            logits = self.lm_head(self.ln_f(x))
+            loss = None
+            if targets is not None:
+                loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+            return logits, loss
+        B, L = idx.shape
+        T = L // patch
+        if T * patch != L or T > self.block_size:
+            raise ValueError(
+                f"patch={patch}: {L} tokens are not {patch} x T with T <= block_size={self.block_size}"
+            )
+        x = self.wte(idx).view(B, T, patch, self.n_embd).mean(dim=2)
+        x = self.drop(x + self.wpe(torch.arange(T, device=idx.device)))
+        logits = self.lm_head(self.ln_f(self.integrate(x, path or self.fine_path())))
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+            logp = F.log_softmax(logits.float(), dim=-1)  # (B, T, V)
+            loss = -logp.gather(-1, targets.view(B, T, patch)).mean()
         return logits, loss
 
     def shared_parameter_names(self) -> list[str]:

@@ -155,6 +155,20 @@ class LevelOptimizers:
     def start_phase(self, level: str) -> None:
         """Called when a coarse phase on ``level`` opens."""
 
+    def transfer(self, source: str, target: str, names: set[str]) -> None:
+        """Give ``target``'s optimizer the state ``source``'s optimizer holds for the parameters
+        ``names`` (a growth: trained blocks keep their momentum / Adam moments, new blocks
+        start fresh). Copies, so the two levels' states stay independent."""
+        src, dst = self.get(source), self.get(target)
+        if src is dst:
+            return
+        params = {n: p for n, p in self.level_params[source].items() if n in names}
+        for p in params.values():
+            if p in src.state:
+                dst.state[p] = {
+                    k: v.clone() if torch.is_tensor(v) else v for k, v in src.state[p].items()
+                }
+
     @staticmethod
     def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
         for g in opt.param_groups:

@@ -37,12 +37,15 @@ class Stage:
         cycle: the operations of an iteration that carries a V-cycle (its own step of
             ``level`` included, :func:`mltrain.vcycle.build_cycle`).
         cycle_at: stage-local iteration indices (0-based) that carry the cycle.
+        enter: operations run once before the stage's first iteration (e.g. a growth from the
+            previous stage's level, :class:`mltrain.stages.Grow`).
     """
 
     level: str
     iterations: int
     cycle: tuple[Op, ...] = ()
     cycle_at: range = field(default_factory=lambda: range(0))
+    enter: tuple[Op, ...] = ()
 
     @property
     def plain(self) -> tuple[Op, ...]:
@@ -50,7 +53,8 @@ class Stage:
 
     def ops(self, j: int) -> tuple[Op, ...]:
         """Operations of stage-local iteration ``j``."""
-        return self.cycle if self.cycle and j in self.cycle_at else self.plain
+        body = self.cycle if self.cycle and j in self.cycle_at else self.plain
+        return self.enter + body if j == 0 else body
 
     def cycles_in(self, j0: int, j1: int) -> int:
         """How many of the iterations ``j0..j1-1`` carry the cycle."""
@@ -78,7 +82,9 @@ class Plan:
         stages: the iterations in order.
         step_flops: training FLOPs of one optimizer step of each level (:class:`FlopCount`,
             counts), or None when built without a vocabulary size.
-        tokens_per_step: tokens of one optimizer step (global batch × sequence length).
+        tokens_per_step: positions of one optimizer step (global batch × sequence length): the
+            tokens of a token-level step (a patch level's step covers K times more,
+            :meth:`tokens_of`).
     """
 
     levels: list[Level]
@@ -89,6 +95,13 @@ class Plan:
     @property
     def fine(self) -> Level:
         return self.levels[0]
+
+    def level(self, name: str) -> Level:
+        return next(lv for lv in self.levels if lv.name == name)
+
+    def tokens_of(self, level: str) -> int:
+        """Tokens one optimizer step of ``level`` consumes (positions × tokens per position)."""
+        return self.tokens_per_step * self.level(level).patch
 
     @property
     def iterations(self) -> int:
@@ -132,17 +145,35 @@ class Plan:
         return any(n for name, n in self.steps_per_level().items() if name != self.fine.name)
 
     def flops(self, k0: int = 0, k1: int | None = None) -> FlopCount:
-        """Training FLOPs (with head / non-embedding) of iterations ``k0..k1-1``.
+        """Training FLOPs (with head / non-embedding) of iterations ``k0..k1-1``: optimizer
+        steps plus what other operations spend (:meth:`Operation.extra_flops`).
 
         Raises:
             ValueError: the plan was built without a vocabulary size.
         """
+        total = FlopCount(0, 0)
+        for f in self.flops_per_level(k0, k1).values():
+            total = total + f
+        return total
+
+    def flops_per_level(self, k0: int = 0, k1: int | None = None) -> dict[str, FlopCount]:
+        """:meth:`flops` booked to each level (``perf/flops_level/<name>``)."""
         if self.step_flops is None:
             raise ValueError("Plan.flops needs step_flops: build the plan with vocab_size")
-        total = FlopCount(0, 0)
-        for name, n in self.steps_per_level(k0, k1).items():
-            total = total + self.step_flops[name] * n
-        return total
+        k1 = self.iterations if k1 is None else k1
+        out = {name: self.step_flops[name] * n for name, n in self.steps_per_level(k0, k1).items()}
+        start = 0
+        for s in self.stages:
+            j0, j1 = max(k0 - start, 0), min(k1 - start, s.iterations)
+            if j1 > j0:
+                extra = [(op, 1) for op in s.enter] if j0 == 0 else []
+                extra += [(op, s.cycles_in(j0, j1)) for op in s.cycle]
+                for op, n in extra:
+                    if n and not isinstance(op, Train):
+                        name = op.booked_to(self)
+                        out[name] = out[name] + op.extra_flops(self) * n
+            start += s.iterations
+        return out
 
     def describe(self) -> str:
         """The hierarchy, the V-cycle and the FLOPs in a few lines (printed at start)."""
@@ -152,10 +183,17 @@ class Plan:
         ]
         start = 0
         for s in self.stages:
-            r = range(start + s.cycle_at.start, start + min(s.cycle_at.stop, s.iterations))
-            if self.multilevel and s.cycle and len(r):
+            if len(self.stages) > 1:
+                enter = f" after {format_cycle(s.enter)}" if s.enter else ""
                 lines.append(
-                    f"V-cycle for fine iterations {r.start}..{r.stop - 1}: {format_cycle(s.cycle)}"
+                    f"stage {s.level}: iterations {start}..{start + s.iterations - 1}{enter}"
+                )
+            r = range(start + s.cycle_at.start, start + min(s.cycle_at.stop, s.iterations))
+            if self.multilevel and s.cycle and len(r) and s.cycles_in(0, s.iterations):
+                every = f" every {r.step}" if r.step > 1 else ""
+                lines.append(
+                    f"V-cycle for fine iterations {r.start}..{r.stop - 1}{every}: "
+                    f"{format_cycle(s.cycle)}"
                 )
             start += s.iterations
         if self.step_flops is not None:
@@ -186,13 +224,15 @@ class Plan:
         return out
 
 
-def _stages(cfg: MLTrainConfig, levels: list[Level], iterations: int) -> tuple[Stage, ...]:
+def vcycle_stage(cfg: MLTrainConfig, levels: list[Level], iterations: int) -> Stage:
+    """The fine level's stage: ``iterations`` fine steps, the V-cycle on the first
+    ``coarsening.window`` of them (Lauga et al. 2025)."""
     c = cfg.coarsening
     cycle = build_cycle(levels, c.coarse_steps, c.combine, c.fine_step)
-    return (Stage(levels[0].name, iterations, cycle, range(0, min(c.window, iterations))),)
+    return Stage(levels[0].name, iterations, cycle, range(0, min(c.window, iterations)))
 
 
-def _steps_for_budget(make, budget: float) -> int:
+def steps_for_budget(make, budget: float) -> int:
     """The iteration count whose plan's training FLOPs (with head) come closest to ``budget``:
     |total − budget| <= half an iteration's cost (``make(n)`` builds the plan of n)."""
 
@@ -238,10 +278,14 @@ def build_plan(cfg: MLTrainConfig, vocab_size: int | None, world: int = 1) -> Pl
     )
 
     def make(n: int) -> Plan:
-        return Plan(levels, _stages(cfg, levels, n), step_flops, tokens)
+        return Plan(levels, (vcycle_stage(cfg, levels, n),), step_flops, tokens)
 
+    if cfg.coarsening.stages:
+        from mltrain.stages import staged_plan
+
+        return staged_plan(cfg, levels, step_flops, tokens, make)
     if t.target_flops is None or step_flops is None:
-        return make(_capped(int(t.steps), t.max_steps))
+        return make(capped(int(t.steps), t.max_steps))
     one = step_flops[levels[0].name].total
     budget = budget_of(cfg)
     if budget < one:
@@ -249,16 +293,16 @@ def build_plan(cfg: MLTrainConfig, vocab_size: int | None, world: int = 1) -> Pl
             f"train.target_flops={budget:.4g} is less than one fine step "
             f"({one:.4g} FLOPs with head); give a larger budget"
         )
-    n = _steps_for_budget(make, budget)
+    n = steps_for_budget(make, budget)
     if cfg.schedule.warmup_steps >= n:
         raise ConfigError(
             f"train.target_flops={budget:.3e} gives {n} fine steps, not more than "
             f"schedule.warmup_steps={cfg.schedule.warmup_steps}; raise the budget or lower the warmup"
         )
-    return make(_capped(n, t.max_steps))
+    return make(capped(n, t.max_steps))
 
 
-def _capped(n: int, max_steps: int | None) -> int:
+def capped(n: int, max_steps: int | None) -> int:
     """``n`` iterations, at most ``train.max_steps`` (mode=smoke caps every run, also one sized
     by ``train.target_flops``)."""
     if max_steps is not None and n > max_steps:

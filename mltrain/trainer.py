@@ -18,27 +18,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import random
 import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 
 from mltrain import checkpoint as ckpt
 from mltrain import distributed as D
+from mltrain import operations
 from mltrain.config import MLTrainConfig
 from mltrain.data import BatchSampler, DataBundle, eval_windows
 from mltrain.errors import DivergenceError, Preempted
 from mltrain.flops import forward_flops, peak_flops
-from mltrain.levels import Level, apply_corrections, correction, level_parameters, prolong, snapshot
-from mltrain.model import ODETransformer
+from mltrain.levels import Level, level_parameters
+from mltrain.model import BlockPath, ODETransformer
 from mltrain.optim import LevelOptimizers, level_optimizers, make_schedule
 from mltrain.plan import Plan
 from mltrain.tracking import Tracker
-from mltrain.vcycle import ApplyDeferred, Defer, Prolong, Restrict, Train
+from mltrain.vcycle import Train
 
 log = logging.getLogger(__name__)
 
@@ -152,13 +151,10 @@ class Trainer:
             if ctx.device.type == "cuda"
             else None
         )
-        self._handlers = {
-            Train: self._op_train,
-            Restrict: self._op_restrict,
-            Prolong: self._op_close,
-            Defer: self._op_close,
-            ApplyDeferred: self._op_apply_deferred,
-        }
+        # random sub-paths draw from their own generator (checkpointed), never from torch's
+        self.path_generator = torch.Generator().manual_seed(int(t.seed) + 2)
+        self._notes: dict[str, float] = {}
+        self.extensions = [e for e in (f(self) for f in operations.EXTENSIONS) if e is not None]
         self._pending: dict | None = None
         self._signal: int | None = None
         self._t0 = time.perf_counter()
@@ -227,33 +223,32 @@ class Trainer:
             self._restore_signal_handlers(handlers)
 
     def run_op(self, op) -> None:
-        """Carry out one operation of the plan (:mod:`mltrain.vcycle`)."""
-        self._handlers[type(op)](op)
+        """Carry out one operation of the plan (:data:`HANDLERS`) and count what it spends
+        besides optimizer steps (:meth:`mltrain.vcycle.Operation.extra_flops`)."""
+        operations.HANDLERS[type(op)](self, op)
+        if not isinstance(op, Train):
+            extra = op.extra_flops(self.plan)
+            if extra.total:
+                self.p.flops += extra.total
+                self.p.flops_nonembed += extra.nonembed
+                self.p.flops_level[op.booked_to(self.plan)] += extra.total
 
-    def _op_train(self, op: Train) -> None:
-        """``op.steps`` optimizer steps on ``op.level``, continuing from ``p.inner`` done."""
-        while self.p.inner < op.steps:
-            self._step(self.levels[op.level])
-            self.p.inner += 1
-            self._check_signal()
+    def note(self, key: str, value: float) -> None:
+        """A value for the next record (e.g. the δ a line search chose, a growth's loss jump)."""
+        self._notes[key] = value
 
-    def _op_restrict(self, op: Restrict) -> None:
-        """Open a coarse phase: θ_before of the parameters it trains (injection: no copy else)."""
-        self.optims.start_phase(op.level)
-        self.phases.append((op.level, snapshot(self.level_params[op.level])))
+    def path_of(self, level: Level) -> BlockPath:
+        """The path of ``level``'s next step (a random sub-path draws it here)."""
+        return level.sample_path(self.path_generator)
 
-    def _op_close(self, op: Prolong | Defer) -> None:
-        """Close the innermost phase with Eq. 4 (Prolong) or keep its correction aside (Defer)."""
-        name, before = self.phases.pop()
-        assert name == op.level, f"V-cycle out of order: closing {op.level}, open {name}"
-        if isinstance(op, Prolong):
-            prolong(self.level_params[name], before, self.delta)
-        else:
-            self.deferred.append(correction(self.level_params[name], before, self.delta))
+    def optimizer_of(self, level: Level):
+        """The optimizer a step of ``level`` uses (``level.optimizer``, else its own)."""
+        return self.optims.get(level.optimizer or level.name)
 
-    def _op_apply_deferred(self, op: ApplyDeferred) -> None:
-        apply_corrections(self.all_params, self.deferred)
-        self.deferred.clear()
+    @property
+    def stage(self):
+        """The plan stage of the current iteration."""
+        return self.plan._locate(min(self.p.iteration, self.total_steps - 1))[0]
 
     def _end_iteration(self) -> None:
         t = self.cfg.train
@@ -271,9 +266,9 @@ class Trainer:
     def _step(self, level: Level) -> None:
         t_start = time.perf_counter()
         self._flush()
-        opt = self.optims.get(level.name)
+        opt = self.optimizer_of(level)
         lr = self.optims.peak_lr * self.lr_factor(self.p.iteration)
-        lr *= 1.0 if level.is_fine else self.lr_scale
+        lr *= 1.0 if level.is_fine or self.stage.level == level.name else self.lr_scale
         LevelOptimizers.set_lr(opt, lr)
         loss_norm = self._reduce_clip_check(level, opt, self._forward_backward(level))
         if self.scaler:
@@ -288,15 +283,20 @@ class Trainer:
         """Forward and backward over this rank's micro-batches of the next global batch
         (``(B, T+1)`` windows); gradients accumulate in ``.grad``. Returns the sum over this
         rank's micro-batches of their mean loss (nats/token, a 0-d tensor)."""
-        batch = self.sampler.next(self.global_batch)
+        K = level.patch
+        batch = self.sampler.next(self.global_batch, K * (self.seq_len + 1))
         per_rank = self.micro * self.accum
         batch = batch[self.ctx.rank * per_rank : (self.ctx.rank + 1) * per_rank]
         if self.ctx.device.type == "cuda":
             batch = batch.pin_memory().to(self.ctx.device, non_blocking=True)
+        path = self.path_of(level)
         loss_sum = torch.zeros((), device=self.ctx.device)
         for micro in batch.split(self.micro):
             with self.autocast():
-                _, loss = self.model(micro[:, :-1], micro[:, 1:], path=level.path)
+                if K == 1:
+                    _, loss = self.model(micro[:, :-1], micro[:, 1:], path=path)
+                else:  # positions of K tokens: inputs K·T tokens, targets the K next per position
+                    _, loss = self.model(micro[:, :-K], micro[:, K:], path=path, patch=K)
             scaled = loss / self.accum
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             loss_sum += loss.detach().float()
@@ -314,6 +314,9 @@ class Trainer:
             p.grad = None
         params = list(self.level_params[level.name].values())
         D.all_reduce_grads(params, self.ctx.world)
+        for ext in self.extensions:
+            if hasattr(ext, "on_gradients"):
+                ext.on_gradients(self, level)
         loss_avg = D.all_reduce_sum(loss_sum, self.ctx.world) / (self.accum * self.ctx.world)
         if self.scaler:
             self.scaler.unscale_(opt)
@@ -355,16 +358,19 @@ class Trainer:
         p.flops += f.total
         p.flops_nonembed += f.nonembed
         p.flops_level[level.name] += f.total
-        p.tokens += self.plan.tokens_per_step
+        tokens = self.plan.tokens_of(level.name)
+        p.tokens += tokens
         rec = self._record(
             level.name,
             **{
                 "train/loss": loss_val,
                 "train/grad_norm": norm_val,
                 "lr": lr,
-                "perf/tok_per_s": self.plan.tokens_per_step / dt,
+                "perf/tok_per_s": tokens / dt,
+                **self._notes,
             },
         )
+        self._notes = {}
         if self.peak:
             rec["perf/mfu"] = f.total / dt / (self.peak * self.ctx.world)
         spike = self.cfg.train.spike_factor
@@ -407,10 +413,21 @@ class Trainer:
         self.p.logged_step = self.p.step
 
     # ------------------------------------------------------------------ evaluation
+    @property
+    def eval_level(self) -> Level:
+        """The model validation measures: the current stage's level (the fine level in a
+        single-level or V-cycle run; in a coarse-to-fine run, the path trained so far)."""
+        return self.levels[self.stage.level]
+
     @torch.no_grad()
-    def evaluate(self) -> float:
-        """Mean cross-entropy (nats/token) of the fine model on the fixed validation windows."""
+    def evaluate(self, path: BlockPath | None = None) -> float:
+        """Mean cross-entropy (nats/token) on the fixed validation windows, at token level,
+        along ``path`` (default: :attr:`eval_level`'s fixed path; a random sub-path level is
+        measured on all its candidate blocks, i.e. the fine path)."""
         model = self.model
+        if path is None:
+            lv = self.eval_level
+            path = model.fine_path() if lv.is_fine or lv.optimizer else lv.path
         was_training = model.training
         model.eval()
         total = torch.zeros(2, device=self.ctx.device, dtype=torch.float64)
@@ -418,7 +435,7 @@ class Trainer:
         for i in range(self.ctx.rank, len(chunks), self.ctx.world):
             b = chunks[i].to(self.ctx.device)
             with self.autocast():
-                _, loss = model(b[:, :-1], b[:, 1:])
+                _, loss = model(b[:, :-1], b[:, 1:], path=path)
             total += torch.stack(
                 [loss.double() * len(b), torch.tensor(len(b), device=b.device, dtype=torch.float64)]
             )
@@ -430,7 +447,7 @@ class Trainer:
         """Evaluate, add ``val/*`` to the pending record (or log an evaluation record), and
         stop on a non-finite validation loss (after logging it)."""
         val = self.evaluate()
-        self.p.flops_eval += self.eval_flops.total
+        self.p.flops_eval += self.eval_flops.total * self._eval_blocks() // len(self.fine.blocks)
         self.p.val_loss = val
         self.p.evaluated_at = self.p.step
         extra = {
@@ -446,6 +463,10 @@ class Trainer:
             self._flush()
             p = self.p
             self._diverged("validation loss", val, p.step, p.fine_steps, self.fine.name)
+
+    def _eval_blocks(self) -> int:
+        lv = self.eval_level
+        return len(self.fine.blocks) if lv.is_fine or lv.optimizer else lv.n_blocks
 
     def _console(self, k: int) -> None:
         last = self.p
@@ -493,19 +514,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         """The trainer's part of a checkpoint (see :mod:`mltrain.checkpoint`)."""
-        np_state = np.random.get_state()
-        rng = {
-            "python": random.getstate(),
-            "numpy": [
-                np_state[0],
-                torch.from_numpy(np_state[1].copy()),
-                int(np_state[2]),
-                int(np_state[3]),
-                float(np_state[4]),
-            ],
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }
+        rng = ckpt.rng_state()
         p = asdict(self.p)
         p["wall_s"] = self._wall()
         return {
@@ -519,6 +528,9 @@ class Trainer:
             "rng": rng,
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "pending": self._pending,  # the last step's record, not yet written (see _flush)
+            "notes": dict(self._notes),
+            "path_generator": self.path_generator.get_state(),
+            "extensions": {e.name: e.state_dict() for e in self.extensions},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -532,16 +544,17 @@ class Trainer:
         ]
         self.deferred = [{k: v.to(dev) for k, v in d.items()} for d in state["deferred"]]
         self.sampler.load_state_dict(state["sampler"])
-        rng = state["rng"]
-        random.setstate(rng["python"])
-        n = rng["numpy"]
-        np.random.set_state((n[0], n[1].numpy(), n[2], n[3], n[4]))
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        ckpt.set_rng_state(state["rng"])
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self._pending = state.get("pending")
+        self._notes = dict(state.get("notes") or {})
+        if state.get("path_generator") is not None:
+            self.path_generator.set_state(state["path_generator"])
+        saved = state.get("extensions") or {}
+        for e in self.extensions:
+            if e.name in saved:
+                e.load_state_dict(saved[e.name])
 
     def healthy(self) -> bool:
         """Whether the state is worth resuming from: finite parameters, last training loss
@@ -570,3 +583,7 @@ class Trainer:
             int(self.cfg.train.keep_checkpoints),
         )
         return self.last_checkpoint
+
+
+# operations of other modules register their handlers on import
+import mltrain.growth  # noqa: E402, F401

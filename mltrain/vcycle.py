@@ -21,11 +21,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mltrain.flops import FlopCount
 from mltrain.levels import Level
 
 
+class Operation:
+    """Base of the plan's operations (the V-cycle's here; stages and corrections add more).
+
+    :meth:`extra_flops` is what an operation spends besides optimizer steps (the gradient
+    passes of a τ-correction, the forwards of a line search...): the plan counts it in its
+    total and the trainer adds it to the counters (``perf/flops``, and
+    ``perf/flops_level/<level>`` of the level :meth:`booked_to` names) when the operation runs,
+    so planned and spent FLOPs are the same number.
+    """
+
+    def extra_flops(self, plan) -> FlopCount:
+        """Training FLOPs (with head / non-embedding) spent besides optimizer steps."""
+        return FlopCount(0, 0)
+
+    def booked_to(self, plan) -> str:
+        """The level whose ``perf/flops_level`` counter receives :meth:`extra_flops`."""
+        return getattr(self, "level", plan.fine.name)
+
+
 @dataclass(frozen=True)
-class Train:
+class Train(Operation):
     """``steps`` optimizer steps on ``level``."""
 
     level: str
@@ -33,21 +53,21 @@ class Train:
 
 
 @dataclass(frozen=True)
-class Restrict:
+class Restrict(Operation):
     """Open a coarse phase on ``level``: snapshot θ_before of the parameters it trains."""
 
     level: str
 
 
 @dataclass(frozen=True)
-class Prolong:
+class Prolong(Operation):
     """Close the phase on ``level``: θ ← θ_before + δ·(θ − θ_before) (Lauga et al. 2025, Eq. 4)."""
 
     level: str
 
 
 @dataclass(frozen=True)
-class Defer:
+class Defer(Operation):
     """Close the phase on ``level`` for a summed combination: keep δ·(θ − θ_before) aside and
     restore θ_before, so the next sibling phase starts from the same state."""
 
@@ -55,11 +75,11 @@ class Defer:
 
 
 @dataclass(frozen=True)
-class ApplyDeferred:
+class ApplyDeferred(Operation):
     """Add every correction kept by :class:`Defer` to the parameters."""
 
 
-Op = Train | Restrict | Prolong | Defer | ApplyDeferred
+Op = Operation
 
 
 def build_cycle(

@@ -32,11 +32,22 @@ class BatchSampler:
         self.generator = torch.Generator().manual_seed(seed)
         self._offsets = np.arange(seq_len + 1)
 
-    def next(self, n: int) -> torch.Tensor:
-        """``n`` windows, each ``seq_len + 1`` consecutive tokens: ``(n, T + 1)`` int64."""
-        high = len(self.tokens) - self.seq_len  # last valid start + 1
+    def next(self, n: int, length: int | None = None) -> torch.Tensor:
+        """``n`` windows of ``length`` consecutive tokens (default ``seq_len + 1``; a patch level
+        of K tokens per position takes K·(T + 1)): ``(n, length)`` int64. One draw of ``n``
+        start positions from the generator whatever the length, so the sampler's state after
+        a step does not depend on the level.
+
+        Raises:
+            ValueError: the stream holds fewer than ``length`` tokens.
+        """
+        length = self.seq_len + 1 if length is None else int(length)
+        high = len(self.tokens) - length + 1  # last valid start + 1
+        if high < 1:
+            raise ValueError(f"{len(self.tokens)} tokens < window length {length}")
+        offsets = self._offsets if length == self.seq_len + 1 else np.arange(length)
         starts = torch.randint(0, high, (n,), generator=self.generator).numpy()
-        return torch.from_numpy(self.tokens[starts[:, None] + self._offsets].astype(np.int64))
+        return torch.from_numpy(self.tokens[starts[:, None] + offsets].astype(np.int64))
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

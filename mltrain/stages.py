@@ -1,0 +1,119 @@
+"""Coarse-to-fine stages (nested iteration, the start of a full multigrid cycle): a run trains
+one level after another, each for its share of the budget, growing the model at each change.
+
+``coarsening.stages=[coarse_b,fine] coarsening.stage_shares=[0.6,0.4]`` trains the coarse path
+for 60 % of the run's training FLOPs, then grows to the fine path (:class:`Grow`, operator
+``coarsening.grow_init``, :mod:`mltrain.growth`) and trains it for the remaining 40 %; the
+fine stage runs the V-cycle too when ``coarsening.window`` > 0. The budget is
+``train.target_flops`` × ``train.flops_scale``, or ``train.steps`` fine-step equivalents
+(``train.steps`` × one fine step's FLOPs), so a coarse stage takes more iterations than its
+share of ``train.steps``. Each stage boundary is placed so the cumulative FLOPs are closest to
+the cumulative shares: the stages share the budget to within half a step.
+
+Stages are data (:class:`mltrain.plan.Stage` with the growth as its ``enter`` operation), so
+they are printed at start, resumable at any step and part of every checkpoint's position.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from mltrain.config import MLTrainConfig
+from mltrain.errors import ConfigError
+from mltrain.levels import Level
+from mltrain.plan import Plan, Stage, budget_of, capped, steps_for_budget, vcycle_stage
+from mltrain.vcycle import Operation
+
+
+@dataclass(frozen=True)
+class Grow(Operation):
+    """Change the model from stage level ``source`` to ``level`` (usually the fine one) with
+    the growth operator ``init`` (:data:`mltrain.growth.GROWTH`); no training FLOPs (the loss
+    measured before and after it is evaluation)."""
+
+    source: str
+    level: str
+    init: str
+
+
+def check_stages(cfg: MLTrainConfig, levels: list[Level]) -> tuple[list[str], list[float]]:
+    """The stage levels and shares, checked.
+
+    Raises:
+        ConfigError: unknown level names, a length mismatch, shares that are not positive or
+            do not add up to 1, or a last stage that is not the fine level.
+    """
+    c = cfg.coarsening
+    names = [lv.name for lv in levels]
+    stages, shares = list(c.stages), [float(x) for x in c.stage_shares]
+    bad = [s for s in stages if s not in names]
+    if bad:
+        raise ConfigError(
+            f"coarsening.stages names level {bad[0]!r}; coarsening={c.name} has levels: "
+            + ", ".join(names)
+        )
+    if len(shares) != len(stages):
+        raise ConfigError(
+            f"coarsening.stage_shares has {len(shares)} entries for {len(stages)} stages: give one "
+            "share of the budget per stage, e.g. coarsening.stage_shares=[0.6,0.4]"
+        )
+    if any(not math.isfinite(x) or x <= 0 for x in shares) or abs(sum(shares) - 1) > 1e-6:
+        raise ConfigError(
+            f"coarsening.stage_shares={shares} is not allowed: give positive shares that add up to 1"
+        )
+    if stages[-1] != levels[0].name:
+        raise ConfigError(
+            f"coarsening.stages={stages} must end with the fine level ({levels[0].name}): the run's "
+            "model is the fine one"
+        )
+    return stages, shares
+
+
+def staged_plan(cfg: MLTrainConfig, levels: list[Level], step_flops, tokens: int, make_fine):
+    """The plan of a staged run (see the module docstring); ``make_fine(n)`` is the plan of a
+    fine stage of n iterations (with its V-cycle), used to size the last stage.
+
+    Raises:
+        ConfigError: see :func:`check_stages`; a budget too small for a stage of one step.
+    """
+    stages, shares = check_stages(cfg, levels)
+    t = cfg.train
+    if step_flops is None:  # no vocabulary (a finished run's config): shares of train.steps
+        counts = [max(1, round(s * t.steps)) for s in shares]
+        return Plan(levels, _make(cfg, levels, stages, counts), None, tokens)
+    fine_step = step_flops[levels[0].name].total
+    budget = budget_of(cfg) or float(t.steps) * fine_step
+    counts: list[int] = []
+    spent = 0.0
+    for i, name in enumerate(stages):
+        target = budget * sum(shares[: i + 1]) - spent  # the cumulative share, less spent
+        if name == levels[0].name:  # the fine stage (with its V-cycle, if any)
+            n = steps_for_budget(make_fine, target) if target >= fine_step else 1
+            cost = make_fine(n).flops().total
+        else:
+            per = step_flops[name].total
+            n = max(1, round(target / per))
+            cost = n * per
+        counts.append(n)
+        spent += cost
+    counts[-1] = capped(counts[-1], t.max_steps)
+    plan = Plan(levels, _make(cfg, levels, stages, counts), step_flops, tokens)
+    if cfg.schedule.warmup_steps >= plan.iterations:
+        raise ConfigError(
+            f"the stages take {plan.iterations} iterations, not more than "
+            f"schedule.warmup_steps={cfg.schedule.warmup_steps}; raise the budget or lower the warmup"
+        )
+    return plan
+
+
+def _make(cfg, levels, stages, counts) -> tuple[Stage, ...]:
+    out = []
+    for i, (name, n) in enumerate(zip(stages, counts)):
+        enter = (Grow(stages[i - 1], name, cfg.coarsening.grow_init),) if i else ()
+        if name == levels[0].name:
+            fine = vcycle_stage(cfg, levels, n)
+            out.append(Stage(name, n, fine.cycle, fine.cycle_at, enter))
+        else:
+            out.append(Stage(name, n, enter=enter))
+    return tuple(out)
