@@ -72,7 +72,7 @@ def bench(model: str, extra: list[str], rounds: int, per_round: int) -> None:
         per_round=per_round,
         device=job.ctx.device,
     )
-    tokens = t.tokens_per_step
+    tokens = t.plan.tokens_of("fine")
     tps = {k: tokens / v for k, v in med.items()}
     print(
         f"{model} ({job.ctx.device}, {t.global_batch}x{t.seq_len} tokens/step): plain PyTorch {tps['plain']:.0f} tok/s, "
