@@ -155,10 +155,31 @@ def label_suffixes(flats: list[dict], skip: Sequence[str] = LABEL_KEYS) -> list[
                 continue
             if k == "optimizer._target_":
                 label += f" optimizer={optimizer_name(f)}"
+            elif k.endswith(".name"):  # a config group's option: schedule=wsd, data=sotu
+                label += f" {k[: -len('.name')]}={fmt_value(f[k])}"
             else:
                 label += f" {leaf if leaves.count(leaf) == 1 else k}={fmt_value(f[k])}"
         out.append(label)
     return out
+
+
+def scheme_label(flat: dict) -> str:
+    """The scheme in a few words: ``even_odd δ=0.25 m=20 w=5`` for a V-cycle, ``stages
+    coarse_b 0.7 → fine 0.3, grow ode`` for coarse-to-fine stages (with the fine stage's
+    V-cycle when it runs one)."""
+    stages = flat.get("coarsening.stages") or ()
+    vcycle = (
+        f"{flat.get('coarsening.name')} δ={fmt_value(flat.get('coarsening.delta'))} "
+        f"m={flat.get('coarsening.coarse_steps')} w={flat.get('coarsening.window')}"
+    )
+    if not stages:
+        return vcycle
+    shares = flat.get("coarsening.stage_shares") or ()
+    parts = [f"{s} {fmt_value(x)}" for s, x in zip(stages, shares)]
+    label = "stages " + " → ".join(parts) + f", grow {flat.get('coarsening.grow_init')}"
+    if flat.get("coarsening.window") and flat.get("coarsening.coarse_steps"):
+        label += f" + V-cycle {vcycle}"
+    return label
 
 
 def base_label(flat: dict, role: str | None = None) -> str:
@@ -166,10 +187,7 @@ def base_label(flat: dict, role: str | None = None) -> str:
     FLOPs``, ``multilevel <coarsening> δ=.. m=.. w=..``, ``tuned frontier``, or a user's role
     string (followed by the coarsening for a multilevel run)."""
     role = role or derive_role(flat)
-    coarse = (
-        f"{flat.get('coarsening.name')} δ={fmt_value(flat.get('coarsening.delta'))} "
-        f"m={flat.get('coarsening.coarse_steps')} w={flat.get('coarsening.window')}"
-    )
+    coarse = scheme_label(flat)
     if role == "multilevel":
         return f"multilevel {coarse}"
     if role in ROLE_NAMES:

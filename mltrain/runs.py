@@ -41,6 +41,9 @@ LABEL_KEYS = (
     "coarsening.delta",
     "coarsening.coarse_steps",
     "coarsening.window",
+    "coarsening.stages",
+    "coarsening.stage_shares",
+    "coarsening.grow_init",
     "train.target_flops",
     "optimizer._partial_",
 )

@@ -191,10 +191,12 @@ def test_edge_of_grid_and_seed_warnings(tmp_path):
     assert f.warnings == [
         "budget 1.00e3: best lr 0.1 is the smallest tried (0.1, 0.2, 0.4): the frontier may be "
         "under-tuned; extend the grid",
-        "budget 1.00e3: best lr 0.1 has only one seed (DESIGN.md §8 asks ≥ 3)",
+        "budget 1.00e3: best lr 0.1 has only one seed (DESIGN.md §8 asks ≥ 3); add them with: "
+        "mltrain -m coarsening=none train.target_flops=1000 optimizer.lr=0.1 train.seed=1,2",
         "budget 2.00e3: best lr 0.4 is the largest tried (0.1, 0.2, 0.4): the frontier may be "
         "under-tuned; extend the grid",
-        "budget 2.00e3: best lr 0.4 has only one seed (DESIGN.md §8 asks ≥ 3)",
+        "budget 2.00e3: best lr 0.4 has only one seed (DESIGN.md §8 asks ≥ 3); add them with: "
+        "mltrain -m coarsening=none train.target_flops=2000 optimizer.lr=0.4 train.seed=1,2",
         "3 budget(s) (DESIGN.md §8 asks ≥ 4)",
     ]
     # the best learning rate is chosen by the mean final loss over its seeds: 3.21
