@@ -124,12 +124,14 @@ def _agg(res, what: str, total: str, spec: str) -> str:
 
 
 def judge_table(j) -> list[str]:
-    """The headline table of the judge: configuration, FLOPs, final val loss, r (with head /
-    non-embedding), gap at equal FLOPs (both totals), seeds."""
+    """The headline table of the judge: configuration, FLOPs, tokens seen (a patch level sees
+    K tokens per position), final val loss, r (with head / non-embedding), gap at equal FLOPs
+    (both totals), seeds."""
     head = [
         "configuration",
         "frontier",
         "FLOPs (with head)",
+        "tokens",
         "final val loss",
         "r (with head)",
         "r (non-embed)",
@@ -143,7 +145,7 @@ def judge_table(j) -> list[str]:
         n = len(c.runs)
         if not res.healthy:
             rows.append(
-                [c.label, res.frontier.label, "n/a", c.diverged_text(), "", "", "", "", str(n)]
+                [c.label, res.frontier.label, "n/a", "", c.diverged_text(), "", "", "", "", str(n)]
             )
             continue
         loss = res.loss()
@@ -153,6 +155,7 @@ def judge_table(j) -> list[str]:
                 c.label,
                 res.frontier.label,
                 fmt_flops(res.flops()),
+                _tokens(res),
                 _loss(loss, len(res.healthy)),
                 _agg(res, "r", "head", ".3f"),
                 _agg(res, "r", "nonembed", ".3f"),
@@ -162,6 +165,13 @@ def judge_table(j) -> list[str]:
             ]
         )
     return _table(head, rows)
+
+
+def _tokens(res) -> str:
+    """Mean tokens trained on over the healthy seeds (``perf/tokens`` of the last record)."""
+    vals = [float(s.run.last.get("perf/tokens", math.nan)) for s in res.healthy]
+    vals = [v for v in vals if math.isfinite(v)]
+    return f"{sum(vals) / len(vals):.3g}" if vals else "n/a"
 
 
 def per_seed_table(j) -> list[str]:
