@@ -30,6 +30,7 @@ from mltrain.data import build_data
 from mltrain.errors import CheckpointError, ConfigError, DivergenceError, MLTrainError, Preempted
 from mltrain.model import ODETransformer
 from mltrain.optim import build_optimizer
+from mltrain.patch import data_passes, log_data_passes
 from mltrain.plan import Plan, budget_of, build_plan
 from mltrain.tracking import METRICS_FILE, Tracker, truncate_metrics
 from mltrain.trainer import Trainer
@@ -87,6 +88,7 @@ class Job:
         self.data = build_data(t.data, t.model.seq_len)
         vocab = self._vocab_size()
         self.plan = build_plan(t, vocab, ctx.world)
+        log_data_passes(data_passes(self.plan, len(self.data.train)))
         if t.train.target_flops is not None:
             log.info("FLOPs budget %.4e -> %d fine steps", budget_of(t), self.total_steps)
         if t.coarsening.window > self.total_steps and len(self.plan.levels) > 1:
@@ -302,10 +304,17 @@ class Job:
             "torch": torch.__version__,
             "mltrain": __version__,
             **self.plan.summary(),
+            "data": self._data_passes(),
         }
         tmp = self.run_dir / f".{RUN_INFO}.tmp{os.getpid()}"
         tmp.write_text(json.dumps(info, indent=1) + "\n")
         os.replace(tmp, self.run_dir / RUN_INFO)
+
+    def _data_passes(self) -> dict:
+        """Tokens planned and seen against the training split (:func:`mltrain.patch.data_passes`)."""
+        trainer = getattr(self, "trainer", None)
+        seen = trainer.p.tokens if trainer is not None else None
+        return data_passes(self.plan, len(self.data.train), seen)
 
     # ------------------------------------------------------------------ run
     def run(self) -> float:
@@ -330,6 +339,7 @@ class Job:
             self.status = "failed"
             raise
         self.status = "completed"
+        log_data_passes(self._data_passes(), at_end=True)
         return loss
 
     def close(self, exit_code: int = 0) -> None:
