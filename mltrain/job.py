@@ -88,7 +88,6 @@ class Job:
         self.data = build_data(t.data, t.model.seq_len)
         vocab = self._vocab_size()
         self.plan = build_plan(t, vocab, ctx.world)
-        log_data_passes(data_passes(self.plan, len(self.data.train)))
         if t.train.target_flops is not None:
             log.info("FLOPs budget %.4e -> %d fine steps", budget_of(t), self.total_steps)
         if t.coarsening.window > self.total_steps and len(self.plan.levels) > 1:
@@ -327,6 +326,7 @@ class Job:
         log.info("run directory: %s", self.run_dir)
         for line in self.plan.describe().splitlines():
             log.info("%s", line)
+        log_data_passes(self._data_passes())
         try:
             loss = self.trainer.fit()
         except DivergenceError as e:
