@@ -390,3 +390,20 @@ def test_a_run_that_repeats_the_data_warns_and_records_its_epochs(tmp_path, capl
         for w in warnings
     ), warnings
     assert any(w.startswith("the run drew 1,920 training tokens") for w in warnings)
+
+
+def test_a_checkpoint_written_before_patch_size_existed_resumes(tmp_path):
+    """Runs in flight when ``coarsening.patch_size`` was added: their saved config lacks it,
+    which means the default (token level), so they resume; asking for K = 4 is refused."""
+    from omegaconf import OmegaConf
+
+    from mltrain.checkpoint import check_compatible
+    from mltrain.errors import CheckpointError
+
+    current = OmegaConf.to_container(compose("coarsening=none"), resolve=True)
+    saved = json.loads(json.dumps(current))
+    del saved["coarsening"]["patch_size"]
+    check_compatible(saved, current, tmp_path / "ckpt.pt")
+    current["coarsening"]["patch_size"] = 4
+    with pytest.raises(CheckpointError, match=r"written with coarsening.patch_size=1, this run"):
+        check_compatible(saved, current, tmp_path / "ckpt.pt")
