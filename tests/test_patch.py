@@ -60,7 +60,7 @@ def test_patch_input_is_the_mean_of_the_k_embeddings_plus_the_position():
     model = tiny_model(T=T)
     idx = torch.randint(0, 50, (2, K * T), generator=torch.Generator().manual_seed(3))
     seen = {}
-    model.blocks[0].register_forward_hook(lambda m, a, out: seen.setdefault("x", a[0].detach()))
+    model.blocks[0].register_forward_hook(lambda m, a, out: seen.update(x=a[0].detach()))
     model(idx, None, path=BlockPath((0,), 1.0), patch=K)
     wte, wpe = model.wte.weight.double(), model.wpe.weight.double()
     for b in range(2):
@@ -150,9 +150,10 @@ def test_a_patch_times_depth_step_uses_the_depth_path_and_leaves_other_blocks_un
         "train.steps=4",
     )
     t, model = job.trainer, job.model
-    order, paths = [], []
+    order, paths, io = [], [], {}
     for i, block in enumerate(model.blocks):
         block.register_forward_hook(lambda m, a, out, i=i: order.append(i))
+        block.register_forward_hook(lambda m, a, out, i=i: io.update({i: (a[0], out)}))
     real = model.patch_forward
     model.patch_forward = lambda idx, tg, path, patch: (
         paths.append((path, patch)),
@@ -161,6 +162,8 @@ def test_a_patch_times_depth_step_uses_the_depth_path_and_leaves_other_blocks_un
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     t._step(t.levels["coarse_b"])
     assert paths == [(BlockPath((0, 2), 2.0), 4)] and order == [0, 2]
+    (x0, f0), (x1, _) = io[0], io[2]  # Euler step of the depth path: x1 = x0 + 2·F_0(x0)
+    assert x0.shape == (4, 32, 32) and torch.equal(x1, x0 + 2.0 * f0)
     for n, p in model.named_parameters():
         untouched = n.startswith(("blocks.1.", "blocks.3."))
         assert torch.equal(p, before[n]) is untouched, n
