@@ -167,11 +167,30 @@ def make_state(
     }
 
 
+def _schema_defaults() -> dict:
+    """``{"section.key": default}`` of every schema field (:data:`mltrain.config.SECTIONS`)."""
+    from omegaconf import OmegaConf
+
+    from mltrain.config import SECTIONS
+
+    out = {}
+    for section, schema in SECTIONS.items():
+        node = OmegaConf.to_container(OmegaConf.structured(schema), resolve=False)
+        out.update(flatten(node, section + "."))
+    return out
+
+
 def check_compatible(saved: dict, current: dict, path: Path) -> None:
     """Raise :class:`CheckpointError` naming the first setting that differs between a saved
     config and this run's, other than the settings that do not change training
-    (:func:`mltrain.config.inert_keys`). Renamed keys of older configs are upgraded first."""
+    (:func:`mltrain.config.inert_keys`). Renamed keys of older configs are upgraded first;
+    a setting added since the checkpoint was written counts as its schema default (what
+    that run did), e.g. ``coarsening.patch_size`` = 1."""
     a, b = flatten(upgrade(saved)), flatten(upgrade(current))
+    defaults = _schema_defaults()
+    for key in set(b) - set(a):
+        if key in defaults:
+            a[key] = defaults[key]
     for key in sorted(set(a) | set(b)):
         if is_inert(key):
             continue

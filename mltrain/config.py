@@ -138,6 +138,9 @@ class CoarseningConfig:
     stage_shares: list[float] = setting(factory=list)
     grow_init: str = setting("ode", choices="mltrain.growth:GROWTH")  # at a stage change
     grow_warmup: int = setting(0, check=at_least(0))  # LR re-warm-up steps of new blocks
+    # sequence coarsening (mltrain/patch.py; Shao et al. 2025): tokens per position K of every
+    # coarse level (1: token level); coarsening=patch is a level over all blocks with it
+    patch_size: int = setting(1, check=at_least(1, integer=True))
 
 
 @dataclass

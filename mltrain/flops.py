@@ -67,10 +67,11 @@ def level_step_flops(levels, d: int, seq_len: int, vocab_size: int, tokens: int)
 
 
 def measure_train_flops(
-    model: torch.nn.Module, idx: torch.Tensor, targets: torch.Tensor, path=None
+    model: torch.nn.Module, idx: torch.Tensor, targets: torch.Tensor, path=None, patch: int = 1
 ) -> int:
     """Matmul FLOPs of one real forward + backward on ``(B, T)`` ``idx``/``targets`` along
-    ``path``, counted by :class:`torch.utils.flop_counter.FlopCounterMode` with the explicit
+    ``path`` (a patch level, ``patch`` = K > 1: ``(B, K·T)`` ids and ``(B, T, K)`` targets),
+    counted by :class:`torch.utils.flop_counter.FlopCounterMode` with the explicit
     attention path (SDPA counts as 0 FLOPs on CPU). The model's attention setting is
     restored afterwards; gradients are left in ``.grad``."""
     previous = model.blocks[0].attn.attention
@@ -78,7 +79,7 @@ def measure_train_flops(
     try:
         counter = FlopCounterMode(display=False)
         with counter:
-            _, loss = model(idx, targets, path=path)
+            _, loss = model(idx, targets, path=path, patch=patch)
             loss.backward()
         return int(counter.get_total_flops())
     finally:

@@ -30,6 +30,7 @@ from mltrain.data import build_data
 from mltrain.errors import CheckpointError, ConfigError, DivergenceError, MLTrainError, Preempted
 from mltrain.model import ODETransformer
 from mltrain.optim import build_optimizer
+from mltrain.patch import data_passes, log_data_passes
 from mltrain.plan import Plan, budget_of, build_plan
 from mltrain.tracking import METRICS_FILE, Tracker, truncate_metrics
 from mltrain.trainer import Trainer
@@ -302,10 +303,17 @@ class Job:
             "torch": torch.__version__,
             "mltrain": __version__,
             **self.plan.summary(),
+            "data": self._data_passes(),
         }
         tmp = self.run_dir / f".{RUN_INFO}.tmp{os.getpid()}"
         tmp.write_text(json.dumps(info, indent=1) + "\n")
         os.replace(tmp, self.run_dir / RUN_INFO)
+
+    def _data_passes(self) -> dict:
+        """Tokens planned and seen against the training split (:func:`mltrain.patch.data_passes`)."""
+        trainer = getattr(self, "trainer", None)
+        seen = trainer.p.tokens if trainer is not None else None
+        return data_passes(self.plan, len(self.data.train), seen)
 
     # ------------------------------------------------------------------ run
     def run(self) -> float:
@@ -318,6 +326,7 @@ class Job:
         log.info("run directory: %s", self.run_dir)
         for line in self.plan.describe().splitlines():
             log.info("%s", line)
+        log_data_passes(self._data_passes())
         try:
             loss = self.trainer.fit()
         except DivergenceError as e:
@@ -330,6 +339,7 @@ class Job:
             self.status = "failed"
             raise
         self.status = "completed"
+        log_data_passes(self._data_passes(), at_end=True)
         return loss
 
     def close(self, exit_code: int = 0) -> None:

@@ -76,13 +76,16 @@ def _fine(n: int) -> Level:
 
 def build_hierarchy(c: CoarseningConfig, n_layer: int) -> list[Level]:
     """The levels of ``coarsening=<name>``, fine level first, in V-cycle order
-    (:data:`HIERARCHIES`; each option's rule is in its function's docstring).
+    (:data:`HIERARCHIES`; each option's rule is in its function's docstring); every coarse
+    level takes ``coarsening.patch_size`` tokens per position (:mod:`mltrain.patch`).
 
     Raises:
         ConfigError: an unknown name, a hierarchy the depth cannot support, or an invalid
             custom block list.
     """
-    return [_fine(n_layer)] + HIERARCHIES.get(c.name)(c, n_layer)
+    from mltrain.patch import with_patch
+
+    return [_fine(n_layer)] + with_patch(c, HIERARCHIES.get(c.name)(c, n_layer))
 
 
 @HIERARCHIES.register("none")
@@ -242,3 +245,7 @@ def apply_corrections(
     for corr in corrections:
         for n, c in corr.items():
             params[n].add_(c)
+
+
+# hierarchies of other modules register on import (mltrain.patch: coarsening=patch)
+import mltrain.patch  # noqa: E402, F401

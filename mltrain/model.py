@@ -228,20 +228,41 @@ class ODETransformer(nn.Module):
         """Logits and, given ``targets``, the mean cross-entropy (nats per token).
 
         Token level (``patch=1``): ``idx`` and ``targets`` are ``(B, T)``, logits ``(B, T, V)``.
-        Patch level (``patch=K``; Shao et al., ICLR 2025, arXiv 2407.12665, Sec. 2): ``idx`` is
-        ``(B, K·T)``; position i's input is the mean of the embeddings of tokens iK..iK+K−1
-        (plus position i's embedding); ``targets`` is ``(B, T, K)``, position i's K next tokens
-        (i+1)K..(i+1)K+K−1, each predicted by the one hidden state through the shared head; the
-        loss is the mean of the K cross-entropies (over every position). Logits ``(B, T, V)``.
-        ``path`` defaults to the fine path (all blocks, h = 1).
+        Patch level (``patch=K`` > 1): :meth:`patch_forward`. ``path`` defaults to the fine
+        path (all blocks, h = 1).
         """
-        if patch == 1:
-            x = self.integrate(self.embed(idx), path or self.fine_path())
-            logits = self.lm_head(self.ln_f(x))
-            loss = None
-            if targets is not None:
-                loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
-            return logits, loss
+        if patch != 1:
+            return self.patch_forward(idx, targets, path, patch)
+        x = self.integrate(self.embed(idx), path or self.fine_path())
+        logits = self.lm_head(self.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    def patch_forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None,
+        path: BlockPath | None,
+        patch: int,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The patch-level forward of Shao et al., ICLR 2025 (arXiv 2407.12665, Sec. 2 and
+        their code, ``modeling_llama.py``), with K = ``patch`` tokens per position.
+
+        ``idx`` is ``(B, K·T)`` token ids; position i (0-based) gets the mean of the embeddings
+        of tokens iK .. iK+K−1 plus position i's learned embedding (patch index i, as their
+        ``position_ids[:, :num_patches]``). ``targets`` is ``(B, T, K)`` (or ``(B, K·T)``):
+        position i's K next tokens, (i+1)K .. (i+1)K+K−1 of the window, all predicted from the
+        one hidden state through the shared (tied) head. The loss is their
+        ``Σ_k CE(logits, labels_k) / K``: the mean over positions and over the K tokens of the
+        cross-entropy, nats per token. With K = 1 every step reduces to the token-level
+        forward's, bit for bit (the mean of one embedding is itself; the loss is the same
+        ``cross_entropy`` call). Returns logits ``(B, T, V)`` and the loss (0-d) or None.
+
+        Raises:
+            ValueError: ``K·T`` does not divide the input length, or T > ``block_size``.
+        """
         B, L = idx.shape
         T = L // patch
         if T * patch != L or T > self.block_size:
@@ -253,8 +274,13 @@ class ODETransformer(nn.Module):
         logits = self.lm_head(self.ln_f(self.integrate(x, path or self.fine_path())))
         loss = None
         if targets is not None:
-            logp = F.log_softmax(logits.float(), dim=-1)  # (B, T, V)
-            loss = -logp.gather(-1, targets.view(B, T, patch)).mean()
+            flat = logits.view(B * T, -1)
+            tgt = targets.reshape(B * T, patch)
+            if patch == 1:  # Σ_k CE / K with K = 1: the token-level loss itself
+                loss = F.cross_entropy(flat, tgt[:, 0])
+            else:  # one log-softmax per position, K gathers: mean over (B, T, K)
+                logp = F.log_softmax(flat.float(), dim=-1)
+                loss = -logp.gather(-1, tgt).mean()
         return logits, loss
 
     def shared_parameter_names(self) -> list[str]:

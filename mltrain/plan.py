@@ -103,6 +103,11 @@ class Plan:
         """Tokens one optimizer step of ``level`` consumes (positions × tokens per position)."""
         return self.tokens_per_step * self.level(level).patch
 
+    def tokens_per_level(self, k0: int = 0, k1: int | None = None) -> dict[str, int]:
+        """Tokens each level trains on in iterations ``k0..k1-1`` (default: the run):
+        optimizer steps × :meth:`tokens_of`."""
+        return {n: s * self.tokens_of(n) for n, s in self.steps_per_level(k0, k1).items()}
+
     @property
     def iterations(self) -> int:
         return sum(s.iterations for s in self.stages)
@@ -179,7 +184,11 @@ class Plan:
         """The hierarchy, the V-cycle and the FLOPs in a few lines (printed at start)."""
         lines = [
             "levels: "
-            + ", ".join(f"{lv.name}(blocks={list(lv.blocks)}, h={lv.h:g})" for lv in self.levels)
+            + ", ".join(
+                f"{lv.name}(blocks={list(lv.blocks)}, h={lv.h:g}"
+                + (f", patch={lv.patch})" if lv.patch > 1 else ")")
+                for lv in self.levels
+            )
         ]
         start = 0
         for s in self.stages:
@@ -216,7 +225,11 @@ class Plan:
             "iterations": self.iterations,
             "fine_steps": self.fine_steps,
             "steps_per_level": self.steps_per_level(),
-            "levels": {lv.name: {"blocks": list(lv.blocks), "h": lv.h} for lv in self.levels},
+            "levels": {
+                lv.name: {"blocks": list(lv.blocks), "h": lv.h, "patch": lv.patch}
+                for lv in self.levels
+            },
+            "planned_tokens": sum(self.tokens_per_level().values()),
         }
         if self.step_flops is not None:
             total = self.flops()

@@ -64,6 +64,7 @@ class Progress:
     flops_eval: int = 0
     flops_level: dict = field(default_factory=dict)
     tokens: int = 0
+    tokens_level: dict = field(default_factory=dict)  # per level, only when a level has K > 1
     wall_s: float = 0.0
     val_loss: float | None = None
     loss_ema: float | None = None
@@ -142,6 +143,8 @@ class Trainer:
             len(self.val_batches) * self.seq_len,
         )
         self.p = Progress(flops_level={lv.name: 0 for lv in plan.levels})
+        if any(lv.patch > 1 for lv in plan.levels):  # perf/tokens_level/<name> (mltrain.patch)
+            self.p.tokens_level = {lv.name: 0 for lv in plan.levels}
         self.phases: list[tuple[str, dict[str, torch.Tensor]]] = []
         self.deferred: list[dict[str, torch.Tensor]] = []
         self.autocast, self.scaler = self._precision(t.precision)
@@ -360,6 +363,8 @@ class Trainer:
         p.flops_level[level.name] += f.total
         tokens = self.plan.tokens_of(level.name)
         p.tokens += tokens
+        if p.tokens_level:
+            p.tokens_level[level.name] += tokens
         rec = self._record(
             level.name,
             **{
@@ -401,6 +406,7 @@ class Trainer:
             "perf/tokens": p.tokens,
             "perf/wall_s": self._wall(),
             **{f"perf/flops_level/{n}": v for n, v in p.flops_level.items()},
+            **{f"perf/tokens_level/{n}": v for n, v in p.tokens_level.items()},
         }
 
     def _wall(self) -> float:

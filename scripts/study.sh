@@ -52,6 +52,16 @@ for part in "$@"; do
     sweep recipe_sgd experiment=paper_small train.seed=0,1,2 ;;
   recipe_adamw)  # the same with AdamW (its default lr 1e-3), 3 seeds
     sweep recipe_adamw experiment=paper_small optimizer=adamw train.seed=0,1,2 ;;
+  patch_stage)  # issue 17: patch level (all blocks, K tokens per position) for a FLOPs share lambda, then token level (keep), AdamW lr 2e-3, K 2,4 x lambda 0.5,0.67 x 3 seeds (12 runs)
+    for l in 0.5,0.5 0.67,0.33; do sweep patch_stage_l${l%%,*} experiment=patch_stage optimizer.lr=2e-3 train.target_flops=$B coarsening.patch_size=2,4 "coarsening.stage_shares=[$l]" train.seed=0,1,2; done ;;
+  patch_depth)  # issue 17: patch x half depth (coarse_b: blocks 0,2,..,10, h=2, K=4) for lambda 0.5,0.67, then fine (ode growth), AdamW lr 2e-3, 3 seeds (6 runs)
+    for l in 0.5,0.5 0.67,0.33; do sweep patch_depth_l${l%%,*} experiment=patch_depth optimizer.lr=2e-3 train.target_flops=$B "coarsening.stage_shares=[$l]" train.seed=0,1,2; done ;;
+  patch_short)  # issue 17: short patch stages, the least bad in the probes: K 2,4 at lambda 0.2 of the FLOPs, and K=4 at 0.33 (the paper's 2/3 of the data), 3 seeds (9 runs)
+    sweep patch_short_l0.2 experiment=patch_stage optimizer.lr=2e-3 train.target_flops=$B coarsening.patch_size=2,4 "coarsening.stage_shares=[0.2,0.8]" train.seed=0,1,2
+    sweep patch_paper_k4 experiment=patch_stage optimizer.lr=2e-3 train.target_flops=$B coarsening.patch_size=4 "coarsening.stage_shares=[0.33,0.67]" train.seed=0,1,2 ;;
+  patch_wsd)  # issue 17: the same with the warmup-stable-decay schedule (the token stage starts at the peak lr), K=2 lambda 0.2,0.5, and its single-level control (not a frontier run), 3 seeds (9 runs)
+    for l in 0.2,0.8 0.5,0.5; do sweep patch_wsd_l${l%%,*} experiment=patch_stage schedule=wsd optimizer.lr=2e-3 train.target_flops=$B coarsening.patch_size=2 "coarsening.stage_shares=[$l]" train.seed=0,1,2; done
+    sweep single_wsd experiment=paper_small coarsening=none optimizer=adamw schedule=wsd optimizer.lr=2e-3 train.target_flops=$B train.eval_every=25 train.seed=0,1,2 ;;
   *) echo "unknown part: $part ($0 OUT list)"; exit 2 ;;
   esac
 done
