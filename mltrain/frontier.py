@@ -38,7 +38,10 @@ from mltrain.runs import TOTALS, Run, _num, is_single_level
 BUDGET_TOLERANCE = 0.01  # runs whose budgets agree within 1 % are one budget
 MIN_BUDGETS = 4  # DESIGN.md section 8
 MIN_SEEDS = 3
-FAMILY_FREE = ("train.target_flops", "train.steps", "optimizer.lr")  # what a frontier varies
+# what a frontier varies: the budget and the tuned hyperparameters, the learning rate and the
+# schedule (its shape: a warmup-stable-decay run may beat a cosine one at the same budget)
+FAMILY_FREE = ("train.target_flops", "train.flops_scale", "train.steps", "optimizer.lr")
+TUNED_PREFIXES = ("schedule.",)
 
 
 # --------------------------------------------------------------------------- L*(C) and C*(L)
@@ -121,15 +124,32 @@ def lr_of(run: Run) -> float:
     return _num(run.flat.get("optimizer.lr"))
 
 
+def schedule_of(run: Run) -> str:
+    """A run's LR schedule, as a short name: ``cosine``, ``wsd``, plus its other schedule
+    settings when they are not the schema's defaults (e.g. ``wsd decay_fraction=0.1``)."""
+    from mltrain.config import ScheduleConfig
+
+    default = ScheduleConfig()
+    parts = [str(run.flat.get("schedule.name", "?"))]
+    for k, v in sorted(run.flat.items()):
+        if k.startswith("schedule.") and k != "schedule.name":
+            leaf = k.split(".", 1)[1]
+            if getattr(default, leaf, v) != v:
+                parts.append(f"{leaf}={v:g}" if isinstance(v, float) else f"{leaf}={v}")
+    return " ".join(parts)
+
+
 @dataclass
 class Budget:
     """One budget of a frontier: its runs by learning rate and the best learning rate's point."""
 
     budget: float  # FLOPs with head (train.target_flops, or the first run's spent FLOPs)
-    by_lr: dict[float, list[Run]]  # every run, by learning rate
+    by_lr: dict[float, list[Run]]  # every run of the best schedule, by learning rate
     losses: dict[float, float]  # mean final loss of each candidate learning rate
     best_lr: float | None = None
     best: list[Run] = field(default_factory=list)  # the best learning rate's runs
+    schedule: str = ""  # the LR schedule of these runs (the best one at this budget)
+    others: dict[str, float] = field(default_factory=dict)  # other schedules' best losses
 
     @property
     def loss(self) -> float:
@@ -254,10 +274,37 @@ def rerun_command(run: Run, seeds: Sequence[int]) -> str:
     return "mltrain -m " + " ".join(keep + [seeds_arg])
 
 
+def build_schedules(runs: Sequence[Run], warnings: list[str]) -> Budget:
+    """One budget's point: the best schedule (:func:`schedule_of`) by its best learning rate's
+    mean final loss; the learning-rate warnings of that schedule only (a schedule that lost
+    need not be tuned further), and the other schedules' best losses in ``others``."""
+    by_schedule: dict[str, list[Run]] = {}
+    for r in runs:
+        by_schedule.setdefault(schedule_of(r), []).append(r)
+    candidates = []
+    for name, group in sorted(by_schedule.items()):
+        w: list[str] = []
+        b = build_budget(group, w)
+        b.schedule = name
+        candidates.append((b, w))
+    usable = [(b, w) for b, w in candidates if b.best]
+    if not usable:
+        for _, w in candidates:
+            warnings.extend(w)
+        return candidates[0][0]
+    best, w = min(usable, key=lambda bw: (bw[0].loss, bw[0].schedule))
+    if len(by_schedule) > 1:
+        w = [x.replace(": best lr", f": best lr ({best.schedule})", 1) for x in w]
+    warnings.extend(w)
+    best.others = {b.schedule: b.loss for b, _ in usable if b is not best}
+    return best
+
+
 def build_frontier(runs: Sequence[Run], label: str = "tuned frontier") -> Frontier:
-    """L*(C) of one family of tuned runs (same settings except budget, learning rate, seed)."""
+    """L*(C) of one family of tuned runs (same settings except budget, learning rate, schedule
+    and seed): per budget the best schedule and learning rate (:func:`build_schedules`)."""
     warnings: list[str] = []
-    budgets = [build_budget(g, warnings) for g in group_budgets(runs)]
+    budgets = [build_schedules(g, warnings) for g in group_budgets(runs)]
     budgets = sorted((b for b in budgets if b.best), key=lambda b: b.flops("head"))
     f = Frontier(label, budgets, list(runs), warnings)
     if budgets and len(budgets) < MIN_BUDGETS:
@@ -272,8 +319,13 @@ def build_frontier(runs: Sequence[Run], label: str = "tuned frontier") -> Fronti
 
 
 def family_key(run: Run) -> tuple:
-    """What a frontier family shares: the configuration without budget and learning rate."""
-    flat = {k: v for k, v in run.flat.items() if k not in FAMILY_FREE}
+    """What a frontier family shares: the configuration without budget, learning rate and
+    schedule (the tuned hyperparameters)."""
+    flat = {
+        k: v
+        for k, v in run.flat.items()
+        if k not in FAMILY_FREE and not k.startswith(TUNED_PREFIXES)
+    }
     return identity(flat)
 
 
@@ -289,8 +341,9 @@ def frontier_families(runs: Sequence[Run], warnings: list[str]) -> list[Frontier
         fams.setdefault(family_key(r), []).append(r)
     groups = list(fams.values())
     flats = [g[0].flat for g in groups]
+    tuned = sorted({k for f in flats for k in f if k.startswith(TUNED_PREFIXES)})
     suffixes = label_suffixes(
-        flats, skip=("optimizer._target_", "optimizer._partial_", *FAMILY_FREE)
+        flats, skip=("optimizer._target_", "optimizer._partial_", *FAMILY_FREE, *tuned)
     )
     out = []
     for g, suffix in zip(groups, suffixes):

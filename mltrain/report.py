@@ -223,7 +223,7 @@ def per_seed_table(j) -> list[str]:
 def budget_table(f) -> list[str]:
     """A frontier's budgets: every learning rate's mean loss, the best, L*."""
     head = ["budget", "FLOPs (with head)", "FLOPs (non-embed)", "lr: mean final val loss (seeds)"]
-    head += ["best lr", "best loss (min–max)", "L* (monotone)"]
+    head += ["best schedule, lr", "best loss (min–max)", "other schedules", "L* (monotone)"]
     rows = []
     for b, env in zip(f.budgets, f.envelope):
         lrs = []
@@ -240,8 +240,9 @@ def budget_table(f) -> list[str]:
                 fmt_flops(b.flops("head")),
                 fmt_flops(b.flops("nonembed")),
                 "; ".join(lrs),
-                f"{b.best_lr:g}",
+                f"{b.schedule}, {b.best_lr:g}",
                 f"{b.loss:.4f} ({lo:.4f}–{hi:.4f})",
+                "; ".join(f"{k}: {v:.4f}" for k, v in b.others.items()) or "—",
                 f"{env:.4f}",
             ]
         )
@@ -329,10 +330,12 @@ def terminal(
         lines += compact_table(summary) + [""]
     if judgement is not None:
         for f in judgement.frontiers:
-            lines.append(f"{f.label}: budget (FLOPs with head) -> best lr, mean final val loss")
+            lines.append(
+                f"{f.label}: budget (FLOPs with head) -> best schedule and lr, mean final val loss"
+            )
             lines += [
-                f"  {fmt_flops(b.budget)} -> lr {b.best_lr:g}, {b.loss:.4f} ({len(b.best)} seed"
-                + ("s)" if len(b.best) > 1 else ")")
+                f"  {fmt_flops(b.budget)} -> {b.schedule}, lr {b.best_lr:g}, {b.loss:.4f} "
+                f"({len(b.best)} seed" + ("s)" if len(b.best) > 1 else ")")
                 for b in f.budgets
             ]
         lines.append("")

@@ -403,3 +403,20 @@ def test_frontier_preset_sweep_and_a_multilevel_run_end_to_end(tmp_path, capsys)
     summary = (tmp_path / "cmp" / "summary.md").read_text()
     assert "tuned frontier" in summary and "r (with head)" in summary
     assert "multilevel even_odd" in out
+
+
+def test_the_schedule_is_tuned_like_the_learning_rate(tmp_path):
+    """A wsd run that beats every cosine run of a budget sets that budget's point; both
+    schedules form one frontier, and only the winning schedule's grid is checked."""
+    root = tmp_path / "front"
+    make_frontier(root)  # cosine: best 4.0, 3.5, 3.2 at lr 0.2
+    tuned(root, 2000, 0.2, 3.3, 0, "schedule=wsd")  # wsd beats cosine at 2000 only
+    tuned(root, 2000, 0.4, 3.4, 0, "schedule=wsd")
+    tuned(root, 4000, 0.2, 3.25, 0, "schedule=wsd")  # loses at 4000
+    warnings: list[str] = []
+    (f,) = F.frontier_families(C.find_runs([root]), warnings)
+    assert [b.schedule for b in f.budgets] == ["cosine", "wsd", "cosine"]
+    assert list(f.losses) == [4.0, 3.3, 3.2]
+    assert f.budgets[1].others == {"cosine": 3.5} and f.budgets[2].others == {"wsd": 3.25}
+    assert any("budget 2.00e3: best lr (wsd) 0.2 is the smallest tried" in w for w in f.warnings)
+    assert not any("(wsd)" in w and "4.00e3" in w for w in f.warnings)
