@@ -277,11 +277,10 @@ def plot_losses(configs, summary=None) -> Figure:
     for ci, c in enumerate(configs):
         color = f"C{ci % 10}"
         for run in c.runs:
-            # the evaluation before training (the first point, 0 FLOPs) is expected
+            # the evaluation before training (fine step 0, 0 FLOPs) is expected; any other is odd
             n = sum(
-                int(np.sum((s.flops[1:] <= 0) | (s.flops_nonembed[1:] <= 0)))
+                int(np.sum(((s.flops <= 0) | (s.flops_nonembed <= 0)) & (s.fine_step != 0)))
                 for s in (run.val, run.train)
-                if len(s.flops)
             )
             if n:
                 warn(

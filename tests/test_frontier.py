@@ -292,9 +292,10 @@ def test_frontier_sweep_and_a_multilevel_run_give_the_plot_and_the_headline_tabl
     md = res.markdown
     assert "## Against the tuned frontier" in md
     # configuration, frontier, FLOPs, final val loss, r (head / non-embed), gap (head / non-embed),
-    # seeds; non-embedding: budgets 500..4000, method 1000 -> r = 0.794, gap = 3.4 - 3.5
+    # seeds; non-embedding: budgets 500..4000, method 1000 -> r = 0.794, gap = 3.4 - 3.5; tokens:
+    # write_run records 64 tokens per fine step, the method ran 2
     assert (
-        f"| {EO} | tuned frontier, SGD | 3.00e3 | n/a | 3.4000 | 1.191 | 0.794 | +0.075 | -0.100 | 1 |"
+        f"| {EO} | tuned frontier, SGD | 3.00e3 | 128 | 3.4000 | 1.191 | 0.794 | +0.075 | -0.100 | 1 |"
         in md
     )
     assert (

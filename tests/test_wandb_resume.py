@@ -168,6 +168,9 @@ def test_sigkill_then_resume_leaves_every_step_in_wandb_once(tmp_path):
     assert [r["step"] for r in recs] == everything
     assert before[-1] > 16  # the killed run had logged steps after its last checkpoint
     (run_id,) = {wandb_file_run_id(f) for f in wandb_run_files(run_dir)}
+    # wandb-core may still be writing the resumed stream after the command exits (a loaded CI
+    # machine read it empty): wait for its exit record, as the in-process tests do
+    written(wandb_run_files(run_dir)[-1])
     rows = wandb_history(run_dir, run_id=run_id)
     assert_each_step_once(rows, read_metrics(metrics))
     assert len(wandb_run_files(run_dir)) == 2  # the killed stream and the resumed one
