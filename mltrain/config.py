@@ -138,6 +138,16 @@ class CoarseningConfig:
     stage_shares: list[float] = setting(factory=list)
     grow_init: str = setting("ode", choices="mltrain.growth:GROWTH")  # at a stage change
     grow_warmup: int = setting(0, check=at_least(0))  # LR re-warm-up steps of new blocks
+    # better coarse corrections (mltrain/corrections.py; issue 15), all off by default:
+    # V-cycles at fine iterations start, start+every, ... below the window (window_fraction:
+    # the window as a share of the run's iterations, overriding window when set)
+    start: int = setting(0, check=at_least(0))
+    every: int = setting(1, check=at_least(1, integer=True))
+    window_fraction: float | None = setting(None, check=within(0, 1, "(", "]"))
+    tau: str = setting("none", choices=("none", "exact", "cheap"))  # first-order coherence
+    line_search: str = setting("none", choices=("none", "grid", "parabola"))  # delta per phase
+    line_search_max: float = setting(2.0, check=positive)  # largest delta the search tries
+    momentum: float = setting(0.0, check=within(0, 1, "[", ")"))  # outer momentum beta
 
 
 @dataclass

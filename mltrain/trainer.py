@@ -156,6 +156,7 @@ class Trainer:
         self._notes: dict[str, float] = {}
         self.extensions = [e for e in (f(self) for f in operations.EXTENSIONS) if e is not None]
         self._pending: dict | None = None
+        self.last_batch: torch.Tensor | None = None
         self._signal: int | None = None
         self._t0 = time.perf_counter()
         self._wall0 = 0.0
@@ -289,6 +290,7 @@ class Trainer:
         batch = batch[self.ctx.rank * per_rank : (self.ctx.rank + 1) * per_rank]
         if self.ctx.device.type == "cuda":
             batch = batch.pin_memory().to(self.ctx.device, non_blocking=True)
+        self.last_batch = batch  # this step's windows on this rank (extensions may reuse them)
         path = self.path_of(level)
         loss_sum = torch.zeros((), device=self.ctx.device)
         for micro in batch.split(self.micro):
