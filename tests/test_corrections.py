@@ -640,3 +640,43 @@ def test_preempted_in_a_corrected_phase_resumes_bitwise(tmp_path, stop_at, overr
     assert records(tmp_path / "run") == records(tmp_path / "ref")
     a, b = final_params(tmp_path / "run"), final_params(tmp_path / "ref")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ============================================================================ torchrun
+def test_two_processes_take_the_same_corrections_as_one(tmp_path):
+    """2 gloo processes with half the batch each: every correction is all-reduced, so the
+    ranks stay identical (checked at every checkpoint) and match one process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.helpers import TINY
+
+    overrides = [*ALL, "coarsening=even_odd", "coarsening.coarse_steps=2", "coarsening.window=4"]
+    overrides += ["coarsening.start=1", "coarsening.every=2", "train.steps=4"]
+    overrides += ["train.checkpoint_every=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    torchrun = Path(sys.executable).parent / "torchrun"
+    res = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "mltrain.cli"]
+        + [*TINY, *overrides, "data.batch_size=2", f"hydra.run.dir={tmp_path / 'ddp'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    run_job(tmp_path / "one", *overrides, "data.batch_size=4")
+    ddp, one = records(tmp_path / "ddp"), records(tmp_path / "one")
+    assert [(r["step"], r["level"]) for r in ddp] == [(r["step"], r["level"]) for r in one]
+    for a, b in zip(ddp, one):
+        assert a.keys() == b.keys()
+        for k in a:
+            if k.startswith(("train/loss", "coarsening/")):  # (validation windows: per micro-batch)
+                assert a[k] == pytest.approx(b[k], rel=1e-3, abs=1e-5), (a["step"], k)
+    assert ddp[-1]["perf/flops"] == one[-1]["perf/flops"]
+    a, b = final_params(tmp_path / "ddp"), final_params(tmp_path / "one")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-5)
