@@ -337,7 +337,10 @@ def _hashable(v):
 
 def upgrade(config: dict) -> dict:
     """A resolved config dict written by an earlier mltrain, with renamed keys (:data:`RENAMED`)
-    moved to their new names (a copy; ``config`` is not changed)."""
+    moved to their new names and settings added since filled in with their defaults (every new
+    setting defaults to what runs did before it existed), so a run or checkpoint made before a
+    setting was added compares equal to one made after it with the default (a copy;
+    ``config`` is not changed)."""
     import copy
 
     out = copy.deepcopy(config)
@@ -346,6 +349,27 @@ def upgrade(config: dict) -> dict:
         sec = out.get(s_old)
         if isinstance(sec, dict) and k_old in sec:
             out.setdefault(s_new, {}).setdefault(k_new, sec.pop(k_old))
+    for section, schema in SECTIONS.items():
+        sec = out.get(section)
+        if isinstance(sec, dict):
+            for key, value in _plain_defaults(schema).items():
+                sec.setdefault(key, value)
+    return out
+
+
+def _plain_defaults(schema) -> dict:
+    """The schema's defaults that are plain values (no interpolation, no required field)."""
+    out = {}
+    for f in _fields(schema):
+        if f.default is not dataclasses.MISSING:
+            v = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            v = f.default_factory()
+        else:
+            continue
+        if v == MISSING or (isinstance(v, str) and "${" in v):
+            continue
+        out[f.name] = v
     return out
 
 

@@ -680,3 +680,24 @@ def test_two_processes_take_the_same_corrections_as_one(tmp_path):
     a, b = final_params(tmp_path / "ddp"), final_params(tmp_path / "one")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-5)
+
+
+def test_a_checkpoint_from_before_these_settings_resumes_and_groups_with_their_defaults(tmp_path):
+    """Settings added since a run started take their defaults (off), so its checkpoint still
+    fits and mltrain-compare counts it as the same configuration."""
+    from omegaconf import OmegaConf
+
+    from mltrain.checkpoint import check_compatible
+    from mltrain.config import flatten, upgrade
+    from mltrain.configs import identity
+
+    now = OmegaConf.to_container(compose("coarsening=even_odd"), resolve=True)
+    before = copy.deepcopy(now)
+    for key in ("start", "every", "window_fraction", "tau", "line_search", "momentum"):
+        del before["coarsening"][key]
+    check_compatible(before, now, tmp_path / "ckpt.pt")  # no error
+    assert identity(flatten(upgrade(before))) == identity(flatten(upgrade(now)))
+    changed = copy.deepcopy(now)
+    changed["coarsening"]["tau"] = "exact"
+    with pytest.raises(Exception, match=r"was written with coarsening.tau=none, this run has"):
+        check_compatible(before, changed, tmp_path / "ckpt.pt")
