@@ -61,6 +61,8 @@ Settings of the ``coarsening`` group (all off by default; the paper's recipe is 
     u ← βu + Δ and θ ← θ_before + δ·(Δ + βu), one u per level, kept across V-cycles and in
     checkpoints. β = 0 is Eq. 4 exactly (bit for bit).
 
+The extra FLOPs of a phase's :class:`Tau` and :class:`Transfer` are booked to that phase's level
+(``perf/flops_level/<level>``) and counted in ``perf/flops`` and the plan's total alike.
 Everything is all-reduced or computed from identical parameters, so under torchrun every rank
 takes the same corrections; the extension's state (v, the reused gradient, u, its samplers)
 is part of every checkpoint.
