@@ -147,6 +147,7 @@ class CoarseningConfig:
     tau: str = setting("none", choices=("none", "exact", "cheap"))  # first-order coherence
     line_search: str = setting("none", choices=("none", "grid", "parabola"))  # delta per phase
     line_search_max: float = setting(2.0, check=positive)  # largest delta the search tries
+    line_search_batch: int | None = setting(None, check=positive)  # sequences; None: global batch
     momentum: float = setting(0.0, check=within(0, 1, "[", ")"))  # outer momentum beta
 
 

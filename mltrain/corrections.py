@@ -43,9 +43,10 @@ Settings of the ``coarsening`` group (all off by default; the paper's recipe is 
 ``line_search`` (``none`` | ``grid`` | ``parabola``), ``line_search_max``
     At the close of a phase (:class:`Transfer`) the parent objective is evaluated along the
     phase's correction d at δ ∈ {0, ¼, ½, 1, 2, 4, …} up to ``line_search_max`` (which is
-    included), on one held-aside batch of training windows (global batch size, drawn from a
-    third sampler of the training tokens, never validation data; a fresh batch per phase;
-    its tokens are not counted in ``perf/tokens``, which counts tokens trained on), with the
+    included), on one held-aside batch of training windows (``line_search_batch`` sequences,
+    default one global batch; drawn from a third sampler of the training tokens, never
+    validation data; a fresh batch per phase, its sequences shared out among the ranks; its
+    tokens are not counted in ``perf/tokens``, which counts tokens trained on), with the
     model in evaluation mode. ``grid`` takes the δ of lowest loss; ``parabola`` also
     evaluates the vertex of the parabola through the best grid point and its two neighbours
     (the midpoint towards its neighbour when the best is at an end of the grid) and takes the
@@ -127,6 +128,7 @@ class Transfer(Operation):
     momentum: float = 0.0
     search: str = "none"
     grid: tuple[float, ...] = ()
+    positions: int | None = None  # held-aside batch × T; None: one step's positions
 
     @property
     def evaluations(self) -> int:
@@ -136,8 +138,12 @@ class Transfer(Operation):
         return len(self.grid) + (1 if self.search == "parabola" else 0)
 
     def extra_flops(self, plan) -> FlopCount:
-        """The line search's forwards of ``parent`` on one global batch."""
-        return _forward(plan, self.parent) * self.evaluations
+        """The line search's forwards of ``parent`` on the held-aside batch."""
+        f = _forward(plan, self.parent)
+        if self.positions is not None:  # per position: f / one step's positions (exact)
+            n, tps = self.positions, plan.tokens_per_step
+            f = FlopCount(f.total * n // tps, f.nonembed * n // tps)
+        return f * self.evaluations
 
 
 def search_grid(maximum: float) -> tuple[float, ...]:
@@ -192,10 +198,13 @@ def uses_corrections(c: CoarseningConfig) -> bool:
     return c.tau != "none" or c.line_search != "none" or float(c.momentum) > 0
 
 
-def decorate_cycle(cycle: tuple[Op, ...], c: CoarseningConfig, levels: list[Level]) -> tuple:
+def decorate_cycle(
+    cycle: tuple[Op, ...], c: CoarseningConfig, levels: list[Level], seq_len: int
+) -> tuple:
     """The V-cycle with the corrections ``c`` asks for: :class:`Tau` right after each
-    ``Restrict``, and each ``Prolong``/``Defer`` replaced by a :class:`Transfer`. Unchanged
-    when every mechanism is off.
+    ``Restrict``, and each ``Prolong``/``Defer`` replaced by a :class:`Transfer`
+    (``seq_len``: T, for the held-aside batch's positions). Unchanged when every mechanism is
+    off.
 
     Raises:
         ConfigError: ``tau=cheap`` with ``fine_step=after`` and ``start=0`` (no fine step
@@ -217,6 +226,8 @@ def decorate_cycle(cycle: tuple[Op, ...], c: CoarseningConfig, levels: list[Leve
                 "patch level: use coarsening.tau=none"
             )
     grid = search_grid(float(c.line_search_max)) if c.line_search != "none" else ()
+    rows = c.line_search_batch
+    positions = None if rows is None or c.line_search == "none" else int(rows) * int(seq_len)
     out: list[Op] = []
     for op in cycle:
         if isinstance(op, Prolong | Defer):
@@ -229,6 +240,7 @@ def decorate_cycle(cycle: tuple[Op, ...], c: CoarseningConfig, levels: list[Leve
                     float(c.momentum),
                     c.line_search,
                     grid,
+                    positions,
                 )
             )
         else:
@@ -461,9 +473,8 @@ def _line_search(t, ext, op: Transfer, params, before, after, u, point) -> float
     """δ minimising the parent objective along the phase's correction on a held-aside batch
     (:func:`search_delta`); notes δ and the loss gained on the next record."""
     parent = t.levels[op.parent]
-    per_rank = t.micro * t.accum
-    batch = ext.search_sampler.next(t.global_batch)
-    batch = batch[t.ctx.rank * per_rank : (t.ctx.rank + 1) * per_rank]
+    rows = t.global_batch if op.positions is None else op.positions // t.seq_len
+    batch = ext.search_sampler.next(rows)[t.ctx.rank :: t.ctx.world]
     v_parent = ext.v.get(op.parent) or {}
     slope = 0.0  # <v_parent, d>, d = Δ + βu: the linear term of the parent's corrected objective
     for n, b in before.items():

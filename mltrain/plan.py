@@ -242,7 +242,8 @@ def vcycle_stage(cfg: MLTrainConfig, levels: list[Level], iterations: int) -> St
     from mltrain.corrections import decorate_cycle
 
     c = cfg.coarsening
-    cycle = decorate_cycle(build_cycle(levels, c.coarse_steps, c.combine, c.fine_step), c, levels)
+    cycle = build_cycle(levels, c.coarse_steps, c.combine, c.fine_step)
+    cycle = decorate_cycle(cycle, c, levels, cfg.model.seq_len)
     return Stage(levels[0].name, iterations, cycle, cycle_iterations(c, iterations))
 
 

@@ -441,6 +441,21 @@ def test_line_search_tokens_are_not_training_tokens(tmp_path):
     assert len(deltas) == 4 and all(d in search_grid(2.0) for d in deltas)
 
 
+def test_a_smaller_held_aside_batch_costs_its_share_of_the_forwards(tmp_path):
+    base = ["coarsening=even_odd", "coarsening.coarse_steps=2", "coarsening.window=2"]
+    base += ["train.steps=3", "coarsening.line_search=grid"]
+    full = run_job(tmp_path / "a", *base)
+    job = run_job(tmp_path / "b", *base, "coarsening.line_search_batch=1")  # 1 of 4 sequences
+    a, b = (
+        read_jsonl(tmp_path / "a" / "metrics.jsonl"),
+        read_jsonl(tmp_path / "b" / "metrics.jsonl"),
+    )
+    fwd = job.plan.step_flops["fine"].total // 3 // 4  # one sequence through the fine path
+    assert b[-1]["perf/flops"] == job.plan.flops().total
+    assert a[-1]["perf/flops"] - b[-1]["perf/flops"] == 2 * 2 * 5 * 3 * fwd
+    assert full.plan.flops().total == a[-1]["perf/flops"]
+
+
 # ============================================================================ outer momentum
 @pytest.mark.parametrize("summed", [False, True])
 def test_momentum_zero_is_eq4_bit_for_bit(tmp_path, summed):
