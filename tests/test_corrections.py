@@ -588,6 +588,26 @@ def test_every_hierarchy_optimizer_policy_and_order_spends_what_the_plan_says(
     ] * (2 * len(coarse)) + [(3 if fine_step == "after" else 4)] * (2 * len(coarse))
 
 
+@pytest.mark.parametrize("fine_step", ["before", "after"])
+def test_a_v_cycle_in_the_last_iteration_reaches_the_last_record(tmp_path, fine_step):
+    """The whole run as the window: the last phase's line search ends the run, and the last
+    record still holds its FLOPs and its δ."""
+    job = run_job(
+        tmp_path / "r",
+        "coarsening=even_odd",
+        *ALL,
+        f"coarsening.fine_step={fine_step}",
+        "coarsening.window_fraction=1",
+        "coarsening.every=2",
+        "coarsening.coarse_steps=2",
+        "train.steps=3",
+    )
+    assert cycle_iterations(job.plan) == [0, 2]
+    last = read_jsonl(tmp_path / "r" / "metrics.jsonl")[-1]
+    assert last["perf/flops"] == job.plan.flops().total and "val/loss" in last
+    assert "coarsening/delta/coarse_b" in last and last["step"] == 3 + 2 * 2 * 2
+
+
 # ============================================================================ resume
 RESUMED = [
     "coarsening.coarse_steps=3",
