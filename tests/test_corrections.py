@@ -678,6 +678,7 @@ def test_preempted_in_a_corrected_phase_resumes_bitwise(tmp_path, stop_at, overr
 
 
 # ============================================================================ torchrun
+@pytest.mark.slow
 def test_two_processes_take_the_same_corrections_as_one(tmp_path):
     """2 gloo processes with half the batch each: every correction is all-reduced, so the
     ranks stay identical (checked at every checkpoint) and match one process."""
