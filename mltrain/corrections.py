@@ -79,7 +79,7 @@ import torch
 
 from mltrain import distributed as D
 from mltrain.config import CoarseningConfig
-from mltrain.data import BatchSampler
+from mltrain.data.sampler import BatchSampler
 from mltrain.errors import ConfigError
 from mltrain.flops import FlopCount
 from mltrain.levels import Level

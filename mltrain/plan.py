@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mltrain.config import MLTrainConfig
+from mltrain.corrections import decorate_cycle
 from mltrain.errors import ConfigError
 from mltrain.flops import FlopCount, level_step_flops
 from mltrain.levels import Level, build_hierarchy
@@ -239,8 +240,6 @@ def vcycle_stage(cfg: MLTrainConfig, levels: list[Level], iterations: int) -> St
     ``coarsening.start``, start + ``every``, ... below the window (Lauga et al. 2025: start 0,
     every 1, the first ``window`` iterations), with the corrections of
     :mod:`mltrain.corrections` when they are switched on."""
-    from mltrain.corrections import decorate_cycle
-
     c = cfg.coarsening
     cycle = build_cycle(levels, c.coarse_steps, c.combine, c.fine_step)
     cycle = decorate_cycle(cycle, c, levels, cfg.model.seq_len)
