@@ -141,6 +141,17 @@ class CoarseningConfig:
     # sequence coarsening (mltrain/patch.py; Shao et al. 2025): tokens per position K of every
     # coarse level (1: token level); coarsening=patch is a level over all blocks with it
     patch_size: int = setting(1, check=at_least(1, integer=True))
+    # better coarse corrections (mltrain/corrections.py; issue 15), all off by default:
+    # V-cycles at fine iterations start, start+every, ... below the window (window_fraction:
+    # the window as a share of the run's iterations, overriding window when set)
+    start: int = setting(0, check=at_least(0))
+    every: int = setting(1, check=at_least(1, integer=True))
+    window_fraction: float | None = setting(None, check=within(0, 1, "(", "]"))
+    tau: str = setting("none", choices=("none", "exact", "cheap"))  # first-order coherence
+    line_search: str = setting("none", choices=("none", "grid", "parabola"))  # delta per phase
+    line_search_max: float = setting(2.0, check=positive)  # largest delta the search tries
+    line_search_batch: int | None = setting(None, check=positive)  # sequences; None: global batch
+    momentum: float = setting(0.0, check=within(0, 1, "[", ")"))  # outer momentum beta
 
 
 @dataclass
@@ -330,7 +341,10 @@ def _hashable(v):
 
 def upgrade(config: dict) -> dict:
     """A resolved config dict written by an earlier mltrain, with renamed keys (:data:`RENAMED`)
-    moved to their new names (a copy; ``config`` is not changed)."""
+    moved to their new names and settings added since filled in with their defaults (every new
+    setting defaults to what runs did before it existed), so a run or checkpoint made before a
+    setting was added compares equal to one made after it with the default (a copy;
+    ``config`` is not changed)."""
     import copy
 
     out = copy.deepcopy(config)
@@ -339,6 +353,27 @@ def upgrade(config: dict) -> dict:
         sec = out.get(s_old)
         if isinstance(sec, dict) and k_old in sec:
             out.setdefault(s_new, {}).setdefault(k_new, sec.pop(k_old))
+    for section, schema in SECTIONS.items():
+        sec = out.get(section)
+        if isinstance(sec, dict):
+            for key, value in _plain_defaults(schema).items():
+                sec.setdefault(key, value)
+    return out
+
+
+def _plain_defaults(schema) -> dict:
+    """The schema's defaults that are plain values (no interpolation, no required field)."""
+    out = {}
+    for f in _fields(schema):
+        if f.default is not dataclasses.MISSING:
+            v = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            v = f.default_factory()
+        else:
+            continue
+        if v == MISSING or (isinstance(v, str) and "${" in v):
+            continue
+        out[f.name] = v
     return out
 
 

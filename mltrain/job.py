@@ -90,12 +90,18 @@ class Job:
         self.plan = build_plan(t, vocab, ctx.world)
         if t.train.target_flops is not None:
             log.info("FLOPs budget %.4e -> %d fine steps", budget_of(t), self.total_steps)
-        if t.coarsening.window > self.total_steps and len(self.plan.levels) > 1:
+        c = t.coarsening
+        if c.window_fraction is None and c.window > self.total_steps and len(self.plan.levels) > 1:
             log.warning(
                 "coarsening.window=%d is longer than the run (%d fine steps): every fine "
                 "iteration runs coarse phases",
                 t.coarsening.window,
                 self.total_steps,
+            )
+        if len(self.plan.levels) > 1 and c.coarse_steps and not self.plan.multilevel and c.start:
+            log.warning(
+                "coarsening.start=%d is not below the window: no fine iteration runs a V-cycle",
+                c.start,
             )
         self.config_container = OmegaConf.to_container(cfg, resolve=True)
         self.resume_path = self._agree(self._decide_resume)  # rank 0 looks, every rank follows

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mltrain.config import MLTrainConfig
+from mltrain.corrections import decorate_cycle
 from mltrain.errors import ConfigError
 from mltrain.flops import FlopCount, level_step_flops
 from mltrain.levels import Level, build_hierarchy
@@ -197,12 +199,11 @@ class Plan:
                 lines.append(
                     f"stage {s.level}: iterations {start}..{start + s.iterations - 1}{enter}"
                 )
-            r = range(start + s.cycle_at.start, start + min(s.cycle_at.stop, s.iterations))
+            ca = s.cycle_at
+            r = range(start + ca.start, start + min(ca.stop, s.iterations), ca.step)
             if self.multilevel and s.cycle and len(r) and s.cycles_in(0, s.iterations):
-                every = f" every {r.step}" if r.step > 1 else ""
                 lines.append(
-                    f"V-cycle for fine iterations {r.start}..{r.stop - 1}{every}: "
-                    f"{format_cycle(s.cycle)}"
+                    f"V-cycle for fine iterations {_iterations(r)}: {format_cycle(s.cycle)}"
                 )
             start += s.iterations
         if self.step_flops is not None:
@@ -237,12 +238,39 @@ class Plan:
         return out
 
 
+def _iterations(r: range) -> str:
+    """The iterations of ``r`` as printed: ``0..4`` (consecutive), every member up to 12 of
+    them, else the first three, ``...``, the last, and how many."""
+    if r.step == 1:
+        return f"{r.start}..{r[-1]}"
+    if len(r) <= 12:
+        return ", ".join(map(str, r))
+    return f"{r[0]}, {r[1]}, {r[2]}, ..., {r[-1]} ({len(r)} iterations, every {r.step})"
+
+
 def vcycle_stage(cfg: MLTrainConfig, levels: list[Level], iterations: int) -> Stage:
-    """The fine level's stage: ``iterations`` fine steps, the V-cycle on the first
-    ``coarsening.window`` of them (Lauga et al. 2025)."""
+    """The fine level's stage: ``iterations`` fine steps, the V-cycle on iterations
+    ``coarsening.start``, start + ``every``, ... below the window (Lauga et al. 2025: start 0,
+    every 1, the first ``window`` iterations), with the corrections of
+    :mod:`mltrain.corrections` when they are switched on."""
     c = cfg.coarsening
     cycle = build_cycle(levels, c.coarse_steps, c.combine, c.fine_step)
-    return Stage(levels[0].name, iterations, cycle, range(0, min(c.window, iterations)))
+    cycle = decorate_cycle(cycle, c, levels, cfg.model.seq_len)
+    return Stage(levels[0].name, iterations, cycle, cycle_iterations(c, iterations))
+
+
+def window_of(c, iterations: int) -> int:
+    """The window in iterations: ``coarsening.window``, or ``window_fraction`` of the run's
+    ``iterations`` rounded to the nearest (halves up) when that is set."""
+    if c.window_fraction is None:
+        return int(c.window)
+    return int(math.floor(float(c.window_fraction) * iterations + 0.5))
+
+
+def cycle_iterations(c, iterations: int) -> range:
+    """Stage-local iterations that carry the V-cycle: start, start + every, ... below
+    min(window, iterations)."""
+    return range(int(c.start), min(window_of(c, iterations), iterations), int(c.every))
 
 
 def steps_for_budget(make, budget: float) -> int:

@@ -159,6 +159,7 @@ class Trainer:
         self._notes: dict[str, float] = {}
         self.extensions = [e for e in (f(self) for f in operations.EXTENSIONS) if e is not None]
         self._pending: dict | None = None
+        self.last_batch: torch.Tensor | None = None
         self._signal: int | None = None
         self._t0 = time.perf_counter()
         self._wall0 = 0.0
@@ -215,6 +216,7 @@ class Trainer:
                         self.p.inner = 0
                     self.p.iteration += 1
                     self.p.op = 0
+                    self._settle()
                     self._end_iteration()
                     bar.update(1)
             if self.p.evaluated_at != self.p.step:
@@ -235,6 +237,19 @@ class Trainer:
                 self.p.flops += extra.total
                 self.p.flops_nonembed += extra.nonembed
                 self.p.flops_level[op.booked_to(self.plan)] += extra.total
+
+    def _settle(self) -> None:
+        """Bring the last step's record (not yet written) up to what the iteration spent and
+        noted after that step (e.g. a line search closing the iteration's last phase), so the
+        run's last record holds every FLOP of the plan."""
+        rec, p = self._pending, self.p
+        if rec is None:
+            return
+        rec.update(self._notes)
+        self._notes = {}
+        rec["perf/flops"], rec["perf/flops_nonembed"] = p.flops, p.flops_nonembed
+        rec["perf/tokens"] = p.tokens
+        rec.update({f"perf/flops_level/{n}": v for n, v in p.flops_level.items()})
 
     def note(self, key: str, value: float) -> None:
         """A value for the next record (e.g. the δ a line search chose, a growth's loss jump)."""
@@ -292,6 +307,7 @@ class Trainer:
         batch = batch[self.ctx.rank * per_rank : (self.ctx.rank + 1) * per_rank]
         if self.ctx.device.type == "cuda":
             batch = batch.pin_memory().to(self.ctx.device, non_blocking=True)
+        self.last_batch = batch  # this step's windows on this rank (extensions may reuse them)
         path = self.path_of(level)
         loss_sum = torch.zeros((), device=self.ctx.device)
         for micro in batch.split(self.micro):
