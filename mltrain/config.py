@@ -138,6 +138,10 @@ class CoarseningConfig:
     stage_shares: list[float] = setting(factory=list)
     grow_init: str = setting("ode", choices="mltrain.growth:GROWTH")  # at a stage change
     grow_warmup: int = setting(0, check=at_least(0))  # LR re-warm-up steps of new blocks
+    # random sub-paths (RaPTr; mltrain/raptr.py): path length of each raptr_<p> level, and the
+    # step of a sampled middle block: inverse = (N-2)/(p-2), none = 1
+    raptr_blocks: list[int] = setting(factory=list)
+    raptr_scale: str = setting("inverse", choices=("inverse", "none"))
 
 
 @dataclass

@@ -256,3 +256,6 @@ def apply_corrections(
     for corr in corrections:
         for n, c in corr.items():
             params[n].add_(c)
+
+
+import mltrain.raptr  # noqa: E402, F401  (registers the random sub-path hierarchy)
