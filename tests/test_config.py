@@ -15,6 +15,7 @@ GROUPS = ["model", "coarsening", "optimizer", "schedule", "data", "logger", "exp
 NEEDS = {  # options that need a value no default can supply
     ("coarsening", "custom"): ["coarsening.blocks=[[0,2]]"],
     ("coarsening", "raptr"): ["model.n_layer=12"],  # path lengths 6, 8, 10 of 12 blocks
+    ("experiment", "raptr"): ["model.n_layer=12"],
     ("data", "text_files"): ["data.paths=[/tmp]"],
 }
 

@@ -168,3 +168,25 @@ def test_keep_changes_no_tensor_and_ode_zero_keep_start_only_skipped_blocks_fres
     for init in ("ode", "zero", "keep"):
         assert new_blocks(B4, FINE4, init) == [1, 3]
         assert new_blocks(C2, C1, init) == [1, 5, 9]
+
+
+def test_ode_differs_from_the_coarse_step_at_second_order_in_h_and_keep_at_first_order():
+    """On real transformer blocks: with H = 2h, ‖grown − coarse‖ = h²‖F'F‖ + O(h³) for ode
+    (halving h divides it by 4) and O(h) for keep (new blocks random, trained ones at h)."""
+    base = model(scale=3.0)
+    x = hidden(base)
+    gaps = {}
+    for init in ("ode", "keep"):
+        gaps[init] = []
+        for h in (0.02, 0.01, 0.005):
+            m = model(scale=3.0)
+            source, target = Level("c", (0, 2), 2 * h, "f"), Level("f", (0, 1, 2, 3), h)
+            with torch.no_grad():
+                coarse = m.integrate(x, source.path)
+                GROWTH.get(init).apply(m, source, target)
+                gaps[init].append((m.integrate(x, target.path) - coarse).norm().item())
+    for a, b in zip(gaps["ode"], gaps["ode"][1:]):
+        assert 3.6 < a / b < 4.4
+    for a, b in zip(gaps["keep"], gaps["keep"][1:]):
+        assert 1.8 < a / b < 2.2
+    assert gaps["ode"][-1] < 0.05 * gaps["keep"][-1]
