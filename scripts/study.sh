@@ -55,18 +55,21 @@ for part in "$@"; do
     sweep recipe_sgd experiment=paper_small train.seed=0,1,2 ;;
   recipe_adamw)  # the same with AdamW (its default lr 1e-3), 3 seeds
     sweep recipe_adamw experiment=paper_small optimizer=adamw train.seed=0,1,2 ;;
-  grow_init)  # the growth operators: coarse_b (6 blocks, h=2) for 60 % of the budget, then all 12
-    sweep grow_init experiment=grow $GR coarsening.grow_init=ode,zero,stack,keep ;;
-  grow_shares)  # the coarse stage's share: 0.5, 0.7, 0.8 (0.6 is in grow_init)
-    sweep grow_shares experiment=grow $GR coarsening.grow_init=zero 'coarsening.stage_shares=[0.5,0.5],[0.7,0.3],[0.8,0.2]' ;;
-  grow_recursive)  # 3 -> 6 -> 12 blocks (30 %, 30 %, 40 %), a growth at each change
-    sweep grow_recursive experiment=grow_recursive $GR coarsening.grow_init=zero,ode ;;
-  grow_cosine)  # the schedule: cosine over the iterations of both stages instead of wsd
-    sweep grow_cosine experiment=grow $GR coarsening.grow_init=zero schedule=cosine ;;
-  grow_warmup)  # LR re-warm-up of the new blocks over 10 iterations after the growth
-    sweep grow_warmup experiment=grow $GR coarsening.grow_init=zero,ode coarsening.grow_warmup=10 ;;
+  grow_init)  # the growth operators: coarse_b (6 blocks, h=2) for 80 % of the budget, then all 12
+    sweep grow_init experiment=grow $GR coarsening.grow_init=zero,ode,stack,keep ;;
+  grow_shares)  # the coarse stage's share: 0.5, 0.6, 0.7, 0.9 (0.8 is in grow_init)
+    sweep grow_shares experiment=grow $GR coarsening.grow_init=zero 'coarsening.stage_shares=[0.5,0.5],[0.6,0.4],[0.7,0.3],[0.9,0.1]' ;;
+  grow_recursive)  # 3 -> 6 -> 12 blocks, a growth at each change: shares 0.4/0.4/0.2 and 0.3/0.3/0.4
+    sweep grow_recursive experiment=grow_recursive $GR coarsening.grow_init=zero 'coarsening.stage_shares=[0.4,0.4,0.2],[0.3,0.3,0.4]'
+    sweep grow_recursive_ode experiment=grow_recursive $GR coarsening.grow_init=ode ;;
+  small_models)  # the control: is it only a smaller model? single-level 6 and 3 blocks, wsd
+    sweep small_models $FR optimizer=adamw schedule=wsd $GR model.n_layer=6,3 ;;
   raptr)  # random paths of 6, 8, 10, 12 blocks (RaPTr), middle blocks scaled by (N-2)/(p-2) or not
     sweep raptr experiment=raptr $GR coarsening.raptr_scale=inverse,none ;;
+  grow_cosine)  # the schedule: cosine over the iterations of both stages instead of wsd
+    sweep grow_cosine experiment=grow $GR schedule=cosine ;;
+  grow_warmup)  # LR re-warm-up of the new blocks over 10 iterations after the growth
+    sweep grow_warmup experiment=grow $GR coarsening.grow_warmup=10 ;;
   frontier_adamw_wsd)  # the schedule control: single-level AdamW with wsd at the 4 budgets, seed 0
     for b in $B $H $Q $D; do sweep frontier_adamw_wsd_$b $FR optimizer=adamw schedule=wsd train.target_flops=$b optimizer.lr=1e-3,2e-3,4e-3; done ;;
   frontier_adamw_wsd_seeds)  # ... seeds 1, 2 at lr 2e-3

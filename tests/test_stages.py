@@ -19,6 +19,8 @@ V = 8192  # the tiny runs' BPE vocabulary
 # the fine path (5 iterations); evaluation and checkpoints every 4 iterations (one at the growth)
 GROW = [
     "coarsening=grow",
+    "coarsening.stage_shares=[0.6,0.4]",  # pinned: the presets' defaults may be retuned
+    "coarsening.grow_init=ode",
     "optimizer=adamw",
     "optimizer.lr=3e-3",
     "train.steps=12",
@@ -26,7 +28,11 @@ GROW = [
     "train.checkpoint_every=4",
     "train.keep_checkpoints=10",
 ]
-REC = ["coarsening=grow_recursive", *GROW[1:]]  # blocks 3 -> 1, 3 -> 0..3
+REC = [
+    "coarsening=grow_recursive",
+    "coarsening.stage_shares=[0.3,0.3,0.4]",
+    *GROW[3:],
+]  # 3 -> 1, 3 -> 0..3
 
 
 def plan_of(*overrides):
@@ -47,7 +53,7 @@ def walk(job, iterations):
     "overrides",
     [
         ["coarsening=grow"],
-        ["coarsening=grow", "coarsening.stage_shares=[0.8,0.2]"],
+        ["coarsening=grow", "coarsening.stage_shares=[0.6,0.4]"],
         ["coarsening=grow_recursive"],
         ["coarsening=raptr", "model.n_layer=12"],
         ["coarsening=grow", "coarsening.window=2", "coarsening.coarse_steps=3"],  # V-cycle too
@@ -68,7 +74,7 @@ def test_stage_shares_add_up_to_the_budget_within_one_step(overrides):
 
 
 def test_recursive_plan_grows_at_each_change():
-    plan = plan_of("coarsening=grow_recursive", "model.n_layer=12")
+    plan = plan_of("coarsening=grow_recursive", "model.n_layer=12", "coarsening.grow_init=ode")
     assert [s.level for s in plan.stages] == ["coarse_2", "coarse_1", "fine"]
     assert plan.stages[0].enter == ()
     assert plan.stages[1].enter == (Grow("coarse_2", "coarse_1", "ode"),)
