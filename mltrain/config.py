@@ -152,6 +152,10 @@ class CoarseningConfig:
     line_search_max: float = setting(2.0, check=positive)  # largest delta the search tries
     line_search_batch: int | None = setting(None, check=positive)  # sequences; None: global batch
     momentum: float = setting(0.0, check=within(0, 1, "[", ")"))  # outer momentum beta
+    # random sub-paths (RaPTr; mltrain/raptr.py): path length of each raptr_<p> level, and the
+    # step of a sampled middle block: inverse = (N-2)/(p-2), none = 1
+    raptr_blocks: list[int] = setting(factory=list)
+    raptr_scale: str = setting("inverse", choices=("inverse", "none"))
 
 
 @dataclass

@@ -149,6 +149,20 @@ def _recursive(c: CoarseningConfig, n_layer: int) -> list[Level]:
     return levels[1:]
 
 
+@HIERARCHIES.register("grow")
+def _grow(c: CoarseningConfig, n_layer: int) -> list[Level]:
+    """coarse_b alone (as ``odd``): the coarse path that coarse-to-fine training
+    (``conf/coarsening/grow.yaml``, :mod:`mltrain.stages`) trains before growing."""
+    return _halves(c, n_layer, "odd")
+
+
+@HIERARCHIES.register("grow_recursive")
+def _grow_recursive(c: CoarseningConfig, n_layer: int) -> list[Level]:
+    """The ``recursive`` levels, trained coarsest first with a growth at each change
+    (``conf/coarsening/grow_recursive.yaml``: 3 -> 6 -> 12 blocks)."""
+    return _recursive(c, n_layer)
+
+
 @HIERARCHIES.register("custom")
 def _custom(c: CoarseningConfig, n_layer: int) -> list[Level]:
     """``blocks`` lists, h = ``step_sizes[i]`` or N/len(blocks[i]); a level whose blocks all
@@ -249,3 +263,4 @@ def apply_corrections(
 
 # hierarchies of other modules register on import (mltrain.patch: coarsening=patch)
 import mltrain.patch  # noqa: E402, F401
+import mltrain.raptr  # noqa: E402, F401  (registers the random sub-path hierarchy)

@@ -28,6 +28,7 @@ HANDLERS: dict[type, Callable[[Trainer, Any], None]] = {}
 # keeps state across steps (saved in checkpoints under its ``name``) and may adjust gradients:
 #   name: str; state_dict() -> dict; load_state_dict(dict) -> None;
 #   on_gradients(trainer, level) -> None   (optional: after the all-reduce, before clipping)
+#   after_step(trainer, level) -> None     (optional: right after the optimizer step)
 EXTENSIONS: list[Callable[[Trainer], Any]] = []
 
 

@@ -155,19 +155,26 @@ class LevelOptimizers:
     def start_phase(self, level: str) -> None:
         """Called when a coarse phase on ``level`` opens."""
 
-    def transfer(self, source: str, target: str, names: set[str]) -> None:
-        """Give ``target``'s optimizer the state ``source``'s optimizer holds for the parameters
-        ``names`` (a growth: trained blocks keep their momentum / Adam moments, new blocks
-        start fresh). Copies, so the two levels' states stay independent."""
+    def transfer(self, source: str, target: str, inherit: dict[str, str]) -> None:
+        """Optimizer state at a growth: each parameter ``n`` that ``target``'s optimizer trains
+        gets a copy of the state ``source``'s optimizer holds for parameter ``inherit[n]`` (a
+        trained block keeps its momentum / Adam moments, also when its tensors moved, e.g. a
+        stacked block); every other parameter of ``target`` starts fresh (its state is
+        dropped). Copies, read before anything is written, so it works when the two are one
+        optimizer (``shared``) and the two levels' states stay independent otherwise."""
         src, dst = self.get(source), self.get(target)
-        if src is dst:
-            return
-        params = {n: p for n, p in self.level_params[source].items() if n in names}
-        for p in params.values():
+        sources = self.level_params[source]
+        saved = {}
+        for n, s in inherit.items():
+            p = sources[s]
             if p in src.state:
-                dst.state[p] = {
+                saved[n] = {
                     k: v.clone() if torch.is_tensor(v) else v for k, v in src.state[p].items()
                 }
+        for n, p in self.level_params[target].items():
+            dst.state.pop(p, None)
+            if n in saved:
+                dst.state[p] = saved[n]
 
     @staticmethod
     def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:

@@ -10,6 +10,11 @@ fine stage runs the V-cycle too when ``coarsening.window`` > 0. The budget is
 share of ``train.steps``. Each stage boundary is placed so the cumulative FLOPs are closest to
 the cumulative shares: the stages share the budget to within half a step.
 
+Each stage's blocks must include the previous stage's (a growth keeps the trained blocks), e.g.
+recursive ``coarsening.stages=[coarse_2,coarse_1,fine]`` (3 -> 6 -> 12 blocks), with a growth at
+each change; or random sub-path stages (``coarsening=raptr``, :mod:`mltrain.raptr`), which
+train every block and need no growth. The LR schedule runs over the iterations of all stages.
+
 Stages are data (:class:`mltrain.plan.Stage` with the growth as its ``enter`` operation), so
 they are printed at start, resumable at any step and part of every checkpoint's position.
 """
@@ -28,13 +33,19 @@ from mltrain.vcycle import Operation
 
 @dataclass(frozen=True)
 class Grow(Operation):
-    """Change the model from stage level ``source`` to ``level`` (usually the fine one) with
-    the growth operator ``init`` (:data:`mltrain.growth.GROWTH`); no training FLOPs (the loss
-    measured before and after it is evaluation)."""
+    """Change the model from stage level ``source`` to ``level`` (the next stage's) with the
+    growth operator ``init`` (:data:`mltrain.growth.GROWTH`; handler :func:`mltrain.growth.grow`).
+    No training FLOPs: it changes tensors in place, and the losses measured before and after
+    it are evaluation (``perf/flops_eval``)."""
 
     source: str
     level: str
     init: str
+
+    @property
+    def label(self) -> str:
+        """How the plan prints it, e.g. ``Grow(coarse_b -> fine, ode)``."""
+        return f"Grow({self.source} -> {self.level}, {self.init})"
 
 
 def check_stages(cfg: MLTrainConfig, levels: list[Level]) -> tuple[list[str], list[float]]:
@@ -67,7 +78,23 @@ def check_stages(cfg: MLTrainConfig, levels: list[Level]) -> tuple[list[str], li
             f"coarsening.stages={stages} must end with the fine level ({levels[0].name}): the run's "
             "model is the fine one"
         )
+    by_name = {lv.name: lv for lv in levels}
+    for a, b in zip(stages, stages[1:]):
+        missing = sorted(set(by_name[a].blocks) - set(by_name[b].blocks))
+        if missing:
+            raise ConfigError(
+                f"coarsening.stages: {b} follows {a} but lacks its blocks {missing}: a growth keeps "
+                "the trained blocks, so each stage's blocks must include the previous stage's"
+            )
     return stages, shares
+
+
+def grows(source: Level, target: Level) -> bool:
+    """Whether changing from stage level ``source`` to ``target`` changes the model (a
+    :class:`Grow`): the target evaluates blocks the source did not train, or another step.
+    A random sub-path level (:mod:`mltrain.raptr`) trains every block of the fine path with
+    the fine optimizer, so the stages after it need no growth."""
+    return set(source.blocks) != set(target.blocks) or source.h != target.h
 
 
 def staged_plan(cfg: MLTrainConfig, levels: list[Level], step_flops, tokens: int, make_fine):
@@ -97,7 +124,7 @@ def staged_plan(cfg: MLTrainConfig, levels: list[Level], step_flops, tokens: int
             cost = n * per
         counts.append(n)
         spent += cost
-    counts[-1] = capped(counts[-1], t.max_steps)
+    counts = capped_stages(counts, t.max_steps)
     plan = Plan(levels, _make(cfg, levels, stages, counts), step_flops, tokens)
     if cfg.schedule.warmup_steps >= plan.iterations:
         raise ConfigError(
@@ -107,10 +134,26 @@ def staged_plan(cfg: MLTrainConfig, levels: list[Level], step_flops, tokens: int
     return plan
 
 
+def capped_stages(counts: list[int], max_steps: int | None) -> list[int]:
+    """Stage lengths whose sum is at most ``train.max_steps`` (mode=smoke caps every run): the
+    stages shrink in proportion, each keeps at least one iteration (so every growth happens)."""
+    total = sum(counts)
+    if max_steps is None or total <= max_steps:
+        return counts
+    capped(total, max_steps)  # the warning
+    out = [max(1, c * max_steps // total) for c in counts]
+    while sum(out) > max(max_steps, len(out)):
+        i = out.index(max(out))
+        out[i] -= 1
+    return out
+
+
 def _make(cfg, levels, stages, counts) -> tuple[Stage, ...]:
+    by_name = {lv.name: lv for lv in levels}
     out = []
     for i, (name, n) in enumerate(zip(stages, counts)):
-        enter = (Grow(stages[i - 1], name, cfg.coarsening.grow_init),) if i else ()
+        grow = i and grows(by_name[stages[i - 1]], by_name[name])
+        enter = (Grow(stages[i - 1], name, cfg.coarsening.grow_init),) if grow else ()
         if name == levels[0].name:
             fine = vcycle_stage(cfg, levels, n)
             out.append(Stage(name, n, fine.cycle, fine.cycle_at, enter))

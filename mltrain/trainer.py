@@ -294,6 +294,9 @@ class Trainer:
             self.scaler.update()
         else:
             opt.step()
+        for ext in self.extensions:
+            if hasattr(ext, "after_step"):
+                ext.after_step(self, level)
         self.model.zero_grad(set_to_none=True)
         self._account(level, loss_norm, lr, time.perf_counter() - t_start)
 
@@ -437,9 +440,13 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation
     @property
     def eval_level(self) -> Level:
-        """The model validation measures: the current stage's level (the fine level in a
-        single-level or V-cycle run; in a coarse-to-fine run, the path trained so far)."""
-        return self.levels[self.stage.level]
+        """The model validation measures: the level of the stage whose iteration ran last
+        (before training: the first stage's). The fine level in a single-level or V-cycle run;
+        in a coarse-to-fine run the path trained so far, so the evaluation that ends a coarse
+        stage measures the coarse path, not the fine path before its growth."""
+        p = self.p
+        k = p.iteration - 1 if p.op == 0 and p.iteration > 0 else p.iteration
+        return self.levels[self.plan._locate(min(k, self.total_steps - 1))[0].level]
 
     @torch.no_grad()
     def evaluate(self, path: BlockPath | None = None) -> float:
@@ -469,7 +476,9 @@ class Trainer:
         """Evaluate, add ``val/*`` to the pending record (or log an evaluation record), and
         stop on a non-finite validation loss (after logging it)."""
         val = self.evaluate()
-        self.p.flops_eval += self.eval_flops.total * self._eval_blocks() // len(self.fine.blocks)
+        m, tokens = self.model, len(self.val_batches) * self.seq_len  # the path's own FLOPs
+        n = self._eval_blocks()
+        self.p.flops_eval += forward_flops(n, m.n_embd, self.seq_len, m.vocab_size, tokens).total
         self.p.val_loss = val
         self.p.evaluated_at = self.p.step
         extra = {

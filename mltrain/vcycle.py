@@ -127,6 +127,8 @@ def format_cycle(cycle: tuple[Op, ...]) -> str:
             parts.append(f"Train({op.level}, {op.steps})")
         elif isinstance(op, ApplyDeferred):
             parts.append("ApplyDeferred")
+        elif hasattr(op, "label"):  # an operation that names itself (e.g. stages.Grow)
+            parts.append(op.label)
         else:
             parts.append(f"{type(op).__name__}({op.level})")
     return " -> ".join(parts)

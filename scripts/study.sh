@@ -45,6 +45,11 @@ HINT="experiment=paper_small coarsening.delta=1 coarsening.window=10 optimizer.w
 # delta line-searched on 4 held-aside sequences (7 forwards of 512 tokens per phase) and outer
 # momentum 0.5
 CORR_BEST="coarsening.line_search=parabola coarsening.line_search_max=4 coarsening.line_search_batch=4 coarsening.momentum=0.5"
+# Coarse-to-fine training and random sub-paths (issue 16): AdamW lr 2e-3, warmup-stable-decay
+# over the iterations of all stages, the reference budget, no V-cycle (the presets grow,
+# grow_recursive and raptr set coarsening.window=0), 3 seeds. Each run takes about as long as a
+# single-level run at the reference budget.
+GR="optimizer.lr=2e-3 train.target_flops=$B train.seed=0,1,2"
 
 for part in "$@"; do
   case $part in
@@ -97,6 +102,25 @@ for part in "$@"; do
   corr_best_sgd)  # the same combination with SGD, and the hint alone with SGD, 3 seeds each
     sweep corr_hint_sgd $HINT $SGD train.seed=0,1,2
     sweep corr_best_sgd $HINT $SGD $CORR_BEST train.seed=0,1,2 ;;
+  grow_init)  # the growth operators: coarse_b (6 blocks, h=2) for 80 % of the budget, then all 12
+    sweep grow_init experiment=grow $GR coarsening.grow_init=zero,ode,stack,keep ;;
+  grow_shares)  # the coarse stage's share: 0.5, 0.6, 0.7, 0.9 (0.8 is in grow_init)
+    sweep grow_shares experiment=grow $GR coarsening.grow_init=zero 'coarsening.stage_shares=[0.5,0.5],[0.6,0.4],[0.7,0.3],[0.9,0.1]' ;;
+  grow_recursive)  # 3 -> 6 -> 12 blocks, a growth at each change: shares 0.4/0.4/0.2 and 0.3/0.3/0.4
+    sweep grow_recursive experiment=grow_recursive $GR coarsening.grow_init=zero 'coarsening.stage_shares=[0.4,0.4,0.2],[0.3,0.3,0.4]'
+    sweep grow_recursive_ode experiment=grow_recursive $GR coarsening.grow_init=ode ;;
+  small_models)  # the control: is it only a smaller model? single-level 6 and 3 blocks, wsd
+    sweep small_models $FR optimizer=adamw schedule=wsd $GR model.n_layer=6,3 ;;
+  raptr)  # random paths of 6, 8, 10, 12 blocks (RaPTr), middle blocks scaled by (N-2)/(p-2) or not
+    sweep raptr experiment=raptr $GR coarsening.raptr_scale=inverse,none ;;
+  grow_cosine)  # the schedule: cosine over the iterations of both stages instead of wsd
+    sweep grow_cosine experiment=grow $GR schedule=cosine ;;
+  grow_warmup)  # LR re-warm-up of the new blocks over 10 iterations after the growth
+    sweep grow_warmup experiment=grow $GR coarsening.grow_warmup=10 ;;
+  frontier_adamw_wsd)  # the schedule control: single-level AdamW with wsd at the 4 budgets, seed 0
+    for b in $B $H $Q $D; do sweep frontier_adamw_wsd_$b $FR optimizer=adamw schedule=wsd train.target_flops=$b optimizer.lr=1e-3,2e-3,4e-3; done ;;
+  frontier_adamw_wsd_seeds)  # ... seeds 1, 2 at lr 2e-3
+    for b in $B $H $Q $D; do sweep frontier_adamw_wsd_seeds_$b $FR optimizer=adamw schedule=wsd train.target_flops=$b optimizer.lr=2e-3 train.seed=1,2; done ;;
   *) echo "unknown part: $part ($0 OUT list)"; exit 2 ;;
   esac
 done

@@ -14,6 +14,8 @@ from tests.helpers import compose, plugin_missing
 GROUPS = ["model", "coarsening", "optimizer", "schedule", "data", "logger", "experiment", "mode"]
 NEEDS = {  # options that need a value no default can supply
     ("coarsening", "custom"): ["coarsening.blocks=[[0,2]]"],
+    ("coarsening", "raptr"): ["model.n_layer=12"],  # path lengths 6, 8, 10 of 12 blocks
+    ("experiment", "raptr"): ["model.n_layer=12"],
     ("data", "text_files"): ["data.paths=[/tmp]"],
 }
 
