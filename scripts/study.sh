@@ -64,8 +64,6 @@ for part in "$@"; do
     for b in $B $H $Q $D; do sweep frontier_adamw_ext_$b $FR optimizer=adamw train.target_flops=$b optimizer.lr=1e-3; done ;;
   frontier_adamw_seeds)  # seeds 1, 2 at the best lr (2e-3) of budgets 1/4, 1/2, 1
     for b in $Q $H $B; do sweep frontier_adamw_seeds_$b $FR optimizer=adamw train.target_flops=$b optimizer.lr=2e-3 train.seed=1,2; done ;;
-  frontier_adamw_wsd)  # the schedule is tuned too: warmup-stable-decay single-level runs
-    for b in $Q $B $H $D; do sweep frontier_adamw_wsd_$b $FR optimizer=adamw schedule=wsd train.target_flops=$b optimizer.lr=2e-3,4e-3; done ;;
   recipe_sgd)  # the paper's recipe at CPU scale (SGD lr 0.5), 3 seeds
     sweep recipe_sgd experiment=paper_small train.seed=0,1,2 ;;
   recipe_adamw)  # the same with AdamW (its default lr 1e-3), 3 seeds
