@@ -512,6 +512,11 @@ def validate(cfg: DictConfig) -> None:
         t.target_flops is not None or s.warmup_steps < t.steps,
         f"schedule.warmup_steps={s.warmup_steps} is not allowed: must be >= 0 and < train.steps={t.steps}",
     )
+    _require(
+        t.target_flops is not None or float(t.flops_scale) == 1.0,
+        f"train.flops_scale={t.flops_scale} scales train.target_flops, which is not set: "
+        "set train.target_flops=<FLOPs> or leave train.flops_scale at 1",
+    )
     if d.name == "text_files":
         _require(
             len(d.paths) > 0,

@@ -168,6 +168,10 @@ def test_options_of_another_optimizer_are_rejected():
         (["data.val_fraction=1.0"], r"data.val_fraction=1.0 is not allowed: must be in \(0, 1\)"),
         (["data=text_files"], r"data.paths is empty: data=text_files needs data.paths"),
         (["train.target_flops=-1"], r"train.target_flops=-1.0 is not allowed"),
+        (  # a scale with nothing to scale would be ignored: the run would keep its steps
+            ["train.flops_scale=0.25"],
+            r"train.flops_scale=0.25 scales train.target_flops, which is not set",
+        ),
     ],
 )
 def test_bad_values_give_one_line_naming_the_setting(overrides, match):
