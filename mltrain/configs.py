@@ -14,7 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from mltrain.curves import fmt_flops
-from mltrain.runs import LABEL_KEYS, Run, _ignored, derive_role, is_single_level
+from mltrain.runs import (
+    LABEL_KEYS,
+    Run,
+    _ignored,
+    configured_budget,
+    derive_role,
+    is_single_level,
+)
 
 # Comparison roles (``run.json`` "role", W&B job type) and their names for readers.
 ROLE_NAMES = {
@@ -214,11 +221,11 @@ def group_configurations(runs: list[Run]) -> list[Configuration]:
     for c in configs:
         c.runs.sort(key=lambda r: (str(r.seed), r.name))
     configs.sort(key=_order)  # stable
-    budgets = {c.flat.get("train.target_flops") for c in configs if c.same_flops}
+    budgets = {configured_budget(c.flat) for c in configs if c.same_flops}
     suffixes = label_suffixes([c.flat for c in configs])
     for c, suffix in zip(configs, suffixes):
         label = base_label(c.flat, c.role)
-        target = c.flat.get("train.target_flops")
+        target = configured_budget(c.flat)
         if target is not None and (len(budgets) > 1 or not c.same_flops):
             label += f" {fmt_flops(float(target), 2)} FLOPs"
         c.label = label + suffix

@@ -33,7 +33,7 @@ import numpy as np
 
 from mltrain.configs import Configuration, identity, label_suffixes, setting_differences
 from mltrain.curves import Estimate, aggregate, fmt_flops
-from mltrain.runs import TOTALS, Run, _num, is_single_level
+from mltrain.runs import TOTALS, Run, _num, configured_budget, is_single_level
 
 BUDGET_TOLERANCE = 0.01  # runs whose budgets agree within 1 % are one budget
 MIN_BUDGETS = 4  # DESIGN.md section 8
@@ -99,9 +99,9 @@ def gap(loss: float, l_star: Estimate) -> Estimate:
 
 # --------------------------------------------------------------------------- the frontier
 def budget_of(run: Run) -> float:
-    """A frontier run's budget (FLOPs with head): ``train.target_flops``, else ``run.json``'s
+    """A frontier run's budget (FLOPs with head): ``train.target_flops`` x ``train.flops_scale``, else ``run.json``'s
     planned FLOPs, else the FLOPs it spent."""
-    b = run.flat.get("train.target_flops")
+    b = configured_budget(run.flat)
     if b is None:
         b = run.meta.get("planned_flops")
     return float(b) if b is not None else run.total("head")
@@ -220,13 +220,17 @@ def build_budget(runs: Sequence[Run], warnings: list[str]) -> Budget:
                 f"{where}: lr {lr:g} not a frontier point: "
                 + "; ".join(f"seed {r.seed} {r.diverged_text}" for r in bad)
             )
-        elif unfinished:
-            warnings.append(
-                f"{where}: lr {lr:g} left out: "
-                + "; ".join(f"seed {r.seed} {why}" for r, why in unfinished)
-            )
         else:
-            b.losses[lr] = float(np.mean([r.final_val_loss for r in rs]))
+            if unfinished:  # a seed still running (or killed) is left out, not its finished ones
+                done = [r for r in rs if not r.incomplete()]
+                warnings.append(
+                    f"{where}: lr {lr:g}: "
+                    + "; ".join(f"seed {r.seed} left out, {why}" for r, why in unfinished)
+                    + ("" if done else " (no finished seed: not a frontier point)")
+                )
+                rs[:] = done
+            if rs:
+                b.losses[lr] = float(np.mean([r.final_val_loss for r in rs]))
     if not b.losses:
         warnings.append(f"{where}: no learning rate finished without diverging; no frontier point")
         return b
@@ -288,9 +292,12 @@ def build_schedules(runs: Sequence[Run], warnings: list[str]) -> Budget:
         b.schedule = name
         candidates.append((b, w))
     usable = [(b, w) for b, w in candidates if b.best]
+    for b, w in candidates:  # a schedule with no usable point says why (unfinished, diverged)
+        if not b.best:
+            warnings.extend(x for x in w if "left out" in x or "not a frontier point" in x)
     if not usable:
         for _, w in candidates:
-            warnings.extend(w)
+            warnings.extend(x for x in w if x not in warnings)
         return candidates[0][0]
     best, w = min(usable, key=lambda bw: (bw[0].loss, bw[0].schedule))
     if len(by_schedule) > 1:

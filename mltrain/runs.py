@@ -135,6 +135,17 @@ def coarse_spans(records: list[dict]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, dtype=float).reshape(-1, 2) for k, v in spans.items()}
 
 
+def configured_budget(flat: dict) -> float | None:
+    """A run's FLOP budget from its config (FLOPs with head): ``train.target_flops`` times
+    ``train.flops_scale`` (1 when absent), or None when the run is sized by ``train.steps``
+    (mltrain.plan.budget_of on a flattened config)."""
+    t = flat.get("train.target_flops")
+    if t is None:
+        return None
+    scale = flat.get("train.flops_scale")
+    return float(t) * (1.0 if scale is None else float(scale))
+
+
 def derive_role(flat: dict) -> str:
     """The role of a run that does not record one (older runs): ``multilevel`` unless
     :func:`is_single_level`; else ``single_level/same_flops`` with ``train.target_flops``,

@@ -299,7 +299,7 @@ def test_frontier_sweep_and_a_multilevel_run_give_the_plot_and_the_headline_tabl
         in md
     )
     assert (
-        "| 8.00e3 | 8.00e3 | 4.00e3 | 0.1: 3.3000 (1); 0.2: 3.0000 (1); 0.4: 3.2000 (1) | 0.2 |"
+        "| 8.00e3 | 8.00e3 | 4.00e3 | 0.1: 3.3000 (1); 0.2: 3.0000 (1); 0.4: 3.2000 (1) | cosine, 0.2 | 3.0000 (3.0000–3.0000) | — | 3.0000 |"
         in md
     )
     assert "best lr 0.2 has only one seed" in md
@@ -344,7 +344,16 @@ def test_unfinished_frontier_runs_are_left_out_and_no_frontier_is_one_line_exit_
     tuned(root, 4000, 0.8, 2.9, meta={"role": "frontier", "status": "running"})
     (f,) = F.frontier_families(C.find_runs([root]), [])
     assert f.budgets[2].best_lr == 0.2
-    assert "budget 4.00e3: lr 0.8 left out: seed 0 running at fine step 2" in f.warnings
+    assert (
+        "budget 4.00e3: lr 0.8: seed 0 left out, running at fine step 2 "
+        "(no finished seed: not a frontier point)" in f.warnings
+    )
+    # a finished seed of the same lr is used, the running one left out: 0.8 becomes the best
+    tuned(root, 4000, 0.8, 3.1, seed=1)
+    (f,) = F.frontier_families(C.find_runs([root]), [])
+    assert f.budgets[2].best_lr == 0.8 and f.budgets[2].loss == pytest.approx(3.1)
+    assert [r.seed for r in f.budgets[2].best] == [1]
+    assert "budget 4.00e3: lr 0.8: seed 0 left out, running at fine step 2" in f.warnings
     method(tmp_path / "only_multi", "m", 3.4)
     with pytest.raises(SystemExit) as e:
         C.main([str(tmp_path / "only_multi"), "--frontier", str(tmp_path / "only_multi")])
@@ -421,3 +430,15 @@ def test_the_schedule_is_tuned_like_the_learning_rate(tmp_path):
     assert f.budgets[1].others == {"cosine": 3.5} and f.budgets[2].others == {"wsd": 3.25}
     assert any("budget 2.00e3: best lr (wsd) 0.2 is the smallest tried" in w for w in f.warnings)
     assert not any("(wsd)" in w and "4.00e3" in w for w in f.warnings)
+
+
+def test_a_run_scaled_by_flops_scale_sits_at_its_scaled_budget(tmp_path):
+    """experiment=frontier sets train.target_flops to the reference and train.flops_scale per
+    run: the budget is their product (a wsd run at 1/4 of the reference was counted at the
+    reference budget before)."""
+    root = make_frontier(tmp_path / "front")
+    tuned(root, 8000, 0.3, 3.0, 0, "train.flops_scale=0.5")  # spends 4000 FLOPs
+    (f,) = F.frontier_families(C.find_runs([root]), [])
+    (b,) = [b for b in f.budgets if b.budget == 4000]
+    assert b.best_lr == 0.3 and b.loss == pytest.approx(3.0)
+    assert all(b.budget != 8000 for b in f.budgets)
