@@ -90,11 +90,20 @@ def check_stages(cfg: MLTrainConfig, levels: list[Level]) -> tuple[list[str], li
 
 
 def grows(source: Level, target: Level) -> bool:
-    """Whether changing from stage level ``source`` to ``target`` changes the model (a
-    :class:`Grow`): the target evaluates blocks the source did not train, or another step.
-    A random sub-path level (:mod:`mltrain.raptr`) trains every block of the fine path with
-    the fine optimizer, so the stages after it need no growth."""
-    return set(source.blocks) != set(target.blocks) or source.h != target.h
+    """Whether changing from stage level ``source`` to ``target`` needs a :class:`Grow`: the
+    target evaluates blocks the source did not train, or another step, or trains with another
+    optimizer (a patch level over all blocks: its optimizer state must be handed over, as in
+    any growth). A random sub-path level (:mod:`mltrain.raptr`) trains every block of the fine
+    path with the fine optimizer, so the stages after it need no growth."""
+
+    def optimizer(lv: Level) -> str:
+        return lv.optimizer or lv.name
+
+    return (
+        set(source.blocks) != set(target.blocks)
+        or source.h != target.h
+        or optimizer(source) != optimizer(target)
+    )
 
 
 def staged_plan(cfg: MLTrainConfig, levels: list[Level], step_flops, tokens: int, make_fine):

@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import re
+import time
 import warnings
 import zlib
 from pathlib import Path
@@ -402,3 +403,24 @@ class Tracker:
             except Exception as e:
                 self._warn("finish", e)
             self._wandb = None
+            self._wait_written()
+
+    def _wait_written(self, timeout_s: float = 60.0) -> None:
+        """Wait until wandb-core has written the run file's exit record. ``wandb.finish()``
+        returns before its writer has flushed, and a process that exits at once can leave the
+        file without its last records (seen on a loaded machine: a resumed stream without any
+        history): the W&B data must hold every step of metrics.jsonl. Warns after ``timeout_s``
+        seconds and goes on."""
+        if self.wandb_dir is None or self.run_id is None:
+            return
+        stream = self.wandb_dir / f"run-{self.run_id}.wandb"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                recs = read_wandb_records(stream)
+            except Exception:  # not there yet, or no protobuf module: nothing to wait for
+                recs = None
+            if recs and recs[-1].WhichOneof("record_type") == "exit":
+                return
+            time.sleep(0.05)
+        self._warn("finish", TimeoutError(f"{stream} has no exit record after {timeout_s:.0f} s"))

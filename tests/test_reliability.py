@@ -240,7 +240,7 @@ CATALOGUE = [
     (["+train.foo=1"], "train.foo is not a setting"),
     (
         ["coarsening=halves"],
-        "Could not find 'coarsening/halves'; available options in 'coarsening': custom, even, even_odd, none, odd, patch, recursive",
+        "Could not find 'coarsening/halves'; available options in 'coarsening': custom, even, even_odd, grow, grow_recursive, none, odd, patch, raptr, recursive",
     ),
     (
         ["optimizer=adam"],
