@@ -63,7 +63,6 @@ for part in "$@"; do
     run wsd_H_lr1e-3_s0 $WSD train.flops_scale=0.5 optimizer.lr=1e-3 train.seed=0
     for s in 1 2; do run wsd_H_lr2e-3_s$s $WSD train.flops_scale=0.5 optimizer.lr=2e-3 train.seed=$s; done
     for s in 0 1 2; do run wsd_B_lr2e-3_s$s $WSD train.flops_scale=1 optimizer.lr=2e-3 train.seed=$s; done
-    run wsd_B_lr1e-3_s0 $WSD train.flops_scale=1 optimizer.lr=1e-3 train.seed=0
     run wsd_D_lr2e-3_s0 $WSD train.flops_scale=2 optimizer.lr=2e-3 train.seed=0 ;;
   recipe_adamw)  # the paper's recipe at CPU scale with AdamW (lr 1e-3), 3 seeds, and at 1/4 budget
     for s in 0 1 2; do run recipe_adamw_s$s experiment=paper_small optimizer=adamw train.seed=$s; done
@@ -79,7 +78,8 @@ for part in "$@"; do
     run small6_wsd_Q_s0 $WSD train.flops_scale=0.25 optimizer.lr=2e-3 model.n_layer=6 train.seed=0
     run small3_wsd_Q_s0 $WSD train.flops_scale=0.25 optimizer.lr=2e-3 model.n_layer=3 train.seed=0
     run small6_wsd_H_s0 $WSD train.flops_scale=0.5 optimizer.lr=2e-3 model.n_layer=6 train.seed=0
-    run small6_wsd_B_s0 $WSD train.flops_scale=1 optimizer.lr=2e-3 model.n_layer=6 train.seed=0 ;;
+    run small3_wsd_H_s0 $WSD train.flops_scale=0.5 optimizer.lr=2e-3 model.n_layer=3 train.seed=0
+    run small3_wsd_B_s0 $WSD train.flops_scale=1 optimizer.lr=2e-3 model.n_layer=3 train.seed=0 ;;
   corrections)  # issue 15's hint (delta 1, window 10, no weight decay, 20 warm-up steps), and the
                 # single-level run with the same settings and FLOPs (its 2.593e13)
     run corr_hint_s0 $HINT train.seed=0
