@@ -5,8 +5,9 @@
 
 The view has one section per FLOPs total (``perf/flops``: with head, ``perf/flops_nonembed``:
 non-embedding), each with ``val/loss`` and ``train/loss`` against that total (log x). The
-runs are grouped by W&B group (the experiment or sweep), then job type (``single_level`` /
-``multilevel``), then any config keys given with ``--by`` (nested keys as dotted names,
+runs are grouped by W&B group (the experiment or sweep), then job type (the run's role:
+``single_level/same_steps``, ``single_level/same_flops``, ``multilevel``, ``frontier``), so
+the two single-level baselines are separate lines, then any config keys given with ``--by`` (nested keys as dotted names,
 e.g. ``coarsening.delta``); grouped lines show the mean with a min-max band. ``--group``
 keeps only the runs of one experiment or sweep.
 
