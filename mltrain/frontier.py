@@ -54,12 +54,16 @@ def envelope(losses: Sequence[float]) -> np.ndarray:
 def frontier_loss(c: float, flops: Sequence[float], env: Sequence[float]) -> Estimate:
     """L*(c): the envelope ``env`` (nats/token) at budgets ``flops`` (counts, increasing),
     linear in log FLOPs; below the smallest budget "> env[0]", above the largest
-    "< env[-1]" (a bound, never an extrapolation)."""
+    "< env[-1]" (a bound, never an extrapolation). A ``c`` within BUDGET_TOLERANCE (1 %) of
+    an end budget is that budget (a run sized by ``train.target_flops`` spends up to one step
+    less than its budget)."""
     x, y = np.log(np.asarray(flops, dtype=float)), np.asarray(env, dtype=float)
-    if c < math.exp(x[0]) * (1 - 1e-12):
+    lo, hi = math.exp(x[0]), math.exp(x[-1])
+    if c < lo * (1 - BUDGET_TOLERANCE):
         return Estimate.above(y[0])
-    if c > math.exp(x[-1]) * (1 + 1e-12):
+    if c > hi * (1 + BUDGET_TOLERANCE):
         return Estimate.below(y[-1])
+    c = min(max(c, lo), hi)
     return Estimate.exact(float(np.interp(math.log(c), x, y)))
 
 

@@ -56,6 +56,10 @@ def test_outside_the_frontier_gives_bounds_never_extrapolations():
     # fewer than the smallest: L*(5e11) >= 4.0, so the gap of loss 4.5 is <= 0.5
     g = F.gap(4.5, F.frontier_loss(5e11, CS, env))
     assert g.kind == "<" and g.hi == pytest.approx(0.5)
+    # within 1 % of an end budget is that budget (a budget-sized run spends up to a step less)
+    assert F.frontier_loss(0.995e12, CS, env) == Estimate.exact(env[0])
+    assert F.frontier_loss(4.02e12, CS, env) == Estimate.exact(env[-1])
+    assert F.frontier_loss(0.98e12, CS, env).kind == ">"
 
 
 def test_a_non_monotone_set_of_best_points_is_made_monotone():
