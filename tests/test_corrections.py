@@ -544,10 +544,13 @@ def test_parameters_outside_the_phase_stay_bitwise_with_every_correction(
 COMBOS = [
     ("even_odd", "sgd", "separate", "sequential", "before", "exact"),
     ("even_odd", "adamw", "shared", "summed", "after", "exact"),
-    ("even", "adamw", "reset", "sequential", "before", "cheap"),
-    ("odd", "sgd", "shared", "sequential", "after", "cheap"),
-    ("recursive", "adamw", "separate", "summed", "before", "cheap"),
-    ("custom", "sgd", "reset", "summed", "after", "exact"),
+    # the rest run with `make test-all` (each ~10 s): every hierarchy, policy and tau form
+    pytest.param("even", "adamw", "reset", "sequential", "before", "cheap", marks=pytest.mark.slow),
+    pytest.param("odd", "sgd", "shared", "sequential", "after", "cheap", marks=pytest.mark.slow),
+    pytest.param(
+        "recursive", "adamw", "separate", "summed", "before", "cheap", marks=pytest.mark.slow
+    ),
+    pytest.param("custom", "sgd", "reset", "summed", "after", "exact", marks=pytest.mark.slow),
 ]
 
 
@@ -632,10 +635,18 @@ def final_params(run_dir):
     "stop_at, overrides",
     [
         (2, ["coarsening=even_odd", "coarsening.tau=exact"]),  # inside a corrected phase
-        (4, ["coarsening=even_odd", "coarsening.tau=exact"]),  # before its line search
+        pytest.param(  # before its line search
+            4, ["coarsening=even_odd", "coarsening.tau=exact"], marks=pytest.mark.slow
+        ),
         (5, ["coarsening=even_odd", "coarsening.tau=exact"]),  # right after a line search
-        (1, ["coarsening=even_odd", "coarsening.tau=cheap"]),  # before the cheap τ reuses step 1
-        (10, ["coarsening=even_odd", "coarsening.tau=cheap", "coarsening.combine=summed"]),
+        pytest.param(  # before the cheap τ reuses step 1
+            1, ["coarsening=even_odd", "coarsening.tau=cheap"], marks=pytest.mark.slow
+        ),
+        pytest.param(
+            10,
+            ["coarsening=even_odd", "coarsening.tau=cheap", "coarsening.combine=summed"],
+            marks=pytest.mark.slow,
+        ),
         (  # fine 1, coarse_1 2-4 with coarse_2 5-7 nested inside: stop in the nested phase
             6,
             ["coarsening=recursive", "model.n_layer=8", "coarsening.tau=cheap"],

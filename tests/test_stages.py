@@ -263,11 +263,19 @@ def test_grow_warmup_scales_only_the_new_blocks_steps(tmp_path):
 @pytest.mark.parametrize(
     "overrides, stop_at",
     [
-        (GROW, 3),  # inside the coarse stage
+        pytest.param(GROW, 3, marks=pytest.mark.slow),  # inside the coarse stage
         (GROW, 8),  # the last coarse step: the growth runs after the resume
-        (GROW, 9),  # the first fine step (its record carries grow/*)
-        ([*GROW, "coarsening.grow_init=stack", "coarsening.optimizer_state=shared"], 8),
-        ([*REC, "coarsening.grow_init=zero", "coarsening.grow_warmup=3"], 6),  # growth 2, warm-up
+        pytest.param(GROW, 9, marks=pytest.mark.slow),  # the first fine step (carries grow/*)
+        pytest.param(
+            [*GROW, "coarsening.grow_init=stack", "coarsening.optimizer_state=shared"],
+            8,
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(  # growth 2, warm-up
+            [*REC, "coarsening.grow_init=zero", "coarsening.grow_warmup=3"],
+            6,
+            marks=pytest.mark.slow,
+        ),
         ([*REC, "coarsening.grow_init=zero", "coarsening.grow_warmup=3"], 9),  # inside the warm-up
     ],
 )
