@@ -370,7 +370,14 @@ def plan_of_config(config: dict, vocab_size: int | None = None) -> Plan:
     known = {s: config[s] for s in SECTIONS if isinstance(config.get(s), dict)}
     merged = OmegaConf.merge(base, known)
     merged.optimizer = config.get("optimizer") or {}
-    return build_plan(typed(merged), vocab_size)
+    # a finished run's plan is read, not started: its run-time warnings (max_steps caps) are
+    # not news for the reader (mltrain-compare)
+    previous = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        return build_plan(typed(merged), vocab_size)
+    finally:
+        log.setLevel(previous)
 
 
 def _unflatten(config: dict) -> dict:
