@@ -171,9 +171,9 @@ def label_suffixes(flats: list[dict], skip: Sequence[str] = LABEL_KEYS) -> list[
 
 
 def scheme_label(flat: dict) -> str:
-    """The scheme in a few words: ``even_odd δ=0.25 m=20 w=5`` for a V-cycle, ``stages
-    coarse_b 0.7 → fine 0.3, grow ode`` for coarse-to-fine stages (with the fine stage's
-    V-cycle when it runs one)."""
+    """The scheme in a few words: ``even_odd δ=0.25 m=20 w=5`` for a V-cycle,
+    ``coarse-to-fine coarse_b 0.7 → fine 0.3, grow ode`` for coarse-to-fine stages (with the
+    fine stage's V-cycle when it runs one), ``random sub-paths raptr_6 0.25 → ...`` for RaPTr."""
     stages = flat.get("coarsening.stages") or ()
     vcycle = (
         f"{flat.get('coarsening.name')} δ={fmt_value(flat.get('coarsening.delta'))} "
@@ -183,7 +183,10 @@ def scheme_label(flat: dict) -> str:
         return vcycle
     shares = flat.get("coarsening.stage_shares") or ()
     parts = [f"{s} {fmt_value(x)}" for s, x in zip(stages, shares)]
-    label = "stages " + " → ".join(parts) + f", grow {flat.get('coarsening.grow_init')}"
+    if str(stages[0]).startswith("raptr_"):  # no growth: every path trains the fine tensors
+        label = "random sub-paths " + " → ".join(parts)
+    else:
+        label = "coarse-to-fine " + " → ".join(parts) + f", grow {flat.get('coarsening.grow_init')}"
     if flat.get("coarsening.window") and flat.get("coarsening.coarse_steps"):
         label += f" + V-cycle {vcycle}"
     return label
@@ -195,8 +198,8 @@ def base_label(flat: dict, role: str | None = None) -> str:
     string (followed by the coarsening for a multilevel run)."""
     role = role or derive_role(flat)
     coarse = scheme_label(flat)
-    if role == "multilevel":
-        return f"multilevel {coarse}"
+    if role == "multilevel":  # a V-cycle scheme; staged schemes name themselves
+        return coarse if flat.get("coarsening.stages") else f"multilevel {coarse}"
     if role in ROLE_NAMES:
         return ROLE_NAMES[role]
     return role if is_single_level(flat) else f"{role} {coarse}"

@@ -797,3 +797,34 @@ def test_roles_from_run_json_and_old_runs(tmp_path):
         "multilevel",
         "probe",
     ]
+
+
+def test_staged_schemes_are_named_by_what_they_do():
+    """A coarse-to-fine run is named by its stages, shares and growth, a RaPTr run as random
+    sub-paths, neither as "multilevel" (that is the V-cycle's name); the V-cycle a fine stage
+    runs is added."""
+    from mltrain.configs import base_label
+
+    grow = {
+        "coarsening.name": "even_odd",
+        "coarsening.stages": ["coarse_b", "fine"],
+        "coarsening.stage_shares": [0.8, 0.2],
+        "coarsening.grow_init": "zero",
+        "coarsening.window": 0,
+        "coarsening.coarse_steps": 20,
+        "coarsening.delta": 0.25,
+    }
+    assert base_label(grow, "multilevel") == "coarse-to-fine coarse_b 0.8 → fine 0.2, grow zero"
+    vcycle = {**grow, "coarsening.window": 5}
+    assert base_label(vcycle, "multilevel").endswith(
+        ", grow zero + V-cycle even_odd δ=0.25 m=20 w=5"
+    )
+    raptr = {
+        **grow,
+        "coarsening.stages": ["raptr_6", "fine"],
+        "coarsening.stage_shares": [0.5, 0.5],
+    }
+    assert base_label(raptr, "multilevel") == "random sub-paths raptr_6 0.5 → fine 0.5"
+    assert base_label({**grow, "coarsening.stages": []}, "multilevel") == (
+        "multilevel even_odd δ=0.25 m=20 w=0"
+    )
