@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-demo: install  ## the main job: multilevel vs single-level (same fine steps, same FLOPs) on the embedded corpus, then mltrain-compare
+demo: install  ## the main job: the best scheme (recursive growth) vs single-level at the same FLOPs on the embedded corpus, then mltrain-compare
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
 test: install  ## the fast test suite (about 3 minutes on 2 CPU cores; W&B disabled, no network)
