@@ -137,6 +137,10 @@ KILL_ARGS = [
 ]
 
 
+# Slow (make test-all): on a machine whose cores are all busy, wandb-core has twice left the
+# resumed stream without its exit record for minutes after the command exited (CI read it
+# empty). The in-process tests below cover the watermark logic with the same offline files.
+@pytest.mark.slow
 def test_sigkill_then_resume_leaves_every_step_in_wandb_once(tmp_path):
     """Issue 12's command, killed with SIGKILL after fine step 10 (newest checkpoint at fine
     step 8), then resumed with train.resume=auto: W&B holds steps 0..22 once each."""
