@@ -418,9 +418,13 @@ def judge_seed(run: Run, frontier: Frontier) -> SeedResult:
 
 
 def judge_config(config: Configuration, frontier: Frontier) -> MethodResult:
-    """Every run of ``config`` against ``frontier``; warns when a run trains other data, another
-    model or another number of tokens per step than the frontier's runs."""
-    seeds = [judge_seed(r, frontier) for r in config.runs]
+    """Every finished run of ``config`` against ``frontier`` (an unfinished one is left out with
+    a warning); warns when a run trains other data, another model or another number of tokens
+    per step than the frontier's runs."""
+    # a run still going (or killed) has no final loss yet: left out, said in a warning
+    unfinished = [(r, why) for r in config.runs if not r.diverged and (why := r.incomplete())]
+    left_out = {id(r) for r, _ in unfinished}
+    seeds = [judge_seed(r, frontier) for r in config.runs if id(r) not in left_out]
     h = [s for s in seeds if not s.run.diverged]
     res = MethodResult(
         config,
@@ -429,6 +433,8 @@ def judge_config(config: Configuration, frontier: Frontier) -> MethodResult:
         {t: aggregate([s.r[t] for s in h]) if h else None for t in TOTALS},
         {t: aggregate([s.gap[t] for s in h]) if h else None for t in TOTALS},
     )
+    for r, why in unfinished:
+        res.warnings.append(f"`{config.label}`: seed {r.seed} left out, {why}")
     ref = frontier.budgets[0].best[0]
     for part, diff in setting_differences(config.runs[0], ref).items():
         verb = "differ" if part == "tokens per step" else "differs"

@@ -86,12 +86,21 @@ for part in "$@"; do
                 # single-level run with the same settings and FLOPs (its 2.593e13)
     run corr_hint_s0 $HINT train.seed=0
     run hint_single_s0 $HINT coarsening=none train.target_flops=25930865049600 train.seed=0 ;;
-  compare)  # the judge: every scheme against the AdamW frontier (cosine and wsd), and SGD's
+  compare)  # the judge: every scheme against the AdamW frontier (cosine and wsd), SGD's against SGD's;
+            # $OUT/probes holds copies of the schemes' single-seed probes (scripts/study.sh parts)
     mkdir -p "$DOCS"
     F_ADAMW=("$OUT"/frontier_adamw_tune_*/ "$OUT"/wsd_*/)
-    mltrain-compare "$OUT"/grow_rec442_*/ "$OUT"/recipe_adamw_*/ "$OUT"/small*/ "$OUT"/corr_hint_*/ \
-      "$OUT"/hint_single_*/ --frontier "${F_ADAMW[@]}" --out "$DOCS/adamw"
-    mltrain-compare "$OUT"/recipe_sgd_*/ --frontier "$OUT"/frontier_sgd_tune_*/ --out "$DOCS/sgd" ;;
+    mltrain-compare "$OUT"/grow_rec442_*/ "$OUT"/recipe_adamw_*/ --frontier "${F_ADAMW[@]}" --out "$DOCS/adamw"
+    mltrain-compare "$OUT"/small*/ --frontier "${F_ADAMW[@]}" --out "$DOCS/controls"
+    mltrain-compare "$OUT"/corr_hint_*/ "$OUT"/hint_single_*/ --frontier "${F_ADAMW[@]}" --out "$DOCS/corrections"
+    mltrain-compare "$OUT"/recipe_sgd_*/ --frontier "$OUT"/frontier_sgd_tune_*/ --out "$DOCS/sgd"
+    if [ -d "$OUT/probes" ]; then
+      mltrain-compare "$OUT"/probes/ --frontier "${F_ADAMW[@]}" --out "$DOCS/probes"
+      for d in "$OUT"/probes/*/; do echo "$(basename "$d"): $(tr '\n' ' ' < "$d/.hydra/overrides.yaml")"; done > "$DOCS/probes/commands.txt"
+    fi
+    python scripts/headline_table.py "$DOCS"/{adamw,controls,corrections,sgd}/frontier.csv --runs "$OUT" > "$DOCS/headline.md"
+    python scripts/plot_scaling.py "$DOCS"/{adamw,controls}/frontier.csv \
+      --schemes grow_rec442 recipe_adamw small3_wsd small6_wsd --out "$DOCS/r_vs_budget.png" ;;
   *) echo "unknown part: $part ($0 OUT list)"; exit 2 ;;
   esac
 done

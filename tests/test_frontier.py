@@ -446,3 +446,15 @@ def test_a_run_scaled_by_flops_scale_sits_at_its_scaled_budget(tmp_path):
     (b,) = [b for b in f.budgets if b.budget == 4000]
     assert b.best_lr == 0.3 and b.loss == pytest.approx(3.0)
     assert all(b.budget != 8000 for b in f.budgets)
+
+
+def test_an_unfinished_method_run_is_left_out_of_the_judgement(tmp_path):
+    """A method seed still running has no final loss: r and the gap come from the finished
+    seeds only, and a warning names the one left out."""
+    make_frontier(tmp_path / "front", budgets=(1000, 2000, 4000, 8000), best=(4.0, 3.5, 3.2, 3.0))
+    method(tmp_path / "methods", "m0", 3.4)
+    method(tmp_path / "methods", "m1", 3.9, 3000, "train.seed=1", meta={"status": "running"})
+    res = C.compare([tmp_path / "methods"], tmp_path / "out", frontier=[tmp_path / "front"])
+    (row,) = list(csv.DictReader(open(tmp_path / "out" / "frontier.csv")))
+    assert row["run"] == "m0" and float(row["r_head"]) == pytest.approx(1.190551, abs=1e-6)
+    assert any("seed 1 left out, running" in w for w in res.judgement.all_warnings())
