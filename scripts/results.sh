@@ -92,6 +92,9 @@ for part in "$@"; do
     F_ADAMW=("$OUT"/frontier_adamw_tune_*/ "$OUT"/wsd_*/)
     mltrain-compare "$OUT"/grow_rec442_*/ "$OUT"/recipe_adamw_*/ --frontier "${F_ADAMW[@]}" --out "$DOCS/adamw"
     mltrain-compare "$OUT"/small*/ --frontier "${F_ADAMW[@]}" --out "$DOCS/controls"
+    # the growth against single-level 3-block models (a frontier of one lr and seed: a bound on
+    # what a frontier over model depth would say)
+    mltrain-compare "$OUT"/grow_rec442_*/ --frontier "$OUT"/small3_*/ --out "$DOCS/vs_3_blocks"
     mltrain-compare "$OUT"/corr_hint_*/ "$OUT"/hint_single_*/ --frontier "${F_ADAMW[@]}" --out "$DOCS/corrections"
     mltrain-compare "$OUT"/recipe_sgd_*/ --frontier "$OUT"/frontier_sgd_tune_*/ --out "$DOCS/sgd"
     if [ -d "$OUT/probes" ]; then
