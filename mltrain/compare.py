@@ -364,6 +364,11 @@ def compare(
     runs = [r for r in runs if r.role != "frontier"]
     if not runs and not front_runs:
         raise CompareError("no runs left to compare")
+    for r in runs:  # the tables show its last evaluation: say it is not a final loss
+        if (why := r.incomplete()) is not None:
+            warn(
+                f"warning: run {r.name} is unfinished ({why}): its numbers are its last evaluation"
+            )
     configs = group_configurations(runs) if runs else []
     summary = summarize(configs, target, baseline) if configs else None
     judgement = F.judge(front_runs, configs) if front_runs else None

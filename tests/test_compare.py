@@ -828,3 +828,11 @@ def test_staged_schemes_are_named_by_what_they_do():
     assert base_label({**grow, "coarsening.stages": []}, "multilevel") == (
         "multilevel even_odd δ=0.25 m=20 w=0"
     )
+
+
+def test_an_unfinished_run_is_named_in_a_warning(tmp_path, capsys):
+    """A run still going shows its last evaluation in the tables; mltrain-compare says so."""
+    write_run(tmp_path / "r" / "live", [0, 100, 200], [10, 8, 7], meta={"status": "running"})
+    C.compare([tmp_path / "r"], tmp_path / "out")
+    err = capsys.readouterr().err
+    assert f"warning: run {tmp_path / 'r' / 'live'} is unfinished (running at fine step 2)" in err
