@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 demo: install  ## the main job: the best scheme (recursive growth) vs single-level at the same FLOPs on the embedded corpus, then mltrain-compare
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
-test: install  ## the fast test suite (about 5.5 minutes on 2 CPU cores; W&B disabled, no network)
+test: install  ## the fast test suite (about 4.5 minutes on 2 CPU cores; W&B disabled, no network)
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q
 
 test-all: install  ## every test, the slow ones included (GPU and extras tests skip without them)
