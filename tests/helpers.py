@@ -62,6 +62,50 @@ def run_job(run_dir: Path, *overrides: str):
     return job
 
 
+def losses(run_dir: Path) -> list[tuple]:
+    """(step, level, train/loss, val/loss) of every record of a run: what a resumed run must
+    repeat bit for bit."""
+    recs = read_jsonl(run_dir / "metrics.jsonl")
+    return [(r["step"], r["level"], r.get("train/loss"), r.get("val/loss")) for r in recs]
+
+
+def final_params(run_dir: Path) -> dict:
+    """The model tensors of the run's newest checkpoint."""
+    from mltrain.checkpoint import list_checkpoints, load_checkpoint
+
+    return load_checkpoint(list_checkpoints(run_dir / "checkpoints")[-1])["model"]
+
+
+def stop_after(job, n_steps: int) -> None:
+    """Deliver a preemption signal after ``n_steps`` optimizer steps (in-process SIGTERM)."""
+    import signal
+
+    t = job.trainer
+    original = t._step
+
+    def step(level):
+        original(level)
+        if t.p.step == n_steps:
+            t._signal = signal.SIGTERM
+
+    t._step = step
+
+
+def preempt(run_dir: Path, *overrides: str, stop_at: int, match: str | None = None) -> None:
+    """Run ``compose(*overrides)`` in ``run_dir`` until a SIGTERM after ``stop_at`` optimizer
+    steps stops it (:class:`mltrain.errors.Preempted`, message matching ``match``), then close
+    it as the preempted process would; resume it with ``train.resume=auto``."""
+    import pytest
+
+    from mltrain.errors import Preempted
+
+    job = make_job(run_dir, *overrides)
+    stop_after(job, stop_at)
+    with pytest.raises(Preempted, match=match):
+        job.run()
+    job.close()
+
+
 def run_mltrain(
     args: list[str],
     cwd: Path,

@@ -18,7 +18,7 @@ from mltrain.corrections import Tau, Transfer, of, search_delta, search_grid
 from mltrain.errors import ConfigError
 from mltrain.plan import build_plan
 from mltrain.vcycle import Defer, Prolong, Restrict, Train
-from tests.helpers import compose, make_job, read_jsonl, run_job
+from tests.helpers import compose, final_params, make_job, preempt, read_jsonl, run_job
 
 PLAIN = ["optimizer.weight_decay=0.0", "train.max_grad_norm=0", "schedule=constant"]
 VOLATILE = ("perf/tok_per_s", "perf/wall_s", "perf/mfu")
@@ -624,12 +624,6 @@ RESUMED = [
 ]
 
 
-def final_params(run_dir):
-    from mltrain.checkpoint import list_checkpoints, load_checkpoint
-
-    return load_checkpoint(list_checkpoints(run_dir / "checkpoints")[-1])["model"]
-
-
 # one V-cycle iteration (even_odd, fine step first): fine step 1, coarse_a 2-4, coarse_b 5-7
 @pytest.mark.parametrize(
     "stop_at, overrides",
@@ -654,25 +648,10 @@ def final_params(run_dir):
     ],
 )
 def test_preempted_in_a_corrected_phase_resumes_bitwise(tmp_path, stop_at, overrides):
-    import signal
-
     from mltrain.checkpoint import list_checkpoints, load_checkpoint
-    from mltrain.errors import Preempted
 
     run_job(tmp_path / "ref", *RESUMED, *overrides)
-    job = make_job(tmp_path / "run", *RESUMED, *overrides)
-    t = job.trainer
-    original = t._step
-
-    def step(level):
-        original(level)
-        if t.p.step == stop_at:
-            t._signal = signal.SIGTERM
-
-    t._step = step
-    with pytest.raises(Preempted):
-        job.run()
-    job.close()
+    preempt(tmp_path / "run", *RESUMED, *overrides, stop_at=stop_at)
     saved = load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
     assert saved["progress"]["step"] == stop_at
     state = saved["extensions"]["corrections"]

@@ -15,15 +15,14 @@ import torch
 
 from mltrain.config import ModelConfig, typed
 from mltrain.data.sampler import BatchSampler
-from mltrain.errors import ConfigError, Preempted
+from mltrain.errors import ConfigError
 from mltrain.flops import measure_train_flops, train_flops
 from mltrain.levels import build_hierarchy
 from mltrain.model import BlockPath, ODETransformer
 from mltrain.patch import data_passes
 from mltrain.plan import build_plan
 from mltrain.vcycle import Prolong, Restrict, Train
-from tests.helpers import compose, make_job, read_jsonl, run_job
-from tests.test_resume import final_params, losses, stop_after
+from tests.helpers import compose, final_params, losses, make_job, preempt, read_jsonl, run_job
 
 
 def tiny_model(n_layer=4, d=16, V=50, T=6, dropout=0.0, seed=0):
@@ -306,11 +305,7 @@ def test_sampler_restores_the_same_patch_windows():
 )
 def test_resume_inside_a_patch_stage_or_phase_is_bitwise(tmp_path, overrides, stop_at):
     run_job(tmp_path / "ref", *overrides)
-    job = make_job(tmp_path / "run", *overrides)
-    stop_after(job, stop_at)
-    with pytest.raises(Preempted):
-        job.run()
-    job.close()
+    preempt(tmp_path / "run", *overrides, stop_at=stop_at)
     run_job(tmp_path / "run", *overrides, "train.resume=auto")
     assert losses(tmp_path / "run") == losses(tmp_path / "ref")
     a, b = final_params(tmp_path / "run"), final_params(tmp_path / "ref")

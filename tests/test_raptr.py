@@ -8,13 +8,12 @@ import pytest
 import torch
 
 from mltrain.config import typed
-from mltrain.errors import ConfigError, Preempted
+from mltrain.errors import ConfigError
 from mltrain.flops import train_flops
 from mltrain.levels import build_hierarchy
 from mltrain.plan import build_plan
 from mltrain.raptr import RandomPath
-from tests.helpers import compose, make_job, read_jsonl, run_job
-from tests.test_resume import final_params, losses, stop_after
+from tests.helpers import compose, final_params, losses, make_job, preempt, read_jsonl, run_job
 
 N = 12
 RAPTR = [
@@ -125,11 +124,7 @@ def test_a_run_trains_p_t_blocks_per_step_and_leaves_the_others_bit_identical(tm
 
 def test_raptr_run_resumes_bitwise_mid_stage(tmp_path):
     run_job(tmp_path / "ref", *RAPTR)
-    job = make_job(tmp_path / "run", *RAPTR)
-    stop_after(job, 3)
-    with pytest.raises(Preempted):
-        job.run()
-    job.close()
+    preempt(tmp_path / "run", *RAPTR, stop_at=3)
     run_job(tmp_path / "run", *RAPTR, "train.resume=auto")
     assert losses(tmp_path / "run") == losses(tmp_path / "ref")
     a, b = final_params(tmp_path / "run"), final_params(tmp_path / "ref")

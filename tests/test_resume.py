@@ -13,8 +13,15 @@ import pytest
 import torch
 
 from mltrain.checkpoint import list_checkpoints, load_checkpoint
-from mltrain.errors import Preempted
-from tests.helpers import make_job, read_jsonl, run_job, run_mltrain
+from tests.helpers import (
+    final_params,
+    losses,
+    make_job,
+    preempt,
+    read_jsonl,
+    run_job,
+    run_mltrain,
+)
 
 ML = [
     "coarsening=even_odd",
@@ -28,31 +35,9 @@ ML = [
 ]
 
 
-def losses(run_dir):
-    recs = read_jsonl(run_dir / "metrics.jsonl")
-    return [(r["step"], r["level"], r.get("train/loss"), r.get("val/loss")) for r in recs]
-
-
-def final_params(run_dir):
-    return load_checkpoint(list_checkpoints(run_dir / "checkpoints")[-1])["model"]
-
-
 def reference(tmp_path, *extra):
     run_job(tmp_path / "ref", *ML, *extra)
     return tmp_path / "ref"
-
-
-def stop_after(job, n_steps):
-    """Deliver a preemption signal after ``n_steps`` optimizer steps (in-process SIGTERM)."""
-    t = job.trainer
-    original = t._step
-
-    def step(level):
-        original(level)
-        if t.p.step == n_steps:
-            t._signal = signal.SIGTERM
-
-    t._step = step
 
 
 # One iteration inside the window: fine step, 3 coarse_a steps, 3 coarse_b steps (steps 1-7,
@@ -70,11 +55,13 @@ def stop_after(job, n_steps):
 )
 def test_preempted_anywhere_resumes_bitwise(tmp_path, stop_at, policy):
     ref = reference(tmp_path, f"coarsening.optimizer_state={policy}")
-    job = make_job(tmp_path / "run", *ML, f"coarsening.optimizer_state={policy}")
-    stop_after(job, stop_at)
-    with pytest.raises(Preempted, match=rf"stopped by SIGTERM at step {stop_at} "):
-        job.run()
-    job.close()
+    preempt(
+        tmp_path / "run",
+        *ML,
+        f"coarsening.optimizer_state={policy}",
+        stop_at=stop_at,
+        match=rf"stopped by SIGTERM at step {stop_at} ",
+    )
     saved = load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
     assert saved["progress"]["step"] == stop_at
     run_job(tmp_path / "run", *ML, f"coarsening.optimizer_state={policy}", "train.resume=auto")
@@ -87,11 +74,8 @@ def test_preempted_anywhere_resumes_bitwise(tmp_path, stop_at, policy):
 
 def test_summed_combination_resumes_bitwise_mid_cycle(tmp_path):
     ref = reference(tmp_path, "coarsening.combine=summed")
-    job = make_job(tmp_path / "run", *ML, "coarsening.combine=summed")
-    stop_after(job, 6)  # inside coarse_b, with coarse_a's correction deferred
-    with pytest.raises(Preempted):
-        job.run()
-    job.close()
+    # inside coarse_b, with coarse_a's correction deferred
+    preempt(tmp_path / "run", *ML, "coarsening.combine=summed", stop_at=6)
     assert load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])["deferred"]
     run_job(tmp_path / "run", *ML, "coarsening.combine=summed", "train.resume=auto")
     assert losses(tmp_path / "run") == losses(ref)

@@ -8,11 +8,10 @@ import torch
 
 from mltrain.checkpoint import list_checkpoints, load_checkpoint
 from mltrain.config import typed
-from mltrain.errors import ConfigError, Preempted
+from mltrain.errors import ConfigError
 from mltrain.plan import build_plan
 from mltrain.stages import Grow
-from tests.helpers import compose, make_job, read_jsonl, run_job
-from tests.test_resume import final_params, losses, stop_after
+from tests.helpers import compose, final_params, losses, make_job, preempt, read_jsonl, run_job
 
 V = 8192  # the tiny runs' BPE vocabulary
 # 4 blocks: coarse_b = blocks 0, 2 (h=2) for 60 % of 12 fine steps' FLOPs (8 iterations), then
@@ -282,11 +281,7 @@ def test_grow_warmup_scales_only_the_new_blocks_steps(tmp_path):
 def test_staged_run_resumes_bitwise_anywhere_and_exactly_at_a_growth(tmp_path, overrides, stop_at):
     ref = tmp_path / "ref"
     run_job(ref, *overrides)
-    job = make_job(tmp_path / "run", *overrides)
-    stop_after(job, stop_at)
-    with pytest.raises(Preempted):
-        job.run()
-    job.close()
+    preempt(tmp_path / "run", *overrides, stop_at=stop_at)
     run_job(tmp_path / "run", *overrides, "train.resume=auto")
     assert losses(tmp_path / "run") == losses(ref)
     grow = [
