@@ -16,27 +16,7 @@ shift || true
 DOCS=${DOCS:-docs/results/second_edition}
 COMMON="logger=none train.progress=false train.eval_every=25"
 mkdir -p "$OUT"
-
-run() {  # run NAME OVERRIDES...: one resumable run into $OUT/NAME
-  local name=$1; shift
-  if [ -e "$OUT/$name/.done" ]; then echo "== $name: done"; return; fi
-  echo "== $name: mltrain $* ($(date +%H:%M))"
-  if mltrain "$@" $COMMON "hydra.run.dir=$OUT/$name" train.resume=auto > "$OUT/$name.log" 2>&1; then
-    touch "$OUT/$name/.done"; grep -o 'final val/loss [0-9.]*' "$OUT/$name.log" || true
-  else
-    echo "!! $name failed or was interrupted (run again to continue): $OUT/$name.log"
-  fi
-}
-sweep() {  # sweep NAME OVERRIDES...: one resumable Hydra multirun into $OUT/NAME
-  local name=$1; shift
-  if [ -e "$OUT/$name/.done" ]; then echo "== $name: done"; return; fi
-  echo "== $name: mltrain -m $* ($(date +%H:%M))"
-  if mltrain -m "$@" $COMMON "hydra.sweep.dir=$OUT/$name" train.resume=auto; then
-    touch "$OUT/$name/.done"
-  else
-    echo "!! $name: some jobs failed, diverged or were interrupted; run again to continue"
-  fi
-}
+. "$(dirname "$0")/runlib.sh"  # run, sweep
 
 # Reference budget B: the paper recipe's training FLOPs at CPU scale (experiment=paper_small,
 # even_odd, 300 fine steps, 20 coarse steps per level in the first 5): 19971597926400 with head.

@@ -13,17 +13,7 @@ OUT=${1:-outputs/study}
 shift || true
 COMMON="logger=none train.progress=false"
 mkdir -p "$OUT"
-
-sweep() {  # sweep NAME OVERRIDES...
-  local name=$1; shift
-  if [ -e "$OUT/$name/.done" ]; then echo "== $name: done"; return; fi
-  echo "== $name: mltrain -m $* $COMMON ($(date +%H:%M))"
-  if mltrain -m "$@" $COMMON "hydra.sweep.dir=$OUT/$name" train.resume=auto; then
-    touch "$OUT/$name/.done"
-  else
-    echo "!! $name: some jobs failed, diverged or were interrupted; run again to continue"
-  fi
-}
+. "$(dirname "$0")/runlib.sh"  # run, sweep
 
 # Reference budget: the paper recipe's training FLOPs at CPU scale (experiment=paper_small,
 # multilevel even_odd m=20 w=5, 300 fine steps): 19971597926400 FLOPs with head.

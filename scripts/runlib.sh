@@ -1,0 +1,25 @@
+# Sourced by scripts/results.sh and scripts/study.sh: resumable runs into $OUT, with the
+# overrides in $COMMON added to each. A finished run or sweep is marked $OUT/NAME/.done and
+# skipped next time; an interrupted one continues (train.resume=auto).
+
+sweep() {  # sweep NAME OVERRIDES...: one resumable Hydra multirun into $OUT/NAME
+  local name=$1; shift
+  if [ -e "$OUT/$name/.done" ]; then echo "== $name: done"; return; fi
+  echo "== $name: mltrain -m $* $COMMON ($(date +%H:%M))"
+  if mltrain -m "$@" $COMMON "hydra.sweep.dir=$OUT/$name" train.resume=auto; then
+    touch "$OUT/$name/.done"
+  else
+    echo "!! $name: some jobs failed, diverged or were interrupted; run again to continue"
+  fi
+}
+
+run() {  # run NAME OVERRIDES...: one resumable run into $OUT/NAME, its log in $OUT/NAME.log
+  local name=$1; shift
+  if [ -e "$OUT/$name/.done" ]; then echo "== $name: done"; return; fi
+  echo "== $name: mltrain $* $COMMON ($(date +%H:%M))"
+  if mltrain "$@" $COMMON "hydra.run.dir=$OUT/$name" train.resume=auto > "$OUT/$name.log" 2>&1; then
+    touch "$OUT/$name/.done"; grep -o 'final val/loss [0-9.]*' "$OUT/$name.log" || true
+  else
+    echo "!! $name failed or was interrupted (run again to continue): $OUT/$name.log"
+  fi
+}
