@@ -50,6 +50,48 @@ CASES = {
         "train.eval_every=5",
         "train.max_grad_norm=0.5",
     ],
+    # added before the house refactor (subpackages, one trainer/scheme seam): one golden per
+    # scheme family that had none
+    "grow_recursive": [
+        "model.n_layer=8",
+        "coarsening=grow_recursive",
+        "optimizer=adamw",
+        "schedule=wsd",
+        "train.steps=12",
+        "train.eval_every=4",
+    ],
+    "raptr": [
+        "model.n_layer=6",
+        "coarsening=raptr",
+        "coarsening.raptr_blocks=[3,4]",
+        "coarsening.stages=[raptr_3,raptr_4,fine]",
+        "coarsening.stage_shares=[0.4,0.3,0.3]",
+        "optimizer=adamw",
+        "train.steps=12",
+        "train.eval_every=4",
+    ],
+    "patch_stage": [
+        "coarsening=patch",
+        "coarsening.patch_size=2",
+        "coarsening.window=0",
+        "coarsening.stages=[patch,fine]",
+        "coarsening.stage_shares=[0.5,0.5]",
+        "coarsening.grow_init=keep",
+        "optimizer=adamw",
+        "train.steps=10",
+        "train.eval_every=4",
+    ],
+    "corrections": [
+        "coarsening=even_odd",
+        "coarsening.coarse_steps=2",
+        "coarsening.window=4",
+        "coarsening.tau=exact",
+        "coarsening.momentum=0.5",
+        "coarsening.line_search=grid",
+        "coarsening.line_search_batch=4",
+        "train.steps=8",
+        "train.eval_every=4",
+    ],
 }
 VOLATILE = ("perf/tok_per_s", "perf/wall_s", "perf/mfu")
 
