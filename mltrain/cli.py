@@ -30,9 +30,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from mltrain import distributed as D
 from mltrain.config import absolute_paths, config_dir, register_configs, validate
 from mltrain.errors import MLTrainError, Preempted
+from mltrain.train import distributed as D
 
 log = logging.getLogger("mltrain")
 

@@ -23,17 +23,17 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mltrain import checkpoint as ckpt
-from mltrain import distributed as D
 from mltrain.config import MLTrainConfig, typed, validate
 from mltrain.data import build_data
 from mltrain.errors import CheckpointError, ConfigError, DivergenceError, MLTrainError, Preempted
-from mltrain.model import ODETransformer
-from mltrain.optim import build_optimizer
-from mltrain.patch import data_passes, log_data_passes
-from mltrain.plan import Plan, budget_of, build_plan
-from mltrain.tracking import METRICS_FILE, Tracker, truncate_metrics
-from mltrain.trainer import Trainer
+from mltrain.levels.patch import data_passes, log_data_passes
+from mltrain.model.transformer import ODETransformer
+from mltrain.plan.plan import Plan, budget_of, build_plan
+from mltrain.train import checkpoint as ckpt
+from mltrain.train import distributed as D
+from mltrain.train.optim import build_optimizer
+from mltrain.train.tracking import METRICS_FILE, Tracker, truncate_metrics
+from mltrain.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ class Job:
         return path
 
     def _load_resume_state(self, path: Path) -> dict:
-        """Load ``path`` and check it fits this run (:func:`mltrain.checkpoint.check_fits`).
+        """Load ``path`` and check it fits this run (:func:`mltrain.train.checkpoint.check_fits`).
 
         Raises:
             CheckpointError: unreadable, or the first setting/length/data that differs.
@@ -316,7 +316,7 @@ class Job:
         os.replace(tmp, self.run_dir / RUN_INFO)
 
     def _data_passes(self) -> dict:
-        """Tokens planned and seen against the training split (:func:`mltrain.patch.data_passes`)."""
+        """Tokens planned and seen against the training split (:func:`mltrain.levels.patch.data_passes`)."""
         trainer = getattr(self, "trainer", None)
         seen = trainer.p.tokens if trainer is not None else None
         return data_passes(self.plan, len(self.data.train), seen)
@@ -326,7 +326,7 @@ class Job:
         """Train to the end; return the final validation loss.
 
         Raises:
-            DivergenceError, Preempted: as :meth:`mltrain.trainer.Trainer.fit` (``run.json``
+            DivergenceError, Preempted: as :meth:`mltrain.train.trainer.Trainer.fit` (``run.json``
                 records which).
         """
         log.info("run directory: %s", self.run_dir)

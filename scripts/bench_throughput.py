@@ -9,7 +9,7 @@ For each model, in one process and interleaved (medians over rounds):
     metrics.jsonl) and (b) a minimal plain-PyTorch loop written below for the same model,
     batch, optimizer and clipping; it prints tokens/s of both and their ratio (goal >= 0.97);
 (c) the coarse/fine step-time ratio of the trainer against the analytic FLOP ratio
-    (goal: within 10 %); on CUDA also the MFU (peak bf16 FLOP/s from mltrain.flops).
+    (goal: within 10 %); on CUDA also the MFU (peak bf16 FLOP/s from mltrain.model.flops).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def plain_loop(job):
     t = job.trainer
     model, sampler, device = job.model, t.sampler, job.ctx.device
     params = dict(model.named_parameters())
-    from mltrain.optim import build_optimizer
+    from mltrain.train.optim import build_optimizer
 
     opt = build_optimizer(job.cfg.optimizer, params, fused=device.type == "cuda")
     amp = (

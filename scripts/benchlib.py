@@ -18,8 +18,8 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 def make_job(overrides: list[str], run_dir: Path | None = None):
     """A :class:`mltrain.job.Job` (one process) for ``mltrain <overrides> logger=none``."""
     from mltrain.config import compose
-    from mltrain.distributed import DistContext, resolve_device
     from mltrain.job import Job
+    from mltrain.train.distributed import DistContext, resolve_device
 
     cfg = compose([*overrides, "logger=none", "train.progress=false"])
     run_dir = run_dir or Path(tempfile.mkdtemp(prefix="mltrain-bench-")) / "run"

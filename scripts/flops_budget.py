@@ -19,12 +19,12 @@ from mltrain.cli import one_line
 from mltrain.config import compose, typed, validate
 from mltrain.data import build_data
 from mltrain.errors import MLTrainError
-from mltrain.plan import build_plan
+from mltrain.plan.plan import build_plan
 
 
 def planned_flops(overrides: list[str]) -> tuple[int, int, dict[str, int]]:
     """(total with head, total non-embedding, optimizer steps per level) of a run's plan
-    (:func:`mltrain.plan.build_plan`, exactly as ``mltrain`` sizes the run)."""
+    (:func:`mltrain.plan.plan.build_plan`, exactly as ``mltrain`` sizes the run)."""
     cfg = compose(overrides)
     validate(cfg)
     t = typed(cfg)

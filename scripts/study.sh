@@ -24,7 +24,7 @@ Q=$((B / 4)); H=$((B / 2)); D=$((B * 2)); F=$((B * 4))
 FR="experiment=paper_small coarsening=none train.eval_every=25"
 SGD_LRS=0.25,0.5,1.0
 ADAMW_LRS=2e-3,4e-3,8e-3
-# Issue 15 (better coarse corrections, mltrain/corrections.py): AdamW at the frontier's best lr
+# Issue 15 (better coarse corrections, mltrain/schemes/corrections.py): AdamW at the frontier's best lr
 # at the reference budget; SGD at paper_small's lr 0.5 (the recipe_sgd control's).
 ADAMW="optimizer=adamw optimizer.lr=2e-3"
 SGD="optimizer=sgd"

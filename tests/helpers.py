@@ -46,8 +46,8 @@ def compose(*overrides: str):
 
 def make_job(run_dir: Path, *overrides: str):
     """A :class:`mltrain.job.Job` on one CPU process for ``compose(*overrides)``."""
-    from mltrain.distributed import DistContext
     from mltrain.job import Job
+    from mltrain.train.distributed import DistContext
 
     return Job(compose(*overrides), run_dir, DistContext())
 
@@ -71,7 +71,7 @@ def losses(run_dir: Path) -> list[tuple]:
 
 def final_params(run_dir: Path) -> dict:
     """The model tensors of the run's newest checkpoint."""
-    from mltrain.checkpoint import list_checkpoints, load_checkpoint
+    from mltrain.train.checkpoint import list_checkpoints, load_checkpoint
 
     return load_checkpoint(list_checkpoints(run_dir / "checkpoints")[-1])["model"]
 
@@ -164,8 +164,8 @@ def digest(folder: Path) -> dict:
 
 def wandb_records(path: Path) -> list:
     """The protobuf records of an offline W&B run file (``run-<id>.wandb``), read by
-    :func:`mltrain.tracking.read_wandb_records` (LevelDB's log format, checksums checked)."""
-    from mltrain.tracking import read_wandb_records
+    :func:`mltrain.train.tracking.read_wandb_records` (LevelDB's log format, checksums checked)."""
+    from mltrain.train.tracking import read_wandb_records
 
     data = Path(path).read_bytes()
     assert data[:4] == b":W&B"

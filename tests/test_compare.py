@@ -15,9 +15,9 @@ import pytest
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from mltrain import compare as C
-from mltrain import headline, plots, ratio_plot, report
-from mltrain.curves import fmt_flops
+from mltrain.analysis import compare as C
+from mltrain.analysis import headline, plots, ratio_plot, report
+from mltrain.analysis.curves import fmt_flops
 from tests.helpers import run_mltrain
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -803,7 +803,7 @@ def test_staged_schemes_are_named_by_what_they_do():
     """A coarse-to-fine run is named by its stages, shares and growth, a RaPTr run as random
     sub-paths, neither as "multilevel" (that is the V-cycle's name); the V-cycle a fine stage
     runs is added."""
-    from mltrain.configs import base_label
+    from mltrain.analysis.grouping import base_label
 
     grow = {
         "coarsening.name": "even_odd",

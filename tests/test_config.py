@@ -8,7 +8,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mltrain.config import config_dir, validate
 from mltrain.errors import ConfigError
-from mltrain.levels import build_hierarchy
+from mltrain.levels.base import build_hierarchy
 from tests.helpers import compose, plugin_missing
 
 GROUPS = ["model", "coarsening", "optimizer", "schedule", "data", "logger", "experiment", "mode"]

@@ -12,12 +12,12 @@ import copy
 import pytest
 import torch
 
-from mltrain import operations
 from mltrain.config import typed
-from mltrain.corrections import Tau, Transfer, of, search_delta, search_grid
 from mltrain.errors import ConfigError
-from mltrain.plan import build_plan
-from mltrain.vcycle import Defer, Prolong, Restrict, Train
+from mltrain.plan import operations
+from mltrain.plan.plan import build_plan
+from mltrain.plan.vcycle import Defer, Prolong, Restrict, Train
+from mltrain.schemes.corrections import Tau, Transfer, of, search_delta, search_grid
 from tests.helpers import compose, final_params, make_job, preempt, read_jsonl, run_job
 
 PLAIN = ["optimizer.weight_decay=0.0", "train.max_grad_norm=0", "schedule=constant"]
@@ -648,7 +648,7 @@ RESUMED = [
     ],
 )
 def test_preempted_in_a_corrected_phase_resumes_bitwise(tmp_path, stop_at, overrides):
-    from mltrain.checkpoint import list_checkpoints, load_checkpoint
+    from mltrain.train.checkpoint import list_checkpoints, load_checkpoint
 
     run_job(tmp_path / "ref", *RESUMED, *overrides)
     preempt(tmp_path / "run", *RESUMED, *overrides, stop_at=stop_at)
@@ -713,9 +713,9 @@ def test_a_checkpoint_from_before_these_settings_resumes_and_groups_with_their_d
     fits and mltrain-compare counts it as the same configuration."""
     from omegaconf import OmegaConf
 
-    from mltrain.checkpoint import check_compatible
+    from mltrain.analysis.grouping import identity
     from mltrain.config import flatten, upgrade
-    from mltrain.configs import identity
+    from mltrain.train.checkpoint import check_compatible
 
     now = OmegaConf.to_container(compose("coarsening=even_odd"), resolve=True)
     before = copy.deepcopy(now)

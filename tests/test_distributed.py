@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mltrain.vcycle import Prolong, Restrict, Train
+from mltrain.plan.vcycle import Prolong, Restrict, Train
 from tests.helpers import TINY, make_job, read_jsonl, run_job
 
 ML = [
@@ -71,7 +71,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
         == read_jsonl(tmp_path / "single" / "metrics.jsonl")[-1]["perf/flops"]
     )
     # every checkpoint first checks that all ranks hold identical parameters (all-gather)
-    from mltrain.checkpoint import list_checkpoints, load_checkpoint
+    from mltrain.train.checkpoint import list_checkpoints, load_checkpoint
 
     a = load_checkpoint(list_checkpoints(runs[0] / "checkpoints")[-1])["model"]
     b = load_checkpoint(list_checkpoints(tmp_path / "single" / "checkpoints")[-1])["model"]
@@ -158,7 +158,7 @@ def test_compiled_and_eager_losses_agree_and_resume_across_compile(tmp_path):
     for x, y in zip(a, b):
         assert x[2] == pytest.approx(y[2], rel=1e-4)
     # resume compiled from an eager checkpoint, and eager from a compiled one: plain keys
-    from mltrain.checkpoint import list_checkpoints
+    from mltrain.train.checkpoint import list_checkpoints
 
     for src, flag in (("eager", "true"), ("comp", "false")):
         first = list_checkpoints(tmp_path / src / "checkpoints")[0]

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from mltrain.checkpoint import list_checkpoints, load_checkpoint, load_latest, save_checkpoint
-from mltrain.config import DataConfig, _sweep_subdir
+from mltrain.config import DataConfig
+from mltrain.config.compose import _sweep_subdir
+from mltrain.train.checkpoint import list_checkpoints, load_checkpoint, load_latest, save_checkpoint
 from tests.helpers import TINY, cli
 
 SMOKE = ["mode=smoke", *TINY]
@@ -236,7 +237,7 @@ def test_same_steps_and_same_flops_runs_have_their_own_wandb_job_types(tmp_path,
 
 def test_smoke_mode_caps_a_run_sized_by_a_budget():
     from mltrain.config import compose, typed
-    from mltrain.plan import build_plan
+    from mltrain.plan.plan import build_plan
 
     cfg = typed(compose(["mode=smoke", "train.target_flops=1.9972e13"]))
     plan = build_plan(cfg, 8192)

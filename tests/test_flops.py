@@ -6,9 +6,14 @@ import pytest
 import torch
 
 from mltrain.config import ModelConfig
-from mltrain.flops import forward_flops, measure_attention_flops, measure_train_flops, train_flops
-from mltrain.levels import build_hierarchy
-from mltrain.model import ODETransformer
+from mltrain.levels.base import build_hierarchy
+from mltrain.model.flops import (
+    forward_flops,
+    measure_attention_flops,
+    measure_train_flops,
+    train_flops,
+)
+from mltrain.model.transformer import ODETransformer
 from tests.helpers import compose
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mltrain import compare as C
-from mltrain import frontier as F
-from mltrain import headline
-from mltrain.curves import Estimate, aggregate
+from mltrain.analysis import compare as C
+from mltrain.analysis import frontier as F
+from mltrain.analysis import headline
+from mltrain.analysis.curves import Estimate, aggregate
 from tests.test_compare import EO, write_run
 
 nan = float("nan")
@@ -311,9 +311,9 @@ def test_frontier_sweep_and_a_multilevel_run_give_the_plot_and_the_headline_tabl
     assert float(row["r_head"]) == pytest.approx(1.190551, abs=1e-6) and row["r_head_kind"] == "="
     assert float(row["gap_nonembed"]) == pytest.approx(-0.1) and row["run"] == "m"
     assert res.terminal.splitlines()[0].startswith(f"{EO} (one seed) against tuned frontier, SGD")
-    fig = res.judgement and __import__("mltrain.frontier_plot").frontier_plot.plot_frontier(
-        res.judgement
-    )
+    fig = res.judgement and __import__(
+        "mltrain.analysis.frontier_plot"
+    ).analysis.frontier_plot.plot_frontier(res.judgement)
     ax = fig.axes[0]
     envelope = [ln for ln in ax.get_lines() if ln.get_linewidth() == 2]
     assert [list(ln.get_xdata()) for ln in envelope] == [[1000, 2000, 4000, 8000]]

@@ -1,4 +1,4 @@
-"""Growth operators (mltrain/growth.py): each checked against a hand computation."""
+"""Growth operators (mltrain/schemes/growth.py): each checked against a hand computation."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from mltrain.config import ModelConfig
-from mltrain.growth import GROWTH, covering, new_blocks, stand_ins
-from mltrain.levels import Level
-from mltrain.model import BlockPath, ODETransformer
+from mltrain.levels.base import Level
+from mltrain.model.transformer import BlockPath, ODETransformer
+from mltrain.schemes.growth import GROWTH, covering, new_blocks, stand_ins
 
 FINE4 = Level("fine", (0, 1, 2, 3), 1.0)
 B4 = Level("coarse_b", (0, 2), 2.0, "fine")

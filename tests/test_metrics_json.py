@@ -2,7 +2,7 @@
 
 Non-finite floats are written as the JSON strings "nan", "inf" and "-inf" (``NaN`` and
 ``Infinity`` literals are not JSON: strict parsers reject the line) and read back as floats by
-:func:`mltrain.tracking.read_metrics`; files written before, with the literals, still read.
+:func:`mltrain.train.tracking.read_metrics`; files written before, with the literals, still read.
 W&B still gets what it got before: NaN dropped, infinities kept.
 """
 
@@ -12,7 +12,7 @@ import json
 import math
 from types import SimpleNamespace
 
-from mltrain.tracking import Tracker, read_metrics, truncate_metrics
+from mltrain.train.tracking import Tracker, read_metrics, truncate_metrics
 from tests.helpers import cli
 
 

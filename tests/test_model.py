@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from mltrain.config import ModelConfig
-from mltrain.model import BlockPath, ODETransformer
+from mltrain.model.transformer import BlockPath, ODETransformer
 
 
 def tiny(dropout=0.0, n_layer=4, **kw) -> ODETransformer:

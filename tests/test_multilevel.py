@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from mltrain.errors import ConfigError
-from mltrain.levels import build_hierarchy, level_parameters
-from mltrain.optim import param_groups
-from mltrain.vcycle import ApplyDeferred, Defer, Prolong, Restrict, Train, build_cycle
+from mltrain.levels.base import build_hierarchy, level_parameters
+from mltrain.plan.vcycle import ApplyDeferred, Defer, Prolong, Restrict, Train, build_cycle
+from mltrain.train.optim import param_groups
 from tests.helpers import compose, make_job, read_jsonl, run_job
 
 PLAIN = ["optimizer.weight_decay=0.0", "train.max_grad_norm=0", "schedule=constant"]

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from mltrain.config import AdamWConfig, ScheduleConfig, SGDConfig
 from mltrain.errors import ConfigError
-from mltrain.optim import build_optimizer, level_optimizers, lr_factor, param_groups
+from mltrain.train.optim import build_optimizer, level_optimizers, lr_factor, param_groups
 
 
 def sched(name="cosine", warmup=0, ratio=0.1, **kw) -> ScheduleConfig:

@@ -16,12 +16,12 @@ import torch
 from mltrain.config import ModelConfig, typed
 from mltrain.data.sampler import BatchSampler
 from mltrain.errors import ConfigError
-from mltrain.flops import measure_train_flops, train_flops
-from mltrain.levels import build_hierarchy
-from mltrain.model import BlockPath, ODETransformer
-from mltrain.patch import data_passes
-from mltrain.plan import build_plan
-from mltrain.vcycle import Prolong, Restrict, Train
+from mltrain.levels.base import build_hierarchy
+from mltrain.levels.patch import data_passes
+from mltrain.model.flops import measure_train_flops, train_flops
+from mltrain.model.transformer import BlockPath, ODETransformer
+from mltrain.plan.plan import build_plan
+from mltrain.plan.vcycle import Prolong, Restrict, Train
 from tests.helpers import compose, final_params, losses, make_job, preempt, read_jsonl, run_job
 
 
@@ -374,7 +374,7 @@ def test_a_run_that_repeats_the_data_warns_and_records_its_epochs(tmp_path, capl
         "data.val_fraction=0.25",
         f"data.cache_dir={tmp_path / 'cache'}",
     ]
-    with caplog.at_level(logging.INFO, logger="mltrain.patch"):
+    with caplog.at_level(logging.INFO, logger="mltrain.levels.patch"):
         job = run_job(tmp_path / "run", *data, *STAGED, "coarsening.patch_size=4")
     n = len(job.data.train)
     info = json.loads((tmp_path / "run" / "run.json").read_text())["data"]
@@ -395,8 +395,8 @@ def test_a_checkpoint_written_before_patch_size_existed_resumes(tmp_path):
     which means the default (token level), so they resume; asking for K = 4 is refused."""
     from omegaconf import OmegaConf
 
-    from mltrain.checkpoint import check_compatible
     from mltrain.errors import CheckpointError
+    from mltrain.train.checkpoint import check_compatible
 
     current = OmegaConf.to_container(compose("coarsening=none"), resolve=True)
     saved = json.loads(json.dumps(current))

@@ -1,4 +1,4 @@
-"""Progressive random sub-paths (RaPTr; mltrain/raptr.py)."""
+"""Progressive random sub-paths (RaPTr; mltrain/levels/raptr.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import torch
 
 from mltrain.config import typed
 from mltrain.errors import ConfigError
-from mltrain.flops import train_flops
-from mltrain.levels import build_hierarchy
-from mltrain.plan import build_plan
-from mltrain.raptr import RandomPath
+from mltrain.levels.base import build_hierarchy
+from mltrain.levels.raptr import RandomPath
+from mltrain.model.flops import train_flops
+from mltrain.plan.plan import build_plan
 from tests.helpers import compose, final_params, losses, make_job, preempt, read_jsonl, run_job
 
 N = 12

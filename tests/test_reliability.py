@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mltrain.checkpoint import list_checkpoints, load_checkpoint
+from mltrain.train.checkpoint import list_checkpoints, load_checkpoint
 from tests.helpers import TINY, cli, digest, read_jsonl, run_mltrain
 
 SMOKE = ["mode=smoke", *TINY]
@@ -93,7 +93,7 @@ def test_wandb_that_cannot_start_warns_once_and_training_goes_on(tmp_path, capsy
 
 
 def test_wandb_log_failure_mid_run_warns_once(tmp_path):
-    from mltrain.tracking import Tracker
+    from mltrain.train.tracking import Tracker
 
     class Broken:
         id = "x"

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from mltrain.checkpoint import list_checkpoints, load_checkpoint
+from mltrain.train.checkpoint import list_checkpoints, load_checkpoint
 from tests.helpers import (
     final_params,
     losses,
@@ -140,7 +140,7 @@ def test_killed_during_evaluation_resumes_bitwise(tmp_path):
 
 
 def test_killed_during_a_checkpoint_write_resumes_bitwise(tmp_path, monkeypatch):
-    import mltrain.checkpoint as checkpoint_module
+    import mltrain.train.checkpoint as checkpoint_module
 
     ref = reference(tmp_path)
     real, saves = checkpoint_module.save_checkpoint, []

@@ -1,4 +1,4 @@
-"""Coarse-to-fine stages (mltrain/stages.py) and the Grow operation in a run (mltrain/growth.py):
+"""Coarse-to-fine stages (mltrain/schemes/stages.py) and the Grow operation in a run (mltrain/schemes/growth.py):
 the budget split, records, optimizer state at a growth, LR re-warm-up, exact resume."""
 
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mltrain.checkpoint import list_checkpoints, load_checkpoint
 from mltrain.config import typed
 from mltrain.errors import ConfigError
-from mltrain.plan import build_plan
-from mltrain.stages import Grow
+from mltrain.plan.plan import build_plan
+from mltrain.schemes.stages import Grow
+from mltrain.train.checkpoint import list_checkpoints, load_checkpoint
 from tests.helpers import compose, final_params, losses, make_job, preempt, read_jsonl, run_job
 
 V = 8192  # the tiny runs' BPE vocabulary
@@ -213,7 +213,7 @@ def test_growth_hands_trained_state_over_and_new_blocks_start_fresh(tmp_path, po
     ],
 )
 def test_interpolating_a_step_by_f_is_the_step_with_learning_rate_f_lr(opt):
-    """The claim mltrain/rewarm.py rests on: given the state, the step is linear in lr."""
+    """The claim mltrain/schemes/rewarm.py rests on: given the state, the step is linear in lr."""
     torch.manual_seed(0)
     a = torch.nn.Parameter(torch.randn(7, 5, dtype=torch.float64))
     b = torch.nn.Parameter(a.detach().clone())
@@ -306,7 +306,7 @@ def test_ode_loss_jump_is_bounded_on_a_trained_tiny_model(tmp_path):
     import copy
     import math
 
-    from mltrain.growth import GROWTH
+    from mltrain.schemes.growth import GROWTH
 
     job = make_job(
         tmp_path / "run",

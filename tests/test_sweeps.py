@@ -9,7 +9,7 @@ import pytest
 
 from mltrain.config import compose as plain_compose
 from mltrain.config import config_dir, validate
-from mltrain.levels import build_hierarchy
+from mltrain.levels.base import build_hierarchy
 from tests.helpers import (
     PLUGIN_PRESETS,
     TINY,

@@ -24,8 +24,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from mltrain.checkpoint import list_checkpoints, load_checkpoint
-from mltrain.tracking import (
+from mltrain.train.checkpoint import list_checkpoints, load_checkpoint
+from mltrain.train.tracking import (
     Tracker,
     read_metrics,
     read_wandb_records,
@@ -355,7 +355,7 @@ def test_wandb_failing_during_the_resend_warns_once_and_training_goes_on(tmp_pat
 
 def test_sigterm_then_resume_wandb_holds_every_step_once(tmp_path):
     """A preempted run (checkpoint inside a coarse phase, W&B finished) resumed: complete."""
-    from mltrain.trainer import Preempted
+    from mltrain.train.trainer import Preempted
 
     cfg = [
         "logger=wandb",

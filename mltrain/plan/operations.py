@@ -1,8 +1,8 @@
 """How each operation of a run's plan is carried out: a handler per operation type.
 
-The plan (:mod:`mltrain.plan`) says *what* each iteration does as data (:mod:`mltrain.vcycle`'s
-Train/Restrict/Prolong/Defer/ApplyDeferred, :class:`mltrain.stages.Grow`, the corrections of
-:mod:`mltrain.corrections`); :data:`HANDLERS` says *how*, given the trainer. A new operation is
+The plan (:mod:`mltrain.plan.plan`) says *what* each iteration does as data (:mod:`mltrain.plan.vcycle`'s
+Train/Restrict/Prolong/Defer/ApplyDeferred, :class:`mltrain.schemes.stages.Grow`, the corrections of
+:mod:`mltrain.schemes.corrections`); :data:`HANDLERS` says *how*, given the trainer. A new operation is
 a dataclass and one ``@handles`` function in the module that owns the concept; the trainer's
 loop does not change. :data:`EXTENSIONS` lets such a module keep state across steps (saved in
 checkpoints) and adjust gradients.
@@ -13,15 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mltrain.levels import apply_corrections, correction, prolong, snapshot
-from mltrain.vcycle import ApplyDeferred, Defer, Prolong, Restrict, Train
+from mltrain.levels.base import apply_corrections, correction, prolong, snapshot
+from mltrain.plan.vcycle import ApplyDeferred, Defer, Prolong, Restrict, Train
 
 if TYPE_CHECKING:
-    from mltrain.trainer import Trainer
+    from mltrain.train.trainer import Trainer
 
 # operation type -> handler(trainer, op): how the trainer carries out each kind of operation of
 # the plan. The V-cycle's are below; other modules register theirs with @handles(OpType)
-# (mltrain.stages' Grow in mltrain.growth, the corrections in mltrain.corrections).
+# (mltrain.schemes.stages' Grow in mltrain.schemes.growth, the corrections in mltrain.schemes.corrections).
 HANDLERS: dict[type, Callable[[Trainer, Any], None]] = {}
 
 # factories(trainer) -> an extension or None (when the config does not use it). An extension

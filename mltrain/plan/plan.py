@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mltrain.config import MLTrainConfig
-from mltrain.corrections import decorate_cycle
 from mltrain.errors import ConfigError
-from mltrain.flops import FlopCount, level_step_flops
-from mltrain.levels import Level, build_hierarchy
-from mltrain.vcycle import Op, Train, build_cycle, format_cycle
+from mltrain.levels.base import Level, build_hierarchy
+from mltrain.model.flops import FlopCount, level_step_flops
+from mltrain.plan.vcycle import Op, Train, build_cycle, format_cycle
+from mltrain.schemes.corrections import decorate_cycle
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,10 @@ class Stage:
         level: the level a plain iteration trains (``fine`` in a V-cycle run).
         iterations: number of iterations in the stage.
         cycle: the operations of an iteration that carries a V-cycle (its own step of
-            ``level`` included, :func:`mltrain.vcycle.build_cycle`).
+            ``level`` included, :func:`mltrain.plan.vcycle.build_cycle`).
         cycle_at: stage-local iteration indices (0-based) that carry the cycle.
         enter: operations run once before the stage's first iteration (e.g. a growth from the
-            previous stage's level, :class:`mltrain.stages.Grow`).
+            previous stage's level, :class:`mltrain.schemes.stages.Grow`).
     """
 
     level: str
@@ -252,7 +252,7 @@ def vcycle_stage(cfg: MLTrainConfig, levels: list[Level], iterations: int) -> St
     """The fine level's stage: ``iterations`` fine steps, the V-cycle on iterations
     ``coarsening.start``, start + ``every``, ... below the window (Lauga et al. 2025: start 0,
     every 1, the first ``window`` iterations), with the corrections of
-    :mod:`mltrain.corrections` when they are switched on."""
+    :mod:`mltrain.schemes.corrections` when they are switched on."""
     c = cfg.coarsening
     cycle = build_cycle(levels, c.coarse_steps, c.combine, c.fine_step)
     cycle = decorate_cycle(cycle, c, levels, cfg.model.seq_len)
@@ -322,7 +322,7 @@ def build_plan(cfg: MLTrainConfig, vocab_size: int | None, world: int = 1) -> Pl
         return Plan(levels, (vcycle_stage(cfg, levels, n),), step_flops, tokens)
 
     if cfg.coarsening.stages:
-        from mltrain.stages import staged_plan
+        from mltrain.schemes.stages import staged_plan
 
         return staged_plan(cfg, levels, step_flops, tokens, make)
     if t.target_flops is None or step_flops is None:

@@ -77,17 +77,17 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mltrain import distributed as D
 from mltrain.config import CoarseningConfig
 from mltrain.data.sampler import BatchSampler
 from mltrain.errors import ConfigError
-from mltrain.flops import FlopCount
-from mltrain.levels import Level
-from mltrain.operations import EXTENSIONS, handles
-from mltrain.vcycle import Defer, Op, Operation, Prolong, Restrict
+from mltrain.levels.base import Level
+from mltrain.model.flops import FlopCount
+from mltrain.plan.operations import EXTENSIONS, handles
+from mltrain.plan.vcycle import Defer, Op, Operation, Prolong, Restrict
+from mltrain.train import distributed as D
 
 if TYPE_CHECKING:
-    from mltrain.trainer import Trainer
+    from mltrain.train.trainer import Trainer
 
 # seed offsets of the extension's samplers and generator (the trainer's use +1 and +2)
 _TAU_SEED, _SEARCH_SEED, _RNG_SEED = 1501, 1502, 1503

@@ -8,15 +8,15 @@ terminal and in ``summary.md`` (issue 13), e.g.
     (that run never reached it).
 
 A curve that never reaches the target gives a bound ("< 0.70×", "> 1.3×"), never "n/a"
-(:func:`mltrain.curves.ratio_to_target`). Against the tuned frontier (:mod:`mltrain.frontier`):
+(:func:`mltrain.analysis.curves.ratio_to_target`). Against the tuned frontier (:mod:`mltrain.analysis.frontier`):
 r = C / C*(L) and the gap at equal FLOPs, with bounds outside the frontier's range.
 Units: FLOPs are counts, losses nats/token.
 """
 
 from __future__ import annotations
 
-from mltrain.configs import Configuration
-from mltrain.curves import Estimate, fmt_flops
+from mltrain.analysis.curves import Estimate, fmt_flops
+from mltrain.analysis.grouping import Configuration
 
 SAME_BUDGET = 0.01  # FLOP totals within 1 % count as the same FLOPs
 
@@ -63,7 +63,7 @@ def _ratio_clause(r: Estimate | None, rn: Estimate | None, whose: str, never: st
 
 def comparison_sentences(summary) -> list[str]:
     """One or two sentences per configuration compared with the single-level references of a
-    :class:`mltrain.compare.Summary` (the methods: multilevel and other non-single-level
+    :class:`mltrain.analysis.compare.Summary` (the methods: multilevel and other non-single-level
     configurations; with none, the single-level ones other than the baseline)."""
     if summary is None:
         return []
@@ -208,7 +208,7 @@ def _gap_text(g: Estimate) -> str:
 
 
 def frontier_sentence(res) -> str:
-    """Two sentences for a :class:`mltrain.frontier.MethodResult`: r under both totals with
+    """Two sentences for a :class:`mltrain.analysis.frontier.MethodResult`: r under both totals with
     what it means (or why it is a bound), then the gap at equal FLOPs."""
     c, f = res.config, res.frontier
     if not res.healthy:

@@ -1,4 +1,4 @@
-"""Figures of ``mltrain-compare`` (:mod:`mltrain.compare`): matplotlib ``Figure`` objects with
+"""Figures of ``mltrain-compare`` (:mod:`mltrain.analysis.compare`): matplotlib ``Figure`` objects with
 the Agg canvas (no pyplot state, no display needed), returned so that callers and tests can
 inspect the axes before saving.
 
@@ -26,7 +26,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from mltrain.curves import flops_to_target, fmt_flops
+from mltrain.analysis.curves import flops_to_target, fmt_flops
 
 # (Series attribute, axis label, log scale)
 COLUMNS = (
@@ -260,11 +260,11 @@ def plot_losses(configs, summary=None) -> Figure:
     configuration, the mean over seeds as a line and the min-max band around it.
 
     Args:
-        configs: :class:`mltrain.configs.Configuration` list, in table order.
-        summary: the :class:`mltrain.compare.Summary` of ``configs``; with it, the target line,
+        configs: :class:`mltrain.analysis.grouping.Configuration` list, in table order.
+        summary: the :class:`mltrain.analysis.compare.Summary` of ``configs``; with it, the target line,
             a marker where each curve first reaches it and the FLOP ratio to the baseline.
     """
-    from mltrain.runs import warn
+    from mltrain.analysis.runs import warn
 
     fig = Figure(figsize=(22, 10), layout="constrained")
     axes = fig.subplots(len(ROWS), len(COLUMNS), squeeze=False)

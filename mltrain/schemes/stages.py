@@ -3,7 +3,7 @@ one level after another, each for its share of the budget, growing the model at 
 
 ``coarsening.stages=[coarse_b,fine] coarsening.stage_shares=[0.6,0.4]`` trains the coarse path
 for 60 % of the run's training FLOPs, then grows to the fine path (:class:`Grow`, operator
-``coarsening.grow_init``, :mod:`mltrain.growth`) and trains it for the remaining 40 %; the
+``coarsening.grow_init``, :mod:`mltrain.schemes.growth`) and trains it for the remaining 40 %; the
 fine stage runs the V-cycle too when ``coarsening.window`` > 0. The budget is
 ``train.target_flops`` × ``train.flops_scale``, or ``train.steps`` fine-step equivalents
 (``train.steps`` × one fine step's FLOPs), so a coarse stage takes more iterations than its
@@ -12,10 +12,10 @@ the cumulative shares: the stages share the budget to within half a step.
 
 Each stage's blocks must include the previous stage's (a growth keeps the trained blocks), e.g.
 recursive ``coarsening.stages=[coarse_2,coarse_1,fine]`` (3 -> 6 -> 12 blocks), with a growth at
-each change; or random sub-path stages (``coarsening=raptr``, :mod:`mltrain.raptr`), which
+each change; or random sub-path stages (``coarsening=raptr``, :mod:`mltrain.levels.raptr`), which
 train every block and need no growth. The LR schedule runs over the iterations of all stages.
 
-Stages are data (:class:`mltrain.plan.Stage` with the growth as its ``enter`` operation), so
+Stages are data (:class:`mltrain.plan.plan.Stage` with the growth as its ``enter`` operation), so
 they are printed at start, resumable at any step and part of every checkpoint's position.
 """
 
@@ -26,15 +26,15 @@ from dataclasses import dataclass
 
 from mltrain.config import MLTrainConfig
 from mltrain.errors import ConfigError
-from mltrain.levels import Level
-from mltrain.plan import Plan, Stage, budget_of, capped, steps_for_budget, vcycle_stage
-from mltrain.vcycle import Operation
+from mltrain.levels.base import Level
+from mltrain.plan.plan import Plan, Stage, budget_of, capped, steps_for_budget, vcycle_stage
+from mltrain.plan.vcycle import Operation
 
 
 @dataclass(frozen=True)
 class Grow(Operation):
     """Change the model from stage level ``source`` to ``level`` (the next stage's) with the
-    growth operator ``init`` (:data:`mltrain.growth.GROWTH`; handler :func:`mltrain.growth.grow`).
+    growth operator ``init`` (:data:`mltrain.schemes.growth.GROWTH`; handler :func:`mltrain.schemes.growth.grow`).
     No training FLOPs: it changes tensors in place, and the losses measured before and after
     it are evaluation (``perf/flops_eval``)."""
 
@@ -93,7 +93,7 @@ def grows(source: Level, target: Level) -> bool:
     """Whether changing from stage level ``source`` to ``target`` needs a :class:`Grow`: the
     target evaluates blocks the source did not train, or another step, or trains with another
     optimizer (a patch level over all blocks: its optimizer state must be handed over, as in
-    any growth). A random sub-path level (:mod:`mltrain.raptr`) trains every block of the fine
+    any growth). A random sub-path level (:mod:`mltrain.levels.raptr`) trains every block of the fine
     path with the fine optimizer, so the stages after it need no growth."""
 
     def optimizer(lv: Level) -> str:

@@ -1,5 +1,5 @@
 """Configurations of ``mltrain-compare``: runs grouped by what they train (:func:`identity`:
-the config without seed and run-dir-like keys, :data:`mltrain.runs.IGNORED`, and the role),
+the config without seed and run-dir-like keys, :data:`mltrain.analysis.runs.IGNORED`, and the role),
 named for readers by role (``single-level, same fine steps``, ``single-level, same FLOPs``,
 ``multilevel even_odd δ=0.25 m=20 w=5``) plus the keys that differ (``optimizer=adamw``), and
 the settings that make two runs train different data or models (:func:`setting_differences`).
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mltrain.curves import fmt_flops
-from mltrain.runs import (
+from mltrain.analysis.curves import fmt_flops
+from mltrain.analysis.runs import (
     LABEL_KEYS,
     Run,
     _ignored,
@@ -70,12 +70,12 @@ class Configuration:
 
     @property
     def role(self) -> str:
-        """The role of its runs (:attr:`mltrain.runs.Run.role`)."""
+        """The role of its runs (:attr:`mltrain.analysis.runs.Run.role`)."""
         return self.runs[0].role
 
     @property
     def single_level(self) -> bool:
-        """No coarsening that runs (:func:`mltrain.runs.is_single_level`)."""
+        """No coarsening that runs (:func:`mltrain.analysis.runs.is_single_level`)."""
         return is_single_level(self.flat)
 
     @property

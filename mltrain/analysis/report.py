@@ -1,6 +1,6 @@
 """The text outputs of ``mltrain-compare``: ``summary.md`` (headline, the wide table, the
 tuned-frontier judge, notes), ``summary.csv`` (unformatted numbers) and the terminal's compact
-version. Numbers come from :mod:`mltrain.compare` (a ``Summary``) and :mod:`mltrain.frontier`
+version. Numbers come from :mod:`mltrain.analysis.compare` (a ``Summary``) and :mod:`mltrain.analysis.frontier`
 (a ``Judgement``); FLOPs are counts, losses nats/token.
 """
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mltrain.curves import Estimate, fmt_flops
-from mltrain.headline import agg_text
-from mltrain.runs import TOTALS
+from mltrain.analysis.curves import Estimate, fmt_flops
+from mltrain.analysis.headline import agg_text
+from mltrain.analysis.runs import TOTALS
 
 TOTAL_NAMES = {"head": "with head", "nonembed": "non-embed"}
 SHORT = {"single_level/same_steps": "same fine steps", "single_level/same_flops": "same FLOPs"}

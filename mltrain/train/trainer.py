@@ -1,4 +1,4 @@
-"""The training loop: it walks the run's :class:`~mltrain.plan.Plan` one operation at a time,
+"""The training loop: it walks the run's :class:`~mltrain.plan.plan.Plan` one operation at a time,
 takes optimizer steps on the level each operation names, evaluates the fine model, logs one
 record per optimizer step and writes checkpoints that resume exactly.
 
@@ -25,19 +25,19 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from mltrain import checkpoint as ckpt
-from mltrain import distributed as D
-from mltrain import operations
 from mltrain.config import MLTrainConfig
 from mltrain.data import BatchSampler, DataBundle, eval_windows
 from mltrain.errors import DivergenceError, Preempted
-from mltrain.flops import forward_flops, peak_flops
-from mltrain.levels import Level, level_parameters
-from mltrain.model import BlockPath, ODETransformer
-from mltrain.optim import LevelOptimizers, level_optimizers, make_schedule
-from mltrain.plan import Plan
-from mltrain.tracking import Tracker
-from mltrain.vcycle import Train
+from mltrain.levels.base import Level, level_parameters
+from mltrain.model.flops import forward_flops, peak_flops
+from mltrain.model.transformer import BlockPath, ODETransformer
+from mltrain.plan import operations
+from mltrain.plan.plan import Plan
+from mltrain.plan.vcycle import Train
+from mltrain.train import checkpoint as ckpt
+from mltrain.train import distributed as D
+from mltrain.train.optim import LevelOptimizers, level_optimizers, make_schedule
+from mltrain.train.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class Trainer:
     Args:
         cfg: the typed config.
         model: the fine model, already on ``ctx.device``.
-        plan: what the run does (:func:`mltrain.plan.build_plan`, with FLOPs).
+        plan: what the run does (:func:`mltrain.plan.plan.build_plan`, with FLOPs).
         data: token streams.
         tracker: where records go.
         ctx: distributed context (rank, world, device).
@@ -143,7 +143,9 @@ class Trainer:
             len(self.val_batches) * self.seq_len,
         )
         self.p = Progress(flops_level={lv.name: 0 for lv in plan.levels})
-        if any(lv.patch > 1 for lv in plan.levels):  # perf/tokens_level/<name> (mltrain.patch)
+        if any(
+            lv.patch > 1 for lv in plan.levels
+        ):  # perf/tokens_level/<name> (mltrain.levels.patch)
             self.p.tokens_level = {lv.name: 0 for lv in plan.levels}
         self.phases: list[tuple[str, dict[str, torch.Tensor]]] = []
         self.deferred: list[dict[str, torch.Tensor]] = []
@@ -229,7 +231,7 @@ class Trainer:
 
     def run_op(self, op) -> None:
         """Carry out one operation of the plan (:data:`HANDLERS`) and count what it spends
-        besides optimizer steps (:meth:`mltrain.vcycle.Operation.extra_flops`)."""
+        besides optimizer steps (:meth:`mltrain.plan.vcycle.Operation.extra_flops`)."""
         operations.HANDLERS[type(op)](self, op)
         if not isinstance(op, Train):
             extra = op.extra_flops(self.plan)
@@ -544,7 +546,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        """The trainer's part of a checkpoint (see :mod:`mltrain.checkpoint`)."""
+        """The trainer's part of a checkpoint (see :mod:`mltrain.train.checkpoint`)."""
         rng = ckpt.rng_state()
         p = asdict(self.p)
         p["wall_s"] = self._wall()
@@ -617,4 +619,4 @@ class Trainer:
 
 
 # operations of other modules register their handlers on import
-import mltrain.growth  # noqa: E402, F401
+import mltrain.schemes.growth  # noqa: E402, F401

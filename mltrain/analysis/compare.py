@@ -19,17 +19,17 @@ for newer runs) or any directory above run directories (a multirun/sweep directo
     flops_ratio.png    FLOPs to reach loss L relative to the baseline, against L (only when
                        there is a single-level run and another configuration)
     frontier.png       with frontier runs: the tuned frontier L*(C) and every method on it
-                       (:mod:`mltrain.frontier`)
+                       (:mod:`mltrain.analysis.frontier`)
     frontier.csv       with frontier runs: r and the gap of every run judged, per seed
 
-The terminal shows the headline (:mod:`mltrain.headline`) and a compact table; the wide one is
+The terminal shows the headline (:mod:`mltrain.analysis.headline`) and a compact table; the wide one is
 in ``summary.md``.
 
 Conventions: FLOPs are counts of training FLOPs (``perf/flops``, with the head, and
 ``perf/flops_nonembed``; evaluation FLOPs are not included), losses are in nats/token.
 
 - A *configuration* is a set of runs whose configs are equal except for ``train.seed`` and
-  run-dir / logger / device-like keys (:data:`mltrain.runs.IGNORED`) and that have the same
+  run-dir / logger / device-like keys (:data:`mltrain.analysis.runs.IGNORED`) and that have the same
   role; its seeds are aggregated (mean line, min-max band in the plots; the seed-mean curve in
   the table). Names: "single-level, same fine steps", "single-level, same FLOPs"
   (``train.target_flops`` set), "multilevel <coarsening> δ=.. m=.. w=..", plus ``key=value``
@@ -42,16 +42,16 @@ Conventions: FLOPs are counts of training FLOPs (``perf/flops``, with the head, 
   are reported against every single-level configuration present.
 - FLOPs-to-target: on the seed-mean validation curve, linear interpolation of FLOPs in loss
   between the last evaluation above the target and the first at or below it
-  (:func:`mltrain.curves.flops_to_target`). A curve that never reaches the target gives a
-  bound on the ratio, never "n/a" (:func:`mltrain.curves.ratio_to_target`).
+  (:func:`mltrain.analysis.curves.flops_to_target`). A curve that never reaches the target gives a
+  bound on the ratio, never "n/a" (:func:`mltrain.analysis.curves.ratio_to_target`).
 - Same-FLOPs losses: each configuration's validation loss at the largest FLOPs (with head)
-  every run reached, interpolated linearly in FLOPs (:func:`mltrain.curves.loss_at_flops`).
+  every run reached, interpolated linearly in FLOPs (:func:`mltrain.analysis.curves.loss_at_flops`).
 - Tuned frontier: runs under ``--frontier`` directories, and runs whose role is ``frontier``,
   define L*(C) (DESIGN.md section 8; Kaddour et al. 2023, arXiv 2307.06440); every other
-  configuration gets r = C / C*(L) and the gap L - L*(C) (:mod:`mltrain.frontier`).
+  configuration gets r = C / C*(L) and the gap L - L*(C) (:mod:`mltrain.analysis.frontier`).
 - Training loss is plotted for fine-level steps only (a coarse step's loss belongs to a
   different network), smoothed by a trailing running mean over ``max(1, n // 50)`` fine
-  steps (n: the run's fine steps), see :func:`mltrain.plots.running_mean`.
+  steps (n: the run's fine steps), see :func:`mltrain.analysis.plots.running_mean`.
 """
 
 from __future__ import annotations
@@ -65,15 +65,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mltrain.config import inert_keys
-from mltrain.configs import (  # noqa: F401  (re-exported: the public API of mltrain-compare)
-    Configuration,
-    fmt_value,
-    group_configurations,
-    setting_differences,
-    tokens_per_step,
-)
-from mltrain.curves import (  # noqa: F401  (re-exported: the public API of mltrain-compare)
+from mltrain.analysis.curves import (  # noqa: F401  (re-exported: the public API of mltrain-compare)
     Curve,
     Estimate,
     curve_end,
@@ -86,7 +78,14 @@ from mltrain.curves import (  # noqa: F401  (re-exported: the public API of mltr
     ratio_to_target,
     seeds_to_target,
 )
-from mltrain.runs import (  # noqa: F401  (re-exported: the public API of mltrain-compare)
+from mltrain.analysis.grouping import (  # noqa: F401  (re-exported: the public API of mltrain-compare)
+    Configuration,
+    fmt_value,
+    group_configurations,
+    setting_differences,
+    tokens_per_step,
+)
+from mltrain.analysis.runs import (  # noqa: F401  (re-exported: the public API of mltrain-compare)
     PROG,
     TOTALS,
     CompareError,
@@ -95,6 +94,7 @@ from mltrain.runs import (  # noqa: F401  (re-exported: the public API of mltrai
     load_run,
     warn,
 )
+from mltrain.config import inert_keys
 
 TOTAL_NAMES = {"head": "with head", "nonembed": "non-embed"}
 SAME_BUDGET = 0.01  # two FLOP totals within 1 % are "the same FLOPs"
@@ -328,7 +328,7 @@ class Result:
     """What :func:`compare` computed and wrote."""
 
     summary: Summary | None  # None when only frontier runs were given
-    judgement: object | None  # a mltrain.frontier.Judgement, or None without frontier runs
+    judgement: object | None  # a mltrain.analysis.frontier.Judgement, or None without frontier runs
     out: Path
     markdown: str
     terminal: str
@@ -350,8 +350,8 @@ def compare(
     Raises:
         CompareError: bad input (see :func:`find_runs`, :func:`choose_baseline`).
     """
-    from mltrain import frontier as F
-    from mltrain import headline, plots, ratio_plot, report
+    from mltrain.analysis import frontier as F
+    from mltrain.analysis import headline, plots, ratio_plot, report
 
     if target is not None and not math.isfinite(target):
         raise CompareError(f"--target {target} is not a finite loss")
@@ -401,7 +401,7 @@ def compare(
             ratio.savefig(out / "flops_ratio.png", dpi=dpi)
             files.append(out / "flops_ratio.png")
     if judgement is not None:
-        from mltrain import frontier_plot
+        from mltrain.analysis import frontier_plot
 
         frontier_plot.plot_frontier(judgement).savefig(out / "frontier.png", dpi=dpi)
         files.append(out / "frontier.png")

@@ -9,7 +9,7 @@ one, with a warning, when a file is truncated or corrupt.
 
 Checkpoints are plain dicts loaded with ``torch.load(weights_only=True)``: tensors,
 numbers, strings, lists and dicts only. This module owns their contents: :func:`make_state`
-wraps the trainer's part (:meth:`mltrain.trainer.Trainer.state_dict`: model, optimizers,
+wraps the trainer's part (:meth:`mltrain.train.trainer.Trainer.state_dict`: model, optimizers,
 progress, open phases, sampler, RNGs, pending record) with what identifies the run (config,
 data fingerprint, W&B run id, whether the state is finite), and :func:`check_fits` decides
 whether a checkpoint may continue a given run.

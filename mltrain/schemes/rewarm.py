@@ -1,9 +1,9 @@
 """LR re-warm-up of the blocks a growth adds (``coarsening.grow_warmup`` steps; 0: off).
 
 For the first W = ``grow_warmup`` iterations of a stage entered by a growth, the blocks that
-growth starts fresh (:func:`mltrain.growth.new_blocks`) train with the learning rate
+growth starts fresh (:func:`mltrain.schemes.growth.new_blocks`) train with the learning rate
 f_j·lr, f_j = (j + 1)/(W + 1) at the stage's j-th iteration (the convention of the run's own
-warm-up, :func:`mltrain.optim.lr_factor`); every other parameter keeps lr. It is applied to the
+warm-up, :func:`mltrain.train.optim.lr_factor`); every other parameter keeps lr. It is applied to the
 step itself: their tensors before the step θ_b are kept, and after it θ ← θ_b + f_j·(θ − θ_b).
 For SGD (momentum, dampening, Nesterov, L2 weight decay) and AdamW (decoupled weight decay) the
 step θ − θ_b is exactly proportional to lr given the optimizer state, and the state updates
@@ -19,17 +19,17 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mltrain.operations import EXTENSIONS
+from mltrain.plan.operations import EXTENSIONS
 
 if TYPE_CHECKING:
-    from mltrain.trainer import Trainer
+    from mltrain.train.trainer import Trainer
 
 
 class GrowWarmup:
-    """The re-warm-up as a trainer extension (:data:`mltrain.operations.EXTENSIONS`).
+    """The re-warm-up as a trainer extension (:data:`mltrain.plan.operations.EXTENSIONS`).
 
     Args:
-        trainer: the trainer; its plan's stages entered by a :class:`mltrain.stages.Grow`
+        trainer: the trainer; its plan's stages entered by a :class:`mltrain.schemes.stages.Grow`
             define the spans.
         steps: W, iterations of re-warm-up after each growth.
     """
@@ -37,8 +37,8 @@ class GrowWarmup:
     name = "grow_warmup"
 
     def __init__(self, trainer: Trainer, steps: int) -> None:
-        from mltrain.growth import new_blocks
-        from mltrain.stages import Grow
+        from mltrain.schemes.growth import new_blocks
+        from mltrain.schemes.stages import Grow
 
         self.steps = steps
         self.spans: list[tuple[int, list[torch.nn.Parameter]]] = []  # (first iteration, params)

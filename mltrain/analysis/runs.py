@@ -3,7 +3,7 @@
 A run directory holds ``.hydra/config.yaml`` and ``metrics.jsonl`` (DESIGN.md section 5), and,
 for runs of newer versions, ``run.json`` (role, status, divergence, thread count, device).
 :func:`find_runs` finds them below any directories (a run, a sweep, ``outputs/runs``);
-:mod:`mltrain.configs` groups them into configurations (runs that differ only by seed and by
+:mod:`mltrain.analysis.grouping` groups them into configurations (runs that differ only by seed and by
 keys that do not change training, :data:`IGNORED`) and names them.
 
 A run *diverged* when its ``run.json`` says ``"status": "diverged"`` or (older runs without
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mltrain.analysis.curves import fmt_flops
 from mltrain.config import flatten, inert_keys, upgrade
-from mltrain.curves import fmt_flops
-from mltrain.plan import is_multilevel
-from mltrain.tracking import METRICS_FILE, read_metrics
+from mltrain.plan.plan import is_multilevel
+from mltrain.train.tracking import METRICS_FILE, read_metrics
 
 PROG = "mltrain-compare"
 # Keys that do not make a different configuration: the seed (runs that differ by it are the
@@ -138,7 +138,7 @@ def coarse_spans(records: list[dict]) -> dict[str, np.ndarray]:
 def configured_budget(flat: dict) -> float | None:
     """A run's FLOP budget from its config (FLOPs with head): ``train.target_flops`` times
     ``train.flops_scale`` (1 when absent), or None when the run is sized by ``train.steps``
-    (mltrain.plan.budget_of on a flattened config)."""
+    (mltrain.plan.plan.budget_of on a flattened config)."""
     t = flat.get("train.target_flops")
     if t is None:
         return None
@@ -386,7 +386,7 @@ def find_runs(paths: Sequence[str | Path]) -> list[Run]:
 
 # --------------------------------------------------------------------------- configurations
 def is_single_level(flat: dict) -> bool:
-    """The run's plan trains the fine level only (:func:`mltrain.plan.is_multilevel`)."""
+    """The run's plan trains the fine level only (:func:`mltrain.plan.plan.is_multilevel`)."""
     return not is_multilevel(flat)
 
 

@@ -17,10 +17,10 @@ nats/token):
   C*(L) is its inverse, the smallest C with L*(C) <= L (:func:`frontier_flops`).
 - r = C_method / C*(L_method): the FLOPs a method spent over those the tuned frontier needs
   for the method's final loss; r < 1 saves compute. Gap at equal FLOPs: L_method -
-  L*(C_method). Outside the frontier's range both are bounds (:class:`~mltrain.curves.Estimate`),
+  L*(C_method). Outside the frontier's range both are bounds (:class:`~mltrain.analysis.curves.Estimate`),
   never extrapolations. Both FLOP totals (``perf/flops`` with head, ``perf/flops_nonembed``;
   the frontier's points then use its runs' non-embedding totals); per seed, and the mean,
-  min and max over seeds (:func:`mltrain.curves.aggregate`).
+  min and max over seeds (:func:`mltrain.analysis.curves.aggregate`).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mltrain.configs import Configuration, identity, label_suffixes, setting_differences
-from mltrain.curves import Estimate, aggregate, fmt_flops
-from mltrain.runs import TOTALS, Run, _num, configured_budget, is_single_level
+from mltrain.analysis.curves import Estimate, aggregate, fmt_flops
+from mltrain.analysis.grouping import Configuration, identity, label_suffixes, setting_differences
+from mltrain.analysis.runs import TOTALS, Run, _num, configured_budget, is_single_level
 
 BUDGET_TOLERANCE = 0.01  # runs whose budgets agree within 1 % are one budget
 MIN_BUDGETS = 4  # DESIGN.md section 8

@@ -10,7 +10,7 @@ path ``t_0 .. t_{M-1}`` with step ``h`` (e.g. coarse_b = 0, 2, …, 10 with H = 
 fine path 0 .. 11 with h = 1; recursive 3 -> 6 -> 12: blocks 3, 7, 11 with H = 4 grown to
 1, 3, …, 11 with h = 2, then to 0 .. 11 with h = 1). A block is the residual function
 ``F(x) = SA(LN1(x)) + FF(LN2(x + SA(LN1(x))))`` and the step ``x <- x + h·F(x)`` lives on the
-path (:class:`mltrain.model.BlockPath`), so every trained block takes the target's h.
+path (:class:`mltrain.model.transformer.BlockPath`), so every trained block takes the target's h.
 
 Operators (DESIGN.md section 9):
 
@@ -21,8 +21,8 @@ Operators (DESIGN.md section 9):
 - ``stack`` (Gong et al. 2019): the trained path repeated as a whole, the copy on top;
 - ``keep``: the control, new blocks keep what they hold (their random initialisation).
 
-The :class:`mltrain.stages.Grow` handler (:func:`grow`) applies the operator, hands the
-optimizer state over (:meth:`mltrain.optim.LevelOptimizers.transfer`) and logs the validation
+The :class:`mltrain.schemes.stages.Grow` handler (:func:`grow`) applies the operator, hands the
+optimizer state over (:meth:`mltrain.train.optim.LevelOptimizers.transfer`) and logs the validation
 loss of the source path before and of the target path after (``grow/loss_before``,
 ``grow/loss_after``, ``grow/loss_jump``, nats/token).
 """
@@ -36,15 +36,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mltrain.flops import forward_flops
-from mltrain.levels import Level
-from mltrain.model import ODETransformer
-from mltrain.operations import handles
+from mltrain.levels.base import Level
+from mltrain.model.flops import forward_flops
+from mltrain.model.transformer import ODETransformer
+from mltrain.plan.operations import handles
 from mltrain.registry import Registry
-from mltrain.stages import Grow
+from mltrain.schemes.stages import Grow
 
 if TYPE_CHECKING:
-    from mltrain.trainer import Trainer
+    from mltrain.train.trainer import Trainer
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,7 @@ def new_blocks(source: Level, target: Level, init: str) -> list[int]:
 
 @handles(Grow)
 def grow(t: Trainer, op: Grow) -> None:
-    """Carry out a :class:`mltrain.stages.Grow`: measure the validation loss of the source
+    """Carry out a :class:`mltrain.schemes.stages.Grow`: measure the validation loss of the source
     path, apply the growth operator, hand the optimizer state over (the blocks that continue a
     trained block and the shared parameters keep its state, new blocks start fresh), measure
     the loss of the grown path, and note ``grow/loss_before``, ``grow/loss_after`` and
@@ -250,4 +250,4 @@ def grow(t: Trainer, op: Grow) -> None:
     t.note("grow/loss_jump", after - before)
 
 
-import mltrain.rewarm  # noqa: E402, F401  (registers the re-warm-up of new blocks)
+import mltrain.schemes.rewarm  # noqa: E402, F401  (registers the re-warm-up of new blocks)

@@ -19,7 +19,7 @@ import torch
 
 from mltrain.config import CoarseningConfig
 from mltrain.errors import ConfigError
-from mltrain.model import BlockPath, ODETransformer
+from mltrain.model.transformer import BlockPath, ODETransformer
 from mltrain.registry import Registry
 
 
@@ -77,13 +77,13 @@ def _fine(n: int) -> Level:
 def build_hierarchy(c: CoarseningConfig, n_layer: int) -> list[Level]:
     """The levels of ``coarsening=<name>``, fine level first, in V-cycle order
     (:data:`HIERARCHIES`; each option's rule is in its function's docstring); every coarse
-    level takes ``coarsening.patch_size`` tokens per position (:mod:`mltrain.patch`).
+    level takes ``coarsening.patch_size`` tokens per position (:mod:`mltrain.levels.patch`).
 
     Raises:
         ConfigError: an unknown name, a hierarchy the depth cannot support, or an invalid
             custom block list.
     """
-    from mltrain.patch import with_patch
+    from mltrain.levels.patch import with_patch
 
     return [_fine(n_layer)] + with_patch(c, HIERARCHIES.get(c.name)(c, n_layer))
 
@@ -152,7 +152,7 @@ def _recursive(c: CoarseningConfig, n_layer: int) -> list[Level]:
 @HIERARCHIES.register("grow")
 def _grow(c: CoarseningConfig, n_layer: int) -> list[Level]:
     """coarse_b alone (as ``odd``): the coarse path that coarse-to-fine training
-    (``conf/coarsening/grow.yaml``, :mod:`mltrain.stages`) trains before growing."""
+    (``conf/coarsening/grow.yaml``, :mod:`mltrain.schemes.stages`) trains before growing."""
     return _halves(c, n_layer, "odd")
 
 
@@ -261,6 +261,6 @@ def apply_corrections(
             params[n].add_(c)
 
 
-# hierarchies of other modules register on import (mltrain.patch: coarsening=patch)
-import mltrain.patch  # noqa: E402, F401
-import mltrain.raptr  # noqa: E402, F401  (registers the random sub-path hierarchy)
+# hierarchies of other modules register on import (mltrain.levels.patch: coarsening=patch)
+import mltrain.levels.patch  # noqa: E402, F401
+import mltrain.levels.raptr  # noqa: E402, F401  (registers the random sub-path hierarchy)

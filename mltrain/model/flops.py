@@ -88,7 +88,7 @@ def measure_train_flops(
 
 def measure_attention_flops(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> int:
     """Forward FLOPs of one explicit attention call on ``(B, H, T, d_h)`` tensors."""
-    from mltrain.model import explicit_attention
+    from mltrain.model.transformer import explicit_attention
 
     counter = FlopCounterMode(display=False)
     with counter:

@@ -5,7 +5,7 @@ A *patch level* with K tokens per position reads a window of K·T tokens as T po
 input of position i is the mean of the embeddings of tokens iK .. iK+K−1, and position i
 predicts the K tokens of the next patch, (i+1)K .. (i+1)K+K−1, each from its one hidden state
 through the shared head; the loss is the mean of the K cross-entropies (their Sec. 2 and code;
-:meth:`mltrain.model.ODETransformer.patch_forward`). The parameters are the token-level model's
+:meth:`mltrain.model.transformer.ODETransformer.patch_forward`). The parameters are the token-level model's
 own: a patch level is the same tensors with a different path of the data through them, so it
 needs no restriction or growth of its own.
 
@@ -39,7 +39,7 @@ and the softmax, they count 0). It consumes K times the tokens: ``perf/tokens`` 
 sequence, ``perf/tokens_level/<level>`` per level when a level has K > 1.
 
 ``val/loss`` during a patch stage is the **token-level** loss (patch 1) of the current weights
-along the stage level's blocks and step size (:attr:`mltrain.trainer.Trainer.eval_level`): the
+along the stage level's blocks and step size (:attr:`mltrain.train.trainer.Trainer.eval_level`): the
 model a patch stage trains is deployed at token level, and the token-level loss is what the
 frontier judges, so this is the number to compare. It is not the patch-level training loss
 (``train/loss`` of a patch step, which predicts K tokens from coarser context and is not
@@ -62,7 +62,7 @@ from dataclasses import replace
 
 from mltrain.config import CoarseningConfig
 from mltrain.errors import ConfigError
-from mltrain.levels import HIERARCHIES, Level
+from mltrain.levels.base import HIERARCHIES, Level
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +97,13 @@ def data_passes(plan, train_tokens: int, seen: int | None = None) -> dict:
     """What a run draws from its training split.
 
     Args:
-        plan: the run's :class:`mltrain.plan.Plan`.
+        plan: the run's :class:`mltrain.plan.plan.Plan`.
         train_tokens: tokens in the training split (a count).
         seen: tokens trained on so far (``perf/tokens``), when the run has started.
 
     Returns:
         ``train_tokens``; ``planned_tokens`` (every optimizer step's tokens: positions × K,
-        :meth:`mltrain.plan.Plan.tokens_of`) and ``planned_epochs`` (planned / train);
+        :meth:`mltrain.plan.plan.Plan.tokens_of`) and ``planned_epochs`` (planned / train);
         ``tokens_per_level`` (planned); with ``seen``, ``tokens_seen`` and ``epochs``.
     """
     per_level = plan.tokens_per_level()

@@ -16,9 +16,9 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from mltrain.frontier import budget_of, lr_of
-from mltrain.plots import aggregate, robust_ylim, set_flop_axis
-from mltrain.runs import TOTALS
+from mltrain.analysis.frontier import budget_of, lr_of
+from mltrain.analysis.plots import aggregate, robust_ylim, set_flop_axis
+from mltrain.analysis.runs import TOTALS
 
 TITLES = {"head": "training FLOPs (with head)", "nonembed": "training FLOPs (non-embedding)"}
 MAX_DISCRETE = 8  # up to this many learning rates: one colour each and a legend
@@ -40,7 +40,7 @@ def plot_frontier(judgement, colors: dict | None = None) -> Figure:
     """One row per frontier, one column per FLOP total.
 
     Args:
-        judgement: a :class:`mltrain.frontier.Judgement`.
+        judgement: a :class:`mltrain.analysis.frontier.Judgement`.
         colors: configuration label -> matplotlib colour (default C0, C1, ... in order).
     """
     frontiers = judgement.frontiers

@@ -23,16 +23,12 @@ commands it prints, and what Hydra leaves out of sweep job directory names.
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING
 
 from mltrain.errors import ConfigError
 
@@ -99,7 +95,7 @@ def _tokenizer(v: str) -> str | None:
 # --------------------------------------------------------------------------- schemas
 @dataclass
 class ModelConfig:
-    """The ODE-Transformer (see :mod:`mltrain.model`)."""
+    """The ODE-Transformer (see :mod:`mltrain.model.transformer`)."""
 
     n_layer: int = setting(12, check=positive)  # blocks of the fine level
     n_embd: int = setting(128, check=positive)  # residual width d
@@ -116,7 +112,7 @@ class ModelConfig:
 class CoarseningConfig:
     """The multilevel hierarchy and V-cycle (Lauga et al. 2025; DESIGN.md section 1)."""
 
-    name: str = setting("none", choices="mltrain.levels:HIERARCHIES")
+    name: str = setting("none", choices="mltrain.levels.base:HIERARCHIES")
     delta: float = setting(0.25, check=within(0, 1))  # prolongation weight, Eq. 4
     coarse_steps: int = setting(
         20, check=at_least(0)
@@ -131,17 +127,17 @@ class CoarseningConfig:
     combine: str = setting("sequential", choices=("sequential", "summed"))
     fine_step: str = setting("before", choices=("before", "after"))  # relative to coarse phases
     coarse_lr_scale: float = setting(1.0, check=non_negative)  # coarse LR = fine LR * this
-    optimizer_state: str = setting("separate", choices="mltrain.optim:STATE_POLICIES")
-    # coarse-to-fine stages (nested iteration; mltrain/stages.py): the levels trained in order,
+    optimizer_state: str = setting("separate", choices="mltrain.train.optim:STATE_POLICIES")
+    # coarse-to-fine stages (nested iteration; mltrain/schemes/stages.py): the levels trained in order,
     # each for its share of the budget; empty: one fine stage (the V-cycle scheme)
     stages: list[str] = setting(factory=list)
     stage_shares: list[float] = setting(factory=list)
-    grow_init: str = setting("ode", choices="mltrain.growth:GROWTH")  # at a stage change
+    grow_init: str = setting("ode", choices="mltrain.schemes.growth:GROWTH")  # at a stage change
     grow_warmup: int = setting(0, check=at_least(0))  # LR re-warm-up steps of new blocks
-    # sequence coarsening (mltrain/patch.py; Shao et al. 2025): tokens per position K of every
+    # sequence coarsening (mltrain/levels/patch.py; Shao et al. 2025): tokens per position K of every
     # coarse level (1: token level); coarsening=patch is a level over all blocks with it
     patch_size: int = setting(1, check=at_least(1, integer=True))
-    # better coarse corrections (mltrain/corrections.py; issue 15), all off by default:
+    # better coarse corrections (mltrain/schemes/corrections.py; issue 15), all off by default:
     # V-cycles at fine iterations start, start+every, ... below the window (window_fraction:
     # the window as a share of the run's iterations, overriding window when set)
     start: int = setting(0, check=at_least(0))
@@ -152,7 +148,7 @@ class CoarseningConfig:
     line_search_max: float = setting(2.0, check=positive)  # largest delta the search tries
     line_search_batch: int | None = setting(None, check=positive)  # sequences; None: global batch
     momentum: float = setting(0.0, check=within(0, 1, "[", ")"))  # outer momentum beta
-    # random sub-paths (RaPTr; mltrain/raptr.py): path length of each raptr_<p> level, and the
+    # random sub-paths (RaPTr; mltrain/levels/raptr.py): path length of each raptr_<p> level, and the
     # step of a sampled middle block: inverse = (N-2)/(p-2), none = 1
     raptr_blocks: list[int] = setting(factory=list)
     raptr_scale: str = setting("inverse", choices=("inverse", "none"))
@@ -192,9 +188,9 @@ class AdamWConfig:
 
 @dataclass
 class ScheduleConfig:
-    """Learning-rate schedule over the run's iterations (:mod:`mltrain.optim`)."""
+    """Learning-rate schedule over the run's iterations (:mod:`mltrain.train.optim`)."""
 
-    name: str = setting("cosine", choices="mltrain.optim:SCHEDULES")
+    name: str = setting("cosine", choices="mltrain.train.optim:SCHEDULES")
     warmup_steps: int = setting(10, check=at_least(0))
     min_lr_ratio: float = setting(0.1, check=within(0, 1))  # final LR = min_lr_ratio * peak
     decay_fraction: float = setting(0.2, check=within(0, 1, "(", "]"))  # wsd: share that decays
@@ -223,7 +219,7 @@ class DataConfig:
 
 @dataclass
 class LoggerConfig:
-    """Where records go besides ``metrics.jsonl`` (:mod:`mltrain.tracking`)."""
+    """Where records go besides ``metrics.jsonl`` (:mod:`mltrain.train.tracking`)."""
 
     name: str = setting("wandb", choices=("wandb", "none"), inert=True)
     project: str = setting("mltrain", inert=True)
@@ -236,7 +232,7 @@ class LoggerConfig:
 
 @dataclass
 class TrainConfig:
-    """The training run (:mod:`mltrain.trainer`)."""
+    """The training run (:mod:`mltrain.train.trainer`)."""
 
     steps: int = setting(300, check=positive)  # fine optimizer steps
     target_flops: float | None = setting(None, check=positive)  # steps from a budget (with head)
@@ -274,8 +270,6 @@ class MLTrainConfig:
     experiment_name: str = setting("default", inert=True)
 
 
-_INERT_SECTIONS = ("logger.",)  # every logger setting is inert (tagged field by field below)
-
 SECTIONS = {
     "model": ModelConfig,
     "coarsening": CoarseningConfig,
@@ -288,285 +282,3 @@ OPTIMIZERS = {"torch.optim.SGD": SGDConfig, "torch.optim.AdamW": AdamWConfig}
 
 # Keys renamed since earlier versions: old name -> new name. Old configs (checkpoints, finished
 # runs read by mltrain-compare) are upgraded with :func:`upgrade`; an old key on the command
-# line is rejected with a one-line hint (mltrain.cli).
-RENAMED = {"data.vocab_size": "data.bpe_vocab_size"}
-
-
-# --------------------------------------------------------------------------- tags
-def _fields(schema) -> list[dataclasses.Field]:
-    return list(dataclasses.fields(schema))
-
-
-def inert_keys() -> tuple[str, ...]:
-    """Dotted keys of every setting tagged ``inert`` (does not change training): what a resume
-    may change, what run grouping ignores, what sweep directory names leave out."""
-    out = [f.name for f in _fields(MLTrainConfig) if f.metadata.get("inert")]
-    for section, schema in SECTIONS.items():
-        out += [f"{section}.{f.name}" for f in _fields(schema) if f.metadata.get("inert")]
-    return tuple(out)
-
-
-def job_name_excluded_keys() -> list[str]:
-    """Overrides left out of sweep job directory names (``hydra.job.config.override_dirname.
-    exclude_keys``): the inert settings, the preset and mode groups, the logger group, the
-    data paths (long; kept in the job's ``.hydra/overrides.yaml``) and Hydra's own dirs."""
-    return [
-        *inert_keys(),
-        "experiment",
-        "mode",
-        "logger",
-        "data.paths",
-        "hydra.run.dir",
-        "hydra.sweep.dir",
-    ]
-
-
-def is_inert(key: str) -> bool:
-    """Whether the dotted ``key`` is a setting that does not change training."""
-    return key in _INERT or key.split(".", 1)[0] + "." in _INERT_SECTIONS
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    """A nested config as ``{"dotted.key": value}`` (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``);
-    lists become tuples, so values are hashable and comparable."""
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = _hashable(v)
-    return out
-
-
-def _hashable(v):
-    return tuple(_hashable(x) for x in v) if isinstance(v, list | tuple) else v
-
-
-def upgrade(config: dict) -> dict:
-    """A resolved config dict written by an earlier mltrain, with renamed keys (:data:`RENAMED`)
-    moved to their new names and settings added since filled in with their defaults (every new
-    setting defaults to what runs did before it existed), so a run or checkpoint made before a
-    setting was added compares equal to one made after it with the default (a copy;
-    ``config`` is not changed)."""
-    import copy
-
-    out = copy.deepcopy(config)
-    for old, new in RENAMED.items():
-        (s_old, k_old), (s_new, k_new) = old.split(".", 1), new.split(".", 1)
-        sec = out.get(s_old)
-        if isinstance(sec, dict) and k_old in sec:
-            out.setdefault(s_new, {}).setdefault(k_new, sec.pop(k_old))
-    for section, schema in SECTIONS.items():
-        sec = out.get(section)
-        if isinstance(sec, dict):
-            for key, value in _plain_defaults(schema).items():
-                sec.setdefault(key, value)
-    return out
-
-
-def _plain_defaults(schema) -> dict:
-    """The schema's defaults that are plain values (no interpolation, no required field)."""
-    out = {}
-    for f in _fields(schema):
-        if f.default is not dataclasses.MISSING:
-            v = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            v = f.default_factory()
-        else:
-            continue
-        if v == MISSING or (isinstance(v, str) and "${" in v):
-            continue
-        out[f.name] = v
-    return out
-
-
-_INERT = frozenset(inert_keys())
-
-
-# --------------------------------------------------------------------------- registration
-def _sweep_subdir(num: Any, override_dirname: str) -> str:
-    """A sweep job's directory name: ``<num>_<overrides>``, one level (``/`` and ``\\`` become
-    ``_``) and at most 120 characters (longer names end with a hash of the full overrides,
-    which stay in the job's ``.hydra/overrides.yaml``)."""
-    import hashlib
-
-    name = f"{num}_{override_dirname}" if override_dirname else str(num)
-    name = name.replace("/", "_").replace("\\", "_").replace("\0", "_")
-    if len(name) > 120:
-        digest = hashlib.sha256(override_dirname.encode()).hexdigest()[:10]
-        name = f"{name[:100]}..{digest}"
-    return name
-
-
-def register_configs() -> None:
-    """Register the schemas that the YAML files of ``conf/`` extend, and the resolvers the
-    Hydra settings use (idempotent)."""
-    cs = ConfigStore.instance()
-    cs.store(name="mltrain_schema", node=MLTrainConfig)  # types every group but the optimizer
-    # the optimizers differ in their fields: each option extends its own schema
-    cs.store(group="schema/optimizer", name="sgd", node=SGDConfig)
-    cs.store(group="schema/optimizer", name="adamw", node=AdamWConfig)
-    if not OmegaConf.has_resolver("mltrain_excluded_keys"):
-        OmegaConf.register_new_resolver("mltrain_excluded_keys", job_name_excluded_keys)
-        OmegaConf.register_new_resolver("mltrain_job_subdir", _sweep_subdir)
-
-
-def config_dir() -> Path:
-    """The directory holding ``config.yaml``: ``mltrain/conf`` in a wheel install, else the
-    repository's top-level ``conf/`` (editable install or source checkout).
-
-    Raises:
-        FileNotFoundError: when neither exists (a broken installation).
-    """
-    pkg = Path(__file__).resolve().parent
-    for candidate in (pkg / "conf", pkg.parent / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"mltrain: no conf/config.yaml next to {pkg}; reinstall mltrain")
-
-
-# --------------------------------------------------------------------------- validation
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
-def _allowed(choices) -> tuple[str, ...]:
-    if isinstance(choices, str):  # "module:REGISTRY"
-        module, name = choices.split(":")
-        return tuple(getattr(importlib.import_module(module), name).names())
-    return tuple(choices)
-
-
-def _check_section(node: DictConfig, schema, prefix: str) -> None:
-    """Unknown keys (Hydra lets ``+key=value`` add them), then each field's choices and check."""
-    fields = _fields(schema)
-    allowed = [f.name for f in fields]
-    for key in node.keys():
-        if key not in allowed:
-            where = f"{prefix}{key}" if prefix else key
-            raise ConfigError(
-                f"{where} is not a setting; {prefix.rstrip('.') or 'top level'} has: {', '.join(allowed)}"
-            )
-    for f in fields:
-        if f.metadata.get("choices") is None and f.metadata.get("check") is None:
-            continue
-        v = OmegaConf.select(node, f.name, throw_on_missing=True)
-        key = f"{prefix}{f.name}"
-        if f.metadata.get("choices") is not None:
-            allowed_values = _allowed(f.metadata["choices"])
-            _require(
-                v in allowed_values,
-                f"{key}={v!r} is not allowed: choose one of {', '.join(allowed_values)}",
-            )
-        check = f.metadata.get("check")
-        if check is not None and v is not None:
-            what = check(list(v) if OmegaConf.is_list(v) else v)
-            if what is not None:
-                shown = list(v) if OmegaConf.is_list(v) else (repr(v) if isinstance(v, str) else v)
-                _require(False, f"{key}={shown} is not allowed: {_must(what)}")
-
-
-def _must(what: str) -> str:
-    return what if what.startswith(("choose", "give")) else f"must be {what}"
-
-
-def validate(cfg: DictConfig) -> None:
-    """Check every field against its schema entry (choices, range) and the cross-field rules.
-
-    Types and key names are already enforced by Hydra while composing; this adds what a type
-    cannot say. Hierarchy rules that depend on the depth (``even_odd`` needs an even number
-    of blocks, ...) are checked by :func:`mltrain.levels.build_hierarchy`.
-
-    Raises:
-        ConfigError: one line naming the setting, its value and what is allowed.
-    """
-    _check_section(cfg, MLTrainConfig, "")
-    for section, schema in SECTIONS.items():
-        _check_section(cfg[section], schema, section + ".")
-    _require(
-        not OmegaConf.is_missing(cfg, "optimizer") and cfg.optimizer is not None,
-        "optimizer is not set: choose optimizer=sgd or optimizer=adamw",
-    )
-    o = cfg.optimizer
-    _require(
-        isinstance(o, DictConfig) and "lr" in o,
-        "optimizer: choose optimizer=sgd or optimizer=adamw",
-    )
-    schema = OPTIMIZERS.get(o.get("_target_"))
-    if schema is not None:
-        _check_section(o, schema, "optimizer.")
-
-    m, s, t, d = cfg.model, cfg.schedule, cfg.train, cfg.data
-    _require(
-        m.n_embd % m.n_head == 0,
-        f"model.n_embd={m.n_embd} must be divisible by model.n_head={m.n_head}",
-    )
-    _require(
-        m.seq_len <= m.block_size,
-        f"model.seq_len={m.seq_len} is larger than the model's context "
-        f"model.block_size={m.block_size}: use seq_len <= block_size",
-    )
-    _require(
-        t.target_flops is not None or s.warmup_steps < t.steps,
-        f"schedule.warmup_steps={s.warmup_steps} is not allowed: must be >= 0 and < train.steps={t.steps}",
-    )
-    _require(
-        t.target_flops is not None or float(t.flops_scale) == 1.0,
-        f"train.flops_scale={t.flops_scale} scales train.target_flops, which is not set: "
-        "set train.target_flops=<FLOPs> or leave train.flops_scale at 1",
-    )
-    if d.name == "text_files":
-        _require(
-            len(d.paths) > 0,
-            "data.paths is empty: data=text_files needs data.paths=[file_or_dir,...]",
-        )
-
-
-def absolute_paths(cfg: DictConfig, base: Path) -> None:
-    """Make every user-given path of ``cfg`` absolute against ``base`` (the directory the
-    command was launched from), in place: ``data.paths``, ``data.cache_dir``, a
-    ``train.resume`` checkpoint path, and ``data.tokenizer=hf:<dir>`` when ``<dir>`` exists
-    there. ``~`` is expanded. Hub names and other settings are left as they are."""
-
-    def fix(p: str) -> str:
-        q = Path(p).expanduser()
-        return str(q if q.is_absolute() else (base / q))
-
-    d, t = cfg.data, cfg.train
-    if d.paths:
-        d.paths = [fix(p) for p in d.paths]
-    if d.cache_dir:
-        d.cache_dir = fix(d.cache_dir)
-    if t.resume and t.resume != "auto" and t.resume.strip():
-        t.resume = fix(t.resume)
-    if isinstance(d.tokenizer, str) and d.tokenizer.startswith("hf:"):
-        name = d.tokenizer[3:]
-        if name and (name.startswith(("~", ".", "/")) or (base / name).exists()):
-            d.tokenizer = "hf:" + fix(name)
-
-
-def typed(cfg: DictConfig) -> MLTrainConfig:
-    """The validated config as dataclass objects (``cfg.model`` -> :class:`ModelConfig`, ...;
-    the optimizer as :class:`SGDConfig` or :class:`AdamWConfig`), interpolations resolved."""
-    return OmegaConf.to_object(cfg)
-
-
-def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """The config ``mltrain <overrides>`` would run, composed with Hydra's compose API (for
-    scripts, notebooks and tests; no run directory is created).
-
-    Raises:
-        hydra.errors.HydraException / omegaconf errors: an unknown key, option or wrong type.
-    """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(
-        version_base="1.3", config_dir=str(config_dir()), job_name="mltrain"
-    ):
-        return hydra_compose("config", overrides=list(overrides))

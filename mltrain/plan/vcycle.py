@@ -8,7 +8,7 @@ iteration inside the window is::
     Restrict(coarse_b)  Train(coarse_b, m)  Prolong(coarse_b)
 
 and after the window just ``Train(fine, 1)`` (which iterations carry the cycle is the run's
-:class:`mltrain.plan.Plan`). ``Restrict`` opens a coarse phase (snapshot of
+:class:`mltrain.plan.plan.Plan`). ``Restrict`` opens a coarse phase (snapshot of
 the parameters it trains: restriction is injection, so there is nothing else to do);
 ``Prolong`` closes it with Eq. 4. A recursive hierarchy nests phases (fine -> coarse_1 ->
 coarse_2 -> ... and back up); ``combine=summed`` closes sibling phases with ``Defer``
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mltrain.flops import FlopCount
-from mltrain.levels import Level
+from mltrain.levels.base import Level
+from mltrain.model.flops import FlopCount
 
 
 class Operation:
@@ -88,7 +88,7 @@ def build_cycle(
     """The operations of one fine iteration inside the window.
 
     Args:
-        levels: the hierarchy, fine level first (:func:`mltrain.levels.build_hierarchy`).
+        levels: the hierarchy, fine level first (:func:`mltrain.levels.base.build_hierarchy`).
         coarse_steps: m, optimizer steps per coarse phase.
         combine: ``sequential`` (each phase starts from the previous one's transferred
             result) or ``summed`` (sibling phases start from the same state; their

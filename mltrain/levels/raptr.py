@@ -31,8 +31,8 @@ import torch
 
 from mltrain.config import CoarseningConfig
 from mltrain.errors import ConfigError
-from mltrain.levels import HIERARCHIES, Level
-from mltrain.model import BlockPath
+from mltrain.levels.base import HIERARCHIES, Level
+from mltrain.model.transformer import BlockPath
 
 
 @dataclass(frozen=True)

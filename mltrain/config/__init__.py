@@ -1,0 +1,35 @@
+"""Configuration: the typed schema (:mod:`.schema`), inert and renamed keys (:mod:`.keys`),
+validation (:mod:`.validate`) and the Hydra glue (:mod:`.compose`).
+
+The package's names are re-exported here: ``from mltrain.config import ModelConfig, validate``.
+"""
+
+from mltrain.config.compose import absolute_paths, compose, config_dir, register_configs
+from mltrain.config.keys import (
+    RENAMED,
+    flatten,
+    inert_keys,
+    is_inert,
+    job_name_excluded_keys,
+    upgrade,
+)
+from mltrain.config.schema import *  # noqa: F403
+from mltrain.config.schema import OPTIMIZERS, SECTIONS
+from mltrain.config.validate import typed, validate
+
+__all__ = [
+    "OPTIMIZERS",
+    "RENAMED",
+    "SECTIONS",
+    "absolute_paths",
+    "compose",
+    "config_dir",
+    "flatten",
+    "inert_keys",
+    "is_inert",
+    "job_name_excluded_keys",
+    "register_configs",
+    "typed",
+    "upgrade",
+    "validate",
+]

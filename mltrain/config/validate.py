@@ -1,0 +1,117 @@
+"""Validation of a composed config: each field's own check (declared next to the field with
+:func:`mltrain.config.schema.setting`) and the cross-field rules, each failure one line
+(:class:`mltrain.errors.ConfigError`) naming the setting and what is allowed; and the
+conversion to typed objects (:func:`typed`)."""
+
+from __future__ import annotations
+
+import importlib
+
+from omegaconf import DictConfig, OmegaConf
+
+from mltrain.config.keys import _fields
+from mltrain.config.schema import OPTIMIZERS, SECTIONS, MLTrainConfig
+from mltrain.errors import ConfigError
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _allowed(choices) -> tuple[str, ...]:
+    if isinstance(choices, str):  # "module:REGISTRY"
+        module, name = choices.split(":")
+        return tuple(getattr(importlib.import_module(module), name).names())
+    return tuple(choices)
+
+
+def _check_section(node: DictConfig, schema, prefix: str) -> None:
+    """Unknown keys (Hydra lets ``+key=value`` add them), then each field's choices and check."""
+    fields = _fields(schema)
+    allowed = [f.name for f in fields]
+    for key in node.keys():
+        if key not in allowed:
+            where = f"{prefix}{key}" if prefix else key
+            raise ConfigError(
+                f"{where} is not a setting; {prefix.rstrip('.') or 'top level'} has: {', '.join(allowed)}"
+            )
+    for f in fields:
+        if f.metadata.get("choices") is None and f.metadata.get("check") is None:
+            continue
+        v = OmegaConf.select(node, f.name, throw_on_missing=True)
+        key = f"{prefix}{f.name}"
+        if f.metadata.get("choices") is not None:
+            allowed_values = _allowed(f.metadata["choices"])
+            _require(
+                v in allowed_values,
+                f"{key}={v!r} is not allowed: choose one of {', '.join(allowed_values)}",
+            )
+        check = f.metadata.get("check")
+        if check is not None and v is not None:
+            what = check(list(v) if OmegaConf.is_list(v) else v)
+            if what is not None:
+                shown = list(v) if OmegaConf.is_list(v) else (repr(v) if isinstance(v, str) else v)
+                _require(False, f"{key}={shown} is not allowed: {_must(what)}")
+
+
+def _must(what: str) -> str:
+    return what if what.startswith(("choose", "give")) else f"must be {what}"
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every field against its schema entry (choices, range) and the cross-field rules.
+
+    Types and key names are already enforced by Hydra while composing; this adds what a type
+    cannot say. Hierarchy rules that depend on the depth (``even_odd`` needs an even number
+    of blocks, ...) are checked by :func:`mltrain.levels.base.build_hierarchy`.
+
+    Raises:
+        ConfigError: one line naming the setting, its value and what is allowed.
+    """
+    _check_section(cfg, MLTrainConfig, "")
+    for section, schema in SECTIONS.items():
+        _check_section(cfg[section], schema, section + ".")
+    _require(
+        not OmegaConf.is_missing(cfg, "optimizer") and cfg.optimizer is not None,
+        "optimizer is not set: choose optimizer=sgd or optimizer=adamw",
+    )
+    o = cfg.optimizer
+    _require(
+        isinstance(o, DictConfig) and "lr" in o,
+        "optimizer: choose optimizer=sgd or optimizer=adamw",
+    )
+    schema = OPTIMIZERS.get(o.get("_target_"))
+    if schema is not None:
+        _check_section(o, schema, "optimizer.")
+
+    m, s, t, d = cfg.model, cfg.schedule, cfg.train, cfg.data
+    _require(
+        m.n_embd % m.n_head == 0,
+        f"model.n_embd={m.n_embd} must be divisible by model.n_head={m.n_head}",
+    )
+    _require(
+        m.seq_len <= m.block_size,
+        f"model.seq_len={m.seq_len} is larger than the model's context "
+        f"model.block_size={m.block_size}: use seq_len <= block_size",
+    )
+    _require(
+        t.target_flops is not None or s.warmup_steps < t.steps,
+        f"schedule.warmup_steps={s.warmup_steps} is not allowed: must be >= 0 and < train.steps={t.steps}",
+    )
+    _require(
+        t.target_flops is not None or float(t.flops_scale) == 1.0,
+        f"train.flops_scale={t.flops_scale} scales train.target_flops, which is not set: "
+        "set train.target_flops=<FLOPs> or leave train.flops_scale at 1",
+    )
+    if d.name == "text_files":
+        _require(
+            len(d.paths) > 0,
+            "data.paths is empty: data=text_files needs data.paths=[file_or_dir,...]",
+        )
+
+
+def typed(cfg: DictConfig) -> MLTrainConfig:
+    """The validated config as dataclass objects (``cfg.model`` -> :class:`ModelConfig`, ...;
+    the optimizer as :class:`SGDConfig` or :class:`AdamWConfig`), interpolations resolved."""
+    return OmegaConf.to_object(cfg)
