@@ -36,9 +36,10 @@ install-extras: install  ## the optional Hydra plugins: Optuna sweeper, submitit
 test-extras: install-extras  ## the tests of the optional plugins
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q -m extras
 
-lint: install  ## ruff
+lint: install  ## ruff, and import-linter's architecture contracts (pyproject.toml)
 	$(BIN)/ruff check mltrain tests scripts
 	$(BIN)/ruff format --check mltrain tests scripts
+	$(BIN)/lint-imports
 
 clean:  ## remove the virtual environment, build artefacts and caches (not outputs/)
 	rm -rf $(VENV) build dist *.egg-info .ruff_cache .pytest_cache

@@ -81,14 +81,14 @@ def stop_after(job, n_steps: int) -> None:
     import signal
 
     t = job.trainer
-    original = t._step
+    original = t.take_step
 
-    def step(level):
-        original(level)
+    def step(level, *args):
+        original(level, *args)
         if t.p.step == n_steps:
-            t._signal = signal.SIGTERM
+            t.signals.signum = signal.SIGTERM
 
-    t._step = step
+    t.take_step = step
 
 
 def preempt(run_dir: Path, *overrides: str, stop_at: int, match: str | None = None) -> None:
@@ -170,3 +170,22 @@ def wandb_records(path: Path) -> list:
     data = Path(path).read_bytes()
     assert data[:4] == b":W&B"
     return read_wandb_records(path)
+
+
+def flat_coarsening(coarsening: dict) -> dict:
+    """A ``coarsening`` config section as mltrain wrote it before the sections and the explicit
+    ``coarsening.scheme`` (one flat dict, old key names; :data:`mltrain.config.RENAMED`)."""
+    from mltrain.config import RENAMED
+
+    old_of = {
+        new.split(".", 1)[1]: old.split(".", 1)[1]
+        for old, new in RENAMED.items()
+        if old.startswith("coarsening.")
+    }
+    out = {}
+    for section, value in coarsening.items():
+        if section == "scheme":
+            continue
+        for key, v in value.items():
+            out[old_of[f"{section}.{key}"]] = v
+    return out

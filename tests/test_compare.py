@@ -271,9 +271,13 @@ def test_labels_name_the_keys_that_differ(tmp_path):
     f, lo = SINGLE, [10, 8, 6, 4, 2]
     write_run(tmp_path / "0", f, lo, "coarsening=none")
     write_run(tmp_path / "1", f, lo, "coarsening=even_odd")
-    write_run(tmp_path / "2", f, lo, "coarsening=even_odd", "coarsening.vcycle.optimizer_state=shared")
+    write_run(
+        tmp_path / "2", f, lo, "coarsening=even_odd", "coarsening.vcycle.optimizer_state=shared"
+    )
     write_run(tmp_path / "3", f, lo, "coarsening=even_odd", "optimizer=adamw")
-    write_run(tmp_path / "4", f, lo, "coarsening=even_odd", "coarsening.vcycle.delta=0.5", "train.seed=3")
+    write_run(
+        tmp_path / "4", f, lo, "coarsening=even_odd", "coarsening.vcycle.delta=0.5", "train.seed=3"
+    )
     labels = [c.label for c in C.group_configurations(C.find_runs([tmp_path]))]
     assert labels == [
         f"{SL} optimizer=sgd",

@@ -8,7 +8,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mltrain.config import config_dir, validate
 from mltrain.errors import ConfigError
-from mltrain.levels.base import build_hierarchy
+from mltrain.levels import build_hierarchy
 from tests.helpers import compose, plugin_missing
 
 GROUPS = ["model", "coarsening", "optimizer", "schedule", "data", "logger", "experiment", "mode"]
@@ -140,18 +140,27 @@ def test_options_of_another_optimizer_are_rejected():
             ["data.tokenizer=wordpiece"],
             r"data.tokenizer='wordpiece' is not allowed: choose bpe, gpt2, hf:<name or path>",
         ),
-        (["coarsening.vcycle.delta=1.5"], r"coarsening.vcycle.delta=1.5 is not allowed: must be in \[0, 1\]"),
+        (
+            ["coarsening.vcycle.delta=1.5"],
+            r"coarsening.vcycle.delta=1.5 is not allowed: must be in \[0, 1\]",
+        ),
         (["coarsening.vcycle.delta=-0.1"], r"coarsening.vcycle.delta=-0.1 is not allowed"),
         (
             ["coarsening.vcycle.coarse_steps=-1"],
             r"coarsening.vcycle.coarse_steps=-1 is not allowed: must be >= 0",
         ),
-        (["coarsening.vcycle.window=-2"], r"coarsening.vcycle.window=-2 is not allowed: must be >= 0"),
+        (
+            ["coarsening.vcycle.window=-2"],
+            r"coarsening.vcycle.window=-2 is not allowed: must be >= 0",
+        ),
         (
             ["coarsening.hierarchy.step_scale=0"],
             r"coarsening.hierarchy.step_scale=0.0 is not allowed: must be a number > 0",
         ),
-        (["coarsening.hierarchy.name=halves"], r"coarsening.hierarchy.name='halves' is not allowed"),
+        (
+            ["coarsening.hierarchy.name=halves"],
+            r"coarsening.hierarchy.name='halves' is not allowed",
+        ),
         (
             ["coarsening.vcycle.optimizer_state=global"],
             r"coarsening.vcycle.optimizer_state='global' is not allowed: choose one of separate, shared, reset",

@@ -14,11 +14,21 @@ import torch
 
 from mltrain.config import typed
 from mltrain.errors import ConfigError
-from mltrain.plan import operations
+from mltrain.plan import ops as operations
 from mltrain.plan.plan import build_plan
-from mltrain.plan.vcycle import Defer, Prolong, Restrict, Train
-from mltrain.schemes.corrections import Tau, Transfer, of, search_delta, search_grid
-from tests.helpers import compose, final_params, make_job, preempt, read_jsonl, run_job
+from mltrain.schemes import vcycle
+from mltrain.schemes.corrections import Tau, Transfer, of
+from mltrain.schemes.linesearch import search_delta, search_grid
+from mltrain.schemes.vcycle import Defer, Prolong, Restrict, Train
+from tests.helpers import (
+    compose,
+    final_params,
+    flat_coarsening,
+    make_job,
+    preempt,
+    read_jsonl,
+    run_job,
+)
 
 PLAIN = ["optimizer.weight_decay=0.0", "train.max_grad_norm=0", "schedule=constant"]
 VOLATILE = ("perf/tok_per_s", "perf/wall_s", "perf/mfu")
@@ -104,12 +114,26 @@ def cycle_iterations(plan):
     "overrides, expected",
     [
         ((), [0, 1, 2, 3, 4]),
-        (("coarsening.vcycle.start=2", "coarsening.vcycle.every=3", "coarsening.vcycle.window=12"), [2, 5, 8, 11]),
         (
-            ("coarsening.vcycle.start=3", "coarsening.vcycle.every=5", "coarsening.vcycle.window_fraction=1"),
+            (
+                "coarsening.vcycle.start=2",
+                "coarsening.vcycle.every=3",
+                "coarsening.vcycle.window=12",
+            ),
+            [2, 5, 8, 11],
+        ),
+        (
+            (
+                "coarsening.vcycle.start=3",
+                "coarsening.vcycle.every=5",
+                "coarsening.vcycle.window_fraction=1",
+            ),
             [3, 8, 13, 18],
         ),
-        (("coarsening.vcycle.every=4", "coarsening.vcycle.window_fraction=0.5"), [0, 4, 8]),  # window 10
+        (
+            ("coarsening.vcycle.every=4", "coarsening.vcycle.window_fraction=0.5"),
+            [0, 4, 8],
+        ),  # window 10
         (("coarsening.vcycle.window_fraction=0.125",), [0, 1, 2]),  # 2.5 -> 3 (halves up)
         (("coarsening.vcycle.start=5", "coarsening.vcycle.window=5"), []),
     ],
@@ -145,7 +169,8 @@ def test_start_zero_every_one_is_todays_run_bit_for_bit(tmp_path):
     base = ["coarsening=even_odd", "coarsening.vcycle.coarse_steps=2", "coarsening.vcycle.window=2"]
     base += ["train.steps=4", "model.dropout=0.1"]
     assert (
-        plan_of(*base).stages == plan_of(*base, "coarsening.vcycle.start=0", "coarsening.vcycle.every=1").stages
+        plan_of(*base).stages
+        == plan_of(*base, "coarsening.vcycle.start=0", "coarsening.vcycle.every=1").stages
     )
     run_job(tmp_path / "a", *base)
     run_job(tmp_path / "b", *base, "coarsening.vcycle.start=0", "coarsening.vcycle.every=1")
@@ -168,17 +193,32 @@ def test_a_window_fraction_sizes_with_a_flops_budget():
 @pytest.mark.parametrize(
     "overrides, match",
     [
-        (["coarsening.vcycle.every=0"], r"coarsening.vcycle.every=0 is not allowed: must be an integer >= 1"),
-        (["coarsening.vcycle.start=-1"], r"coarsening.vcycle.start=-1 is not allowed: must be >= 0"),
-        (["coarsening.vcycle.window_fraction=1.5"], r"coarsening.vcycle.window_fraction=1.5 is not allowed"),
+        (
+            ["coarsening.vcycle.every=0"],
+            r"coarsening.vcycle.every=0 is not allowed: must be an integer >= 1",
+        ),
+        (
+            ["coarsening.vcycle.start=-1"],
+            r"coarsening.vcycle.start=-1 is not allowed: must be >= 0",
+        ),
+        (
+            ["coarsening.vcycle.window_fraction=1.5"],
+            r"coarsening.vcycle.window_fraction=1.5 is not allowed",
+        ),
         (["coarsening.vcycle.window_fraction=0"], r"must be in \(0, 1\]"),
-        (["coarsening.corrections.momentum=1"], r"coarsening.corrections.momentum=1.0 is not allowed: must be in \[0, 1\)"),
+        (
+            ["coarsening.corrections.momentum=1"],
+            r"coarsening.corrections.momentum=1.0 is not allowed: must be in \[0, 1\)",
+        ),
         (
             ["coarsening.corrections.tau=full"],
             r"coarsening.corrections.tau='full' is not allowed: choose one of none, exact",
         ),
         (["coarsening.corrections.line_search=golden"], r"choose one of none, grid, parabola"),
-        (["coarsening.corrections.line_search_max=0"], r"coarsening.corrections.line_search_max=0.0 is not allowed"),
+        (
+            ["coarsening.corrections.line_search_max=0"],
+            r"coarsening.corrections.line_search_max=0.0 is not allowed",
+        ),
     ],
 )
 def test_bad_settings_give_one_line(overrides, match):
@@ -190,8 +230,15 @@ def test_bad_settings_give_one_line(overrides, match):
 
 
 def test_cheap_tau_after_the_coarse_phases_needs_a_fine_step_before_the_first_cycle():
-    with pytest.raises(ConfigError, match=r"coarsening.corrections.tau=cheap with coarsening.vcycle.fine_step=after"):
-        plan_of("coarsening=even_odd", "coarsening.corrections.tau=cheap", "coarsening.vcycle.fine_step=after")
+    with pytest.raises(
+        ConfigError,
+        match=r"coarsening.corrections.tau=cheap with coarsening.vcycle.fine_step=after",
+    ):
+        plan_of(
+            "coarsening=even_odd",
+            "coarsening.corrections.tau=cheap",
+            "coarsening.vcycle.fine_step=after",
+        )
     plan = plan_of(
         "coarsening=even_odd",
         "coarsening.corrections.tau=cheap",
@@ -220,7 +267,9 @@ def trainer_gradient(t, level, batch):
     t.sampler.next = lambda n, length=None: batch
     t.model.zero_grad(set_to_none=True)
     lv = t.levels[level]
-    t._reduce_clip_check(lv, t.optimizer_of(lv), t._forward_backward(lv))
+    windows = t.step.shard(t.sampler.next(t.step.global_batch))
+    loss_sum = t.step.forward_backward(lv, t.path_of(lv), windows)
+    t._reduce_clip_check(lv, t.optims.get(lv.steps_with), loss_sum)
     out = {n: p.grad.clone() for n, p in t.level_params[level].items()}
     t.model.zero_grad(set_to_none=True)
     return out
@@ -229,7 +278,12 @@ def trainer_gradient(t, level, batch):
 HIERARCHIES = [
     ("even_odd", [], ["coarse_a", "coarse_b"], []),
     ("recursive", ["model.n_layer=8", "coarsening.hierarchy.depth=2"], ["coarse_1"], ["coarse_2"]),
-    ("custom", ["coarsening.hierarchy.blocks=[[1,3],[3],[0,2]]"], ["coarse_1", "coarse_3"], ["coarse_2"]),
+    (
+        "custom",
+        ["coarsening.hierarchy.blocks=[[1,3],[3],[0,2]]"],
+        ["coarse_1", "coarse_3"],
+        ["coarse_2"],
+    ),
 ]
 
 
@@ -250,7 +304,7 @@ def test_exact_tau_makes_the_corrected_coarse_gradient_the_restricted_fine_one(
     )
     t = job.trainer
     run(t, [Train("fine", 1)])  # away from the initialisation
-    xi = t.sampler.next(t.global_batch)  # one batch for every τ of this test
+    xi = t.sampler.next(t.step.global_batch)  # one batch for every τ of this test
     of(t).tau_sampler.next = lambda n, length=None: xi
     g_fine = fine_gradient(job.model, xi)
     for level in top:
@@ -276,16 +330,20 @@ def test_exact_tau_makes_the_corrected_coarse_gradient_the_restricted_fine_one(
 
 def test_without_tau_the_coarse_gradient_is_not_the_fine_one(tmp_path):
     """The control of the test above: the coherence is the τ-correction's doing."""
-    job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.corrections.momentum=0.5", *PLAIN)
+    job = make_job(
+        tmp_path / "r", "coarsening=even_odd", "coarsening.corrections.momentum=0.5", *PLAIN
+    )
     t = job.trainer
-    xi = t.sampler.next(t.global_batch)
+    xi = t.sampler.next(t.step.global_batch)
     g_fine = fine_gradient(job.model, xi)
     got = trainer_gradient(t, "coarse_a", xi)
     assert not torch.allclose(got["blocks.1.mlp.c_fc.weight"], g_fine["blocks.1.mlp.c_fc.weight"])
 
 
 def test_cheap_tau_reuses_the_fine_steps_batch_and_gradient(tmp_path):
-    job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.corrections.tau=cheap", *PLAIN)
+    job = make_job(
+        tmp_path / "r", "coarsening=even_odd", "coarsening.corrections.tau=cheap", *PLAIN
+    )
     t = job.trainer
     x = params_of(job.model)
     run(t, [Train("fine", 1)])
@@ -342,7 +400,10 @@ def test_tau_forced_to_zero_is_todays_run_bit_for_bit(tmp_path, monkeypatch, for
             ["coarsening=even_odd", "coarsening.corrections.tau=exact"],
             {"fine": 2, "coarse_a": 1, "coarse_b": 1},
         ),
-        (["coarsening=even_odd", "coarsening.corrections.tau=cheap"], {"coarse_a": 1, "coarse_b": 1}),
+        (
+            ["coarsening=even_odd", "coarsening.corrections.tau=cheap"],
+            {"coarse_a": 1, "coarse_b": 1},
+        ),
         (
             ["coarsening=recursive", "model.n_layer=8", "coarsening.corrections.tau=exact"],
             {"fine": 1, "coarse_1": 2, "coarse_2": 1},
@@ -377,8 +438,8 @@ def test_line_search_takes_the_best_delta_on_a_held_aside_training_batch(tmp_pat
     ext = of(t)
     assert ext.search_sampler.tokens is t.data.train  # training tokens, never validation
     run(t, [Train("fine", 1), Restrict("coarse_a"), Train("coarse_a", 3)])
-    before, after = dict(t.phases[-1][1]), params_of(job.model)
-    held = copy.deepcopy(ext.search_sampler).next(t.global_batch)
+    before, after = dict(vcycle.state_of(t).phases[-1][1]), params_of(job.model)
+    held = copy.deepcopy(ext.search_sampler).next(t.step.global_batch)
     losses = {}
     for d in search_grid(2.0):  # the fine loss at each δ, by hand
         ref = copy.deepcopy(job.model).eval()
@@ -391,8 +452,8 @@ def test_line_search_takes_the_best_delta_on_a_held_aside_training_batch(tmp_pat
     flops0 = t.p.flops
     op = Transfer("coarse_a", "fine", search="grid", grid=search_grid(2.0))
     run(t, [op])
-    assert t._notes["coarsening/delta/coarse_a"] == best
-    assert t._notes["coarsening/delta_gain/coarse_a"] == pytest.approx(
+    assert t.records.notes["coarsening/delta/coarse_a"] == best
+    assert t.records.notes["coarsening/delta_gain/coarse_a"] == pytest.approx(
         losses[0] - losses[best], abs=1e-5
     )
     got = params_of(job.model)
@@ -403,7 +464,9 @@ def test_line_search_takes_the_best_delta_on_a_held_aside_training_batch(tmp_pat
 
 
 def test_line_search_keeps_delta_zero_when_the_phase_only_hurts(tmp_path):
-    job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.corrections.line_search=parabola", *PLAIN)
+    job = make_job(
+        tmp_path / "r", "coarsening=even_odd", "coarsening.corrections.line_search=parabola", *PLAIN
+    )
     t = job.trainer
     run(t, [Train("fine", 1), Restrict("coarse_a")])
     before = params_of(job.model)
@@ -413,8 +476,8 @@ def test_line_search_keeps_delta_zero_when_the_phase_only_hurts(tmp_path):
             p.add_(torch.randn(p.shape, generator=gen) * 3.0)
     flops0 = t.p.flops
     run(t, [Transfer("coarse_a", "fine", search="parabola", grid=search_grid(2.0))])
-    assert t._notes["coarsening/delta/coarse_a"] == 0.0
-    assert t._notes["coarsening/delta_gain/coarse_a"] == 0.0
+    assert t.records.notes["coarsening/delta/coarse_a"] == 0.0
+    assert t.records.notes["coarsening/delta_gain/coarse_a"] == 0.0
     after = params_of(job.model)
     assert all(torch.equal(before[n], after[n]) for n in before)  # θ_before, bit for bit
     assert t.p.flops - flops0 == 6 * (job.plan.step_flops["fine"].total // 3)
@@ -445,7 +508,9 @@ def test_a_smaller_held_aside_batch_costs_its_share_of_the_forwards(tmp_path):
     base = ["coarsening=even_odd", "coarsening.vcycle.coarse_steps=2", "coarsening.vcycle.window=2"]
     base += ["train.steps=3", "coarsening.corrections.line_search=grid"]
     full = run_job(tmp_path / "a", *base)
-    job = run_job(tmp_path / "b", *base, "coarsening.corrections.line_search_batch=1")  # 1 of 4 sequences
+    job = run_job(
+        tmp_path / "b", *base, "coarsening.corrections.line_search_batch=1"
+    )  # 1 of 4 sequences
     a, b = (
         read_jsonl(tmp_path / "a" / "metrics.jsonl"),
         read_jsonl(tmp_path / "b" / "metrics.jsonl"),
@@ -470,12 +535,15 @@ def test_momentum_zero_is_eq4_bit_for_bit(tmp_path, summed):
         for i in range(2)
     ]
     for job, last in zip(jobs, [close("coarse_a"), Transfer("coarse_a", "fine", summed, 0.7, 0.0)]):
-        job.trainer.delta = 0.7
+        vcycle.state_of(job.trainer).delta = 0.7
         run(job.trainer, [Train("fine", 1), Restrict("coarse_a"), Train("coarse_a", 3), last])
     a, b = params_of(jobs[0].model), params_of(jobs[1].model)
     assert all(torch.equal(a[n], b[n]) for n in a)
     if summed:
-        da, db = jobs[0].trainer.deferred[0], jobs[1].trainer.deferred[0]
+        da, db = (
+            vcycle.state_of(jobs[0].trainer).deferred[0],
+            vcycle.state_of(jobs[1].trainer).deferred[0],
+        )
         assert all(torch.equal(da[n], db[n]) for n in da)
 
 
@@ -514,7 +582,11 @@ def test_two_phases_of_outer_momentum_by_hand(tmp_path):
 
 
 # ============================================================================ all together
-ALL = ["coarsening.corrections.tau=exact", "coarsening.corrections.line_search=parabola", "coarsening.corrections.momentum=0.5"]
+ALL = [
+    "coarsening.corrections.tau=exact",
+    "coarsening.corrections.line_search=parabola",
+    "coarsening.corrections.momentum=0.5",
+]
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
@@ -558,7 +630,10 @@ COMBOS = [
 def test_every_hierarchy_optimizer_policy_and_order_spends_what_the_plan_says(
     tmp_path, name, optimizer, state, combine, fine_step, tau
 ):
-    extra = {"recursive": ["model.n_layer=8"], "custom": ["coarsening.hierarchy.blocks=[[1,3],[3],[0,2]]"]}
+    extra = {
+        "recursive": ["model.n_layer=8"],
+        "custom": ["coarsening.hierarchy.blocks=[[1,3],[3],[0,2]]"],
+    }
     job = run_job(
         tmp_path / "r",
         f"coarsening={name}",
@@ -628,17 +703,27 @@ RESUMED = [
 @pytest.mark.parametrize(
     "stop_at, overrides",
     [
-        (2, ["coarsening=even_odd", "coarsening.corrections.tau=exact"]),  # inside a corrected phase
+        (
+            2,
+            ["coarsening=even_odd", "coarsening.corrections.tau=exact"],
+        ),  # inside a corrected phase
         pytest.param(  # before its line search
             4, ["coarsening=even_odd", "coarsening.corrections.tau=exact"], marks=pytest.mark.slow
         ),
-        (5, ["coarsening=even_odd", "coarsening.corrections.tau=exact"]),  # right after a line search
+        (
+            5,
+            ["coarsening=even_odd", "coarsening.corrections.tau=exact"],
+        ),  # right after a line search
         pytest.param(  # before the cheap τ reuses step 1
             1, ["coarsening=even_odd", "coarsening.corrections.tau=cheap"], marks=pytest.mark.slow
         ),
         pytest.param(
             10,
-            ["coarsening=even_odd", "coarsening.corrections.tau=cheap", "coarsening.vcycle.combine=summed"],
+            [
+                "coarsening=even_odd",
+                "coarsening.corrections.tau=cheap",
+                "coarsening.vcycle.combine=summed",
+            ],
             marks=pytest.mark.slow,
         ),
         (  # fine 1, coarse_1 2-4 with coarse_2 5-7 nested inside: stop in the nested phase
@@ -679,7 +764,12 @@ def test_two_processes_take_the_same_corrections_as_one(tmp_path):
 
     from tests.helpers import TINY
 
-    overrides = [*ALL, "coarsening=even_odd", "coarsening.vcycle.coarse_steps=2", "coarsening.vcycle.window=4"]
+    overrides = [
+        *ALL,
+        "coarsening=even_odd",
+        "coarsening.vcycle.coarse_steps=2",
+        "coarsening.vcycle.window=4",
+    ]
     overrides += ["coarsening.vcycle.start=1", "coarsening.vcycle.every=2", "train.steps=4"]
     overrides += ["train.checkpoint_every=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -718,12 +808,15 @@ def test_a_checkpoint_from_before_these_settings_resumes_and_groups_with_their_d
     from mltrain.train.checkpoint import check_compatible
 
     now = OmegaConf.to_container(compose("coarsening=even_odd"), resolve=True)
-    before = copy.deepcopy(now)
+    before = copy.deepcopy(now)  # as written before these settings (and the sections) existed
+    before["coarsening"] = flat_coarsening(now["coarsening"])
     for key in ("start", "every", "window_fraction", "tau", "line_search", "momentum"):
         del before["coarsening"][key]
     check_compatible(before, now, tmp_path / "ckpt.pt")  # no error
     assert identity(flatten(upgrade(before))) == identity(flatten(upgrade(now)))
     changed = copy.deepcopy(now)
-    changed["coarsening"]["tau"] = "exact"
-    with pytest.raises(Exception, match=r"was written with coarsening.corrections.tau=none, this run has"):
+    changed["coarsening"]["corrections"]["tau"] = "exact"
+    with pytest.raises(
+        Exception, match=r"was written with coarsening.corrections.tau=none, this run has"
+    ):
         check_compatible(before, changed, tmp_path / "ckpt.pt")

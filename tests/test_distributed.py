@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mltrain.plan.vcycle import Prolong, Restrict, Train
+from mltrain.schemes.vcycle import Prolong, Restrict, Train
 from tests.helpers import TINY, make_job, read_jsonl, run_job
 
 ML = [

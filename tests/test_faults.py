@@ -167,7 +167,9 @@ def test_sweep_job_directory_names_are_one_level_and_bounded():
     assert _sweep_subdir(0, "data.tokenizer=hf:/some/dir") == "0_data.tokenizer=hf:_some_dir"
     long = ",".join(f"coarsening.hierarchy.blocks=[[{i},{i + 1}]]" for i in range(40))
     name = _sweep_subdir(12, long)
-    assert len(name) <= 120 and "/" not in name and name.startswith("12_coarsening.blocks")
+    assert (
+        len(name) <= 120 and "/" not in name and name.startswith("12_coarsening.hierarchy.blocks")
+    )
     assert name != _sweep_subdir(12, long + ",x=1")  # the hash keeps different jobs apart
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mltrain.config import ModelConfig
-from mltrain.levels.base import build_hierarchy
+from mltrain.levels import build_hierarchy
 from mltrain.model.flops import (
     forward_flops,
     measure_attention_flops,

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mltrain.config import ModelConfig
-from mltrain.levels.base import Level
+from mltrain.levels import Level
 from mltrain.model.transformer import BlockPath, ODETransformer
 from mltrain.schemes.growth import GROWTH, covering, new_blocks, stand_ins
 

@@ -7,13 +7,14 @@ Right values come from the math: δ = 0 changes nothing, δ = 1 is plain coarse 
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 
 from mltrain.errors import ConfigError
-from mltrain.levels.base import build_hierarchy, level_parameters
-from mltrain.plan.vcycle import ApplyDeferred, Defer, Prolong, Restrict, Train, build_cycle
+from mltrain.levels import build_hierarchy, level_parameters
+from mltrain.schemes.vcycle import ApplyDeferred, Defer, Prolong, Restrict, Train, build_cycle
 from mltrain.train.optim import param_groups
 from tests.helpers import compose, make_job, read_jsonl, run_job
 
@@ -47,9 +48,9 @@ def test_even_odd_hierarchy_is_the_papers():
     ]
     assert build_hierarchy(compose("coarsening=odd").coarsening, 4)[1].blocks == (0, 2)
     assert (
-        build_hierarchy(compose("coarsening=even_odd", "coarsening.hierarchy.step_scale=1").coarsening, 4)[
-            1
-        ].h
+        build_hierarchy(
+            compose("coarsening=even_odd", "coarsening.hierarchy.step_scale=1").coarsening, 4
+        )[1].h
         == 1.0
     )
 
@@ -73,7 +74,9 @@ def test_recursive_hierarchy_and_its_v_cycle():
     with pytest.raises(
         ConfigError, match=r"factor\^depth = 2\^3 = 8, but it must divide model.n_layer=12"
     ):
-        build_hierarchy(compose("coarsening=recursive", "coarsening.hierarchy.depth=3").coarsening, 12)
+        build_hierarchy(
+            compose("coarsening=recursive", "coarsening.hierarchy.depth=3").coarsening, 12
+        )
 
 
 def test_cycle_orders_sequential_summed_and_fine_step_after():
@@ -94,12 +97,17 @@ def test_cycle_orders_sequential_summed_and_fine_step_after():
     [
         ("[[]]", r"coarsening.hierarchy.blocks\[0\] is empty"),
         ("[[1,1,3]]", r"coarsening.hierarchy.blocks\[0\]=\[1, 1, 3\] repeats a block"),
-        ("[[0,2],[9]]", r"coarsening.hierarchy.blocks\[1\] names block 9, outside the model's blocks 0..3"),
+        (
+            "[[0,2],[9]]",
+            r"coarsening.hierarchy.blocks\[1\] names block 9, outside the model's blocks 0..3",
+        ),
     ],
 )
 def test_custom_block_sets_are_validated(blocks, match):
     with pytest.raises(ConfigError, match=match):
-        build_hierarchy(compose("coarsening=custom", f"coarsening.hierarchy.blocks={blocks}").coarsening, 4)
+        build_hierarchy(
+            compose("coarsening=custom", f"coarsening.hierarchy.blocks={blocks}").coarsening, 4
+        )
 
 
 def test_custom_hierarchy_default_step_is_depth_ratio():
@@ -132,7 +140,7 @@ def test_restriction_is_injection_no_copies(tmp_path):
     assert set(a) == {
         n for n in own if not n.startswith("blocks.") or int(n.split(".")[1]) % 2 == 1
     }
-    a_frozen = level_parameters(model, job.plan.levels[1], train_shared=False)
+    a_frozen = level_parameters(model, dataclasses.replace(job.plan.levels[1], train_shared=False))
     assert all(n.startswith("blocks.") for n in a_frozen)
     n_storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
     assert len(n_storages) == len(list(model.parameters()))  # tied head adds no tensor
@@ -168,7 +176,7 @@ def test_delta_one_equals_training_the_coarse_path_directly(tmp_path):
     ref_model, ref_sampler = copy.deepcopy(job.model), copy.deepcopy(t.sampler)
     run(t, phase("coarse_a", 4))
     _hand_written_coarse_training(
-        ref_model, ref_sampler, job.plan.levels[1], 4, t.optims.peak_lr, t.global_batch
+        ref_model, ref_sampler, job.plan.levels[1], 4, t.optims.peak_lr, t.step.global_batch
     )
     ref = params_of(ref_model)
     got = params_of(job.model)
@@ -178,7 +186,9 @@ def test_delta_one_equals_training_the_coarse_path_directly(tmp_path):
 
 def test_transfer_is_the_convex_combination_of_eq4(tmp_path):
     delta = 0.3
-    job = make_job(tmp_path / "a", "coarsening=even_odd", f"coarsening.vcycle.delta={delta}", *PLAIN)
+    job = make_job(
+        tmp_path / "a", "coarsening=even_odd", f"coarsening.vcycle.delta={delta}", *PLAIN
+    )
     ref = make_job(tmp_path / "b", "coarsening=even_odd", "coarsening.vcycle.delta=1", *PLAIN)
     theta0 = params_of(job.model)
     run(job.trainer, phase("coarse_a", 3))
@@ -333,13 +343,16 @@ def test_validation_always_evaluates_the_fine_model(tmp_path):
     with torch.no_grad():
         job.model.eval()
         losses = [
-            job.model(b[:, :-1], b[:, 1:])[1].item() * len(b) for b in t.val_batches.split(t.micro)
+            job.model(b[:, :-1], b[:, 1:])[1].item() * len(b)
+            for b in t.val_batches.split(t.step.micro)
         ]
         job.model.train()
     assert t.evaluate() == pytest.approx(sum(losses) / len(t.val_batches), rel=1e-6)
 
 
 def test_window_longer_than_the_run_is_allowed_with_a_warning(tmp_path, caplog):
-    job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.vcycle.window=10", "train.steps=2")
+    job = make_job(
+        tmp_path / "r", "coarsening=even_odd", "coarsening.vcycle.window=10", "train.steps=2"
+    )
     assert "coarsening.vcycle.window=10 is longer than the run (2 fine steps)" in caplog.text
     job.close()

@@ -16,13 +16,22 @@ import torch
 from mltrain.config import ModelConfig, typed
 from mltrain.data.sampler import BatchSampler
 from mltrain.errors import ConfigError
-from mltrain.levels.base import build_hierarchy
-from mltrain.levels.patch import data_passes
+from mltrain.levels import build_hierarchy
 from mltrain.model.flops import measure_train_flops, train_flops
 from mltrain.model.transformer import BlockPath, ODETransformer
+from mltrain.plan.passes import data_passes
 from mltrain.plan.plan import build_plan
-from mltrain.plan.vcycle import Prolong, Restrict, Train
-from tests.helpers import compose, final_params, losses, make_job, preempt, read_jsonl, run_job
+from mltrain.schemes.vcycle import Prolong, Restrict, Train
+from tests.helpers import (
+    compose,
+    final_params,
+    flat_coarsening,
+    losses,
+    make_job,
+    preempt,
+    read_jsonl,
+    run_job,
+)
 
 
 def tiny_model(n_layer=4, d=16, V=50, T=6, dropout=0.0, seed=0):
@@ -74,11 +83,13 @@ def test_patch_targets_are_the_k_next_tokens_and_the_loss_the_mean_of_k_cross_en
     """The trainer's split of a K·(T+1)-token window (K = 4, T = 32 of the tiny model): position
     i reads tokens iK..iK+K−1 and predicts (i+1)K..(i+1)K+K−1; the loss is the mean over
     positions of the mean of their K cross-entropies, computed here by hand in float64."""
-    job = make_job(tmp_path / "run", "coarsening=patch", "train.steps=2", "coarsening.vcycle.window=1")
+    job = make_job(
+        tmp_path / "run", "coarsening=patch", "train.steps=2", "coarsening.vcycle.window=1"
+    )
     t, K, T = job.trainer, 4, 32
     expected = BatchSampler(job.data.train, T, seed=0)
     expected.load_state_dict(t.sampler.state_dict())
-    windows = expected.next(t.global_batch, K * (T + 1))
+    windows = expected.next(t.step.global_batch, K * (T + 1))
     calls = []
     real = job.model.patch_forward
 
@@ -88,7 +99,7 @@ def test_patch_targets_are_the_k_next_tokens_and_the_loss_the_mean_of_k_cross_en
         return logits, loss
 
     job.model.patch_forward = spy
-    t._step(t.levels["patch"])
+    t.take_step(t.levels["patch"])
     (idx, targets, patch, logits, loss) = calls[0]
     assert patch == K and idx.shape == (4, K * T)
     assert torch.equal(idx, windows[:, : K * T])
@@ -144,6 +155,7 @@ def test_a_patch_times_depth_step_uses_the_depth_path_and_leaves_other_blocks_un
         "coarsening=odd",
         "coarsening.patch.size=4",
         "coarsening.vcycle.window=0",
+        "coarsening.scheme=stages",
         "coarsening.stages.levels=[coarse_b,fine]",
         "coarsening.stages.shares=[0.5,0.5]",
         "train.steps=4",
@@ -159,7 +171,7 @@ def test_a_patch_times_depth_step_uses_the_depth_path_and_leaves_other_blocks_un
         real(idx, tg, path, patch),
     )[1]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    t._step(t.levels["coarse_b"])
+    t.take_step(t.levels["coarse_b"])
     assert paths == [(BlockPath((0, 2), 2.0), 4)] and order == [0, 2]
     (x0, f0), (x1, _) = io[0], io[2]  # Euler step of the depth path: x1 = x0 + 2·F_0(x0)
     assert x0.shape == (4, 32, 32) and torch.equal(x1, x0 + 2.0 * f0)
@@ -196,6 +208,7 @@ def test_measured_patch_step_flops_match_the_analytic_count(overrides, K):
 STAGED = [
     "coarsening=patch",
     "coarsening.vcycle.window=0",
+    "coarsening.scheme=stages",
     "coarsening.stages.levels=[patch,fine]",
     "coarsening.stages.shares=[0.5,0.5]",
     "coarsening.stages.grow_init=keep",
@@ -209,6 +222,7 @@ DEPTH = [
     "coarsening=odd",
     "coarsening.patch.size=2",
     "coarsening.vcycle.window=0",
+    "coarsening.scheme=stages",
     "coarsening.stages.levels=[coarse_b,fine]",
     "coarsening.stages.shares=[0.6,0.4]",
     "coarsening.stages.grow_init=ode",
@@ -274,7 +288,7 @@ def test_a_v_cycle_with_a_patch_level_prolongs_with_eq4(tmp_path):
     for n in params:
         assert not torch.equal(after_patch[n], after_fine[n]), n  # the patch phase trains all
         assert torch.equal(after_prolong[n], torch.lerp(after_fine[n], after_patch[n], 0.25)), n
-    assert t._pending["level"] == "patch" and t.p.step == 4  # 1 fine + 3 patch steps
+    assert t.records.pending["level"] == "patch" and t.p.step == 4  # 1 fine + 3 patch steps
     job.close()
 
 
@@ -336,7 +350,7 @@ def test_val_loss_in_a_patch_times_depth_stage_is_the_token_level_loss_of_its_pa
     model.eval()
     with torch.no_grad():
         num = den = 0.0
-        for b in t.val_batches.split(t.micro):
+        for b in t.val_batches.split(t.step.micro):
             _, loss = model(b[:, :-1], b[:, 1:], path=BlockPath((0, 2), 2.0))
             num, den = num + loss.double().item() * len(b), den + len(b)
     model.train()
@@ -399,9 +413,10 @@ def test_a_checkpoint_written_before_patch_size_existed_resumes(tmp_path):
     from mltrain.train.checkpoint import check_compatible
 
     current = OmegaConf.to_container(compose("coarsening=none"), resolve=True)
-    saved = json.loads(json.dumps(current))
+    saved = json.loads(json.dumps(current))  # as written before patch levels (and the sections)
+    saved["coarsening"] = flat_coarsening(current["coarsening"])
     del saved["coarsening"]["patch_size"]
     check_compatible(saved, current, tmp_path / "ckpt.pt")
-    current["coarsening"]["patch_size"] = 4
+    current["coarsening"]["patch"]["size"] = 4
     with pytest.raises(CheckpointError, match=r"written with coarsening.patch.size=1, this run"):
         check_compatible(saved, current, tmp_path / "ckpt.pt")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 
 from mltrain.config import typed
-from mltrain.plan.plan import build_plan, is_multilevel
-from mltrain.plan.vcycle import Prolong, Restrict, Train
+from mltrain.plan.plan import build_plan
+from mltrain.readback import is_multilevel
+from mltrain.schemes.vcycle import Prolong, Restrict, Train
 from tests.helpers import compose
 
 # one step, per token per block evaluation 24 d^2 + 4 T d = 458,752; head 2 d V = 2,097,152

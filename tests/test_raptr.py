@@ -9,7 +9,7 @@ import torch
 
 from mltrain.config import typed
 from mltrain.errors import ConfigError
-from mltrain.levels.base import build_hierarchy
+from mltrain.levels import build_hierarchy
 from mltrain.levels.raptr import RandomPath
 from mltrain.model.flops import train_flops
 from mltrain.plan.plan import build_plan
@@ -95,22 +95,22 @@ def test_a_run_trains_p_t_blocks_per_step_and_leaves_the_others_bit_identical(tm
     job = make_job(tmp_path / "run", *RAPTR)
     t = job.trainer
     seen = []
-    step, path_of = t._step, t.path_of
+    step, path_of = t.take_step, t.path_of
 
     def recording_path_of(lv):
         path = path_of(lv)
         seen.append((lv.name, path, {n: p.detach().clone() for n, p in t.model.named_parameters()}))
         return path
 
-    def checking_step(lv):
-        step(lv)
+    def checking_step(lv, *args):
+        step(lv, *args)
         name, path, before = seen[-1]
         for n, p in t.model.named_parameters():
             if n.startswith("blocks.") and int(n.split(".")[1]) not in path.blocks:
                 assert torch.equal(p, before[n]), n  # off the path: no gradient, no update
         seen[-1] = (name, path)
 
-    t.path_of, t._step = recording_path_of, checking_step
+    t.path_of, t.take_step = recording_path_of, checking_step
     job.run()
     job.close()
     want = [s.level for s in job.plan.stages for _ in range(s.iterations)]

@@ -157,7 +157,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(tmp_path):
     assert "stopped by SIGTERM at step" in err and "train.resume=auto" in err
     (ckpt,) = list_checkpoints(tmp_path / "run" / "checkpoints")
     state = load_checkpoint(ckpt)
-    assert state["phases"] and state["progress"]["op"] > 0  # saved inside a coarse phase
+    assert (
+        state["extensions"]["vcycle"]["phases"] and state["progress"]["op"] > 0
+    )  # saved inside a coarse phase
     res = run_mltrain(args + ["train.resume=auto"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-1500:]
     steps = [r["step"] for r in read_jsonl(metrics)]
@@ -200,7 +202,10 @@ CATALOGUE = [
     (["train.steps=-3"], "train.steps=-3 is not allowed"),
     (["data.batch_size=0"], "data.batch_size=0 is not allowed"),
     (["optimizer.lr=-1"], "optimizer.lr=-1.0 is not allowed"),
-    (["coarsening.vcycle.delta=1.5"], "coarsening.vcycle.delta=1.5 is not allowed: must be in [0, 1]"),
+    (
+        ["coarsening.vcycle.delta=1.5"],
+        "coarsening.vcycle.delta=1.5 is not allowed: must be in [0, 1]",
+    ),
     (["coarsening.vcycle.coarse_steps=-1"], "coarsening.vcycle.coarse_steps=-1 is not allowed"),
     (["coarsening.vcycle.window=-1"], "coarsening.vcycle.window=-1 is not allowed"),
     (["coarsening.hierarchy.step_scale=0"], "coarsening.hierarchy.step_scale=0.0 is not allowed"),

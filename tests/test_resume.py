@@ -64,7 +64,9 @@ def test_preempted_anywhere_resumes_bitwise(tmp_path, stop_at, policy):
     )
     saved = load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
     assert saved["progress"]["step"] == stop_at
-    run_job(tmp_path / "run", *ML, f"coarsening.vcycle.optimizer_state={policy}", "train.resume=auto")
+    run_job(
+        tmp_path / "run", *ML, f"coarsening.vcycle.optimizer_state={policy}", "train.resume=auto"
+    )
     assert losses(tmp_path / "run") == losses(ref)  # every step once, same values, bitwise
     flops = [r["perf/flops"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")]
     assert all(a < b for a, b in zip(flops, flops[1:]))  # counters restored, never reset
@@ -76,7 +78,9 @@ def test_summed_combination_resumes_bitwise_mid_cycle(tmp_path):
     ref = reference(tmp_path, "coarsening.vcycle.combine=summed")
     # inside coarse_b, with coarse_a's correction deferred
     preempt(tmp_path / "run", *ML, "coarsening.vcycle.combine=summed", stop_at=6)
-    assert load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])["deferred"]
+    assert load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])["extensions"][
+        "vcycle"
+    ]["deferred"]
     run_job(tmp_path / "run", *ML, "coarsening.vcycle.combine=summed", "train.resume=auto")
     assert losses(tmp_path / "run") == losses(ref)
 

@@ -55,7 +55,11 @@ def walk(job, iterations):
         ["coarsening=grow", "coarsening.stages.shares=[0.6,0.4]"],
         ["coarsening=grow_recursive"],
         ["coarsening=raptr", "model.n_layer=12"],
-        ["coarsening=grow", "coarsening.vcycle.window=2", "coarsening.vcycle.coarse_steps=3"],  # V-cycle too
+        [
+            "coarsening=grow",
+            "coarsening.vcycle.window=2",
+            "coarsening.vcycle.coarse_steps=3",
+        ],  # V-cycle too
     ],
 )
 def test_stage_shares_add_up_to_the_budget_within_one_step(overrides):
@@ -73,7 +77,9 @@ def test_stage_shares_add_up_to_the_budget_within_one_step(overrides):
 
 
 def test_recursive_plan_grows_at_each_change():
-    plan = plan_of("coarsening=grow_recursive", "model.n_layer=12", "coarsening.stages.grow_init=ode")
+    plan = plan_of(
+        "coarsening=grow_recursive", "model.n_layer=12", "coarsening.stages.grow_init=ode"
+    )
     assert [s.level for s in plan.stages] == ["coarse_2", "coarse_1", "fine"]
     assert plan.stages[0].enter == ()
     assert plan.stages[1].enter == (Grow("coarse_2", "coarse_1", "ode"),)
@@ -88,6 +94,7 @@ def test_stages_must_keep_the_trained_blocks():
     ):
         plan_of(
             "coarsening=even_odd",
+            "coarsening.scheme=stages",
             "coarsening.stages.levels=[coarse_a,coarse_b,fine]",
             "coarsening.stages.shares=[0.3,0.3,0.4]",
         )
@@ -105,6 +112,7 @@ def test_a_run_of_one_fine_stage_equals_single_level_training_bit_for_bit(tmp_pa
     run_job(
         tmp_path / "staged",
         "coarsening=none",
+        "coarsening.scheme=stages",
         "coarsening.stages.levels=[fine]",
         "coarsening.stages.shares=[1.0]",
         *common,
@@ -233,7 +241,9 @@ def test_interpolating_a_step_by_f_is_the_step_with_learning_rate_f_lr(opt):
 
 
 def test_grow_warmup_scales_only_the_new_blocks_steps(tmp_path):
-    jobs = [make_job(tmp_path / f"w{w}", *GROW, f"coarsening.stages.grow_warmup={w}") for w in (0, 2)]
+    jobs = [
+        make_job(tmp_path / f"w{w}", *GROW, f"coarsening.stages.grow_warmup={w}") for w in (0, 2)
+    ]
     n0 = jobs[0].plan.stages[0].iterations
     for job in jobs:
         walk(job, n0)
@@ -266,7 +276,11 @@ def test_grow_warmup_scales_only_the_new_blocks_steps(tmp_path):
         (GROW, 8),  # the last coarse step: the growth runs after the resume
         pytest.param(GROW, 9, marks=pytest.mark.slow),  # the first fine step (carries grow/*)
         pytest.param(
-            [*GROW, "coarsening.stages.grow_init=stack", "coarsening.vcycle.optimizer_state=shared"],
+            [
+                *GROW,
+                "coarsening.stages.grow_init=stack",
+                "coarsening.vcycle.optimizer_state=shared",
+            ],
             8,
             marks=pytest.mark.slow,
         ),
@@ -275,7 +289,10 @@ def test_grow_warmup_scales_only_the_new_blocks_steps(tmp_path):
             6,
             marks=pytest.mark.slow,
         ),
-        ([*REC, "coarsening.stages.grow_init=zero", "coarsening.stages.grow_warmup=3"], 9),  # inside the warm-up
+        (
+            [*REC, "coarsening.stages.grow_init=zero", "coarsening.stages.grow_warmup=3"],
+            9,
+        ),  # inside the warm-up
     ],
 )
 def test_staged_run_resumes_bitwise_anywhere_and_exactly_at_a_growth(tmp_path, overrides, stop_at):

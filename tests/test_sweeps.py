@@ -9,7 +9,7 @@ import pytest
 
 from mltrain.config import compose as plain_compose
 from mltrain.config import config_dir, validate
-from mltrain.levels.base import build_hierarchy
+from mltrain.levels import build_hierarchy
 from tests.helpers import (
     PLUGIN_PRESETS,
     TINY,
@@ -28,15 +28,21 @@ def test_two_job_sweep_gives_two_dirs_and_two_wandb_runs(tmp_path, capsys, monke
     monkeypatch.setenv("WANDB_MODE", "offline")
     sweep = tmp_path / "sweep"
     code, out, err = cli(
-        ["-m", *SMOKE, "logger=wandb", "coarsening.vcycle.delta=0.1,0.5", f"hydra.sweep.dir={sweep}"],
+        [
+            "-m",
+            *SMOKE,
+            "logger=wandb",
+            "coarsening.vcycle.delta=0.1,0.5",
+            f"hydra.sweep.dir={sweep}",
+        ],
         tmp_path,
         capsys,
     )
     assert code == 0, err
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [j.name.split(",")[0] for j in jobs] == [
-        "0_coarsening.delta=0.1",
-        "1_coarsening.delta=0.5",
+        "0_coarsening.vcycle.delta=0.1",
+        "1_coarsening.vcycle.delta=0.5",
     ]
     ids, deltas = [], []
     for job in jobs:
@@ -57,11 +63,16 @@ def test_two_job_sweep_gives_two_dirs_and_two_wandb_runs(tmp_path, capsys, monke
 def test_a_failing_job_does_not_stop_the_sweep_which_exits_nonzero(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     code, out, err = cli(
-        ["-m", *SMOKE, "coarsening.vcycle.delta=1.5,0.5", f"hydra.sweep.dir={sweep}"], tmp_path, capsys
+        ["-m", *SMOKE, "coarsening.vcycle.delta=1.5,0.5", f"hydra.sweep.dir={sweep}"],
+        tmp_path,
+        capsys,
     )
     assert code == 1
-    assert "1 job(s) of the sweep failed" in err and "coarsening.vcycle.delta=1.5 is not allowed" in err
-    (second,) = sweep.glob("1_coarsening.delta=0.5,*")
+    assert (
+        "1 job(s) of the sweep failed" in err
+        and "coarsening.vcycle.delta=1.5 is not allowed" in err
+    )
+    (second,) = sweep.glob("1_coarsening.vcycle.delta=0.5,*")
     assert (second / "metrics.jsonl").is_file()
 
 

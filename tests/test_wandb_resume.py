@@ -24,12 +24,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from mltrain.metrics import read_metrics, truncate_metrics
 from mltrain.train.checkpoint import list_checkpoints, load_checkpoint
 from mltrain.train.tracking import (
     Tracker,
-    read_metrics,
     read_wandb_records,
-    truncate_metrics,
     wandb_file_run_id,
     wandb_history_steps,
     wandb_run_files,
@@ -368,18 +367,20 @@ def test_sigterm_then_resume_wandb_holds_every_step_once(tmp_path):
         "train.checkpoint_every=2",
     ]
     job = make_job(tmp_path / "run", *cfg)
-    t, original = job.trainer, job.trainer._step
+    t, original = job.trainer, job.trainer.take_step
 
-    def step(level):
-        original(level)
+    def step(level, *args):
+        original(level, *args)
         if t.p.step == 7:  # inside the second V-cycle's coarse_a phase (steps 7, 8)
-            t._signal = signal.SIGTERM
+            t.signals.signum = signal.SIGTERM
 
-    t._step = step
+    t.take_step = step
     with pytest.raises(Preempted):
         job.run()
     closed(job)  # as the preempted process's exit would
-    assert load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])["phases"]
+    assert load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])["extensions"][
+        "vcycle"
+    ]["phases"]
     job = make_job(tmp_path / "run", *cfg, "train.resume=auto")
     job.run()
     closed(job)

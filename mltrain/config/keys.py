@@ -19,12 +19,12 @@ _INERT_SECTIONS = ("logger.",)  # every logger setting is inert (tagged field by
 RENAMED = {
     "data.vocab_size": "data.bpe_vocab_size",
     # the coarsening sections (one per concern) and the explicit coarsening.scheme
-    "coarsening.hierarchy.name": "coarsening.hierarchy.name",
-    "coarsening.hierarchy.step_scale": "coarsening.hierarchy.step_scale",
-    "coarsening.hierarchy.factor": "coarsening.hierarchy.factor",
-    "coarsening.hierarchy.depth": "coarsening.hierarchy.depth",
-    "coarsening.hierarchy.blocks": "coarsening.hierarchy.blocks",
-    "coarsening.hierarchy.step_sizes": "coarsening.hierarchy.step_sizes",
+    "coarsening.name": "coarsening.hierarchy.name",
+    "coarsening.step_scale": "coarsening.hierarchy.step_scale",
+    "coarsening.factor": "coarsening.hierarchy.factor",
+    "coarsening.depth": "coarsening.hierarchy.depth",
+    "coarsening.blocks": "coarsening.hierarchy.blocks",
+    "coarsening.step_sizes": "coarsening.hierarchy.step_sizes",
     **{
         f"coarsening.{k}": f"coarsening.vcycle.{k}"
         for k in (
@@ -45,13 +45,13 @@ RENAMED = {
         f"coarsening.{k}": f"coarsening.corrections.{k}"
         for k in ("tau", "line_search", "line_search_max", "line_search_batch", "momentum")
     },
-    "coarsening.stages.levels": "coarsening.stages.levels",
-    "coarsening.stages.shares": "coarsening.stages.shares",
-    "coarsening.stages.grow_init": "coarsening.stages.grow_init",
-    "coarsening.stages.grow_warmup": "coarsening.stages.grow_warmup",
-    "coarsening.patch.size": "coarsening.patch.size",
-    "coarsening.raptr.blocks": "coarsening.raptr.blocks",
-    "coarsening.raptr.scale": "coarsening.raptr.scale",
+    "coarsening.stages": "coarsening.stages.levels",
+    "coarsening.stage_shares": "coarsening.stages.shares",
+    "coarsening.grow_init": "coarsening.stages.grow_init",
+    "coarsening.grow_warmup": "coarsening.stages.grow_warmup",
+    "coarsening.patch_size": "coarsening.patch.size",
+    "coarsening.raptr_blocks": "coarsening.raptr.blocks",
+    "coarsening.raptr_scale": "coarsening.raptr.scale",
 }
 
 

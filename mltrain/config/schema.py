@@ -30,8 +30,6 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from mltrain.errors import ConfigError
-
 # --------------------------------------------------------------------------- field helpers
 Check = Callable[[Any], str | None]  # value -> what is allowed (when the value is not), or None
 
@@ -40,11 +38,12 @@ def setting(
     default: Any = MISSING,
     *,
     factory: Callable[[], Any] | None = None,
-    check: Check | None = None,
+    check: Check | str | None = None,
     choices: tuple[str, ...] | str | None = None,
     inert: bool = False,
 ):
-    """A schema field with its range ``check``, its allowed ``choices`` (a tuple, or
+    """A schema field with its range ``check`` (a function, or ``"module:function"`` of the
+    module that owns the values), its allowed ``choices`` (a tuple, or
     ``"module:REGISTRY"`` naming a :class:`mltrain.registry.Registry` whose names are allowed)
     and whether it is ``inert`` (does not change training)."""
     meta = {"check": check, "choices": choices, "inert": inert}
@@ -80,16 +79,6 @@ def within(lo: float, hi: float, left: str = "[", right: str = "]") -> Check:
 def _device(v: str) -> str | None:
     ok = v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())
     return None if ok else "choose auto, cpu, cuda or cuda:<index>"
-
-
-def _tokenizer(v: str) -> str | None:
-    from mltrain.data.tokenizers import TOKENIZERS, parse_spec
-
-    try:
-        parse_spec(v)
-    except ConfigError:
-        return f"choose {', '.join(TOKENIZERS.spellings())}"
-    return None
 
 
 # --------------------------------------------------------------------------- schemas
@@ -247,7 +236,9 @@ class DataConfig:
     """Corpus, tokenizer and batches (:mod:`mltrain.data`)."""
 
     name: str = setting("sotu", choices="mltrain.data.corpora:CORPORA")
-    tokenizer: str = setting("bpe", check=_tokenizer)  # bpe | gpt2 | hf:<name or path>
+    tokenizer: str = setting(
+        "bpe", check="mltrain.data.tokenizers:spec_problem"
+    )  # bpe | gpt2 | hf:<name or path>
     bpe_vocab_size: int = setting(8192, check=within(257, 1 << 20))  # tokenizer=bpe: entries
     batch_size: int = setting(16, check=positive)  # sequences per micro-batch (per process)
     val_fraction: float = setting(0.05, check=within(0, 1, "(", ")"))  # documents held out

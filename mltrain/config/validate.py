@@ -50,6 +50,9 @@ def _check_section(node: DictConfig, schema, prefix: str) -> None:
                 f"{key}={v!r} is not allowed: choose one of {', '.join(allowed_values)}",
             )
         check = f.metadata.get("check")
+        if isinstance(check, str):  # "module:function" of the registry that owns the values
+            module, name = check.split(":")
+            check = getattr(importlib.import_module(module), name)
         if check is not None and v is not None:
             what = check(list(v) if OmegaConf.is_list(v) else v)
             if what is not None:
@@ -126,7 +129,7 @@ def _check_scheme(c: DictConfig) -> None:
             f"coarsening.hierarchy.name={name}: use coarsening=none, or coarsening.scheme=vcycle "
             "or stages",
         )
-    else:
+    elif c.scheme == "vcycle":
         _require(
             name != "none",
             f"coarsening.scheme={c.scheme} needs coarse levels, but coarsening.hierarchy.name=none: "

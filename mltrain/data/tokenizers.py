@@ -65,6 +65,16 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     return kind, (arg or None)
 
 
+def spec_problem(spec: str) -> str | None:
+    """What ``data.tokenizer`` allows when ``spec`` is not a tokenizer this registry builds
+    (the config check of the setting), else None."""
+    try:
+        parse_spec(spec)
+    except ConfigError:
+        return f"choose {', '.join(TOKENIZERS.spellings())}"
+    return None
+
+
 @dataclass
 class Tokenizer:
     """A text <-> token-id mapping with an end-of-text id.

@@ -7,9 +7,12 @@ growth's loss jump), so every record is written once, whole.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from mltrain.train.tracking import Tracker
+
+log = logging.getLogger("mltrain.train.trainer")
 
 
 @dataclass
@@ -52,6 +55,17 @@ class Progress:
         self.flops_nonembed += nonembed
         self.flops_level[level] += total
 
+    def count_step(self, level: str, fine: bool, flops: int, nonembed: int, tokens: int) -> None:
+        """Count one optimizer step of ``level`` (``fine``: the fine level) that spent
+        ``flops`` training FLOPs with head (``nonembed`` without) on ``tokens`` tokens."""
+        self.step += 1
+        if fine:
+            self.fine_steps += 1
+        self.spend(level, flops, nonembed)
+        self.tokens += tokens
+        if self.tokens_level:
+            self.tokens_level[level] += tokens
+
     def counters(self) -> dict:
         """The counters every record ends with."""
         return {
@@ -83,6 +97,19 @@ class Records:
             **{f"perf/flops_level/{n}": v for n, v in p.flops_level.items()},
             **{f"perf/tokens_level/{n}": v for n, v in p.tokens_level.items()},
         }
+
+    def watch_spike(self, rec: dict, loss: float, factor: float) -> None:
+        """Mark ``rec`` (``train/spike``) and warn when a fine step's ``loss`` exceeds
+        ``factor`` (``train.spike_factor``; 0: off) times the running mean of earlier fine
+        losses; update the running mean (exponential, weight 0.1)."""
+        p = self.p
+        if factor and p.loss_ema is not None and loss > factor * p.loss_ema:
+            rec["train/spike"] = 1
+            log.warning(
+                "loss spike at step %d (fine step %d): %.4f > %.1f x running mean %.4f",
+                *(p.step, p.fine_steps, loss, factor, p.loss_ema),
+            )
+        p.loss_ema = loss if p.loss_ema is None else 0.9 * p.loss_ema + 0.1 * loss
 
     def take_notes(self) -> dict[str, float]:
         notes, self.notes = self.notes, {}

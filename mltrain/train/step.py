@@ -77,6 +77,23 @@ class Step:
             loss_sum += loss.detach().float()
         return loss_sum
 
+    def reduce_and_clip(
+        self, params: list, opt, loss_sum: torch.Tensor, max_norm: float, on_gradients
+    ) -> tuple[float, float]:
+        """After :meth:`forward_backward`: all-reduce the gradients of ``params`` over ranks,
+        call ``on_gradients()`` (extensions adjust them), unscale (fp16) and clip them to
+        ``max_norm``. Returns (mean loss over every micro-batch of every rank in nats/token,
+        gradient norm before clipping)."""
+        world = self.ctx.world
+        D.all_reduce_grads(params, world)
+        on_gradients()
+        loss_avg = D.all_reduce_sum(loss_sum, world) / (self.accum * world)
+        if self.scaler:
+            self.scaler.unscale_(opt)
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        loss, norm = torch.stack([loss_avg, norm.float()]).tolist()
+        return loss, norm
+
     def gradient(
         self,
         level: Level,

@@ -130,6 +130,10 @@ class Trainer:
     def params(self, level: str) -> dict[str, torch.nn.Parameter]:
         return self.level_params[level]
 
+    def path_of(self, level: Level) -> BlockPath:
+        """The path of ``level``'s next step (a random sub-path draws it here)."""
+        return level.sample_path(self.path_generator)
+
     def extension(self, name: str) -> Extension:
         return self.extensions[name]
 
@@ -141,7 +145,7 @@ class Trainer:
         """``steps`` optimizer steps on ``level``, continuing from ``p.inner`` done; the
         learning rate is the schedule's times ``lr_scale``."""
         while self.p.inner < steps:
-            self._step(self.levels[level], lr_scale)
+            self.take_step(self.levels[level], lr_scale)
             self.p.inner += 1
             self._check_signal()
 
@@ -232,7 +236,9 @@ class Trainer:
         self._check_signal()
 
     # ------------------------------------------------------------------ one optimizer step
-    def _step(self, level: Level, lr_scale: float) -> None:
+    def take_step(self, level: Level, lr_scale: float = 1.0) -> None:
+        """One optimizer step of ``level`` at ``lr_scale`` times the schedule's learning rate:
+        the next global batch, forward/backward, all-reduce, clipping, the update, the record."""
         t_start = time.perf_counter()
         self.records.flush()
         opt = self.optims.get(level.steps_with)
@@ -244,7 +250,7 @@ class Trainer:
         if self.ctx.device.type == "cuda":
             batch = batch.pin_memory().to(self.ctx.device, non_blocking=True)
         self.last_batch = batch  # this step's windows on this rank (extensions may reuse them)
-        path = level.sample_path(self.path_generator)
+        path = self.path_of(level)
         loss_sum = self.step.forward_backward(level, path, batch)
         loss, norm = self._reduce_clip_check(level, opt, loss_sum)
         if self.step.scaler:
@@ -268,16 +274,13 @@ class Trainer:
         """
         for p in self.frozen[level.name]:
             p.grad = None
+
+        def hooks():
+            for ext in self.extensions.values():
+                ext.on_gradients(self, level)
+
         params = list(self.level_params[level.name].values())
-        world = self.ctx.world
-        D.all_reduce_grads(params, world)
-        for ext in self.extensions.values():
-            ext.on_gradients(self, level)
-        loss_avg = D.all_reduce_sum(loss_sum, world) / (self.step.accum * world)
-        if self.step.scaler:
-            self.step.scaler.unscale_(opt)
-        norm = torch.nn.utils.clip_grad_norm_(params, self.max_norm)
-        loss, norm = torch.stack([loss_avg, norm.float()]).tolist()
+        loss, norm = self.step.reduce_and_clip(params, opt, loss_sum, self.max_norm, hooks)
         if not math.isfinite(loss) or (not math.isfinite(norm) and self.step.scaler is None):
             what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
             fine = self.p.fine_steps + (1 if level.is_fine else 0)
@@ -291,16 +294,8 @@ class Trainer:
     def _account(self, level: Level, loss: float, norm: float, lr: float, dt: float) -> None:
         """Counters (steps, FLOPs, tokens) and the step's record (``dt``: the step's seconds),
         written at the next flush."""
-        p = self.p
-        p.step += 1
-        if level.is_fine:
-            p.fine_steps += 1
-        f = self.plan.step_flops[level.name]
-        p.spend(level.name, f.total, f.nonembed)
-        tokens = self.plan.tokens_of(level.name)
-        p.tokens += tokens
-        if p.tokens_level:
-            p.tokens_level[level.name] += tokens
+        f, tokens = self.plan.step_flops[level.name], self.plan.tokens_of(level.name)
+        self.p.count_step(level.name, level.is_fine, f.total, f.nonembed, tokens)
         values = {
             "train/loss": loss,
             "train/grad_norm": norm,
@@ -310,15 +305,8 @@ class Trainer:
         rec = self.records.make(level.name, **values, **self.records.take_notes())
         if self.peak:
             rec["perf/mfu"] = f.total / dt / (self.peak * self.ctx.world)
-        spike = self.cfg.train.spike_factor
         if level.is_fine:
-            if spike and p.loss_ema is not None and loss > spike * p.loss_ema:
-                rec["train/spike"] = 1
-                log.warning(
-                    "loss spike at step %d (fine step %d): %.4f > %.1f x running mean %.4f",
-                    *(p.step, p.fine_steps, loss, spike, p.loss_ema),
-                )
-            p.loss_ema = loss if p.loss_ema is None else 0.9 * p.loss_ema + 0.1 * loss
+            self.records.watch_spike(rec, loss, self.cfg.train.spike_factor)
         self.records.pending = rec
 
     def _wall(self) -> float:
