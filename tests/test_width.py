@@ -245,3 +245,31 @@ def test_transfer_flops_equal_the_ops_counted_while_mapping(factor, bias):
     n_fine = sum(p.numel() for p in fine.parameters())
     assert expected["interpolate"] == 3 * n_fine
     assert W.transfer_flops(32, 4, V, T, factor, bias=bias, alpha=1.0)["interpolate"] == 0
+
+
+# --------------------------------------------------------------------------- width levels
+def test_a_width_level_trains_its_own_narrow_tensors_and_grows_back_exactly():
+    from mltrain.levels.base import Level
+    from mltrain.levels.width import as_width
+
+    fine = _model()
+    depth = Level("coarse_b", (0, 2), 2.0, "fine")
+    level = as_width(depth, 2)
+    assert (level.name, level.blocks, level.h, level.width_factor) == ("coarse_b", (0, 2), 2.0, 2)
+    params = level.parameters(fine)
+    assert params["blocks.1.attn.c_attn.weight"].shape == (48, 16)  # narrow block 1 = fine 2
+    ids = {n: id(p) for n, p in params.items()}
+    idx, tgt = _batch()
+    windows = torch.cat([idx, tgt[:, -1:]], dim=1)
+    loss = level.loss(fine, windows, level.path)
+    narrow = level.narrow.model
+    assert loss.item() == narrow(idx, windows[:, 1:], path=BlockPath((0, 1), 2.0))[1].item()
+    with torch.no_grad():  # a "coarse phase": move the narrow tensors
+        for p in params.values():
+            p.add_(0.01 * torch.randn_like(p))
+    level.prolong(fine, 1.0)  # replacement: fine along (0, 2) now computes the narrow function
+    after = _loss(fine, BlockPath((0, 2), 2.0))[1]
+    assert abs(after - _loss(narrow, BlockPath((0, 1), 2.0))[1]) < 1e-12
+    level.restrict(fine)  # coalescing the grown model gives the narrow tensors back, in place
+    assert {n: id(p) for n, p in level.parameters(fine).items()} == ids
+    assert abs(_loss(narrow, BlockPath((0, 1), 2.0))[1] - after) < 1e-12

@@ -203,7 +203,10 @@ def narrow_config(model: ODETransformer, factor: int, n_layer: int | None = None
 
 @torch.no_grad()
 def coalesce(
-    fine: ODETransformer, factor: int = 2, blocks: Sequence[int] | None = None
+    fine: ODETransformer,
+    factor: int = 2,
+    blocks: Sequence[int] | None = None,
+    into: ODETransformer | None = None,
 ) -> ODETransformer:
     """A new narrow :class:`ODETransformer` with its own tensors: (W1, W2) applied to every
     parameter of ``fine`` (``ln_f`` summed, see the module docstring).
@@ -214,6 +217,8 @@ def coalesce(
             width d/H.
         blocks: fine blocks to keep, in order (width × depth levels); narrow block k is fine
             block ``blocks[k]``. Default: all N.
+        into: a narrow model of the right shape to write into (its parameter tensors stay the
+            same objects, so an optimizer over them keeps its state); default: a new one.
 
     Returns:
         The narrow model on ``fine``'s device and dtype, in ``fine``'s train/eval mode, with
@@ -224,11 +229,14 @@ def coalesce(
     """
     blocks = tuple(range(fine.n_layer)) if blocks is None else tuple(blocks)
     cfg = narrow_config(fine, factor, len(blocks))
-    with torch.device("meta"):  # no initialisation, so the global RNG is not touched
-        narrow = ODETransformer(cfg, fine.vocab_size)
-    ref = fine.wte.weight
-    narrow = narrow.to_empty(device=ref.device).to(ref.dtype)
-    narrow.lm_head.weight = narrow.wte.weight  # to_empty from meta unties them
+    if into is not None:
+        narrow = into
+    else:
+        with torch.device("meta"):  # no initialisation, so the global RNG is not touched
+            narrow = ODETransformer(cfg, fine.vocab_size)
+        ref = fine.wte.weight
+        narrow = narrow.to_empty(device=ref.device).to(ref.dtype)
+        narrow.lm_head.weight = narrow.wte.weight  # to_empty from meta unties them
     g = _Grouping(factor)
     for name, fine_name, spec in _named(narrow, blocks):
         out = _coalesce_tensor(fine.get_parameter(fine_name), spec, g)
