@@ -62,8 +62,15 @@ def level_step_flops(levels, d: int, seq_len: int, vocab_size: int, tokens: int)
     """``{level name: FlopCount}`` of one optimizer step of each level on ``tokens`` positions
     (batch × T: a patch level's positions each stand for K tokens but cost what a token
     position costs, head included; a level's path evaluates ``level.n_blocks`` blocks;
-    :func:`train_flops`)."""
-    return {lv.name: train_flops(lv.n_blocks, d, seq_len, vocab_size, tokens) for lv in levels}
+    :func:`train_flops`). A width level (``level.width_factor`` = c > 1, its own narrow
+    tensors: :mod:`mltrain.model.width`) runs its blocks and the head at width d/c; levels
+    without the attribute run at d."""
+    return {
+        lv.name: train_flops(
+            lv.n_blocks, d // getattr(lv, "width_factor", 1), seq_len, vocab_size, tokens
+        )
+        for lv in levels
+    }
 
 
 def measure_train_flops(

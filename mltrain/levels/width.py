@@ -1,0 +1,138 @@
+"""Width levels: a level whose blocks run at width d/c on its own narrow tensors (Zou, Zhang,
+Deng, ICLR 2024, arXiv 2404.07999; the maps are :mod:`mltrain.model.width`).
+
+A depth level is a view of the fine tensors; a width level is not. It holds a narrow
+:class:`~mltrain.model.transformer.ODETransformer` (width d/c, n_head/c heads of the same head
+width, the blocks of the level's path in order) that *restriction* fills by coalescing the
+fine model and *prolongation* writes back by de-coalescing and interpolating with α
+(``θ_fine ← (1 − α)·θ_fine + α·decoalesce(θ_narrow)``; α plays the role δ plays for depth:
+α = 0 changes nothing, α = 1 replaces). The narrow tensors are filled in place, so an
+optimizer over them keeps its state from one V-cycle to the next.
+
+Hierarchies (``coarsening.hierarchy``):
+
+- ``name=width``: one coarse level ``narrow`` over all blocks with h = 1 at width d/c
+  (c = ``width_factor``, default 2);
+- ``width_factor`` = c > 1 with any depth hierarchy (``odd``, ``even_odd``, ``recursive``,
+  ``custom``): every coarse level becomes a width level at d/c on its own path (width × depth:
+  e.g. ``odd`` is blocks 0, 2, … with h = 2 at half width).
+
+FLOPs: a step of a width level costs a step at width d/c along its path (the head too:
+:func:`mltrain.model.flops.level_step_flops` reads ``width_factor``); coalescing, de-coalescing
+and interpolation cost :func:`mltrain.model.width.transfer_flops` each time they run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import torch
+
+from mltrain.errors import ConfigError
+from mltrain.levels.base import HIERARCHIES, Level
+from mltrain.model import width as W
+from mltrain.model.transformer import BlockPath, ODETransformer
+
+WIDTH = "narrow"  # the level name of coarsening.hierarchy.name=width
+
+
+class Narrow:
+    """The narrow model of one width level (a mutable holder inside the frozen level)."""
+
+    def __init__(self) -> None:
+        self.model: ODETransformer | None = None
+
+
+@dataclass(frozen=True)
+class WidthLevel(Level):
+    """A :class:`~mltrain.levels.base.Level` at width d/c on its own tensors.
+
+    Attributes:
+        width_factor: c (≥ 2; divides ``model.n_head``).
+        narrow: the holder of the narrow model (built on first use from the fine model; not
+            compared, not printed).
+    """
+
+    width_factor: int = 2
+    narrow: Narrow = field(default_factory=Narrow, compare=False, repr=False)
+
+    def model_of(self, fine: ODETransformer) -> ODETransformer:
+        """The narrow model, coalesced from ``fine`` on first use (:func:`restrict` refills
+        it). Raises ConfigError when c does not divide the heads."""
+        if self.narrow.model is None:
+            self.narrow.model = W.coalesce(fine, self.width_factor, self.blocks)
+        return self.narrow.model
+
+    def narrow_path(self, path: BlockPath) -> BlockPath:
+        """``path`` (over fine block indices) as a path over the narrow model's blocks (narrow
+        block k is fine block ``blocks[k]``), same step sizes."""
+        index = {b: k for k, b in enumerate(self.blocks)}
+        return BlockPath(tuple(index[b] for b in path.blocks), path.h, path.hs)
+
+    def parameters(self, fine: ODETransformer) -> dict[str, torch.nn.Parameter]:
+        """The narrow model's parameters (its own tensors, named as in a model of its blocks)."""
+        return dict(self.model_of(fine).named_parameters())
+
+    def loss(self, model: ODETransformer, windows: torch.Tensor, path: BlockPath) -> torch.Tensor:
+        """Mean training loss (nats/token) of the narrow model along ``path`` on ``windows``
+        ``(B, T + 1)`` (``model`` is the fine model: the narrow one is built from it)."""
+        narrow = self.model_of(model)
+        K = self.patch
+        p = self.narrow_path(path)
+        if K == 1:
+            return narrow(windows[:, :-1], windows[:, 1:], path=p)[1]
+        return narrow(windows[:, :-K], windows[:, K:], path=p, patch=K)[1]
+
+    def restrict(self, fine: ODETransformer) -> None:
+        """Coalesce ``fine`` into the narrow tensors in place (Zou et al.'s coalescing)."""
+        if self.narrow.model is None:
+            self.model_of(fine)
+        else:
+            W.coalesce(fine, self.width_factor, self.blocks, into=self.narrow.model)
+
+    def prolong(self, fine: ODETransformer, alpha: float) -> None:
+        """De-coalesce and interpolate into ``fine`` with ``alpha`` (α = 1: width growth)."""
+        W.interpolate(fine, self.model_of(fine), alpha, self.width_factor, self.blocks)
+
+
+def as_width(level: Level, factor: int) -> WidthLevel:
+    """``level`` (a coarse depth / patch level) at width d/``factor`` on its own tensors."""
+    values = {f.name: getattr(level, f.name) for f in fields(level) if f.init}
+    values.pop("width_factor", None)
+    values.pop("narrow", None)
+    return WidthLevel(**values, width_factor=int(factor))
+
+
+def with_width(factor: int, coarse: list[Level]) -> list[Level]:
+    """Every coarse level at width d/``factor`` (factor 1: unchanged).
+
+    Raises:
+        ConfigError: a factor below 1.
+    """
+    if factor < 1:
+        raise ConfigError(
+            f"coarsening.hierarchy.width_factor={factor} is not allowed: must be an integer >= 1"
+        )
+    if factor == 1:
+        return coarse
+    return [lv if isinstance(lv, WidthLevel) else as_width(lv, factor) for lv in coarse]
+
+
+@HIERARCHIES.register("width")
+def _width(c, n_layer: int) -> list[Level]:
+    """One coarse level ``narrow``: every block, h = 1, at width d/c (c =
+    ``coarsening.hierarchy.width_factor``, at least 2 here)."""
+    factor = max(2, int(getattr(_hierarchy(c), "width_factor", 2)))
+    return [WidthLevel(WIDTH, tuple(range(n_layer)), 1.0, "fine", width_factor=factor)]
+
+
+def _hierarchy(c):
+    return getattr(c, "hierarchy", c)
+
+
+def width_factor_of(level: Level) -> int:
+    """c of a width level, 1 for any other level."""
+    return int(getattr(level, "width_factor", 1))
+
+
+__all__ = ["WIDTH", "Narrow", "WidthLevel", "as_width", "width_factor_of", "with_width"]
