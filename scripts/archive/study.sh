@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
+# ARCHIVED: the single-seed probes of the second edition, run while the schemes were built (judged in docs/results/second_edition/probes, listed in docs/results/probes.md); flat coarsening keys of its time (docs/config.md has the new names); scripts/results.sh is the study.
 # The experiments behind docs/results.md (second edition: every scheme against the tuned
 # single-level frontier, DESIGN.md section 8). Each part is one or more Hydra multiruns into
 # $OUT/<name>; a finished one is skipped when the script runs again, an interrupted one continues
 # (train.resume=auto). Run from the repository root, single-threaded, two parts at a time:
-#   OMP_NUM_THREADS=1 bash scripts/study.sh OUT part1 part2 ... &
-#   OMP_NUM_THREADS=1 bash scripts/study.sh OUT part3 ... &
-# `bash scripts/study.sh OUT list` prints the parts. CPU runs repeat bit for bit only at the same
+#   OMP_NUM_THREADS=1 bash scripts/archive/study.sh OUT part1 part2 ... &
+#   OMP_NUM_THREADS=1 bash scripts/archive/study.sh OUT part3 ... &
+# `bash scripts/archive/study.sh OUT list` prints the parts. CPU runs repeat bit for bit only at the same
 # thread count: the committed numbers were measured with OMP_NUM_THREADS=1.
 # (bash reads a script while it runs: run a copy if you edit this file meanwhile.)
 set -euo pipefail
@@ -13,7 +14,7 @@ OUT=${1:-outputs/study}
 shift || true
 COMMON="logger=none train.progress=false"
 mkdir -p "$OUT"
-. "$(dirname "$0")/runlib.sh"  # run, sweep
+. "$(dirname "$0")/../runlib.sh"  # run, sweep
 
 # Reference budget: the paper recipe's training FLOPs at CPU scale (experiment=paper_small,
 # multilevel even_odd m=20 w=5, 300 fine steps): 19971597926400 FLOPs with head.
@@ -24,18 +25,18 @@ Q=$((B / 4)); H=$((B / 2)); D=$((B * 2)); F=$((B * 4))
 FR="experiment=paper_small coarsening=none train.eval_every=25"
 SGD_LRS=0.25,0.5,1.0
 ADAMW_LRS=2e-3,4e-3,8e-3
-# Issue 15 (better coarse corrections, mltrain/schemes/corrections.py): AdamW at the frontier's best lr
+# Better coarse corrections (, mltrain/schemes/corrections.py): AdamW at the frontier's best lr
 # at the reference budget; SGD at paper_small's lr 0.5 (the recipe_sgd control's).
 ADAMW="optimizer=adamw optimizer.lr=2e-3"
 SGD="optimizer=sgd"
-# the issue's hint (one seed, lr 3e-3: 5.197 at 2.593e13 FLOPs): delta 1, 20 coarse steps per
+# the suggested recipe (one seed, lr 3e-3: 5.197 at 2.593e13 FLOPs): delta 1, 20 coarse steps per
 # level in each of the first 10 fine iterations, no weight decay, 20 warm-up steps
 HINT="experiment=paper_small coarsening.delta=1 coarsening.window=10 optimizer.weight_decay=0 schedule.warmup_steps=20"
-# the best combination of the probes (single seed, see the issue 15 note): on top of the hint,
+# the best combination of the probes (single seed, see docs/results.md, corrections): on top of the hint,
 # delta line-searched on 4 held-aside sequences (7 forwards of 512 tokens per phase) and outer
 # momentum 0.5
 CORR_BEST="coarsening.line_search=parabola coarsening.line_search_max=4 coarsening.line_search_batch=4 coarsening.momentum=0.5"
-# Coarse-to-fine training and random sub-paths (issue 16): AdamW lr 2e-3, warmup-stable-decay
+# Coarse-to-fine training and random sub-paths: AdamW lr 2e-3, warmup-stable-decay
 # over the iterations of all stages, the reference budget, no V-cycle (the presets grow,
 # grow_recursive and raptr set coarsening.window=0), 3 seeds. Each run takes about as long as a
 # single-level run at the reference budget.
@@ -58,17 +59,17 @@ for part in "$@"; do
     sweep recipe_sgd experiment=paper_small train.seed=0,1,2 ;;
   recipe_adamw)  # the same with AdamW (its default lr 1e-3), 3 seeds
     sweep recipe_adamw experiment=paper_small optimizer=adamw train.seed=0,1,2 ;;
-  patch_stage)  # issue 17: patch level (all blocks, K tokens per position) for a FLOPs share lambda, then token level (keep), AdamW lr 2e-3, K 2,4 x lambda 0.5,0.67 x 3 seeds (12 runs)
+  patch_stage)  # patch level (all blocks, K tokens per position) for a FLOPs share lambda, then token level (keep), AdamW lr 2e-3, K 2,4 x lambda 0.5,0.67 x 3 seeds (12 runs)
     for l in 0.5,0.5 0.67,0.33; do sweep patch_stage_l${l%%,*} experiment=patch_stage optimizer.lr=2e-3 train.target_flops=$B coarsening.patch_size=2,4 "coarsening.stage_shares=[$l]" train.seed=0,1,2; done ;;
-  patch_depth)  # issue 17: patch x half depth (coarse_b: blocks 0,2,..,10, h=2, K=4) for lambda 0.5,0.67, then fine (ode growth), AdamW lr 2e-3, 3 seeds (6 runs)
+  patch_depth)  # patch x half depth (coarse_b: blocks 0,2,..,10, h=2, K=4) for lambda 0.5,0.67, then fine (ode growth), AdamW lr 2e-3, 3 seeds (6 runs)
     for l in 0.5,0.5 0.67,0.33; do sweep patch_depth_l${l%%,*} experiment=patch_depth optimizer.lr=2e-3 train.target_flops=$B "coarsening.stage_shares=[$l]" train.seed=0,1,2; done ;;
-  patch_short)  # issue 17: short patch stages, the least bad in the probes: K 2,4 at lambda 0.2 of the FLOPs, and K=4 at 0.33 (the paper's 2/3 of the data), 3 seeds (9 runs)
+  patch_short)  # short patch stages, the least bad in the probes: K 2,4 at lambda 0.2 of the FLOPs, and K=4 at 0.33 (the paper's 2/3 of the data), 3 seeds (9 runs)
     sweep patch_short_l0.2 experiment=patch_stage optimizer.lr=2e-3 train.target_flops=$B coarsening.patch_size=2,4 "coarsening.stage_shares=[0.2,0.8]" train.seed=0,1,2
     sweep patch_paper_k4 experiment=patch_stage optimizer.lr=2e-3 train.target_flops=$B coarsening.patch_size=4 "coarsening.stage_shares=[0.33,0.67]" train.seed=0,1,2 ;;
-  patch_wsd)  # issue 17: the same with the warmup-stable-decay schedule (the token stage starts at the peak lr), K=2 lambda 0.2,0.5, and its single-level control (not a frontier run), 3 seeds (9 runs)
+  patch_wsd)  # the same with the warmup-stable-decay schedule (the token stage starts at the peak lr), K=2 lambda 0.2,0.5, and its single-level control (not a frontier run), 3 seeds (9 runs)
     for l in 0.2,0.8 0.5,0.5; do sweep patch_wsd_l${l%%,*} experiment=patch_stage schedule=wsd optimizer.lr=2e-3 train.target_flops=$B coarsening.patch_size=2 "coarsening.stage_shares=[$l]" train.seed=0,1,2; done
     sweep single_wsd experiment=paper_small coarsening=none optimizer=adamw schedule=wsd optimizer.lr=2e-3 train.target_flops=$B train.eval_every=25 train.seed=0,1,2 ;;
-  corr_screen_adamw)  # issue 15, each mechanism's preset sweep with AdamW, seed 0 (14 runs)
+  corr_screen_adamw)  # each mechanism's preset sweep with AdamW, seed 0 (14 runs)
     for m in tau placement line_search momentum; do sweep corr_screen_adamw_$m experiment=corrections_$m $ADAMW; done ;;
   corr_screen_sgd)  # the same with SGD (14 runs)
     for m in tau placement line_search momentum; do sweep corr_screen_sgd_$m experiment=corrections_$m $SGD; done ;;
@@ -79,7 +80,7 @@ for part in "$@"; do
     sweep corr_alone_adamw_placement experiment=paper_small $ADAMW coarsening.coarse_steps=10 coarsening.start=10 coarsening.every=30 coarsening.window_fraction=1 train.seed=0,1,2
     sweep corr_alone_adamw_line_search experiment=paper_small $ADAMW coarsening.line_search=parabola coarsening.line_search_max=4 coarsening.line_search_batch=4 train.seed=0,1,2
     sweep corr_alone_adamw_momentum experiment=paper_small $ADAMW coarsening.momentum=0.6 train.seed=0,1,2 ;;
-  corr_hint_adamw)  # the issue's hint at lr 2e-3, and with each mechanism added, 3 seeds (15 runs)
+  corr_hint_adamw)  # the suggested recipe at lr 2e-3, and with each mechanism added, 3 seeds (15 runs)
     sweep corr_hint_adamw $HINT $ADAMW train.seed=0,1,2
     sweep corr_hint_adamw_line_search $HINT $ADAMW coarsening.line_search=parabola coarsening.line_search_max=4 coarsening.line_search_batch=4 train.seed=0,1,2
     sweep corr_hint_adamw_momentum $HINT $ADAMW coarsening.momentum=0.5 train.seed=0,1,2
