@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ARCHIVED: the single-seed probes of the second edition, run while the schemes were built (judged in docs/results/second_edition/probes, listed in docs/results/probes.md); flat coarsening keys of its time (docs/config.md has the new names); scripts/results.sh is the study.
+# ARCHIVED: the single-seed probes of the second edition, run while the schemes were built (judged in docs/results/second_edition/probes, overrides in docs/results/second_edition/probes/commands.txt); flat coarsening keys of its time (docs/config.md has the new names); scripts/results.sh is the study.
 # The experiments behind docs/results.md (second edition: every scheme against the tuned
 # single-level frontier, DESIGN.md section 8). Each part is one or more Hydra multiruns into
 # $OUT/<name>; a finished one is skipped when the script runs again, an interrupted one continues
