@@ -137,7 +137,7 @@ class CoarseningConfig:
     # sequence coarsening (mltrain/levels/patch.py; Shao et al. 2025): tokens per position K of every
     # coarse level (1: token level); coarsening=patch is a level over all blocks with it
     patch_size: int = setting(1, check=at_least(1, integer=True))
-    # better coarse corrections (mltrain/schemes/corrections.py; issue 15), all off by default:
+    # better coarse corrections (mltrain/schemes/corrections.py), all off by default:
     # V-cycles at fine iterations start, start+every, ... below the window (window_fraction:
     # the window as a share of the run's iterations, overriding window when set)
     start: int = setting(0, check=at_least(0))

@@ -1,4 +1,4 @@
-"""Better coarse corrections for the V-cycle (issue 15): first-order coherence (τ-correction),
+"""Better coarse corrections for the V-cycle: first-order coherence (τ-correction),
 line-searched δ and outer momentum, as operations of the plan and one trainer extension.
 
 Settings of the ``coarsening`` group (all off by default; the paper's recipe is unchanged):
