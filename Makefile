@@ -1,4 +1,4 @@
-# mltrain: `make demo` and `make test` are all a fresh machine needs (see README).
+# mltrain: `make demo` and `make test` are all a fresh machine needs (see README.md).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 demo: install  ## the main job: the best scheme (recursive growth) vs single-level at the same FLOPs on the embedded corpus, then mltrain-compare
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
-test: install  ## the fast test suite (about 4.5 minutes on 2 CPU cores; W&B disabled, no network)
+test: install  ## the fast test suite (W&B disabled, no network; timings: docs/operations.md)
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q
 
 test-all: install  ## every test, the slow ones included (GPU and extras tests skip without them)

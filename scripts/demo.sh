@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make demo`: the main job on the embedded corpus (2 min 42 s on 2 CPU cores, install excluded).
+# `make demo`: the main job on the embedded corpus (timings: docs/operations.md).
 # The best scheme of docs/results.md against the fair single-level baseline, at a quarter of
 # the reference budget (4.99e12 FLOPs, DESIGN.md section 8):
 #   1. recursive coarse-to-fine growth (experiment=grow_recursive: 3 -> 6 -> 12 blocks, stage

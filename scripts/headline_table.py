@@ -1,4 +1,4 @@
-"""The headline table of docs/results.md from mltrain-compare's judge output (issue 18).
+"""The headline table of docs/results.md from mltrain-compare's judge output.
 
 Reads the per-run ``frontier.csv`` files that ``mltrain-compare --frontier`` writes and prints a
 markdown table, one row per scheme and budget: seeds, FLOPs spent (with head), mean final

@@ -1,4 +1,4 @@
-"""r against budget: how a scheme's saving changes with compute (docs/results.md, issue 18).
+"""r against budget: how a scheme's saving changes with compute (docs/results.md).
 
 Reads the per-run ``frontier.csv`` that ``mltrain-compare --frontier`` writes and plots, for each
 scheme, r = C / C*(L) (with head and non-embedding) against the FLOPs the runs spent, seeds as

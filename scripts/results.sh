@@ -62,12 +62,12 @@ for part in "$@"; do
     run small3_wsd_Q_s0 $WSD train.flops_scale=0.25 optimizer.lr=2e-3 model.n_layer=3 train.seed=0
     run small6_wsd_H_s0 $WSD train.flops_scale=0.5 optimizer.lr=2e-3 model.n_layer=6 train.seed=0
     run small3_wsd_B_s0 $WSD train.flops_scale=1 optimizer.lr=2e-3 model.n_layer=3 train.seed=0 ;;
-  corrections)  # issue 15's hint (delta 1, window 10, no weight decay, 20 warm-up steps), and the
+  corrections)  # the suggested recipe (delta 1, window 10, no weight decay, 20 warm-up steps), and the
                 # single-level run with the same settings and FLOPs (its 2.593e13)
     run corr_hint_s0 $HINT train.seed=0
     run hint_single_s0 $HINT coarsening=none train.target_flops=25930865049600 train.seed=0 ;;
   compare)  # the judge: every scheme against the AdamW frontier (cosine and wsd), SGD's against SGD's;
-            # $OUT/probes holds copies of the schemes' single-seed probes (scripts/study.sh parts)
+            # $OUT/probes holds copies of the schemes' single-seed probes (scripts/archive/study.sh parts)
     mkdir -p "$DOCS"
     F_ADAMW=("$OUT"/frontier_adamw_tune_*/ "$OUT"/wsd_*/)
     mltrain-compare "$OUT"/grow_rec442_*/ "$OUT"/recipe_adamw_*/ --frontier "${F_ADAMW[@]}" --out "$DOCS/adamw"

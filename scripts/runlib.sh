@@ -1,4 +1,4 @@
-# Sourced by scripts/results.sh and scripts/study.sh: resumable runs into $OUT, with the
+# Sourced by scripts/results.sh and scripts/archive/study.sh: resumable runs into $OUT, with the
 # overrides in $COMMON added to each. A finished run or sweep is marked $OUT/NAME/.done and
 # skipped next time; an interrupted one continues (train.resume=auto).
 

@@ -497,7 +497,7 @@ def test_a_run_without_finite_validation_loss_is_listed_as_diverged(tmp_path):
     assert math.isnan(runs[1].final_val_loss) and len(runs[1].val.loss) == 0
 
 
-# --------------------------------------------------------------------------- headline (issue 13)
+# --------------------------------------------------------------------------- headline
 def _headline(root: Path, target=None) -> list[str]:
     configs = C.group_configurations(C.find_runs([root]))
     return headline.headline(C.summarize(configs, target), None)
@@ -577,7 +577,7 @@ def test_runs_on_different_thread_counts_are_flagged(tmp_path):
     ]
 
 
-# --------------------------------------------------------------------------- plot artists (issue 13)
+# --------------------------------------------------------------------------- plot artists
 def _labelled(ax, label):
     return [ln for ln in ax.get_lines() if ln.get_label() == label]
 
@@ -708,7 +708,7 @@ def test_ratio_figure_says_below_1_and_shows_half_to_one_and_a_half(tmp_path):
     assert any(t.get_text().startswith("below 1 = fewer FLOPs") for t in ax.texts)
 
 
-# --------------------------------------------------------------------------- diverged runs (issue 12)
+# --------------------------------------------------------------------------- diverged runs
 def make_diverged_sweep(root: Path) -> Path:
     """lr=1e5 diverges (NaN from fine step 3, after finite evaluations at steps 0-2) and comes
     first, as in the sweep where the old table showed its step-0 loss and picked it as baseline."""

@@ -1,4 +1,4 @@
-"""Better coarse corrections (issue 15): τ-correction, placement, line-searched δ, outer momentum.
+"""Better coarse corrections: τ-correction, placement, line-searched δ, outer momentum.
 
 Right values come from the math: the corrected coarse gradient at R x is the restricted fine
 gradient (MG/OPT's first-order coherence, Nash 2000), δ of a quadratic is its minimiser,

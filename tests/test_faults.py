@@ -1,5 +1,4 @@
-"""Faults found when mltrain was tried as users do (issue 12 items 2, 3, 4, 7, 8; issue 13
-items 3, 4): each test fails on the code before its fix."""
+"""Faults found when mltrain was tried as users do: each test fails on the code before its fix."""
 
 from __future__ import annotations
 
@@ -219,7 +218,7 @@ def test_sort_range_forms_hydra_gets_right_are_accepted():
     check_range_sweeps(["a=sort(range(1,11,3))", "b=sort(range(10,1,-3))", "c=range(10,0,-3)"])
 
 
-# --------------------------------------------------------------------------- issue 13
+# --------------------------------------------------------------------------- run roles and smoke-mode caps
 def test_same_steps_and_same_flops_runs_have_their_own_wandb_job_types(tmp_path, monkeypatch):
     from tests.helpers import run_job, wandb_records
 

@@ -1,4 +1,4 @@
-"""The tuned-frontier judge of ``mltrain-compare`` (issue 14, DESIGN.md section 8) on hand-built
+"""The tuned-frontier judge of ``mltrain-compare`` (DESIGN.md section 8) on hand-built
 curves: every expected number is computed by hand in the comments (log-linear interpolation
 between budgets)."""
 

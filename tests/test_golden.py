@@ -2,7 +2,7 @@
 
 The goldens were written by the code before the "one plan of the run" refactor; a change that
 is not meant to alter training must leave every recorded value identical. Keys added to the
-records later are allowed only when listed in ``ADDED`` (with the issue that added them).
+records later are allowed only when listed in ``ADDED`` (with what added them).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""scripts/gpu_check.sh end to end in its CPU dry run (issue 18): the tiny model, a few steps.
+"""scripts/gpu_check.sh end to end in its CPU dry run: the tiny model, a few steps.
 
 Slow (about 2 minutes): `make test-all`. The GPU run itself needs a CUDA device."""
 

@@ -1,4 +1,4 @@
-"""``metrics.jsonl`` is strict JSON (issue 12, item 6).
+"""``metrics.jsonl`` is strict JSON.
 
 Non-finite floats are written as the JSON strings "nan", "inf" and "-inf" (``NaN`` and
 ``Infinity`` literals are not JSON: strict parsers reject the line) and read back as floats by
@@ -86,7 +86,7 @@ def test_old_metrics_with_nan_literals_still_read(tmp_path):
 
 
 def test_a_diverged_run_writes_strict_json(tmp_path, capsys):
-    """Issue 12's diverging run: its NaN evaluation is written as "nan"."""
+    """A diverging run: its NaN evaluation is written as "nan"."""
     code, _, _ = cli(
         [
             "mode=smoke",

@@ -1,4 +1,4 @@
-"""W&B after interruptions (issue 12, item 1).
+"""W&B after interruptions.
 
 After any kill and resume, the W&B data of the run holds every step of
 ``metrics.jsonl`` exactly once. A process killed with SIGKILL leaves a prefix of the bytes
@@ -141,7 +141,7 @@ KILL_ARGS = [
 # empty). The in-process tests below cover the watermark logic with the same offline files.
 @pytest.mark.slow
 def test_sigkill_then_resume_leaves_every_step_in_wandb_once(tmp_path):
-    """Issue 12's command, killed with SIGKILL after fine step 10 (newest checkpoint at fine
+    """The reported command, killed with SIGKILL after fine step 10 (newest checkpoint at fine
     step 8), then resumed with train.resume=auto: W&B holds steps 0..22 once each."""
     run_dir = tmp_path / "run"
     args = [*KILL_ARGS, f"hydra.run.dir={run_dir}"]

@@ -34,7 +34,7 @@ Conventions: FLOPs are counts of training FLOPs (``perf/flops``, with the head, 
   the table). Names: "single-level, same fine steps", "single-level, same FLOPs"
   (``train.target_flops`` set), "multilevel <coarsening> δ=.. m=.. w=..", plus ``key=value``
   for each other key that differs between the configurations compared.
-- Diverged runs (issue 12: ``run.json`` status ``diverged``, or a non-finite loss in the
+- Diverged runs (``run.json`` status ``diverged``, or a non-finite loss in the
   records) are listed as "diverged at step N", never get a final loss, never count in a seed
   mean, and are never a baseline or a frontier point.
 - Baseline: the "same fine steps" single-level configuration (``--baseline`` picks another).
@@ -175,7 +175,7 @@ def choose_baseline(configs: list[Configuration], label: str | None = None) -> C
 
 def hardware_remarks(runs: Sequence[Run]) -> list[str]:
     """Flags for runs compared across different thread counts, devices or process counts
-    (``run.json``): CPU runs repeat bit for bit only at the same thread count (issue 13)."""
+    (``run.json``): CPU runs repeat bit for bit only at the same thread count."""
     out = []
 
     def names(rs):

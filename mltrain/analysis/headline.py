@@ -1,5 +1,5 @@
 """The headline of ``mltrain-compare``: one or two plain sentences per comparison, first on the
-terminal and in ``summary.md`` (issue 13), e.g.
+terminal and in ``summary.md``, e.g.
 
     multilevel even_odd δ=0.25 m=20 w=5 (one seed) reached the final loss of the single-level
     run with the same fine steps (6.110 nats/token) with 0.80× its FLOPs (non-embedding:

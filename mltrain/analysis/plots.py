@@ -2,7 +2,7 @@
 the Agg canvas (no pyplot state, no display needed), returned so that callers and tests can
 inspect the axes before saving.
 
-What a reader should see without a manual (issue 13): the target loss as a horizontal line and
+What a reader should see without a manual: the target loss as a horizontal line and
 a marker where each curve first reaches it, with its FLOP ratio to the baseline written next
 to it; FLOP axes with labelled ticks (``1.2e13``) on every panel; one shared legend with the
 configurations' names; the coarse phases of a multilevel run as shaded spans (the training

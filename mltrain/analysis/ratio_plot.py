@@ -1,7 +1,7 @@
 """The FLOP-ratio figure of ``mltrain-compare`` (``flops_ratio.png``): the FLOPs each
 configuration needs to reach a validation loss L over the baseline's, against L, with a line at
 1 ("below 1 = fewer FLOPs"), a y-range that shows 0.5–1.5, and the value at the target loss
-written next to its marker. Not drawn without a single-level baseline (issue 13).
+written next to its marker. Not drawn without a single-level baseline.
 """
 
 from __future__ import annotations

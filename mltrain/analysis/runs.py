@@ -8,7 +8,7 @@ keys that do not change training, :data:`IGNORED`) and names them.
 
 A run *diverged* when its ``run.json`` says ``"status": "diverged"`` or (older runs without
 ``run.json``) when any record holds a non-finite ``train/loss`` or ``val/loss``; its curves keep
-the finite records before that step, and it has no final loss (issue 12).
+the finite records before that step, and it has no final loss.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Run from the repository root, only when a change is *meant* to alter training:
     OMP_NUM_THREADS=1 .venv/bin/python -m tests.golden.make_golden
 
 The records are what ``metrics.jsonl`` holds, minus the wall-clock keys. The goldens were first
-written by the code before the "one plan of the run" refactor (issue 11), so the test shows
+written by the code before the "one plan of the run" refactor, so the test shows
 that refactor left training bit for bit unchanged (CPU, one thread).
 """
 
