@@ -67,7 +67,6 @@ FLAGS_WITH_VALUE = {"--cfg", "-c", "--info", "--package", "-p"}
 
 # The coarsening keys of the sectioned config (hierarchy, V-cycle, corrections, stages, patch,
 # random sub-paths): a command using them composes once the schema has these sections.
-SECTIONED = re.compile(r"coarsening\.(scheme=|(hierarchy|vcycle|corrections|stages|patch|raptr)\.)")
 
 
 @dataclasses.dataclass
@@ -228,12 +227,6 @@ def compose_command(cmd: Command) -> None:
     build_plan(typed(cfg), vocab_of(cfg))
 
 
-def _sectioned_schema() -> bool:
-    from mltrain.config.schema import CoarseningConfig
-
-    return "scheme" in {f.name for f in dataclasses.fields(CoarseningConfig)}
-
-
 COMMANDS = [c for path in DOCS for c in extract(path)]
 
 
@@ -285,8 +278,6 @@ def test_printed_command_composes_or_is_refused_as_printed(cmd):
     for option, module in PLUGINS.items():
         if option in cmd.text and not has_module(module):
             pytest.skip(f"{cmd}: needs the optional plugin {module} (make install-extras)")
-    if SECTIONED.search(cmd.text) and not _sectioned_schema():
-        pytest.xfail(f"{cmd}: uses the sectioned coarsening keys, not in this schema yet")
     try:
         compose_command(cmd)
     except (MLTrainError, Exception) as e:  # what mltrain reports as `mltrain: error: ...`
