@@ -186,7 +186,7 @@ class PassCounter:
     apart as evaluation passes (``perf/flops_eval``).
 
     ``passes``: one dict per pass (``blocks``: block evaluations, ``path``: the blocks in the
-    order evaluated, ``positions``: B·T, ``forward``/``nonembed``: its forward FLOPs with and
+    order evaluated, ``positions``: B·T, ``tokens``: the token ids embedded, ``forward``/``nonembed``: its forward FLOPs with and
     without the head, ``backward``: 0 or 1, ``eval``: inside ``trainer.evaluate``,
     ``training``: the model's mode).
     """
@@ -200,6 +200,12 @@ class PassCounter:
             for i, b in enumerate(model.blocks)
         ]
         self._handles.append(model.lm_head.register_forward_hook(self._on_head))
+        self._tokens = 0  # token ids the pass in flight embedded (K·B·T at a patch level)
+        self._handles.append(
+            model.wte.register_forward_hook(
+                lambda m, a, out: setattr(self, "_tokens", a[0].numel())
+            )
+        )
         self.model = model
         if trainer is not None:  # an instance attribute shadows the method for this trainer
             evaluate = trainer.evaluate
@@ -225,6 +231,7 @@ class PassCounter:
             "blocks": len(self._blocks),
             "path": tuple(i for i, _ in self._blocks),
             "positions": positions,
+            "tokens": self._tokens,
             "nonembed": nonembed,
             "forward": nonembed + positions * 2 * d * V,
             "backward": 0,
@@ -249,6 +256,23 @@ class PassCounter:
     def close(self) -> None:
         for h in self._handles:
             h.remove()
+
+
+def val_loss_by_hand(model, val_batches, micro: int, path) -> float:
+    """Mean cross-entropy (nats/token) of ``model`` along ``path`` on the validation windows
+    ``(N, T+1)``, in evaluation mode, in chunks of ``micro`` windows weighted by their size
+    (float64 sums): the number a run records as ``val/loss``, computed outside the trainer."""
+    import torch
+
+    was = model.training
+    model.eval()
+    num = den = 0.0
+    with torch.no_grad():
+        for b in val_batches.split(micro):
+            _, loss = model(b[:, :-1], b[:, 1:], path=path)
+            num, den = num + loss.double().item() * len(b), den + len(b)
+    model.train(was)
+    return num / den
 
 
 def counted_run(run_dir: Path, *overrides: str):
