@@ -189,3 +189,119 @@ def flat_coarsening(coarsening: dict) -> dict:
         for key, v in value.items():
             out[old_of[f"{section}.{key}"]] = v
     return out
+
+
+class PassCounter:
+    """Counts the forward and backward passes a model actually runs, and prices each by the
+    FLOP convention of DESIGN.md section 3, written out here from the text (not imported from
+    mltrain.model.flops), so a test of a run's recorded FLOPs checks them against the passes
+    that ran rather than against the plan's own arithmetic.
+
+    Forward hooks on every block and on the head see each pass: a block evaluation on a
+    ``(B, T, d)`` input costs ``B·T·(24·d² + 4·T·d)`` FLOPs, the head on ``(B, T, d)``
+    ``B·T·2·d·V`` (the pass ends there), embeddings 0. A gradient hook on the logits sees the
+    backward pass (``.backward()`` or ``torch.autograd.grad``), which costs 2 × the forward of
+    its pass. Passes inside ``trainer.evaluate`` (validation, growth's measurements) are kept
+    apart as evaluation passes (``perf/flops_eval``).
+
+    ``passes``: one dict per pass (``blocks``: block evaluations, ``path``: the blocks in the
+    order evaluated, ``positions``: B·T, ``tokens``: the token ids embedded, ``forward``/``nonembed``: its forward FLOPs with and
+    without the head, ``backward``: 0 or 1, ``eval``: inside ``trainer.evaluate``,
+    ``training``: the model's mode).
+    """
+
+    def __init__(self, model, trainer=None) -> None:
+        self.passes: list[dict] = []
+        self._blocks: list[tuple[int, int]] = []  # (block, FLOPs) of the pass in flight
+        self._in_eval = 0
+        self._handles = [
+            b.register_forward_hook(lambda m, a, out, i=i: self._on_block(i, a[0]))
+            for i, b in enumerate(model.blocks)
+        ]
+        self._handles.append(model.lm_head.register_forward_hook(self._on_head))
+        self._tokens = 0  # token ids the pass in flight embedded (K·B·T at a patch level)
+        self._handles.append(
+            model.wte.register_forward_hook(
+                lambda m, a, out: setattr(self, "_tokens", a[0].numel())
+            )
+        )
+        self.model = model
+        if trainer is not None:  # an instance attribute shadows the method for this trainer
+            evaluate = trainer.evaluate
+
+            def counted(*args, **kwargs):
+                self._in_eval += 1
+                try:
+                    return evaluate(*args, **kwargs)
+                finally:
+                    self._in_eval -= 1
+
+            trainer.evaluate = counted
+
+    def _on_block(self, i: int, x) -> None:
+        B, T, d = x.shape
+        self._blocks.append((i, B * T * (24 * d * d + 4 * T * d)))
+
+    def _on_head(self, module, args, logits) -> None:
+        x = args[0]
+        positions, d, V = x.numel() // x.shape[-1], x.shape[-1], module.weight.shape[0]
+        nonembed = sum(f for _, f in self._blocks)
+        rec = {
+            "blocks": len(self._blocks),
+            "path": tuple(i for i, _ in self._blocks),
+            "positions": positions,
+            "tokens": self._tokens,
+            "nonembed": nonembed,
+            "forward": nonembed + positions * 2 * d * V,
+            "backward": 0,
+            "eval": self._in_eval > 0,
+            "training": self.model.training,
+        }
+        self._blocks = []
+        self.passes.append(rec)
+        if logits.requires_grad:
+            logits.register_hook(lambda g, rec=rec: rec.update(backward=rec["backward"] + 1))
+
+    def flops(self, eval: bool = False, head: bool = True) -> int:
+        """FLOPs of the counted passes (training passes, or with ``eval`` the evaluation ones):
+        forward + 2 × forward per backward."""
+        key = "forward" if head else "nonembed"
+        return sum(p[key] * (1 + 2 * p["backward"]) for p in self.passes if p["eval"] == eval)
+
+    def training(self) -> list[dict]:
+        """The passes outside evaluation that ran a backward pass (optimizer steps, gradients)."""
+        return [p for p in self.passes if p["backward"] and not p["eval"]]
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def val_loss_by_hand(model, val_batches, micro: int, path) -> float:
+    """Mean cross-entropy (nats/token) of ``model`` along ``path`` on the validation windows
+    ``(N, T+1)``, in evaluation mode, in chunks of ``micro`` windows weighted by their size
+    (float64 sums): the number a run records as ``val/loss``, computed outside the trainer."""
+    import torch
+
+    was = model.training
+    model.eval()
+    num = den = 0.0
+    with torch.no_grad():
+        for b in val_batches.split(micro):
+            _, loss = model(b[:, :-1], b[:, 1:], path=path)
+            num, den = num + loss.double().item() * len(b), den + len(b)
+    model.train(was)
+    return num / den
+
+
+def counted_run(run_dir: Path, *overrides: str):
+    """:func:`run_job` with a :class:`PassCounter` on the model and trainer from the start;
+    returns (job, counter)."""
+    job = make_job(run_dir, *overrides)
+    counter = PassCounter(job.model, job.trainer)
+    try:
+        job.run()
+    finally:
+        job.close()
+        counter.close()
+    return job, counter

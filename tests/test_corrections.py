@@ -21,7 +21,9 @@ from mltrain.schemes.corrections import Tau, Transfer, of
 from mltrain.schemes.linesearch import search_delta, search_grid
 from mltrain.schemes.vcycle import Defer, Prolong, Restrict, Train
 from tests.helpers import (
+    PassCounter,
     compose,
+    counted_run,
     final_params,
     flat_coarsening,
     make_job,
@@ -165,16 +167,21 @@ def test_a_long_schedule_prints_its_first_and_last_iterations():
     assert "V-cycle for fine iterations 10, 20, 30, ..., 290 (29 iterations, every 10): " in text
 
 
-def test_start_zero_every_one_is_todays_run_bit_for_bit(tmp_path):
+def test_start_zero_every_one_runs_the_eq4_cycle_in_every_iteration_of_the_window(tmp_path):
+    """The placement that reproduces the run from before these settings: Eq. 4's V-cycle (a
+    fine step, then each coarse level restricted, trained m steps and prolonged) in every
+    iteration of the window, plain fine steps after it; checked against the passes that ran."""
     base = ["coarsening=even_odd", "coarsening.vcycle.coarse_steps=2", "coarsening.vcycle.window=2"]
-    base += ["train.steps=4", "model.dropout=0.1"]
-    assert (
-        plan_of(*base).stages
-        == plan_of(*base, "coarsening.vcycle.start=0", "coarsening.vcycle.every=1").stages
-    )
-    run_job(tmp_path / "a", *base)
-    run_job(tmp_path / "b", *base, "coarsening.vcycle.start=0", "coarsening.vcycle.every=1")
-    assert records(tmp_path / "a") == records(tmp_path / "b")
+    base += ["train.steps=4", "coarsening.vcycle.start=0", "coarsening.vcycle.every=1"]
+    cycle = (Train("fine", 1), Restrict("coarse_a"), Train("coarse_a", 2), Prolong("coarse_a"))
+    cycle += (Restrict("coarse_b"), Train("coarse_b", 2), Prolong("coarse_b"))
+    plan = plan_of(*base)
+    fine_step = (Train("fine", 1),)
+    assert [plan.ops(k) for k in range(4)] == [cycle, cycle, fine_step, fine_step]
+    _, counter = counted_run(tmp_path / "r", *base)
+    fine, a, b = (0, 1, 2, 3), (1, 3), (0, 2)  # coarse_a: the odd blocks, coarse_b: the even
+    want = [fine, a, a, b, b] * 2 + [fine] * 2
+    assert [p["path"] for p in counter.training()] == want
 
 
 def test_a_window_fraction_sizes_with_a_flops_budget():
@@ -411,18 +418,28 @@ def test_tau_forced_to_zero_is_todays_run_bit_for_bit(tmp_path, monkeypatch, for
     ],
 )
 def test_tau_flops_are_one_training_pass_per_gradient(tmp_path, overrides, passes):
-    job = run_job(
+    """The FLOPs recorded are those of the passes that ran (counted by hooks on the model): the
+    optimizer steps and one forward + backward per τ gradient, per level (by hand: 3 fine
+    steps, 2 cycles of 2 steps per coarse level, plus ``passes`` per cycle)."""
+    job, counter = counted_run(
         tmp_path / "r",
         *overrides,
         "coarsening.vcycle.coarse_steps=2",
         "coarsening.vcycle.window=2",
         "train.steps=3",
     )
-    f = {n: c.total for n, c in job.plan.step_flops.items()}
-    steps = job.plan.steps_per_level()
-    want = sum(f[n] * k for n, k in steps.items()) + 2 * sum(f[n] * k for n, k in passes.items())
+    blocks = {lv.name: len(lv.blocks) for lv in job.plan.levels}
+    steps = {n: 3 if n == "fine" else 2 * 2 for n in blocks}
+    want = {}
+    for n in blocks:  # levels of one path length are counted together
+        want[blocks[n]] = want.get(blocks[n], 0) + steps[n] + 2 * passes.get(n, 0)
+    got = {}
+    for p in counter.training():
+        got[p["blocks"]] = got.get(p["blocks"], 0) + 1
+    assert got == want
     last = read_jsonl(tmp_path / "r" / "metrics.jsonl")[-1]
-    assert last["perf/flops"] == want == job.plan.flops().total
+    assert last["perf/flops"] == counter.flops()
+    assert last["perf/flops_nonembed"] == counter.flops(head=False)
 
 
 # ============================================================================ line search
@@ -449,9 +466,10 @@ def test_line_search_takes_the_best_delta_on_a_held_aside_training_batch(tmp_pat
                     p.copy_(torch.lerp(before[n], after[n], d))
             losses[d] = ref(held[:, :-1], held[:, 1:])[1].item()
     best = min(losses, key=losses.get)
-    flops0 = t.p.flops
+    flops0, counter = t.p.flops, PassCounter(job.model, t)
     op = Transfer("coarse_a", "fine", search="grid", grid=search_grid(2.0))
     run(t, [op])
+    counter.close()
     assert t.records.notes["coarsening/delta/coarse_a"] == best
     assert t.records.notes["coarsening/delta_gain/coarse_a"] == pytest.approx(
         losses[0] - losses[best], abs=1e-5
@@ -459,8 +477,11 @@ def test_line_search_takes_the_best_delta_on_a_held_aside_training_batch(tmp_pat
     got = params_of(job.model)
     for n in before:
         assert torch.equal(got[n], torch.lerp(before[n], after[n], best)), n
-    fwd = job.plan.step_flops["fine"].total // 3  # one forward of the fine path per δ
-    assert t.p.flops - flops0 == 5 * fwd == op.extra_flops(job.plan).total
+    # one forward of the fine path per δ on the held-aside batch, no backward, counted by hooks
+    assert [(p["path"], p["positions"], p["backward"]) for p in counter.passes] == [
+        ((0, 1, 2, 3), 4 * 32, 0)
+    ] * 5
+    assert t.p.flops - flops0 == counter.flops()
 
 
 def test_line_search_keeps_delta_zero_when_the_phase_only_hurts(tmp_path):
@@ -474,13 +495,16 @@ def test_line_search_keeps_delta_zero_when_the_phase_only_hurts(tmp_path):
     with torch.no_grad():  # a "phase" that wrecks the parameters it trains
         for p in t.level_params["coarse_a"].values():
             p.add_(torch.randn(p.shape, generator=gen) * 3.0)
-    flops0 = t.p.flops
+    flops0, counter = t.p.flops, PassCounter(job.model, t)
     run(t, [Transfer("coarse_a", "fine", search="parabola", grid=search_grid(2.0))])
+    counter.close()
     assert t.records.notes["coarsening/delta/coarse_a"] == 0.0
     assert t.records.notes["coarsening/delta_gain/coarse_a"] == 0.0
     after = params_of(job.model)
     assert all(torch.equal(before[n], after[n]) for n in before)  # θ_before, bit for bit
-    assert t.p.flops - flops0 == 6 * (job.plan.step_flops["fine"].total // 3)
+    # the grid's 5 forwards and the parabola's one more (the midpoint towards 1/4), counted
+    assert [(p["path"], p["backward"]) for p in counter.passes] == [((0, 1, 2, 3), 0)] * 6
+    assert t.p.flops - flops0 == counter.flops()
 
 
 def test_line_search_tokens_are_not_training_tokens(tmp_path):
@@ -491,34 +515,55 @@ def test_line_search_tokens_are_not_training_tokens(tmp_path):
         "train.steps=3",
     ]
     run_job(tmp_path / "a", *base)
-    job = run_job(tmp_path / "b", *base, "coarsening.corrections.line_search=grid")
+    job = make_job(tmp_path / "b", *base, "coarsening.corrections.line_search=grid")
+    counter, measured = PassCounter(job.model, job.trainer), []
+    ext = of(job.trainer)
+    held_loss = ext.held_loss
+
+    def measuring(*args):
+        measured.append(held_loss(*args))
+        return measured[-1]
+
+    ext.held_loss = measuring
+    job.run()
+    job.close()
     a, b = (
         read_jsonl(tmp_path / "a" / "metrics.jsonl"),
         read_jsonl(tmp_path / "b" / "metrics.jsonl"),
     )
     assert a[-1]["perf/tokens"] == b[-1]["perf/tokens"]
-    fwd = job.plan.step_flops["fine"].total // 3
-    assert b[-1]["perf/flops"] - a[-1]["perf/flops"] == 2 * 2 * 5 * fwd  # 2 cycles x 2 phases
-    assert b[-1]["perf/flops"] == job.plan.flops().total
-    deltas = [r[k] for r in b for k in r if k.startswith("coarsening/delta/")]
-    assert len(deltas) == 4 and all(d in search_grid(2.0) for d in deltas)
+    searches = [p for p in counter.passes if not p["backward"] and not p["eval"]]
+    assert len(searches) == 2 * 2 * 5  # 2 cycles x 2 phases x 5 grid points, forward only
+    assert b[-1]["perf/flops"] == counter.flops()
+    # each phase's δ is the grid point whose held-aside loss the search measured lowest
+    grid = search_grid(2.0)
+    noted = [
+        (r[f"coarsening/delta/{n}"], r[f"coarsening/delta_gain/{n}"])
+        for r in b
+        for n in ("coarse_a", "coarse_b")
+        if f"coarsening/delta/{n}" in r
+    ]
+    assert len(measured) == 20 and len(noted) == 4
+    for i, (delta, gain) in enumerate(noted):
+        values = measured[5 * i : 5 * i + 5]  # in grid order: 0, 1/4, 1/2, 1, 2
+        best = min(range(5), key=values.__getitem__)
+        assert delta == grid[best] and gain == values[0] - values[best]
 
 
 def test_a_smaller_held_aside_batch_costs_its_share_of_the_forwards(tmp_path):
     base = ["coarsening=even_odd", "coarsening.vcycle.coarse_steps=2", "coarsening.vcycle.window=2"]
-    base += ["train.steps=3", "coarsening.corrections.line_search=grid"]
-    full = run_job(tmp_path / "a", *base)
-    job = run_job(
-        tmp_path / "b", *base, "coarsening.corrections.line_search_batch=1"
-    )  # 1 of 4 sequences
-    a, b = (
-        read_jsonl(tmp_path / "a" / "metrics.jsonl"),
-        read_jsonl(tmp_path / "b" / "metrics.jsonl"),
-    )
-    fwd = job.plan.step_flops["fine"].total // 3 // 4  # one sequence through the fine path
-    assert b[-1]["perf/flops"] == job.plan.flops().total
-    assert a[-1]["perf/flops"] - b[-1]["perf/flops"] == 2 * 2 * 5 * 3 * fwd
-    assert full.plan.flops().total == a[-1]["perf/flops"]
+    base += [
+        "train.steps=3",
+        "coarsening.corrections.line_search=grid",
+        "coarsening.corrections.line_search_batch=1",
+    ]
+    job, counter = counted_run(tmp_path / "b", *base)  # 1 of 4 sequences
+    b = read_jsonl(tmp_path / "b" / "metrics.jsonl")
+    searches = [p for p in counter.passes if not p["backward"] and not p["eval"]]
+    assert [p["positions"] for p in searches] == [32] * 2 * 2 * 5  # one sequence of T = 32
+    assert b[-1]["perf/flops"] == counter.flops()
+    assert b[-1]["perf/flops_nonembed"] == counter.flops(head=False)
+    assert job.plan.flops().total == b[-1]["perf/flops"]  # and the plan books what ran
 
 
 # ============================================================================ outer momentum

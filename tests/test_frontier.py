@@ -288,11 +288,48 @@ def test_frontiers_per_optimizer(tmp_path):
 
 
 # --------------------------------------------------------------------------- end to end
-def test_frontier_sweep_and_a_multilevel_run_give_the_plot_and_the_headline_table(tmp_path):
+def saved_frontier_figure(monkeypatch, png: Path, dpi: int = 110):
+    """Keep the figure mltrain-compare draws for ``frontier.png``; after the run, check that
+    the file holds it (its pixels are a fresh rendering of that figure at ``dpi``, its size
+    the figure's inches × dpi) and return it for its data to be read."""
+    from matplotlib.image import imread
+
+    from mltrain.analysis import frontier_plot
+
+    figures = []
+    plot = frontier_plot.plot_frontier
+
+    def keeping(*args, **kwargs):
+        figures.append(plot(*args, **kwargs))
+        return figures[-1]
+
+    monkeypatch.setattr(frontier_plot, "plot_frontier", keeping)
+
+    def check():
+        (fig,) = figures
+        saved = imread(png)
+        fig.savefig(png.with_name("again.png"), dpi=dpi)
+        w, h = fig.get_size_inches() * dpi
+        assert saved.shape[:2] == (round(h), round(w))
+        assert np.array_equal(saved, imread(png.with_name("again.png")))
+        return fig
+
+    return check
+
+
+def points(ax) -> set:
+    """(x, y) of every scatter point of ``ax``."""
+    return {tuple(map(float, xy)) for c in ax.collections for xy in c.get_offsets()}
+
+
+def test_frontier_sweep_and_a_multilevel_run_give_the_plot_and_the_headline_table(
+    tmp_path, monkeypatch
+):
     make_frontier(tmp_path / "front", budgets=(1000, 2000, 4000, 8000), best=(4.0, 3.5, 3.2, 3.0))
     method(tmp_path / "methods", "m", 3.4)
+    saved = saved_frontier_figure(monkeypatch, tmp_path / "out" / "frontier.png")
     res = C.compare([tmp_path / "methods"], tmp_path / "out", frontier=[tmp_path / "front"])
-    assert (tmp_path / "out" / "frontier.png").stat().st_size > 20_000
+    fig = saved()
     md = res.markdown
     assert "## Against the tuned frontier" in md
     # configuration, frontier, FLOPs, final val loss, r (head / non-embed), gap (head / non-embed),
@@ -311,10 +348,15 @@ def test_frontier_sweep_and_a_multilevel_run_give_the_plot_and_the_headline_tabl
     assert float(row["r_head"]) == pytest.approx(1.190551, abs=1e-6) and row["r_head_kind"] == "="
     assert float(row["gap_nonembed"]) == pytest.approx(-0.1) and row["run"] == "m"
     assert res.terminal.splitlines()[0].startswith(f"{EO} (one seed) against tuned frontier, SGD")
-    fig = res.judgement and __import__(
-        "mltrain.analysis.frontier_plot"
-    ).analysis.frontier_plot.plot_frontier(res.judgement)
-    ax = fig.axes[0]
+    ax = fig.axes[0]  # with head: every tuned run (lr 0.1: +0.3, 0.2: best, 0.4: +0.2)
+    tuned_runs = {
+        (float(b), round(best + plus, 9))
+        for b, best in zip((1000, 2000, 4000, 8000), (4.0, 3.5, 3.2, 3.0))
+        for plus in (0.3, 0.0, 0.2)
+    }
+    assert tuned_runs <= {(x, round(y, 9)) for x, y in points(ax)}
+    stars = [ln for ln in ax.get_lines() if ln.get_marker() == "*"]  # the method, at 3000
+    assert [(list(ln.get_xdata()), list(ln.get_ydata())) for ln in stars] == [([3000], [3.4])]
     envelope = [ln for ln in ax.get_lines() if ln.get_linewidth() == 2]
     assert [list(ln.get_xdata()) for ln in envelope] == [[1000, 2000, 4000, 8000]]
     assert [list(ln.get_ydata()) for ln in envelope] == [[4.0, 3.5, 3.2, 3.0]]
@@ -366,10 +408,10 @@ def test_unfinished_frontier_runs_are_left_out_and_no_frontier_is_one_line_exit_
     assert line.startswith("mltrain-compare: error: no frontier: ") and "not single-level" in line
 
 
-def test_frontier_preset_sweep_and_a_multilevel_run_end_to_end(tmp_path, capsys):
+def test_frontier_preset_sweep_and_a_multilevel_run_end_to_end(tmp_path, capsys, monkeypatch):
     """experiment=frontier on the tiny model: 2 budgets x 2 learning rates, then one multilevel
     run judged against them: the frontier plot and the headline table with r."""
-    from tests.helpers import TINY, cli
+    from tests.helpers import TINY, cli, read_jsonl
 
     code, _, err = cli(
         [
@@ -403,6 +445,7 @@ def test_frontier_preset_sweep_and_a_multilevel_run_end_to_end(tmp_path, capsys)
         capsys,
     )
     assert code == 0, err
+    saved = saved_frontier_figure(monkeypatch, tmp_path / "cmp" / "frontier.png")
     C.main(
         [
             str(tmp_path / "ml"),
@@ -413,7 +456,15 @@ def test_frontier_preset_sweep_and_a_multilevel_run_end_to_end(tmp_path, capsys)
         ]
     )
     out = capsys.readouterr().out
-    assert (tmp_path / "cmp" / "frontier.png").stat().st_size > 10_000
+    # the figure in the file shows each frontier run and the method where their metrics end
+    ax = saved().axes[0]
+    final = {}
+    for run in [*jobs, tmp_path / "ml"]:
+        last = [r for r in read_jsonl(run / "metrics.jsonl") if "val/loss" in r][-1]
+        final[run.name] = (float(last["perf/flops"]), last["val/loss"])
+    assert {final[j.name] for j in jobs} <= points(ax)
+    stars = [ln for ln in ax.get_lines() if ln.get_marker() == "*"]
+    assert [(ln.get_xdata()[0], ln.get_ydata()[0]) for ln in stars] == [final["ml"]]
     summary = (tmp_path / "cmp" / "summary.md").read_text()
     assert "tuned frontier" in summary and "r (with head)" in summary
     assert "multilevel even_odd" in out

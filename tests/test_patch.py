@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from mltrain.plan.plan import build_plan
 from mltrain.schemes.vcycle import Prolong, Restrict, Train
 from tests.helpers import (
     compose,
+    counted_run,
     final_params,
     flat_coarsening,
     losses,
@@ -31,6 +31,7 @@ from tests.helpers import (
     preempt,
     read_jsonl,
     run_job,
+    val_loss_by_hand,
 )
 
 
@@ -242,24 +243,31 @@ VCYCLE = [
 
 
 @pytest.mark.parametrize("overrides", [STAGED, DEPTH, VCYCLE], ids=["stage", "depth", "vcycle"])
-def test_recorded_flops_and_tokens_equal_the_plan(tmp_path, overrides):
-    job = run_job(tmp_path / "run", *overrides)
+def test_recorded_flops_and_tokens_equal_the_passes_that_ran(tmp_path, overrides):
+    """Every optimizer step's pass, counted by hooks on the model (its blocks, the tokens it
+    embedded), priced by the FLOP convention: a patch step costs a token step on the same
+    path (B·T positions) and covers K times its tokens; evaluations are booked apart."""
+    job, counter = counted_run(tmp_path / "run", *overrides)
     last = read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]
-    plan = job.plan
-    total = plan.flops()
-    assert (last["perf/flops"], last["perf/flops_nonembed"]) == (total.total, total.nonembed)
-    for name, f in plan.flops_per_level().items():
-        assert last[f"perf/flops_level/{name}"] == f.total
-    per_level = plan.tokens_per_level()
-    assert last["perf/tokens"] == sum(per_level.values())
-    for name, n in per_level.items():
-        assert last[f"perf/tokens_level/{name}"] == n
-    coarse = plan.levels[1]
-    # a patch step costs a token step on the same path, and covers K times its tokens
-    assert plan.tokens_of(coarse.name) == coarse.patch * 4 * 32
-    assert plan.step_flops[coarse.name] == train_flops(
-        coarse.n_blocks, 32, 32, job.model.vocab_size, 4 * 32
+    assert (last["perf/flops"], last["perf/flops_nonembed"]) == (
+        counter.flops(),
+        counter.flops(head=False),
     )
+    assert last["perf/flops_eval"] == counter.flops(eval=True)
+    level_of = {(lv.blocks, lv.patch): lv.name for lv in job.plan.levels}
+    flops, tokens = {}, {}
+    for p in counter.training():
+        K = p["tokens"] // p["positions"]  # (B, K·(T+1) - K) ids in, B·T positions out
+        name = level_of[(p["path"], K)]
+        flops[name] = flops.get(name, 0) + p["forward"] * (1 + 2 * p["backward"])
+        tokens[name] = tokens.get(name, 0) + p["tokens"]
+        assert p["positions"] == 4 * 32
+    for name in level_of.values():
+        assert last[f"perf/flops_level/{name}"] == flops.get(name, 0), name
+        assert last[f"perf/tokens_level/{name}"] == tokens.get(name, 0), name
+    assert last["perf/tokens"] == sum(tokens.values())
+    patch = job.plan.levels[1]
+    assert patch.patch > 1 and tokens[patch.name] > 0
 
 
 def test_single_level_records_have_no_per_level_tokens(tmp_path):
@@ -345,23 +353,34 @@ def test_k1_patch_stage_then_fine_equals_the_single_level_run_bitwise(tmp_path):
 
 
 def test_val_loss_in_a_patch_times_depth_stage_is_the_token_level_loss_of_its_path(tmp_path):
-    job = make_job(tmp_path / "run", *DEPTH)
+    from mltrain.schemes.growth import GROWTH
+    from mltrain.train.checkpoint import list_checkpoints, load_checkpoint
+
+    overrides = [*DEPTH, "train.checkpoint_every=1", "train.keep_checkpoints=20"]
+    job = make_job(tmp_path / "run", *overrides)
     model, t = job.model, job.trainer
-    model.eval()
-    with torch.no_grad():
-        num = den = 0.0
-        for b in t.val_batches.split(t.step.micro):
-            _, loss = model(b[:, :-1], b[:, 1:], path=BlockPath((0, 2), 2.0))
-            num, den = num + loss.double().item() * len(b), den + len(b)
-    model.train()
+    coarse, fine = t.levels["coarse_b"], t.levels["fine"]
+    at_start = val_loss_by_hand(model, t.val_batches, t.step.micro, BlockPath((0, 2), 2.0))
     job.run()
     job.close()
-    first = read_jsonl(tmp_path / "run" / "metrics.jsonl")[0]
-    assert first["step"] == 0 and first["val/loss"] == pytest.approx(num / den, rel=1e-12)
-    grow = next(
-        r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "grow/loss_before" in r
-    )
-    assert math.isfinite(grow["grow/loss_after"])
+    recs = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert recs[0]["step"] == 0 and recs[0]["val/loss"] == pytest.approx(at_start, rel=1e-12)
+    # the growth's two measurements, by hand from the checkpoint written just before it: the
+    # token-level loss of the coarse path, then of the fine path after the ode growth
+    n0 = job.plan.stages[0].iterations
+    (ckpt,) = [
+        c
+        for c in list_checkpoints(tmp_path / "run" / "checkpoints")
+        if load_checkpoint(c)["progress"]["iteration"] == n0
+    ]
+    model.load_state_dict(load_checkpoint(ckpt)["model"])
+    before = val_loss_by_hand(model, t.val_batches, t.micro, coarse.path)
+    GROWTH.get("ode").apply(model, coarse, fine)
+    after = val_loss_by_hand(model, t.val_batches, t.micro, fine.path)
+    grow = next(r for r in recs if "grow/loss_before" in r)
+    assert grow["grow/loss_before"] == pytest.approx(before, rel=1e-12)
+    assert grow["grow/loss_after"] == pytest.approx(after, rel=1e-12)
+    assert grow["grow/loss_jump"] == pytest.approx(after - before, rel=1e-9)
 
 
 # ------------------------------------------------------------------------------ data passes

@@ -7,13 +7,23 @@ import math
 import pytest
 import torch
 
-from mltrain.config import typed
+from mltrain.config import ModelConfig, typed
 from mltrain.errors import ConfigError
 from mltrain.levels import build_hierarchy
 from mltrain.levels.raptr import RandomPath
-from mltrain.model.flops import train_flops
+from mltrain.model.flops import measure_train_flops
+from mltrain.model.transformer import ODETransformer
 from mltrain.plan.plan import build_plan
-from tests.helpers import compose, final_params, losses, make_job, preempt, read_jsonl, run_job
+from tests.helpers import (
+    PassCounter,
+    compose,
+    final_params,
+    losses,
+    make_job,
+    preempt,
+    read_jsonl,
+    run_job,
+)
 
 N = 12
 RAPTR = [
@@ -40,8 +50,8 @@ def test_sub_paths_keep_first_and_last_have_p_blocks_in_order_and_scale_the_midd
         path = lv.sample_path(g)
         assert len(path.blocks) == p and path.blocks[0] == 0 and path.blocks[-1] == N - 1
         assert list(path.blocks) == sorted(set(path.blocks))
-        if p > 2:
-            assert path.hs == (1.0, *((N - 2) / (p - 2),) * (p - 2), 1.0)
+        if p > 2:  # first and last h = 1, the middle blocks one common step
+            assert path.hs[0] == path.hs[-1] == 1.0 and len(set(path.hs[1:-1])) == 1
             assert math.isclose(sum(path.hs), N)  # it integrates the fine path's total time
     path = level(p, "none").sample_path(g)
     assert path.hs is None and path.h == 1.0
@@ -70,15 +80,36 @@ def test_each_middle_block_is_drawn_with_probability_p_minus_2_over_n_minus_2():
     assert ((counts[1:-1] - n * q).abs() < 5 * sigma).all()
 
 
+def test_the_inverse_scale_makes_each_blocks_expected_step_the_fine_paths():
+    """Stochastic depth's unbiasedness: over the draws, a block's step h (0 when off the path)
+    averages to the fine path's h = 1, so the expected update is the fine path's to first order."""
+    n, p = 4000, 4
+    total = torch.zeros(N, dtype=torch.float64)
+    for path in _paths(level(p), 1, n):
+        total[list(path.blocks)] += torch.tensor(path.hs, dtype=torch.float64)
+    q, h = (p - 2) / (N - 2), (N - 2) / (p - 2)
+    sigma = h * math.sqrt(q * (1 - q) / n)  # of the mean of h·Bernoulli(q)
+    assert ((total / n - 1.0).abs() < 5 * sigma).all()
+    assert total[0] == total[-1] == n
+
+
 def test_raptr_hierarchy_levels_flops_and_bad_lengths():
     cfg = typed(compose("coarsening=raptr", "model.n_layer=12"))
     levels = build_hierarchy(cfg.coarsening, 12)
     assert [lv.name for lv in levels] == ["fine", "raptr_6", "raptr_8", "raptr_10"]
     assert all(lv.optimizer == "fine" and lv.blocks == tuple(range(12)) for lv in levels[1:])
     plan = build_plan(cfg, 8192)
-    tokens = plan.tokens_per_step
-    for lv in levels:  # a step counts p block evaluations
-        assert plan.step_flops[lv.name] == train_flops(lv.n_blocks, 32, 32, 8192, tokens)
+    assert plan.tokens_per_step == 4 * 32
+    torch.manual_seed(0)
+    model = ODETransformer(
+        ModelConfig(n_layer=12, n_embd=32, n_head=4, seq_len=32, block_size=32), 8192
+    )
+    window = torch.randint(0, 8192, (4, 33), generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    for lv in levels:  # a step costs its p block evaluations, measured by FlopCounterMode
+        measured = measure_train_flops(model, window[:, :-1], window[:, 1:], lv.sample_path(g))
+        assert abs(measured - plan.step_flops[lv.name].total) / measured < 0.01, lv.name
+        model.zero_grad()
     assert all(not s.enter for s in plan.stages)  # every block trains in every stage: no growth
     for bad, what in (
         ("[6,12]", "12 is outside 2..11"),
@@ -111,6 +142,7 @@ def test_a_run_trains_p_t_blocks_per_step_and_leaves_the_others_bit_identical(tm
         seen[-1] = (name, path)
 
     t.path_of, t.take_step = recording_path_of, checking_step
+    counter = PassCounter(job.model, t)
     job.run()
     job.close()
     want = [s.level for s in job.plan.stages for _ in range(s.iterations)]
@@ -118,8 +150,12 @@ def test_a_run_trains_p_t_blocks_per_step_and_leaves_the_others_bit_identical(tm
     for name, path in seen:
         p = N if name == "fine" else int(name.split("_")[1])
         assert len(path.blocks) == p and path.blocks[0] == 0 and path.blocks[-1] == N - 1
+    # the hooks on the blocks saw each step evaluate exactly its sampled path, and the FLOPs
+    # recorded are those of the passes that ran
+    assert [p["path"] for p in counter.training()] == [path.blocks for _, path in seen]
     recs = read_jsonl(tmp_path / "run" / "metrics.jsonl")
-    assert recs[-1]["perf/flops"] == job.plan.flops().total
+    assert recs[-1]["perf/flops"] == counter.flops()
+    assert recs[-1]["perf/flops_nonembed"] == counter.flops(head=False)
 
 
 def test_raptr_run_resumes_bitwise_mid_stage(tmp_path):
