@@ -374,9 +374,9 @@ def test_val_loss_in_a_patch_times_depth_stage_is_the_token_level_loss_of_its_pa
         if load_checkpoint(c)["progress"]["iteration"] == n0
     ]
     model.load_state_dict(load_checkpoint(ckpt)["model"])
-    before = val_loss_by_hand(model, t.val_batches, t.micro, coarse.path)
+    before = val_loss_by_hand(model, t.val_batches, t.step.micro, coarse.path)
     GROWTH.get("ode").apply(model, coarse, fine)
-    after = val_loss_by_hand(model, t.val_batches, t.micro, fine.path)
+    after = val_loss_by_hand(model, t.val_batches, t.step.micro, fine.path)
     grow = next(r for r in recs if "grow/loss_before" in r)
     assert grow["grow/loss_before"] == pytest.approx(before, rel=1e-12)
     assert grow["grow/loss_after"] == pytest.approx(after, rel=1e-12)

@@ -168,9 +168,9 @@ def test_growth_run_records_flops_per_stage_and_measures_the_coarse_path_before_
     ]
     src, dst = t.levels["coarse_b"], t.levels["fine"]
     job.model.load_state_dict(load_checkpoint(ckpt)["model"])
-    before = val_loss_by_hand(job.model, t.val_batches, t.micro, src.path)
+    before = val_loss_by_hand(job.model, t.val_batches, t.step.micro, src.path)
     GROWTH.get("ode").apply(job.model, src, dst)
-    after = val_loss_by_hand(job.model, t.val_batches, t.micro, dst.path)
+    after = val_loss_by_hand(job.model, t.val_batches, t.step.micro, dst.path)
     assert first_fine["grow/loss_before"] == pytest.approx(before, rel=1e-12)
     assert first_fine["grow/loss_after"] == pytest.approx(after, rel=1e-12)
     assert first_fine["grow/loss_jump"] == pytest.approx(after - before, rel=1e-9, abs=1e-12)
@@ -264,9 +264,9 @@ def test_the_re_warm_up_is_a_learning_rate_of_j_plus_1_over_w_plus_1_for_the_new
     o = opt([new, old], lr)
     groups = opt([ref_new], lr).param_groups + opt([ref_old], lr).param_groups
     ref = type(o)(groups)
-    trainer = SimpleNamespace(p=SimpleNamespace(iteration=0))
+    trainer = SimpleNamespace(iteration=0)
     for k in range(start, start + W + 2):  # W warm-up iterations, then two plain ones
-        trainer.p.iteration = k
+        trainer.iteration = k
         g_new, g_old = (
             torch.randn(7, 5, dtype=torch.float64),
             torch.randn(7, 5, dtype=torch.float64),
