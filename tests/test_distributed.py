@@ -176,10 +176,12 @@ def test_compiled_and_eager_losses_agree_and_resume_across_compile(tmp_path):
             assert x[:2] == y[:2] and x[2] == pytest.approx(y[2], rel=1e-4)
 
 
-@pytest.mark.slow
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_inductor_compiled_losses_agree_with_eager(tmp_path):
-    run_job(tmp_path / "eager", *ML)
-    run_job(tmp_path / "comp", *ML, "train.compile=true")
+    cuda = ("train.device=cuda", "train.precision=fp32")
+    run_job(tmp_path / "eager", *ML, *cuda)
+    run_job(tmp_path / "comp", *ML, *cuda, "train.compile=true")
     for x, y in zip(train_losses(tmp_path / "eager"), train_losses(tmp_path / "comp")):
         assert x[:2] == y[:2] and x[2] == pytest.approx(y[2], rel=1e-3)
 

@@ -198,6 +198,22 @@ def uses_corrections(c: CoarseningConfig) -> bool:
     return c.tau != "none" or c.line_search != "none" or float(c.momentum) > 0
 
 
+def check_ranks(c: CoarseningConfig, world: int) -> None:
+    """Refuse a line search whose held-aside batch has fewer rows (``line_search_batch``
+    sequences) than there are processes: a rank without rows would measure a NaN loss, every
+    δ would compare as NaN and δ = 0 would be chosen silently.
+
+    Raises:
+        ConfigError: ``line_search_batch`` < ``world`` with a line search on.
+    """
+    rows = c.line_search_batch
+    if c.line_search != "none" and rows is not None and int(rows) < world:
+        raise ConfigError(
+            f"coarsening.line_search_batch={rows} is smaller than the {world} processes: each "
+            f"rank needs at least one sequence; use coarsening.line_search_batch>={world} or null"
+        )
+
+
 def decorate_cycle(
     cycle: tuple[Op, ...], c: CoarseningConfig, levels: list[Level], seq_len: int
 ) -> tuple:

@@ -15,7 +15,6 @@ and :meth:`Trainer._account` (counters and the record). Record keys are written 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import signal
@@ -29,13 +28,15 @@ from mltrain.config import MLTrainConfig
 from mltrain.data import BatchSampler, DataBundle, eval_windows
 from mltrain.errors import DivergenceError, Preempted
 from mltrain.levels.base import Level, level_parameters
-from mltrain.model.flops import forward_flops, peak_flops
+from mltrain.model.flops import forward_flops
 from mltrain.model.transformer import BlockPath, ODETransformer
 from mltrain.plan import operations
 from mltrain.plan.plan import Plan
 from mltrain.plan.vcycle import Train
 from mltrain.train import checkpoint as ckpt
 from mltrain.train import distributed as D
+from mltrain.train import precision as prec
+from mltrain.train.clock import StepClock
 from mltrain.train.optim import LevelOptimizers, level_optimizers, make_schedule
 from mltrain.train.tracking import Tracker
 
@@ -149,13 +150,9 @@ class Trainer:
             self.p.tokens_level = {lv.name: 0 for lv in plan.levels}
         self.phases: list[tuple[str, dict[str, torch.Tensor]]] = []
         self.deferred: list[dict[str, torch.Tensor]] = []
-        self.autocast, self.scaler = self._precision(t.precision)
+        self._precision(prec.resolve(t.precision, ctx.device))
         self.max_norm = float(t.max_grad_norm) or math.inf
-        self.peak = (
-            peak_flops(torch.cuda.get_device_name(ctx.device))
-            if ctx.device.type == "cuda"
-            else None
-        )
+        self.clock = StepClock(ctx.device)  # synchronizes CUDA before each reading
         # random sub-paths draw from their own generator (checkpointed), never from torch's
         self.path_generator = torch.Generator().manual_seed(int(t.seed) + 2)
         self._notes: dict[str, float] = {}
@@ -163,6 +160,7 @@ class Trainer:
         self._pending: dict | None = None
         self.last_batch: torch.Tensor | None = None
         self._signal: int | None = None
+        self._stop_agreed = False  # some rank had a signal at the last step's all-reduce
         self._t0 = time.perf_counter()
         self._wall0 = 0.0
         self.last_checkpoint = None
@@ -173,15 +171,12 @@ class Trainer:
         return self.plan.iterations
 
     # ------------------------------------------------------------------ set-up helpers
-    def _precision(self, precision: str):
-        dev = self.ctx.device.type
-        if precision == "auto":
-            precision = "bf16" if dev == "cuda" else "fp32"
-        if precision == "fp32":
-            return contextlib.nullcontext, None
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        scaler = torch.amp.GradScaler(dev) if precision == "fp16" else None
-        return (lambda: torch.autocast(dev, dtype=dtype)), scaler
+    def _precision(self, precision: str) -> None:
+        """Use the resolved ``precision`` (:mod:`mltrain.train.precision`): autocast, loss
+        scaler and the peak FLOP/s of MFU."""
+        self.precision = precision
+        self.autocast, self.scaler = prec.autocast_and_scaler(precision, self.ctx.device)
+        self.peak = prec.device_peak(self.ctx.device, precision)
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> float:
@@ -284,7 +279,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ one optimizer step
     def _step(self, level: Level) -> None:
-        t_start = time.perf_counter()
+        self.clock.start()
         self._flush()
         opt = self.optimizer_of(level)
         lr = self.optims.peak_lr * self.lr_factor(self.p.iteration)
@@ -300,7 +295,7 @@ class Trainer:
             if hasattr(ext, "after_step"):
                 ext.after_step(self, level)
         self.model.zero_grad(set_to_none=True)
-        self._account(level, loss_norm, lr, time.perf_counter() - t_start)
+        self._account(level, loss_norm, lr, self.clock.stop())
 
     def _forward_backward(self, level: Level) -> torch.Tensor:
         """Forward and backward over this rank's micro-batches of the next global batch
@@ -341,11 +336,15 @@ class Trainer:
         for ext in self.extensions:
             if hasattr(ext, "on_gradients"):
                 ext.on_gradients(self, level)
-        loss_avg = D.all_reduce_sum(loss_sum, self.ctx.world) / (self.accum * self.ctx.world)
+        # the preemption flag travels with the loss: no all-reduce or sync of its own
+        flag = torch.full((), float(self._signal is not None), device=loss_sum.device)
+        loss_avg, stop = D.all_reduce_sum(torch.stack([loss_sum, flag]), self.ctx.world)
+        loss_avg = loss_avg / (self.accum * self.ctx.world)
         if self.scaler:
             self.scaler.unscale_(opt)
         norm = torch.nn.utils.clip_grad_norm_(params, self.max_norm)
-        loss_val, norm_val = torch.stack([loss_avg, norm.float()]).tolist()
+        loss_val, norm_val, stop_val = torch.stack([loss_avg, norm.float(), stop]).tolist()
+        self._stop_agreed = self._stop_agreed or stop_val > 0
         if not math.isfinite(loss_val) or (not math.isfinite(norm_val) and self.scaler is None):
             what = "loss" if not math.isfinite(loss_val) else "gradient norm"
             fine = self.p.fine_steps + (1 if level.is_fine else 0)
@@ -534,7 +533,12 @@ class Trainer:
             signal.signal(s, h)
 
     def _check_signal(self) -> None:
-        if D.any_rank(self._signal is not None, self.ctx.world):
+        """Stop with a checkpoint when a signal arrived: at once on one process; under
+        torchrun when any rank had one at the last optimizer step's all-reduce (the flag
+        travels with the loss, :meth:`_reduce_clip_check`), so every rank stops at the same
+        step without a collective of its own."""
+        stop = self._signal is not None if self.ctx.world == 1 else self._stop_agreed
+        if stop:
             signum = self._signal or signal.SIGTERM
             path = self.save()
             err = Preempted(
@@ -547,7 +551,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         """The trainer's part of a checkpoint (see :mod:`mltrain.train.checkpoint`)."""
-        rng = ckpt.rng_state()
+        rng = ckpt.rng_state(self.ctx.device)
         p = asdict(self.p)
         p["wall_s"] = self._wall()
         return {
@@ -564,12 +568,16 @@ class Trainer:
             "notes": dict(self._notes),
             "path_generator": self.path_generator.get_state(),
             "extensions": {e.name: e.state_dict() for e in self.extensions},
+            "precision": self.precision,
+            "world": self.ctx.world,
         }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a :meth:`state_dict` (model, optimizers, position, RNGs, counters)."""
         dev = self.ctx.device
         self.model.load_state_dict(state["model"])
+        # train.precision=auto continues in the checkpoint's precision, whatever the device
+        self._precision(prec.resolve(self.cfg.train.precision, dev, state.get("precision")))
         self.optims.load_state_dict(state["optimizers"])
         self.p = Progress.from_state(state["progress"])
         self.phases = [
@@ -577,7 +585,7 @@ class Trainer:
         ]
         self.deferred = [{k: v.to(dev) for k, v in d.items()} for d in state["deferred"]]
         self.sampler.load_state_dict(state["sampler"])
-        ckpt.set_rng_state(state["rng"])
+        ckpt.set_rng_state(state["rng"], dev)
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self._pending = state.get("pending")
