@@ -37,6 +37,7 @@ from mltrain.train import checkpoint as ckpt
 from mltrain.train import distributed as D
 from mltrain.train import precision as prec
 from mltrain.train.clock import StepClock
+from mltrain.train.grad_sync import BucketedAllReduce
 from mltrain.train.optim import LevelOptimizers, level_optimizers, make_schedule
 from mltrain.train.tracking import Tracker
 
@@ -153,6 +154,7 @@ class Trainer:
         self._precision(prec.resolve(t.precision, ctx.device))
         self.max_norm = float(t.max_grad_norm) or math.inf
         self.clock = StepClock(ctx.device)  # synchronizes CUDA before each reading
+        self.grad_sync = BucketedAllReduce(ctx.world)  # under torchrun: overlaps backward
         # random sub-paths draw from their own generator (checkpointed), never from torch's
         self.path_generator = torch.Generator().manual_seed(int(t.seed) + 2)
         self._notes: dict[str, float] = {}
@@ -310,7 +312,10 @@ class Trainer:
         self.last_batch = batch  # this step's windows on this rank (extensions may reuse them)
         path = self.path_of(level)
         loss_sum = torch.zeros((), device=self.ctx.device)
-        for micro in batch.split(self.micro):
+        micros = batch.split(self.micro)
+        for i, micro in enumerate(micros):
+            if i == len(micros) - 1 and self.ctx.world > 1:  # all-reduce during the last backward
+                self.grad_sync.arm(self.level_params[level.name].values())
             with self.autocast():
                 if K == 1:
                     _, loss = self.model(micro[:, :-1], micro[:, 1:], path=path)
@@ -332,7 +337,8 @@ class Trainer:
         for p in self.frozen[level.name]:
             p.grad = None
         params = list(self.level_params[level.name].values())
-        D.all_reduce_grads(params, self.ctx.world)
+        if self.ctx.world > 1:
+            self.grad_sync.finish()  # the buckets launched by the last backward's hooks
         for ext in self.extensions:
             if hasattr(ext, "on_gradients"):
                 ext.on_gradients(self, level)
