@@ -6,8 +6,8 @@ that does not fit) runs before the first byte is written into the run directory.
 
 Besides ``.hydra/`` and ``metrics.jsonl``, a job writes ``run.json``: its comparison role,
 status (``running``, ``completed``, ``diverged`` with where, ``preempted``, ``failed``), the
-thread count, device and versions it ran with, and its plan's summary (multilevel or not,
-planned FLOPs). ``mltrain-compare`` reads it.
+thread count, device, resolved precision (:mod:`mltrain.train.precision`) and versions it ran
+with, and its plan's summary (multilevel or not, planned FLOPs). ``mltrain-compare`` reads it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from mltrain.metrics import METRICS_FILE, truncate_metrics
 from mltrain.model.transformer import ODETransformer
 from mltrain.plan.passes import data_passes, log_data_passes
 from mltrain.plan.plan import Plan, budget_of, build_plan
+from mltrain.schemes.corrections import check_ranks
 from mltrain.train import checkpoint as ckpt
 from mltrain.train import distributed as D
 from mltrain.train.optim import build_optimizer
@@ -90,6 +91,7 @@ class Job:
         self.data = build_data(t.data, t.model.seq_len)
         vocab = self._vocab_size()
         self.plan = build_plan(t, vocab, ctx.world)
+        check_ranks(t.coarsening, ctx.world)
         if t.train.target_flops is not None:
             log.info("FLOPs budget %.4e -> %d fine steps", budget_of(t), self.total_steps)
         if t.coarsening.scheme == "vcycle":
@@ -267,6 +269,7 @@ class Job:
             config=self.config_container,
             total_steps=self.total_steps,
             data_fingerprint=self.data.content_fingerprint,
+            world=self.ctx.world,
         )
         return state
 
@@ -311,6 +314,7 @@ class Job:
             "diverged_at": self.diverged_at,
             "threads": torch.get_num_threads(),
             "device": str(self.ctx.device),
+            "precision": self._precision(),
             "world": self.ctx.world,
             "torch": torch.__version__,
             "mltrain": __version__,
@@ -320,6 +324,17 @@ class Job:
         tmp = self.run_dir / f".{RUN_INFO}.tmp{os.getpid()}"
         tmp.write_text(json.dumps(info, indent=1) + "\n")
         os.replace(tmp, self.run_dir / RUN_INFO)
+
+    def _precision(self) -> str:
+        """The resolved ``train.precision`` (:func:`mltrain.train.precision.resolve`; on a
+        resume with ``auto``, the checkpoint's)."""
+        from mltrain.train.precision import resolve
+
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.precision
+        saved = (self.resume_state or {}).get("precision")
+        return resolve(self.typed.train.precision, self.ctx.device, saved)
 
     def _data_passes(self) -> dict:
         """Tokens planned and seen against the training split (:func:`mltrain.plan.passes.data_passes`)."""

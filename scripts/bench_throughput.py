@@ -9,13 +9,13 @@ For each model, in one process and interleaved (medians over rounds):
     metrics.jsonl) and (b) a minimal plain-PyTorch loop written below for the same model,
     batch, optimizer and clipping; it prints tokens/s of both and their ratio (goal >= 0.97);
 (c) the coarse/fine step-time ratio of the trainer against the analytic FLOP ratio
-    (goal: within 10 %); on CUDA also the MFU (peak bf16 FLOP/s from mltrain.model.flops).
+    (goal: within 10 %); on CUDA also the MFU (the device's peak FLOP/s at the run's precision,
+    mltrain.model.flops.PEAK_FLOPS; none for a device it does not list).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
@@ -38,20 +38,24 @@ def plain_loop(job):
     from mltrain.train.optim import build_optimizer
 
     opt = build_optimizer(job.cfg.optimizer, params, fused=device.type == "cuda")
-    amp = (
-        (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
-        if t.autocast is not contextlib.nullcontext
-        else contextlib.nullcontext
-    )
+    amp, scaler = t.autocast, t.scaler  # the trainer's precision (and fp16 loss scaling)
     max_norm = float(job.cfg.train.max_grad_norm) or float("inf")
 
     def step():
-        batch = sampler.next(t.global_batch).to(device, non_blocking=True)
+        batch = sampler.next(t.global_batch)
+        if device.type == "cuda":  # pinned, as the trainer copies its batches
+            batch = batch.pin_memory().to(device, non_blocking=True)
         with amp():
             _, loss = model(batch[:, :-1], batch[:, 1:])
-        loss.backward()
+        (scaler.scale(loss) if scaler else loss).backward()
+        if scaler:
+            scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        opt.step()
+        if scaler:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
         opt.zero_grad(set_to_none=True)
         loss.item()
 
@@ -86,7 +90,10 @@ def bench(model: str, extra: list[str], rounds: int, per_round: int) -> None:
     )
     if t.peak:
         mfu = t.plan.step_flops["fine"].total / med["mltrain"] / t.peak
-        print(f"{model}: MFU {mfu:.3f} (fine step, peak {t.peak:.3g} FLOP/s)")
+        print(
+            f"{model}: MFU {mfu:.3f} (fine step, {t.precision}, peak {t.peak:.3g} FLOP/s of "
+            f"{torch.cuda.get_device_name(job.ctx.device)})"
+        )
     job.close()
 
 

@@ -19,11 +19,12 @@ def make_job(overrides: list[str], run_dir: Path | None = None):
     """A :class:`mltrain.job.Job` (one process) for ``mltrain <overrides> logger=none``."""
     from mltrain.config import compose
     from mltrain.job import Job
-    from mltrain.train.distributed import DistContext, resolve_device
+    from mltrain.train.distributed import init
 
     cfg = compose([*overrides, "logger=none", "train.progress=false"])
     run_dir = run_dir or Path(tempfile.mkdtemp(prefix="mltrain-bench-")) / "run"
-    return Job(cfg, run_dir, DistContext(device=resolve_device(cfg.train.device)))
+    # the CLI's set-up (device, TF32 on CUDA), so both sides of a comparison run alike
+    return Job(cfg, run_dir, init(cfg.train.device))
 
 
 def sync(device) -> None:

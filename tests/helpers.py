@@ -45,11 +45,21 @@ def compose(*overrides: str):
 
 
 def make_job(run_dir: Path, *overrides: str):
-    """A :class:`mltrain.job.Job` on one CPU process for ``compose(*overrides)``."""
-    from mltrain.job import Job
-    from mltrain.train.distributed import DistContext
+    """A :class:`mltrain.job.Job` in this process for ``compose(*overrides)``, on the device a
+    test names (``train.device=cuda``: the GPU; it then needs CUDA), else on the CPU (the
+    default ``auto`` stays on the CPU here, so results do not depend on the machine).
 
-    return Job(compose(*overrides), run_dir, DistContext())
+    Raises:
+        ConfigError: ``train.device=cuda`` where CUDA is not available."""
+    import torch
+
+    from mltrain.job import Job
+    from mltrain.train.distributed import DistContext, resolve_device
+
+    cfg = compose(*overrides)
+    setting = str(cfg.train.device)
+    device = torch.device("cpu") if setting == "auto" else resolve_device(setting)
+    return Job(cfg, run_dir, DistContext(device=device))
 
 
 def run_job(run_dir: Path, *overrides: str):

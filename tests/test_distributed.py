@@ -176,10 +176,12 @@ def test_compiled_and_eager_losses_agree_and_resume_across_compile(tmp_path):
             assert x[:2] == y[:2] and x[2] == pytest.approx(y[2], rel=1e-4)
 
 
-@pytest.mark.slow
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_inductor_compiled_losses_agree_with_eager(tmp_path):
-    run_job(tmp_path / "eager", *ML)
-    run_job(tmp_path / "comp", *ML, "train.compile=true")
+    cuda = ("train.device=cuda", "train.precision=fp32")
+    run_job(tmp_path / "eager", *ML, *cuda)
+    run_job(tmp_path / "comp", *ML, *cuda, "train.compile=true")
     for x, y in zip(train_losses(tmp_path / "eager"), train_losses(tmp_path / "comp")):
         assert x[:2] == y[:2] and x[2] == pytest.approx(y[2], rel=1e-3)
 
@@ -196,3 +198,56 @@ def test_cuda_bf16_multilevel_smoke(tmp_path):
     assert all(
         "perf/mfu" in r for r in read_jsonl(tmp_path / "r" / "metrics.jsonl") if "train/loss" in r
     )
+
+
+def _bucket_worker(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from mltrain.train.distributed import all_reduce_grads
+    from mltrain.train.grad_sync import BucketedAllReduce
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(0)  # the same parameters on both ranks, another batch on each
+    net = torch.nn.Sequential(
+        torch.nn.Linear(8, 16), torch.nn.Linear(16, 16), torch.nn.Linear(16, 1)
+    )
+    frozen = net[0].bias
+    params = [p for p in net.parameters() if p is not frozen]
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(rank + 1))
+    grads = {}
+    for name in ("flat", "bucketed", "local"):
+        net.zero_grad(set_to_none=True)
+        sync = BucketedAllReduce(2, bucket_bytes=16 * 16 * 4)  # several buckets
+        if name == "bucketed":
+            sync.arm(params)
+        net(x).square().sum().backward()
+        if name == "bucketed":
+            sync.finish()
+        elif name == "flat":
+            all_reduce_grads(params, 2)
+        grads[name] = [p.grad.clone() for p in params]
+        grads[name + "_frozen"] = frozen.grad.clone()
+    torch.save(grads, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_bucketed_all_reduce_averages_exactly_as_the_flat_one(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_bucket_worker, args=(port, str(tmp_path)), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for g0, g1, f0, f1, l0, l1 in zip(
+        r0["bucketed"], r1["bucketed"], r0["flat"], r1["flat"], r0["local"], r1["local"]
+    ):
+        assert torch.equal(g0, f0) and torch.equal(g1, f1) and torch.equal(g0, g1)
+        torch.testing.assert_close(g0, (l0 + l1) / 2)  # the mean of the ranks' own gradients
+        assert not torch.equal(l0, l1)
+    # a parameter the step does not train keeps this rank's own gradient
+    assert torch.equal(r0["bucketed_frozen"], r0["local_frozen"])
+    assert not torch.equal(r0["bucketed_frozen"], r1["bucketed_frozen"])

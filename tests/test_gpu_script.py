@@ -55,3 +55,76 @@ def test_gpu_check_dry_run_writes_every_part_and_equal_flops_runs(tmp_path):
     assert sl["perf/flops"] <= budget
     recipe = [json.loads(x) for x in (out / "runs" / "paper_recipe" / "metrics.jsonl").open()]
     assert recipe[-1]["perf/flops"] == pytest.approx(budget, rel=1e-9)  # the budget is its FLOPs
+
+
+def _stubs(tmp_path: Path, nvidia_ok: bool) -> tuple[Path, Path]:
+    """A PATH folder with stand-ins for nvidia-smi, timeout, python, mltrain and
+    mltrain-compare that record (working directory, arguments) in calls.log."""
+    stubs, calls = tmp_path / "bin", tmp_path / "calls.log"
+    stubs.mkdir(parents=True)
+    record = f'echo "$PWD|$(basename "$0") $*" >> {calls}\n'
+    scripts = {
+        "nvidia-smi": "echo 'GPU 0: NVIDIA H100 80GB HBM3'" if nvidia_ok else "exit 9",
+        "timeout": record + 'shift\nexec "$@"',
+        # the CUDA check reads its program from stdin; flops_budget prints the budget
+        "python": record
+        + 'case "$*" in *flops_budget*) echo 123456789 ;; -) cat >/dev/null; echo "NVIDIA H100 80GB HBM3, torch 2.x" ;; esac',
+        "mltrain": record,
+        "mltrain-compare": record,
+    }
+    for name, body in scripts.items():
+        (stubs / name).write_text("#!/bin/bash\n" + body + "\n")
+        (stubs / name).chmod(0o755)
+    return stubs, calls
+
+
+def _gpu_check(tmp_path: Path, stubs: Path, env: dict) -> subprocess.CompletedProcess:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(parents=True)
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), "out"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=elsewhere,  # launched from outside the repository
+        env={"PATH": f"{stubs}{os.pathsep}/usr/bin{os.pathsep}/bin", "HOME": str(tmp_path), **env},
+    )
+
+
+def test_gpu_check_without_a_gpu_stops_at_once_with_one_line_and_writes_nothing(tmp_path):
+    stubs, _ = _stubs(tmp_path, nvidia_ok=False)
+    res = _gpu_check(tmp_path, stubs, {})
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr.count("\n") == 1 and "no CUDA device here" in res.stderr
+    assert not (tmp_path / "elsewhere" / "out").exists()
+    # a GPU listed, but this torch is a CPU build: the same, one line naming torch
+    stubs, _ = _stubs(tmp_path / "b", nvidia_ok=True)
+    res = _gpu_check(tmp_path / "b", stubs, {"PYTHON": sys.executable})
+    if "sees no CUDA device" not in res.stderr:
+        pytest.skip("this torch sees a CUDA device")
+    assert res.returncode == 1 and res.stdout == "" and res.stderr.count("\n") == 1
+    assert not (tmp_path / "b" / "elsewhere" / "out").exists()
+
+
+def test_gpu_check_runs_every_step_from_the_repository_root_within_eight_minutes(tmp_path):
+    stubs, calls = _stubs(tmp_path, nvidia_ok=True)
+    res = _gpu_check(tmp_path, stubs, {"PYTHON": str(stubs / "python")})
+    assert res.returncode == 0, res.stderr
+    lines = [line.split("|", 1) for line in calls.read_text().splitlines()]
+    assert {cwd for cwd, _ in lines} == {str(ROOT)}
+    limited = [cmd.split() for _, cmd in lines if cmd.startswith("timeout ")]
+    assert sum(int(c[1]) for c in limited) <= 8 * 60
+    steps = [" ".join(c[2:]) for c in limited]
+    assert len(steps) == 8, steps  # tests, benchmark, budget, 4 runs, compare
+    assert "-m pytest -q -m gpu" in steps[0] and "--device cuda" in steps[1]
+    runs = [s for s in steps if s.startswith(str(stubs / "mltrain "))]
+    assert len(runs) == 4 and all("train.device=cuda" in s for s in runs)
+    assert all("train.target_flops=123456789" in s for s in runs[1:])
+    out = tmp_path / "elsewhere" / "out"  # OUTDIR relative to the caller's directory
+    assert "done:" in (out / "gpu_check.log").read_text()
+    # a failing step stops the script with its log
+    (stubs / "mltrain").write_text("#!/bin/bash\necho 'CUDA error: out of memory'; exit 3\n")
+    res = _gpu_check(tmp_path / "again", stubs, {"PYTHON": str(stubs / "python")})
+    assert res.returncode == 1
+    assert "run paper_recipe failed (exit status 3)" in res.stderr
+    assert "CUDA error: out of memory" in res.stderr

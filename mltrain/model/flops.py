@@ -103,23 +103,68 @@ def measure_attention_flops(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -
     return int(counter.get_total_flops())
 
 
-# Peak dense bf16 FLOP/s per device (vendor data sheets, without sparsity), for MFU.
-PEAK_BF16_FLOPS = {
-    "H200": 989e12,
-    "H100": 989e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "A10G": 125e12,
-    "L4": 121e12,
-    "RTX 4090": 165e12,
-    "RTX 3090": 71e12,
-    "V100": 125e12,
+# Peak dense FLOP/s (without sparsity) per CUDA device name, as torch.cuda.get_device_name
+# returns it, and per precision: "bf16"/"fp16" = 16-bit tensor cores with fp32 accumulate
+# (what autocast uses), "tf32" = fp32 matmuls on tensor cores (train.precision=fp32 with TF32
+# allowed, as mltrain.train.distributed.init does on CUDA), "fp32" = plain fp32 (no TF32).
+# Vendor data sheets give sparse figures for tensor cores: halved here. A device or precision
+# not listed gets no MFU (None) rather than a wrong one.
+_T = 1e12
+_H100_SXM = {"bf16": 989.4 * _T, "fp16": 989.4 * _T, "tf32": 494.7 * _T, "fp32": 66.9 * _T}
+_H_NVL = {"bf16": 835.5 * _T, "fp16": 835.5 * _T, "tf32": 417.5 * _T, "fp32": 60.0 * _T}
+_A100 = {"bf16": 312 * _T, "fp16": 312 * _T, "tf32": 156 * _T, "fp32": 19.5 * _T}
+_V100_SXM2 = {"fp16": 125 * _T, "fp32": 15.7 * _T}  # Volta: no bf16, no TF32
+_V100_PCIE = {"fp16": 112 * _T, "fp32": 14 * _T}
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    # NVIDIA H100 Tensor Core GPU data sheet (2023): SXM5, PCIe, NVL
+    "NVIDIA H100 80GB HBM3": _H100_SXM,
+    "NVIDIA H100 PCIe": {"bf16": 756 * _T, "fp16": 756 * _T, "tf32": 378 * _T, "fp32": 51 * _T},
+    "NVIDIA H100 NVL": _H_NVL,
+    # NVIDIA H200 Tensor Core GPU data sheet (2024): SXM has the H100 SXM's compute, NVL the
+    # H100 NVL's
+    "NVIDIA H200": _H100_SXM,
+    "NVIDIA H200 NVL": _H_NVL,
+    # NVIDIA A100 Tensor Core GPU data sheet (2021): the same compute for all four parts
+    "NVIDIA A100-SXM4-40GB": _A100,
+    "NVIDIA A100-SXM4-80GB": _A100,
+    "NVIDIA A100-PCIE-40GB": _A100,
+    "NVIDIA A100 80GB PCIe": _A100,
+    # NVIDIA A10 data sheet (2021)
+    "NVIDIA A10": {"bf16": 125 * _T, "fp16": 125 * _T, "tf32": 62.5 * _T, "fp32": 31.2 * _T},
+    # NVIDIA L40S, L40 and L4 data sheets (2023)
+    "NVIDIA L40S": {"bf16": 362.05 * _T, "fp16": 362.05 * _T, "tf32": 183 * _T, "fp32": 91.6 * _T},
+    "NVIDIA L40": {"bf16": 181.05 * _T, "fp16": 181.05 * _T, "tf32": 90.5 * _T, "fp32": 90.5 * _T},
+    "NVIDIA L4": {"bf16": 121 * _T, "fp16": 121 * _T, "tf32": 60 * _T, "fp32": 30.3 * _T},
+    # NVIDIA Ada GPU architecture whitepaper v2.1, table 2 (fp32 accumulate)
+    "NVIDIA GeForce RTX 4090": {
+        "bf16": 165.2 * _T,
+        "fp16": 165.2 * _T,
+        "tf32": 82.6 * _T,
+        "fp32": 82.6 * _T,
+    },
+    # NVIDIA Ampere GA102 GPU architecture whitepaper v2, table 9 (fp32 accumulate)
+    "NVIDIA GeForce RTX 3090": {
+        "bf16": 35.6 * _T,
+        "fp16": 35.6 * _T,
+        "tf32": 17.8 * _T,
+        "fp32": 35.6 * _T,
+    },
+    # NVIDIA V100 Tensor Core GPU data sheet (2020)
+    "Tesla V100-SXM2-16GB": _V100_SXM2,
+    "Tesla V100-SXM2-32GB": _V100_SXM2,
+    "Tesla V100-PCIE-16GB": _V100_PCIE,
+    "Tesla V100-PCIE-32GB": _V100_PCIE,
+    # NVIDIA T4 data sheet (2019): Turing, no bf16, no TF32
+    "Tesla T4": {"fp16": 65 * _T, "fp32": 8.1 * _T},
 }
 
 
-def peak_flops(device_name: str) -> float | None:
-    """Peak bf16 FLOP/s of a CUDA device by name (e.g. ``NVIDIA H200``), or None if unknown."""
-    for key, value in PEAK_BF16_FLOPS.items():
-        if key.lower() in device_name.lower():
-            return value
+def peak_flops(device_name: str, precision: str = "bf16") -> float | None:
+    """Peak dense FLOP/s of a CUDA device for ``precision`` (``bf16``, ``fp16``, ``tf32`` or
+    ``fp32``), by its exact name (e.g. ``NVIDIA H100 80GB HBM3``; case and surrounding spaces
+    ignored), or None when the device or the precision is not in :data:`PEAK_FLOPS`."""
+    want = " ".join(device_name.split()).lower()
+    for name, peaks in PEAK_FLOPS.items():
+        if name.lower() == want:
+            return peaks.get(precision)
     return None

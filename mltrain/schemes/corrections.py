@@ -149,6 +149,22 @@ def uses_corrections(c: CoarseningConfig) -> bool:
     return k.tau != "none" or k.line_search != "none" or float(k.momentum) > 0
 
 
+def check_ranks(c: CoarseningConfig, world: int) -> None:
+    """Refuse a line search whose held-aside batch has fewer rows (``line_search_batch``
+    sequences) than there are processes: a rank without rows would measure a NaN loss, every
+    δ would compare as NaN and δ = 0 would be chosen silently.
+
+    Raises:
+        ConfigError: ``line_search_batch`` < ``world`` with a line search on.
+    """
+    rows = c.corrections.line_search_batch
+    if c.corrections.line_search != "none" and rows is not None and int(rows) < world:
+        raise ConfigError(
+            f"coarsening.corrections.line_search_batch={rows} is smaller than the {world} processes: each "
+            f"rank needs at least one sequence; use coarsening.corrections.line_search_batch>={world} or null"
+        )
+
+
 @CYCLE_DECORATORS.register("corrections")
 def decorate_cycle(
     cycle: tuple[Op, ...], c: CoarseningConfig, levels: list[Level], seq_len: int

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from mltrain.errors import ConfigError
-
 
 def search_grid(maximum: float) -> tuple[float, ...]:
     """The δ values a line search evaluates: 0, ¼, ½, 1, then 2, 4, … below ``maximum``, and
@@ -60,20 +58,12 @@ def search_delta(
 def line_search(run, ext, op, params, before, after, u, point) -> float:
     """δ minimising the parent objective along the phase's correction on a held-aside batch
     (:func:`search_delta`); notes δ and the loss gained on the next record.
-
-    Raises:
-        ConfigError: the held-aside batch has fewer rows than there are ranks (a rank would
-            measure nothing).
+    A held-aside batch with fewer rows than ranks is refused at start-up
+    (:func:`mltrain.schemes.corrections.check_ranks`).
     """
     parent = run.levels[op.parent]
     seq_len = int(run.cfg.model.seq_len)
     rows = run.step.global_batch if op.positions is None else op.positions // seq_len
-    world = run.step.ctx.world
-    if rows < world:
-        raise ConfigError(
-            f"coarsening.corrections.line_search_batch={rows} is smaller than the {world} "
-            f"processes: give at least {world} sequences, so that every rank measures some"
-        )
     batch = run.step.shard(ext.search_sampler.next(rows))
     v_parent = ext.v.get(op.parent) or {}
     slope = 0.0  # <v_parent, d>, d = Δ + βu: the linear term of the parent's corrected objective

@@ -204,10 +204,17 @@ def check_compatible(saved: dict, current: dict, path: Path) -> None:
 
 
 def check_fits(
-    state: dict, path: Path, *, config: dict, total_steps: int, data_fingerprint: str
+    state: dict,
+    path: Path,
+    *,
+    config: dict,
+    total_steps: int,
+    data_fingerprint: str,
+    world: int | None = None,
 ) -> None:
     """Whether the checkpoint ``state`` (read from ``path``) may continue this run: same
-    settings (:func:`check_compatible`), same length, same tokens.
+    settings (:func:`check_compatible`), same length, same number of processes ``world``
+    (a checkpoint that does not record it is not checked), same tokens.
 
     Raises:
         CheckpointError: the first thing that differs.
@@ -218,6 +225,13 @@ def check_fits(
             f"train.resume: checkpoint {path} belongs to a run of {state.get('total_steps')} fine steps, "
             f"this run has {total_steps}"
         )
+    saved_world = state.get("world")
+    if world is not None and saved_world is not None and saved_world != world:
+        raise CheckpointError(
+            f"train.resume: checkpoint {path} was written by {saved_world} processes, this run "
+            f"has {world}: the global batch (data.batch_size x train.grad_accum x processes) and "
+            f"the order of the data would change; resume with {saved_world} processes"
+        )
     data = state.get("data_fingerprint")
     if data is not None and data != data_fingerprint:
         raise CheckpointError(
@@ -226,9 +240,15 @@ def check_fits(
         )
 
 
-def rng_state() -> dict:
-    """The Python, NumPy, torch and CUDA random states (tensors and plain values only)."""
+def rng_state(device: torch.device | None = None) -> dict:
+    """The Python, NumPy, torch and CUDA random states (tensors and plain values only).
+
+    CUDA: the state of this process's own ``device`` only (``cuda_device``), not of every
+    visible GPU, so that a checkpoint resumes wherever its rank's device has another index or
+    fewer GPUs are visible. Every rank seeds its device alike and rank 0 writes the checkpoint,
+    so rank 0's state is every rank's."""
     np_state = np.random.get_state()
+    cuda = device is not None and device.type == "cuda"
     return {
         "python": random.getstate(),
         "numpy": [
@@ -239,18 +259,27 @@ def rng_state() -> dict:
             float(np_state[4]),
         ],
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": [],
+        "cuda_device": torch.cuda.get_rng_state(device) if cuda else None,
     }
 
 
-def set_rng_state(rng: dict) -> None:
-    """Restore :func:`rng_state`."""
+def set_rng_state(rng: dict, device: torch.device | None = None) -> None:
+    """Restore :func:`rng_state` into this process (CUDA: into its own ``device``). A
+    checkpoint of older versions holds the state of every visible GPU (``cuda``): the one of
+    ``device``'s index is restored when it is there, else the first."""
     random.setstate(rng["python"])
     n = rng["numpy"]
     np.random.set_state((n[0], n[1].numpy(), n[2], n[3], n[4]))
     torch.set_rng_state(rng["torch"])
-    if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    if device is None or device.type != "cuda":
+        return
+    state = rng.get("cuda_device")
+    if state is None and rng.get("cuda"):
+        states, index = rng["cuda"], device.index or 0
+        state = states[index] if index < len(states) else states[0]
+    if state is not None:
+        torch.cuda.set_rng_state(state, device)
 
 
 # --------------------------------------------------------------------------- the trainer's state
@@ -266,24 +295,31 @@ def trainer_state(run) -> dict:
         "progress": p,
         "total_steps": run.plan.iterations,
         "sampler": run.sampler.state_dict(),
-        "rng": rng_state(),
+        "rng": rng_state(run.device),
         "scaler": run.step.scaler.state_dict() if run.step.scaler else None,
         "pending": run.records.pending,  # the last step's record, not yet written
         "notes": dict(run.records.notes),
         "path_generator": run.path_generator.get_state(),
         "extensions": {n: e.state_dict() for n, e in run.extensions.items()},
+        "precision": run.step.precision,
+        "world": run.ctx.world,
     }
 
 
 def load_trainer_state(run, state: dict) -> None:
     """Restore :func:`trainer_state` into the trainer ``run``."""
+    from mltrain.train import precision as prec
     from mltrain.train.progress import Progress
 
     run.model.load_state_dict(state["model"])
+    # train.precision=auto continues in the checkpoint's precision, whatever the device
+    run.step.set_precision(
+        prec.resolve(run.cfg.train.precision, run.device, state.get("precision"))
+    )
     run.optims.load_state_dict(state["optimizers"])
     run.p = run.records.p = Progress.from_state(state["progress"])
     run.sampler.load_state_dict(state["sampler"])
-    set_rng_state(state["rng"])
+    set_rng_state(state["rng"], run.device)
     if run.step.scaler and state.get("scaler"):
         run.step.scaler.load_state_dict(state["scaler"])
     run.records.pending = state.get("pending")

@@ -187,6 +187,14 @@ class LevelOptimizers:
     def load_state_dict(self, state: dict) -> None:
         for name, sd in state.items():
             self.get(name).load_state_dict(sd)
+            self._fused_here(self._opts[name])
+
+    def _fused_here(self, opt: torch.optim.Optimizer) -> None:
+        """After a load: the fused implementation where this run uses one (a checkpoint's
+        param groups carry the ``fused`` flag of the device that wrote it)."""
+        for group in opt.param_groups:
+            if "fused" in group:
+                group["fused"] = True if self.fused else None
 
 
 STATE_POLICIES: Registry[type[LevelOptimizers]] = Registry("coarsening.vcycle.optimizer_state")
@@ -203,6 +211,7 @@ class SharedOptimizer(LevelOptimizers):
 
     def load_state_dict(self, state: dict) -> None:
         self._opts[self.fine].load_state_dict(state[self.fine])
+        self._fused_here(self._opts[self.fine])
 
 
 @STATE_POLICIES.register("reset")

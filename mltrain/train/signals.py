@@ -7,8 +7,6 @@ import logging
 import signal
 import threading
 
-from mltrain.train import distributed as D
-
 log = logging.getLogger(__name__)
 
 
@@ -17,6 +15,7 @@ class SignalFlag:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.agreed = False  # some rank had a signal at the last optimizer step's all-reduce
         self._saved: dict = {}
 
     def install(self) -> None:
@@ -39,7 +38,9 @@ class SignalFlag:
         self._saved = {}
 
     def raised(self, world: int) -> int | None:
-        """The signal number when any rank received one (SIGTERM on ranks that did not)."""
-        if D.any_rank(self.signum is not None, world):
-            return self.signum or signal.SIGTERM
-        return None
+        """The signal number when this process received one; under torchrun when any rank
+        had one at the last optimizer step's all-reduce (the flag travels with the loss,
+        :meth:`mltrain.train.step.Step.reduce_and_clip`), SIGTERM on ranks that had none, so
+        every rank stops at the same step without a collective of its own."""
+        stop = self.signum is not None if world == 1 else self.agreed
+        return (self.signum or signal.SIGTERM) if stop else None

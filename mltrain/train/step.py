@@ -9,21 +9,14 @@ of every rank, as in a training step.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from mltrain.levels import Level
 from mltrain.model.transformer import BlockPath, ODETransformer
 from mltrain.train import distributed as D
+from mltrain.train import precision as prec
 from mltrain.train.distributed import DistContext
-
-
-def resolve_precision(setting: str, device: torch.device) -> str:
-    """``train.precision``: ``auto`` is bf16 on CUDA and fp32 elsewhere."""
-    if setting == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return setting
+from mltrain.train.grad_sync import BucketedAllReduce
 
 
 class Step:
@@ -42,13 +35,14 @@ class Step:
     ) -> None:
         self.model, self.ctx, self.micro, self.accum = model, ctx, micro, accum
         self.global_batch = micro * accum * ctx.world
-        dev = ctx.device.type
-        if precision == "fp32":
-            self.autocast, self.scaler = contextlib.nullcontext, None
-        else:
-            dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-            self.autocast = lambda: torch.autocast(dev, dtype=dtype)
-            self.scaler = torch.amp.GradScaler(dev) if precision == "fp16" else None
+        self.grad_sync = BucketedAllReduce(ctx.world)  # under torchrun: overlaps backward
+        self.set_precision(precision)
+
+    def set_precision(self, precision: str) -> None:
+        """Use the resolved ``precision`` (:mod:`mltrain.train.precision`): autocast and loss
+        scaler."""
+        self.precision = precision
+        self.autocast, self.scaler = prec.autocast_and_scaler(precision, self.ctx.device)
 
     def loss_scale(self) -> float:
         """The fp16 loss scale gradients carry (1 without a scaler)."""
@@ -62,14 +56,19 @@ class Step:
         return batch.tensor_split(self.ctx.world)[self.ctx.rank]
 
     def forward_backward(
-        self, level: Level, path: BlockPath, windows: torch.Tensor
+        self, level: Level, path: BlockPath, windows: torch.Tensor, params=()
     ) -> torch.Tensor:
         """Forward and backward over this rank's ``windows`` ``(micro × accum, W)``, one
         micro-batch at a time; gradients accumulate in ``.grad`` (each micro-batch's mean loss
-        divided by ``accum``, scaled for fp16). Returns the sum of the micro-batches' mean
-        losses (nats/token, a 0-d float tensor)."""
+        divided by ``accum``, scaled for fp16). Under torchrun the gradients of ``params`` are
+        all-reduced in buckets while the last micro-batch's backward runs
+        (:class:`mltrain.train.grad_sync.BucketedAllReduce`). Returns the sum of the
+        micro-batches' mean losses (nats/token, a 0-d float tensor)."""
         loss_sum = torch.zeros((), device=self.ctx.device)
-        for micro in windows.split(self.micro):
+        micros = windows.split(self.micro)
+        for i, micro in enumerate(micros):
+            if i == len(micros) - 1 and self.ctx.world > 1:  # all-reduce during the last backward
+                self.grad_sync.arm(params)
             with self.autocast():
                 loss = level.loss(self.model, micro, path)
             scaled = loss / self.accum
@@ -78,21 +77,25 @@ class Step:
         return loss_sum
 
     def reduce_and_clip(
-        self, params: list, opt, loss_sum: torch.Tensor, max_norm: float, on_gradients
-    ) -> tuple[float, float]:
-        """After :meth:`forward_backward`: all-reduce the gradients of ``params`` over ranks,
-        call ``on_gradients()`` (extensions adjust them), unscale (fp16) and clip them to
-        ``max_norm``. Returns (mean loss over every micro-batch of every rank in nats/token,
-        gradient norm before clipping)."""
+        self, params: list, opt, loss_sum: torch.Tensor, max_norm: float, on_gradients, flag: bool
+    ) -> tuple[float, float, bool]:
+        """After :meth:`forward_backward`: finish the gradients' all-reduce, call
+        ``on_gradients()`` (extensions adjust them), unscale (fp16) and clip them to
+        ``max_norm``. This rank's preemption ``flag`` travels with the loss's all-reduce (no
+        collective of its own). Returns (mean loss over every micro-batch of every rank in
+        nats/token, gradient norm before clipping, whether any rank raised its flag)."""
         world = self.ctx.world
-        D.all_reduce_grads(params, world)
+        if world > 1:
+            self.grad_sync.finish()  # the buckets launched by the last backward's hooks
         on_gradients()
-        loss_avg = D.all_reduce_sum(loss_sum, world) / (self.accum * world)
+        flag_t = torch.full((), float(flag), device=loss_sum.device)
+        loss_avg, stop = D.all_reduce_sum(torch.stack([loss_sum, flag_t]), world)
+        loss_avg = loss_avg / (self.accum * world)
         if self.scaler:
             self.scaler.unscale_(opt)
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        loss, norm = torch.stack([loss_avg, norm.float()]).tolist()
-        return loss, norm
+        loss, norm, stop = torch.stack([loss_avg, norm.float(), stop]).tolist()
+        return loss, norm, stop > 0
 
     def gradient(
         self,

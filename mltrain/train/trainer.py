@@ -23,17 +23,19 @@ from mltrain.config import MLTrainConfig
 from mltrain.data import BatchSampler, DataBundle, eval_windows
 from mltrain.errors import Preempted
 from mltrain.levels import Level, level_parameters
-from mltrain.model.flops import forward_flops, peak_flops
+from mltrain.model.flops import forward_flops
 from mltrain.model.transformer import BlockPath, ODETransformer
 from mltrain.plan.ops import HANDLERS, Train, check_handled, handles
 from mltrain.plan.plan import Plan
 from mltrain.train import checkpoint as ckpt
 from mltrain.train import distributed as D
+from mltrain.train import precision as prec
+from mltrain.train.clock import StepClock
 from mltrain.train.optim import LevelOptimizers, level_optimizers, make_schedule
 from mltrain.train.progress import Progress, Records
 from mltrain.train.signals import SignalFlag
 from mltrain.train.state import EXTENSIONS, Extension
-from mltrain.train.step import Step, resolve_precision
+from mltrain.train.step import Step
 from mltrain.train.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -97,8 +99,8 @@ class Trainer:
         )
         self.lr_factor = make_schedule(cfg.schedule, plan.iterations)
         self.seq_len = int(cfg.model.seq_len)
-        self.precision = resolve_precision(t.precision, ctx.device)
-        self.step = Step(model, ctx, int(cfg.data.batch_size), int(t.grad_accum), self.precision)
+        precision = prec.resolve(t.precision, ctx.device)
+        self.step = Step(model, ctx, int(cfg.data.batch_size), int(t.grad_accum), precision)
         self.sampler = BatchSampler(data.train, self.seq_len, seed=int(t.seed) + 1)
         self.val_batches = eval_windows(
             data.val, self.seq_len, int(t.eval_batches) * self.step.micro
@@ -107,8 +109,8 @@ class Trainer:
         if any(lv.patch > 1 for lv in plan.levels):  # perf/tokens_level/<name>
             self.p.tokens_level = {lv.name: 0 for lv in plan.levels}
         self.max_norm = float(t.max_grad_norm) or math.inf
-        cuda = ctx.device.type == "cuda"
-        self.peak = peak_flops(torch.cuda.get_device_name(ctx.device)) if cuda else None
+        self.clock = StepClock(ctx.device)  # synchronizes CUDA before each reading
+        self.peak = prec.device_peak(ctx.device, precision)  # FLOP/s of MFU; None: unknown
         # random sub-paths draw from their own generator (checkpointed), never from torch's
         self.path_generator = torch.Generator().manual_seed(int(t.seed) + 2)
         self._t0, self._wall0 = time.perf_counter(), 0.0
@@ -126,6 +128,11 @@ class Trainer:
     @property
     def iteration(self) -> int:
         return self.p.iteration
+
+    @property
+    def precision(self) -> str:
+        """The resolved ``train.precision`` (``fp32``, ``bf16`` or ``fp16``)."""
+        return self.step.precision
 
     def params(self, level: str) -> dict[str, torch.nn.Parameter]:
         return self.level_params[level]
@@ -239,7 +246,7 @@ class Trainer:
     def take_step(self, level: Level, lr_scale: float = 1.0) -> None:
         """One optimizer step of ``level`` at ``lr_scale`` times the schedule's learning rate:
         the next global batch, forward/backward, all-reduce, clipping, the update, the record."""
-        t_start = time.perf_counter()
+        self.clock.start()
         self.records.flush()
         opt = self.optims.get(level.steps_with)
         lr = self.optims.peak_lr * self.lr_factor(self.p.iteration)
@@ -251,7 +258,8 @@ class Trainer:
             batch = batch.pin_memory().to(self.ctx.device, non_blocking=True)
         self.last_batch = batch  # this step's windows on this rank (extensions may reuse them)
         path = self.path_of(level)
-        loss_sum = self.step.forward_backward(level, path, batch)
+        params = self.level_params[level.name].values()
+        loss_sum = self.step.forward_backward(level, path, batch, params)
         loss, norm = self._reduce_clip_check(level, opt, loss_sum)
         if self.step.scaler:
             self.step.scaler.step(opt)
@@ -261,7 +269,7 @@ class Trainer:
         for ext in self.extensions.values():
             ext.after_step(self, level)
         self.model.zero_grad(set_to_none=True)
-        self._account(level, loss, norm, lr, time.perf_counter() - t_start)
+        self._account(level, loss, norm, lr, self.clock.stop())
 
     def _reduce_clip_check(self, level: Level, opt, loss_sum: torch.Tensor) -> tuple[float, float]:
         """Drop frozen gradients, all-reduce over ranks, let extensions adjust the gradients,
@@ -280,7 +288,11 @@ class Trainer:
                 ext.on_gradients(self, level)
 
         params = list(self.level_params[level.name].values())
-        loss, norm = self.step.reduce_and_clip(params, opt, loss_sum, self.max_norm, hooks)
+        flag = self.signals.signum is not None
+        loss, norm, stop = self.step.reduce_and_clip(
+            params, opt, loss_sum, self.max_norm, hooks, flag
+        )
+        self.signals.agreed = self.signals.agreed or stop
         if not math.isfinite(loss) or (not math.isfinite(norm) and self.step.scaler is None):
             what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
             fine = self.p.fine_steps + (1 if level.is_fine else 0)
