@@ -125,7 +125,7 @@ def one_line(err: BaseException) -> str:
     a renamed key names its new name; a missing optional plugin says how to install it."""
     from hydra.errors import MissingConfigException
 
-    from mltrain.config import RENAMED
+    from mltrain.config import RENAMED, REPLACED
 
     if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options:
         group = err.missing_cfg_file.rsplit("/", 1)[0]
@@ -145,6 +145,9 @@ def one_line(err: BaseException) -> str:
             key = getattr(e, "full_key", None)
             if key in RENAMED:
                 parts.append(f"{key} was renamed {RENAMED[key]}: use {RENAMED[key]}=...")
+            if key in REPLACED:
+                new, how = REPLACED[key]
+                parts.append(f"{key} was replaced by {new} ({how}): use {new}=...")
         msg = "; ".join(dict.fromkeys(parts))
     for plugin, extra in (("hydra/sweeper/optuna", "optuna"), ("hydra/launcher/submitit", "slurm")):
         if plugin in msg:

@@ -37,6 +37,9 @@ Conventions: FLOPs are counts of training FLOPs (``perf/flops``, with the head, 
 - Diverged runs (issue 12: ``run.json`` status ``diverged``, or a non-finite loss in the
   records) are listed as "diverged at step N", never get a final loss, never count in a seed
   mean, and are never a baseline or a frontier point.
+- Validation sets: runs whose ``run.json`` records different validation sets (fingerprints of
+  the window tokens) are refused, one line naming the runs; runs without one (an earlier
+  mltrain) are compared with a warning (:mod:`mltrain.analysis.valsets`).
 - Baseline: the "same fine steps" single-level configuration (``--baseline`` picks another).
   The target loss defaults to the baseline's final validation loss (mean over seeds). Ratios
   are reported against every single-level configuration present.
@@ -94,6 +97,7 @@ from mltrain.analysis.runs import (  # noqa: F401  (re-exported: the public API 
     load_run,
     warn,
 )
+from mltrain.analysis.valsets import check_validation_sets
 from mltrain.config import inert_keys
 
 TOTAL_NAMES = {"head": "with head", "nonembed": "non-embed"}
@@ -364,6 +368,8 @@ def compare(
     runs = [r for r in runs if r.role != "frontier"]
     if not runs and not front_runs:
         raise CompareError("no runs left to compare")
+    for w in check_validation_sets(runs + front_runs):  # refuses different validation sets
+        warn(w)
     for r in runs:  # the tables show its last evaluation: say it is not a final loss
         if (why := r.incomplete()) is not None:
             warn(

@@ -18,6 +18,16 @@ _INERT_SECTIONS = ("logger.",)  # every logger setting is inert (tagged field by
 # line is rejected with a one-line hint (mltrain.cli).
 RENAMED = {"data.vocab_size": "data.bpe_vocab_size"}
 
+# Keys replaced by a setting in another unit: old name -> (new name, how an old value converts).
+# An old key on the command line is rejected naming the new one (mltrain.cli); old configs are
+# converted by :func:`upgrade`.
+REPLACED = {
+    "train.eval_batches": (
+        "train.eval_sequences",
+        "validation windows, whatever the micro-batch; the old value times data.batch_size",
+    ),
+}
+
 
 # --------------------------------------------------------------------------- tags
 def _fields(schema) -> list[dataclasses.Field]:
@@ -72,13 +82,17 @@ def _hashable(v):
 
 def upgrade(config: dict) -> dict:
     """A resolved config dict written by an earlier mltrain, with renamed keys (:data:`RENAMED`)
-    moved to their new names and settings added since filled in with their defaults (every new
+    moved to their new names, replaced keys (:data:`REPLACED`) converted and settings added since filled in with their defaults (every new
     setting defaults to what runs did before it existed), so a run or checkpoint made before a
     setting was added compares equal to one made after it with the default (a copy;
     ``config`` is not changed)."""
     import copy
 
     out = copy.deepcopy(config)
+    train = out.get("train")
+    if isinstance(train, dict) and "eval_batches" in train:  # the sequences it evaluated
+        micro = (out.get("data") or {}).get("batch_size", 16)
+        train.setdefault("eval_sequences", int(train.pop("eval_batches")) * int(micro))
     for old, new in RENAMED.items():
         (s_old, k_old), (s_new, k_new) = old.split(".", 1), new.split(".", 1)
         sec = out.get(s_old)

@@ -134,7 +134,8 @@ class Trainer:
         self.seq_len = int(cfg.model.seq_len)
         self.global_batch = self.micro * self.accum * ctx.world
         self.sampler = BatchSampler(data.train, self.seq_len, seed=int(t.seed) + 1)
-        self.val_batches = eval_windows(data.val, self.seq_len, int(t.eval_batches) * self.micro)
+        # one fixed validation set whatever the micro-batch, accumulation or world size
+        self.val_batches = eval_windows(data.val, self.seq_len, int(t.eval_sequences))
         self.eval_flops = forward_flops(
             len(self.fine.blocks),
             model.n_embd,
@@ -452,9 +453,12 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, path: BlockPath | None = None) -> float:
-        """Mean cross-entropy (nats/token) on the fixed validation windows, at token level,
+        """Mean cross-entropy (nats/token) over every token of the fixed validation windows,
         along ``path`` (default: :attr:`eval_level`'s fixed path; a random sub-path level is
-        measured on all its candidate blocks, i.e. the fine path)."""
+        measured on all its candidate blocks, i.e. the fine path). The windows go in chunks of
+        the micro-batch, spread over the ranks; each chunk's mean is weighted by its token
+        count (a shorter last chunk weighs less), so the result is the same tokens' mean
+        whatever the micro-batch or world size."""
         model = self.model
         if path is None:
             lv = self.eval_level
@@ -467,8 +471,9 @@ class Trainer:
             b = chunks[i].to(self.ctx.device)
             with self.autocast():
                 _, loss = model(b[:, :-1], b[:, 1:], path=path)
+            n = b[:, 1:].numel()  # tokens predicted
             total += torch.stack(
-                [loss.double() * len(b), torch.tensor(len(b), device=b.device, dtype=torch.float64)]
+                [loss.double() * n, torch.tensor(n, device=b.device, dtype=torch.float64)]
             )
         model.train(was_training)
         total = D.all_reduce_sum(total, self.ctx.world)
