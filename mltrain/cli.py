@@ -20,6 +20,7 @@ import re
 import shutil
 import sys
 import tempfile
+from decimal import Decimal
 from pathlib import Path
 
 import hydra
@@ -155,47 +156,61 @@ def one_line(err: BaseException) -> str:
     return msg
 
 
-_SORTED_RANGE = re.compile(
-    r"^([^=]+)=\s*sort\(\s*range\(([^()]*)\)\s*(?:,\s*reverse\s*=\s*(\w+))?\s*\)\s*$"
+_RANGE = re.compile(
+    r"^([^=]+)=\s*(sort\(\s*)?range\(([^()]*)\)\s*"
+    r"(?:,\s*reverse\s*=\s*(\w+)\s*)?(\))?\s*$"
 )
 
 
+def _meant(args: str) -> list[Decimal]:
+    """The values of ``range(args)`` as written, in exact decimal arithmetic (``range(0.1,
+    0.4,0.1)`` is 0.1, 0.2, 0.3: the stop is exclusive, as Python's ``range``)."""
+    nums = [Decimal(x.strip()) for x in args.split(",")]
+    start, stop, step = (nums + [Decimal(1)])[:3] if len(nums) >= 2 else (0, nums[0], 1)
+    if step == 0:
+        raise ValueError("step 0")
+    out, x = [], Decimal(start)
+    while (x < stop) if step > 0 else (x > stop):
+        out.append(x)
+        x += step
+    return out
+
+
 def check_range_sweeps(args: list[str]) -> None:
-    """Refuse ``key=sort(range(start,stop,step))`` sweeps that hydra-core 1.3.8 expands wrongly
-    (e.g. ``sort(range(10,0,-3))`` launches 3,6,9,12 instead of 1,4,7,10: a range whose stop
-    the step does not land on, sorted; or sorted with ``reverse=true``), naming the values
-    meant and a safe form.
+    """Refuse ``key=range(...)`` and ``key=sort(range(...))`` sweeps that hydra-core 1.3.8
+    expands to other values than the range written: ``sort(range(10,0,-3))`` launches 3,6,9,12
+    instead of 1,4,7,10 (a range whose stop the step does not land on, sorted; or sorted with
+    ``reverse=true``), and a float range accumulates rounding errors (``range(0.1,0.4,0.1)``
+    launches 0.1, 0.2, 0.30000000000000004 and 0.4, past the exclusive stop). Ranges Hydra
+    expands exactly (integers, ``range(0,1,0.25)``) pass.
 
     Raises:
-        MLTrainError: one line with the override, what Hydra would launch, and the fix.
+        MLTrainError: one line with the override, what Hydra would launch, and the values to
+            write instead.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
     for arg in args:
-        m = _SORTED_RANGE.match(arg)
-        if not m:
+        m = _RANGE.match(arg)
+        if not m or bool(m.group(2)) != bool(m.group(5)):
             continue
         try:
-            nums = [float(x) for x in m.group(2).split(",")]
+            meant = _meant(m.group(3))
             launched = list(parser.parse_override(arg).sweep_iterator())
         except Exception:
             continue  # Hydra reports a malformed override itself
-        start, stop, step = (nums + [1.0])[:3] if len(nums) >= 2 else (0.0, nums[0], 1.0)
-        if step == 0:
-            continue
-        meant, x = [], start
-        while (x < stop) if step > 0 else (x > stop):
-            meant.append(x)
-            x += step
-        meant.sort(reverse=(m.group(3) or "").lower() == "true")
-        if len(meant) != len(launched) or any(
-            abs(a - float(b)) > 1e-9 * max(1.0, abs(a)) for a, b in zip(meant, launched)
-        ):
-            shown = ",".join(f"{v:g}" for v in meant)
+        if m.group(2):
+            meant.sort(reverse=(m.group(4) or "").lower() == "true")
+        if len(meant) != len(launched) or any(float(a) != b for a, b in zip(meant, launched)):
+            why = (
+                "a bug of hydra-core 1.3's sort(range(...))"
+                if m.group(2)
+                else "a float range accumulates rounding errors"
+            )
             raise MLTrainError(
-                f"{arg}: hydra-core expands this to {','.join(map(str, launched))} (a bug of "
-                f"hydra-core 1.3's sort(range(...))); write the values instead: {m.group(1)}={shown}"
+                f"{arg}: hydra-core expands this to {','.join(map(str, launched))} ({why}); "
+                f"write the values instead: {m.group(1)}={','.join(map(str, meant))}"
             )
 
 
