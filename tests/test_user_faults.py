@@ -30,3 +30,51 @@ def test_ranges_hydra_expands_exactly_are_accepted():
     check_range_sweeps(["a=range(0,1,0.25)", "b=range(0.5,2.5,0.5)", "c=range(1,4)", "d=range(3)"])
     with pytest.raises(Exception, match=r"write the values instead: e=1,1.1,1.2"):
         check_range_sweeps(["e=range(1,1.3,0.1)"])
+
+
+# --------------------------------------------------------------------------- empty data files
+def test_an_empty_jsonl_file_alone_is_one_line_naming_it(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "empty.jsonl").write_text("")
+    args = ["data=text_files", "data.bpe_vocab_size=512", "data.paths=[data/empty.jsonl]"]
+    code, _, err = cli([*SMOKE, *args], tmp_path, capsys)
+    assert code != 0
+    assert err.strip() == (
+        f"mltrain: error: data.paths: every data file is empty: {tmp_path}/data/empty.jsonl"
+    )
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_an_empty_file_beside_good_ones_is_skipped_with_a_warning(tmp_path, caplog, content):
+    import json
+
+    from mltrain.config import DataConfig
+    from mltrain.data.corpora import open_corpus
+
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps({"text": f"document {i}"}) + "\n" for i in range(3)))
+    (tmp_path / "empty.jsonl").write_text(content)
+    cfg = DataConfig(name="text_files", paths=[str(tmp_path / "empty.jsonl"), str(good)])
+    corpus = open_corpus(cfg)
+    assert corpus.files == [good]
+    assert [t for _, t in corpus.documents()] == ["document 0", "document 1", "document 2"]
+    assert f"data file {tmp_path / 'empty.jsonl'} is empty: skipped" in caplog.text
+
+
+def test_a_library_error_without_a_message_still_names_the_file(tmp_path, monkeypatch):
+    import datasets
+
+    from mltrain.config import DataConfig
+    from mltrain.data.corpora import open_corpus
+    from mltrain.errors import DataError
+
+    f = tmp_path / "a.jsonl"
+    f.write_text('{"text": "x"}\n')
+
+    def boom(*a, **k):
+        raise StopIteration
+
+    monkeypatch.setattr(datasets, "load_dataset", boom)
+    with pytest.raises(DataError, match=f"^data file {f} cannot be read as json: StopIteration$"):
+        list(open_corpus(DataConfig(name="text_files", paths=[str(f)])).documents())
