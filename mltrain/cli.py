@@ -214,6 +214,56 @@ def check_range_sweeps(args: list[str]) -> None:
             )
 
 
+CFG_NOTE = (
+    "# settings checked as a run checks them; data files and checkpoints are checked when it starts"
+)
+
+
+def check_cfg_request(argv: list[str]) -> list[str]:
+    """Hydra's ``--cfg job|hydra|all`` (print the config, run nothing), made to fit mltrain:
+    with ``-m`` it is refused in one line (Hydra ends in a traceback); ``job`` and ``all`` are
+    checked as a run checks its settings (values, cross-field rules, the coarsening hierarchy)
+    and printed after :data:`CFG_NOTE`; ``hydra --resolve`` is answered as ``all --resolve
+    --package hydra``, so the run directory's ``${experiment_name}`` resolves (Hydra resolves
+    the hydra section alone, without the job's keys). Returns the arguments to give Hydra.
+
+    Raises:
+        MLTrainError, ConfigError: one line (with ``-m``; a setting a run would refuse).
+    """
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        args = get_args_parser().parse_args(argv)
+    except SystemExit:
+        return argv  # Hydra reports malformed flags itself
+    if not args.cfg:
+        return argv
+    if args.multirun:
+        raise MLTrainError(
+            f"--cfg {args.cfg} prints the config of one run and cannot be combined with "
+            "-m/--multirun: give one value per setting (e.g. mltrain --cfg job coarsening.delta=0.1)"
+        )
+    if args.cfg == "hydra":
+        if not args.resolve or args.package is not None:
+            return argv
+        out = [a for a in argv if not a.startswith(("--cfg=", "-c="))]
+        for i, a in enumerate(out[:-1]):
+            if a in ("--cfg", "-c") and out[i + 1] == "hydra":
+                out[i + 1] = "all"
+        if not any(a in ("--cfg", "-c") for a in out):
+            out.insert(0, "--cfg=all")
+        return [*out, "--package", "hydra"]
+    from mltrain.config import compose, typed, validate
+    from mltrain.levels.base import build_hierarchy
+
+    cfg = compose(args.overrides)
+    validate(cfg)
+    t = typed(cfg)
+    build_hierarchy(t.coarsening, int(t.model.n_layer))
+    print(CFG_NOTE, flush=True)
+    return argv
+
+
 def main() -> None:
     """Console script ``mltrain`` (also ``python -m mltrain.cli``, e.g. under torchrun)."""
     rank = int(os.environ.get("RANK", "0"))
@@ -234,6 +284,7 @@ def main() -> None:
     )
     try:
         check_range_sweeps(sys.argv[1:])
+        sys.argv[1:] = check_cfg_request(sys.argv[1:])
         _hydra_main()
     except MLTrainError as e:
         print(f"mltrain: error: {e}", file=sys.stderr)

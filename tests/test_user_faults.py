@@ -78,3 +78,48 @@ def test_a_library_error_without_a_message_still_names_the_file(tmp_path, monkey
     monkeypatch.setattr(datasets, "load_dataset", boom)
     with pytest.raises(DataError, match=f"^data file {f} cannot be read as json: StopIteration$"):
         list(open_corpus(DataConfig(name="text_files", paths=[str(f)])).documents())
+
+
+# --------------------------------------------------------------------------- --cfg
+def test_cfg_hydra_resolve_resolves_the_run_directory(tmp_path, capsys):
+    code, out, err = cli(
+        ["--cfg", "hydra", "--resolve", "model=tiny", "experiment_name=myexp"], tmp_path, capsys
+    )
+    assert code == 0, err
+    run_dir = next(ln for ln in out.splitlines() if ln.strip().startswith("dir:"))
+    assert run_dir.strip().startswith("dir: outputs/runs/") and run_dir.endswith("_myexp")
+    assert "${" not in out.split("sweep:")[0]
+
+
+def test_cfg_with_multirun_is_one_line(tmp_path, capsys):
+    code, out, err = cli(
+        ["-m", "model=tiny", "coarsening.delta=0.1,0.2", "--cfg", "job"], tmp_path, capsys
+    )
+    assert code == 2 and not out
+    assert err.strip().splitlines() == [
+        "mltrain: error: --cfg job prints the config of one run and cannot be combined with "
+        "-m/--multirun: give one value per setting (e.g. mltrain --cfg job coarsening.delta=0.1)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("train.steps=-3", "train.steps=-3 is not allowed"),
+        ("model.n_layer=5", "coarsening=even_odd needs an even number of blocks >= 2"),
+    ],
+)
+def test_cfg_job_refuses_what_a_run_refuses(tmp_path, capsys, bad, message):
+    code, out, err = cli(["--cfg", "job", "model=tiny", bad], tmp_path, capsys)
+    assert code == 2 and not out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mltrain: error: ") and message in lines[0]
+
+
+def test_cfg_job_says_on_its_first_line_what_it_checked(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    code, out, _ = cli(["--cfg", "job", "model=tiny", "train.steps=17"], tmp_path, capsys)
+    assert code == 0
+    assert out.splitlines()[0].startswith("# settings checked as a run checks them")
+    assert OmegaConf.create(out).train.steps == 17  # still YAML
