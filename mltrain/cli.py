@@ -13,6 +13,8 @@ failing job reports +inf, the other jobs go on, and the sweep exits non-zero at 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import io
 import logging
 import math
 import os
@@ -233,7 +235,8 @@ def check_cfg_request(argv: list[str]) -> list[str]:
     from hydra._internal.utils import get_args_parser
 
     try:
-        args = get_args_parser().parse_args(argv)
+        with contextlib.redirect_stderr(io.StringIO()):
+            args = get_args_parser().parse_args(argv)
     except SystemExit:
         return argv  # Hydra reports malformed flags itself
     if not args.cfg:

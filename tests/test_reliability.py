@@ -276,7 +276,6 @@ CATALOGUE = [
         "write the values instead: coarsening.delta=0.1,0.2,0.3",
     ),
     (["-m", "--cfg", "job"], "--cfg job prints the config of one run and cannot be combined"),
-    (["--cfg", "job", "train.steps=-3"], "train.steps=-3 is not allowed"),
     (
         ["data=text_files", "data.paths=[{tmp}/latin1.txt]"],
         "data file {tmp}/latin1.txt is not UTF-8",
