@@ -34,6 +34,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from mltrain.config import absolute_paths, config_dir, register_configs, validate
+from mltrain.config.overrides import shell_command
 from mltrain.errors import MLTrainError, Preempted
 from mltrain.train import distributed as D
 
@@ -68,9 +69,9 @@ def train(cfg: DictConfig) -> float:
         job.tracker.summary({"final/val_loss": loss})
         if job.tracker.wandb_dir is not None:
             log.info(
-                "W&B offline run: %s (upload with `wandb sync %s`)",
+                "W&B offline run: %s (upload with `%s`)",
                 job.tracker.wandb_dir,
-                job.tracker.wandb_dir,
+                shell_command(["wandb", "sync", str(job.tracker.wandb_dir)]),
             )
         return loss
     except MLTrainError as e:

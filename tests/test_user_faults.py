@@ -123,3 +123,83 @@ def test_cfg_job_says_on_its_first_line_what_it_checked(tmp_path, capsys):
     assert code == 0
     assert out.splitlines()[0].startswith("# settings checked as a run checks them")
     assert OmegaConf.create(out).train.steps == 17  # still YAML
+
+
+# --------------------------------------------------------------------------- printed commands
+ODD_DIR = "dätä 実験 it's $HOME"  # spaces, non-ASCII, a quote, a dollar
+
+
+def _hint_args(configs) -> list[str]:
+    import shlex
+
+    from mltrain.analysis import compare as C
+
+    (line,) = C.same_flops_hints(configs)
+    return shlex.split(line.split("→ `", 1)[1].rstrip("`"))
+
+
+def test_the_same_flops_command_parses_in_the_shell_and_in_hydra(tmp_path):
+    from mltrain.analysis import compare as C
+    from mltrain.config import compose
+    from tests.test_compare import EVEN_ODD, write_run
+
+    data = tmp_path / ODD_DIR
+    write_run(
+        tmp_path / "ml",
+        EVEN_ODD,
+        [10, 7, 5, 3, 1.5],
+        "coarsening=even_odd",
+        "data=text_files",
+        f"data.paths=['{data}']".replace("'s", "\\'s"),
+    )
+    configs = C.group_configurations(C.find_runs([tmp_path]))
+    args = _hint_args(configs)
+    assert args[:3] == ["mltrain", "coarsening=none", "train.target_flops=500"]
+    cfg = compose(args[1:])
+    assert list(cfg.data.paths) == [str(data)] and cfg.data.name == "text_files"
+
+
+def test_the_wandb_sync_hint_is_quoted_for_the_shell():
+    import shlex
+
+    from mltrain.config.overrides import shell_command
+
+    path = f"/runs/{ODD_DIR}/wandb/offline-run-1"
+    assert shlex.split(shell_command(["wandb", "sync", path])) == ["wandb", "sync", path]
+
+
+@pytest.mark.slow
+def test_the_printed_same_flops_command_runs_when_pasted(tmp_path):
+    """A real run on a data directory named with spaces, non-ASCII and a quote; the command
+    mltrain-compare prints is split by shlex and run from another directory."""
+    import shlex
+
+    from omegaconf import OmegaConf
+
+    from tests.helpers import run_mltrain
+
+    data = tmp_path / "launch" / "data" / ODD_DIR
+    data.mkdir(parents=True)
+    (data / "a.txt").write_text(
+        "\n\n".join(
+            f"Paragraph {i} about rivers and the weather in spring. " * 3 for i in range(80)
+        )
+    )
+    common = ["data=text_files", "data.tokenizer=gpt2", "data.sample_by=paragraph"]
+    rel = f"data/{ODD_DIR}".replace("'", "\\'")
+    res = run_mltrain(
+        [*SMOKE, *common, f"data.paths=['{rel}']", "hydra.run.dir=../runs/ml"],
+        cwd=tmp_path / "launch",
+    )
+    assert res.returncode == 0, res.stderr[-1500:]
+    res = run_mltrain([str(tmp_path / "runs")], cwd=tmp_path, entry="mltrain-compare")
+    assert res.returncode == 0, res.stderr[-1500:]
+    line = next(ln for ln in res.stdout.splitlines() if "→ `mltrain " in ln)
+    args = shlex.split(line.split("→ `", 1)[1].rstrip("`"))
+    (tmp_path / "elsewhere").mkdir()
+    res = run_mltrain(
+        [*args[1:], f"hydra.run.dir={tmp_path / 'runs' / 'sl'}"], cwd=tmp_path / "elsewhere"
+    )
+    assert res.returncode == 0, res.stderr[-1500:]
+    cfg = OmegaConf.load(tmp_path / "runs" / "sl" / ".hydra" / "config.yaml")
+    assert list(cfg.data.paths) == [str(data)] and cfg.coarsening.name == "none"

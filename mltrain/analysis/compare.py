@@ -99,6 +99,7 @@ from mltrain.analysis.runs import (  # noqa: F401  (re-exported: the public API 
 )
 from mltrain.analysis.valsets import check_validation_sets
 from mltrain.config import inert_keys
+from mltrain.config.overrides import override, shell_command
 
 TOTAL_NAMES = {"head": "with head", "nonembed": "non-embed"}
 SAME_BUDGET = 0.01  # two FLOP totals within 1 % are "the same FLOPs"
@@ -303,19 +304,19 @@ def same_flops_hints(configs: list[Configuration]) -> list[str]:
         if c.single_level or not c.healthy:
             continue
         budget = int(round(c.mean_total()))
-        extra = _other_overrides(c.runs[0].path)
-        lines.append(
-            f"- `{c.label}`: {fmt_flops(budget, 5)} FLOPs → `mltrain coarsening=none "
-            f"train.target_flops={budget}" + "".join(f" {o}" for o in extra) + "`"
-        )
+        extra = _other_overrides(c.runs[0])
+        cmd = shell_command(["mltrain", "coarsening=none", f"train.target_flops={budget}", *extra])
+        lines.append(f"- `{c.label}`: {fmt_flops(budget, 5)} FLOPs → `{cmd}`")
     return lines
 
 
-def _other_overrides(run_dir: Path) -> list[str]:
-    """The run's command-line overrides that a same-FLOPs single-level run keeps as they are."""
+def _other_overrides(run: Run) -> list[str]:
+    """The run's command-line overrides that a same-FLOPs single-level run keeps, a setting's
+    value written from the run's resolved config (paths absolute, so the command runs from
+    any directory) in Hydra's grammar (:func:`mltrain.config.overrides.override`)."""
     from omegaconf import OmegaConf
 
-    path = run_dir / ".hydra" / "overrides.yaml"
+    path = run.path / ".hydra" / "overrides.yaml"
     try:
         overrides = list(OmegaConf.load(path)) if path.is_file() else []
     except Exception:
@@ -323,7 +324,14 @@ def _other_overrides(run_dir: Path) -> list[str]:
     # settings the baseline replaces, and those that do not change training (inert_keys)
     drop = ("coarsening", "train.seed", "train.steps", "train.target_flops", "hydra.", "logger")
     drop += inert_keys()
-    return [str(o) for o in overrides if not str(o).lstrip("+~").startswith(drop)]
+    out = []
+    for o in map(str, overrides):
+        left = o.split("=", 1)[0]
+        key = left.lstrip("+~")
+        if key.startswith(drop):
+            continue
+        out.append(override(left, run.flat[key]) if "=" in o and key in run.flat else o)
+    return out
 
 
 # --------------------------------------------------------------------------- the command

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from mltrain.config import MLTrainConfig
+from mltrain.config.overrides import override, shell_command
 from mltrain.data import BatchSampler, DataBundle, eval_windows
 from mltrain.errors import DivergenceError, Preempted
 from mltrain.levels.base import Level, level_parameters
@@ -544,7 +545,8 @@ class Trainer:
             path = self.save()
             err = Preempted(
                 f"stopped by {signal.Signals(signum).name} at step {self.p.step} (fine step {self.p.fine_steps}); "
-                f"checkpoint {path}; continue with train.resume=auto \"hydra.run.dir='{self.run_dir}'\""
+                f"checkpoint {path}; continue with "
+                + shell_command(["train.resume=auto", override("hydra.run.dir", str(self.run_dir))])
             )
             err.exit_code = 128 + int(signum)
             raise err
