@@ -203,3 +203,43 @@ def test_the_printed_same_flops_command_runs_when_pasted(tmp_path):
     assert res.returncode == 0, res.stderr[-1500:]
     cfg = OmegaConf.load(tmp_path / "runs" / "sl" / ".hydra" / "config.yaml")
     assert list(cfg.data.paths) == [str(data)] and cfg.coarsening.name == "none"
+
+
+# --------------------------------------------------------------------------- compare's text
+def _untrained(path):
+    """A run killed right after its step-0 evaluation: one record, no training step."""
+    from tests.test_compare import write_run
+
+    p = write_run(path, [0, 1], [9.0, 9.0], "coarsening=even_odd", meta={"status": "failed"})
+    first = (p / "metrics.jsonl").read_text().splitlines()[0]
+    (p / "metrics.jsonl").write_text(first + "\n")
+    return p
+
+
+def test_a_run_without_a_training_step_gets_no_ratio_and_no_command(tmp_path):
+    from mltrain.analysis import compare as C
+    from tests.test_compare import SINGLE, write_run
+
+    write_run(tmp_path / "sl", SINGLE, [10, 8, 6, 4, 2], "coarsening=none")
+    _untrained(tmp_path / "ml")
+    res = C.compare([tmp_path], out=tmp_path / "out")
+    ml = next(r for r in res.summary.rows if not r.config.single_level)
+    assert ml.final_loss is None
+    assert all(v is None for v in ml.ratios.values())
+    assert "no training step: ml stopped after its step-0 evaluation" in ml.notes
+    assert "train.target_flops=0" not in res.terminal and "0.00×" not in res.terminal
+    assert "had no training step (stopped after its step-0 evaluation): no final loss" in (
+        res.terminal
+    )
+
+
+def test_the_headline_says_when_neither_run_reached_the_target(tmp_path):
+    from mltrain.analysis import compare as C
+    from tests.test_compare import ISO, SINGLE, write_run
+
+    write_run(tmp_path / "sl", SINGLE, [10, 8, 6, 4, 2], "coarsening=none")
+    write_run(tmp_path / "iso", ISO, [10, 8, 6, 4, 3], "coarsening=none", "train.target_flops=400")
+    write_run(tmp_path / "ml", ISO, [10, 8, 6, 4, 2.5], "coarsening=even_odd", coarse=True)
+    res = C.compare([tmp_path], out=tmp_path / "out")
+    assert "--" not in res.terminal.split("\n\n")[0]
+    assert "neither run reached the target (2.000)" in res.terminal

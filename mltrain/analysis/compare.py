@@ -252,6 +252,8 @@ def summarize(
             row.at_budget = _mmm(at) if None not in at else None
         if c.diverged:
             row.notes.append(c.diverged_text())
+        for r in c.untrained:
+            row.notes.append(f"no training step: {r.path.name} stopped after its step-0 evaluation")
         for r in healthy:
             why = r.incomplete()
             if why:
