@@ -243,3 +243,23 @@ def test_the_headline_says_when_neither_run_reached_the_target(tmp_path):
     res = C.compare([tmp_path], out=tmp_path / "out")
     assert "--" not in res.terminal.split("\n\n")[0]
     assert "neither run reached the target (2.000)" in res.terminal
+
+
+def test_a_still_running_run_is_marked_in_the_table_itself(tmp_path):
+    from mltrain.analysis import compare as C
+    from tests.test_compare import SINGLE, write_run
+
+    write_run(tmp_path / "sl", SINGLE, [10, 8, 6, 4, 2], "coarsening=none")
+    write_run(
+        tmp_path / "ml",
+        SINGLE,
+        [10, 7, 5, 3, 1.5],
+        "coarsening=even_odd",
+        meta={"status": "running"},
+    )
+    res = C.compare([tmp_path], out=tmp_path / "out")
+    row = next(ln for ln in res.terminal.splitlines() if "1.5000" in ln)  # the table's row
+    assert row.startswith("multilevel")
+    assert "1.5000 (last evaluation: running at fine step 4)" in row
+    md_row = next(ln for ln in res.markdown.splitlines() if ln.startswith("| multilevel"))
+    assert "running at fine step 4" in md_row
