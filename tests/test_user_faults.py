@@ -263,3 +263,28 @@ def test_a_still_running_run_is_marked_in_the_table_itself(tmp_path):
     assert "1.5000 (last evaluation: running at fine step 4)" in row
     md_row = next(ln for ln in res.markdown.splitlines() if ln.startswith("| multilevel"))
     assert "running at fine step 4" in md_row
+
+
+def test_a_diverged_run_with_a_huge_finite_loss_does_not_flatten_the_others(tmp_path):
+    from mltrain.analysis import compare as C
+    from mltrain.analysis import plots
+    from tests.test_compare import SINGLE, write_run
+
+    write_run(tmp_path / "sl", SINGLE, [10, 8, 6, 4, 2], "coarsening=none")
+    bad = write_run(
+        tmp_path / "bad",
+        [0, 100],
+        [10, 9],
+        "coarsening=even_odd",
+        meta={"status": "diverged", "diverged_at": {"step": 2}},
+    )
+    metrics = bad / "metrics.jsonl"  # a last validation loss finite but huge
+    metrics.write_text(metrics.read_text().replace('"val/loss": 9', '"val/loss": 800000000.0'))
+    configs = C.group_configurations(C.find_runs([tmp_path]))
+    fig = plots.plot_losses(configs, C.summarize(configs))
+    val_axes = fig.axes[: len(plots.COLUMNS)]
+    for ax in val_axes:
+        lo, hi = ax.get_ylim()
+        assert 1.5 < lo < 2 and hi < 11  # the healthy curve sets the range (4 % margin)
+    texts = [t.get_text() for t in val_axes[0].texts]
+    assert any("last loss 8e+08, above the axis" in t for t in texts), texts
