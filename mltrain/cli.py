@@ -13,6 +13,8 @@ failing job reports +inf, the other jobs go on, and the sweep exits non-zero at 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import io
 import logging
 import math
 import os
@@ -20,6 +22,7 @@ import re
 import shutil
 import sys
 import tempfile
+from decimal import Decimal
 from pathlib import Path
 
 import hydra
@@ -31,6 +34,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from mltrain.config import absolute_paths, config_dir, register_configs, validate
+from mltrain.config.overrides import shell_command
 from mltrain.errors import MLTrainError, Preempted
 from mltrain.train import distributed as D
 
@@ -65,9 +69,9 @@ def train(cfg: DictConfig) -> float:
         job.tracker.summary({"final/val_loss": loss})
         if job.tracker.wandb_dir is not None:
             log.info(
-                "W&B offline run: %s (upload with `wandb sync %s`)",
+                "W&B offline run: %s (upload with `%s`)",
                 job.tracker.wandb_dir,
-                job.tracker.wandb_dir,
+                shell_command(["wandb", "sync", str(job.tracker.wandb_dir)]),
             )
         return loss
     except MLTrainError as e:
@@ -125,7 +129,7 @@ def one_line(err: BaseException) -> str:
     a renamed key names its new name; a missing optional plugin says how to install it."""
     from hydra.errors import MissingConfigException
 
-    from mltrain.config import RENAMED
+    from mltrain.config import RENAMED, REPLACED
 
     if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options:
         group = err.missing_cfg_file.rsplit("/", 1)[0]
@@ -145,6 +149,9 @@ def one_line(err: BaseException) -> str:
             key = getattr(e, "full_key", None)
             if key in RENAMED:
                 parts.append(f"{key} was renamed {RENAMED[key]}: use {RENAMED[key]}=...")
+            if key in REPLACED:
+                new, how = REPLACED[key]
+                parts.append(f"{key} was replaced by {new} ({how}): use {new}=...")
         msg = "; ".join(dict.fromkeys(parts))
     for plugin, extra in (("hydra/sweeper/optuna", "optuna"), ("hydra/launcher/submitit", "slurm")):
         if plugin in msg:
@@ -152,48 +159,113 @@ def one_line(err: BaseException) -> str:
     return msg
 
 
-_SORTED_RANGE = re.compile(
-    r"^([^=]+)=\s*sort\(\s*range\(([^()]*)\)\s*(?:,\s*reverse\s*=\s*(\w+))?\s*\)\s*$"
+_RANGE = re.compile(
+    r"^([^=]+)=\s*(sort\(\s*)?range\(([^()]*)\)\s*"
+    r"(?:,\s*reverse\s*=\s*(\w+)\s*)?(\))?\s*$"
 )
 
 
+def _meant(args: str) -> list[Decimal]:
+    """The values of ``range(args)`` as written, in exact decimal arithmetic (``range(0.1,
+    0.4,0.1)`` is 0.1, 0.2, 0.3: the stop is exclusive, as Python's ``range``)."""
+    nums = [Decimal(x.strip()) for x in args.split(",")]
+    start, stop, step = (nums + [Decimal(1)])[:3] if len(nums) >= 2 else (0, nums[0], 1)
+    if step == 0:
+        raise ValueError("step 0")
+    out, x = [], Decimal(start)
+    while (x < stop) if step > 0 else (x > stop):
+        out.append(x)
+        x += step
+    return out
+
+
 def check_range_sweeps(args: list[str]) -> None:
-    """Refuse ``key=sort(range(start,stop,step))`` sweeps that hydra-core 1.3.8 expands wrongly
-    (e.g. ``sort(range(10,0,-3))`` launches 3,6,9,12 instead of 1,4,7,10: a range whose stop
-    the step does not land on, sorted; or sorted with ``reverse=true``), naming the values
-    meant and a safe form.
+    """Refuse ``key=range(...)`` and ``key=sort(range(...))`` sweeps that hydra-core 1.3.8
+    expands to other values than the range written: ``sort(range(10,0,-3))`` launches 3,6,9,12
+    instead of 1,4,7,10 (a range whose stop the step does not land on, sorted; or sorted with
+    ``reverse=true``), and a float range accumulates rounding errors (``range(0.1,0.4,0.1)``
+    launches 0.1, 0.2, 0.30000000000000004 and 0.4, past the exclusive stop). Ranges Hydra
+    expands exactly (integers, ``range(0,1,0.25)``) pass.
 
     Raises:
-        MLTrainError: one line with the override, what Hydra would launch, and the fix.
+        MLTrainError: one line with the override, what Hydra would launch, and the values to
+            write instead.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
     for arg in args:
-        m = _SORTED_RANGE.match(arg)
-        if not m:
+        m = _RANGE.match(arg)
+        if not m or bool(m.group(2)) != bool(m.group(5)):
             continue
         try:
-            nums = [float(x) for x in m.group(2).split(",")]
+            meant = _meant(m.group(3))
             launched = list(parser.parse_override(arg).sweep_iterator())
         except Exception:
             continue  # Hydra reports a malformed override itself
-        start, stop, step = (nums + [1.0])[:3] if len(nums) >= 2 else (0.0, nums[0], 1.0)
-        if step == 0:
-            continue
-        meant, x = [], start
-        while (x < stop) if step > 0 else (x > stop):
-            meant.append(x)
-            x += step
-        meant.sort(reverse=(m.group(3) or "").lower() == "true")
-        if len(meant) != len(launched) or any(
-            abs(a - float(b)) > 1e-9 * max(1.0, abs(a)) for a, b in zip(meant, launched)
-        ):
-            shown = ",".join(f"{v:g}" for v in meant)
-            raise MLTrainError(
-                f"{arg}: hydra-core expands this to {','.join(map(str, launched))} (a bug of "
-                f"hydra-core 1.3's sort(range(...))); write the values instead: {m.group(1)}={shown}"
+        if m.group(2):
+            meant.sort(reverse=(m.group(4) or "").lower() == "true")
+        if len(meant) != len(launched) or any(float(a) != b for a, b in zip(meant, launched)):
+            why = (
+                "a bug of hydra-core 1.3's sort(range(...))"
+                if m.group(2)
+                else "a float range accumulates rounding errors"
             )
+            raise MLTrainError(
+                f"{arg}: hydra-core expands this to {','.join(map(str, launched))} ({why}); "
+                f"write the values instead: {m.group(1)}={','.join(map(str, meant))}"
+            )
+
+
+CFG_NOTE = (
+    "# settings checked as a run checks them; data files and checkpoints are checked when it starts"
+)
+
+
+def check_cfg_request(argv: list[str]) -> list[str]:
+    """Hydra's ``--cfg job|hydra|all`` (print the config, run nothing), made to fit mltrain:
+    with ``-m`` it is refused in one line (Hydra ends in a traceback); ``job`` and ``all`` are
+    checked as a run checks its settings (values, cross-field rules, the coarsening hierarchy)
+    and printed after :data:`CFG_NOTE`; ``hydra --resolve`` is answered as ``all --resolve
+    --package hydra``, so the run directory's ``${experiment_name}`` resolves (Hydra resolves
+    the hydra section alone, without the job's keys). Returns the arguments to give Hydra.
+
+    Raises:
+        MLTrainError, ConfigError: one line (with ``-m``; a setting a run would refuse).
+    """
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            args = get_args_parser().parse_args(argv)
+    except SystemExit:
+        return argv  # Hydra reports malformed flags itself
+    if not args.cfg:
+        return argv
+    if args.multirun:
+        raise MLTrainError(
+            f"--cfg {args.cfg} prints the config of one run and cannot be combined with "
+            "-m/--multirun: give one value per setting (e.g. mltrain --cfg job coarsening.vcycle.delta=0.1)"
+        )
+    if args.cfg == "hydra":
+        if not args.resolve or args.package is not None:
+            return argv
+        out = [a for a in argv if not a.startswith(("--cfg=", "-c="))]
+        for i, a in enumerate(out[:-1]):
+            if a in ("--cfg", "-c") and out[i + 1] == "hydra":
+                out[i + 1] = "all"
+        if not any(a in ("--cfg", "-c") for a in out):
+            out.insert(0, "--cfg=all")
+        return [*out, "--package", "hydra"]
+    import mltrain.schemes  # noqa: F401  (every scheme's plan builder)
+    from mltrain.config import compose, typed, validate
+    from mltrain.plan.plan import build_plan
+
+    cfg = compose(args.overrides)
+    validate(cfg)
+    build_plan(typed(cfg), None)  # the hierarchy and the scheme's own rules
+    print(CFG_NOTE, flush=True)
+    return argv
 
 
 def main() -> None:
@@ -216,6 +288,7 @@ def main() -> None:
     )
     try:
         check_range_sweeps(sys.argv[1:])
+        sys.argv[1:] = check_cfg_request(sys.argv[1:])
         _hydra_main()
     except MLTrainError as e:
         print(f"mltrain: error: {e}", file=sys.stderr)

@@ -7,7 +7,9 @@ that does not fit) runs before the first byte is written into the run directory.
 Besides ``.hydra/`` and ``metrics.jsonl``, a job writes ``run.json``: its comparison role,
 status (``running``, ``completed``, ``diverged`` with where, ``preempted``, ``failed``), the
 thread count, device, resolved precision (:mod:`mltrain.train.precision`) and versions it ran
-with, and its plan's summary (multilevel or not, planned FLOPs). ``mltrain-compare`` reads it.
+with, its plan's summary (multilevel or not, planned FLOPs) and its validation set
+(``validation``: sequences, tokens and a fingerprint of the tokens,
+:func:`mltrain.data.sampler.validation_fingerprint`). ``mltrain-compare`` reads it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 import mltrain.schemes  # noqa: F401  (registers every scheme: plan builders, handlers, extensions)
 from mltrain.config import MLTrainConfig, typed, validate
 from mltrain.data import build_data
+from mltrain.data.sampler import eval_windows, validation_fingerprint
 from mltrain.errors import CheckpointError, ConfigError, DivergenceError, MLTrainError, Preempted
 from mltrain.metrics import METRICS_FILE, truncate_metrics
 from mltrain.model.transformer import ODETransformer
@@ -112,6 +115,9 @@ class Job:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._prepare_run_dir()
         self.role = role_of(t, self.plan)
+        self.validation = validation_fingerprint(
+            eval_windows(self.data.val, int(t.model.seq_len), int(t.train.eval_sequences))
+        )
         self._write_run_info()
         self.tracker = Tracker(
             self.run_dir,
@@ -303,7 +309,7 @@ class Job:
 
     def _write_run_info(self) -> None:
         """``run.json`` (atomically): role, status, where it diverged, threads, device,
-        versions and the plan's summary."""
+        versions, the plan's summary and the validation set's fingerprint."""
         if not self.ctx.is_main:
             return
         from mltrain import __version__
@@ -320,6 +326,7 @@ class Job:
             "mltrain": __version__,
             **self.plan.summary(),
             "data": self._data_passes(),
+            "validation": self.validation,
         }
         tmp = self.run_dir / f".{RUN_INFO}.tmp{os.getpid()}"
         tmp.write_text(json.dumps(info, indent=1) + "\n")

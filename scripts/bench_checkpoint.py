@@ -33,7 +33,7 @@ def paper_checkpoint(rounds: int) -> None:
             "coarsening.vcycle.window=1",
             "train.steps=2",
             "train.checkpoint_every=0",
-            "train.eval_batches=1",
+            "train.eval_sequences=4",
         ]
     )
     t = job.trainer

@@ -97,7 +97,7 @@ log "device: $DEVICE; python: $PY"
 BEST="coarsening=grow_recursive coarsening.stages.grow_init=zero optimizer=adamw optimizer.lr=2e-3 schedule=wsd"
 SL_BEST="coarsening=none optimizer=adamw optimizer.lr=2e-3 schedule=wsd"
 if [ "$DRY" = "--dry-run" ]; then
-  SIZE="model=tiny data.batch_size=4 train.eval_batches=2 train.device=cpu schedule.warmup_steps=0"
+  SIZE="model=tiny data.batch_size=4 train.eval_sequences=8 train.device=cpu schedule.warmup_steps=0"
   STEPS=8; COARSE=2; WINDOW=2; EVAL=4
   BENCH=(--models small --rounds 1 --per-round 1 --device cpu --batch 4)
   T_TESTS=300; T_BENCH=300; T_RUN=300; T_TOOL=300

@@ -168,7 +168,7 @@ def test_non_utf8_text_file_is_named(tmp_path):
 def test_empty_files_give_a_clear_error(tmp_path):
     (tmp_path / "a.txt").write_text("")
     (tmp_path / "b.txt").write_text("   \n")
-    with pytest.raises(DataError, match=r"the corpus has 0 non-empty document"):
+    with pytest.raises(DataError, match=r"data.paths: every data file is empty: .*a.txt, .*b.txt"):
         build_data(data_cfg(name="text_files", paths=[str(tmp_path)], tokenizer="gpt2"), 4)
 
 

@@ -53,7 +53,7 @@ def test_the_tagged_list():
     assert EXPECTED <= keys
     assert {k for k in keys if not k.startswith("logger.")} == EXPECTED
     assert {"logger.name", "logger.mode", "logger.job_type"} <= keys
-    assert not {"train.seed", "train.eval_batches", "train.max_grad_norm"} & keys
+    assert not {"train.seed", "train.eval_sequences", "train.max_grad_norm"} & keys
 
 
 @pytest.mark.parametrize("key", sorted(EXPECTED | {"logger.group"}))
@@ -64,7 +64,7 @@ def test_resume_and_grouping_ignore_every_inert_key(key):
     assert identity(flatten(a)) == identity(flatten(b))  # the same configuration in compare
 
 
-@pytest.mark.parametrize("key", ["train.seed", "train.max_grad_norm", "train.eval_batches"])
+@pytest.mark.parametrize("key", ["train.seed", "train.max_grad_norm", "train.eval_sequences"])
 def test_keys_that_change_training_or_its_measure_block_resume(key):
     a = base()
     with pytest.raises(CheckpointError, match=f"was written with {key}="):

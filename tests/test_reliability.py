@@ -182,6 +182,7 @@ def existing_run(tmp_path_factory):
 def _files(tmp: Path) -> dict[str, Path]:
     (tmp / "empty_dir").mkdir()
     (tmp / "empty.txt").write_text("")
+    (tmp / "empty.jsonl").write_text("")
     (tmp / "latin1.txt").write_bytes("naïve café".encode("latin-1") * 10)
     (tmp / "small").mkdir()
     for i in range(3):
@@ -263,7 +264,23 @@ CATALOGUE = [
         ["data=text_files", "data.paths=[{tmp}/empty_dir]"],
         "data.paths: directory {tmp}/empty_dir holds no",
     ),
-    (["data=text_files", "data.paths=[{tmp}/empty.txt]"], "the corpus has 0 non-empty document(s)"),
+    (
+        ["data=text_files", "data.paths=[{tmp}/empty.txt]"],
+        "data.paths: every data file is empty: {tmp}/empty.txt",
+    ),
+    (
+        ["data=text_files", "data.paths=[{tmp}/empty.jsonl]"],
+        "data.paths: every data file is empty: {tmp}/empty.jsonl",
+    ),
+    (
+        ["train.eval_batches=2"],
+        "train.eval_batches was replaced by train.eval_sequences",
+    ),
+    (
+        ["-m", "coarsening.vcycle.delta=range(0.1,0.4,0.1)"],
+        "write the values instead: coarsening.vcycle.delta=0.1,0.2,0.3",
+    ),
+    (["-m", "--cfg", "job"], "--cfg job prints the config of one run and cannot be combined"),
     (
         ["data=text_files", "data.paths=[{tmp}/latin1.txt]"],
         "data file {tmp}/latin1.txt is not UTF-8",

@@ -187,7 +187,7 @@ def test_sigkill_mid_coarse_phase_then_resume_matches_uninterrupted(tmp_path):
         "train.steps=5",
         "train.checkpoint_every=1",
         "train.eval_every=1",
-        "train.eval_batches=2",
+        "train.eval_sequences=8",
         "schedule.warmup_steps=1",
     ]
     ref = run_mltrain(args + [f"hydra.run.dir={tmp_path / 'ref'}"], cwd=tmp_path)

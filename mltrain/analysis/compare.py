@@ -37,6 +37,9 @@ Conventions: FLOPs are counts of training FLOPs (``perf/flops``, with the head, 
 - Diverged runs (``run.json`` status ``diverged``, or a non-finite loss in the
   records) are listed as "diverged at step N", never get a final loss, never count in a seed
   mean, and are never a baseline or a frontier point.
+- Validation sets: runs whose ``run.json`` records different validation sets (fingerprints of
+  the window tokens) are refused, one line naming the runs; runs without one (an earlier
+  mltrain) are compared with a warning (:mod:`mltrain.analysis.valsets`).
 - Baseline: the "same fine steps" single-level configuration (``--baseline`` picks another).
   The target loss defaults to the baseline's final validation loss (mean over seeds). Ratios
   are reported against every single-level configuration present.
@@ -94,7 +97,9 @@ from mltrain.analysis.runs import (  # noqa: F401  (re-exported: the public API 
     load_run,
     warn,
 )
+from mltrain.analysis.valsets import check_validation_sets
 from mltrain.config import inert_keys
+from mltrain.config.overrides import override, shell_command
 
 TOTAL_NAMES = {"head": "with head", "nonembed": "non-embed"}
 SAME_BUDGET = 0.01  # two FLOP totals within 1 % are "the same FLOPs"
@@ -247,6 +252,8 @@ def summarize(
             row.at_budget = _mmm(at) if None not in at else None
         if c.diverged:
             row.notes.append(c.diverged_text())
+        for r in c.untrained:
+            row.notes.append(f"no training step: {r.path.name} stopped after its step-0 evaluation")
         for r in healthy:
             why = r.incomplete()
             if why:
@@ -299,19 +306,19 @@ def same_flops_hints(configs: list[Configuration]) -> list[str]:
         if c.single_level or not c.healthy:
             continue
         budget = int(round(c.mean_total()))
-        extra = _other_overrides(c.runs[0].path)
-        lines.append(
-            f"- `{c.label}`: {fmt_flops(budget, 5)} FLOPs → `mltrain coarsening=none "
-            f"train.target_flops={budget}" + "".join(f" {o}" for o in extra) + "`"
-        )
+        extra = _other_overrides(c.runs[0])
+        cmd = shell_command(["mltrain", "coarsening=none", f"train.target_flops={budget}", *extra])
+        lines.append(f"- `{c.label}`: {fmt_flops(budget, 5)} FLOPs → `{cmd}`")
     return lines
 
 
-def _other_overrides(run_dir: Path) -> list[str]:
-    """The run's command-line overrides that a same-FLOPs single-level run keeps as they are."""
+def _other_overrides(run: Run) -> list[str]:
+    """The run's command-line overrides that a same-FLOPs single-level run keeps, a setting's
+    value written from the run's resolved config (paths absolute, so the command runs from
+    any directory) in Hydra's grammar (:func:`mltrain.config.overrides.override`)."""
     from omegaconf import OmegaConf
 
-    path = run_dir / ".hydra" / "overrides.yaml"
+    path = run.path / ".hydra" / "overrides.yaml"
     try:
         overrides = list(OmegaConf.load(path)) if path.is_file() else []
     except Exception:
@@ -319,7 +326,14 @@ def _other_overrides(run_dir: Path) -> list[str]:
     # settings the baseline replaces, and those that do not change training (inert_keys)
     drop = ("coarsening", "train.seed", "train.steps", "train.target_flops", "hydra.", "logger")
     drop += inert_keys()
-    return [str(o) for o in overrides if not str(o).lstrip("+~").startswith(drop)]
+    out = []
+    for o in map(str, overrides):
+        left = o.split("=", 1)[0]
+        key = left.lstrip("+~")
+        if key.startswith(drop):
+            continue
+        out.append(override(left, run.flat[key]) if "=" in o and key in run.flat else o)
+    return out
 
 
 # --------------------------------------------------------------------------- the command
@@ -364,6 +378,8 @@ def compare(
     runs = [r for r in runs if r.role != "frontier"]
     if not runs and not front_runs:
         raise CompareError("no runs left to compare")
+    for w in check_validation_sets(runs + front_runs):  # refuses different validation sets
+        warn(w)
     for r in runs:  # the tables show its last evaluation: say it is not a final loss
         if (why := r.incomplete()) is not None:
             warn(

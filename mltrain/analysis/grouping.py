@@ -58,8 +58,8 @@ def identity(flat: dict, role: str | None = None) -> tuple:
 class Configuration:
     """Runs that differ only by seed (:func:`identity`), with a readable label.
 
-    Diverged runs stay in ``runs`` (they are listed as diverged) but never count in a mean:
-    :attr:`healthy` holds the others."""
+    Diverged runs and runs without a training step stay in ``runs`` (they are listed as
+    such) but never count in a mean: :attr:`healthy` holds the others."""
 
     runs: list[Run]
     label: str = ""
@@ -85,8 +85,14 @@ class Configuration:
 
     @property
     def healthy(self) -> list[Run]:
-        """The runs that did not diverge."""
-        return [r for r in self.runs if not r.diverged]
+        """The runs that trained (at least one optimizer step) and did not diverge."""
+        return [r for r in self.runs if not r.diverged and r.trained]
+
+    @property
+    def untrained(self) -> list[Run]:
+        """The runs with no training step (stopped after the step-0 evaluation): listed as
+        such, never a final loss, a ratio, a baseline or a suggested command."""
+        return [r for r in self.runs if not r.diverged and not r.trained]
 
     @property
     def diverged(self) -> list[Run]:

@@ -44,6 +44,15 @@ def ref_name(c: Configuration) -> tuple[str, str]:
     return f'"{c.label}"', its
 
 
+def no_loss_text(c: Configuration) -> str:
+    """Why a configuration has no healthy run: ``diverged at step N``, ``had no training step
+    (stopped after its step-0 evaluation)``, or both joined."""
+    parts = [c.diverged_text()] if c.diverged else []
+    if c.untrained:
+        parts.append("had no training step (stopped after its step-0 evaluation)")
+    return "; ".join(parts)
+
+
 def times(e: Estimate) -> str:
     """A ratio as ``0.79×``, ``< 0.70×``, ``> 1.30×``."""
     return e.fmt(".2f") + "×"
@@ -75,12 +84,12 @@ def comparison_sentences(summary) -> list[str]:
     for row in summary.rows:
         c = row.config
         if c.single_level and not c.healthy:
-            out.append(f'"{c.label}" {c.diverged_text()}: not used as a baseline.')
+            out.append(f'"{c.label}" {no_loss_text(c)}: not used as a baseline.')
     if not refs:
         for c in methods:
             row = summary.row(c)
             if not c.healthy:
-                out.append(f"{subject(c)} {c.diverged_text()}: no final loss.")
+                out.append(f"{subject(c)} {no_loss_text(c)}: no final loss.")
                 continue
             f = row.to_target["head"][0]
             reached = (
@@ -108,7 +117,7 @@ def method_sentences(summary, c: Configuration) -> list[str]:
     """The sentences of one configuration against every reference (the baseline first)."""
     row = summary.row(c)
     if not c.healthy:
-        return [f"{subject(c)} {c.diverged_text()}: no final loss."]
+        return [f"{subject(c)} {no_loss_text(c)}: no final loss."]
     partial = f" ({c.diverged_text()}; the numbers use the other seeds)" if c.diverged else ""
     refs = [s for s in summary.singles if s is not c]
     refs.sort(key=lambda s: s is not summary.baseline)
@@ -142,11 +151,12 @@ def method_sentences(summary, c: Configuration) -> list[str]:
                 else f"the target ({summary.target:.3f})"
             )
             clause = _ratio_clause(r, rn, whose, never)
-            reach = (
-                f" and reached {goal} {clause}"
-                if r is not None and r.kind != ">"
-                else f"; for {goal} it {clause}"
-            )
+            if r is None:
+                reach = f"; neither run reached {goal}"
+            elif r.kind != ">":
+                reach = f" and reached {goal} {clause}"
+            else:
+                reach = f"; for {goal} it {clause}"
             sentences.append(lead + body + reach + ".")
         elif s is summary.baseline and i == 0:
             what = (
@@ -155,7 +165,9 @@ def method_sentences(summary, c: Configuration) -> list[str]:
                 else f"the final loss of {name} ({summary.target:.3f} nats/token)"
             )
             clause = _ratio_clause(r, rn, its, never)
-            if r is not None and r.kind == ">":
+            if r is None:
+                sentences.append(f"{lead}: neither it nor {name} reached {what}.")
+            elif r.kind == ">":
                 sentences.append(
                     f"{lead} did not reach {what}: it ended at {row.final_loss[0]:.3f} after "
                     f"{fmt_flops(cm)} FLOPs, so it would need {times(r)} {its} FLOPs."
@@ -165,7 +177,9 @@ def method_sentences(summary, c: Configuration) -> list[str]:
         else:
             clause = _ratio_clause(r, rn, whose, never)
             target = f"the target ({summary.target:.3f})"
-            if r is not None and r.kind == ">":
+            if r is None:
+                sentences.append(f"{lead}, neither run reached {target}.")
+            elif r.kind == ">":
                 sentences.append(f"{lead}, it did not reach {target}: > {times(r)[2:]} FLOPs.")
             else:
                 sentences.append(f"{lead}, it reached {target} {clause}.")

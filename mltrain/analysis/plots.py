@@ -7,7 +7,9 @@ a marker where each curve first reaches it, with its FLOP ratio to the baseline 
 to it; FLOP axes with labelled ticks (``1.2e13``) on every panel; one shared legend with the
 configurations' names; the coarse phases of a multilevel run as shaded spans (the training
 curve is broken there, not drawn straight across); y-limits that a single spike does not set
-(the spike is marked at the top edge); diverged runs drawn up to their divergence with an ×.
+(the spike is marked at the top edge); diverged runs drawn up to their divergence with an ×,
+widening the y-range only to points near the other runs' range (a loss far above it is marked
+at the top edge with its value).
 
 Every axis's x-limits are set from the plotted data, so every plotted x lies inside them;
 points with FLOPs <= 0 cannot sit on a log axis and are left off. The evaluation before
@@ -184,6 +186,40 @@ def mark_spikes(ax, x: np.ndarray, y: np.ndarray, color: str) -> None:
     )
 
 
+def diverged_ylim(healthy, diverged, extra=()) -> tuple[float, float]:
+    """y-limits of a panel holding ``healthy`` and ``diverged`` curves: :func:`robust_ylim` of
+    the healthy ones, widened to a diverged curve's points that lie at most one range height
+    above it (a diverged run that ends far above, e.g. at 8e8, would flatten every other
+    curve; it is marked at the top edge instead: :func:`mark_diverged_end`). Without healthy
+    curves, :func:`robust_ylim` of the diverged ones."""
+    if not healthy:
+        return robust_ylim(diverged, extra)
+    lo, hi = robust_ylim(healthy, extra)
+    cap = hi + (hi - lo)
+    near = [
+        v for y in diverged for v in np.asarray(y, dtype=float) if math.isfinite(v) and v <= cap
+    ]
+    return robust_ylim(healthy, [*extra, *near])
+
+
+def mark_diverged_end(ax, x: float, y: float, color: str, text: str | None) -> None:
+    """An x where a diverged run's finite curve ends, at the top edge when its last loss is
+    above the y-range (the range is set by the other runs: :func:`robust_ylim`), with
+    ``text`` (``diverged at step N``) and then the loss it reached."""
+    top = ax.get_ylim()[1]
+    above = y > top
+    ax.plot([x], [min(y, top)], "x", color=color, ms=9, mew=2, clip_on=not above)
+    if text is not None:
+        ax.annotate(
+            text + (f" (last loss {y:.3g}, above the axis)" if above else ""),
+            (x, min(y, top)),
+            xytext=(6, -10 if above else 4),
+            textcoords="offset points",
+            fontsize=8,
+            color=color,
+        )
+
+
 def _set_xlim(ax, xs: list[np.ndarray], log: bool, invert: bool = False) -> None:
     if not xs:
         return
@@ -271,6 +307,8 @@ def plot_losses(configs, summary=None) -> Figure:
     xs = [[[] for _ in COLUMNS] for _ in ROWS]
     ys = [[[] for _ in COLUMNS] for _ in ROWS]
     spike_checks = []  # (ax, x, y, color) to mark once the limits are set
+    diverged_ends = []  # (ax, x, y, color, text): the x of each diverged curve, likewise
+    ys_diverged = [[[] for _ in COLUMNS] for _ in ROWS]
     handles: list = []
     target = summary.target if summary is not None else None
     any_spans = any_diverged = False
@@ -332,19 +370,13 @@ def plot_losses(configs, summary=None) -> Figure:
                         ax.fill_between(bx, blo, bhi, color=color, alpha=0.2, lw=0)
                         ys[ri][col].append(hi)
                         spike_checks.append((ax, gx, hi, color))
+                    xs[ri][col].append(gx)
                     if style == "--":  # a diverged run: an x where its finite curve ends
                         any_diverged = True
-                        ax.plot([gx[-1]], [mean[-1]], "x", color=color, ms=9, mew=2)
-                        if kind == "val":
-                            ax.annotate(
-                                runs[0].diverged_text,
-                                (gx[-1], mean[-1]),
-                                xytext=(6, 4),
-                                textcoords="offset points",
-                                fontsize=8,
-                                color=color,
-                            )
-                    xs[ri][col].append(gx)
+                        text = runs[0].diverged_text if kind == "val" else None
+                        diverged_ends.append((ax, gx[-1], mean[-1], color, text))
+                        ys_diverged[ri][col].append(mean)  # see diverged_ylim
+                        continue
                     ys[ri][col].append(mean)
                     spike_checks.append((ax, gx, mean, color))
                     if kind == "val" and style == "-" and target is not None:
@@ -358,12 +390,14 @@ def plot_losses(configs, summary=None) -> Figure:
             extra = [target] if ri == 0 else []
             if ri == 0 and target is not None:
                 ax.plot(ax.get_xlim(), [target, target], "--", color="k", lw=1, label=TARGET)
-            ax.set_ylim(*robust_ylim(ys[ri][col], extra))
+            ax.set_ylim(*diverged_ylim(ys[ri][col], ys_diverged[ri][col], extra))
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
             ax.grid(True, alpha=0.3)
     for ax, x, y, color in spike_checks:
         mark_spikes(ax, x, y, color)
+    for ax, x, y, color, text in diverged_ends:
+        mark_diverged_end(ax, x, y, color, text)
     if target is not None:
         handles.append(
             Line2D(

@@ -27,14 +27,19 @@ def _loss(m: tuple[float, float, float] | None, n: int) -> str:
 
 
 def final_loss_cell(row) -> str:
-    """The final loss, or "diverged at step N" (never a loss for a diverged run)."""
+    """The final loss, or "diverged at step N" / "no training step" (never a loss for a
+    diverged run or one that did not train); a run still running, preempted or failed is
+    named with its last loss (``2.1000 (last evaluation: running at fine step 40)``)."""
     c = row.config
     if not c.healthy:
-        return c.diverged_text()
+        return c.diverged_text() if c.diverged else "no training step"
     text = _loss(row.final_loss, len(c.healthy))
-    return text + (
-        f" ({len(c.healthy)}/{len(c.runs)} seeds; {c.diverged_text()})" if c.diverged else ""
-    )
+    text += f" ({len(c.healthy)}/{len(c.runs)} seeds; {c.diverged_text()})" if c.diverged else ""
+    unfinished = [why for r in c.healthy if (why := r.incomplete())]
+    if unfinished:
+        which = "" if len(c.healthy) == 1 else f"{len(unfinished)}/{len(c.healthy)} seeds "
+        text += f" (last evaluation: {which}{'; '.join(unfinished)})"
+    return text
 
 
 def _to_target(row, total: str, target: float | None) -> str:

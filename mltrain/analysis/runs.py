@@ -200,6 +200,12 @@ class Run:
         )
 
     @property
+    def trained(self) -> bool:
+        """Whether the run holds a training record (an optimizer step with FLOPs); a run
+        stopped right after its step-0 evaluation does not."""
+        return len(self.train.loss) > 0 or self.total("head") > 0
+
+    @property
     def threads(self) -> int | None:
         """CPU threads the run used (``run.json``), None when not recorded."""
         t = self.meta.get("threads")

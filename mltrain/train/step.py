@@ -133,7 +133,9 @@ class Step:
     def mean_loss(self, path: BlockPath, chunks: list[torch.Tensor]) -> float:
         """Mean next-token cross-entropy (nats/token) along ``path`` over every rank's
         ``chunks`` (this rank's windows ``(b, T+1)``, each its own forward), in evaluation
-        mode: each chunk's mean weighted by its rows, summed over ranks."""
+        mode: each chunk's mean weighted by its token count (a shorter last chunk weighs
+        less), summed over ranks, so the result is the same tokens' mean whatever the
+        micro-batch or world size."""
         model = self.model
         was_training = model.training
         model.eval()
@@ -142,8 +144,9 @@ class Step:
             b = chunk.to(self.ctx.device)
             with self.autocast():
                 _, loss = model(b[:, :-1], b[:, 1:], path=path)
+            n = b[:, 1:].numel()  # tokens predicted
             total += torch.stack(
-                [loss.double() * len(b), torch.tensor(len(b), device=b.device, dtype=torch.float64)]
+                [loss.double() * n, torch.tensor(n, device=b.device, dtype=torch.float64)]
             )
         model.train(was_training)
         total = D.all_reduce_sum(total, self.ctx.world)

@@ -102,9 +102,8 @@ class Trainer:
         precision = prec.resolve(t.precision, ctx.device)
         self.step = Step(model, ctx, int(cfg.data.batch_size), int(t.grad_accum), precision)
         self.sampler = BatchSampler(data.train, self.seq_len, seed=int(t.seed) + 1)
-        self.val_batches = eval_windows(
-            data.val, self.seq_len, int(t.eval_batches) * self.step.micro
-        )
+        # one fixed validation set whatever the micro-batch, accumulation or world size
+        self.val_batches = eval_windows(data.val, self.seq_len, int(t.eval_sequences))
         self.p = Progress(flops_level={lv.name: 0 for lv in plan.levels})
         if any(lv.patch > 1 for lv in plan.levels):  # perf/tokens_level/<name>
             self.p.tokens_level = {lv.name: 0 for lv in plan.levels}
