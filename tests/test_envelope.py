@@ -68,7 +68,7 @@ def test_parameter_counts_by_hand_and_by_the_model():
 def test_envelope_switches_size_between_budgets(tmp_path):
     ej = envelope_of(make_family(tmp_path / "front"))
     (env,) = ej.envelopes
-    assert [s.label for s in env.sizes] == ["1 blocks, d=32", "2 blocks, d=32", "4 blocks, d=32"]
+    assert [s.label for s in env.sizes] == ["1 block, d=32", "2 blocks, d=32", "4 blocks, d=32"]
     assert [(s.params.total, s.params.nonembed) for s in env.sizes] == [P1, P2, P4]
     pts = env.points["head"]
     assert [p.flops for p in pts] == [1000, 2000, 4000]
@@ -147,7 +147,7 @@ def test_sizes_with_different_ranges_are_never_extrapolated(tmp_path):
         (2000, 3.6, 1),
         (4000, pytest.approx(3.1), 4),
     ]
-    assert pts[1].others == {"1 blocks, d=32": 3.6, "4 blocks, d=32": 3.7}
+    assert pts[1].others == {"1 block, d=32": 3.6, "4 blocks, d=32": 3.7}
 
 
 def test_size_edge_lr_edge_and_seed_warnings(tmp_path):
@@ -156,9 +156,9 @@ def test_size_edge_lr_edge_and_seed_warnings(tmp_path):
     tuned(root, 1000, 0.8, 4.1, 0, "model.n_layer=2", V)
     (env,) = envelope_of(root).envelopes
     w = env.warnings
-    grid = "(1 blocks, d=32, 2 blocks, d=32, 4 blocks, d=32)"
+    grid = "(1 block, d=32, 2 blocks, d=32, 4 blocks, d=32)"
     assert (
-        f"budget 1.00e3: the best size (1 blocks, d=32) is the smallest of the size grid {grid}: "
+        f"budget 1.00e3: the best size (1 block, d=32) is the smallest of the size grid {grid}: "
         "the compute-optimal size may lie beyond it; add a smaller model" in w
     )
     assert (
@@ -166,6 +166,8 @@ def test_size_edge_lr_edge_and_seed_warnings(tmp_path):
         "the compute-optimal size may lie beyond it; add a larger model" in w
     )
     assert not any(x.startswith("budget 2.00e3: the best size") for x in w)
+    # each size's own warnings (printed with its frontier by mltrain.analysis.frontier)
+    w = env.size_warnings
     assert (
         "2 blocks, d=32: budget 1.00e3: best lr 0.8 is the largest tried (0.1, 0.2, 0.4, 0.8): "
         "the frontier may be under-tuned; extend the grid" in w
@@ -187,3 +189,28 @@ def test_run_params_from_run_json(tmp_path):
     run = tuned(tmp_path, 1000, 0.1, 4.0, 0, meta={"params": {"total": 7, "nonembed": 5}})
     (r,) = C.find_runs([run])
     assert (run_params(r).total, run_params(r).nonembed) == (7, 5)
+
+
+def test_compare_writes_the_envelope_section_plots_and_csv(tmp_path, capsys):
+    make_family(tmp_path / "front")
+    method(tmp_path / "methods", "m", 3.4, 3000, "model.n_layer=4", V)
+    C.main([str(tmp_path / "methods"), "--frontier", str(tmp_path / "front")])
+    out = capsys.readouterr().out
+    cmp = tmp_path / "methods" / "compare"
+    assert (cmp / "isoflop.png").stat().st_size > 10_000
+    assert (cmp / "envelope.png").stat().st_size > 10_000
+    # the best size per budget and both r on the terminal (hand values of test_r_same_...)
+    assert "  1.00e3 -> 1 block, d=32, 4.0000, 0.00582 / 0.01" in out
+    assert "  2.00e3 -> 2 blocks, d=32, 3.5000" in out
+    assert "  4.00e3 -> 4 blocks, d=32, 3.1000" in out
+    line = [x for x in out.splitlines() if x.startswith("multilevel")][-1]
+    assert "1.061" in line and "1.261" in line and "0.841" in line
+    assert "1× (1× non-embed) 4 blocks, d=32 at nearest budget 4.00e3" in line
+    md = (cmp / "summary.md").read_text()
+    assert "## Against the compute-optimal envelope (model sizes)" in md
+    import csv
+
+    (row,) = list(csv.DictReader(open(cmp / "envelope.csv")))
+    assert float(row["r_env_head"]) == pytest.approx(3000 / (2000 * 2**0.25))
+    assert float(row["r_same_head"]) == pytest.approx(3000 / (2000 * math.sqrt(2)))
+    assert row["best_size"] == "4 blocks, d=32" and float(row["params"]) == P4[0]

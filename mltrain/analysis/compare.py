@@ -333,6 +333,7 @@ class Result:
     markdown: str
     terminal: str
     files: list[Path]
+    sizes: object | None = None  # a mltrain.analysis.envelope.EnvelopeJudgement (several sizes)
 
 
 def compare(
@@ -350,8 +351,8 @@ def compare(
     Raises:
         CompareError: bad input (see :func:`find_runs`, :func:`choose_baseline`).
     """
+    from mltrain.analysis import envelope, envelope_report, headline, plots, ratio_plot, report
     from mltrain.analysis import frontier as F
-    from mltrain.analysis import headline, plots, ratio_plot, report
 
     if target is not None and not math.isfinite(target):
         raise CompareError(f"--target {target} is not a finite loss")
@@ -405,9 +406,14 @@ def compare(
 
         frontier_plot.plot_frontier(judgement).savefig(out / "frontier.png", dpi=dpi)
         files.append(out / "frontier.png")
+    sizes = envelope.judge_sizes(judgement.frontiers, configs) if judgement else None
+    if sizes is not None:  # frontiers of several model sizes: the envelope over them
+        files += envelope.write_outputs(sizes, out, dpi)
     lines = headline.headline(summary, judgement)
     hints = same_flops_hints(configs)
     md = report.markdown(summary, judgement, lines, notes, hints)
+    if sizes is not None:
+        md += "\n" + "\n".join(envelope_report.markdown(sizes)) + "\n"
     (out / "summary.md").write_text(md)
     files.append(out / "summary.md")
     if summary is not None:
@@ -417,7 +423,9 @@ def compare(
         report.write_judge_csv(judgement, out / "frontier.csv")
         files.append(out / "frontier.csv")
     term = report.terminal(summary, judgement, lines, notes, hints)
-    return Result(summary, judgement, out, md, term, files)
+    if sizes is not None:
+        term += "\n\n" + "\n".join(envelope_report.terminal(sizes))
+    return Result(summary, judgement, out, md, term, files, sizes)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

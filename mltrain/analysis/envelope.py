@@ -104,7 +104,8 @@ class Envelope:
     sizes: list[Size]  # sorted by total parameters (by blocks × width² when unknown)
     points: dict[str, list[Point]]  # total -> points in increasing FLOPs
     choices: list[BudgetChoice]  # per budget with head
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the envelope's own (size grid, counts)
+    size_warnings: list[str] = field(default_factory=list)  # each size frontier's, prefixed
 
     def flops(self, total: str = "head") -> np.ndarray:
         """The points' FLOPs (counts) under ``total``."""
@@ -201,7 +202,7 @@ def build_envelope(frontiers: Sequence[Frontier], label: str = "envelope") -> En
     points = {t: _points(sizes, t) for t in TOTALS}
     env = Envelope(label, sizes, points, _choices(sizes, points["head"]))
     for s in sizes:
-        env.warnings += [f"{s.label}: {w}" for w in s.frontier.warnings]
+        env.size_warnings += [f"{s.label}: {w}" for w in s.frontier.warnings]
         if s.params is None:
             env.warnings.append(
                 f"{s.label}: vocabulary unknown (no run.json params, model.vocab_size or "
@@ -302,3 +303,17 @@ def judge_sizes(frontiers: Sequence[Frontier], configs: Sequence[Configuration])
     if not envs:
         return None
     return EnvelopeJudgement(envs, [judge_envelope(e, c) for e in envs for c in configs])
+
+
+def write_outputs(ej: EnvelopeJudgement, out, dpi: int = 110) -> list:
+    """Write ``isoflop.png``, ``envelope.png`` and ``envelope.csv`` into ``out``; their paths."""
+    from pathlib import Path
+
+    from mltrain.analysis import envelope_report, isoflop_plot
+
+    out = Path(out)
+    files = [out / "isoflop.png", out / "envelope.png", out / "envelope.csv"]
+    isoflop_plot.plot_isoflop(ej).savefig(files[0], dpi=dpi)
+    isoflop_plot.plot_envelope(ej).savefig(files[1], dpi=dpi)
+    envelope_report.write_csv(ej, files[2])
+    return files

@@ -54,9 +54,9 @@ def size_key(flat: dict) -> tuple:
 
 
 def size_label(flat: dict) -> str:
-    """A size as people say it: ``3 blocks, d=128``."""
+    """A size as people say it: ``3 blocks, d=128`` (``1 block, d=32``)."""
     n, d, _ = size_key(flat)
-    return f"{n} blocks, d={d}"
+    return f"{n} block{'' if n == 1 else 's'}, d={d}"
 
 
 def vocab_of(run) -> float | None:
