@@ -166,6 +166,7 @@ class Trainer:
         self._t0 = time.perf_counter()
         self._wall0 = 0.0
         self.last_checkpoint = None
+        self.branch_points: dict[int, float] = {}  # iteration -> budget scale (a trunk's)
 
     @property
     def total_steps(self) -> int:
@@ -280,6 +281,8 @@ class Trainer:
             self._console(k)
         if t.checkpoint_every and k % t.checkpoint_every == 0 and k < self.total_steps:
             self.save()
+        if k in self.branch_points:  # a trunk's kept states (mltrain.train.branch)
+            self.save(self.run_dir / "branches", keep=10**9)
         self._check_signal()
 
     # ------------------------------------------------------------------ one optimizer step
@@ -597,13 +600,14 @@ class Trainer:
         loss = (self._pending or {}).get("train/loss")
         return finite and val_ok and (loss is None or math.isfinite(loss))
 
-    def save(self):
+    def save(self, directory=None, keep: int | None = None):
         """Write a checkpoint of the current state (rank 0; every rank must call it, since it
-        first checks that all ranks hold the same parameters); returns its path."""
+        first checks that all ranks hold the same parameters) into ``directory`` (default the
+        run's checkpoints, keeping ``train.keep_checkpoints``); returns its path."""
         D.assert_identical(self.model.parameters(), self.ctx.world)
         if not self.ctx.is_main:
             return None
-        self.last_checkpoint = ckpt.save_checkpoint(
+        path = ckpt.save_checkpoint(
             ckpt.make_state(
                 self.state_dict(),
                 config=self.config_container,
@@ -611,11 +615,13 @@ class Trainer:
                 wandb_id=self.tracker.run_id,
                 healthy=self.healthy(),
             ),
-            self.run_dir / ckpt.CKPT_DIR,
+            directory or self.run_dir / ckpt.CKPT_DIR,
             self.p.step,
-            int(self.cfg.train.keep_checkpoints),
+            keep or int(self.cfg.train.keep_checkpoints),
         )
-        return self.last_checkpoint
+        if directory is None:
+            self.last_checkpoint = path
+        return path
 
 
 # operations of other modules register their handlers on import
