@@ -343,6 +343,7 @@ def compare(
     baseline: str | None = None,
     dpi: int = 110,
     frontier: Sequence[str | Path] = (),
+    fit: str | None = None,
 ) -> Result:
     """Everything ``mltrain-compare`` does: read the runs, summarize, judge against the tuned
     frontier (runs under ``frontier`` and runs whose role is ``frontier``), write the plots,
@@ -412,8 +413,10 @@ def compare(
     lines = headline.headline(summary, judgement)
     hints = same_flops_hints(configs)
     md = report.markdown(summary, judgement, lines, notes, hints)
+    fitted = envelope.fit_lines(sizes, fit) if sizes is not None and fit else []
     if sizes is not None:
         md += "\n" + "\n".join(envelope_report.markdown(sizes)) + "\n"
+        md += "".join(f"\n    {x}" for x in fitted) + ("\n" if fitted else "")
     (out / "summary.md").write_text(md)
     files.append(out / "summary.md")
     if summary is not None:
@@ -424,7 +427,7 @@ def compare(
         files.append(out / "frontier.csv")
     term = report.terminal(summary, judgement, lines, notes, hints)
     if sizes is not None:
-        term += "\n\n" + "\n".join(envelope_report.terminal(sizes))
+        term += "\n\n" + "\n".join(envelope_report.terminal(sizes) + fitted)
     return Result(summary, judgement, out, md, term, files, sizes)
 
 
@@ -476,9 +479,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--dpi", type=int, default=110, metavar="N", help="resolution of the PNGs (default 110)"
     )
+    parser.add_argument(
+        "--fit",
+        choices=("total", "nonembed"),
+        help="with frontiers of several model sizes: also print the parametric fit L(N, D) = "
+        "E + A/N^α + B/D^β (Hoffmann et al. 2022; N = total or non-embedding parameters) and "
+        "its N*(C), D*(C), a model beside the measured envelope, never used for r",
+    )
     args = parser.parse_args(argv)
     try:
-        res = compare(args.paths, args.out, args.target, args.baseline, args.dpi, args.frontier)
+        res = compare(
+            args.paths, args.out, args.target, args.baseline, args.dpi, args.frontier, args.fit
+        )
     except CompareError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

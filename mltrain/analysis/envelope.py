@@ -317,3 +317,32 @@ def write_outputs(ej: EnvelopeJudgement, out, dpi: int = 110) -> list:
     isoflop_plot.plot_envelope(ej).savefig(files[1], dpi=dpi)
     envelope_report.write_csv(ej, files[2])
     return files
+
+
+def fit_points(env: Envelope, which: str = "total") -> list[tuple[float, float, float]]:
+    """(N, D, L) of every size's best point per budget for :mod:`mltrain.analysis.fit`:
+    parameters (``total`` or ``nonembed``), mean tokens and mean final loss of its best runs."""
+    out = []
+    for s in env.sizes:
+        if s.params is None:
+            continue
+        for b in s.frontier.budgets:
+            tokens = float(np.mean([tokens_of(r) for r in b.best]))
+            if math.isfinite(tokens) and tokens > 0:
+                out.append((s.params.get(which), tokens, b.loss))
+    return out
+
+
+def fit_lines(ej: EnvelopeJudgement, which: str = "total") -> list[str]:
+    """The parametric fit's lines per envelope (:func:`mltrain.analysis.fit.fit_lines`), or why
+    there is none."""
+    from mltrain.analysis import fit
+
+    lines = []
+    for env in ej.envelopes:
+        pts = fit_points(env, which)
+        try:
+            lines += [f"{env.label}: "] + fit.fit_lines(pts, [c.budget for c in env.choices], which)
+        except ValueError as e:
+            lines.append(f"{env.label}: no parametric fit: {e}")
+    return lines
