@@ -146,7 +146,7 @@ def _order(s: Size) -> float:
     return float((n or 0) * (d or 0) ** 2)
 
 
-def _points(sizes: Sequence[Size], total: str) -> list[Point]:
+def envelope_points(sizes: Sequence[Size], total: str) -> list[Point]:
     """The envelope's points under ``total`` (module docstring)."""
     xs = [(x, s) for s in sizes for x in s.frontier.flops(total) if math.isfinite(x)]
     xs.sort(key=lambda xs_: xs_[0])
@@ -199,7 +199,7 @@ def build_envelope(frontiers: Sequence[Frontier], label: str = "envelope") -> En
         ref = f.budgets[0].best[0]
         sizes.append(Size(f, size_key(ref.flat), size_label(ref.flat), run_params(ref)))
     sizes.sort(key=_order)
-    points = {t: _points(sizes, t) for t in TOTALS}
+    points = {t: envelope_points(sizes, t) for t in TOTALS}
     env = Envelope(label, sizes, points, _choices(sizes, points["head"]))
     for s in sizes:
         env.size_warnings += [f"{s.label}: {w}" for w in s.frontier.warnings]
