@@ -146,29 +146,37 @@ def _order(s: Size) -> float:
     return float((n or 0) * (d or 0) ** 2)
 
 
+def _own(s: Size, total: str) -> list[tuple[float, float, float]]:
+    """A size's measured points as (group key, FLOPs spent, L*_N): with head the key is the
+    configured budget (``train.target_flops`` × ``train.flops_scale``: sizes that spend up to
+    a step less or more than one budget still share it), else the FLOPs spent."""
+    f = s.frontier
+    flops, env = f.flops(total), f.envelope
+    keys = [b.budget for b in f.budgets] if total == "head" and hasattr(f, "budgets") else flops
+    return [(float(k), float(x), float(e)) for k, x, e in zip(keys, flops, env) if math.isfinite(x)]
+
+
 def envelope_points(sizes: Sequence[Size], total: str) -> list[Point]:
-    """The envelope's points under ``total`` (module docstring)."""
-    xs = [(x, s) for s in sizes for x in s.frontier.flops(total) if math.isfinite(x)]
-    xs.sort(key=lambda xs_: xs_[0])
-    groups: list[list[tuple[float, Size]]] = []
-    for x, s in xs:
-        if groups and x <= groups[-1][0][0] * (1 + BUDGET_TOLERANCE):
-            groups[-1].append((x, s))
+    """The envelope's points under ``total`` (module docstring): per budget (:func:`_own`'s
+    keys within 1 %), each size's own L*_N there, or its L*_N interpolated at the budget's mean
+    FLOPs when its measured range holds them; the lowest, its size, and the running minimum."""
+    xs = sorted(((k, x, e, s) for s in sizes for k, x, e in _own(s, total)), key=lambda t: t[0])
+    groups: list[list] = []
+    for item in xs:
+        if groups and item[0] <= groups[-1][0][0] * (1 + BUDGET_TOLERANCE):
+            groups[-1].append(item)
         else:
-            groups.append([(x, s)])
+            groups.append([item])
     raw = []
     for g in groups:
-        x0 = float(np.mean([x for x, _ in g]))
-        at = {}
+        x0 = float(np.mean([x for _, x, _, _ in g]))
+        at = {s.label: (e, s, x) for _, x, e, s in g}  # measured at this budget
         for s in sizes:
-            est = s.frontier.loss_at(x0, total)
-            if est.is_exact:
-                at[s.label] = (est.lo, s)
+            if s.label not in at and (est := s.frontier.loss_at(x0, total)).is_exact:
+                at[s.label] = (est.lo, s, x0)
         label = min(at, key=lambda k: (at[k][0], _order(at[k][1])))
-        best = at[label][1]
-        own = [x for x, s in g if s is best]  # the best size's own budget: its FLOPs
-        x = own[0] if own else x0
-        raw.append((x, at[label][0], best, {k: v for k, (v, _) in at.items()}))
+        loss, best, x = at[label]
+        raw.append((x, loss, best, {k: v for k, (v, _, _) in at.items()}))
     env = envelope([r[1] for r in raw])
     return [Point(x, lo, e, s, o) for (x, lo, s, o), e in zip(raw, env)]
 
