@@ -34,7 +34,7 @@ for size in $SIZES; do
         train.flops_scale="$TOP" "train.branch_points=$points"
       for s in $POINTS; do
         run "${tag}_s${s}" experiment=envelope "$size" optimizer.lr="$lr" train.seed="$seed" \
-          train.flops_scale="$s" train.branch_points=[] "train.branch_from=$OUT/${tag}_trunk"
+          train.flops_scale="$s" "train.branch_points=[]" "train.branch_from=$OUT/${tag}_trunk"
       done
     done
   done
