@@ -26,6 +26,8 @@ EXPECTED = {
     "train.resume",
     "train.spike_factor",
     "train.progress",
+    "train.branch_points",  # a trunk's kept states: training unchanged (tests/test_branch.py)
+    "train.branch_from",  # a branch is the standalone run bit for bit (tests/test_branch.py)
 }
 
 
@@ -43,7 +45,11 @@ def changed(config: dict, key: str) -> dict:
         node = node[p]
     v = node[leaf]
     node[leaf] = (
-        "other" if isinstance(v, str) or v is None else (not v if isinstance(v, bool) else v + 1)
+        "other"
+        if isinstance(v, str) or v is None
+        else [0.5]
+        if isinstance(v, list)
+        else (not v if isinstance(v, bool) else v + 1)
     )
     return out
 
