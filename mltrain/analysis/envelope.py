@@ -350,7 +350,8 @@ def fit_lines(ej: EnvelopeJudgement, which: str = "total") -> list[str]:
     for env in ej.envelopes:
         pts = fit_points(env, which)
         try:
-            lines += [f"{env.label}: "] + fit.fit_lines(pts, [c.budget for c in env.choices], which)
+            got = fit.fit_lines(pts, [c.budget for c in env.choices], which)
+            lines += [f"{env.label}, {got[0]}", *got[1:]]
         except ValueError as e:
             lines.append(f"{env.label}: no parametric fit: {e}")
     return lines

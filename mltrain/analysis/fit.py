@@ -33,6 +33,8 @@ GRID = {
     "beta": (0.0, 0.5, 1.0, 1.5, 2.0),
 }
 STARTS = 8  # L-BFGS runs from the best grid points
+# box for (a, b, e, α, β): keeps A, B, E finite when a few points leave a direction free
+BOUNDS = ((-20.0, 60.0), (-20.0, 60.0), (-10.0, 5.0), (0.0, 4.0), (0.0, 4.0))
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,14 @@ def fit(n: Sequence[float], d: Sequence[float], loss: Sequence[float]) -> Fit:
     scores = _huber(pred - logl).sum(axis=1)
     best = None
     for i in np.argsort(scores)[:STARTS]:
-        res = minimize(_objective, grid[i], args=(logn, logd, logl), method="L-BFGS-B", tol=1e-12)
+        res = minimize(
+            _objective,
+            grid[i],
+            args=(logn, logd, logl),
+            method="L-BFGS-B",
+            bounds=BOUNDS,
+            tol=1e-12,
+        )
         if best is None or res.fun < best.fun:
             best = res
     a, b, e, alpha, beta = best.x
