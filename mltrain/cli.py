@@ -2,7 +2,7 @@
 
     mltrain                                   # default CPU run (multilevel, sotu corpus)
     mltrain coarsening=none train.steps=500   # single-level
-    mltrain -m coarsening.delta=0.1,0.25,0.5  # a sweep, one job directory each
+    mltrain -m coarsening.vcycle.delta=0.1,0.25,0.5  # a sweep, one job directory each
     torchrun --nproc_per_node=2 -m mltrain.cli coarsening=even_odd
 
 Returns the final validation loss to Hydra (for sweepers). A problem the user can fix is

@@ -23,17 +23,19 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+import mltrain.schemes  # noqa: F401  (registers every scheme: plan builders, handlers, extensions)
 from mltrain.config import MLTrainConfig, typed, validate
 from mltrain.data import build_data
 from mltrain.errors import CheckpointError, ConfigError, DivergenceError, MLTrainError, Preempted
-from mltrain.levels.patch import data_passes, log_data_passes
+from mltrain.metrics import METRICS_FILE, truncate_metrics
 from mltrain.model.transformer import ODETransformer
+from mltrain.plan.passes import data_passes, log_data_passes
 from mltrain.plan.plan import Plan, budget_of, build_plan
 from mltrain.train import branch as br
 from mltrain.train import checkpoint as ckpt
 from mltrain.train import distributed as D
 from mltrain.train.optim import build_optimizer
-from mltrain.train.tracking import METRICS_FILE, Tracker, truncate_metrics
+from mltrain.train.tracking import Tracker
 from mltrain.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -91,19 +93,8 @@ class Job:
         self.plan = build_plan(t, vocab, ctx.world)
         if t.train.target_flops is not None:
             log.info("FLOPs budget %.4e -> %d fine steps", budget_of(t), self.total_steps)
-        c = t.coarsening
-        if c.window_fraction is None and c.window > self.total_steps and len(self.plan.levels) > 1:
-            log.warning(
-                "coarsening.window=%d is longer than the run (%d fine steps): every fine "
-                "iteration runs coarse phases",
-                t.coarsening.window,
-                self.total_steps,
-            )
-        if len(self.plan.levels) > 1 and c.coarse_steps and not self.plan.multilevel and c.start:
-            log.warning(
-                "coarsening.start=%d is not below the window: no fine iteration runs a V-cycle",
-                c.start,
-            )
+        if t.coarsening.scheme == "vcycle":
+            self._warn_window(t.coarsening.vcycle)
         self.config_container = OmegaConf.to_container(cfg, resolve=True)
         # warmup-stable-decay branches (mltrain.train.branch): a trunk's points, a branch's start
         at = br.plan_at_scale(t, lambda c: build_plan(c, vocab, ctx.world))
@@ -167,6 +158,21 @@ class Job:
         except BaseException:
             self.tracker.close(exit_code=1)  # the W&B run is finished even when set-up fails
             raise
+
+    def _warn_window(self, v) -> None:
+        """Warn when the V-cycle's window is longer than the run or no iteration carries it."""
+        if v.window_fraction is None and v.window > self.total_steps:
+            log.warning(
+                "coarsening.vcycle.window=%d is longer than the run (%d fine steps): every fine "
+                "iteration runs coarse phases",
+                *(v.window, self.total_steps),
+            )
+        if v.coarse_steps and not self.plan.multilevel and v.start:
+            log.warning(
+                "coarsening.vcycle.start=%d is not below the window: no fine iteration runs a "
+                "V-cycle",
+                v.start,
+            )
 
     @property
     def total_steps(self) -> int:
@@ -361,7 +367,7 @@ class Job:
         return {"total": total, "nonembed": total - emb, "vocab": self.model.vocab_size}
 
     def _data_passes(self) -> dict:
-        """Tokens planned and seen against the training split (:func:`mltrain.levels.patch.data_passes`)."""
+        """Tokens planned and seen against the training split (:func:`mltrain.plan.passes.data_passes`)."""
         trainer = getattr(self, "trainer", None)
         seen = trainer.p.tokens if trainer is not None else None
         return data_passes(self.plan, len(self.data.train), seen)

@@ -58,8 +58,8 @@ def worker(model: str, coarsening: str, steps: int) -> None:
         over = [
             "coarsening=even_odd",
             "train.steps=1",
-            f"coarsening.coarse_steps={(steps - 1) // 2}",
-            "coarsening.window=1",
+            f"coarsening.vcycle.coarse_steps={(steps - 1) // 2}",
+            "coarsening.vcycle.window=1",
         ]
     job = make_job(
         [

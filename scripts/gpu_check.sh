@@ -24,7 +24,7 @@ log() { echo "== $* ($(date +%H:%M:%S))" | tee -a "$OUT/gpu_check.log"; }
 # Recursive growth 3 -> 6 -> 12 blocks (coarsening=grow_recursive: shares 0.4/0.4/0.2, zero
 # growth), AdamW lr 2e-3 with warmup-stable-decay; its single-level control gets the same
 # optimizer and schedule (the frontier's best at the CPU budgets).
-BEST="coarsening=grow_recursive coarsening.grow_init=zero optimizer=adamw optimizer.lr=2e-3 schedule=wsd"
+BEST="coarsening=grow_recursive coarsening.stages.grow_init=zero optimizer=adamw optimizer.lr=2e-3 schedule=wsd"
 SL_BEST="coarsening=none optimizer=adamw optimizer.lr=2e-3 schedule=wsd"
 if [ "$DRY" = "--dry-run" ]; then
   SIZE="model=tiny data.batch_size=4 train.eval_batches=2 train.device=cpu schedule.warmup_steps=0"
@@ -50,7 +50,7 @@ log "2/3 throughput"
 timeout $TIMEOUT python "$here/bench_throughput.py" "${BENCH[@]}" 2>&1 | tee "$OUT/throughput.txt" || true
 
 log "3/3 comparison at equal FLOPs"
-RECIPE="coarsening=even_odd coarsening.delta=0.25 coarsening.coarse_steps=$COARSE coarsening.window=$WINDOW"
+RECIPE="coarsening=even_odd coarsening.vcycle.delta=0.25 coarsening.vcycle.coarse_steps=$COARSE coarsening.vcycle.window=$WINDOW"
 budget=$(python "$here/flops_budget.py" --total $COMMON $RECIPE)
 echo "budget (the paper recipe's training FLOPs with head): $budget" | tee -a "$OUT/gpu_check.log"
 run() {  # run NAME OVERRIDES...

@@ -24,8 +24,8 @@ B=19971597926400
 Q=$((B / 4)); H=$((B / 2)); D=$((B * 2))
 FR="experiment=paper_small coarsening=none"
 WSD="$FR optimizer=adamw schedule=wsd train.target_flops=$B"      # + train.flops_scale
-GROW="experiment=grow_recursive coarsening.grow_init=zero optimizer.lr=2e-3"  # 3 -> 6 -> 12 blocks
-HINT="experiment=paper_small optimizer=adamw optimizer.lr=2e-3 coarsening.delta=1 coarsening.window=10 optimizer.weight_decay=0 schedule.warmup_steps=20"
+GROW="experiment=grow_recursive coarsening.stages.grow_init=zero optimizer.lr=2e-3"  # 3 -> 6 -> 12 blocks
+HINT="experiment=paper_small optimizer=adamw optimizer.lr=2e-3 coarsening.vcycle.delta=1 coarsening.vcycle.window=10 optimizer.weight_decay=0 schedule.warmup_steps=20"
 
 for part in "$@"; do
   case $part in
@@ -48,8 +48,8 @@ for part in "$@"; do
                  # 1/4 and 1/2 of B (fine steps and coarse steps per level scaled alike: the
                  # recipe's fixed coarse work does not fit a 1/4 budget sized by target_flops)
     for s in 0 1 2; do run recipe_adamw_s$s experiment=paper_small optimizer=adamw train.seed=$s; done
-    run recipe_adamw_Q_s0 experiment=paper_small optimizer=adamw train.steps=75 coarsening.coarse_steps=5 train.seed=0
-    run recipe_adamw_H_s0 experiment=paper_small optimizer=adamw train.steps=150 coarsening.coarse_steps=10 train.seed=0 ;;
+    run recipe_adamw_Q_s0 experiment=paper_small optimizer=adamw train.steps=75 coarsening.vcycle.coarse_steps=5 train.seed=0
+    run recipe_adamw_H_s0 experiment=paper_small optimizer=adamw train.steps=150 coarsening.vcycle.coarse_steps=10 train.seed=0 ;;
   recipe_sgd)  # the same with SGD (lr 0.5), 3 seeds
     for s in 0 1 2; do run recipe_sgd_s$s experiment=paper_small train.seed=$s; done ;;
   growth)  # the best coarse-to-fine scheme: recursive 3 -> 6 -> 12 blocks, 3 seeds at Q and B, H, D

@@ -41,7 +41,7 @@ for part in $PARTS; do
     sweep sgd_single_iso_flops experiment=paper_small coarsening=none train.target_flops=$B train.seed=0,1,2
     ;;
   adamw)  # the same with AdamW (seed 0), once per optimizer-state policy across levels
-    sweep adamw_multilevel experiment=paper_small optimizer=adamw coarsening.optimizer_state=separate,shared,reset
+    sweep adamw_multilevel experiment=paper_small optimizer=adamw coarsening.vcycle.optimizer_state=separate,shared,reset
     sweep adamw_single_same_steps experiment=paper_small optimizer=adamw coarsening=none
     sweep adamw_single_iso_flops experiment=paper_small optimizer=adamw coarsening=none train.target_flops=$B
     ;;
@@ -53,13 +53,13 @@ for part in $PARTS; do
     sweep adamw_single_iso_flops_seeds experiment=paper_small optimizer=adamw coarsening=none train.target_flops=$B train.seed=1,2
     ;;
   sweeps)  # knobs of the scheme (seed 0; delta=0.25, m=20, w=5, even_odd are sgd_multilevel seed 0)
-    sweep sweep_delta experiment=paper_small coarsening.delta=0.1,0.5,1.0
-    sweep sweep_steps_window experiment=paper_small coarsening.coarse_steps=10,40 coarsening.window=2,10
+    sweep sweep_delta experiment=paper_small coarsening.vcycle.delta=0.1,0.5,1.0
+    sweep sweep_steps_window experiment=paper_small coarsening.vcycle.coarse_steps=10,40 coarsening.vcycle.window=2,10
     sweep ablation_single_coarse experiment=paper_small coarsening=even,odd
     ;;
   controls)  # is the gain the transfer? delta=0 (coarse phases change no parameter, they only
              # consume batches); and the SGD comparison again at half the learning rate
-    sweep control_delta0 experiment=paper_small coarsening.delta=0.0
+    sweep control_delta0 experiment=paper_small coarsening.vcycle.delta=0.0
     sweep lr025_multilevel experiment=paper_small optimizer.lr=0.25
     sweep lr025_single_iso_flops experiment=paper_small optimizer.lr=0.25 coarsening=none train.target_flops=$B
     ;;

@@ -1,14 +1,14 @@
 """Build a saved W&B workspace view that compares single-level and multilevel runs.
 
     python scripts/wandb_view.py --entity ENTITY [--project mltrain] [--group GROUP]
-                                 [--by coarsening.delta ...] [--name NAME] [--print]
+                                 [--by coarsening.vcycle.delta ...] [--name NAME] [--print]
 
 The view has one section per FLOPs total (``perf/flops``: with head, ``perf/flops_nonembed``:
 non-embedding), each with ``val/loss`` and ``train/loss`` against that total (log x). The
 runs are grouped by W&B group (the experiment or sweep), then job type (the run's role:
 ``single_level/same_steps``, ``single_level/same_flops``, ``multilevel``, ``frontier``), so
 the two single-level baselines are separate lines, then any config keys given with ``--by`` (nested keys as dotted names,
-e.g. ``coarsening.delta``); grouped lines show the mean with a min-max band. ``--group``
+e.g. ``coarsening.vcycle.delta``); grouped lines show the mean with a min-max band. ``--group``
 keeps only the runs of one experiment or sweep.
 
 Saving needs the optional package ``wandb-workspaces`` (``pip install wandb-workspaces``)
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=[],
         metavar="CONFIG_KEY",
-        help="further group by these config keys, e.g. coarsening.delta",
+        help="further group by these config keys, e.g. coarsening.vcycle.delta",
     )
     parser.add_argument("--name", default="mltrain: loss vs FLOPs", help="name of the saved view")
     parser.add_argument(

@@ -271,9 +271,9 @@ def test_labels_name_the_keys_that_differ(tmp_path):
     f, lo = SINGLE, [10, 8, 6, 4, 2]
     write_run(tmp_path / "0", f, lo, "coarsening=none")
     write_run(tmp_path / "1", f, lo, "coarsening=even_odd")
-    write_run(tmp_path / "2", f, lo, "coarsening=even_odd", "coarsening.optimizer_state=shared")
+    write_run(tmp_path / "2", f, lo, "coarsening=even_odd", "coarsening.vcycle.optimizer_state=shared")
     write_run(tmp_path / "3", f, lo, "coarsening=even_odd", "optimizer=adamw")
-    write_run(tmp_path / "4", f, lo, "coarsening=even_odd", "coarsening.delta=0.5", "train.seed=3")
+    write_run(tmp_path / "4", f, lo, "coarsening=even_odd", "coarsening.vcycle.delta=0.5", "train.seed=3")
     labels = [c.label for c in C.group_configurations(C.find_runs([tmp_path]))]
     assert labels == [
         f"{SL} optimizer=sgd",
@@ -458,7 +458,7 @@ def _wandb_view():
 
 def test_wandb_view_definition_offline():
     view = _wandb_view()
-    d = view.view_definition(group="sweep_1", by=["coarsening.delta"])
+    d = view.view_definition(group="sweep_1", by=["coarsening.vcycle.delta"])
     panels = [p for s in d["sections"] for p in s["panels"]]
     assert {(p["x"], p["y"][0]) for p in panels} == {
         (x, y) for x in ("perf/flops", "perf/flops_nonembed") for y in ("val/loss", "train/loss")
@@ -467,7 +467,7 @@ def test_wandb_view_definition_offline():
     assert d["groupby"] == [
         {"section": "run", "name": "Group"},
         {"section": "run", "name": "JobType"},
-        {"section": "config", "name": "coarsening.delta"},
+        {"section": "config", "name": "coarsening.vcycle.delta"},
     ]
     assert d["filters"] == [{"section": "run", "name": "Group", "op": "==", "value": "sweep_1"}]
     assert view.view_definition()["filters"] == []
@@ -477,7 +477,7 @@ def test_wandb_view_builds_a_workspace_when_the_package_is_installed():
     pytest.importorskip("wandb_workspaces")
     view = _wandb_view()
     model = view.build_workspace(
-        view.view_definition(group="g", by=["coarsening.delta"]), "ent", "proj"
+        view.view_definition(group="g", by=["coarsening.vcycle.delta"]), "ent", "proj"
     )._to_model()
     text = model.model_dump_json(by_alias=True)
     assert (
@@ -806,26 +806,26 @@ def test_staged_schemes_are_named_by_what_they_do():
     from mltrain.analysis.grouping import base_label
 
     grow = {
-        "coarsening.name": "even_odd",
-        "coarsening.stages": ["coarse_b", "fine"],
-        "coarsening.stage_shares": [0.8, 0.2],
-        "coarsening.grow_init": "zero",
-        "coarsening.window": 0,
-        "coarsening.coarse_steps": 20,
-        "coarsening.delta": 0.25,
+        "coarsening.hierarchy.name": "even_odd",
+        "coarsening.stages.levels": ["coarse_b", "fine"],
+        "coarsening.stages.shares": [0.8, 0.2],
+        "coarsening.stages.grow_init": "zero",
+        "coarsening.vcycle.window": 0,
+        "coarsening.vcycle.coarse_steps": 20,
+        "coarsening.vcycle.delta": 0.25,
     }
     assert base_label(grow, "multilevel") == "coarse-to-fine coarse_b 0.8 → fine 0.2, grow zero"
-    vcycle = {**grow, "coarsening.window": 5}
+    vcycle = {**grow, "coarsening.vcycle.window": 5}
     assert base_label(vcycle, "multilevel").endswith(
         ", grow zero + V-cycle even_odd δ=0.25 m=20 w=5"
     )
     raptr = {
         **grow,
-        "coarsening.stages": ["raptr_6", "fine"],
-        "coarsening.stage_shares": [0.5, 0.5],
+        "coarsening.stages.levels": ["raptr_6", "fine"],
+        "coarsening.stages.shares": [0.5, 0.5],
     }
     assert base_label(raptr, "multilevel") == "random sub-paths raptr_6 0.5 → fine 0.5"
-    assert base_label({**grow, "coarsening.stages": []}, "multilevel") == (
+    assert base_label({**grow, "coarsening.stages.levels": []}, "multilevel") == (
         "multilevel even_odd δ=0.25 m=20 w=0"
     )
 

@@ -13,7 +13,7 @@ from tests.helpers import compose, plugin_missing
 
 GROUPS = ["model", "coarsening", "optimizer", "schedule", "data", "logger", "experiment", "mode"]
 NEEDS = {  # options that need a value no default can supply
-    ("coarsening", "custom"): ["coarsening.blocks=[[0,2]]"],
+    ("coarsening", "custom"): ["coarsening.hierarchy.blocks=[[0,2]]"],
     ("coarsening", "raptr"): ["model.n_layer=12"],  # path lengths 6, 8, 10 of 12 blocks
     ("experiment", "raptr"): ["model.n_layer=12"],
     ("data", "text_files"): ["data.paths=[/tmp]"],
@@ -65,8 +65,8 @@ def test_defaults_are_the_cpu_run_of_the_readme():
     assert d.optimizer._target_ == "torch.optim.SGD" and d.optimizer.momentum == 0.9
     assert (
         d.schedule.name == "cosine"
-        and d.coarsening.name == "even_odd"
-        and d.coarsening.delta == 0.25
+        and d.coarsening.hierarchy.name == "even_odd"
+        and d.coarsening.vcycle.delta == 0.25
     )
     p = plain(["experiment=paper"])
     assert (p.model.n_embd, p.model.n_layer, p.model.n_head, p.data.tokenizer) == (
@@ -76,10 +76,10 @@ def test_defaults_are_the_cpu_run_of_the_readme():
         "gpt2",
     )
     assert (
-        p.coarsening.name,
-        p.coarsening.delta,
-        p.coarsening.coarse_steps,
-        p.coarsening.window,
+        p.coarsening.hierarchy.name,
+        p.coarsening.vcycle.delta,
+        p.coarsening.vcycle.coarse_steps,
+        p.coarsening.vcycle.window,
     ) == ("even_odd", 0.25, 100, 35)
     assert p.optimizer._target_ == "torch.optim.SGD" and p.schedule.name == "cosine"
 
@@ -104,7 +104,7 @@ def test_keys_added_with_plus_are_rejected_by_validation(override, where):
 
 
 @pytest.mark.parametrize(
-    "override", ["model.n_layer=abc", "coarsening.delta=high", "train.compile=maybe"]
+    "override", ["model.n_layer=abc", "coarsening.vcycle.delta=high", "train.compile=maybe"]
 )
 def test_wrong_types_are_rejected(override):
     with pytest.raises((HydraException, OmegaConfBaseException)):
@@ -140,21 +140,21 @@ def test_options_of_another_optimizer_are_rejected():
             ["data.tokenizer=wordpiece"],
             r"data.tokenizer='wordpiece' is not allowed: choose bpe, gpt2, hf:<name or path>",
         ),
-        (["coarsening.delta=1.5"], r"coarsening.delta=1.5 is not allowed: must be in \[0, 1\]"),
-        (["coarsening.delta=-0.1"], r"coarsening.delta=-0.1 is not allowed"),
+        (["coarsening.vcycle.delta=1.5"], r"coarsening.vcycle.delta=1.5 is not allowed: must be in \[0, 1\]"),
+        (["coarsening.vcycle.delta=-0.1"], r"coarsening.vcycle.delta=-0.1 is not allowed"),
         (
-            ["coarsening.coarse_steps=-1"],
-            r"coarsening.coarse_steps=-1 is not allowed: must be >= 0",
+            ["coarsening.vcycle.coarse_steps=-1"],
+            r"coarsening.vcycle.coarse_steps=-1 is not allowed: must be >= 0",
         ),
-        (["coarsening.window=-2"], r"coarsening.window=-2 is not allowed: must be >= 0"),
+        (["coarsening.vcycle.window=-2"], r"coarsening.vcycle.window=-2 is not allowed: must be >= 0"),
         (
-            ["coarsening.step_scale=0"],
-            r"coarsening.step_scale=0.0 is not allowed: must be a number > 0",
+            ["coarsening.hierarchy.step_scale=0"],
+            r"coarsening.hierarchy.step_scale=0.0 is not allowed: must be a number > 0",
         ),
-        (["coarsening.name=halves"], r"coarsening.name='halves' is not allowed"),
+        (["coarsening.hierarchy.name=halves"], r"coarsening.hierarchy.name='halves' is not allowed"),
         (
-            ["coarsening.optimizer_state=global"],
-            r"coarsening.optimizer_state='global' is not allowed: choose one of separate, shared, reset",
+            ["coarsening.vcycle.optimizer_state=global"],
+            r"coarsening.vcycle.optimizer_state='global' is not allowed: choose one of separate, shared, reset",
         ),
         (
             ["schedule.warmup_steps=400", "train.steps=300"],

@@ -104,14 +104,14 @@ def cycle_iterations(plan):
     "overrides, expected",
     [
         ((), [0, 1, 2, 3, 4]),
-        (("coarsening.start=2", "coarsening.every=3", "coarsening.window=12"), [2, 5, 8, 11]),
+        (("coarsening.vcycle.start=2", "coarsening.vcycle.every=3", "coarsening.vcycle.window=12"), [2, 5, 8, 11]),
         (
-            ("coarsening.start=3", "coarsening.every=5", "coarsening.window_fraction=1"),
+            ("coarsening.vcycle.start=3", "coarsening.vcycle.every=5", "coarsening.vcycle.window_fraction=1"),
             [3, 8, 13, 18],
         ),
-        (("coarsening.every=4", "coarsening.window_fraction=0.5"), [0, 4, 8]),  # window 10
-        (("coarsening.window_fraction=0.125",), [0, 1, 2]),  # 2.5 -> 3 (halves up)
-        (("coarsening.start=5", "coarsening.window=5"), []),
+        (("coarsening.vcycle.every=4", "coarsening.vcycle.window_fraction=0.5"), [0, 4, 8]),  # window 10
+        (("coarsening.vcycle.window_fraction=0.125",), [0, 1, 2]),  # 2.5 -> 3 (halves up)
+        (("coarsening.vcycle.start=5", "coarsening.vcycle.window=5"), []),
     ],
 )
 def test_the_schedule_lists_exactly_start_plus_multiples_of_every_inside_the_window(
@@ -134,30 +134,30 @@ def test_a_long_schedule_prints_its_first_and_last_iterations():
     text = plan_of(
         "coarsening=even_odd",
         "train.steps=300",
-        "coarsening.start=10",
-        "coarsening.every=10",
-        "coarsening.window_fraction=1",
+        "coarsening.vcycle.start=10",
+        "coarsening.vcycle.every=10",
+        "coarsening.vcycle.window_fraction=1",
     ).describe()
     assert "V-cycle for fine iterations 10, 20, 30, ..., 290 (29 iterations, every 10): " in text
 
 
 def test_start_zero_every_one_is_todays_run_bit_for_bit(tmp_path):
-    base = ["coarsening=even_odd", "coarsening.coarse_steps=2", "coarsening.window=2"]
+    base = ["coarsening=even_odd", "coarsening.vcycle.coarse_steps=2", "coarsening.vcycle.window=2"]
     base += ["train.steps=4", "model.dropout=0.1"]
     assert (
-        plan_of(*base).stages == plan_of(*base, "coarsening.start=0", "coarsening.every=1").stages
+        plan_of(*base).stages == plan_of(*base, "coarsening.vcycle.start=0", "coarsening.vcycle.every=1").stages
     )
     run_job(tmp_path / "a", *base)
-    run_job(tmp_path / "b", *base, "coarsening.start=0", "coarsening.every=1")
+    run_job(tmp_path / "b", *base, "coarsening.vcycle.start=0", "coarsening.vcycle.every=1")
     assert records(tmp_path / "a") == records(tmp_path / "b")
 
 
 def test_a_window_fraction_sizes_with_a_flops_budget():
     plan = plan_of(
         "coarsening=even_odd",
-        "coarsening.every=2",
-        "coarsening.window_fraction=0.5",
-        "coarsening.coarse_steps=2",
+        "coarsening.vcycle.every=2",
+        "coarsening.vcycle.window_fraction=0.5",
+        "coarsening.vcycle.coarse_steps=2",
         "train.target_flops=2e10",
     )
     n = plan.iterations
@@ -168,17 +168,17 @@ def test_a_window_fraction_sizes_with_a_flops_budget():
 @pytest.mark.parametrize(
     "overrides, match",
     [
-        (["coarsening.every=0"], r"coarsening.every=0 is not allowed: must be an integer >= 1"),
-        (["coarsening.start=-1"], r"coarsening.start=-1 is not allowed: must be >= 0"),
-        (["coarsening.window_fraction=1.5"], r"coarsening.window_fraction=1.5 is not allowed"),
-        (["coarsening.window_fraction=0"], r"must be in \(0, 1\]"),
-        (["coarsening.momentum=1"], r"coarsening.momentum=1.0 is not allowed: must be in \[0, 1\)"),
+        (["coarsening.vcycle.every=0"], r"coarsening.vcycle.every=0 is not allowed: must be an integer >= 1"),
+        (["coarsening.vcycle.start=-1"], r"coarsening.vcycle.start=-1 is not allowed: must be >= 0"),
+        (["coarsening.vcycle.window_fraction=1.5"], r"coarsening.vcycle.window_fraction=1.5 is not allowed"),
+        (["coarsening.vcycle.window_fraction=0"], r"must be in \(0, 1\]"),
+        (["coarsening.corrections.momentum=1"], r"coarsening.corrections.momentum=1.0 is not allowed: must be in \[0, 1\)"),
         (
-            ["coarsening.tau=full"],
-            r"coarsening.tau='full' is not allowed: choose one of none, exact",
+            ["coarsening.corrections.tau=full"],
+            r"coarsening.corrections.tau='full' is not allowed: choose one of none, exact",
         ),
-        (["coarsening.line_search=golden"], r"choose one of none, grid, parabola"),
-        (["coarsening.line_search_max=0"], r"coarsening.line_search_max=0.0 is not allowed"),
+        (["coarsening.corrections.line_search=golden"], r"choose one of none, grid, parabola"),
+        (["coarsening.corrections.line_search_max=0"], r"coarsening.corrections.line_search_max=0.0 is not allowed"),
     ],
 )
 def test_bad_settings_give_one_line(overrides, match):
@@ -190,13 +190,13 @@ def test_bad_settings_give_one_line(overrides, match):
 
 
 def test_cheap_tau_after_the_coarse_phases_needs_a_fine_step_before_the_first_cycle():
-    with pytest.raises(ConfigError, match=r"coarsening.tau=cheap with coarsening.fine_step=after"):
-        plan_of("coarsening=even_odd", "coarsening.tau=cheap", "coarsening.fine_step=after")
+    with pytest.raises(ConfigError, match=r"coarsening.corrections.tau=cheap with coarsening.vcycle.fine_step=after"):
+        plan_of("coarsening=even_odd", "coarsening.corrections.tau=cheap", "coarsening.vcycle.fine_step=after")
     plan = plan_of(
         "coarsening=even_odd",
-        "coarsening.tau=cheap",
-        "coarsening.fine_step=after",
-        "coarsening.start=1",
+        "coarsening.corrections.tau=cheap",
+        "coarsening.vcycle.fine_step=after",
+        "coarsening.vcycle.start=1",
     )
     assert plan.ops(1)[:3] == (
         Restrict("coarse_a"),
@@ -228,8 +228,8 @@ def trainer_gradient(t, level, batch):
 
 HIERARCHIES = [
     ("even_odd", [], ["coarse_a", "coarse_b"], []),
-    ("recursive", ["model.n_layer=8", "coarsening.depth=2"], ["coarse_1"], ["coarse_2"]),
-    ("custom", ["coarsening.blocks=[[1,3],[3],[0,2]]"], ["coarse_1", "coarse_3"], ["coarse_2"]),
+    ("recursive", ["model.n_layer=8", "coarsening.hierarchy.depth=2"], ["coarse_1"], ["coarse_2"]),
+    ("custom", ["coarsening.hierarchy.blocks=[[1,3],[3],[0,2]]"], ["coarse_1", "coarse_3"], ["coarse_2"]),
 ]
 
 
@@ -242,8 +242,8 @@ def test_exact_tau_makes_the_corrected_coarse_gradient_the_restricted_fine_one(
         tmp_path / "r",
         f"coarsening={name}",
         *extra,
-        f"coarsening.train_shared={shared}",
-        "coarsening.tau=exact",
+        f"coarsening.vcycle.train_shared={shared}",
+        "coarsening.corrections.tau=exact",
         "train.grad_accum=2",
         "data.batch_size=2",
         *PLAIN,
@@ -276,7 +276,7 @@ def test_exact_tau_makes_the_corrected_coarse_gradient_the_restricted_fine_one(
 
 def test_without_tau_the_coarse_gradient_is_not_the_fine_one(tmp_path):
     """The control of the test above: the coherence is the τ-correction's doing."""
-    job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.momentum=0.5", *PLAIN)
+    job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.corrections.momentum=0.5", *PLAIN)
     t = job.trainer
     xi = t.sampler.next(t.global_batch)
     g_fine = fine_gradient(job.model, xi)
@@ -285,7 +285,7 @@ def test_without_tau_the_coarse_gradient_is_not_the_fine_one(tmp_path):
 
 
 def test_cheap_tau_reuses_the_fine_steps_batch_and_gradient(tmp_path):
-    job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.tau=cheap", *PLAIN)
+    job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.corrections.tau=cheap", *PLAIN)
     t = job.trainer
     x = params_of(job.model)
     run(t, [Train("fine", 1)])
@@ -319,11 +319,11 @@ def zero_tau(monkeypatch):
 
 @pytest.mark.parametrize("form", ["exact", "cheap"])
 def test_tau_forced_to_zero_is_todays_run_bit_for_bit(tmp_path, monkeypatch, form):
-    base = ["coarsening=even_odd", "coarsening.coarse_steps=2", "coarsening.window=2"]
+    base = ["coarsening=even_odd", "coarsening.vcycle.coarse_steps=2", "coarsening.vcycle.window=2"]
     base += ["train.steps=4", "model.dropout=0.1", "train.eval_every=2"]
     run_job(tmp_path / "today", *base)
     zero_tau(monkeypatch)
-    job = run_job(tmp_path / "tau", *base, f"coarsening.tau={form}")
+    job = run_job(tmp_path / "tau", *base, f"coarsening.corrections.tau={form}")
     a, b = records(tmp_path / "today"), records(tmp_path / "tau")
     assert [r["step"] for r in a] == [r["step"] for r in b]
     for ra, rb in zip(a, b):
@@ -339,12 +339,12 @@ def test_tau_forced_to_zero_is_todays_run_bit_for_bit(tmp_path, monkeypatch, for
     "overrides, passes",
     [
         (
-            ["coarsening=even_odd", "coarsening.tau=exact"],
+            ["coarsening=even_odd", "coarsening.corrections.tau=exact"],
             {"fine": 2, "coarse_a": 1, "coarse_b": 1},
         ),
-        (["coarsening=even_odd", "coarsening.tau=cheap"], {"coarse_a": 1, "coarse_b": 1}),
+        (["coarsening=even_odd", "coarsening.corrections.tau=cheap"], {"coarse_a": 1, "coarse_b": 1}),
         (
-            ["coarsening=recursive", "model.n_layer=8", "coarsening.tau=exact"],
+            ["coarsening=recursive", "model.n_layer=8", "coarsening.corrections.tau=exact"],
             {"fine": 1, "coarse_1": 2, "coarse_2": 1},
         ),
     ],
@@ -353,8 +353,8 @@ def test_tau_flops_are_one_training_pass_per_gradient(tmp_path, overrides, passe
     job = run_job(
         tmp_path / "r",
         *overrides,
-        "coarsening.coarse_steps=2",
-        "coarsening.window=2",
+        "coarsening.vcycle.coarse_steps=2",
+        "coarsening.vcycle.window=2",
         "train.steps=3",
     )
     f = {n: c.total for n, c in job.plan.step_flops.items()}
@@ -369,8 +369,8 @@ def test_line_search_takes_the_best_delta_on_a_held_aside_training_batch(tmp_pat
     job = make_job(
         tmp_path / "r",
         "coarsening=even_odd",
-        "coarsening.line_search=grid",
-        "coarsening.momentum=0",
+        "coarsening.corrections.line_search=grid",
+        "coarsening.corrections.momentum=0",
         *PLAIN,
     )
     t = job.trainer
@@ -403,7 +403,7 @@ def test_line_search_takes_the_best_delta_on_a_held_aside_training_batch(tmp_pat
 
 
 def test_line_search_keeps_delta_zero_when_the_phase_only_hurts(tmp_path):
-    job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.line_search=parabola", *PLAIN)
+    job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.corrections.line_search=parabola", *PLAIN)
     t = job.trainer
     run(t, [Train("fine", 1), Restrict("coarse_a")])
     before = params_of(job.model)
@@ -423,12 +423,12 @@ def test_line_search_keeps_delta_zero_when_the_phase_only_hurts(tmp_path):
 def test_line_search_tokens_are_not_training_tokens(tmp_path):
     base = [
         "coarsening=even_odd",
-        "coarsening.coarse_steps=2",
-        "coarsening.window=2",
+        "coarsening.vcycle.coarse_steps=2",
+        "coarsening.vcycle.window=2",
         "train.steps=3",
     ]
     run_job(tmp_path / "a", *base)
-    job = run_job(tmp_path / "b", *base, "coarsening.line_search=grid")
+    job = run_job(tmp_path / "b", *base, "coarsening.corrections.line_search=grid")
     a, b = (
         read_jsonl(tmp_path / "a" / "metrics.jsonl"),
         read_jsonl(tmp_path / "b" / "metrics.jsonl"),
@@ -442,10 +442,10 @@ def test_line_search_tokens_are_not_training_tokens(tmp_path):
 
 
 def test_a_smaller_held_aside_batch_costs_its_share_of_the_forwards(tmp_path):
-    base = ["coarsening=even_odd", "coarsening.coarse_steps=2", "coarsening.window=2"]
-    base += ["train.steps=3", "coarsening.line_search=grid"]
+    base = ["coarsening=even_odd", "coarsening.vcycle.coarse_steps=2", "coarsening.vcycle.window=2"]
+    base += ["train.steps=3", "coarsening.corrections.line_search=grid"]
     full = run_job(tmp_path / "a", *base)
-    job = run_job(tmp_path / "b", *base, "coarsening.line_search_batch=1")  # 1 of 4 sequences
+    job = run_job(tmp_path / "b", *base, "coarsening.corrections.line_search_batch=1")  # 1 of 4 sequences
     a, b = (
         read_jsonl(tmp_path / "a" / "metrics.jsonl"),
         read_jsonl(tmp_path / "b" / "metrics.jsonl"),
@@ -464,8 +464,8 @@ def test_momentum_zero_is_eq4_bit_for_bit(tmp_path, summed):
         make_job(
             tmp_path / str(i),
             "coarsening=even_odd",
-            "coarsening.momentum=0.5",
-            "coarsening.delta=0.7",
+            "coarsening.corrections.momentum=0.5",
+            "coarsening.vcycle.delta=0.7",
         )
         for i in range(2)
     ]
@@ -484,8 +484,8 @@ def test_two_phases_of_outer_momentum_by_hand(tmp_path):
     job = make_job(
         tmp_path / "r",
         "coarsening=even",
-        f"coarsening.momentum={beta}",
-        f"coarsening.delta={delta}",
+        f"coarsening.corrections.momentum={beta}",
+        f"coarsening.vcycle.delta={delta}",
     )
     t, model = job.trainer, job.model
     gen = torch.Generator().manual_seed(1)
@@ -514,7 +514,7 @@ def test_two_phases_of_outer_momentum_by_hand(tmp_path):
 
 
 # ============================================================================ all together
-ALL = ["coarsening.tau=exact", "coarsening.line_search=parabola", "coarsening.momentum=0.5"]
+ALL = ["coarsening.corrections.tau=exact", "coarsening.corrections.line_search=parabola", "coarsening.corrections.momentum=0.5"]
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
@@ -528,7 +528,7 @@ def test_parameters_outside_the_phase_stay_bitwise_with_every_correction(
         *ALL,
         f"optimizer={optimizer}",
         "optimizer.weight_decay=0.1",
-        f"coarsening.optimizer_state={state}",
+        f"coarsening.vcycle.optimizer_state={state}",
     )
     t = job.trainer
     run(t, [Train("fine", 1)])
@@ -558,22 +558,22 @@ COMBOS = [
 def test_every_hierarchy_optimizer_policy_and_order_spends_what_the_plan_says(
     tmp_path, name, optimizer, state, combine, fine_step, tau
 ):
-    extra = {"recursive": ["model.n_layer=8"], "custom": ["coarsening.blocks=[[1,3],[3],[0,2]]"]}
+    extra = {"recursive": ["model.n_layer=8"], "custom": ["coarsening.hierarchy.blocks=[[1,3],[3],[0,2]]"]}
     job = run_job(
         tmp_path / "r",
         f"coarsening={name}",
         *extra.get(name, []),
         f"optimizer={optimizer}",
-        f"coarsening.optimizer_state={state}",
-        f"coarsening.combine={combine}",
-        f"coarsening.fine_step={fine_step}",
-        f"coarsening.tau={tau}",
-        "coarsening.line_search=parabola",
-        "coarsening.momentum=0.5",
-        "coarsening.start=1",
-        "coarsening.every=2",
-        "coarsening.coarse_steps=2",
-        "coarsening.window=5",
+        f"coarsening.vcycle.optimizer_state={state}",
+        f"coarsening.vcycle.combine={combine}",
+        f"coarsening.vcycle.fine_step={fine_step}",
+        f"coarsening.corrections.tau={tau}",
+        "coarsening.corrections.line_search=parabola",
+        "coarsening.corrections.momentum=0.5",
+        "coarsening.vcycle.start=1",
+        "coarsening.vcycle.every=2",
+        "coarsening.vcycle.coarse_steps=2",
+        "coarsening.vcycle.window=5",
         "train.steps=5",
     )
     recs = read_jsonl(tmp_path / "r" / "metrics.jsonl")
@@ -599,10 +599,10 @@ def test_a_v_cycle_in_the_last_iteration_reaches_the_last_record(tmp_path, fine_
         tmp_path / "r",
         "coarsening=even_odd",
         *ALL,
-        f"coarsening.fine_step={fine_step}",
-        "coarsening.window_fraction=1",
-        "coarsening.every=2",
-        "coarsening.coarse_steps=2",
+        f"coarsening.vcycle.fine_step={fine_step}",
+        "coarsening.vcycle.window_fraction=1",
+        "coarsening.vcycle.every=2",
+        "coarsening.vcycle.coarse_steps=2",
         "train.steps=3",
     )
     assert cycle_iterations(job.plan) == [0, 2]
@@ -613,14 +613,14 @@ def test_a_v_cycle_in_the_last_iteration_reaches_the_last_record(tmp_path, fine_
 
 # ============================================================================ resume
 RESUMED = [
-    "coarsening.coarse_steps=3",
-    "coarsening.window=3",
+    "coarsening.vcycle.coarse_steps=3",
+    "coarsening.vcycle.window=3",
     "train.steps=6",
     "train.eval_every=2",
     "train.checkpoint_every=2",
     "model.dropout=0.1",
-    "coarsening.line_search=parabola",
-    "coarsening.momentum=0.5",
+    "coarsening.corrections.line_search=parabola",
+    "coarsening.corrections.momentum=0.5",
 ]
 
 
@@ -628,22 +628,22 @@ RESUMED = [
 @pytest.mark.parametrize(
     "stop_at, overrides",
     [
-        (2, ["coarsening=even_odd", "coarsening.tau=exact"]),  # inside a corrected phase
+        (2, ["coarsening=even_odd", "coarsening.corrections.tau=exact"]),  # inside a corrected phase
         pytest.param(  # before its line search
-            4, ["coarsening=even_odd", "coarsening.tau=exact"], marks=pytest.mark.slow
+            4, ["coarsening=even_odd", "coarsening.corrections.tau=exact"], marks=pytest.mark.slow
         ),
-        (5, ["coarsening=even_odd", "coarsening.tau=exact"]),  # right after a line search
+        (5, ["coarsening=even_odd", "coarsening.corrections.tau=exact"]),  # right after a line search
         pytest.param(  # before the cheap τ reuses step 1
-            1, ["coarsening=even_odd", "coarsening.tau=cheap"], marks=pytest.mark.slow
+            1, ["coarsening=even_odd", "coarsening.corrections.tau=cheap"], marks=pytest.mark.slow
         ),
         pytest.param(
             10,
-            ["coarsening=even_odd", "coarsening.tau=cheap", "coarsening.combine=summed"],
+            ["coarsening=even_odd", "coarsening.corrections.tau=cheap", "coarsening.vcycle.combine=summed"],
             marks=pytest.mark.slow,
         ),
         (  # fine 1, coarse_1 2-4 with coarse_2 5-7 nested inside: stop in the nested phase
             6,
-            ["coarsening=recursive", "model.n_layer=8", "coarsening.tau=cheap"],
+            ["coarsening=recursive", "model.n_layer=8", "coarsening.corrections.tau=cheap"],
         ),
     ],
 )
@@ -679,8 +679,8 @@ def test_two_processes_take_the_same_corrections_as_one(tmp_path):
 
     from tests.helpers import TINY
 
-    overrides = [*ALL, "coarsening=even_odd", "coarsening.coarse_steps=2", "coarsening.window=4"]
-    overrides += ["coarsening.start=1", "coarsening.every=2", "train.steps=4"]
+    overrides = [*ALL, "coarsening=even_odd", "coarsening.vcycle.coarse_steps=2", "coarsening.vcycle.window=4"]
+    overrides += ["coarsening.vcycle.start=1", "coarsening.vcycle.every=2", "train.steps=4"]
     overrides += ["train.checkpoint_every=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     torchrun = Path(sys.executable).parent / "torchrun"
@@ -725,5 +725,5 @@ def test_a_checkpoint_from_before_these_settings_resumes_and_groups_with_their_d
     assert identity(flatten(upgrade(before))) == identity(flatten(upgrade(now)))
     changed = copy.deepcopy(now)
     changed["coarsening"]["tau"] = "exact"
-    with pytest.raises(Exception, match=r"was written with coarsening.tau=none, this run has"):
+    with pytest.raises(Exception, match=r"was written with coarsening.corrections.tau=none, this run has"):
         check_compatible(before, changed, tmp_path / "ckpt.pt")

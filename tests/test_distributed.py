@@ -15,8 +15,8 @@ from tests.helpers import TINY, make_job, read_jsonl, run_job
 
 ML = [
     "coarsening=even_odd",
-    "coarsening.coarse_steps=3",
-    "coarsening.window=3",
+    "coarsening.vcycle.coarse_steps=3",
+    "coarsening.vcycle.window=3",
     "train.steps=5",
     "train.eval_every=1",
     "train.checkpoint_every=2",
@@ -93,7 +93,7 @@ def test_a_sweep_under_torchrun_through_the_mltrain_entry_point(tmp_path):
             "mode=smoke",
             *TINY,
             "data.batch_size=2",
-            "coarsening.delta=0.1,0.5",
+            "coarsening.vcycle.delta=0.1,0.5",
         ],
         cwd=tmp_path,
         capture_output=True,

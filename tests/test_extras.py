@@ -51,7 +51,7 @@ def test_submitit_local_launcher_runs_each_sweep_point(tmp_path):
             *SMOKE,
             "hydra/launcher=submitit_local",
             "hydra.launcher.timeout_min=10",
-            "coarsening.delta=0.1,0.5",
+            "coarsening.vcycle.delta=0.1,0.5",
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
         ],
         cwd=tmp_path,

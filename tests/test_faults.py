@@ -165,7 +165,7 @@ def test_checkpoints_record_whether_the_state_is_finite(tmp_path, capsys):
 # --------------------------------------------------------------------------- item 7: job dirs
 def test_sweep_job_directory_names_are_one_level_and_bounded():
     assert _sweep_subdir(0, "data.tokenizer=hf:/some/dir") == "0_data.tokenizer=hf:_some_dir"
-    long = ",".join(f"coarsening.blocks=[[{i},{i + 1}]]" for i in range(40))
+    long = ",".join(f"coarsening.hierarchy.blocks=[[{i},{i + 1}]]" for i in range(40))
     name = _sweep_subdir(12, long)
     assert len(name) <= 120 and "/" not in name and name.startswith("12_coarsening.blocks")
     assert name != _sweep_subdir(12, long + ",x=1")  # the hash keeps different jobs apart
@@ -181,7 +181,7 @@ def test_a_sweep_with_slashes_and_long_overrides_runs_every_job(tmp_path, capsys
             *SMOKE,
             f"data.tokenizer=hf:{tok}",
             "coarsening=custom",
-            f"coarsening.blocks={blocks}",
+            f"coarsening.hierarchy.blocks={blocks}",
             f"logger.tags={tags}",
             "train.seed=0,1",
             "hydra.sweep.dir=sweep",
@@ -200,13 +200,13 @@ def test_a_sweep_with_slashes_and_long_overrides_runs_every_job(tmp_path, capsys
 # --------------------------------------------------------------------------- item 8: ranges
 def test_sort_range_whose_stop_the_step_misses_is_refused_with_the_values(tmp_path, capsys):
     code, _, err = cli(
-        ["-m", *SMOKE, "coarsening.coarse_steps=sort(range(10,0,-3))"], tmp_path, capsys
+        ["-m", *SMOKE, "coarsening.vcycle.coarse_steps=sort(range(10,0,-3))"], tmp_path, capsys
     )
     assert code == 2
     assert err.strip() == (
-        "mltrain: error: coarsening.coarse_steps=sort(range(10,0,-3)): hydra-core expands this "
+        "mltrain: error: coarsening.vcycle.coarse_steps=sort(range(10,0,-3)): hydra-core expands this "
         "to 3,6,9,12 (a bug of hydra-core 1.3's sort(range(...))); write the values instead: "
-        "coarsening.coarse_steps=1,4,7,10"
+        "coarsening.vcycle.coarse_steps=1,4,7,10"
     )
     assert not (tmp_path / "outputs").exists()
 

@@ -12,7 +12,8 @@ import json
 import math
 from types import SimpleNamespace
 
-from mltrain.train.tracking import Tracker, read_metrics, truncate_metrics
+from mltrain.metrics import read_metrics, truncate_metrics
+from mltrain.train.tracking import Tracker
 from tests.helpers import cli
 
 

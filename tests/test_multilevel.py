@@ -47,7 +47,7 @@ def test_even_odd_hierarchy_is_the_papers():
     ]
     assert build_hierarchy(compose("coarsening=odd").coarsening, 4)[1].blocks == (0, 2)
     assert (
-        build_hierarchy(compose("coarsening=even_odd", "coarsening.step_scale=1").coarsening, 4)[
+        build_hierarchy(compose("coarsening=even_odd", "coarsening.hierarchy.step_scale=1").coarsening, 4)[
             1
         ].h
         == 1.0
@@ -55,7 +55,7 @@ def test_even_odd_hierarchy_is_the_papers():
 
 
 def test_recursive_hierarchy_and_its_v_cycle():
-    c = compose("coarsening=recursive", "coarsening.depth=2").coarsening
+    c = compose("coarsening=recursive", "coarsening.hierarchy.depth=2").coarsening
     lv = build_hierarchy(c, 24)
     assert [(x.name, x.blocks, x.h, x.parent) for x in lv[1:]] == [
         ("coarse_1", tuple(range(1, 24, 2)), 2.0, "fine"),
@@ -73,7 +73,7 @@ def test_recursive_hierarchy_and_its_v_cycle():
     with pytest.raises(
         ConfigError, match=r"factor\^depth = 2\^3 = 8, but it must divide model.n_layer=12"
     ):
-        build_hierarchy(compose("coarsening=recursive", "coarsening.depth=3").coarsening, 12)
+        build_hierarchy(compose("coarsening=recursive", "coarsening.hierarchy.depth=3").coarsening, 12)
 
 
 def test_cycle_orders_sequential_summed_and_fine_step_after():
@@ -92,19 +92,19 @@ def test_cycle_orders_sequential_summed_and_fine_step_after():
 @pytest.mark.parametrize(
     "blocks, match",
     [
-        ("[[]]", r"coarsening.blocks\[0\] is empty"),
-        ("[[1,1,3]]", r"coarsening.blocks\[0\]=\[1, 1, 3\] repeats a block"),
-        ("[[0,2],[9]]", r"coarsening.blocks\[1\] names block 9, outside the model's blocks 0..3"),
+        ("[[]]", r"coarsening.hierarchy.blocks\[0\] is empty"),
+        ("[[1,1,3]]", r"coarsening.hierarchy.blocks\[0\]=\[1, 1, 3\] repeats a block"),
+        ("[[0,2],[9]]", r"coarsening.hierarchy.blocks\[1\] names block 9, outside the model's blocks 0..3"),
     ],
 )
 def test_custom_block_sets_are_validated(blocks, match):
     with pytest.raises(ConfigError, match=match):
-        build_hierarchy(compose("coarsening=custom", f"coarsening.blocks={blocks}").coarsening, 4)
+        build_hierarchy(compose("coarsening=custom", f"coarsening.hierarchy.blocks={blocks}").coarsening, 4)
 
 
 def test_custom_hierarchy_default_step_is_depth_ratio():
     lv = build_hierarchy(
-        compose("coarsening=custom", "coarsening.blocks=[[0,3],[3]]").coarsening, 4
+        compose("coarsening=custom", "coarsening.hierarchy.blocks=[[0,3],[3]]").coarsening, 4
     )
     assert [(x.blocks, x.h, x.parent) for x in lv[1:]] == [
         ((0, 3), 2.0, "fine"),
@@ -140,7 +140,7 @@ def test_restriction_is_injection_no_copies(tmp_path):
 
 # ----------------------------------------------------------------------------- prolongation
 def test_delta_zero_leaves_every_parameter_exactly_unchanged(tmp_path):
-    job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.delta=0")
+    job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.vcycle.delta=0")
     t = job.trainer
     run(t, [Train("fine", 1)])
     before = params_of(job.model)
@@ -163,7 +163,7 @@ def _hand_written_coarse_training(model, sampler, level, steps, lr, batch):
 
 
 def test_delta_one_equals_training_the_coarse_path_directly(tmp_path):
-    job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.delta=1", *PLAIN)
+    job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.vcycle.delta=1", *PLAIN)
     t = job.trainer
     ref_model, ref_sampler = copy.deepcopy(job.model), copy.deepcopy(t.sampler)
     run(t, phase("coarse_a", 4))
@@ -178,8 +178,8 @@ def test_delta_one_equals_training_the_coarse_path_directly(tmp_path):
 
 def test_transfer_is_the_convex_combination_of_eq4(tmp_path):
     delta = 0.3
-    job = make_job(tmp_path / "a", "coarsening=even_odd", f"coarsening.delta={delta}", *PLAIN)
-    ref = make_job(tmp_path / "b", "coarsening=even_odd", "coarsening.delta=1", *PLAIN)
+    job = make_job(tmp_path / "a", "coarsening=even_odd", f"coarsening.vcycle.delta={delta}", *PLAIN)
+    ref = make_job(tmp_path / "b", "coarsening=even_odd", "coarsening.vcycle.delta=1", *PLAIN)
     theta0 = params_of(job.model)
     run(job.trainer, phase("coarse_a", 3))
     run(ref.trainer, phase("coarse_a", 3))
@@ -198,11 +198,11 @@ def test_summed_combination_adds_both_delta_weighted_changes(tmp_path):
     job = make_job(
         tmp_path / "s",
         "coarsening=even_odd",
-        f"coarsening.delta={delta}",
-        "coarsening.combine=summed",
+        f"coarsening.vcycle.delta={delta}",
+        "coarsening.vcycle.combine=summed",
         *PLAIN,
     )
-    ref = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.delta=1", *PLAIN)
+    ref = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.vcycle.delta=1", *PLAIN)
     theta0 = params_of(job.model)
     run(job.trainer, build_cycle(job.plan.levels, 3, combine="summed")[1:])  # without the fine step
     # reference: A from θ0, then B from θ0 again (same batches: B draws after A's)
@@ -227,7 +227,7 @@ def test_parameters_outside_the_phase_are_bitwise_unchanged(tmp_path, optimizer,
         "coarsening=even_odd",
         f"optimizer={optimizer}",
         "optimizer.weight_decay=0.1",
-        f"coarsening.optimizer_state={state}",
+        f"coarsening.vcycle.optimizer_state={state}",
         *(["optimizer.momentum=0.9"] if optimizer == "sgd" else []),
     )
     t = job.trainer
@@ -245,7 +245,7 @@ def test_train_shared_false_keeps_embeddings_and_final_norm_bitwise(tmp_path):
     job = make_job(
         tmp_path / "r",
         "coarsening=even_odd",
-        "coarsening.train_shared=false",
+        "coarsening.vcycle.train_shared=false",
         "optimizer.weight_decay=0.1",
     )
     run(job.trainer, [Train("fine", 1)])
@@ -263,11 +263,11 @@ def test_records_follow_the_v_cycle_and_stop_after_the_window(tmp_path):
     job = run_job(
         tmp_path / "r",
         "coarsening=even_odd",
-        "coarsening.coarse_steps=2",
-        "coarsening.window=2",
+        "coarsening.vcycle.coarse_steps=2",
+        "coarsening.vcycle.window=2",
         "train.steps=4",
         "train.eval_every=2",
-        "coarsening.coarse_lr_scale=0.5",
+        "coarsening.vcycle.coarse_lr_scale=0.5",
     )
     recs = [r for r in read_jsonl(tmp_path / "r" / "metrics.jsonl") if "train/loss" in r]
     assert [r["level"] for r in recs] == [
@@ -293,10 +293,10 @@ def test_fine_step_after_runs_coarse_phases_first(tmp_path):
     run_job(
         tmp_path / "r",
         "coarsening=even",
-        "coarsening.coarse_steps=2",
-        "coarsening.window=1",
+        "coarsening.vcycle.coarse_steps=2",
+        "coarsening.vcycle.window=1",
         "train.steps=2",
-        "coarsening.fine_step=after",
+        "coarsening.vcycle.fine_step=after",
     )
     recs = [r for r in read_jsonl(tmp_path / "r" / "metrics.jsonl") if "train/loss" in r]
     assert [(r["level"], r["fine_step"]) for r in recs] == [
@@ -310,7 +310,7 @@ def test_fine_step_after_runs_coarse_phases_first(tmp_path):
 def test_window_zero_is_exactly_single_level_training(tmp_path):
     losses, params = [], []
     for name, c in (
-        ("ml", ["coarsening=even_odd", "coarsening.window=0"]),
+        ("ml", ["coarsening=even_odd", "coarsening.vcycle.window=0"]),
         ("sl", ["coarsening=none"]),
     ):
         job = run_job(tmp_path / name, *c, "train.steps=5")
@@ -340,6 +340,6 @@ def test_validation_always_evaluates_the_fine_model(tmp_path):
 
 
 def test_window_longer_than_the_run_is_allowed_with_a_warning(tmp_path, caplog):
-    job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.window=10", "train.steps=2")
-    assert "coarsening.window=10 is longer than the run (2 fine steps)" in caplog.text
+    job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.vcycle.window=10", "train.steps=2")
+    assert "coarsening.vcycle.window=10 is longer than the run (2 fine steps)" in caplog.text
     job.close()

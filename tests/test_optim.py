@@ -98,5 +98,5 @@ def test_policies_separate_shared_reset():
     assert reset.get("coarse_a") is not first  # a fresh coarse optimizer each phase
     reset.start_phase("fine")
     assert reset.get("fine") is fine  # the fine optimizer persists
-    with pytest.raises(ConfigError, match="coarsening.optimizer_state='keep' is not allowed"):
+    with pytest.raises(ConfigError, match="coarsening.vcycle.optimizer_state='keep' is not allowed"):
         level_optimizers(cfg, "keep", levels)

@@ -74,7 +74,7 @@ def test_patch_targets_are_the_k_next_tokens_and_the_loss_the_mean_of_k_cross_en
     """The trainer's split of a K·(T+1)-token window (K = 4, T = 32 of the tiny model): position
     i reads tokens iK..iK+K−1 and predicts (i+1)K..(i+1)K+K−1; the loss is the mean over
     positions of the mean of their K cross-entropies, computed here by hand in float64."""
-    job = make_job(tmp_path / "run", "coarsening=patch", "train.steps=2", "coarsening.window=1")
+    job = make_job(tmp_path / "run", "coarsening=patch", "train.steps=2", "coarsening.vcycle.window=1")
     t, K, T = job.trainer, 4, 32
     expected = BatchSampler(job.data.train, T, seed=0)
     expected.load_state_dict(t.sampler.state_dict())
@@ -125,27 +125,27 @@ def test_patch_hierarchy_and_patch_times_depth_levels():
         1.0,
         4,
     )
-    c = compose("coarsening=odd", "coarsening.patch_size=4").coarsening
+    c = compose("coarsening=odd", "coarsening.patch.size=4").coarsening
     (fine, odd) = build_hierarchy(c, 4)
     assert (odd.name, odd.blocks, odd.h, odd.patch) == ("coarse_b", (0, 2), 2.0, 4)
     levels = build_hierarchy(compose("coarsening=even_odd").coarsening, 4)
     assert [lv.patch for lv in levels] == [1, 1, 1]  # the default: token level everywhere
-    with pytest.raises(ConfigError, match=r"coarsening.patch_size=2 needs a coarse level"):
-        build_hierarchy(compose("coarsening=none", "coarsening.patch_size=2").coarsening, 4)
-    with pytest.raises(ConfigError, match=r"coarsening.patch_size=0 is not allowed"):
+    with pytest.raises(ConfigError, match=r"coarsening.patch.size=2 needs a coarse level"):
+        build_hierarchy(compose("coarsening=none", "coarsening.patch.size=2").coarsening, 4)
+    with pytest.raises(ConfigError, match=r"coarsening.patch.size=0 is not allowed"):
         from mltrain.config import validate
 
-        validate(compose("coarsening=patch", "coarsening.patch_size=0"))
+        validate(compose("coarsening=patch", "coarsening.patch.size=0"))
 
 
 def test_a_patch_times_depth_step_uses_the_depth_path_and_leaves_other_blocks_untouched(tmp_path):
     job = make_job(
         tmp_path / "run",
         "coarsening=odd",
-        "coarsening.patch_size=4",
-        "coarsening.window=0",
-        "coarsening.stages=[coarse_b,fine]",
-        "coarsening.stage_shares=[0.5,0.5]",
+        "coarsening.patch.size=4",
+        "coarsening.vcycle.window=0",
+        "coarsening.stages.levels=[coarse_b,fine]",
+        "coarsening.stages.shares=[0.5,0.5]",
         "train.steps=4",
     )
     t, model = job.trainer, job.model
@@ -173,9 +173,9 @@ def test_a_patch_times_depth_step_uses_the_depth_path_and_leaves_other_blocks_un
 @pytest.mark.parametrize(
     "overrides, K",
     [
-        (("coarsening=patch", "coarsening.patch_size=4"), 4),
-        (("coarsening=odd", "coarsening.patch_size=2"), 2),
-        (("coarsening=even_odd", "coarsening.patch_size=4"), 4),
+        (("coarsening=patch", "coarsening.patch.size=4"), 4),
+        (("coarsening=odd", "coarsening.patch.size=2"), 2),
+        (("coarsening=even_odd", "coarsening.patch.size=4"), 4),
     ],
 )
 def test_measured_patch_step_flops_match_the_analytic_count(overrides, K):
@@ -195,10 +195,10 @@ def test_measured_patch_step_flops_match_the_analytic_count(overrides, K):
 
 STAGED = [
     "coarsening=patch",
-    "coarsening.window=0",
-    "coarsening.stages=[patch,fine]",
-    "coarsening.stage_shares=[0.5,0.5]",
-    "coarsening.grow_init=keep",
+    "coarsening.vcycle.window=0",
+    "coarsening.stages.levels=[patch,fine]",
+    "coarsening.stages.shares=[0.5,0.5]",
+    "coarsening.stages.grow_init=keep",
     "train.steps=6",
     "train.eval_every=2",
     "train.checkpoint_every=2",
@@ -207,19 +207,19 @@ STAGED = [
 ]
 DEPTH = [
     "coarsening=odd",
-    "coarsening.patch_size=2",
-    "coarsening.window=0",
-    "coarsening.stages=[coarse_b,fine]",
-    "coarsening.stage_shares=[0.6,0.4]",
-    "coarsening.grow_init=ode",
+    "coarsening.patch.size=2",
+    "coarsening.vcycle.window=0",
+    "coarsening.stages.levels=[coarse_b,fine]",
+    "coarsening.stages.shares=[0.6,0.4]",
+    "coarsening.stages.grow_init=ode",
     "train.steps=6",
     "train.eval_every=2",
 ]
 VCYCLE = [
     "coarsening=patch",
-    "coarsening.patch_size=2",
-    "coarsening.window=2",
-    "coarsening.coarse_steps=3",
+    "coarsening.patch.size=2",
+    "coarsening.vcycle.window=2",
+    "coarsening.vcycle.coarse_steps=3",
     "train.steps=4",
     "train.eval_every=2",
     "train.checkpoint_every=1",
@@ -259,7 +259,7 @@ def test_single_level_records_have_no_per_level_tokens(tmp_path):
 
 # ------------------------------------------------------------------------------ V-cycle
 def test_a_v_cycle_with_a_patch_level_prolongs_with_eq4(tmp_path):
-    job = make_job(tmp_path / "run", *VCYCLE, "coarsening.delta=0.25", "model.dropout=0.0")
+    job = make_job(tmp_path / "run", *VCYCLE, "coarsening.vcycle.delta=0.25", "model.dropout=0.0")
     t, plan = job.trainer, job.plan
     ops = plan.ops(0)
     assert ops == (Train("fine", 1), Restrict("patch"), Train("patch", 3), Prolong("patch"))
@@ -319,7 +319,7 @@ def test_resume_inside_a_patch_stage_or_phase_is_bitwise(tmp_path, overrides, st
 def test_k1_patch_stage_then_fine_equals_the_single_level_run_bitwise(tmp_path):
     """With K = 1 the patch level is the token-level model: the staged run (patch stage, keep
     growth, its optimizer state handed to the fine stage) trains exactly as single-level."""
-    run_job(tmp_path / "staged", *STAGED, "coarsening.patch_size=1")
+    run_job(tmp_path / "staged", *STAGED, "coarsening.patch.size=1")
     run_job(tmp_path / "single", "coarsening=none", *STAGED[5:])
     a = read_jsonl(tmp_path / "staged" / "metrics.jsonl")
     b = read_jsonl(tmp_path / "single" / "metrics.jsonl")
@@ -353,7 +353,7 @@ def test_val_loss_in_a_patch_times_depth_stage_is_the_token_level_loss_of_its_pa
 # ------------------------------------------------------------------------------ data passes
 def test_data_passes_by_hand():
     plan = build_plan(
-        typed(compose(*STAGED, "coarsening.patch_size=4", "train.steps=10")), vocab_size=300
+        typed(compose(*STAGED, "coarsening.patch.size=4", "train.steps=10")), vocab_size=300
     )
     # 5 patch steps of 4 x 32 positions x K=4 tokens, 5 fine steps of 4 x 32 tokens
     out = data_passes(plan, 1280, seen=640)
@@ -375,7 +375,7 @@ def test_a_run_that_repeats_the_data_warns_and_records_its_epochs(tmp_path, capl
         f"data.cache_dir={tmp_path / 'cache'}",
     ]
     with caplog.at_level(logging.INFO, logger="mltrain.levels.patch"):
-        job = run_job(tmp_path / "run", *data, *STAGED, "coarsening.patch_size=4")
+        job = run_job(tmp_path / "run", *data, *STAGED, "coarsening.patch.size=4")
     n = len(job.data.train)
     info = json.loads((tmp_path / "run" / "run.json").read_text())["data"]
     assert info["train_tokens"] == n and info["planned_tokens"] == 3 * 512 + 3 * 128
@@ -391,7 +391,7 @@ def test_a_run_that_repeats_the_data_warns_and_records_its_epochs(tmp_path, capl
 
 
 def test_a_checkpoint_written_before_patch_size_existed_resumes(tmp_path):
-    """Runs in flight when ``coarsening.patch_size`` was added: their saved config lacks it,
+    """Runs in flight when ``coarsening.patch.size`` was added: their saved config lacks it,
     which means the default (token level), so they resume; asking for K = 4 is refused."""
     from omegaconf import OmegaConf
 
@@ -403,5 +403,5 @@ def test_a_checkpoint_written_before_patch_size_existed_resumes(tmp_path):
     del saved["coarsening"]["patch_size"]
     check_compatible(saved, current, tmp_path / "ckpt.pt")
     current["coarsening"]["patch_size"] = 4
-    with pytest.raises(CheckpointError, match=r"written with coarsening.patch_size=1, this run"):
+    with pytest.raises(CheckpointError, match=r"written with coarsening.patch.size=1, this run"):
         check_compatible(saved, current, tmp_path / "ckpt.pt")

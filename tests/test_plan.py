@@ -60,8 +60,8 @@ def test_budget_of_a_multilevel_run_counts_its_coarse_phases():
     "overrides, multilevel",
     [
         (("coarsening=none",), False),
-        (("coarsening=even_odd", "coarsening.window=0"), False),
-        (("coarsening=even_odd", "coarsening.coarse_steps=0"), False),
+        (("coarsening=even_odd", "coarsening.vcycle.window=0"), False),
+        (("coarsening=even_odd", "coarsening.vcycle.coarse_steps=0"), False),
         (("coarsening=even_odd",), True),
         (("coarsening=recursive",), True),
     ],

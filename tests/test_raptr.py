@@ -87,7 +87,7 @@ def test_raptr_hierarchy_levels_flops_and_bad_lengths():
     ):
         with pytest.raises(ConfigError, match=what):
             build_hierarchy(
-                typed(compose("coarsening=raptr", f"coarsening.raptr_blocks={bad}")).coarsening, 12
+                typed(compose("coarsening=raptr", f"coarsening.raptr.blocks={bad}")).coarsening, 12
             )
 
 

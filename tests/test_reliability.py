@@ -131,8 +131,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(tmp_path):
     args = [
         *TINY,
         "coarsening=even_odd",
-        "coarsening.coarse_steps=150",
-        "coarsening.window=2",
+        "coarsening.vcycle.coarse_steps=150",
+        "coarsening.vcycle.window=2",
         "train.steps=3",
         "train.eval_every=1",
         "train.checkpoint_every=0",
@@ -200,27 +200,27 @@ CATALOGUE = [
     (["train.steps=-3"], "train.steps=-3 is not allowed"),
     (["data.batch_size=0"], "data.batch_size=0 is not allowed"),
     (["optimizer.lr=-1"], "optimizer.lr=-1.0 is not allowed"),
-    (["coarsening.delta=1.5"], "coarsening.delta=1.5 is not allowed: must be in [0, 1]"),
-    (["coarsening.coarse_steps=-1"], "coarsening.coarse_steps=-1 is not allowed"),
-    (["coarsening.window=-1"], "coarsening.window=-1 is not allowed"),
-    (["coarsening.step_scale=0"], "coarsening.step_scale=0.0 is not allowed"),
+    (["coarsening.vcycle.delta=1.5"], "coarsening.vcycle.delta=1.5 is not allowed: must be in [0, 1]"),
+    (["coarsening.vcycle.coarse_steps=-1"], "coarsening.vcycle.coarse_steps=-1 is not allowed"),
+    (["coarsening.vcycle.window=-1"], "coarsening.vcycle.window=-1 is not allowed"),
+    (["coarsening.hierarchy.step_scale=0"], "coarsening.hierarchy.step_scale=0.0 is not allowed"),
     (
         ["model.n_layer=5"],
         "coarsening=even_odd needs an even number of blocks >= 2, but model.n_layer=5",
     ),
     (
-        ["coarsening=recursive", "coarsening.depth=3"],
+        ["coarsening=recursive", "coarsening.hierarchy.depth=3"],
         "factor^depth = 2^3 = 8, but it must divide model.n_layer=4",
     ),
     (
-        ["coarsening=custom", "coarsening.blocks=[[0,0]]"],
-        "coarsening.blocks[0]=[0, 0] repeats a block",
+        ["coarsening=custom", "coarsening.hierarchy.blocks=[[0,0]]"],
+        "coarsening.hierarchy.blocks[0]=[0, 0] repeats a block",
     ),
     (
-        ["coarsening=custom", "coarsening.blocks=[[7]]"],
-        "coarsening.blocks[0] names block 7, outside",
+        ["coarsening=custom", "coarsening.hierarchy.blocks=[[7]]"],
+        "coarsening.hierarchy.blocks[0] names block 7, outside",
     ),
-    (["coarsening=custom"], "coarsening=custom needs coarsening.blocks="),
+    (["coarsening=custom"], "coarsening=custom needs coarsening.hierarchy.blocks="),
     (
         ["schedule.warmup_steps=10"],
         "schedule.warmup_steps=10 is not allowed: must be >= 0 and < train.steps=4",
@@ -233,7 +233,7 @@ CATALOGUE = [
         ["model.n_layer=abc"],
         "model.n_layer=abc; Value 'abc' of type 'str' could not be converted to Integer",
     ),
-    (["coarsening.delta=[1,2]"], "could not be converted to Float"),
+    (["coarsening.vcycle.delta=[1,2]"], "could not be converted to Float"),
     (["train.compile=maybe"], "train.compile=maybe"),
     # unknown keys and group options
     (["model.n_layr=2"], "Could not override 'model.n_layr'; Key 'n_layr' not in 'ModelConfig'"),
@@ -289,8 +289,8 @@ CATALOGUE = [
         "run directory {run} already holds a run; continue it with train.resume=auto",
     ),
     (
-        ["hydra.run.dir={run}", "train.resume=auto", "coarsening.delta=0.5"],
-        "was written with coarsening.delta=0.25, this run has coarsening.delta=0.5",
+        ["hydra.run.dir={run}", "train.resume=auto", "coarsening.vcycle.delta=0.5"],
+        "was written with coarsening.vcycle.delta=0.25, this run has coarsening.vcycle.delta=0.5",
     ),
     (
         ["hydra.run.dir={run}", "train.resume=auto", "model.n_embd=64"],

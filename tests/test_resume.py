@@ -25,13 +25,13 @@ from tests.helpers import (
 
 ML = [
     "coarsening=even_odd",
-    "coarsening.coarse_steps=3",
-    "coarsening.window=3",
+    "coarsening.vcycle.coarse_steps=3",
+    "coarsening.vcycle.window=3",
     "train.steps=6",
     "train.eval_every=2",
     "train.checkpoint_every=2",
     "model.dropout=0.1",
-    "coarsening.optimizer_state=separate",
+    "coarsening.vcycle.optimizer_state=separate",
 ]
 
 
@@ -54,17 +54,17 @@ def reference(tmp_path, *extra):
     ],
 )
 def test_preempted_anywhere_resumes_bitwise(tmp_path, stop_at, policy):
-    ref = reference(tmp_path, f"coarsening.optimizer_state={policy}")
+    ref = reference(tmp_path, f"coarsening.vcycle.optimizer_state={policy}")
     preempt(
         tmp_path / "run",
         *ML,
-        f"coarsening.optimizer_state={policy}",
+        f"coarsening.vcycle.optimizer_state={policy}",
         stop_at=stop_at,
         match=rf"stopped by SIGTERM at step {stop_at} ",
     )
     saved = load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
     assert saved["progress"]["step"] == stop_at
-    run_job(tmp_path / "run", *ML, f"coarsening.optimizer_state={policy}", "train.resume=auto")
+    run_job(tmp_path / "run", *ML, f"coarsening.vcycle.optimizer_state={policy}", "train.resume=auto")
     assert losses(tmp_path / "run") == losses(ref)  # every step once, same values, bitwise
     flops = [r["perf/flops"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")]
     assert all(a < b for a, b in zip(flops, flops[1:]))  # counters restored, never reset
@@ -73,11 +73,11 @@ def test_preempted_anywhere_resumes_bitwise(tmp_path, stop_at, policy):
 
 
 def test_summed_combination_resumes_bitwise_mid_cycle(tmp_path):
-    ref = reference(tmp_path, "coarsening.combine=summed")
+    ref = reference(tmp_path, "coarsening.vcycle.combine=summed")
     # inside coarse_b, with coarse_a's correction deferred
-    preempt(tmp_path / "run", *ML, "coarsening.combine=summed", stop_at=6)
+    preempt(tmp_path / "run", *ML, "coarsening.vcycle.combine=summed", stop_at=6)
     assert load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])["deferred"]
-    run_job(tmp_path / "run", *ML, "coarsening.combine=summed", "train.resume=auto")
+    run_job(tmp_path / "run", *ML, "coarsening.vcycle.combine=summed", "train.resume=auto")
     assert losses(tmp_path / "run") == losses(ref)
 
 
@@ -178,8 +178,8 @@ def test_sigkill_mid_coarse_phase_then_resume_matches_uninterrupted(tmp_path):
         "data.batch_size=4",
         "logger=none",
         "coarsening=even_odd",
-        "coarsening.coarse_steps=40",
-        "coarsening.window=3",
+        "coarsening.vcycle.coarse_steps=40",
+        "coarsening.vcycle.window=3",
         "train.steps=5",
         "train.checkpoint_every=1",
         "train.eval_every=1",

@@ -18,8 +18,8 @@ V = 8192  # the tiny runs' BPE vocabulary
 # the fine path (5 iterations); evaluation and checkpoints every 4 iterations (one at the growth)
 GROW = [
     "coarsening=grow",
-    "coarsening.stage_shares=[0.6,0.4]",  # pinned: the presets' defaults may be retuned
-    "coarsening.grow_init=ode",
+    "coarsening.stages.shares=[0.6,0.4]",  # pinned: the presets' defaults may be retuned
+    "coarsening.stages.grow_init=ode",
     "optimizer=adamw",
     "optimizer.lr=3e-3",
     "train.steps=12",
@@ -29,7 +29,7 @@ GROW = [
 ]
 REC = [
     "coarsening=grow_recursive",
-    "coarsening.stage_shares=[0.3,0.3,0.4]",
+    "coarsening.stages.shares=[0.3,0.3,0.4]",
     *GROW[3:],
 ]  # 3 -> 1, 3 -> 0..3
 
@@ -52,17 +52,17 @@ def walk(job, iterations):
     "overrides",
     [
         ["coarsening=grow"],
-        ["coarsening=grow", "coarsening.stage_shares=[0.6,0.4]"],
+        ["coarsening=grow", "coarsening.stages.shares=[0.6,0.4]"],
         ["coarsening=grow_recursive"],
         ["coarsening=raptr", "model.n_layer=12"],
-        ["coarsening=grow", "coarsening.window=2", "coarsening.coarse_steps=3"],  # V-cycle too
+        ["coarsening=grow", "coarsening.vcycle.window=2", "coarsening.vcycle.coarse_steps=3"],  # V-cycle too
     ],
 )
 def test_stage_shares_add_up_to_the_budget_within_one_step(overrides):
     fine_step = plan_of(*overrides, "train.steps=1").step_flops["fine"].total
     budget = 101 * fine_step
     plan = plan_of(*overrides, f"train.target_flops={budget}")
-    shares = typed(compose(*overrides)).coarsening.stage_shares
+    shares = typed(compose(*overrides)).coarsening.stages.shares
     start, spent = 0, 0
     for i, stage in enumerate(plan.stages):
         spent = plan.flops(0, start + stage.iterations).total
@@ -73,7 +73,7 @@ def test_stage_shares_add_up_to_the_budget_within_one_step(overrides):
 
 
 def test_recursive_plan_grows_at_each_change():
-    plan = plan_of("coarsening=grow_recursive", "model.n_layer=12", "coarsening.grow_init=ode")
+    plan = plan_of("coarsening=grow_recursive", "model.n_layer=12", "coarsening.stages.grow_init=ode")
     assert [s.level for s in plan.stages] == ["coarse_2", "coarse_1", "fine"]
     assert plan.stages[0].enter == ()
     assert plan.stages[1].enter == (Grow("coarse_2", "coarse_1", "ode"),)
@@ -88,8 +88,8 @@ def test_stages_must_keep_the_trained_blocks():
     ):
         plan_of(
             "coarsening=even_odd",
-            "coarsening.stages=[coarse_a,coarse_b,fine]",
-            "coarsening.stage_shares=[0.3,0.3,0.4]",
+            "coarsening.stages.levels=[coarse_a,coarse_b,fine]",
+            "coarsening.stages.shares=[0.3,0.3,0.4]",
         )
 
 
@@ -105,8 +105,8 @@ def test_a_run_of_one_fine_stage_equals_single_level_training_bit_for_bit(tmp_pa
     run_job(
         tmp_path / "staged",
         "coarsening=none",
-        "coarsening.stages=[fine]",
-        "coarsening.stage_shares=[1.0]",
+        "coarsening.stages.levels=[fine]",
+        "coarsening.stages.shares=[1.0]",
         *common,
     )
     a, b = (read_jsonl(tmp_path / d / "metrics.jsonl") for d in ("single", "staged"))
@@ -170,8 +170,8 @@ def test_growth_hands_trained_state_over_and_new_blocks_start_fresh(tmp_path, po
     job = make_job(
         tmp_path / "run",
         *GROW,
-        f"coarsening.optimizer_state={policy}",
-        f"coarsening.grow_init={init}",
+        f"coarsening.vcycle.optimizer_state={policy}",
+        f"coarsening.stages.grow_init={init}",
     )
     t = job.trainer
     n0 = job.plan.stages[0].iterations
@@ -233,7 +233,7 @@ def test_interpolating_a_step_by_f_is_the_step_with_learning_rate_f_lr(opt):
 
 
 def test_grow_warmup_scales_only_the_new_blocks_steps(tmp_path):
-    jobs = [make_job(tmp_path / f"w{w}", *GROW, f"coarsening.grow_warmup={w}") for w in (0, 2)]
+    jobs = [make_job(tmp_path / f"w{w}", *GROW, f"coarsening.stages.grow_warmup={w}") for w in (0, 2)]
     n0 = jobs[0].plan.stages[0].iterations
     for job in jobs:
         walk(job, n0)
@@ -266,16 +266,16 @@ def test_grow_warmup_scales_only_the_new_blocks_steps(tmp_path):
         (GROW, 8),  # the last coarse step: the growth runs after the resume
         pytest.param(GROW, 9, marks=pytest.mark.slow),  # the first fine step (carries grow/*)
         pytest.param(
-            [*GROW, "coarsening.grow_init=stack", "coarsening.optimizer_state=shared"],
+            [*GROW, "coarsening.stages.grow_init=stack", "coarsening.vcycle.optimizer_state=shared"],
             8,
             marks=pytest.mark.slow,
         ),
         pytest.param(  # growth 2, warm-up
-            [*REC, "coarsening.grow_init=zero", "coarsening.grow_warmup=3"],
+            [*REC, "coarsening.stages.grow_init=zero", "coarsening.stages.grow_warmup=3"],
             6,
             marks=pytest.mark.slow,
         ),
-        ([*REC, "coarsening.grow_init=zero", "coarsening.grow_warmup=3"], 9),  # inside the warm-up
+        ([*REC, "coarsening.stages.grow_init=zero", "coarsening.stages.grow_warmup=3"], 9),  # inside the warm-up
     ],
 )
 def test_staged_run_resumes_bitwise_anywhere_and_exactly_at_a_growth(tmp_path, overrides, stop_at):
@@ -311,7 +311,7 @@ def test_ode_loss_jump_is_bounded_on_a_trained_tiny_model(tmp_path):
     job = make_job(
         tmp_path / "run",
         "coarsening=grow",
-        "coarsening.stage_shares=[0.95,0.05]",
+        "coarsening.stages.shares=[0.95,0.05]",
         "train.steps=120",
         "optimizer=adamw",
         "optimizer.lr=1e-2",

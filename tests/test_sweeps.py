@@ -28,7 +28,7 @@ def test_two_job_sweep_gives_two_dirs_and_two_wandb_runs(tmp_path, capsys, monke
     monkeypatch.setenv("WANDB_MODE", "offline")
     sweep = tmp_path / "sweep"
     code, out, err = cli(
-        ["-m", *SMOKE, "logger=wandb", "coarsening.delta=0.1,0.5", f"hydra.sweep.dir={sweep}"],
+        ["-m", *SMOKE, "logger=wandb", "coarsening.vcycle.delta=0.1,0.5", f"hydra.sweep.dir={sweep}"],
         tmp_path,
         capsys,
     )
@@ -57,10 +57,10 @@ def test_two_job_sweep_gives_two_dirs_and_two_wandb_runs(tmp_path, capsys, monke
 def test_a_failing_job_does_not_stop_the_sweep_which_exits_nonzero(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     code, out, err = cli(
-        ["-m", *SMOKE, "coarsening.delta=1.5,0.5", f"hydra.sweep.dir={sweep}"], tmp_path, capsys
+        ["-m", *SMOKE, "coarsening.vcycle.delta=1.5,0.5", f"hydra.sweep.dir={sweep}"], tmp_path, capsys
     )
     assert code == 1
-    assert "1 job(s) of the sweep failed" in err and "coarsening.delta=1.5 is not allowed" in err
+    assert "1 job(s) of the sweep failed" in err and "coarsening.vcycle.delta=1.5 is not allowed" in err
     (second,) = sweep.glob("1_coarsening.delta=0.5,*")
     assert (second / "metrics.jsonl").is_file()
 
@@ -114,8 +114,8 @@ def test_iso_flop_baseline_from_target_flops_and_compare_end_to_end(tmp_path):
     run_job(
         tmp_path / "multilevel",
         "coarsening=even_odd",
-        "coarsening.coarse_steps=4",
-        "coarsening.window=3",
+        "coarsening.vcycle.coarse_steps=4",
+        "coarsening.vcycle.window=3",
         "train.steps=6",
         "train.eval_every=2",
     )

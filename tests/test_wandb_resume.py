@@ -132,7 +132,7 @@ KILL_ARGS = [
     "logger=wandb",
     "train.steps=14",
     "train.checkpoint_every=4",
-    "coarsening.window=2",
+    "coarsening.vcycle.window=2",
     "train.eval_every=3",
 ]
 
@@ -361,8 +361,8 @@ def test_sigterm_then_resume_wandb_holds_every_step_once(tmp_path):
         "logger=wandb",
         "logger.mode=offline",
         "coarsening=even_odd",
-        "coarsening.coarse_steps=2",
-        "coarsening.window=2",
+        "coarsening.vcycle.coarse_steps=2",
+        "coarsening.vcycle.window=2",
         "train.steps=4",
         "train.eval_every=2",
         "train.checkpoint_every=2",

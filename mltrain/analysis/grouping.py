@@ -174,20 +174,24 @@ def scheme_label(flat: dict) -> str:
     """The scheme in a few words: ``even_odd δ=0.25 m=20 w=5`` for a V-cycle,
     ``coarse-to-fine coarse_b 0.7 → fine 0.3, grow ode`` for coarse-to-fine stages (with the
     fine stage's V-cycle when it runs one), ``random sub-paths raptr_6 0.25 → ...`` for RaPTr."""
-    stages = flat.get("coarsening.stages") or ()
+    stages = flat.get("coarsening.stages.levels") or ()
     vcycle = (
-        f"{flat.get('coarsening.name')} δ={fmt_value(flat.get('coarsening.delta'))} "
-        f"m={flat.get('coarsening.coarse_steps')} w={flat.get('coarsening.window')}"
+        f"{flat.get('coarsening.hierarchy.name')} δ={fmt_value(flat.get('coarsening.vcycle.delta'))} "
+        f"m={flat.get('coarsening.vcycle.coarse_steps')} w={flat.get('coarsening.vcycle.window')}"
     )
     if not stages:
         return vcycle
-    shares = flat.get("coarsening.stage_shares") or ()
+    shares = flat.get("coarsening.stages.shares") or ()
     parts = [f"{s} {fmt_value(x)}" for s, x in zip(stages, shares)]
     if str(stages[0]).startswith("raptr_"):  # no growth: every path trains the fine tensors
         label = "random sub-paths " + " → ".join(parts)
     else:
-        label = "coarse-to-fine " + " → ".join(parts) + f", grow {flat.get('coarsening.grow_init')}"
-    if flat.get("coarsening.window") and flat.get("coarsening.coarse_steps"):
+        label = (
+            "coarse-to-fine "
+            + " → ".join(parts)
+            + f", grow {flat.get('coarsening.stages.grow_init')}"
+        )
+    if flat.get("coarsening.vcycle.window") and flat.get("coarsening.vcycle.coarse_steps"):
         label += f" + V-cycle {vcycle}"
     return label
 
@@ -199,7 +203,7 @@ def base_label(flat: dict, role: str | None = None) -> str:
     role = role or derive_role(flat)
     coarse = scheme_label(flat)
     if role == "multilevel":  # a V-cycle scheme; staged schemes name themselves
-        return coarse if flat.get("coarsening.stages") else f"multilevel {coarse}"
+        return coarse if flat.get("coarsening.stages.levels") else f"multilevel {coarse}"
     if role in ROLE_NAMES:
         return ROLE_NAMES[role]
     return role if is_single_level(flat) else f"{role} {coarse}"

@@ -27,8 +27,8 @@ import numpy as np
 
 from mltrain.analysis.curves import fmt_flops
 from mltrain.config import flatten, inert_keys, upgrade
-from mltrain.plan.plan import is_multilevel
-from mltrain.train.tracking import METRICS_FILE, read_metrics
+from mltrain.metrics import METRICS_FILE, read_metrics
+from mltrain.readback import is_multilevel
 
 PROG = "mltrain-compare"
 # Keys that do not make a different configuration: the seed (runs that differ by it are the
@@ -37,13 +37,13 @@ PROG = "mltrain-compare"
 IGNORED = ("train.seed", "hydra.", *inert_keys())
 # Keys already expressed by the base label.
 LABEL_KEYS = (
-    "coarsening.name",
-    "coarsening.delta",
-    "coarsening.coarse_steps",
-    "coarsening.window",
-    "coarsening.stages",
-    "coarsening.stage_shares",
-    "coarsening.grow_init",
+    "coarsening.hierarchy.name",
+    "coarsening.vcycle.delta",
+    "coarsening.vcycle.coarse_steps",
+    "coarsening.vcycle.window",
+    "coarsening.stages.levels",
+    "coarsening.stages.shares",
+    "coarsening.stages.grow_init",
     "train.target_flops",
     "optimizer._partial_",
 )
@@ -386,7 +386,7 @@ def find_runs(paths: Sequence[str | Path]) -> list[Run]:
 
 # --------------------------------------------------------------------------- configurations
 def is_single_level(flat: dict) -> bool:
-    """The run's plan trains the fine level only (:func:`mltrain.plan.plan.is_multilevel`)."""
+    """The run's plan trains the fine level only (:func:`mltrain.readback.is_multilevel`)."""
     return not is_multilevel(flat)
 
 

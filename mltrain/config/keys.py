@@ -16,12 +16,67 @@ from mltrain.config.schema import SECTIONS, MLTrainConfig
 _INERT_SECTIONS = ("logger.",)  # every logger setting is inert (tagged field by field below)
 
 # line is rejected with a one-line hint (mltrain.cli).
-RENAMED = {"data.vocab_size": "data.bpe_vocab_size"}
+RENAMED = {
+    "data.vocab_size": "data.bpe_vocab_size",
+    # the coarsening sections (one per concern) and the explicit coarsening.scheme
+    "coarsening.hierarchy.name": "coarsening.hierarchy.name",
+    "coarsening.hierarchy.step_scale": "coarsening.hierarchy.step_scale",
+    "coarsening.hierarchy.factor": "coarsening.hierarchy.factor",
+    "coarsening.hierarchy.depth": "coarsening.hierarchy.depth",
+    "coarsening.hierarchy.blocks": "coarsening.hierarchy.blocks",
+    "coarsening.hierarchy.step_sizes": "coarsening.hierarchy.step_sizes",
+    **{
+        f"coarsening.{k}": f"coarsening.vcycle.{k}"
+        for k in (
+            "delta",
+            "coarse_steps",
+            "window",
+            "start",
+            "every",
+            "window_fraction",
+            "combine",
+            "fine_step",
+            "coarse_lr_scale",
+            "optimizer_state",
+            "train_shared",
+        )
+    },
+    **{
+        f"coarsening.{k}": f"coarsening.corrections.{k}"
+        for k in ("tau", "line_search", "line_search_max", "line_search_batch", "momentum")
+    },
+    "coarsening.stages.levels": "coarsening.stages.levels",
+    "coarsening.stages.shares": "coarsening.stages.shares",
+    "coarsening.stages.grow_init": "coarsening.stages.grow_init",
+    "coarsening.stages.grow_warmup": "coarsening.stages.grow_warmup",
+    "coarsening.patch.size": "coarsening.patch.size",
+    "coarsening.raptr.blocks": "coarsening.raptr.blocks",
+    "coarsening.raptr.scale": "coarsening.raptr.scale",
+}
 
 
 # --------------------------------------------------------------------------- tags
 def _fields(schema) -> list[dataclasses.Field]:
-    return list(dataclasses.fields(schema))
+    """The settings of ``schema`` (its nested sections excluded: :func:`subsections`)."""
+    return [f for f in dataclasses.fields(schema) if not _is_section(f)]
+
+
+def _is_section(f: dataclasses.Field) -> bool:
+    return f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(
+        f.default_factory
+    )
+
+
+def subsections(schema) -> dict[str, type]:
+    """Nested sections of ``schema`` by field name (``coarsening.vcycle`` ...)."""
+    return {f.name: f.default_factory for f in dataclasses.fields(schema) if _is_section(f)}
+
+
+def walk(schema, prefix: str = ""):
+    """(dotted prefix, schema) of ``schema`` and of every nested section, depth first."""
+    yield prefix, schema
+    for name, sub in subsections(schema).items():
+        yield from walk(sub, f"{prefix}{name}.")
 
 
 def inert_keys() -> tuple[str, ...]:
@@ -29,7 +84,8 @@ def inert_keys() -> tuple[str, ...]:
     may change, what run grouping ignores, what sweep directory names leave out."""
     out = [f.name for f in _fields(MLTrainConfig) if f.metadata.get("inert")]
     for section, schema in SECTIONS.items():
-        out += [f"{section}.{f.name}" for f in _fields(schema) if f.metadata.get("inert")]
+        for prefix, sub in walk(schema, section + "."):
+            out += [f"{prefix}{f.name}" for f in _fields(sub) if f.metadata.get("inert")]
     return tuple(out)
 
 
@@ -79,17 +135,56 @@ def upgrade(config: dict) -> dict:
     import copy
 
     out = copy.deepcopy(config)
+    _upgrade_coarsening(out)
     for old, new in RENAMED.items():
-        (s_old, k_old), (s_new, k_new) = old.split(".", 1), new.split(".", 1)
-        sec = out.get(s_old)
-        if isinstance(sec, dict) and k_old in sec:
-            out.setdefault(s_new, {}).setdefault(k_new, sec.pop(k_old))
+        value = _pop(out, old)
+        if value is not _ABSENT:
+            _set_default(out, new, value)
     for section, schema in SECTIONS.items():
-        sec = out.get(section)
-        if isinstance(sec, dict):
-            for key, value in _plain_defaults(schema).items():
-                sec.setdefault(key, value)
+        if isinstance(out.get(section), dict):
+            for prefix, sub in walk(schema, section + "."):
+                for key, value in _plain_defaults(sub).items():
+                    _set_default(out, prefix + key, value)
     return out
+
+
+_ABSENT = object()
+
+
+def _pop(d: dict, dotted: str):
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        d = d.get(p)
+        if not isinstance(d, dict):
+            return _ABSENT
+    if isinstance(d.get(leaf), dict):  # a section of the current layout, not an old key
+        return _ABSENT
+    return d.pop(leaf, _ABSENT)
+
+
+def _set_default(d: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        d = d.setdefault(p, {})
+        if not isinstance(d, dict):
+            return
+    d.setdefault(leaf, value)
+
+
+def _upgrade_coarsening(config: dict) -> None:
+    """A flat ``coarsening`` section (before the sections and the explicit scheme) gets its
+    scheme: ``stages`` when it listed stages, ``vcycle`` when it named a hierarchy, else
+    ``single_level``; the hierarchy options that only named a staged preset (``grow``,
+    ``grow_recursive``) become the hierarchy they used (``odd``, ``recursive``)."""
+    c = config.get("coarsening")
+    if not isinstance(c, dict) or "scheme" in c or "hierarchy" in c:
+        return
+    name = c.get("name", "none")
+    if c.get("stages"):
+        c["scheme"] = "stages"
+    else:
+        c["scheme"] = "single_level" if name == "none" else "vcycle"
+    c["name"] = {"grow": "odd", "grow_recursive": "recursive"}.get(name, name)
 
 
 def _plain_defaults(schema) -> dict:

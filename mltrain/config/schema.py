@@ -108,50 +108,95 @@ class ModelConfig:
     attention: str = setting("sdpa", choices=("sdpa", "explicit"))  # explicit: for FLOP counting
 
 
+SCHEMES = ("single_level", "vcycle", "stages")
+
+
 @dataclass
-class CoarseningConfig:
-    """The multilevel hierarchy and V-cycle (Lauga et al. 2025; DESIGN.md section 1)."""
+class HierarchyConfig:
+    """Which coarse levels exist (:mod:`mltrain.levels`): depth paths, patch levels, random
+    sub-paths. ``coarsening.hierarchy.name`` chooses the builder."""
 
     name: str = setting("none", choices="mltrain.levels.base:HIERARCHIES")
-    delta: float = setting(0.25, check=within(0, 1))  # prolongation weight, Eq. 4
-    coarse_steps: int = setting(
-        20, check=at_least(0)
-    )  # optimizer steps per coarse level per V-cycle
-    window: int = setting(5, check=at_least(0))  # fine iterations that run coarse phases
     step_scale: float = setting(2.0, check=positive)  # coarse step size h = step_scale * 1
     factor: int = setting(2, check=at_least(2, integer=True))  # recursive: coarsening factor c
     depth: int = setting(2, check=at_least(1, integer=True))  # recursive: number of coarse levels
     blocks: list[list[int]] = setting(factory=list)  # custom: one block list per level
     step_sizes: list[float] = setting(factory=list)  # custom: h per level (default N/len)
-    train_shared: bool = True  # embeddings / final norm / head train during coarse phases
-    combine: str = setting("sequential", choices=("sequential", "summed"))
-    fine_step: str = setting("before", choices=("before", "after"))  # relative to coarse phases
-    coarse_lr_scale: float = setting(1.0, check=non_negative)  # coarse LR = fine LR * this
-    optimizer_state: str = setting("separate", choices="mltrain.train.optim:STATE_POLICIES")
-    # coarse-to-fine stages (nested iteration; mltrain/schemes/stages.py): the levels trained in order,
-    # each for its share of the budget; empty: one fine stage (the V-cycle scheme)
-    stages: list[str] = setting(factory=list)
-    stage_shares: list[float] = setting(factory=list)
-    grow_init: str = setting("ode", choices="mltrain.schemes.growth:GROWTH")  # at a stage change
-    grow_warmup: int = setting(0, check=at_least(0))  # LR re-warm-up steps of new blocks
-    # sequence coarsening (mltrain/levels/patch.py; Shao et al. 2025): tokens per position K of every
-    # coarse level (1: token level); coarsening=patch is a level over all blocks with it
-    patch_size: int = setting(1, check=at_least(1, integer=True))
-    # better coarse corrections (mltrain/schemes/corrections.py; issue 15), all off by default:
+
+
+@dataclass
+class VCycleConfig:
+    """The V-cycle (Lauga et al. 2025; DESIGN.md section 1; :mod:`mltrain.schemes.vcycle`):
+    coarse phases after fine steps, transferred back with Eq. 4, and where they are placed."""
+
+    delta: float = setting(0.25, check=within(0, 1))  # prolongation weight, Eq. 4
+    coarse_steps: int = setting(20, check=at_least(0))  # optimizer steps per coarse phase
+    window: int = setting(5, check=at_least(0))  # fine iterations that run coarse phases
     # V-cycles at fine iterations start, start+every, ... below the window (window_fraction:
     # the window as a share of the run's iterations, overriding window when set)
     start: int = setting(0, check=at_least(0))
     every: int = setting(1, check=at_least(1, integer=True))
     window_fraction: float | None = setting(None, check=within(0, 1, "(", "]"))
+    combine: str = setting("sequential", choices=("sequential", "summed"))
+    fine_step: str = setting("before", choices=("before", "after"))  # relative to coarse phases
+    coarse_lr_scale: float = setting(1.0, check=non_negative)  # coarse LR = fine LR * this
+    optimizer_state: str = setting("separate", choices="mltrain.train.optim:STATE_POLICIES")
+    train_shared: bool = True  # embeddings / final norm / head train during coarse phases
+
+
+@dataclass
+class CorrectionsConfig:
+    """Better coarse corrections of the V-cycle (:mod:`mltrain.schemes.corrections`), all off
+    by default."""
+
     tau: str = setting("none", choices=("none", "exact", "cheap"))  # first-order coherence
     line_search: str = setting("none", choices=("none", "grid", "parabola"))  # delta per phase
     line_search_max: float = setting(2.0, check=positive)  # largest delta the search tries
     line_search_batch: int | None = setting(None, check=positive)  # sequences; None: global batch
     momentum: float = setting(0.0, check=within(0, 1, "[", ")"))  # outer momentum beta
-    # random sub-paths (RaPTr; mltrain/levels/raptr.py): path length of each raptr_<p> level, and the
-    # step of a sampled middle block: inverse = (N-2)/(p-2), none = 1
-    raptr_blocks: list[int] = setting(factory=list)
-    raptr_scale: str = setting("inverse", choices=("inverse", "none"))
+
+
+@dataclass
+class StagesConfig:
+    """Coarse-to-fine stages (:mod:`mltrain.schemes.stages`): the levels trained in order, each
+    for its share of the budget, with a growth (:mod:`mltrain.schemes.growth`) at each change."""
+
+    levels: list[str] = setting(factory=list)
+    shares: list[float] = setting(factory=list)  # of the run's training FLOPs, adding up to 1
+    grow_init: str = setting("ode", choices="mltrain.schemes.growth:GROWTH")
+    grow_warmup: int = setting(0, check=at_least(0))  # LR re-warm-up steps of new blocks
+
+
+@dataclass
+class PatchConfig:
+    """Sequence coarsening (:mod:`mltrain.levels.patch`; Shao et al. 2025)."""
+
+    size: int = setting(
+        1, check=at_least(1, integer=True)
+    )  # tokens per position K of coarse levels
+
+
+@dataclass
+class RaPTrConfig:
+    """Random sub-paths (:mod:`mltrain.levels.raptr`; Panigrahi et al. 2024)."""
+
+    blocks: list[int] = setting(factory=list)  # path length p of each raptr_<p> level
+    scale: str = setting("inverse", choices=("inverse", "none"))  # sampled block's step
+
+
+@dataclass
+class CoarseningConfig:
+    """The multilevel scheme: ``scheme`` says which one runs, each concern has its section."""
+
+    # single_level: the fine level only; vcycle: coarse phases inside fine iterations
+    # (``vcycle`` and ``corrections`` sections); stages: coarse-to-fine (``stages`` section)
+    scheme: str = setting("single_level", choices=SCHEMES)
+    hierarchy: HierarchyConfig = field(default_factory=HierarchyConfig)
+    vcycle: VCycleConfig = field(default_factory=VCycleConfig)
+    corrections: CorrectionsConfig = field(default_factory=CorrectionsConfig)
+    stages: StagesConfig = field(default_factory=StagesConfig)
+    patch: PatchConfig = field(default_factory=PatchConfig)
+    raptr: RaPTrConfig = field(default_factory=RaPTrConfig)
 
 
 @dataclass

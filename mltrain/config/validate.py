@@ -9,7 +9,7 @@ import importlib
 
 from omegaconf import DictConfig, OmegaConf
 
-from mltrain.config.keys import _fields
+from mltrain.config.keys import _fields, subsections
 from mltrain.config.schema import OPTIMIZERS, SECTIONS, MLTrainConfig
 from mltrain.errors import ConfigError
 
@@ -27,9 +27,11 @@ def _allowed(choices) -> tuple[str, ...]:
 
 
 def _check_section(node: DictConfig, schema, prefix: str) -> None:
-    """Unknown keys (Hydra lets ``+key=value`` add them), then each field's choices and check."""
+    """Unknown keys (Hydra lets ``+key=value`` add them), then each field's choices and check,
+    then the nested sections' (``coarsening.vcycle`` ...)."""
     fields = _fields(schema)
-    allowed = [f.name for f in fields]
+    sections = subsections(schema)
+    allowed = [f.name for f in fields] + list(sections)
     for key in node.keys():
         if key not in allowed:
             where = f"{prefix}{key}" if prefix else key
@@ -53,6 +55,8 @@ def _check_section(node: DictConfig, schema, prefix: str) -> None:
             if what is not None:
                 shown = list(v) if OmegaConf.is_list(v) else (repr(v) if isinstance(v, str) else v)
                 _require(False, f"{key}={shown} is not allowed: {_must(what)}")
+    for name, sub in sections.items():
+        _check_section(node[name], sub, f"{prefix}{name}.")
 
 
 def _must(what: str) -> str:
@@ -104,11 +108,40 @@ def validate(cfg: DictConfig) -> None:
         f"train.flops_scale={t.flops_scale} scales train.target_flops, which is not set: "
         "set train.target_flops=<FLOPs> or leave train.flops_scale at 1",
     )
+    _check_scheme(cfg.coarsening)
     if d.name == "text_files":
         _require(
             len(d.paths) > 0,
             "data.paths is empty: data=text_files needs data.paths=[file_or_dir,...]",
         )
+
+
+def _check_scheme(c: DictConfig) -> None:
+    """The explicit ``coarsening.scheme`` against the sections it reads."""
+    name = c.hierarchy.name
+    if c.scheme == "single_level":
+        _require(
+            name == "none",
+            f"coarsening.scheme=single_level trains the fine level only, but "
+            f"coarsening.hierarchy.name={name}: use coarsening=none, or coarsening.scheme=vcycle "
+            "or stages",
+        )
+    else:
+        _require(
+            name != "none",
+            f"coarsening.scheme={c.scheme} needs coarse levels, but coarsening.hierarchy.name=none: "
+            "choose a hierarchy (e.g. coarsening=even_odd) or coarsening.scheme=single_level",
+        )
+    _require(
+        c.scheme == "stages" or len(c.stages.levels) == 0,
+        f"coarsening.stages.levels={list(c.stages.levels)} is set but coarsening.scheme="
+        f"{c.scheme}: set coarsening.scheme=stages to train the levels in stages",
+    )
+    _require(
+        c.scheme != "stages" or len(c.stages.levels) > 0,
+        "coarsening.scheme=stages needs coarsening.stages.levels=[<coarse level>,...,fine] and "
+        "coarsening.stages.shares",
+    )
 
 
 def typed(cfg: DictConfig) -> MLTrainConfig:

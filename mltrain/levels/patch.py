@@ -11,24 +11,24 @@ needs no restriction or growth of its own.
 
 Settings (:class:`mltrain.config.CoarseningConfig`):
 
-- ``coarsening.patch_size`` K (default 1: token level) applies to every *coarse* level of the
+- ``coarsening.patch.size`` K (default 1: token level) applies to every *coarse* level of the
   hierarchy; the fine level is always token level (the model being trained).
 - ``coarsening=patch``: one coarse level named ``patch`` over all blocks with h = 1 and
   K = ``patch_size`` (4 in ``conf/coarsening/patch.yaml``, the paper's choice).
-- Combined with depth: ``coarsening=odd coarsening.patch_size=4`` makes ``coarse_b`` (blocks
+- Combined with depth: ``coarsening=odd coarsening.patch.size=4`` makes ``coarse_b`` (blocks
   0, 2, …, step 2h) a patch level, so one level coarsens both ways; ``even_odd``,
   ``recursive`` and ``custom`` levels take K the same way.
 
 Every level can be used both ways mltrain combines levels:
 
 - as a **stage** (the paper's scheme: patch-level training for a share λ of the budget, then
-  token level with the same weights): ``coarsening.stages=[patch,fine]
-  coarsening.stage_shares=[λ,1−λ] coarsening.window=0`` (``coarsening.grow_init=keep``: the
+  token level with the same weights): ``coarsening.stages.levels=[patch,fine]
+  coarsening.stages.shares=[λ,1−λ] coarsening.vcycle.window=0`` (``coarsening.stages.grow_init=keep``: the
   patch level already trains every block). λ here is a share of the **FLOPs** budget; Shao
   et al.'s λ is a share of the **training data** (their cost is λ/K + 1 − λ of token-level
   training); for a patch level over all blocks they relate by λ_data = Kλ / (Kλ + 1 − λ)
   (their K = 4, λ_data = 2/3 is λ = 1/3 here).
-- as a **V-cycle level** (``coarsening=patch`` with ``coarsening.window`` > 0): after each
+- as a **V-cycle level** (``coarsening=patch`` with ``coarsening.vcycle.window`` > 0): after each
   fine step inside the window, ``coarse_steps`` patch steps, transferred back with Eq. 4 of
   Lauga et al. 2025 (over every parameter, since the patch level trains them all).
 
@@ -49,7 +49,7 @@ unigram entropy of the 8k BPE) through the patch stage and fell only once token-
 training began.
 
 Data: a run that draws more tokens than the training split holds repeats data. At start the
-job logs the planned tokens against the split (:func:`data_passes`) and warns when the run
+job logs the planned tokens against the split (:func:`mltrain.plan.passes.data_passes`) and warns when the run
 would pass over it more than once; ``run.json`` records the planned and the seen tokens and
 the epochs (tokens drawn / tokens in the split; windows are drawn at random, so an epoch is
 an average number of passes, not one ordered sweep).
@@ -57,14 +57,11 @@ an average number of passes, not one ordered sweep).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 
 from mltrain.config import CoarseningConfig
 from mltrain.errors import ConfigError
 from mltrain.levels.base import HIERARCHIES, Level
-
-log = logging.getLogger(__name__)
 
 PATCH = "patch"  # the level name of coarsening=patch
 
@@ -82,59 +79,12 @@ def with_patch(c: CoarseningConfig, coarse: list[Level]) -> list[Level]:
     Raises:
         ConfigError: K > 1 without a coarse level to carry it (``coarsening=none``).
     """
-    k = int(c.patch_size)
+    k = int(c.patch.size)
     if k == 1:
         return coarse
     if not coarse:
         raise ConfigError(
-            f"coarsening.patch_size={k} needs a coarse level, but coarsening={c.name} has only the "
+            f"coarsening.patch.size={k} needs a coarse level, but coarsening.hierarchy.name={c.hierarchy.name} has only the "
             "fine level: choose coarsening=patch (all blocks) or a depth hierarchy (e.g. odd)"
         )
     return [replace(lv, patch=k) for lv in coarse]
-
-
-def data_passes(plan, train_tokens: int, seen: int | None = None) -> dict:
-    """What a run draws from its training split.
-
-    Args:
-        plan: the run's :class:`mltrain.plan.plan.Plan`.
-        train_tokens: tokens in the training split (a count).
-        seen: tokens trained on so far (``perf/tokens``), when the run has started.
-
-    Returns:
-        ``train_tokens``; ``planned_tokens`` (every optimizer step's tokens: positions × K,
-        :meth:`mltrain.plan.plan.Plan.tokens_of`) and ``planned_epochs`` (planned / train);
-        ``tokens_per_level`` (planned); with ``seen``, ``tokens_seen`` and ``epochs``.
-    """
-    per_level = plan.tokens_per_level()
-    planned = sum(per_level.values())
-    out = {
-        "train_tokens": int(train_tokens),
-        "planned_tokens": planned,
-        "planned_epochs": planned / train_tokens,
-        "tokens_per_level": per_level,
-    }
-    if seen is not None:
-        out["tokens_seen"] = int(seen)
-        out["epochs"] = seen / train_tokens
-    return out
-
-
-def log_data_passes(passes: dict, at_end: bool = False) -> None:
-    """One log line: the tokens the run will draw (at start) or drew (``at_end``) against the
-    training split; a warning when that is more than one pass over it."""
-    tokens = passes["tokens_seen"] if at_end else passes["planned_tokens"]
-    epochs = passes["epochs"] if at_end else passes["planned_epochs"]
-    verb = "drew" if at_end else "will draw"
-    text = (
-        f"the run {verb} {tokens:,} training tokens, {epochs:.2f} epochs of the training "
-        f"split ({passes['train_tokens']:,} tokens)"
-    )
-    if len(passes["tokens_per_level"]) > 1 and not at_end:
-        text += "; per level " + ", ".join(
-            f"{n} {t:,}" for n, t in passes["tokens_per_level"].items()
-        )
-    if epochs > 1:
-        log.warning("%s: it passes over the training data more than once", text)
-    else:
-        log.info("%s", text)

@@ -3,13 +3,13 @@ trains a random path of p blocks of the fine model, the first and last blocks al
 growing over the run in stages, e.g. 6 -> 8 -> 10 -> 12 of 12 blocks::
 
     mltrain coarsening=raptr                               # stages raptr_6, raptr_8, raptr_10, fine
-    mltrain coarsening=raptr 'coarsening.raptr_blocks=[4,8]' \\
-        'coarsening.stages=[raptr_4,raptr_8,fine]' 'coarsening.stage_shares=[0.3,0.3,0.4]'
+    mltrain coarsening=raptr 'coarsening.raptr.blocks=[4,8]' \\
+        'coarsening.stages.levels=[raptr_4,raptr_8,fine]' 'coarsening.stages.shares=[0.3,0.3,0.4]'
 
 A level ``raptr_<p>`` (:class:`RandomPath`) draws its path from the trainer's checkpointed
 ``path_generator``: p − 2 of the N − 2 middle blocks, uniformly without replacement, kept in
 order. Each middle block is on the path with probability q = (p − 2)/(N − 2). With
-``coarsening.raptr_scale=inverse`` (the default) a sampled middle block takes the step
+``coarsening.raptr.scale=inverse`` (the default) a sampled middle block takes the step
 h = 1/q = (N − 2)/(p − 2) (the first and last blocks h = 1), so the path integrates the same
 total time as the fine path and, to first order in the blocks' outputs, its expected update
 equals the fine path's (the stochastic-depth convention of scaling a kept block's output by its
@@ -53,6 +53,11 @@ class RandomPath(Level):
         """Block evaluations per forward pass: p."""
         return self.p
 
+    @property
+    def eval_path(self) -> BlockPath:
+        """Validation measures the fine path (every block, h = 1): the model being trained."""
+        return BlockPath(self.blocks, 1.0)
+
     def sample_path(self, generator: torch.Generator) -> BlockPath:
         """The next step's path: blocks in order, with per-block steps (``BlockPath.hs``) when
         scaled. Draws one ``torch.randperm`` of the N − 2 middle blocks from ``generator``."""
@@ -68,23 +73,23 @@ class RandomPath(Level):
 
 @HIERARCHIES.register("raptr")
 def _raptr(c: CoarseningConfig, n_layer: int) -> list[Level]:
-    """One :class:`RandomPath` level ``raptr_<p>`` per entry of ``coarsening.raptr_blocks``
+    """One :class:`RandomPath` level ``raptr_<p>`` per entry of ``coarsening.raptr.blocks``
     (path lengths p), over all N blocks, stepping the fine optimizer."""
-    sizes = [int(p) for p in c.raptr_blocks]
+    sizes = [int(p) for p in c.raptr.blocks]
     if not sizes:
         raise ConfigError(
-            "coarsening=raptr needs coarsening.raptr_blocks=[p,...]: the path length of each "
+            "coarsening=raptr needs coarsening.raptr.blocks=[p,...]: the path length of each "
             "random sub-path level, e.g. [6,8,10] for 12 blocks"
         )
     bad = [p for p in sizes if not 2 <= p < n_layer]
     if bad or len(set(sizes)) != len(sizes):
         what = f"{bad[0]} is outside 2..{n_layer - 1}" if bad else "repeats a length"
         raise ConfigError(
-            f"coarsening.raptr_blocks={sizes} is not allowed: {what} (give distinct path lengths "
+            f"coarsening.raptr.blocks={sizes} is not allowed: {what} (give distinct path lengths "
             f"2 <= p < model.n_layer={n_layer}; the fine stage trains all {n_layer})"
         )
     blocks = tuple(range(n_layer))
     return [
-        RandomPath(f"raptr_{p}", blocks, 1.0, "fine", optimizer="fine", p=p, scale=c.raptr_scale)
+        RandomPath(f"raptr_{p}", blocks, 1.0, "fine", optimizer="fine", p=p, scale=c.raptr.scale)
         for p in sizes
     ]

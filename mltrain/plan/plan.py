@@ -2,9 +2,10 @@
 
 :func:`build_plan` turns a validated config into a :class:`Plan` in one place; the trainer
 walks it, the job sizes the run with it (``train.target_flops``), ``scripts/flops_budget.py``
-prints it, and ``mltrain-compare`` asks it whether a finished run was multilevel. A new
-scheme extends the plan (a new kind of :class:`Stage`, or new operations in a stage's cycle),
-not those call sites.
+prints it, and ``mltrain-compare`` asks it whether a finished run was multilevel
+(:mod:`mltrain.readback`). Each ``coarsening.scheme`` has its builder in :data:`PLAN_BUILDERS`
+(``single_level`` here; the schemes of :mod:`mltrain.schemes` register theirs): a new scheme
+registers a builder and the handlers of its operations, not a branch in those call sites.
 
 A run is a sequence of *iterations* ``k = 0 .. iterations-1`` (the LR schedule's clock). In a
 single-level or V-cycle run an iteration is one fine step, plus a V-cycle (coarse phases) on
@@ -13,18 +14,16 @@ the iterations the stage lists; ``fine steps`` and iterations then coincide.
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mltrain.config import MLTrainConfig
 from mltrain.errors import ConfigError
-from mltrain.levels.base import Level, build_hierarchy
+from mltrain.levels import Level, build_hierarchy
 from mltrain.model.flops import FlopCount, level_step_flops
-from mltrain.plan.vcycle import Op, Train, build_cycle, format_cycle
-from mltrain.schemes.corrections import decorate_cycle
+from mltrain.plan.ops import Op, Train, format_ops
+from mltrain.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ class Stage:
         level: the level a plain iteration trains (``fine`` in a V-cycle run).
         iterations: number of iterations in the stage.
         cycle: the operations of an iteration that carries a V-cycle (its own step of
-            ``level`` included, :func:`mltrain.plan.vcycle.build_cycle`).
+            ``level`` included, :func:`mltrain.schemes.vcycle.build_cycle`).
         cycle_at: stage-local iteration indices (0-based) that carry the cycle.
         enter: operations run once before the stage's first iteration (e.g. a growth from the
             previous stage's level, :class:`mltrain.schemes.stages.Grow`).
@@ -114,7 +113,16 @@ class Plan:
     def iterations(self) -> int:
         return sum(s.iterations for s in self.stages)
 
-    def _locate(self, k: int) -> tuple[Stage, int]:
+    def operations(self) -> list[Op]:
+        """Every distinct operation the plan holds (for :func:`mltrain.plan.ops.check_handled`)."""
+        return [op for s in self.stages for op in (*s.enter, *s.cycle, *s.plain)]
+
+    def stage_at(self, k: int) -> Stage:
+        """The stage of iteration ``k`` (the last stage for ``k`` past the end)."""
+        return self.locate(min(k, self.iterations - 1))[0]
+
+    def locate(self, k: int) -> tuple[Stage, int]:
+        """(stage, stage-local index) of iteration ``k``."""
         for s in self.stages:
             if k < s.iterations:
                 return s, k
@@ -123,7 +131,7 @@ class Plan:
 
     def ops(self, k: int) -> tuple[Op, ...]:
         """Operations of iteration ``k`` (0-based)."""
-        stage, j = self._locate(k)
+        stage, j = self.locate(k)
         return stage.ops(j)
 
     def steps_per_level(self, k0: int = 0, k1: int | None = None) -> dict[str, int]:
@@ -195,16 +203,14 @@ class Plan:
         start = 0
         for s in self.stages:
             if len(self.stages) > 1:
-                enter = f" after {format_cycle(s.enter)}" if s.enter else ""
+                enter = f" after {format_ops(s.enter)}" if s.enter else ""
                 lines.append(
                     f"stage {s.level}: iterations {start}..{start + s.iterations - 1}{enter}"
                 )
             ca = s.cycle_at
             r = range(start + ca.start, start + min(ca.stop, s.iterations), ca.step)
             if self.multilevel and s.cycle and len(r) and s.cycles_in(0, s.iterations):
-                lines.append(
-                    f"V-cycle for fine iterations {_iterations(r)}: {format_cycle(s.cycle)}"
-                )
+                lines.append(f"V-cycle for fine iterations {_iterations(r)}: {format_ops(s.cycle)}")
             start += s.iterations
         if self.step_flops is not None:
             per = {n: f.total for n, f in self.step_flops.items()}
@@ -248,31 +254,6 @@ def _iterations(r: range) -> str:
     return f"{r[0]}, {r[1]}, {r[2]}, ..., {r[-1]} ({len(r)} iterations, every {r.step})"
 
 
-def vcycle_stage(cfg: MLTrainConfig, levels: list[Level], iterations: int) -> Stage:
-    """The fine level's stage: ``iterations`` fine steps, the V-cycle on iterations
-    ``coarsening.start``, start + ``every``, ... below the window (Lauga et al. 2025: start 0,
-    every 1, the first ``window`` iterations), with the corrections of
-    :mod:`mltrain.schemes.corrections` when they are switched on."""
-    c = cfg.coarsening
-    cycle = build_cycle(levels, c.coarse_steps, c.combine, c.fine_step)
-    cycle = decorate_cycle(cycle, c, levels, cfg.model.seq_len)
-    return Stage(levels[0].name, iterations, cycle, cycle_iterations(c, iterations))
-
-
-def window_of(c, iterations: int) -> int:
-    """The window in iterations: ``coarsening.window``, or ``window_fraction`` of the run's
-    ``iterations`` rounded to the nearest (halves up) when that is set."""
-    if c.window_fraction is None:
-        return int(c.window)
-    return int(math.floor(float(c.window_fraction) * iterations + 0.5))
-
-
-def cycle_iterations(c, iterations: int) -> range:
-    """Stage-local iterations that carry the V-cycle: start, start + every, ... below
-    min(window, iterations)."""
-    return range(int(c.start), min(window_of(c, iterations), iterations), int(c.every))
-
-
 def steps_for_budget(make, budget: float) -> int:
     """The iteration count whose plan's training FLOPs (with head) come closest to ``budget``:
     |total − budget| <= half an iteration's cost (``make(n)`` builds the plan of n)."""
@@ -301,15 +282,21 @@ def budget_of(cfg: MLTrainConfig) -> float | None:
     return None if t.target_flops is None else float(t.target_flops) * float(t.flops_scale)
 
 
+# ``coarsening.scheme`` -> builder(cfg, levels, step_flops or None, tokens per step) -> Plan;
+# single_level is below, the schemes register theirs (mltrain.schemes.vcycle, .stages).
+PLAN_BUILDERS: Registry = Registry("coarsening.scheme")
+
+
 def build_plan(cfg: MLTrainConfig, vocab_size: int | None, world: int = 1) -> Plan:
-    """The plan of a run of ``cfg`` (typed, validated) on ``world`` processes.
+    """The plan of a run of ``cfg`` (typed, validated) on ``world`` processes, by the builder
+    ``coarsening.scheme`` names (:data:`PLAN_BUILDERS`).
 
     ``vocab_size`` (the model's embedding rows) is needed for FLOPs and for sizing a run by
     ``train.target_flops``; without it the plan has ``train.steps`` iterations and no FLOPs.
 
     Raises:
-        ConfigError: a hierarchy the model cannot support, a budget below one fine step, or one
-            that leaves no step after warm-up.
+        ConfigError: a scheme with no registered builder, a hierarchy the model cannot
+            support, a budget below one fine step, or one that leaves no step after warm-up.
     """
     m, t = cfg.model, cfg.train
     levels = build_hierarchy(cfg.coarsening, m.n_layer)
@@ -317,17 +304,21 @@ def build_plan(cfg: MLTrainConfig, vocab_size: int | None, world: int = 1) -> Pl
     step_flops = (
         level_step_flops(levels, m.n_embd, m.seq_len, vocab_size, tokens) if vocab_size else None
     )
+    return PLAN_BUILDERS.get(cfg.coarsening.scheme)(cfg, levels, step_flops, tokens)
 
-    def make(n: int) -> Plan:
-        return Plan(levels, (vcycle_stage(cfg, levels, n),), step_flops, tokens)
 
-    if cfg.coarsening.stages:
-        from mltrain.schemes.stages import staged_plan
+def sized_plan(cfg: MLTrainConfig, make, step_flops) -> Plan:
+    """``make(n)`` (the plan of n iterations) with n from ``train.steps`` or, when the run is
+    sized by ``train.target_flops``, the n whose training FLOPs come closest to the budget;
+    capped at ``train.max_steps``.
 
-        return staged_plan(cfg, levels, step_flops, tokens, make)
+    Raises:
+        ConfigError: a budget below one iteration, or one that leaves no step after warm-up.
+    """
+    t = cfg.train
     if t.target_flops is None or step_flops is None:
         return make(capped(int(t.steps), t.max_steps))
-    one = step_flops[levels[0].name].total
+    one = step_flops[make(1).fine.name].total
     budget = budget_of(cfg)
     if budget < one:
         raise ConfigError(
@@ -343,6 +334,16 @@ def build_plan(cfg: MLTrainConfig, vocab_size: int | None, world: int = 1) -> Pl
     return make(capped(n, t.max_steps))
 
 
+@PLAN_BUILDERS.register("single_level")
+def single_level_plan(cfg: MLTrainConfig, levels: list[Level], step_flops, tokens: int) -> Plan:
+    """The fine level alone: one stage of fine steps."""
+
+    def make(n: int) -> Plan:
+        return Plan(levels, (Stage(levels[0].name, n),), step_flops, tokens)
+
+    return sized_plan(cfg, make, step_flops)
+
+
 def capped(n: int, max_steps: int | None) -> int:
     """``n`` iterations, at most ``train.max_steps`` (mode=smoke caps every run, also one sized
     by ``train.target_flops``)."""
@@ -352,72 +353,3 @@ def capped(n: int, max_steps: int | None) -> int:
         )
         return max_steps
     return n
-
-
-def plan_of_config(config: dict, vocab_size: int | None = None) -> Plan:
-    """The plan of a finished run from its resolved config dict (``.hydra/config.yaml``, as
-    written by this or an earlier mltrain; renamed keys are upgraded).
-
-    Raises:
-        ConfigError / omegaconf errors: a config this mltrain cannot read.
-    """
-    from omegaconf import OmegaConf
-
-    from mltrain.config import SECTIONS, typed, upgrade
-
-    config = upgrade(config)
-    base = OmegaConf.structured(MLTrainConfig)
-    known = {s: config[s] for s in SECTIONS if isinstance(config.get(s), dict)}
-    merged = OmegaConf.merge(base, known)
-    merged.optimizer = config.get("optimizer") or {}
-    # a finished run's plan is read, not started: its run-time warnings (max_steps caps) are
-    # not news for the reader (mltrain-compare)
-    previous = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        return build_plan(typed(merged), vocab_size)
-    finally:
-        log.setLevel(previous)
-
-
-def _unflatten(config: dict) -> dict:
-    out: dict = {}
-    for key, value in config.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = _listify(value)
-    return out
-
-
-def _listify(v):
-    return [_listify(x) for x in v] if isinstance(v, list | tuple) else v
-
-
-@functools.lru_cache(maxsize=4096)
-def _multilevel(items: tuple) -> bool:
-    config = _unflatten(dict(items))
-    try:
-        return plan_of_config(config).multilevel
-    except Exception:  # a config this version cannot build: the V-cycle's own rule
-        c = config.get("coarsening", {})
-        return (
-            c.get("name", "none") != "none"
-            and bool(c.get("window"))
-            and bool(c.get("coarse_steps"))
-        )
-
-
-def is_multilevel(config: dict) -> bool:
-    """Whether a run of this resolved config (nested, or flattened ``{"a.b": v}``) trains any
-    level besides the fine one, as its :class:`Plan` says (built without a vocabulary, with
-    ``train.steps`` iterations). The one place mltrain decides "single-level or multilevel"."""
-    from mltrain.config import flatten
-
-    flat = flatten(config) if any(isinstance(v, dict) for v in config.values()) else config
-    return _multilevel(tuple(sorted((k, _hashable(v)) for k, v in flat.items())))
-
-
-def _hashable(v):
-    return tuple(_hashable(x) for x in v) if isinstance(v, list | tuple) else v

@@ -1,7 +1,7 @@
-"""Better coarse corrections for the V-cycle (issue 15): first-order coherence (τ-correction),
+"""Better coarse corrections for the V-cycle: first-order coherence (τ-correction),
 line-searched δ and outer momentum, as operations of the plan and one trainer extension.
 
-Settings of the ``coarsening`` group (all off by default; the paper's recipe is unchanged):
+Settings of ``coarsening.corrections`` (all off by default; the paper's recipe is unchanged):
 
 ``tau`` (``none`` | ``exact`` | ``cheap``)
     The τ-correction of MG/OPT (Nash 2000, "A multigrid approach to discretized optimization
@@ -28,7 +28,7 @@ Settings of the ``coarsening`` group (all off by default; the paper's recipe is 
       parameters just before it (one step stale; for a second sibling phase the restriction
       point has also moved by the first phase's transfer). With ``fine_step=after`` it is the
       previous iteration's fine step, so the first V-cycle needs one before it:
-      ``coarsening.start`` >= 1 (refused otherwise). Nested levels reuse their parent's last
+      ``coarsening.vcycle.start`` >= 1 (refused otherwise). Nested levels reuse their parent's last
       coarse step.
 
     Shared parameters (token and position embeddings, the tied head, the final norm) are in
@@ -71,23 +71,20 @@ is part of every checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
 from mltrain.config import CoarseningConfig
 from mltrain.data.sampler import BatchSampler
 from mltrain.errors import ConfigError
-from mltrain.levels.base import Level
+from mltrain.levels import Level
 from mltrain.model.flops import FlopCount
-from mltrain.plan.operations import EXTENSIONS, handles
-from mltrain.plan.vcycle import Defer, Op, Operation, Prolong, Restrict
-from mltrain.train import distributed as D
-
-if TYPE_CHECKING:
-    from mltrain.train.trainer import Trainer
+from mltrain.plan.ops import Op, Operation, handles
+from mltrain.schemes import vcycle
+from mltrain.schemes.linesearch import line_search, search_grid
+from mltrain.schemes.vcycle import CYCLE_DECORATORS, Defer, Prolong, Restrict
+from mltrain.train.state import EXTENSIONS, Extension, RunState
 
 # seed offsets of the extension's samplers and generator (the trainer's use +1 and +2)
 _TAU_SEED, _SEARCH_SEED, _RNG_SEED = 1501, 1502, 1503
@@ -146,58 +143,13 @@ class Transfer(Operation):
         return f * self.evaluations
 
 
-def search_grid(maximum: float) -> tuple[float, ...]:
-    """The δ values a line search evaluates: 0, ¼, ½, 1, then 2, 4, … below ``maximum``, and
-    ``maximum`` itself (only values <= ``maximum``), ascending. E.g. 2 -> (0, ¼, ½, 1, 2)."""
-    out = [d for d in (0.0, 0.25, 0.5, 1.0) if d <= maximum]
-    d = 2.0
-    while d < maximum:
-        out.append(d)
-        d *= 2
-    if maximum not in out:
-        out.append(float(maximum))
-    return tuple(out)
-
-
-def search_delta(
-    objective: Callable[[float], float], grid: Sequence[float], mode: str
-) -> tuple[float, dict[float, float]]:
-    """The δ of a line search and every value it evaluated (``{δ: objective(δ)}``).
-
-    ``objective`` is called once per grid value (ascending, starting with 0), and once more
-    with ``mode="parabola"``: at the vertex of the parabola through the best grid point and
-    its two neighbours (convex: the best is strictly below its left neighbour and not above
-    its right one), or, when the best is at an end of the grid, at the midpoint between it and
-    its neighbour. The result is the lowest value's δ (the smallest δ on ties); 0 unless that
-    value is strictly below objective(0).
-    """
-    values: list[tuple[float, float]] = [(d, float(objective(d))) for d in grid]
-    if mode == "parabola" and len(values) >= 2:
-        losses = [v for _, v in values]
-        i = min(range(len(values)), key=lambda k: (losses[k], k))
-        if 0 < i < len(values) - 1:
-            (x0, y0), (x1, y1), (x2, y2) = values[i - 1], values[i], values[i + 1]
-            s1, s2 = (y1 - y0) / (x1 - x0), (y2 - y1) / (x2 - x1)
-            a = (s2 - s1) / (x2 - x0)
-            cand = (x0 + x1) / 2 - s1 / (2 * a) if a > 0 else x1
-        else:
-            j = 1 if i == 0 else i - 1
-            cand = (values[i][0] + values[j][0]) / 2
-        values.append((cand, float(objective(cand))))
-    best_d, best = values[0]
-    for d, v in values[1:]:
-        if v < best or (v == best and d < best_d):
-            best_d, best = d, v
-    start = values[0][1]
-    chosen = best_d if best < start else 0.0
-    return chosen, dict(values)
-
-
 def uses_corrections(c: CoarseningConfig) -> bool:
     """Whether any mechanism of this module is switched on."""
-    return c.tau != "none" or c.line_search != "none" or float(c.momentum) > 0
+    k = c.corrections
+    return k.tau != "none" or k.line_search != "none" or float(k.momentum) > 0
 
 
+@CYCLE_DECORATORS.register("corrections")
 def decorate_cycle(
     cycle: tuple[Op, ...], c: CoarseningConfig, levels: list[Level], seq_len: int
 ) -> tuple:
@@ -212,22 +164,23 @@ def decorate_cycle(
     """
     if not uses_corrections(c) or not cycle:
         return cycle
-    if c.tau == "cheap" and c.fine_step == "after" and int(c.start) == 0:
+    k, v = c.corrections, c.vcycle
+    if k.tau == "cheap" and v.fine_step == "after" and int(v.start) == 0:
         raise ConfigError(
-            "coarsening.tau=cheap with coarsening.fine_step=after reuses the previous "
-            "iteration's fine step: set coarsening.start >= 1, or use coarsening.tau=exact"
+            "coarsening.corrections.tau=cheap with coarsening.vcycle.fine_step=after reuses the previous "
+            "iteration's fine step: set coarsening.vcycle.start >= 1, or use coarsening.corrections.tau=exact"
         )
     by_name = {lv.name: lv for lv in levels}
-    if c.tau != "none":
+    if k.tau != "none":
         bad = [lv.name for lv in levels if lv.patch != 1]
         if bad:
             raise ConfigError(
-                f"coarsening.tau={c.tau} needs token-level coarse levels, but {bad[0]} is a "
-                "patch level: use coarsening.tau=none"
+                f"coarsening.corrections.tau={k.tau} needs token-level coarse levels, but {bad[0]} is a "
+                "patch level: use coarsening.corrections.tau=none"
             )
-    grid = search_grid(float(c.line_search_max)) if c.line_search != "none" else ()
-    rows = c.line_search_batch
-    positions = None if rows is None or c.line_search == "none" else int(rows) * int(seq_len)
+    grid = search_grid(float(k.line_search_max)) if k.line_search != "none" else ()
+    rows = k.line_search_batch
+    positions = None if rows is None or k.line_search == "none" else int(rows) * int(seq_len)
     out: list[Op] = []
     for op in cycle:
         if isinstance(op, Prolong | Defer):
@@ -236,17 +189,17 @@ def decorate_cycle(
                     op.level,
                     by_name[op.level].parent,
                     isinstance(op, Defer),
-                    float(c.delta),
-                    float(c.momentum),
-                    c.line_search,
+                    float(v.delta),
+                    float(k.momentum),
+                    k.line_search,
                     grid,
                     positions,
                 )
             )
         else:
             out.append(op)
-        if isinstance(op, Restrict) and c.tau != "none":
-            out.append(Tau(op.level, by_name[op.level].parent, c.tau))
+        if isinstance(op, Restrict) and k.tau != "none":
+            out.append(Tau(op.level, by_name[op.level].parent, k.tau))
     return tuple(out)
 
 
@@ -258,8 +211,8 @@ def _cpu(d: dict) -> dict:
     return {k: v.detach().cpu() for k, v in d.items()}
 
 
-class Corrections:
-    """The per-run state of the corrections (a trainer extension, ``name = "corrections"``).
+class Corrections(Extension):
+    """The per-run state of the corrections (a run extension, ``name = "corrections"``).
 
     Attributes:
         v: level -> {parameter name: τ-correction tensor (the parameter's shape)} of the open
@@ -273,27 +226,28 @@ class Corrections:
 
     name = "corrections"
 
-    def __init__(self, t: Trainer) -> None:
-        c, seed = t.cfg.coarsening, int(t.cfg.train.seed)
-        self.tau_sampler = BatchSampler(t.data.train, t.seq_len, seed=seed + _TAU_SEED)
-        self.search_sampler = BatchSampler(t.data.train, t.seq_len, seed=seed + _SEARCH_SEED)
+    def __init__(self, run: RunState) -> None:
+        seed = int(run.cfg.train.seed)
+        seq_len = int(run.cfg.model.seq_len)
+        self.tau_sampler = BatchSampler(run.data.train, seq_len, seed=seed + _TAU_SEED)
+        self.search_sampler = BatchSampler(run.data.train, seq_len, seed=seed + _SEARCH_SEED)
         self.generator = torch.Generator().manual_seed(seed + _RNG_SEED)
-        self.device = t.ctx.device
+        self.device = run.device
         self.v: dict[str, dict[str, torch.Tensor]] = {}
         self.last: dict[str, dict] = {}
         self.u: dict[str, dict[str, torch.Tensor]] = {}
         self.capture: dict[str, list[str]] = {}  # parent -> parameters its children train
-        if c.tau == "cheap":
-            for lv in t.plan.levels[1:]:
+        if run.cfg.coarsening.corrections.tau == "cheap":
+            for lv in run.plan.levels[1:]:
                 names = self.capture.setdefault(lv.parent, [])
-                names += [n for n in t.level_params[lv.name] if n not in names]
+                names += [n for n in run.params(lv.name) if n not in names]
 
     # ---------------------------------------------------------------- gradients
-    def on_gradients(self, t: Trainer, level: Level) -> None:
+    def on_gradients(self, run: RunState, level: Level) -> None:
         """Subtract the open phase's v from ``level``'s gradient (times the fp16 loss scale);
         with ``tau=cheap`` keep the corrected gradient and batch of a parent level's step."""
-        scale = float(t.scaler.get_scale()) if t.scaler else 1.0
-        params = t.level_params[level.name]
+        scale = run.step.loss_scale()
+        params = run.params(level.name)
         v = self.v.get(level.name)
         if v:
             for n, p in params.items():
@@ -303,64 +257,27 @@ class Corrections:
         if names:
             grads = {}
             for n in names:
-                g = t.all_params[n].grad
-                g = torch.zeros_like(t.all_params[n]) if g is None else g.detach().clone()
+                g = run.all_params[n].grad
+                g = torch.zeros_like(run.all_params[n]) if g is None else g.detach().clone()
                 grads[n] = g if scale == 1.0 else g / scale
-            self.last[level.name] = {"batch": t.last_batch, "grads": grads}
+            self.last[level.name] = {"batch": run.last_batch, "grads": grads}
 
     def gradient(
-        self, t: Trainer, level: Level, batch: torch.Tensor, names: list[str]
+        self, run: RunState, level: Level, batch: torch.Tensor, names: list[str]
     ) -> dict[str, torch.Tensor]:
         """∇f_level − v_level (v_level when ``level`` has an open τ-corrected phase) with
         respect to the parameters ``names``, at the current parameters on this rank's windows
         ``batch`` ``(B_rank, T+1)``, averaged over micro-batches and ranks (as a training
         step's gradient: the mean loss in nats/token). ``.grad`` is not touched."""
-        params = [t.all_params[n] for n in names]
-        grads = [torch.zeros_like(p) for p in params]
         path = level.sample_path(self.generator)
         seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
-        cuda = t.ctx.device.type == "cuda"
-        with torch.random.fork_rng(devices=[t.ctx.device] if cuda else []):
-            torch.manual_seed(seed)
-            for micro in batch.to(t.ctx.device).split(t.micro):
-                with t.autocast():
-                    _, loss = t.model(micro[:, :-1], micro[:, 1:], path=path)
-                gs = torch.autograd.grad(loss.float() / t.accum, params, allow_unused=True)
-                for acc, g in zip(grads, gs):
-                    if g is not None:
-                        acc.add_(g.to(acc.dtype))
-        if t.ctx.world > 1:
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            D.all_reduce_sum(flat, t.ctx.world).div_(t.ctx.world)
-            offset = 0
-            for g in grads:
-                g.copy_(flat[offset : offset + g.numel()].view_as(g))
-                offset += g.numel()
-        out = dict(zip(names, grads))
+        params = [run.all_params[n] for n in names]
+        out = dict(zip(names, run.step.gradient(level, path, batch, params, seed)))
         v = self.v.get(level.name)
         if v:
             for n in names:
                 out[n].sub_(v[n])
         return out
-
-    # ---------------------------------------------------------------- line search
-    @torch.no_grad()
-    def held_loss(self, t: Trainer, level: Level, batch: torch.Tensor) -> float:
-        """Mean cross-entropy (nats/token) of ``level``'s path on the held-aside windows
-        (this rank's ``batch``), over every rank, in evaluation mode."""
-        model = t.model
-        was_training = model.training
-        model.eval()
-        total = torch.zeros(2, device=t.ctx.device, dtype=torch.float64)
-        for micro in batch.to(t.ctx.device).split(t.micro):
-            with t.autocast():
-                _, loss = model(micro[:, :-1], micro[:, 1:], path=level.path)
-            total += torch.stack(
-                [loss.double() * len(micro), torch.tensor(float(len(micro)), device=total.device)]
-            )
-        model.train(was_training)
-        total = D.all_reduce_sum(total, t.ctx.world)
-        return float(total[0] / total[1])
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
@@ -389,52 +306,50 @@ class Corrections:
         self.generator.set_state(state["generator"])
 
 
-def of(t: Trainer) -> Corrections:
+@EXTENSIONS.register("corrections")
+def _factory(run: RunState) -> Corrections | None:
+    c = run.cfg.coarsening
+    on = c.scheme == "vcycle" and uses_corrections(c) and len(run.plan.levels) > 1
+    return Corrections(run) if on else None
+
+
+def of(run: RunState) -> Corrections:
     """The run's :class:`Corrections` extension."""
-    return next(e for e in t.extensions if isinstance(e, Corrections))
-
-
-def _factory(t: Trainer) -> Corrections | None:
-    c = t.cfg.coarsening
-    return Corrections(t) if uses_corrections(c) and len(t.plan.levels) > 1 else None
-
-
-EXTENSIONS.append(_factory)
+    return run.extension("corrections")
 
 
 # --------------------------------------------------------------------------- handlers
 @handles(Tau)
-def _tau(t: Trainer, op: Tau) -> None:
+def _tau(run: RunState, op: Tau) -> None:
     """v = ∇f_level(x; ξ) − (∇f_parent(x; ξ) − v_parent), restricted to the parameters the
     level trains (exact: a fresh batch ξ; cheap: the parent's last step's batch and gradient)."""
-    ext = of(t)
-    level, parent = t.levels[op.level], t.levels[op.parent]
-    names = list(t.level_params[op.level])
+    ext = of(run)
+    level, parent = run.levels[op.level], run.levels[op.parent]
+    names = list(run.params(op.level))
     if op.form == "exact":
-        per_rank = t.micro * t.accum
-        batch = ext.tau_sampler.next(t.global_batch)
-        batch = batch[t.ctx.rank * per_rank : (t.ctx.rank + 1) * per_rank]
-        g_parent = ext.gradient(t, parent, batch, names)
+        batch = run.step.shard(ext.tau_sampler.next(run.step.global_batch))
+        g_parent = ext.gradient(run, parent, batch, names)
     else:
         last = ext.last.get(op.parent)
         if last is None:
             raise RuntimeError(f"tau=cheap: no step of {op.parent} before the phase on {op.level}")
         batch, g_parent = last["batch"], last["grads"]
     ext.v.pop(op.level, None)  # the level's own gradient, uncorrected
-    g_level = ext.gradient(t, level, batch, names)
+    g_level = ext.gradient(run, level, batch, names)
     ext.v[op.level] = {n: g_level[n] - g_parent[n] for n in names}
 
 
 @handles(Transfer)
 @torch.no_grad()
-def _transfer(t: Trainer, op: Transfer) -> None:
+def _transfer(run: RunState, op: Transfer) -> None:
     """Close the innermost phase: drop its v, update the outer momentum, choose δ (fixed or
     line-searched) and apply θ_before + δ·(Δ + βu) (or defer it when ``summed``)."""
-    ext = of(t)
-    name, before = t.phases.pop()
-    assert name == op.level, f"V-cycle out of order: closing {op.level}, open {name}"
+    ext = of(run)
+    state = vcycle.state_of(run)
+    before = state.close(op.level)
+    name = op.level
     ext.v.pop(name, None)
-    params = t.level_params[name]
+    params = run.params(name)
     after = {n: params[n].detach().clone() for n in before}
     beta = float(op.momentum)
     u: dict[str, torch.Tensor] = {}
@@ -455,43 +370,15 @@ def _transfer(t: Trainer, op: Transfer) -> None:
 
     delta = float(op.delta)
     if op.search != "none":
-        delta = _line_search(t, ext, op, params, before, after, u, point)
+        delta = line_search(run, ext, op, params, before, after, u, point)
     if op.summed:
         corr = {n: (after[n] - b) * delta for n, b in before.items()}
         if beta > 0:
             for n in corr:
                 corr[n].add_(u[n], alpha=delta * beta)
-        t.deferred.append(corr)
+        state.deferred.append(corr)
         for n, b in before.items():
             params[n].copy_(b)
     else:
         for n, x in point(delta).items():
             params[n].copy_(x)
-
-
-def _line_search(t, ext, op: Transfer, params, before, after, u, point) -> float:
-    """δ minimising the parent objective along the phase's correction on a held-aside batch
-    (:func:`search_delta`); notes δ and the loss gained on the next record."""
-    parent = t.levels[op.parent]
-    rows = t.global_batch if op.positions is None else op.positions // t.seq_len
-    batch = ext.search_sampler.next(rows)[t.ctx.rank :: t.ctx.world]
-    v_parent = ext.v.get(op.parent) or {}
-    slope = 0.0  # <v_parent, d>, d = Δ + βu: the linear term of the parent's corrected objective
-    for n, b in before.items():
-        if n in v_parent:
-            d = after[n].double() - b.double()
-            if u:
-                d = d + float(op.momentum) * u[n].double()
-            slope += float((v_parent[n].double() * d).sum())
-
-    def objective(delta: float) -> float:
-        for n, x in point(delta).items():
-            params[n].copy_(x)
-        return ext.held_loss(t, parent, batch) - delta * slope
-
-    delta, values = search_delta(objective, op.grid, op.search)
-    t.note(f"coarsening/delta/{op.level}", delta)
-    t.note(f"coarsening/delta_gain/{op.level}", values[0.0] - values[delta])
-    for n in before:  # the caller applies the chosen point
-        params[n].copy_(after[n])
-    return delta

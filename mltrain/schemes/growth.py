@@ -1,6 +1,6 @@
 """Growth operators: how the model changes at a stage change (a coarse path -> a finer one).
 
-``coarsening.grow_init`` names one of :data:`GROWTH`. A :class:`Growth` changes the shared
+``coarsening.stages.grow_init`` names one of :data:`GROWTH`. A :class:`Growth` changes the shared
 tensors in place (the fine model's blocks; copies, never views, where blocks are duplicated)
 and says which trained block each block of the new path *continues*: that block keeps the
 trained block's optimizer state, every other block of the new path starts fresh.
@@ -32,19 +32,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
 from mltrain.levels.base import Level
-from mltrain.model.flops import forward_flops
 from mltrain.model.transformer import ODETransformer
-from mltrain.plan.operations import handles
+from mltrain.plan.ops import handles
 from mltrain.registry import Registry
 from mltrain.schemes.stages import Grow
-
-if TYPE_CHECKING:
-    from mltrain.train.trainer import Trainer
+from mltrain.train.state import RunState
 
 
 @dataclass(frozen=True)
@@ -63,8 +59,8 @@ class Growth:
     origins: Callable[[Level, Level], dict[int, int]]
 
 
-# ``coarsening.grow_init`` -> Growth
-GROWTH: Registry[Growth] = Registry("coarsening.grow_init")
+# ``coarsening.stages.grow_init`` -> Growth
+GROWTH: Registry[Growth] = Registry("coarsening.stages.grow_init")
 
 
 def covering(source: Level, target: Level) -> list[int]:
@@ -225,29 +221,22 @@ def new_blocks(source: Level, target: Level, init: str) -> list[int]:
 
 
 @handles(Grow)
-def grow(t: Trainer, op: Grow) -> None:
-    """Carry out a :class:`mltrain.schemes.stages.Grow`: measure the validation loss of the source
-    path, apply the growth operator, hand the optimizer state over (the blocks that continue a
-    trained block and the shared parameters keep its state, new blocks start fresh), measure
-    the loss of the grown path, and note ``grow/loss_before``, ``grow/loss_after`` and
-    ``grow/loss_jump`` (after − before, nats/token) for the next record. The two evaluations
-    count as evaluation FLOPs (``perf/flops_eval``), not training FLOPs."""
-    src, dst = t.levels[op.source], t.levels[op.level]
+def grow(run: RunState, op: Grow) -> None:
+    """Carry out a :class:`mltrain.schemes.stages.Grow`: measure the validation loss of the
+    source path, apply the growth operator, hand the optimizer state over (the blocks that
+    continue a trained block and the shared parameters keep its state, new blocks start
+    fresh), measure the loss of the grown path, and note ``grow/loss_before``,
+    ``grow/loss_after`` and ``grow/loss_jump`` (after − before, nats/token) for the next
+    record. The two evaluations count as evaluation FLOPs (``perf/flops_eval``, booked by
+    ``run.evaluate``), not training FLOPs."""
+    src, dst = run.levels[op.source], run.levels[op.level]
     growth = GROWTH.get(op.init)
-    before = t.evaluate(path=src.path)
-    growth.apply(t.model, src, dst)
-    pairs = inherited(t.model, growth.origins(src, dst))
-    pairs |= {n: n for n in t.level_params[src.name] if not n.startswith("blocks.")}
-    t.optims.transfer(src.optimizer or src.name, dst.optimizer or dst.name, pairs)
-    after = t.evaluate(path=dst.path)
-    tokens = len(t.val_batches) * t.seq_len
-    for lv in (src, dst):
-        t.p.flops_eval += forward_flops(
-            lv.n_blocks, t.model.n_embd, t.seq_len, t.model.vocab_size, tokens
-        ).total
-    t.note("grow/loss_before", before)
-    t.note("grow/loss_after", after)
-    t.note("grow/loss_jump", after - before)
-
-
-import mltrain.schemes.rewarm  # noqa: E402, F401  (registers the re-warm-up of new blocks)
+    before = run.evaluate(src.path)
+    growth.apply(run.model, src, dst)
+    pairs = inherited(run.model, growth.origins(src, dst))
+    pairs |= {n: n for n in run.params(src.name) if not n.startswith("blocks.")}
+    run.optims.transfer(src.steps_with, dst.steps_with, pairs)
+    after = run.evaluate(dst.path)
+    run.note("grow/loss_before", before)
+    run.note("grow/loss_after", after)
+    run.note("grow/loss_jump", after - before)

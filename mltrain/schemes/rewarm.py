@@ -1,4 +1,4 @@
-"""LR re-warm-up of the blocks a growth adds (``coarsening.grow_warmup`` steps; 0: off).
+"""LR re-warm-up of the blocks a growth adds (``coarsening.stages.grow_warmup`` steps; 0: off).
 
 For the first W = ``grow_warmup`` iterations of a stage entered by a growth, the blocks that
 growth starts fresh (:func:`mltrain.schemes.growth.new_blocks`) train with the learning rate
@@ -15,18 +15,15 @@ position in the plan says where the warm-up is), so a resume continues it exactl
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
-from mltrain.plan.operations import EXTENSIONS
+from mltrain.schemes.growth import new_blocks
+from mltrain.schemes.stages import Grow
+from mltrain.train.state import EXTENSIONS, Extension, RunState
 
-if TYPE_CHECKING:
-    from mltrain.train.trainer import Trainer
 
-
-class GrowWarmup:
-    """The re-warm-up as a trainer extension (:data:`mltrain.plan.operations.EXTENSIONS`).
+class GrowWarmup(Extension):
+    """The re-warm-up as a run extension (:data:`mltrain.train.state.EXTENSIONS`).
 
     Args:
         trainer: the trainer; its plan's stages entered by a :class:`mltrain.schemes.stages.Grow`
@@ -36,10 +33,7 @@ class GrowWarmup:
 
     name = "grow_warmup"
 
-    def __init__(self, trainer: Trainer, steps: int) -> None:
-        from mltrain.schemes.growth import new_blocks
-        from mltrain.schemes.stages import Grow
-
+    def __init__(self, trainer: RunState, steps: int) -> None:
         self.steps = steps
         self.spans: list[tuple[int, list[torch.nn.Parameter]]] = []  # (first iteration, params)
         self._before: dict[torch.nn.Parameter, torch.Tensor] | None = None
@@ -66,33 +60,25 @@ class GrowWarmup:
                 return (j + 1) / (self.steps + 1), params
         return 1.0, []
 
-    def on_gradients(self, trainer: Trainer, level) -> None:
+    def on_gradients(self, trainer: RunState, level) -> None:
         """Keep θ_b of the new blocks this step trains (those with a gradient)."""
-        f, params = self.factor(trainer.p.iteration)
+        f, params = self.factor(trainer.iteration)
         self._before = (
             {p: p.detach().clone() for p in params if p.grad is not None} if f < 1 else None
         )
 
     @torch.no_grad()
-    def after_step(self, trainer: Trainer, level) -> None:
+    def after_step(self, trainer: RunState, level) -> None:
         """θ ← θ_b + f·(θ − θ_b) for the new blocks (``torch.lerp``)."""
         if self._before:
-            f, _ = self.factor(trainer.p.iteration)
+            f, _ = self.factor(trainer.iteration)
             for p, b in self._before.items():
                 p.copy_(torch.lerp(b, p, f))
         self._before = None
 
-    def state_dict(self) -> dict:
-        return {}
 
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-def _factory(trainer: Trainer) -> GrowWarmup | None:
-    steps = int(trainer.cfg.coarsening.grow_warmup)
+@EXTENSIONS.register("grow_warmup")
+def _factory(trainer: RunState) -> GrowWarmup | None:
+    steps = int(trainer.cfg.coarsening.stages.grow_warmup)
     ext = GrowWarmup(trainer, steps) if steps > 0 else None
     return ext if ext is not None and ext.spans else None
-
-
-EXTENSIONS.append(_factory)

@@ -1,17 +1,17 @@
 """Coarse-to-fine stages (nested iteration, the start of a full multigrid cycle): a run trains
 one level after another, each for its share of the budget, growing the model at each change.
 
-``coarsening.stages=[coarse_b,fine] coarsening.stage_shares=[0.6,0.4]`` trains the coarse path
+``coarsening.stages.levels=[coarse_b,fine] coarsening.stages.shares=[0.6,0.4]`` trains the coarse path
 for 60 % of the run's training FLOPs, then grows to the fine path (:class:`Grow`, operator
-``coarsening.grow_init``, :mod:`mltrain.schemes.growth`) and trains it for the remaining 40 %; the
-fine stage runs the V-cycle too when ``coarsening.window`` > 0. The budget is
+``coarsening.stages.grow_init``, :mod:`mltrain.schemes.growth`) and trains it for the remaining 40 %; the
+fine stage runs the V-cycle too when ``coarsening.vcycle.window`` > 0. The budget is
 ``train.target_flops`` × ``train.flops_scale``, or ``train.steps`` fine-step equivalents
 (``train.steps`` × one fine step's FLOPs), so a coarse stage takes more iterations than its
 share of ``train.steps``. Each stage boundary is placed so the cumulative FLOPs are closest to
 the cumulative shares: the stages share the budget to within half a step.
 
 Each stage's blocks must include the previous stage's (a growth keeps the trained blocks), e.g.
-recursive ``coarsening.stages=[coarse_2,coarse_1,fine]`` (3 -> 6 -> 12 blocks), with a growth at
+recursive ``coarsening.stages.levels=[coarse_2,coarse_1,fine]`` (3 -> 6 -> 12 blocks), with a growth at
 each change; or random sub-path stages (``coarsening=raptr``, :mod:`mltrain.levels.raptr`), which
 train every block and need no growth. The LR schedule runs over the iterations of all stages.
 
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 from mltrain.config import MLTrainConfig
 from mltrain.errors import ConfigError
-from mltrain.levels.base import Level
-from mltrain.plan.plan import Plan, Stage, budget_of, capped, steps_for_budget, vcycle_stage
-from mltrain.plan.vcycle import Operation
+from mltrain.levels import Level
+from mltrain.plan.ops import Operation
+from mltrain.plan.plan import PLAN_BUILDERS, Plan, Stage, budget_of, capped
 
 
 @dataclass(frozen=True)
@@ -57,25 +57,25 @@ def check_stages(cfg: MLTrainConfig, levels: list[Level]) -> tuple[list[str], li
     """
     c = cfg.coarsening
     names = [lv.name for lv in levels]
-    stages, shares = list(c.stages), [float(x) for x in c.stage_shares]
+    stages, shares = list(c.stages.levels), [float(x) for x in c.stages.shares]
     bad = [s for s in stages if s not in names]
     if bad:
         raise ConfigError(
-            f"coarsening.stages names level {bad[0]!r}; coarsening={c.name} has levels: "
+            f"coarsening.stages.levels names level {bad[0]!r}; coarsening.hierarchy.name={c.hierarchy.name} has levels: "
             + ", ".join(names)
         )
     if len(shares) != len(stages):
         raise ConfigError(
-            f"coarsening.stage_shares has {len(shares)} entries for {len(stages)} stages: give one "
-            "share of the budget per stage, e.g. coarsening.stage_shares=[0.6,0.4]"
+            f"coarsening.stages.shares has {len(shares)} entries for {len(stages)} stages: give one "
+            "share of the budget per stage, e.g. coarsening.stages.shares=[0.6,0.4]"
         )
     if any(not math.isfinite(x) or x <= 0 for x in shares) or abs(sum(shares) - 1) > 1e-6:
         raise ConfigError(
-            f"coarsening.stage_shares={shares} is not allowed: give positive shares that add up to 1"
+            f"coarsening.stages.shares={shares} is not allowed: give positive shares that add up to 1"
         )
     if stages[-1] != levels[0].name:
         raise ConfigError(
-            f"coarsening.stages={stages} must end with the fine level ({levels[0].name}): the run's "
+            f"coarsening.stages.levels={stages} must end with the fine level ({levels[0].name}): the run's "
             "model is the fine one"
         )
     by_name = {lv.name: lv for lv in levels}
@@ -83,7 +83,7 @@ def check_stages(cfg: MLTrainConfig, levels: list[Level]) -> tuple[list[str], li
         missing = sorted(set(by_name[a].blocks) - set(by_name[b].blocks))
         if missing:
             raise ConfigError(
-                f"coarsening.stages: {b} follows {a} but lacks its blocks {missing}: a growth keeps "
+                f"coarsening.stages.levels: {b} follows {a} but lacks its blocks {missing}: a growth keeps "
                 "the trained blocks, so each stage's blocks must include the previous stage's"
             )
     return stages, shares
@@ -106,33 +106,29 @@ def grows(source: Level, target: Level) -> bool:
     )
 
 
-def staged_plan(cfg: MLTrainConfig, levels: list[Level], step_flops, tokens: int, make_fine):
-    """The plan of a staged run (see the module docstring); ``make_fine(n)`` is the plan of a
-    fine stage of n iterations (with its V-cycle), used to size the last stage.
+@PLAN_BUILDERS.register("stages")
+def staged_plan(cfg: MLTrainConfig, levels: list[Level], step_flops, tokens: int) -> Plan:
+    """The plan of a staged run (see the module docstring): each stage as many iterations as
+    its share of the budget buys (``train.target_flops`` × ``flops_scale``, or ``train.steps``
+    fine steps' FLOPs), the cumulative FLOPs closest to the cumulative shares.
 
     Raises:
-        ConfigError: see :func:`check_stages`; a budget too small for a stage of one step.
+        ConfigError: see :func:`check_stages`; a run whose stages leave no step after warm-up.
     """
     stages, shares = check_stages(cfg, levels)
     t = cfg.train
     if step_flops is None:  # no vocabulary (a finished run's config): shares of train.steps
         counts = [max(1, round(s * t.steps)) for s in shares]
         return Plan(levels, _make(cfg, levels, stages, counts), None, tokens)
-    fine_step = step_flops[levels[0].name].total
-    budget = budget_of(cfg) or float(t.steps) * fine_step
+    budget = budget_of(cfg) or float(t.steps) * step_flops[levels[0].name].total
     counts: list[int] = []
     spent = 0.0
     for i, name in enumerate(stages):
         target = budget * sum(shares[: i + 1]) - spent  # the cumulative share, less spent
-        if name == levels[0].name:  # the fine stage (with its V-cycle, if any)
-            n = steps_for_budget(make_fine, target) if target >= fine_step else 1
-            cost = make_fine(n).flops().total
-        else:
-            per = step_flops[name].total
-            n = max(1, round(target / per))
-            cost = n * per
+        per = step_flops[name].total
+        n = max(1, round(target / per))
         counts.append(n)
-        spent += cost
+        spent += n * per
     counts = capped_stages(counts, t.max_steps)
     plan = Plan(levels, _make(cfg, levels, stages, counts), step_flops, tokens)
     if cfg.schedule.warmup_steps >= plan.iterations:
@@ -162,10 +158,6 @@ def _make(cfg, levels, stages, counts) -> tuple[Stage, ...]:
     out = []
     for i, (name, n) in enumerate(zip(stages, counts)):
         grow = i and grows(by_name[stages[i - 1]], by_name[name])
-        enter = (Grow(stages[i - 1], name, cfg.coarsening.grow_init),) if grow else ()
-        if name == levels[0].name:
-            fine = vcycle_stage(cfg, levels, n)
-            out.append(Stage(name, n, fine.cycle, fine.cycle_at, enter))
-        else:
-            out.append(Stage(name, n, enter=enter))
+        enter = (Grow(stages[i - 1], name, cfg.coarsening.stages.grow_init),) if grow else ()
+        out.append(Stage(name, n, enter=enter))
     return tuple(out)

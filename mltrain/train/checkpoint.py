@@ -20,7 +20,9 @@ never called "the last good checkpoint" and ``train.resume=auto`` takes the newe
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 import random
 import re
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 
 from mltrain.config import flatten, is_inert, upgrade
-from mltrain.errors import CheckpointError
+from mltrain.errors import CheckpointError, DivergenceError, Preempted
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +187,7 @@ def check_compatible(saved: dict, current: dict, path: Path) -> None:
     config and this run's, other than the settings that do not change training
     (:func:`mltrain.config.inert_keys`). Renamed keys of older configs are upgraded first;
     a setting added since the checkpoint was written counts as its schema default (what
-    that run did), e.g. ``coarsening.patch_size`` = 1."""
+    that run did), e.g. ``coarsening.patch.size`` = 1."""
     a, b = flatten(upgrade(saved)), flatten(upgrade(current))
     defaults = _schema_defaults()
     for key in set(b) - set(a):
@@ -249,3 +251,114 @@ def set_rng_state(rng: dict) -> None:
     torch.set_rng_state(rng["torch"])
     if rng["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+# --------------------------------------------------------------------------- the trainer's state
+def trainer_state(run) -> dict:
+    """The trainer's part of a checkpoint: model, optimizers, position and counters, sampler,
+    RNGs, loss scaler, the pending record and notes, the random-path generator and every
+    extension's state (under its name)."""
+    p = dataclasses.asdict(run.p)
+    p["wall_s"] = run._wall()
+    return {
+        "model": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
+        "optimizers": run.optims.state_dict(),
+        "progress": p,
+        "total_steps": run.plan.iterations,
+        "sampler": run.sampler.state_dict(),
+        "rng": rng_state(),
+        "scaler": run.step.scaler.state_dict() if run.step.scaler else None,
+        "pending": run.records.pending,  # the last step's record, not yet written
+        "notes": dict(run.records.notes),
+        "path_generator": run.path_generator.get_state(),
+        "extensions": {n: e.state_dict() for n, e in run.extensions.items()},
+    }
+
+
+def load_trainer_state(run, state: dict) -> None:
+    """Restore :func:`trainer_state` into the trainer ``run``."""
+    from mltrain.train.progress import Progress
+
+    run.model.load_state_dict(state["model"])
+    run.optims.load_state_dict(state["optimizers"])
+    run.p = run.records.p = Progress.from_state(state["progress"])
+    run.sampler.load_state_dict(state["sampler"])
+    set_rng_state(state["rng"])
+    if run.step.scaler and state.get("scaler"):
+        run.step.scaler.load_state_dict(state["scaler"])
+    run.records.pending = state.get("pending")
+    run.records.notes = dict(state.get("notes") or {})
+    if state.get("path_generator") is not None:
+        run.path_generator.set_state(state["path_generator"])
+    saved = extension_states(state)
+    for name, ext in run.extensions.items():
+        if name in saved:
+            ext.load_state_dict(saved[name])
+
+
+def extension_states(state: dict) -> dict:
+    """Each extension's saved state by name; checkpoints written before the V-cycle kept its
+    open phases in the trainer's state (``phases``, ``deferred``): they become the ``vcycle``
+    extension's."""
+    out = dict(state.get("extensions") or {})
+    if "phases" in state:
+        out.setdefault("vcycle", {"phases": state["phases"], "deferred": state.get("deferred", [])})
+    return out
+
+
+def healthy(run) -> bool:
+    """Whether the trainer's state is worth resuming from: finite parameters, last training
+    loss and last validation loss."""
+    finite = all(bool(torch.isfinite(p).all()) for p in run.model.parameters())
+    val_ok = run.p.val_loss is None or math.isfinite(run.p.val_loss)
+    loss = (run.records.pending or {}).get("train/loss")
+    return finite and val_ok and (loss is None or math.isfinite(loss))
+
+
+def save_trainer(run, directory: Path | None = None, keep: int | None = None) -> Path:
+    """Write the trainer's checkpoint (rank 0) into ``directory`` (default
+    ``run_dir/checkpoints``, keeping ``train.keep_checkpoints``); returns its path."""
+    return save_checkpoint(
+        make_state(
+            trainer_state(run),
+            config=run.config_container,
+            data_fingerprint=run.data.content_fingerprint,
+            wandb_id=run.tracker.run_id,
+            healthy=healthy(run),
+        ),
+        directory or run.run_dir / CKPT_DIR,
+        run.p.step,
+        keep or int(run.cfg.train.keep_checkpoints),
+    )
+
+
+def divergence(
+    what: str, value: float, step: int, fine: int, level: str, directory: Path | None
+) -> DivergenceError:
+    """The error of a non-finite ``what`` at ``step`` (``fine`` step, ``level``, as the failing
+    step's record numbers them), naming the newest finite checkpoint in ``directory``."""
+    good = latest_healthy(directory) if directory is not None else None
+    kept = (
+        f"the last good checkpoint is kept: {good}"
+        if good
+        else "no finite checkpoint had been written yet"
+    )
+    err = DivergenceError(
+        f"non-finite {what} ({value}) at step {step} (fine step {fine}, level {level}); "
+        f"stopped, {kept}"
+    )
+    err.where = {"step": step, "fine_step": fine, "level": level}
+    return err
+
+
+def preempted(signum: int, step: int, fine: int, path, run_dir) -> Preempted:
+    """The error that ends a run stopped by ``signum`` after writing checkpoint ``path``; its
+    message says how to continue, its exit code is 128 + ``signum``."""
+    import signal
+
+    err = Preempted(
+        f"stopped by {signal.Signals(signum).name} at step {step} (fine step {fine}); "
+        f"checkpoint {path}; continue with train.resume=auto \"hydra.run.dir='{run_dir}'\""
+    )
+    err.exit_code = 128 + int(signum)
+    return err

@@ -1,0 +1,82 @@
+"""Reading a finished run's plan back from its resolved config (for ``mltrain-compare`` and
+scripts): which levels it trained, whether it was multilevel, its stages.
+
+It imports :mod:`mltrain.schemes` (every scheme's plan builder), so it is, with the job, one of
+the two places the whole scheme registry is loaded; :mod:`mltrain.analysis` reads plans only
+through it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from omegaconf import OmegaConf
+
+import mltrain.schemes  # noqa: F401  (registers every scheme's plan builder)
+from mltrain.config import SECTIONS, MLTrainConfig, flatten, typed, upgrade
+from mltrain.plan.plan import Plan, build_plan
+
+log = logging.getLogger("mltrain.plan.plan")
+
+
+def plan_of_config(config: dict, vocab_size: int | None = None) -> Plan:
+    """The plan of a finished run from its resolved config dict (``.hydra/config.yaml``, as
+    written by this or an earlier mltrain; renamed keys are upgraded).
+
+    Raises:
+        ConfigError / omegaconf errors: a config this mltrain cannot read.
+    """
+    config = upgrade(config)
+    base = OmegaConf.structured(MLTrainConfig)
+    known = {s: config[s] for s in SECTIONS if isinstance(config.get(s), dict)}
+    merged = OmegaConf.merge(base, known)
+    merged.optimizer = config.get("optimizer") or {}
+    # a finished run's plan is read, not started: its run-time warnings (max_steps caps) are
+    # not news for the reader (mltrain-compare)
+    previous = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        return build_plan(typed(merged), vocab_size)
+    finally:
+        log.setLevel(previous)
+
+
+def _unflatten(config: dict) -> dict:
+    out: dict = {}
+    for key, value in config.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = _listify(value)
+    return out
+
+
+def _listify(v):
+    return [_listify(x) for x in v] if isinstance(v, list | tuple) else v
+
+
+def _hashable(v):
+    return tuple(_hashable(x) for x in v) if isinstance(v, list | tuple) else v
+
+
+@functools.lru_cache(maxsize=4096)
+def _multilevel(items: tuple) -> bool:
+    config = upgrade(_unflatten(dict(items)))
+    try:
+        return plan_of_config(config).multilevel
+    except Exception:  # a config this version cannot build: the V-cycle's own rule
+        c = config.get("coarsening", {})
+        v = c.get("vcycle", {})
+        return c.get("scheme") == "stages" or (
+            c.get("scheme") == "vcycle" and bool(v.get("window")) and bool(v.get("coarse_steps"))
+        )
+
+
+def is_multilevel(config: dict) -> bool:
+    """Whether a run of this resolved config (nested, or flattened ``{"a.b": v}``) trains any
+    level besides the fine one, as its :class:`Plan` says (built without a vocabulary, with
+    ``train.steps`` iterations). The one place mltrain decides "single-level or multilevel"."""
+    flat = flatten(config) if any(isinstance(v, dict) for v in config.values()) else config
+    return _multilevel(tuple(sorted((k, _hashable(v)) for k, v in flat.items())))

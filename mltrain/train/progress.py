@@ -1,0 +1,113 @@
+"""Where a run is, what it has spent, and the metrics records it writes (DESIGN.md section 5).
+
+:class:`Progress` is restored on resume; :class:`Records` holds the record of the last
+optimizer step until the iteration's other operations have added to it (a line search's δ, a
+growth's loss jump), so every record is written once, whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mltrain.train.tracking import Tracker
+
+
+@dataclass
+class Progress:
+    """Where the run is and what it has spent (all restored on resume).
+
+    ``step`` counts optimizer steps of every level; ``fine_steps`` fine optimizer steps;
+    ``iteration`` is the plan iteration being run, ``op`` the index of the operation inside it
+    and ``inner`` the steps already taken inside that operation. FLOPs are counts (with head /
+    non-embedding), ``wall_s`` seconds since the run first started.
+    """
+
+    step: int = 0
+    fine_steps: int = 0
+    iteration: int = 0
+    op: int = 0
+    inner: int = 0
+    flops: int = 0
+    flops_nonembed: int = 0
+    flops_eval: int = 0
+    flops_level: dict = field(default_factory=dict)
+    tokens: int = 0
+    tokens_level: dict = field(default_factory=dict)  # per level, only when a level has K > 1
+    wall_s: float = 0.0
+    val_loss: float | None = None
+    loss_ema: float | None = None
+    evaluated_at: int = -1
+    logged_step: int = 0  # the last step whose record is in metrics.jsonl
+
+    @classmethod
+    def from_state(cls, state: dict) -> Progress:
+        state = dict(state)
+        if "k" in state:  # checkpoints written before the plan refactor
+            state["iteration"] = state.pop("k")
+        return cls(**state)
+
+    def spend(self, level: str, total: int, nonembed: int) -> None:
+        """Count training FLOPs (with head / non-embedding) booked to ``level``."""
+        self.flops += total
+        self.flops_nonembed += nonembed
+        self.flops_level[level] += total
+
+    def counters(self) -> dict:
+        """The counters every record ends with."""
+        return {
+            "perf/flops": self.flops,
+            "perf/flops_nonembed": self.flops_nonembed,
+            "perf/tokens": self.tokens,
+        }
+
+
+class Records:
+    """The metrics records of a run: a pending record (the last optimizer step's, written at
+    the next step or evaluation) and the notes that go on the next record."""
+
+    def __init__(self, tracker: Tracker, progress: Progress, wall) -> None:
+        self.tracker, self.p, self.wall = tracker, progress, wall
+        self.pending: dict | None = None
+        self.notes: dict[str, float] = {}
+
+    def make(self, level: str, **values) -> dict:
+        """A record: position, ``values``, then the counters."""
+        p = self.p
+        return {
+            "step": p.step,
+            "fine_step": p.fine_steps,
+            "level": level,
+            **values,
+            **p.counters(),
+            "perf/wall_s": self.wall(),
+            **{f"perf/flops_level/{n}": v for n, v in p.flops_level.items()},
+            **{f"perf/tokens_level/{n}": v for n, v in p.tokens_level.items()},
+        }
+
+    def take_notes(self) -> dict[str, float]:
+        notes, self.notes = self.notes, {}
+        return notes
+
+    def settle(self) -> None:
+        """Bring the pending record up to what the iteration spent and noted after its last
+        step, so the run's last record holds every FLOP of the plan."""
+        rec, p = self.pending, self.p
+        if rec is None:
+            return
+        rec.update(self.take_notes())
+        rec.update(p.counters())
+        rec.update({f"perf/flops_level/{n}": v for n, v in p.flops_level.items()})
+
+    def add(self, values: dict, level: str) -> None:
+        """Add ``values`` to the pending record, or write them as a record of their own."""
+        if self.pending is not None:
+            self.pending.update(values)
+        else:
+            self.tracker.log(self.make(level) | values)
+
+    def flush(self) -> None:
+        """Write the pending record."""
+        if self.pending is not None:
+            self.tracker.log(self.pending)
+            self.pending = None
+        self.p.logged_step = self.p.step

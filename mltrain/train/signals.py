@@ -1,0 +1,45 @@
+"""Preemption: SIGTERM/SIGINT set a flag; the run stops at the next check, after the current
+optimizer step, with a checkpoint (:class:`mltrain.errors.Preempted`)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from mltrain.train import distributed as D
+
+log = logging.getLogger(__name__)
+
+
+class SignalFlag:
+    """The preemption flag of one process, agreed between ranks by :meth:`raised`."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._saved: dict = {}
+
+    def install(self) -> None:
+        """Catch SIGTERM and SIGINT (main thread only; elsewhere signals stay as they are)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum, frame):
+            self.signum = signum
+            log.warning(
+                "received %s: stopping after the current optimizer step",
+                signal.Signals(signum).name,
+            )
+
+        self._saved = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore(self) -> None:
+        for s, h in self._saved.items():
+            signal.signal(s, h)
+        self._saved = {}
+
+    def raised(self, world: int) -> int | None:
+        """The signal number when any rank received one (SIGTERM on ranks that did not)."""
+        if D.any_rank(self.signum is not None, world):
+            return self.signum or signal.SIGTERM
+        return None

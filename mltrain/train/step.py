@@ -1,0 +1,130 @@
+"""One optimizer step's forward/backward machinery, shared by training steps and by the passes
+schemes add (a τ-correction's gradients, a line search's losses, a growth's evaluations).
+
+A global batch of ``micro × accum × world`` windows is shared out among ranks
+(:meth:`Step.shard`), each rank's share split into micro-batches of ``data.batch_size``
+windows; losses are means over tokens (nats/token) and gradients means over every micro-batch
+of every rank, as in a training step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from mltrain.levels import Level
+from mltrain.model.transformer import BlockPath, ODETransformer
+from mltrain.train import distributed as D
+from mltrain.train.distributed import DistContext
+
+
+def resolve_precision(setting: str, device: torch.device) -> str:
+    """``train.precision``: ``auto`` is bf16 on CUDA and fp32 elsewhere."""
+    if setting == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return setting
+
+
+class Step:
+    """Forward and backward passes of ``model`` on windows of tokens.
+
+    Args:
+        model: the fine model.
+        ctx: rank, world size and device.
+        micro: windows per micro-batch (``data.batch_size``).
+        accum: micro-batches per optimizer step and rank (``train.grad_accum``).
+        precision: ``fp32``, ``bf16`` or ``fp16`` (resolved; fp16 uses a GradScaler).
+    """
+
+    def __init__(
+        self, model: ODETransformer, ctx: DistContext, micro: int, accum: int, precision: str
+    ) -> None:
+        self.model, self.ctx, self.micro, self.accum = model, ctx, micro, accum
+        self.global_batch = micro * accum * ctx.world
+        dev = ctx.device.type
+        if precision == "fp32":
+            self.autocast, self.scaler = contextlib.nullcontext, None
+        else:
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+            self.autocast = lambda: torch.autocast(dev, dtype=dtype)
+            self.scaler = torch.amp.GradScaler(dev) if precision == "fp16" else None
+
+    def loss_scale(self) -> float:
+        """The fp16 loss scale gradients carry (1 without a scaler)."""
+        return float(self.scaler.get_scale()) if self.scaler else 1.0
+
+    def shard(self, batch: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a batch ``(B, W)``: the rank's contiguous share
+        (``torch.tensor_split``; equal shares when B is a multiple of the world size)."""
+        if self.ctx.world == 1:
+            return batch
+        return batch.tensor_split(self.ctx.world)[self.ctx.rank]
+
+    def forward_backward(
+        self, level: Level, path: BlockPath, windows: torch.Tensor
+    ) -> torch.Tensor:
+        """Forward and backward over this rank's ``windows`` ``(micro × accum, W)``, one
+        micro-batch at a time; gradients accumulate in ``.grad`` (each micro-batch's mean loss
+        divided by ``accum``, scaled for fp16). Returns the sum of the micro-batches' mean
+        losses (nats/token, a 0-d float tensor)."""
+        loss_sum = torch.zeros((), device=self.ctx.device)
+        for micro in windows.split(self.micro):
+            with self.autocast():
+                loss = level.loss(self.model, micro, path)
+            scaled = loss / self.accum
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            loss_sum += loss.detach().float()
+        return loss_sum
+
+    def gradient(
+        self,
+        level: Level,
+        path: BlockPath,
+        windows: torch.Tensor,
+        params: list[torch.nn.Parameter],
+        seed: int,
+    ) -> list[torch.Tensor]:
+        """The gradient of ``level``'s training loss along ``path`` with respect to ``params``
+        on this rank's ``windows`` ``(B_rank, W)``, averaged over micro-batches and ranks as a
+        training step's gradient, without loss scaling; ``.grad`` is not touched. Dropout draws
+        from torch's RNG seeded with ``seed`` inside a fork (the global RNG is unchanged)."""
+        grads = [torch.zeros_like(p) for p in params]
+        cuda = self.ctx.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.ctx.device] if cuda else []):
+            torch.manual_seed(seed)
+            for micro in windows.to(self.ctx.device).split(self.micro):
+                with self.autocast():
+                    loss = level.loss(self.model, micro, path)
+                gs = torch.autograd.grad(loss.float() / self.accum, params, allow_unused=True)
+                for acc, g in zip(grads, gs):
+                    if g is not None:
+                        acc.add_(g.to(acc.dtype))
+        if self.ctx.world > 1:
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            D.all_reduce_sum(flat, self.ctx.world).div_(self.ctx.world)
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
+        return grads
+
+    @torch.no_grad()
+    def mean_loss(self, path: BlockPath, chunks: list[torch.Tensor]) -> float:
+        """Mean next-token cross-entropy (nats/token) along ``path`` over every rank's
+        ``chunks`` (this rank's windows ``(b, T+1)``, each its own forward), in evaluation
+        mode: each chunk's mean weighted by its rows, summed over ranks."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        total = torch.zeros(2, device=self.ctx.device, dtype=torch.float64)
+        for chunk in chunks:
+            b = chunk.to(self.ctx.device)
+            with self.autocast():
+                _, loss = model(b[:, :-1], b[:, 1:], path=path)
+            total += torch.stack(
+                [loss.double() * len(b), torch.tensor(len(b), device=b.device, dtype=torch.float64)]
+            )
+        model.train(was_training)
+        total = D.all_reduce_sum(total, self.ctx.world)
+        return float(total[0] / total[1])
