@@ -35,6 +35,7 @@ from mltrain.model.transformer import ODETransformer
 from mltrain.plan.passes import data_passes, log_data_passes
 from mltrain.plan.plan import Plan, budget_of, build_plan
 from mltrain.schemes.corrections import check_ranks
+from mltrain.train import branch as br
 from mltrain.train import checkpoint as ckpt
 from mltrain.train import distributed as D
 from mltrain.train.optim import build_optimizer
@@ -100,7 +101,16 @@ class Job:
         if t.coarsening.scheme == "vcycle":
             self._warn_window(t.coarsening.vcycle)
         self.config_container = OmegaConf.to_container(cfg, resolve=True)
+        # warmup-stable-decay branches (mltrain.train.branch): a trunk's points, a branch's start
+        at = br.plan_at_scale(t, lambda c: build_plan(c, vocab, ctx.world))
+        self.trunk_points = br.trunk_points(t, self.plan, at)
         self.resume_path = self._agree(self._decide_resume)  # rank 0 looks, every rank follows
+        start = self.resume_path is not None and self.resume_path.parent.name == br.BRANCH_DIR
+        self.branch = (
+            {"trunk": str(self.resume_path.parent.parent), "step": int(self.resume_path.stem[5:])}
+            if start
+            else (self._recorded_branch() if t.train.branch_from else None)
+        )
         self.resume_state = self._load_resume_state(self.resume_path) if self.resume_path else None
         build_optimizer(t.optimizer, _probe_params())  # reject optimizer settings before writing
 
@@ -126,7 +136,9 @@ class Job:
             self.role,
             group or t.logger.group or t.experiment_name,
             run_id=(self.resume_state or {}).get("wandb_id"),
-            earlier_run_dir=self.resume_path.parent.parent if self.resume_path else None,
+            earlier_run_dir=self.resume_path.parent.parent
+            if self.resume_path and not start
+            else None,
             enabled=ctx.is_main,
         )
         try:
@@ -140,6 +152,7 @@ class Job:
                 self.run_dir,
                 self.config_container,
             )
+            self.trainer.branch_points = self.trunk_points
             if self.resume_state is not None:
                 self.trainer.load_state_dict(self.resume_state)
                 self.trainer.last_checkpoint = self.resume_path
@@ -238,11 +251,15 @@ class Job:
                     f"run directory {self.run_dir} already holds a run; continue it with "
                     "train.resume=auto or choose a new hydra.run.dir"
                 )
-            return None
+            return (
+                br.branch_start(self.typed, self.plan)[0] if self.typed.train.branch_from else None
+            )
         if resume == "auto":
             found = ckpt.load_latest(ckdir)
             if found is not None:
                 return found[1]
+            if self.typed.train.branch_from:  # a branch killed before its first checkpoint
+                return br.branch_start(self.typed, self.plan)[0]
             saved = self.run_dir / ".hydra" / "config.yaml"
             if metrics.is_file() and saved.is_file():
                 before = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
@@ -269,6 +286,15 @@ class Job:
             CheckpointError: unreadable, or the first setting/length/data that differs.
         """
         state = ckpt.load_checkpoint(path)
+        if path.parent.name == br.BRANCH_DIR:  # a trunk's state: this run's budget differs
+            br.check_point(
+                state,
+                path,
+                config=self.config_container,
+                data_fingerprint=self.data.content_fingerprint,
+            )
+            state["wandb_id"] = None  # a run of its own, not the trunk's W&B run
+            return state
         ckpt.check_fits(
             state,
             path,
@@ -327,7 +353,12 @@ class Job:
             **self.plan.summary(),
             "data": self._data_passes(),
             "validation": self.validation,
+            "params": self._params(),
         }
+        if self.branch:
+            info["branch"] = self.branch
+        if self.trunk_points:
+            info["branch_points"] = {str(k): v for k, v in self.trunk_points.items()}
         tmp = self.run_dir / f".{RUN_INFO}.tmp{os.getpid()}"
         tmp.write_text(json.dumps(info, indent=1) + "\n")
         os.replace(tmp, self.run_dir / RUN_INFO)
@@ -342,6 +373,20 @@ class Job:
             return trainer.precision
         saved = (self.resume_state or {}).get("precision")
         return resolve(self.typed.train.precision, self.ctx.device, saved)
+
+    def _recorded_branch(self) -> dict | None:
+        """A resumed branch's ``branch`` entry of ``run.json`` (written at its start)."""
+        try:
+            return json.loads((self.run_dir / RUN_INFO).read_text()).get("branch")
+        except (OSError, ValueError):
+            return None
+
+    def _params(self) -> dict:
+        """Parameter counts of the model (scalars; the tied head counted once) and V:
+        ``total`` and ``nonembed`` (without the token and position embeddings)."""
+        total = sum(p.numel() for p in self.model.parameters())
+        emb = self.model.wte.weight.numel() + self.model.wpe.weight.numel()
+        return {"total": total, "nonembed": total - emb, "vocab": self.model.vocab_size}
 
     def _data_passes(self) -> dict:
         """Tokens planned and seen against the training split (:func:`mltrain.plan.passes.data_passes`)."""

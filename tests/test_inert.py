@@ -26,6 +26,8 @@ EXPECTED = {
     "train.resume",
     "train.spike_factor",
     "train.progress",
+    "train.branch_points",  # a trunk's kept states: training unchanged (tests/test_branch.py)
+    "train.branch_from",  # a branch is the standalone run bit for bit (tests/test_branch.py)
 }
 
 
@@ -43,7 +45,11 @@ def changed(config: dict, key: str) -> dict:
         node = node[p]
     v = node[leaf]
     node[leaf] = (
-        "other" if isinstance(v, str) or v is None else (not v if isinstance(v, bool) else v + 1)
+        "other"
+        if isinstance(v, str) or v is None
+        else [0.5]
+        if isinstance(v, list)
+        else (not v if isinstance(v, bool) else v + 1)
     )
     return out
 
@@ -79,7 +85,10 @@ def test_compare_drops_inert_overrides_from_the_commands_it_prints(tmp_path):
         ["train.progress=false", "train.spike_factor=2", "optimizer=adamw", "train.seed=3"],
         tmp_path / ".hydra" / "overrides.yaml",
     )
-    assert _other_overrides(tmp_path) == ["optimizer=adamw"]
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(path=tmp_path, flat={"train.seed": 3, "optimizer._target_": "x"})
+    assert _other_overrides(run) == ["optimizer=adamw"]
 
 
 def test_hydra_job_names_exclude_every_inert_key():

@@ -347,6 +347,7 @@ class Result:
     markdown: str
     terminal: str
     files: list[Path]
+    sizes: object | None = None  # a mltrain.analysis.envelope.EnvelopeJudgement (several sizes)
 
 
 def compare(
@@ -356,6 +357,7 @@ def compare(
     baseline: str | None = None,
     dpi: int = 110,
     frontier: Sequence[str | Path] = (),
+    fit: str | None = None,
 ) -> Result:
     """Everything ``mltrain-compare`` does: read the runs, summarize, judge against the tuned
     frontier (runs under ``frontier`` and runs whose role is ``frontier``), write the plots,
@@ -364,8 +366,8 @@ def compare(
     Raises:
         CompareError: bad input (see :func:`find_runs`, :func:`choose_baseline`).
     """
+    from mltrain.analysis import envelope, envelope_report, headline, plots, ratio_plot, report
     from mltrain.analysis import frontier as F
-    from mltrain.analysis import headline, plots, ratio_plot, report
 
     if target is not None and not math.isfinite(target):
         raise CompareError(f"--target {target} is not a finite loss")
@@ -421,9 +423,16 @@ def compare(
 
         frontier_plot.plot_frontier(judgement).savefig(out / "frontier.png", dpi=dpi)
         files.append(out / "frontier.png")
+    sizes = envelope.judge_sizes(judgement.frontiers, configs) if judgement else None
+    if sizes is not None:  # frontiers of several model sizes: the envelope over them
+        files += envelope.write_outputs(sizes, out, dpi)
     lines = headline.headline(summary, judgement)
     hints = same_flops_hints(configs)
     md = report.markdown(summary, judgement, lines, notes, hints)
+    fitted = envelope.fit_lines(sizes, fit) if sizes is not None and fit else []
+    if sizes is not None:
+        md += "\n" + "\n".join(envelope_report.markdown(sizes)) + "\n"
+        md += "".join(f"\n    {x}" for x in fitted) + ("\n" if fitted else "")
     (out / "summary.md").write_text(md)
     files.append(out / "summary.md")
     if summary is not None:
@@ -433,7 +442,9 @@ def compare(
         report.write_judge_csv(judgement, out / "frontier.csv")
         files.append(out / "frontier.csv")
     term = report.terminal(summary, judgement, lines, notes, hints)
-    return Result(summary, judgement, out, md, term, files)
+    if sizes is not None:
+        term += "\n\n" + "\n".join(envelope_report.terminal(sizes) + fitted)
+    return Result(summary, judgement, out, md, term, files, sizes)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -484,9 +495,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--dpi", type=int, default=110, metavar="N", help="resolution of the PNGs (default 110)"
     )
+    parser.add_argument(
+        "--fit",
+        choices=("total", "nonembed"),
+        help="with frontiers of several model sizes: also print the parametric fit L(N, D) = "
+        "E + A/N^α + B/D^β (Hoffmann et al. 2022; N = total or non-embedding parameters) and "
+        "its N*(C), D*(C), a model beside the measured envelope, never used for r",
+    )
     args = parser.parse_args(argv)
     try:
-        res = compare(args.paths, args.out, args.target, args.baseline, args.dpi, args.frontier)
+        res = compare(
+            args.paths, args.out, args.target, args.baseline, args.dpi, args.frontier, args.fit
+        )
     except CompareError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

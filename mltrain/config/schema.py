@@ -291,6 +291,11 @@ class TrainConfig:
     resume: str | None = setting(None, inert=True)  # None | auto | <path to a checkpoint>
     spike_factor: float = setting(1.3, check=non_negative, inert=True)  # warn above; 0: off
     progress: bool = setting(True, inert=True)  # tqdm bar (only when stdout is a terminal)
+    # warmup-stable-decay branches (mltrain/train/branch.py): a trunk keeps its state where the
+    # decay of each budget flops_scale x target_flops in branch_points starts; a run with
+    # branch_from=<trunk run dir> starts from that state (bitwise the same run as without it)
+    branch_points: list[float] = setting(factory=list, inert=True)
+    branch_from: str | None = setting(None, inert=True)
 
 
 @dataclass

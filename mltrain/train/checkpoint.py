@@ -351,8 +351,9 @@ def healthy(run) -> bool:
     return finite and val_ok and (loss is None or math.isfinite(loss))
 
 
-def save_trainer(run) -> Path:
-    """Write the trainer's checkpoint (rank 0) into ``run_dir/checkpoints``; returns its path."""
+def save_trainer(run, directory: Path | None = None, keep: int | None = None) -> Path:
+    """Write the trainer's checkpoint (rank 0) into ``directory`` (default
+    ``run_dir/checkpoints``, keeping ``train.keep_checkpoints``); returns its path."""
     return save_checkpoint(
         make_state(
             trainer_state(run),
@@ -361,9 +362,9 @@ def save_trainer(run) -> Path:
             wandb_id=run.tracker.run_id,
             healthy=healthy(run),
         ),
-        run.run_dir / CKPT_DIR,
+        directory or run.run_dir / CKPT_DIR,
         run.p.step,
-        int(run.cfg.train.keep_checkpoints),
+        keep or int(run.cfg.train.keep_checkpoints),
     )
 
 

@@ -47,6 +47,14 @@ def _constant(step: int, total: int, s: ScheduleConfig) -> float:
     return 1.0
 
 
+def wsd_decay_start(total: int, s: ScheduleConfig) -> int:
+    """The first iteration of a warmup-stable-decay run of ``total`` iterations whose LR is
+    below the peak: ``max(warmup, total − max(1, round(decay_fraction·total)))``. Before it the
+    schedule does not depend on ``total``, so a run's state there is that of any longer run
+    (a branch of a trunk, :mod:`mltrain.train.branch`)."""
+    return max(s.warmup_steps, total - max(1, round(s.decay_fraction * total)))
+
+
 @SCHEDULES.register("wsd")
 def _wsd(step: int, total: int, s: ScheduleConfig) -> float:
     """Warmup-stable-decay (Hägele et al. 2024, arXiv 2405.18392): 1.0 until the last
@@ -54,8 +62,7 @@ def _wsd(step: int, total: int, s: ScheduleConfig) -> float:
     decay with progress p = (step − start + 1)/n_d ∈ (0, 1] to ``min_lr_ratio`` r at the last
     step: ``linear`` 1 − (1 − r)p, ``cosine`` r + (1 − r)·½(1 + cos πp), ``sqrt``
     1 − (1 − r)√p (the paper's "1 − sqrt" cooldown)."""
-    n_decay = max(1, round(s.decay_fraction * total))
-    start = max(s.warmup_steps, total - n_decay)
+    start = wsd_decay_start(total, s)
     if step < start:
         return 1.0
     p = min(1.0, (step - start + 1) / max(1, total - start))

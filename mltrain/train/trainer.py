@@ -117,6 +117,7 @@ class Trainer:
         self.signals = SignalFlag()
         self.last_batch: torch.Tensor | None = None
         self.last_checkpoint = None
+        self.branch_points: dict[int, float] = {}  # iteration -> budget scale (a trunk's)
         self.extensions: dict[str, Extension] = {}
         for name in EXTENSIONS.names():
             ext = EXTENSIONS.get(name)(self)
@@ -239,6 +240,8 @@ class Trainer:
             )
         if t.checkpoint_every and k % t.checkpoint_every == 0 and not last:
             self.save()
+        if k in self.branch_points:  # a trunk's kept states (mltrain.train.branch)
+            self.save(self.run_dir / "branches", keep=10**9)
         self._check_signal()
 
     # ------------------------------------------------------------------ one optimizer step
@@ -354,11 +357,15 @@ class Trainer:
         """Restore a :meth:`state_dict` (model, optimizers, position, RNGs, counters)."""
         ckpt.load_trainer_state(self, state)
 
-    def save(self):
+    def save(self, directory=None, keep: int | None = None):
         """Write a checkpoint of the current state (rank 0; every rank must call it, since it
-        first checks that all ranks hold the same parameters); returns its path."""
+        first checks that all ranks hold the same parameters) into ``directory`` (default the
+        run's checkpoints); returns its path. A trunk's branch points do not become
+        :attr:`last_checkpoint`."""
         D.assert_identical(self.model.parameters(), self.ctx.world)
-        if self.ctx.is_main:
-            self.last_checkpoint = ckpt.save_trainer(self)
-            return self.last_checkpoint
-        return None
+        if not self.ctx.is_main:
+            return None
+        path = ckpt.save_trainer(self, directory, keep)
+        if directory is None:
+            self.last_checkpoint = path
+        return path
