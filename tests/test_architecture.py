@@ -58,3 +58,25 @@ def test_the_scan_finds_a_private_member_used_elsewhere(tmp_path):
     tree = ast.parse(code)
     used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
     assert used & _trainer_privates() == {"_reduce_clip_check"}
+
+
+def test_a_plan_operation_without_a_handler_is_refused_when_the_trainer_is_built(tmp_path):
+    """Registration is explicit: an operation no module handles stops the run at start-up,
+    naming it, never a KeyError mid-run."""
+    from dataclasses import dataclass, replace
+
+    from mltrain.errors import ConfigError
+    from mltrain.plan.ops import Operation
+    from mltrain.train.trainer import Trainer
+    from tests.helpers import make_job
+
+    @dataclass(frozen=True)
+    class Unhandled(Operation):
+        level: str = "fine"
+
+    job = make_job(tmp_path / "r", "coarsening=none", "train.steps=2")
+    stage = replace(job.plan.stages[0], enter=(Unhandled(),))
+    plan = replace(job.plan, stages=(stage,))
+    with pytest.raises(ConfigError, match=r"the plan has a Unhandled operation but no handler"):
+        Trainer(job.typed, job.model, plan, job.data, job.tracker, job.ctx, tmp_path / "r")
+    job.close()

@@ -258,6 +258,26 @@ CATALOGUE = [
         "Could not override 'data.vocab_size'; Key 'vocab_size' not in 'DataConfig'; "
         "data.vocab_size was renamed data.bpe_vocab_size: use data.bpe_vocab_size=...",
     ),
+    # the flat coarsening keys of earlier versions name their section's key
+    (
+        ["coarsening.delta=0.5"],
+        "coarsening.delta was renamed coarsening.vcycle.delta: use coarsening.vcycle.delta=...",
+    ),
+    (["coarsening.tau=exact"], "coarsening.tau was renamed coarsening.corrections.tau"),
+    (
+        ["coarsening.stages=[coarse_b,fine]"],
+        "coarsening.stages was renamed coarsening.stages.levels",
+    ),
+    (["coarsening.patch_size=2"], "coarsening.patch_size was renamed coarsening.patch.size"),
+    # a scheme and the sections it reads
+    (
+        ["coarsening=none", "coarsening.scheme=vcycle"],
+        "coarsening.scheme=vcycle needs coarse levels, but coarsening.hierarchy.name=none",
+    ),
+    (
+        ["coarsening=even_odd", "coarsening.stages.levels=[coarse_b,fine]"],
+        "coarsening.stages.levels=['coarse_b', 'fine'] is set but coarsening.scheme=vcycle",
+    ),
     # data
     (["data=text_files", "data.paths=[{tmp}/missing]"], "data.paths: {tmp}/missing does not exist"),
     (

@@ -53,7 +53,7 @@ def test_two_job_sweep_gives_two_dirs_and_two_wandb_runs(tmp_path, capsys, monke
         coarsening = next(
             json.loads(u.value_json) for u in run.config.update if u.key == "coarsening"
         )
-        deltas.append(coarsening["delta"])
+        deltas.append(coarsening["vcycle"]["delta"])
         assert run.run_group == sweep.name and run.job_type == "multilevel"
         history = [r for r in wandb_records(run_file) if r.WhichOneof("record_type") == "history"]
         assert len(history) == len(read_jsonl(job / "metrics.jsonl"))  # one W&B row per record

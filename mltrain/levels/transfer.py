@@ -32,6 +32,15 @@ def level_parameters(model: ODETransformer, level: Level) -> dict[str, torch.nn.
     return {n: p for n, p in model.named_parameters() if n in wanted}
 
 
+def frozen_parameters(model: ODETransformer, level: Level) -> list[torch.nn.Parameter]:
+    """The shared parameters ``level``'s path uses but does not train (a coarse level with
+    ``train_shared`` False: embeddings, tied head, final norm); their gradients are dropped."""
+    trained = level_parameters(model, level)
+    return [
+        p for n, p in model.named_parameters() if not n.startswith("blocks.") and n not in trained
+    ]
+
+
 def snapshot(params: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
     """θ_before: detached copies of ``params`` (the only copies the multilevel scheme makes)."""
     return {n: p.detach().clone() for n, p in params.items()}

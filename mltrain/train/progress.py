@@ -43,6 +43,16 @@ class Progress:
     logged_step: int = 0  # the last step whose record is in metrics.jsonl
 
     @classmethod
+    def start(cls, levels) -> Progress:
+        """The progress of a new run over ``levels``: zero counters per level, and per-level
+        token counters (``perf/tokens_level/<name>``) when a level reads K > 1 tokens per
+        position."""
+        p = cls(flops_level={lv.name: 0 for lv in levels})
+        if any(lv.patch > 1 for lv in levels):
+            p.tokens_level = {lv.name: 0 for lv in levels}
+        return p
+
+    @classmethod
     def from_state(cls, state: dict) -> Progress:
         state = dict(state)
         if "k" in state:  # checkpoints written before the plan refactor
@@ -110,6 +120,15 @@ class Records:
                 *(p.step, p.fine_steps, loss, factor, p.loss_ema),
             )
         p.loss_ema = loss if p.loss_ema is None else 0.9 * p.loss_ema + 0.1 * loss
+
+    def console(self, k: int, total: int) -> None:
+        """The console line of fine step ``k`` of ``total``."""
+        p = self.p
+        val = f"{p.val_loss:.4f}" if p.evaluated_at == p.step else "-"
+        log.info(
+            "fine step %d/%d | step %d | val %s | FLOPs %.3e | wall %.0f s",
+            *(k, total, p.step, val, p.flops, self.wall()),
+        )
 
     def take_notes(self) -> dict[str, float]:
         notes, self.notes = self.notes, {}

@@ -113,3 +113,14 @@ class Extension:
 
 # name -> factory(run) -> Extension or None (when the run's config does not use it)
 EXTENSIONS: Registry[Callable[[Any], Extension | None]] = Registry("extension")
+
+
+def build_extensions(run: RunState) -> dict[str, Extension]:
+    """The run's extensions by name: every registered factory's, where its config uses it, in
+    registration order (their hooks run in that order)."""
+    out = {}
+    for name in EXTENSIONS.names():
+        ext = EXTENSIONS.get(name)(run)
+        if ext is not None:
+            out[name] = ext
+    return out

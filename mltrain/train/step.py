@@ -55,6 +55,22 @@ class Step:
             return batch
         return batch.tensor_split(self.ctx.world)[self.ctx.rank]
 
+    def next_windows(self, sampler, window_tokens: int) -> torch.Tensor:
+        """This rank's share ``(micro × accum, W)`` of the next global batch of windows of
+        ``window_tokens`` tokens, on the device (pinned, non-blocking copies on CUDA)."""
+        batch = self.shard(sampler.next(self.global_batch, window_tokens))
+        if self.ctx.device.type == "cuda":
+            batch = batch.pin_memory().to(self.ctx.device, non_blocking=True)
+        return batch
+
+    def update(self, opt) -> None:
+        """The optimizer step (through the loss scaler for fp16)."""
+        if self.scaler:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+
     def forward_backward(
         self, level: Level, path: BlockPath, windows: torch.Tensor, params=()
     ) -> torch.Tensor:

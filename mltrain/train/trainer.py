@@ -23,6 +23,7 @@ from mltrain.config import MLTrainConfig
 from mltrain.data import BatchSampler, DataBundle, eval_windows
 from mltrain.errors import Preempted
 from mltrain.levels import Level, level_parameters
+from mltrain.levels.transfer import frozen_parameters
 from mltrain.model.flops import forward_flops
 from mltrain.model.transformer import BlockPath, ODETransformer
 from mltrain.plan.ops import HANDLERS, Train, check_handled, handles
@@ -34,7 +35,7 @@ from mltrain.train.clock import StepClock
 from mltrain.train.optim import LevelOptimizers, level_optimizers, make_schedule
 from mltrain.train.progress import Progress, Records
 from mltrain.train.signals import SignalFlag
-from mltrain.train.state import EXTENSIONS, Extension
+from mltrain.train.state import Extension, build_extensions
 from mltrain.train.step import Step
 from mltrain.train.tracking import Tracker
 
@@ -85,12 +86,7 @@ class Trainer:
         self.level_params = {lv.name: level_parameters(model, lv) for lv in plan.levels}
         self.all_params = dict(model.named_parameters())
         # parameters a coarse path uses but must not train (train_shared=false): grads dropped
-        self.frozen = {
-            name: [
-                p for n, p in self.all_params.items() if not n.startswith("blocks.") and n not in ps
-            ]
-            for name, ps in self.level_params.items()
-        }
+        self.frozen = {lv.name: frozen_parameters(model, lv) for lv in plan.levels}
         self.optims: LevelOptimizers = level_optimizers(
             cfg.optimizer,
             cfg.coarsening.vcycle.optimizer_state,
@@ -104,9 +100,7 @@ class Trainer:
         self.sampler = BatchSampler(data.train, self.seq_len, seed=int(t.seed) + 1)
         # one fixed validation set whatever the micro-batch, accumulation or world size
         self.val_batches = eval_windows(data.val, self.seq_len, int(t.eval_sequences))
-        self.p = Progress(flops_level={lv.name: 0 for lv in plan.levels})
-        if any(lv.patch > 1 for lv in plan.levels):  # perf/tokens_level/<name>
-            self.p.tokens_level = {lv.name: 0 for lv in plan.levels}
+        self.p = Progress.start(plan.levels)
         self.max_norm = float(t.max_grad_norm) or math.inf
         self.clock = StepClock(ctx.device)  # synchronizes CUDA before each reading
         self.peak = prec.device_peak(ctx.device, precision)  # FLOP/s of MFU; None: unknown
@@ -118,11 +112,7 @@ class Trainer:
         self.last_batch: torch.Tensor | None = None
         self.last_checkpoint = None
         self.branch_points: dict[int, float] = {}  # iteration -> budget scale (a trunk's)
-        self.extensions: dict[str, Extension] = {}
-        for name in EXTENSIONS.names():
-            ext = EXTENSIONS.get(name)(self)
-            if ext is not None:
-                self.extensions[name] = ext
+        self.extensions: dict[str, Extension] = build_extensions(self)
 
     # ------------------------------------------------------------------ RunState
     @property
@@ -232,12 +222,7 @@ class Trainer:
             self._evaluate()
         self.records.flush()
         if k % t.log_every == 0 or last:
-            p = self.p
-            val = f"{p.val_loss:.4f}" if p.evaluated_at == p.step else "-"
-            log.info(
-                "fine step %d/%d | step %d | val %s | FLOPs %.3e | wall %.0f s",
-                *(k, self.plan.iterations, p.step, val, p.flops, self._wall()),
-            )
+            self.records.console(k, self.plan.iterations)
         if t.checkpoint_every and k % t.checkpoint_every == 0 and not last:
             self.save()
         if k in self.branch_points:  # a trunk's kept states (mltrain.train.branch)
@@ -254,20 +239,13 @@ class Trainer:
         lr = self.optims.peak_lr * self.lr_factor(self.p.iteration)
         lr *= lr_scale
         LevelOptimizers.set_lr(opt, lr)
-        batch = self.sampler.next(self.step.global_batch, level.window_tokens(self.seq_len))
-        batch = self.step.shard(batch)
-        if self.ctx.device.type == "cuda":
-            batch = batch.pin_memory().to(self.ctx.device, non_blocking=True)
+        batch = self.step.next_windows(self.sampler, level.window_tokens(self.seq_len))
         self.last_batch = batch  # this step's windows on this rank (extensions may reuse them)
         path = self.path_of(level)
         params = self.level_params[level.name].values()
         loss_sum = self.step.forward_backward(level, path, batch, params)
         loss, norm = self._reduce_clip_check(level, opt, loss_sum)
-        if self.step.scaler:
-            self.step.scaler.step(opt)
-            self.step.scaler.update()
-        else:
-            opt.step()
+        self.step.update(opt)
         for ext in self.extensions.values():
             ext.after_step(self, level)
         self.model.zero_grad(set_to_none=True)
