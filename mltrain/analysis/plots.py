@@ -297,7 +297,7 @@ def plot_losses(configs, summary=None) -> Figure:
 
     Args:
         configs: :class:`mltrain.analysis.grouping.Configuration` list, in table order.
-        summary: the :class:`mltrain.analysis.compare.Summary` of ``configs``; with it, the target line,
+        summary: the :class:`mltrain.analysis.summary.Summary` of ``configs``; with it, the target line,
             a marker where each curve first reaches it and the FLOP ratio to the baseline.
     """
     from mltrain.analysis.runs import warn

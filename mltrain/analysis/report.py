@@ -1,6 +1,6 @@
 """The text outputs of ``mltrain-compare``: ``summary.md`` (headline, the wide table, the
 tuned-frontier judge, notes), ``summary.csv`` (unformatted numbers) and the terminal's compact
-version. Numbers come from :mod:`mltrain.analysis.compare` (a ``Summary``) and :mod:`mltrain.analysis.frontier`
+version. Numbers come from :mod:`mltrain.analysis.summary` (a ``Summary``) and :mod:`mltrain.analysis.frontier`
 (a ``Judgement``); FLOPs are counts, losses nats/token.
 """
 
