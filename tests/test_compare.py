@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from mltrain.analysis import compare as C
-from mltrain.analysis import headline, plots, ratio_plot, report
+from mltrain.analysis import headline, plot_axes, plots, ratio_plot, report
 from mltrain.analysis import summary as S
 from mltrain.analysis.curves import fmt_flops
 from tests.helpers import run_mltrain
@@ -649,9 +649,9 @@ def test_flop_ticks_are_labelled_on_every_flop_axis_of_a_short_run(tmp_path):
     # with head the run spans 1e9..1.2e9, too little for 1-2-5 ticks: round linear values
     labels = [lab.get_text() for lab in flop_axes[0].get_xticklabels()]
     assert labels == ["1e9", "1.1e9", "1.2e9"]
-    assert plots.flop_ticks(2e12, 3e13) == [3e12, 1e13, 3e13]
-    assert plots.flop_ticks(2e12, 1e13) == [2e12, 5e12, 1e13]
-    assert [fmt_flops(t, 3, trim=True) for t in plots.flop_ticks(3e11, 9e11)] == [
+    assert plot_axes.flop_ticks(2e12, 3e13) == [3e12, 1e13, 3e13]
+    assert plot_axes.flop_ticks(2e12, 1e13) == [2e12, 5e12, 1e13]
+    assert [fmt_flops(t, 3, trim=True) for t in plot_axes.flop_ticks(3e11, 9e11)] == [
         "3e11",
         "5e11",
         "7e11",
@@ -659,17 +659,17 @@ def test_flop_ticks_are_labelled_on_every_flop_axis_of_a_short_run(tmp_path):
 
 
 def test_a_spike_does_not_set_the_y_range_and_is_marked():
-    assert list(plots.spikes([9, 7, 6, 5, 12, 5, 4.5])) == [0, 0, 0, 0, 1, 0, 0]
-    assert not plots.spikes([9, 7, 6, 5, 5.3, 5, 4.5]).any()  # noise is not a spike
-    lo, hi = plots.robust_ylim([[9, 7, 6, 5, 12, 5, 4.5]], extra=[4.0])
+    assert list(plot_axes.spikes([9, 7, 6, 5, 12, 5, 4.5])) == [0, 0, 0, 0, 1, 0, 0]
+    assert not plot_axes.spikes([9, 7, 6, 5, 5.3, 5, 4.5]).any()  # noise is not a spike
+    lo, hi = plot_axes.robust_ylim([[9, 7, 6, 5, 12, 5, 4.5]], extra=[4.0])
     assert lo == pytest.approx(4.0 - 0.2) and hi == pytest.approx(9.0 + 0.2)  # 4 % of 5
     fig = Figure()
     ax = fig.subplots()
     x, y = np.arange(7.0), np.array([9, 7, 6, 5, 12, 5, 4.5])
     ax.plot(x, y)
     ax.set_ylim(lo, hi)
-    plots.mark_spikes(ax, x, y, "C0")
-    (mark,) = _labelled(ax, plots.SPIKE)
+    plot_axes.mark_spikes(ax, x, y, "C0")
+    (mark,) = _labelled(ax, plot_axes.SPIKE)
     assert (mark.get_xdata()[0], mark.get_ydata()[0]) == (4.0, hi)
     assert [t.get_text() for t in ax.texts] == ["spike 12.00"]
 
