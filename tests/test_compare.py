@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from mltrain.analysis import compare as C
-from mltrain.analysis import headline, plot_axes, plots, ratio_plot, report
+from mltrain.analysis import headline, plot_axes, plots, ratio_plot, tables
 from mltrain.analysis import summary as S
 from mltrain.analysis.curves import fmt_flops
 from tests.helpers import run_mltrain
@@ -246,7 +246,7 @@ def test_summary_numbers_by_hand(tmp_path):
 def test_target_never_reached_and_other_baseline(tmp_path):
     configs = C.group_configurations(C.find_runs([make_sweep(tmp_path / "sweep")]))
     s = S.summarize(configs, target=1.0)
-    text = "\n".join(report.wide_table(s))
+    text = "\n".join(tables.wide_table(s))
     assert "not reached (> 4.00e2) (by 0/2 seeds)" in text  # the 2-seed baseline ends at 400
     assert s.rows[2].to_target["head"] == (None, 0)
     assert f"| {EO} | 1 | 1.5000 |" in text and "not reached (> 5.00e2) |" in text
@@ -265,7 +265,7 @@ def test_baseline_reaches_its_own_mean_final_loss_even_if_a_seed_does_not(tmp_pa
     assert s.target == pytest.approx(2.5)
     assert s.rows[0].to_target["head"] == (pytest.approx(SINGLE[-1]), 1)
     assert exact(s.rows[0].ratios[(SL, "head")]) == pytest.approx(1.0)
-    assert "(1/2 seeds reach it)" in "\n".join(report.wide_table(s))
+    assert "(1/2 seeds reach it)" in "\n".join(tables.wide_table(s))
 
 
 def test_labels_name_the_keys_that_differ(tmp_path):
@@ -536,7 +536,7 @@ def test_headline_gives_a_bound_when_a_baseline_never_reaches_the_target(tmp_pat
         "run's FLOPs (non-embedding: < 0.77×); that run never reached it."
     )
     assert not any("n/a" in line for line in lines)
-    text = "\n".join(report.wide_table(S.summarize(C.group_configurations(C.find_runs([root])))))
+    text = "\n".join(tables.wide_table(S.summarize(C.group_configurations(C.find_runs([root])))))
     assert "< 0.767" in text and "n/a" not in text
 
 
