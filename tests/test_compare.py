@@ -16,7 +16,8 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from mltrain.analysis import compare as C
-from mltrain.analysis import headline, plots, ratio_plot, report
+from mltrain.analysis import headline, plot_axes, plots, ratio_plot, tables
+from mltrain.analysis import summary as S
 from mltrain.analysis.curves import fmt_flops
 from tests.helpers import run_mltrain
 
@@ -214,7 +215,7 @@ def test_summary_numbers_by_hand(tmp_path):
     configs = C.group_configurations(C.find_runs([make_sweep(tmp_path / "sweep")]))
     labels = [c.label for c in configs]
     assert labels == [SL, SF, EO]
-    s = C.summarize(configs)
+    s = S.summarize(configs)
     assert s.baseline.label == SL and s.target == pytest.approx(2.0)
     single, iso, eo = s.rows
     assert single.final_loss == (2.0, 2.0, 2.0) and len(single.config.runs) == 2
@@ -238,33 +239,33 @@ def test_summary_numbers_by_hand(tmp_path):
     assert not any("spent fewer" in n for n in iso.notes)
     levels, ratios = s.ratio_curves[eo.label]["head"]
     assert np.isfinite(ratios).all() and len(levels) > 0
-    hints = C.same_flops_hints(configs)
+    hints = S.same_flops_hints(configs)
     assert len(hints) == 1 and "mltrain coarsening=none train.target_flops=500" in hints[0]
 
 
 def test_target_never_reached_and_other_baseline(tmp_path):
     configs = C.group_configurations(C.find_runs([make_sweep(tmp_path / "sweep")]))
-    s = C.summarize(configs, target=1.0)
-    text = "\n".join(report.wide_table(s))
+    s = S.summarize(configs, target=1.0)
+    text = "\n".join(tables.wide_table(s))
     assert "not reached (> 4.00e2) (by 0/2 seeds)" in text  # the 2-seed baseline ends at 400
     assert s.rows[2].to_target["head"] == (None, 0)
     assert f"| {EO} | 1 | 1.5000 |" in text and "not reached (> 5.00e2) |" in text
     # nobody reaches 1.0: no ratio, not even a bound
     assert s.rows[2].ratios[(SL, "head")] is None and "neither reaches" in text
-    s = C.summarize(configs, baseline=SF)
+    s = S.summarize(configs, baseline=SF)
     assert s.target == pytest.approx(1.8) and s.baseline.label == SF
     with pytest.raises(C.CompareError, match="--baseline 'nope'"):
-        C.summarize(configs, baseline="nope")
+        S.summarize(configs, baseline="nope")
 
 
 def test_baseline_reaches_its_own_mean_final_loss_even_if_a_seed_does_not(tmp_path):
     write_run(tmp_path / "a", SINGLE, [10, 8, 6, 4, 2], "coarsening=none", "train.seed=0")
     write_run(tmp_path / "b", SINGLE, [10, 8, 6, 4, 3], "coarsening=none", "train.seed=1")
-    s = C.summarize(C.group_configurations(C.find_runs([tmp_path])))
+    s = S.summarize(C.group_configurations(C.find_runs([tmp_path])))
     assert s.target == pytest.approx(2.5)
     assert s.rows[0].to_target["head"] == (pytest.approx(SINGLE[-1]), 1)
     assert exact(s.rows[0].ratios[(SL, "head")]) == pytest.approx(1.0)
-    assert "(1/2 seeds reach it)" in "\n".join(report.wide_table(s))
+    assert "(1/2 seeds reach it)" in "\n".join(tables.wide_table(s))
 
 
 def test_labels_name_the_keys_that_differ(tmp_path):
@@ -300,7 +301,7 @@ def test_seeds_of_one_configuration_are_grouped(tmp_path):
         )
     (c,) = C.group_configurations(C.find_runs([tmp_path]))
     assert len(c.runs) == 3 and c.label == EO
-    s = C.summarize([c], target=3.0)
+    s = S.summarize([c], target=3.0)
     assert s.baseline is None and s.rows[0].final_loss == pytest.approx((2.1, 2.0, 2.2))
     # mean curve ends 4 -> 2.1 between 300 and 400 FLOPs: 300 + (4 - 3) / (4 - 2.1) * 100
     want = 300 + 100 / 1.9
@@ -322,7 +323,7 @@ def test_data_and_model_differences_are_flagged(tmp_path):
         tmp_path / "3", SINGLE, [10, 8, 6, 4, 2], "coarsening=even_odd", "data.cache_dir=/elsewhere"
     )
     write_run(tmp_path / "4", SINGLE, [10, 8, 6, 4, 2], "coarsening=even_odd", "train.seed=1")
-    rows = C.summarize(C.group_configurations(C.find_runs([tmp_path]))).rows
+    rows = S.summarize(C.group_configurations(C.find_runs([tmp_path]))).rows
     notes = {r.label: "; ".join(r.notes) for r in rows}
     assert (
         len(rows) == 4 and len(rows[3].config.runs) == 2
@@ -371,7 +372,7 @@ def test_plots_keep_every_x_inside_the_axes_and_drop_zero_flops(tmp_path, capsys
         if ax.get_xscale() == "log":
             assert all((np.asarray(ln.get_xdata()) > 0).all() for ln in ax.get_lines())
     assert len(axes[0].collections) == 1  # min-max band: only the 2-seed configuration
-    ratio = ratio_plot.plot_flops_ratio(C.summarize(configs))
+    ratio = ratio_plot.plot_flops_ratio(S.summarize(configs))
     assert _assert_x_inside(ratio.axes[0]) > 0
     assert [1.0, 1.0] in [list(ln.get_ydata()) for ln in ratio.axes[0].get_lines()]
 
@@ -500,7 +501,7 @@ def test_a_run_without_finite_validation_loss_is_listed_as_diverged(tmp_path):
 # --------------------------------------------------------------------------- headline
 def _headline(root: Path, target=None) -> list[str]:
     configs = C.group_configurations(C.find_runs([root]))
-    return headline.headline(C.summarize(configs, target), None)
+    return headline.headline(S.summarize(configs, target), None)
 
 
 def test_headline_when_every_run_reaches_the_target(tmp_path):
@@ -535,7 +536,7 @@ def test_headline_gives_a_bound_when_a_baseline_never_reaches_the_target(tmp_pat
         "run's FLOPs (non-embedding: < 0.77×); that run never reached it."
     )
     assert not any("n/a" in line for line in lines)
-    text = "\n".join(report.wide_table(C.summarize(C.group_configurations(C.find_runs([root])))))
+    text = "\n".join(tables.wide_table(S.summarize(C.group_configurations(C.find_runs([root])))))
     assert "< 0.767" in text and "n/a" not in text
 
 
@@ -561,7 +562,7 @@ def test_runs_on_different_thread_counts_are_flagged(tmp_path):
     write_run(tmp_path / "a", SINGLE, [10, 8, 6, 4, 2], "coarsening=none", meta={"threads": 1})
     write_run(tmp_path / "b", SINGLE, [10, 8, 6, 4, 2], "coarsening=even_odd", meta={"threads": 2})
     write_run(tmp_path / "c", SINGLE, [10, 8, 6, 4, 2], "coarsening=even_odd", "train.seed=1")
-    s = C.summarize(C.group_configurations(C.find_runs([tmp_path])))
+    s = S.summarize(C.group_configurations(C.find_runs([tmp_path])))
     assert s.remarks == [
         "runs compared across different thread counts (1: a; 2: b; not recorded: c): "
         "CPU runs repeat bit for bit only at the same thread count"
@@ -571,7 +572,7 @@ def test_runs_on_different_thread_counts_are_flagged(tmp_path):
         tmp_path / "d", SINGLE, [10, 8, 6, 4, 2], "coarsening=none", meta={"device": "cuda:0"}
     )
     write_run(tmp_path / "e", SINGLE, [10, 8, 6, 4, 2], "coarsening=none", meta={"device": "cpu"})
-    remarks = C.hardware_remarks(C.find_runs([tmp_path / "d", tmp_path / "e"]))
+    remarks = S.hardware_remarks(C.find_runs([tmp_path / "d", tmp_path / "e"]))
     assert remarks == [
         "runs compared across different devices (cpu: e; cuda: d): results differ across devices"
     ]
@@ -584,7 +585,7 @@ def _labelled(ax, label):
 
 def test_target_line_and_one_marker_per_crossing_at_the_interpolated_flops(tmp_path):
     configs = C.group_configurations(C.find_runs([make_sweep(tmp_path / "sweep")]))
-    s = C.summarize(configs)
+    s = S.summarize(configs)
     fig = plots.plot_losses(configs, s)
     val_axes, train_axes = fig.axes[:4], fig.axes[4:]
     for ax in val_axes:
@@ -619,7 +620,7 @@ def test_target_line_and_one_marker_per_crossing_at_the_interpolated_flops(tmp_p
 def test_one_seed_title_and_wall_clock_label(tmp_path):
     write_run(tmp_path / "a", SINGLE, [10, 8, 6, 4, 2], "coarsening=none")
     configs = C.group_configurations(C.find_runs([tmp_path]))
-    fig = plots.plot_losses(configs, C.summarize(configs))
+    fig = plots.plot_losses(configs, S.summarize(configs))
     assert (
         fig.legends[0].get_title().get_text() == "loss against compute: one seed per configuration"
     )
@@ -633,7 +634,7 @@ def test_flop_ticks_are_labelled_on_every_flop_axis_of_a_short_run(tmp_path):
     # 1e9 * 2 / 2.1 = 0.952e9, before its first point on the log axis
     write_run(tmp_path / "b", f, [10, 7.9, 7.8, 7.7], "coarsening=even_odd")
     configs = C.group_configurations(C.find_runs([tmp_path]))
-    fig = plots.plot_losses(configs, C.summarize(configs))
+    fig = plots.plot_losses(configs, S.summarize(configs))
     flop_axes = [ax for ax in fig.axes if ax.get_xscale() == "log"]
     assert len(flop_axes) == 4
     crossings = [ln.get_xdata()[0] for ln in _labelled(fig.axes[0], plots.CROSSING)]
@@ -648,9 +649,9 @@ def test_flop_ticks_are_labelled_on_every_flop_axis_of_a_short_run(tmp_path):
     # with head the run spans 1e9..1.2e9, too little for 1-2-5 ticks: round linear values
     labels = [lab.get_text() for lab in flop_axes[0].get_xticklabels()]
     assert labels == ["1e9", "1.1e9", "1.2e9"]
-    assert plots.flop_ticks(2e12, 3e13) == [3e12, 1e13, 3e13]
-    assert plots.flop_ticks(2e12, 1e13) == [2e12, 5e12, 1e13]
-    assert [fmt_flops(t, 3, trim=True) for t in plots.flop_ticks(3e11, 9e11)] == [
+    assert plot_axes.flop_ticks(2e12, 3e13) == [3e12, 1e13, 3e13]
+    assert plot_axes.flop_ticks(2e12, 1e13) == [2e12, 5e12, 1e13]
+    assert [fmt_flops(t, 3, trim=True) for t in plot_axes.flop_ticks(3e11, 9e11)] == [
         "3e11",
         "5e11",
         "7e11",
@@ -658,17 +659,17 @@ def test_flop_ticks_are_labelled_on_every_flop_axis_of_a_short_run(tmp_path):
 
 
 def test_a_spike_does_not_set_the_y_range_and_is_marked():
-    assert list(plots.spikes([9, 7, 6, 5, 12, 5, 4.5])) == [0, 0, 0, 0, 1, 0, 0]
-    assert not plots.spikes([9, 7, 6, 5, 5.3, 5, 4.5]).any()  # noise is not a spike
-    lo, hi = plots.robust_ylim([[9, 7, 6, 5, 12, 5, 4.5]], extra=[4.0])
+    assert list(plot_axes.spikes([9, 7, 6, 5, 12, 5, 4.5])) == [0, 0, 0, 0, 1, 0, 0]
+    assert not plot_axes.spikes([9, 7, 6, 5, 5.3, 5, 4.5]).any()  # noise is not a spike
+    lo, hi = plot_axes.robust_ylim([[9, 7, 6, 5, 12, 5, 4.5]], extra=[4.0])
     assert lo == pytest.approx(4.0 - 0.2) and hi == pytest.approx(9.0 + 0.2)  # 4 % of 5
     fig = Figure()
     ax = fig.subplots()
     x, y = np.arange(7.0), np.array([9, 7, 6, 5, 12, 5, 4.5])
     ax.plot(x, y)
     ax.set_ylim(lo, hi)
-    plots.mark_spikes(ax, x, y, "C0")
-    (mark,) = _labelled(ax, plots.SPIKE)
+    plot_axes.mark_spikes(ax, x, y, "C0")
+    (mark,) = _labelled(ax, plot_axes.SPIKE)
     assert (mark.get_xdata()[0], mark.get_ydata()[0]) == (4.0, hi)
     assert [t.get_text() for t in ax.texts] == ["spike 12.00"]
 
@@ -701,7 +702,7 @@ def test_no_ratio_figure_without_a_single_level_run(tmp_path):
 
 def test_ratio_figure_says_below_1_and_shows_half_to_one_and_a_half(tmp_path):
     configs = C.group_configurations(C.find_runs([make_sweep(tmp_path / "sweep")]))
-    fig = ratio_plot.plot_flops_ratio(C.summarize(configs))
+    fig = ratio_plot.plot_flops_ratio(S.summarize(configs))
     ax = fig.axes[0]
     lo, hi = ax.get_ylim()
     assert lo <= 0.5 and hi >= 1.5
@@ -730,7 +731,7 @@ def test_a_diverged_run_is_marked_and_never_the_baseline(tmp_path):
     bad = runs[0]
     assert math.isnan(bad.final_val_loss) and list(bad.val.loss) == [10, 9, 8.5]
     configs = C.group_configurations(runs)
-    s = C.summarize(configs)
+    s = S.summarize(configs)
     assert s.baseline.label == f"{SL} lr=0.5" and s.target == pytest.approx(2.0)
     assert [c.label for c in s.singles] == [f"{SL} lr=0.5"]
     row = s.row(configs[0])
@@ -764,7 +765,7 @@ def test_a_diverged_run_is_marked_and_never_the_baseline(tmp_path):
     legend = [t.get_text() for t in ratio.axes[0].get_legend().get_texts()]
     assert f"{SL} lr=100000: diverged at step 3, no curve" in legend
     with pytest.raises(C.CompareError, match="diverged at step 3; it cannot be a baseline"):
-        C.summarize(configs, baseline=f"{SL} lr=100000")
+        S.summarize(configs, baseline=f"{SL} lr=100000")
 
 
 def test_run_json_status_marks_divergence_even_with_finite_records(tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mltrain.analysis import budgets as B
 from mltrain.analysis import compare as C
 from mltrain.analysis import frontier as F
 from mltrain.analysis import headline
@@ -178,8 +179,8 @@ def test_budgets_are_grouped_within_one_percent(tmp_path):
     tuned(root, 1000, 0.1, 4.3)
     tuned(root, 1005, 0.2, 4.0)  # 0.5 % above: the same budget
     tuned(root, 1020, 0.4, 4.2)  # 2 % above: another budget
-    groups = F.group_budgets(C.find_runs([root]))
-    assert [[F.lr_of(r) for r in g] for g in groups] == [[0.1, 0.2], [0.4]]
+    groups = B.group_budgets(C.find_runs([root]))
+    assert [[B.lr_of(r) for r in g] for g in groups] == [[0.1, 0.2], [0.4]]
 
 
 def test_edge_of_grid_and_seed_warnings(tmp_path):

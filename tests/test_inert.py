@@ -78,7 +78,7 @@ def test_keys_that_change_training_or_its_measure_block_resume(key):
 
 
 def test_compare_drops_inert_overrides_from_the_commands_it_prints(tmp_path):
-    from mltrain.analysis.compare import _other_overrides
+    from mltrain.analysis.summary import _other_overrides
 
     (tmp_path / ".hydra").mkdir()
     OmegaConf.save(

@@ -134,9 +134,9 @@ ODD_DIR = "dätä 実験 it's $HOME"  # spaces, non-ASCII, a quote, a dollar
 def _hint_args(configs) -> list[str]:
     import shlex
 
-    from mltrain.analysis import compare as C
+    from mltrain.analysis.summary import same_flops_hints
 
-    (line,) = C.same_flops_hints(configs)
+    (line,) = same_flops_hints(configs)
     return shlex.split(line.split("→ `", 1)[1].rstrip("`"))
 
 
@@ -270,6 +270,7 @@ def test_a_still_running_run_is_marked_in_the_table_itself(tmp_path):
 def test_a_diverged_run_with_a_huge_finite_loss_does_not_flatten_the_others(tmp_path):
     from mltrain.analysis import compare as C
     from mltrain.analysis import plots
+    from mltrain.analysis.summary import summarize
     from tests.test_compare import SINGLE, write_run
 
     write_run(tmp_path / "sl", SINGLE, [10, 8, 6, 4, 2], "coarsening=none")
@@ -283,7 +284,7 @@ def test_a_diverged_run_with_a_huge_finite_loss_does_not_flatten_the_others(tmp_
     metrics = bad / "metrics.jsonl"  # a last validation loss finite but huge
     metrics.write_text(metrics.read_text().replace('"val/loss": 9', '"val/loss": 800000000.0'))
     configs = C.group_configurations(C.find_runs([tmp_path]))
-    fig = plots.plot_losses(configs, C.summarize(configs))
+    fig = plots.plot_losses(configs, summarize(configs))
     val_axes = fig.axes[: len(plots.COLUMNS)]
     for ax in val_axes:
         lo, hi = ax.get_ylim()

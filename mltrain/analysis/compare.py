@@ -23,7 +23,8 @@ for newer runs) or any directory above run directories (a multirun/sweep directo
     frontier.csv       with frontier runs: r and the gap of every run judged, per seed
 
 The terminal shows the headline (:mod:`mltrain.analysis.headline`) and a compact table; the wide one is
-in ``summary.md``.
+in ``summary.md``. The numbers of the table and the suggested same-FLOPs runs are computed in
+:mod:`mltrain.analysis.summary`.
 
 Conventions: FLOPs are counts of training FLOPs (``perf/flops``, with the head, and
 ``perf/flops_nonembed``; evaluation FLOPs are not included), losses are in nats/token.
@@ -63,10 +64,8 @@ import argparse
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from mltrain.analysis.curves import (  # noqa: F401  (re-exported: the public API of mltrain-compare)
     Curve,
@@ -97,243 +96,11 @@ from mltrain.analysis.runs import (  # noqa: F401  (re-exported: the public API 
     load_run,
     warn,
 )
+from mltrain.analysis.summary import Summary, hardware_remarks, same_flops_hints, summarize
 from mltrain.analysis.valsets import check_validation_sets
-from mltrain.config import inert_keys
-from mltrain.config.overrides import override, shell_command
 
 TOTAL_NAMES = {"head": "with head", "nonembed": "non-embed"}
 SAME_BUDGET = 0.01  # two FLOP totals within 1 % are "the same FLOPs"
-
-
-def val_curves(config: Configuration, total: str = "head") -> list[Curve]:
-    """Per-seed (FLOPs, validation loss) curves of a configuration's runs that did not diverge."""
-    return [(r.val.x(total), r.val.loss) for r in config.healthy]
-
-
-# --------------------------------------------------------------------------- summary
-@dataclass
-class Row:
-    """One configuration's line of the summary (FLOPs are counts, losses nats/token)."""
-
-    config: Configuration
-    final_loss: tuple[float, float, float] | None  # mean, min, max over healthy seeds
-    to_target: dict[str, tuple[float | None, int]] = field(default_factory=dict)
-    end: dict[str, float] = field(default_factory=dict)  # total -> where the mean curve ends
-    ratios: dict[tuple[str, str], Estimate | None] = field(default_factory=dict)
-    at_budget: tuple[float, float, float] | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        return self.config.label
-
-    @property
-    def seeds(self) -> int:
-        return len(self.config.runs)
-
-
-@dataclass
-class Summary:
-    """Every number of the table (FLOPs are counts, losses nats/token) and the notes."""
-
-    rows: list[Row]
-    target: float | None
-    target_source: str
-    baseline: Configuration | None
-    singles: list[Configuration]  # the references: single-level configurations that trained
-    budget: float | None  # largest FLOPs (with head) every healthy run reached
-    ratio_curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]  # label -> total -> curve
-    remarks: list[str] = field(default_factory=list)
-
-    def row(self, config: Configuration) -> Row:
-        """The row of ``config``."""
-        return next(r for r in self.rows if r.config is config)
-
-
-def _mmm(values: Sequence[float]) -> tuple[float, float, float]:
-    return float(np.mean(values)), float(np.min(values)), float(np.max(values))
-
-
-def choose_baseline(configs: list[Configuration], label: str | None = None) -> Configuration | None:
-    """The configuration named ``label``; by default the first single-level configuration
-    with the role "same fine steps" (else the first single-level one), among those with at
-    least one run that did not diverge; None if there is none.
-
-    Raises:
-        CompareError: no configuration has that label, or all its runs diverged.
-    """
-    if label is not None:
-        for c in configs:
-            if c.label == label:
-                if not c.healthy:
-                    raise CompareError(
-                        f"--baseline {label!r}: {c.diverged_text()}; it cannot be a baseline"
-                    )
-                return c
-        raise CompareError(
-            f"--baseline {label!r} is not one of: " + ", ".join(repr(c.label) for c in configs)
-        )
-    singles = [c for c in configs if c.single_level and c.healthy]
-    plain = [c for c in singles if c.role == "single_level/same_steps"]
-    return (plain or singles or [None])[0]
-
-
-def hardware_remarks(runs: Sequence[Run]) -> list[str]:
-    """Flags for runs compared across different thread counts, devices or process counts
-    (``run.json``): CPU runs repeat bit for bit only at the same thread count."""
-    out = []
-
-    def names(rs):
-        return ", ".join(r.path.name for r in rs)
-
-    for what, get, why in (
-        (
-            "thread counts",
-            lambda r: r.threads,
-            "CPU runs repeat bit for bit only at the same thread count",
-        ),
-        ("devices", lambda r: r.device and r.device.split(":")[0], "results differ across devices"),
-        ("process counts", lambda r: r.meta.get("world"), "the global batch differs"),
-    ):
-        groups: dict = {}
-        for r in runs:
-            groups.setdefault(get(r), []).append(r)
-        known = {k: v for k, v in groups.items() if k is not None}
-        if len(known) > 1 or (known and None in groups):
-            parts = [
-                f"{k}: {names(v)}" for k, v in sorted(known.items(), key=lambda kv: str(kv[0]))
-            ]
-            if None in groups:
-                parts.append(f"not recorded: {names(groups[None])}")
-            out.append(f"runs compared across different {what} ({'; '.join(parts)}): {why}")
-    return out
-
-
-def summarize(
-    configs: list[Configuration], target: float | None = None, baseline: str | None = None
-) -> Summary:
-    """All numbers of the table: final losses, totals, FLOPs-to-target and its ratios to
-    every single-level configuration (both totals, bounds where a curve never reaches the
-    target), the losses at the largest FLOPs every run reached, the ratio curves against the
-    baseline, and the notes/flags."""
-    base = choose_baseline(configs, baseline)
-    if target is not None:
-        source = "given with --target"
-    elif base is not None:
-        target = float(np.mean([r.final_val_loss for r in base.healthy]))
-        n = len(base.healthy)
-        source = f"final validation loss of `{base.label}`" + (
-            "" if n == 1 else f", mean over {n} seeds"
-        )
-    else:
-        source = "no single-level configuration that trained; give --target"
-    singles = [c for c in configs if c.single_level and c.healthy]
-    refs = singles + ([base] if base is not None and base not in singles else [])
-    finals = [
-        float(r.val.flops[-1])
-        for c in configs
-        for r in c.healthy
-        if len(r.val.flops) and r.val.flops[-1] > 0
-    ]
-    budget = min(finals) if finals else None  # runs never evaluated after the start: left out
-    ref_for_diff = base or configs[0]
-    rows = []
-    for c in configs:
-        healthy = c.healthy
-        row = Row(c, _mmm([r.final_val_loss for r in healthy]) if healthy else None)
-        for total in TOTALS:
-            curves = val_curves(c, total)
-            row.to_target[total] = (
-                seeds_to_target(curves, target) if target is not None else (None, 0)
-            )
-            row.end[total] = curve_end(curves)
-        if budget is not None and healthy:
-            at = [loss_at_flops(r.val.flops, r.val.loss, budget) for r in healthy]
-            row.at_budget = _mmm(at) if None not in at else None
-        if c.diverged:
-            row.notes.append(c.diverged_text())
-        for r in c.untrained:
-            row.notes.append(f"no training step: {r.path.name} stopped after its step-0 evaluation")
-        for r in healthy:
-            why = r.incomplete()
-            if why:
-                row.notes.append(f"incomplete: {r.path.name} {why}")
-        for s in singles if not c.single_level else []:
-            if s.mean_total() < c.mean_total() * (1 - 1e-9):
-                row.notes.append(
-                    f"`{s.label}` spent fewer FLOPs (×{s.mean_total() / c.mean_total():.2f})"
-                )
-        if c is not ref_for_diff:
-            for part, diff in setting_differences(c.runs[0], ref_for_diff.runs[0]).items():
-                verb = "differ" if part == "tokens per step" else "differs"
-                row.notes.append(f"{part} {verb} from `{ref_for_diff.label}`: " + ", ".join(diff))
-        rows.append(row)
-    by_label = {r.label: r for r in rows}
-    for row in rows:
-        for s in refs:
-            ref = by_label[s.label]
-            for total in TOTALS:
-                row.ratios[(s.label, total)] = (
-                    ratio_to_target(
-                        row.to_target[total][0],
-                        row.end[total],
-                        ref.to_target[total][0],
-                        ref.end[total],
-                    )
-                    if target is not None and row.config.healthy
-                    else None
-                )
-    curves = {}
-    if base is not None:
-        for c in configs:
-            if c is base or not c.healthy:
-                continue
-            curves[c.label] = {}
-            for total in TOTALS:
-                a, b = val_curves(c, total), val_curves(base, total)
-                levels = ratio_levels(a, b)
-                curves[c.label][total] = (levels, flops_ratio_curve(a, b, levels))
-    remarks = hardware_remarks([r for c in configs for r in c.runs])
-    return Summary(rows, target, source, base, refs, budget, curves, remarks)
-
-
-# --------------------------------------------------------------------------- hints
-def same_flops_hints(configs: list[Configuration]) -> list[str]:
-    """For each multilevel configuration, its FLOPs budget (with head, mean over seeds) and
-    the command that runs a single-level baseline with the same FLOPs."""
-    lines = []
-    for c in configs:
-        if c.single_level or not c.healthy:
-            continue
-        budget = int(round(c.mean_total()))
-        extra = _other_overrides(c.runs[0])
-        cmd = shell_command(["mltrain", "coarsening=none", f"train.target_flops={budget}", *extra])
-        lines.append(f"- `{c.label}`: {fmt_flops(budget, 5)} FLOPs → `{cmd}`")
-    return lines
-
-
-def _other_overrides(run: Run) -> list[str]:
-    """The run's command-line overrides that a same-FLOPs single-level run keeps, a setting's
-    value written from the run's resolved config (paths absolute, so the command runs from
-    any directory) in Hydra's grammar (:func:`mltrain.config.overrides.override`)."""
-    from omegaconf import OmegaConf
-
-    path = run.path / ".hydra" / "overrides.yaml"
-    try:
-        overrides = list(OmegaConf.load(path)) if path.is_file() else []
-    except Exception:
-        return []
-    # settings the baseline replaces, and those that do not change training (inert_keys)
-    drop = ("coarsening", "train.seed", "train.steps", "train.target_flops", "hydra.", "logger")
-    drop += inert_keys()
-    out = []
-    for o in map(str, overrides):
-        left = o.split("=", 1)[0]
-        key = left.lstrip("+~")
-        if key.startswith(drop):
-            continue
-        out.append(override(left, run.flat[key]) if "=" in o and key in run.flat else o)
-    return out
 
 
 # --------------------------------------------------------------------------- the command
@@ -364,7 +131,8 @@ def compare(
     ``summary.md`` and ``summary.csv``. ``dpi``: resolution of the PNGs.
 
     Raises:
-        CompareError: bad input (see :func:`find_runs`, :func:`choose_baseline`).
+        CompareError: bad input (see :func:`find_runs`,
+        :func:`mltrain.analysis.summary.choose_baseline`).
     """
     from mltrain.analysis import envelope, envelope_report, headline, plots, ratio_plot, report
     from mltrain.analysis import frontier as F

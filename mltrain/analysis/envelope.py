@@ -13,7 +13,7 @@ validation losses in nats/token, under each FLOP total, ``head`` and ``nonembed`
   L*_N(C) (:func:`mltrain.analysis.frontier.build_frontier`: best schedule and learning rate per
   budget, seeds averaged, monotone, linear in log C).
 - The envelope's points: the FLOPs of every size's budgets, those within 1 % merged
-  (:data:`mltrain.analysis.frontier.BUDGET_TOLERANCE`); at each, the lowest L*_N over the sizes
+  (:data:`mltrain.analysis.budgets.BUDGET_TOLERANCE`); at each, the lowest L*_N over the sizes
   whose measured range holds it exactly (interpolated within a size's range, never
   extrapolated), and the size that gives it (the *best size*). L*_env is those losses made
   monotone (running minimum) and linear in log C between points; C*_env(L) its inverse.
@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mltrain.analysis.budgets import BUDGET_TOLERANCE
 from mltrain.analysis.curves import Estimate, fmt_flops
 from mltrain.analysis.frontier import (
-    BUDGET_TOLERANCE,
     Frontier,
     MethodResult,
     envelope,

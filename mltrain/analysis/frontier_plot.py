@@ -16,8 +16,9 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from mltrain.analysis.frontier import budget_of, lr_of
-from mltrain.analysis.plots import aggregate, robust_ylim, set_flop_axis
+from mltrain.analysis.budgets import budget_of, lr_of
+from mltrain.analysis.plot_axes import robust_ylim, set_flop_axis
+from mltrain.analysis.plots import aggregate
 from mltrain.analysis.runs import TOTALS
 
 TITLES = {"head": "training FLOPs (with head)", "nonembed": "training FLOPs (non-embedding)"}

@@ -72,7 +72,7 @@ def _ratio_clause(r: Estimate | None, rn: Estimate | None, whose: str, never: st
 
 def comparison_sentences(summary) -> list[str]:
     """One or two sentences per configuration compared with the single-level references of a
-    :class:`mltrain.analysis.compare.Summary` (the methods: multilevel and other non-single-level
+    :class:`mltrain.analysis.summary.Summary` (the methods: multilevel and other non-single-level
     configurations; with none, the single-level ones other than the baseline)."""
     if summary is None:
         return []

@@ -17,7 +17,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from mltrain.analysis.curves import fmt_flops
-from mltrain.analysis.plots import set_flop_axis
+from mltrain.analysis.plot_axes import set_flop_axis
 from mltrain.analysis.runs import TOTALS
 
 TITLES = {"head": "training FLOPs (with head)", "nonembed": "training FLOPs (non-embedding)"}

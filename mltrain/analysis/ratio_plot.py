@@ -29,7 +29,7 @@ def plot_flops_ratio(summary) -> Figure | None:
     at least. None (nothing to draw) without a single-level baseline or a common loss range.
 
     Args:
-        summary: a :class:`mltrain.analysis.compare.Summary` (its ``ratio_curves`` and rows).
+        summary: a :class:`mltrain.analysis.summary.Summary` (its ``ratio_curves`` and rows).
     """
     if summary.baseline is None:
         return None
