@@ -127,11 +127,14 @@ class Step:
         return grads
 
     @torch.no_grad()
-    def mean_loss(self, path: BlockPath, chunks: list[torch.Tensor]) -> float:
-        """Mean next-token cross-entropy (nats/token) along ``path`` over every rank's
-        ``chunks`` (this rank's windows ``(b, T+1)``, each its own forward), in evaluation
-        mode: each chunk's mean weighted by its rows, summed over ranks."""
-        model = self.model
+    def mean_loss(
+        self, path: BlockPath, chunks: list[torch.Tensor], model: ODETransformer | None = None
+    ) -> float:
+        """Mean next-token cross-entropy (nats/token) along ``path`` of ``model`` (default: the
+        fine model; a width level's narrow model) over every rank's ``chunks`` (this rank's
+        windows ``(b, T+1)``, each its own forward), in evaluation mode: each chunk's mean
+        weighted by its rows, summed over ranks."""
+        model = self.model if model is None else model
         was_training = model.training
         model.eval()
         total = torch.zeros(2, device=self.ctx.device, dtype=torch.float64)
