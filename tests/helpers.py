@@ -182,10 +182,12 @@ def flat_coarsening(coarsening: dict) -> dict:
         for old, new in RENAMED.items()
         if old.startswith("coarsening.")
     }
+    added_since = {"hierarchy.width_factor", "vcycle.alpha"}  # width levels: no flat name
     out = {}
     for section, value in coarsening.items():
         if section == "scheme":
             continue
         for key, v in value.items():
-            out[old_of[f"{section}.{key}"]] = v
+            if f"{section}.{key}" not in added_since:
+                out[old_of[f"{section}.{key}"]] = v
     return out
