@@ -211,6 +211,17 @@ def test_alpha_unset_is_delta():
     assert [op.alpha for op in unset] == [0.3]
 
 
+def test_random_sub_paths_cannot_be_width_levels(tmp_path):
+    with pytest.raises(ConfigError, match="another level's optimizer"):
+        make_job(
+            tmp_path / "run",
+            "coarsening=raptr",
+            "coarsening.raptr.blocks=[2,3]",
+            "coarsening.hierarchy.width_factor=2",
+        )
+    assert not (tmp_path / "run").exists()
+
+
 def test_nested_width_levels_are_refused_in_a_vcycle(tmp_path):
     with pytest.raises(ConfigError, match="parent to be the fine level"):
         make_job(tmp_path / "run", "coarsening=recursive", "coarsening.hierarchy.width_factor=2")

@@ -132,7 +132,8 @@ def with_width(factor: int, coarse: list[Level]) -> list[Level]:
     """Every coarse level at width d/``factor`` (factor 1: unchanged).
 
     Raises:
-        ConfigError: a factor below 1.
+        ConfigError: a factor below 1, or a level that steps with another level's optimizer
+            (random sub-paths: the fine optimizer cannot hold narrow tensors).
     """
     if factor < 1:
         raise ConfigError(
@@ -140,6 +141,13 @@ def with_width(factor: int, coarse: list[Level]) -> list[Level]:
         )
     if factor == 1:
         return coarse
+    borrowed = [lv.name for lv in coarse if lv.optimizer is not None]
+    if borrowed:
+        raise ConfigError(
+            f"coarsening.hierarchy.width_factor={factor} is not allowed with level {borrowed[0]}: "
+            "it steps with another level's optimizer, which cannot hold narrow tensors; use "
+            "coarsening.hierarchy.width_factor=1"
+        )
     return [lv if isinstance(lv, WidthLevel) else as_width(lv, factor) for lv in coarse]
 
 
