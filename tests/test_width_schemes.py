@@ -222,28 +222,54 @@ def test_random_sub_paths_cannot_be_width_levels(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_one_width_factor_per_coarse_level(tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"has 1 entries for 2 coarse levels \(coarse_1, coarse_2\)"
+    ):
+        make_job(
+            tmp_path / "run",
+            "coarsening=grow_width_depth",
+            "coarsening.hierarchy.width_factors=[2]",
+        )
+    assert not (tmp_path / "run").exists()
+
+
 def test_nested_width_levels_are_refused_in_a_vcycle(tmp_path):
     with pytest.raises(ConfigError, match="parent to be the fine level"):
         make_job(tmp_path / "run", "coarsening=recursive", "coarsening.hierarchy.width_factor=2")
 
 
-def test_width_times_depth_stages_grow_through_a_narrow_level(tmp_path):
-    # 1 block at d/2 (h = 4) -> 2 blocks at d/2 (h = 2) -> 4 blocks at full width; growing from
-    # a narrow level into another narrow one de-coalesces, grows in depth, then coalesces
-    run_job(
+@pytest.mark.parametrize("factors", ["[1,2]", "[2,2]"])
+def test_width_times_depth_stages(tmp_path, factors):
+    # 1 block at d/2 (h = 4) -> 2 blocks (h = 2) at full width ([1,2]) or at d/2 ([2,2]) -> 4
+    # blocks at full width; growing from a narrow level into another narrow one de-coalesces,
+    # grows in depth, then coalesces; the maps' FLOPs are booked (counted here by the hook)
+    job = run_job(
         tmp_path,
         "coarsening=grow_width_depth",
+        f"coarsening.hierarchy.width_factors={factors}",
         "coarsening.stages.shares=[0.4,0.3,0.3]",
         "coarsening.stages.grow_init=ode",
         "train.steps=6",
     )
+    widths = {lv.name: getattr(lv, "width_factor", 1) for lv in job.plan.levels}
+    assert widths == {"fine": 1, "coarse_1": int(factors[1]), "coarse_2": 2}
     recs = _records(tmp_path)
     grows = [r for r in recs if "grow/loss_before" in r]
     assert [r["level"] for r in grows] == ["coarse_1", "fine"]
-    last = recs[-1]
-    assert last["perf/flops"] > 0 and all(
-        last[f"perf/flops_level/{n}"] > 0 for n in ("coarse_2", "coarse_1", "fine")
-    )
+    t, maps = job.trainer, 0
+    for lv in job.plan.levels[1:]:
+        if widths[lv.name] > 1:
+            with _CountElementwise() as de:  # leaving it
+                lv.prolong(t.model, 1.0)
+            maps += de.flops
+            if lv.name == "coarse_1":  # entering it (from coarse_2)
+                with _CountElementwise() as co:
+                    lv.restrict(t.model)
+                maps += co.flops
+    steps, f = job.plan.steps_per_level(), job.plan.step_flops
+    trained = sum(n * f[name].total for name, n in steps.items())
+    assert maps > 0 and recs[-1]["perf/flops"] == trained + maps
 
 
 @pytest.mark.slow

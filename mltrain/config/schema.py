@@ -114,6 +114,11 @@ class HierarchyConfig:
     # width levels (mltrain.levels.width; Zou et al. 2024): c >= 2 runs every coarse level at
     # width d/c on its own tensors (name=width: one narrow level over all blocks, c at least 2)
     width_factor: int = setting(1, check=at_least(1, integer=True))
+    # one width factor per coarse level, in hierarchy order (1: that level keeps width d);
+    # overrides width_factor when given, e.g. recursive [1,2]: coarse_2 narrow, coarse_1 not
+    width_factors: list[int] = setting(
+        factory=list, check=lambda v: None if all(x >= 1 for x in v) else "integers >= 1"
+    )
 
 
 @dataclass

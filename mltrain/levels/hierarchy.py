@@ -24,7 +24,8 @@ def build_hierarchy(c: CoarseningConfig, n_layer: int) -> list[Level]:
             custom block list.
     """
     coarse = patch.with_patch(c, HIERARCHIES.get(c.hierarchy.name)(c, n_layer))
-    coarse = width.with_width(c.hierarchy.width_factor, coarse)
+    h = c.hierarchy
+    coarse = width.with_width(list(h.width_factors) or h.width_factor, coarse)
     if not c.vcycle.train_shared:
         coarse = [replace(lv, train_shared=False) for lv in coarse]
     width.check_width(c, coarse)

@@ -128,27 +128,45 @@ def as_width(level: Level, factor: int) -> WidthLevel:
     return WidthLevel(**values, width_factor=int(factor))
 
 
-def with_width(factor: int, coarse: list[Level]) -> list[Level]:
-    """Every coarse level at width d/``factor`` (factor 1: unchanged).
+def with_width(factor: int | list[int], coarse: list[Level]) -> list[Level]:
+    """Every coarse level at width d/``factor`` (factor 1: unchanged); a list gives one factor
+    per coarse level, in order (``coarsening.hierarchy.width_factors``).
 
     Raises:
+        ConfigError: a list whose length is not the number of coarse levels.
         ConfigError: a factor below 1, or a level that steps with another level's optimizer
             (random sub-paths: the fine optimizer cannot hold narrow tensors).
     """
+    if isinstance(factor, int | float):
+        factors = [int(factor)] * len(coarse)
+    else:
+        factors = [int(f) for f in factor]
+        if len(factors) != len(coarse):
+            names = ", ".join(lv.name for lv in coarse)
+            raise ConfigError(
+                f"coarsening.hierarchy.width_factors={factors} has {len(factors)} entries for "
+                f"{len(coarse)} coarse levels ({names}): give one factor per coarse level"
+            )
+    out = [lv for lv in coarse]
+    for i, (lv, f) in enumerate(zip(coarse, factors)):
+        out[i] = _with_width(f, lv)
+    return out
+
+
+def _with_width(factor: int, level: Level) -> Level:
     if factor < 1:
         raise ConfigError(
             f"coarsening.hierarchy.width_factor={factor} is not allowed: must be an integer >= 1"
         )
-    if factor == 1:
-        return coarse
-    borrowed = [lv.name for lv in coarse if lv.optimizer is not None]
-    if borrowed:
+    if factor == 1 or isinstance(level, WidthLevel):
+        return level
+    if level.optimizer is not None:
         raise ConfigError(
-            f"coarsening.hierarchy.width_factor={factor} is not allowed with level {borrowed[0]}: "
+            f"coarsening.hierarchy.width_factor={factor} is not allowed with level {level.name}: "
             "it steps with another level's optimizer, which cannot hold narrow tensors; use "
             "coarsening.hierarchy.width_factor=1"
         )
-    return [lv if isinstance(lv, WidthLevel) else as_width(lv, factor) for lv in coarse]
+    return as_width(level, factor)
 
 
 def with_shape(levels: list[Level], model, vocab_size: int | None) -> list[Level]:
