@@ -182,7 +182,8 @@ def flat_coarsening(coarsening: dict) -> dict:
         for old, new in RENAMED.items()
         if old.startswith("coarsening.")
     }
-    added_since = {"hierarchy.width_factor", "vcycle.alpha"}  # width levels: no flat name
+    # width levels: no flat name
+    added_since = {"hierarchy.width_factor", "hierarchy.width_factors", "vcycle.alpha"}
     out = {}
     for section, value in coarsening.items():
         if section == "scheme":
