@@ -3,6 +3,7 @@ FLOPs by two routes, resume, the refused optimizer policy, two processes."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -254,6 +255,8 @@ def test_width_times_depth_stages(tmp_path, factors):
     )
     widths = {lv.name: getattr(lv, "width_factor", 1) for lv in job.plan.levels}
     assert widths == {"fine": 1, "coarse_1": int(factors[1]), "coarse_2": 2}
+    info = json.loads((tmp_path / "run.json").read_text())
+    assert {n: lv["width_factor"] for n, lv in info["levels"].items()} == widths
     recs = _records(tmp_path)
     grows = [r for r in recs if "grow/loss_before" in r]
     assert [r["level"] for r in grows] == ["coarse_1", "fine"]

@@ -235,7 +235,12 @@ class Plan:
             "fine_steps": self.fine_steps,
             "steps_per_level": self.steps_per_level(),
             "levels": {
-                lv.name: {"blocks": list(lv.blocks), "h": lv.h, "patch": lv.patch}
+                lv.name: {
+                    "blocks": list(lv.blocks),
+                    "h": lv.h,
+                    "patch": lv.patch,
+                    "width_factor": getattr(lv, "width_factor", 1),
+                }
                 for lv in self.levels
             },
             "planned_tokens": sum(self.tokens_per_level().values()),
