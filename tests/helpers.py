@@ -192,12 +192,15 @@ def flat_coarsening(coarsening: dict) -> dict:
         for old, new in RENAMED.items()
         if old.startswith("coarsening.")
     }
+    # width levels: no flat name
+    added_since = {"hierarchy.width_factor", "hierarchy.width_factors", "vcycle.alpha"}
     out = {}
     for section, value in coarsening.items():
         if section == "scheme":
             continue
         for key, v in value.items():
-            out[old_of[f"{section}.{key}"]] = v
+            if f"{section}.{key}" not in added_since:
+                out[old_of[f"{section}.{key}"]] = v
     return out
 
 

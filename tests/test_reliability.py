@@ -246,7 +246,7 @@ CATALOGUE = [
     (["+train.foo=1"], "train.foo is not a setting"),
     (
         ["coarsening=halves"],
-        "Could not find 'coarsening/halves'; available options in 'coarsening': custom, even, even_odd, grow, grow_recursive, none, odd, patch, raptr, recursive",
+        "Could not find 'coarsening/halves'; available options in 'coarsening': custom, even, even_odd, grow, grow_recursive, grow_width, grow_width_depth, none, odd, patch, raptr, recursive, width",
     ),
     (
         ["optimizer=adam"],

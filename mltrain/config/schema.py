@@ -111,6 +111,14 @@ class HierarchyConfig:
     depth: int = setting(2, check=at_least(1, integer=True))  # recursive: number of coarse levels
     blocks: list[list[int]] = setting(factory=list)  # custom: one block list per level
     step_sizes: list[float] = setting(factory=list)  # custom: h per level (default N/len)
+    # width levels (mltrain.levels.width; Zou et al. 2024): c >= 2 runs every coarse level at
+    # width d/c on its own tensors (name=width: one narrow level over all blocks, c at least 2)
+    width_factor: int = setting(1, check=at_least(1, integer=True))
+    # one width factor per coarse level, in hierarchy order (1: that level keeps width d);
+    # overrides width_factor when given, e.g. recursive [1,2]: coarse_2 narrow, coarse_1 not
+    width_factors: list[int] = setting(
+        factory=list, check=lambda v: None if all(x >= 1 for x in v) else "integers >= 1"
+    )
 
 
 @dataclass
@@ -119,6 +127,9 @@ class VCycleConfig:
     coarse phases after fine steps, transferred back with Eq. 4, and where they are placed."""
 
     delta: float = setting(0.25, check=within(0, 1))  # prolongation weight, Eq. 4
+    # width levels' interpolation weight (Zou et al. 2024): the same lerp as Eq. 4 with
+    # decoalesce(narrow) as theta_after; None: delta
+    alpha: float | None = setting(None, check=lambda v: None if v is None else within(0, 1)(v))
     coarse_steps: int = setting(20, check=at_least(0))  # optimizer steps per coarse phase
     window: int = setting(5, check=at_least(0))  # fine iterations that run coarse phases
     # V-cycles at fine iterations start, start+every, ... below the window (window_fraction:

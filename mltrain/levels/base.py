@@ -87,6 +87,23 @@ class Level:
             return model(windows[:, :-1], windows[:, 1:], path=path)[1]
         return model(windows[:, :-K], windows[:, K:], path=path, patch=K)[1]
 
+    def parameters(self, model: ODETransformer) -> dict[str, torch.nn.Parameter]:
+        """The tensors a step of this level trains. Restriction by injection: the fine
+        ``model``'s own tensors of the level's blocks, plus the shared embeddings (tied with
+        the head) and final norm unless :attr:`train_shared` is False (the fine level always
+        includes them), in the model's registration order (so optimizers built over them are
+        reproducible). A level on its own tensors (:class:`mltrain.levels.width.WidthLevel`)
+        returns those."""
+        wanted = {n for i in self.blocks for n in model.block_parameter_names(i)}
+        if self.train_shared or self.is_fine:
+            wanted.update(model.shared_parameter_names())
+        return {n: p for n, p in model.named_parameters() if n in wanted}
+
+    def module(self, model: ODETransformer) -> ODETransformer:
+        """The model this level's :meth:`loss` and validation run: the fine ``model`` itself
+        (a width level: its narrow model)."""
+        return model
+
     @property
     def eval_path(self) -> BlockPath:
         """The path validation measures while a stage of this level runs (at token level): the

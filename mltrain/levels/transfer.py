@@ -20,16 +20,14 @@ from mltrain.model.transformer import ODETransformer
 
 
 def level_parameters(model: ODETransformer, level: Level) -> dict[str, torch.nn.Parameter]:
-    """Restriction by injection: the fine model's own parameter tensors that ``level`` trains.
+    """Restriction by injection: the fine model's own parameter tensors that ``level``'s path
+    uses (:meth:`Level.parameters` of the base class, also for a level on its own tensors).
 
     The level's blocks, plus the shared embeddings (tied with the head) and final norm unless
     the level's ``train_shared`` is False (the fine level always includes them). Returned in the model's
     registration order, so optimizers built over them are reproducible.
     """
-    wanted = {n for i in level.blocks for n in model.block_parameter_names(i)}
-    if level.train_shared or level.is_fine:
-        wanted.update(model.shared_parameter_names())
-    return {n: p for n, p in model.named_parameters() if n in wanted}
+    return Level.parameters(level, model)
 
 
 def frozen_parameters(model: ODETransformer, level: Level) -> list[torch.nn.Parameter]:

@@ -24,13 +24,14 @@ and interpolation cost :func:`mltrain.model.width.transfer_flops` each time they
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
 from mltrain.errors import ConfigError
 from mltrain.levels.base import HIERARCHIES, Level
 from mltrain.model import width as W
+from mltrain.model.flops import FlopCount
 from mltrain.model.transformer import BlockPath, ODETransformer
 
 WIDTH = "narrow"  # the level name of coarsening.hierarchy.name=width
@@ -55,6 +56,20 @@ class WidthLevel(Level):
 
     width_factor: int = 2
     narrow: Narrow = field(default_factory=Narrow, compare=False, repr=False)
+    shape: tuple | None = field(default=None, compare=False, repr=False)
+
+    def transfer_cost(self, kind: str, alpha: float | None = None) -> FlopCount:
+        """FLOPs of one ``coalesce``, ``decoalesce`` or ``interpolate`` (with ``alpha``) of
+        this level's tensors (:func:`mltrain.model.width.transfer_flops` over its blocks and
+        the shared tensors; without them: the non-embedding part). Needs :attr:`shape`
+        ((d, V, block_size, bias), set by :func:`with_shape`); 0 without it."""
+        if self.shape is None:
+            return FlopCount(0, 0)
+        d, vocab, block_size, bias = self.shape
+        args = (vocab, block_size, self.width_factor, bias, alpha)
+        full = W.transfer_flops(d, self.n_blocks, *args)[kind]
+        shared = W.transfer_flops(d, 0, *args)[kind]
+        return FlopCount(full, full - shared)
 
     def model_of(self, fine: ODETransformer) -> ODETransformer:
         """The narrow model, coalesced from ``fine`` on first use (:func:`restrict` refills
@@ -68,6 +83,15 @@ class WidthLevel(Level):
         block k is fine block ``blocks[k]``), same step sizes."""
         index = {b: k for k, b in enumerate(self.blocks)}
         return BlockPath(tuple(index[b] for b in path.blocks), path.h, path.hs)
+
+    def module(self, fine: ODETransformer) -> ODETransformer:
+        """The narrow model (training and validation of this level run it)."""
+        return self.model_of(fine)
+
+    @property
+    def eval_path(self) -> BlockPath:
+        """The level's path over the narrow model's blocks (validation runs the narrow model)."""
+        return self.narrow_path(self.path)
 
     def parameters(self, fine: ODETransformer) -> dict[str, torch.nn.Parameter]:
         """The narrow model's parameters (its own tensors, named as in a model of its blocks)."""
@@ -100,22 +124,82 @@ def as_width(level: Level, factor: int) -> WidthLevel:
     values = {f.name: getattr(level, f.name) for f in fields(level) if f.init}
     values.pop("width_factor", None)
     values.pop("narrow", None)
+    values.pop("shape", None)
     return WidthLevel(**values, width_factor=int(factor))
 
 
-def with_width(factor: int, coarse: list[Level]) -> list[Level]:
-    """Every coarse level at width d/``factor`` (factor 1: unchanged).
+def with_width(factor: int | list[int], coarse: list[Level]) -> list[Level]:
+    """Every coarse level at width d/``factor`` (factor 1: unchanged); a list gives one factor
+    per coarse level, in order (``coarsening.hierarchy.width_factors``).
 
     Raises:
-        ConfigError: a factor below 1.
+        ConfigError: a list whose length is not the number of coarse levels.
+        ConfigError: a factor below 1, or a level that steps with another level's optimizer
+            (random sub-paths: the fine optimizer cannot hold narrow tensors).
     """
+    if isinstance(factor, int | float):
+        factors = [int(factor)] * len(coarse)
+    else:
+        factors = [int(f) for f in factor]
+        if len(factors) != len(coarse):
+            names = ", ".join(lv.name for lv in coarse)
+            raise ConfigError(
+                f"coarsening.hierarchy.width_factors={factors} has {len(factors)} entries for "
+                f"{len(coarse)} coarse levels ({names}): give one factor per coarse level"
+            )
+    out = [lv for lv in coarse]
+    for i, (lv, f) in enumerate(zip(coarse, factors)):
+        out[i] = _with_width(f, lv)
+    return out
+
+
+def _with_width(factor: int, level: Level) -> Level:
     if factor < 1:
         raise ConfigError(
             f"coarsening.hierarchy.width_factor={factor} is not allowed: must be an integer >= 1"
         )
-    if factor == 1:
-        return coarse
-    return [lv if isinstance(lv, WidthLevel) else as_width(lv, factor) for lv in coarse]
+    if factor == 1 or isinstance(level, WidthLevel):
+        return level
+    if level.optimizer is not None:
+        raise ConfigError(
+            f"coarsening.hierarchy.width_factor={factor} is not allowed with level {level.name}: "
+            "it steps with another level's optimizer, which cannot hold narrow tensors; use "
+            "coarsening.hierarchy.width_factor=1"
+        )
+    return as_width(level, factor)
+
+
+def with_shape(levels: list[Level], model, vocab_size: int | None) -> list[Level]:
+    """``levels`` with each width level's :attr:`WidthLevel.shape` taken from the ``model``
+    section and the vocabulary (what its transfer FLOPs need); other levels unchanged."""
+    if vocab_size is None:
+        return levels
+    shape = (int(model.n_embd), int(vocab_size), int(model.block_size), bool(model.bias))
+    return [replace(lv, shape=shape) if isinstance(lv, WidthLevel) else lv for lv in levels]
+
+
+def check_width(c, levels: list[Level]) -> None:
+    """Refuse the settings a width level cannot honour (``c``: the coarsening config).
+
+    Raises:
+        ConfigError: ``coarsening.vcycle.optimizer_state=shared`` (one optimizer's moments are
+            per tensor, and a narrow tensor has another shape than the fine one), or
+            ``coarsening.vcycle.train_shared=false`` (the narrow model's embeddings are its
+            own tensors, coalesced and interpolated with its blocks).
+    """
+    if not any(width_factor_of(lv) > 1 for lv in levels) or c.scheme == "single_level":
+        return
+    v = c.vcycle
+    if v.optimizer_state == "shared":
+        raise ConfigError(
+            "coarsening.vcycle.optimizer_state=shared is not allowed with width levels (their "
+            "tensors have other shapes than the fine ones): choose separate or reset"
+        )
+    if not v.train_shared:
+        raise ConfigError(
+            "coarsening.vcycle.train_shared=false is not allowed with width levels (a narrow "
+            "model's embeddings are its own tensors): use coarsening.vcycle.train_shared=true"
+        )
 
 
 @HIERARCHIES.register("width")
@@ -135,4 +219,13 @@ def width_factor_of(level: Level) -> int:
     return int(getattr(level, "width_factor", 1))
 
 
-__all__ = ["WIDTH", "Narrow", "WidthLevel", "as_width", "width_factor_of", "with_width"]
+__all__ = [
+    "WIDTH",
+    "Narrow",
+    "WidthLevel",
+    "as_width",
+    "check_width",
+    "width_factor_of",
+    "with_shape",
+    "with_width",
+]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from mltrain.config import MLTrainConfig
 from mltrain.errors import ConfigError
 from mltrain.levels import Level, build_hierarchy
+from mltrain.levels.width import with_shape
 from mltrain.model.flops import FlopCount, level_step_flops
 from mltrain.plan.ops import Op, Train, format_ops
 from mltrain.registry import Registry
@@ -196,7 +197,8 @@ class Plan:
             "levels: "
             + ", ".join(
                 f"{lv.name}(blocks={list(lv.blocks)}, h={lv.h:g}"
-                + (f", patch={lv.patch})" if lv.patch > 1 else ")")
+                + (f", patch={lv.patch}" if lv.patch > 1 else "")
+                + (f", width=d/{lv.width_factor})" if getattr(lv, "width_factor", 1) > 1 else ")")
                 for lv in self.levels
             )
         ]
@@ -233,7 +235,12 @@ class Plan:
             "fine_steps": self.fine_steps,
             "steps_per_level": self.steps_per_level(),
             "levels": {
-                lv.name: {"blocks": list(lv.blocks), "h": lv.h, "patch": lv.patch}
+                lv.name: {
+                    "blocks": list(lv.blocks),
+                    "h": lv.h,
+                    "patch": lv.patch,
+                    "width_factor": getattr(lv, "width_factor", 1),
+                }
                 for lv in self.levels
             },
             "planned_tokens": sum(self.tokens_per_level().values()),
@@ -299,7 +306,7 @@ def build_plan(cfg: MLTrainConfig, vocab_size: int | None, world: int = 1) -> Pl
             support, a budget below one fine step, or one that leaves no step after warm-up.
     """
     m, t = cfg.model, cfg.train
-    levels = build_hierarchy(cfg.coarsening, m.n_layer)
+    levels = with_shape(build_hierarchy(cfg.coarsening, m.n_layer), m, vocab_size)
     tokens = m.seq_len * cfg.data.batch_size * t.grad_accum * world
     step_flops = (
         level_step_flops(levels, m.n_embd, m.seq_len, vocab_size, tokens) if vocab_size else None

@@ -8,11 +8,12 @@ scheme's plan builder (:data:`mltrain.plan.plan.PLAN_BUILDERS`), operation handl
 - :mod:`.corrections`, :mod:`.linesearch`: τ-correction, line-searched δ, outer momentum
 - :mod:`.stages`, :mod:`.growth`, :mod:`.rewarm`: coarse-to-fine stages,
   ``coarsening.scheme=stages`` (random sub-paths and patch stages are stages of their levels)
+- :mod:`.width`: width levels (Zou et al. 2024) in the V-cycle and in stages
 
 A new scheme is a module here (its operations, their handlers, its plan builder, an extension
 if it keeps state), one line below, and its config section (:mod:`mltrain.config.schema`).
 """
 
-from mltrain.schemes import corrections, growth, rewarm, stages, vcycle
+from mltrain.schemes import corrections, growth, rewarm, stages, vcycle, width
 
-__all__ = ["corrections", "growth", "rewarm", "stages", "vcycle"]
+__all__ = ["corrections", "growth", "rewarm", "stages", "vcycle", "width"]

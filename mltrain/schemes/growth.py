@@ -36,10 +36,12 @@ from dataclasses import dataclass
 import torch
 
 from mltrain.levels.base import Level
+from mltrain.levels.width import width_factor_of
 from mltrain.model.transformer import ODETransformer
 from mltrain.plan.ops import handles
 from mltrain.registry import Registry
 from mltrain.schemes.stages import Grow
+from mltrain.schemes.width import grow_width
 from mltrain.train.state import RunState
 
 
@@ -227,16 +229,21 @@ def grow(run: RunState, op: Grow) -> None:
     continue a trained block and the shared parameters keep its state, new blocks start
     fresh), measure the loss of the grown path, and note ``grow/loss_before``,
     ``grow/loss_after`` and ``grow/loss_jump`` (after − before, nats/token) for the next
-    record. The two evaluations count as evaluation FLOPs (``perf/flops_eval``, booked by
+    record. A change from or to a width level goes through
+    :func:`mltrain.schemes.width.grow_width` (de-coalesce with α = 1 first; fresh optimizer
+    state). The two evaluations count as evaluation FLOPs (``perf/flops_eval``, booked by
     ``run.evaluate``), not training FLOPs."""
     src, dst = run.levels[op.source], run.levels[op.level]
     growth = GROWTH.get(op.init)
-    before = run.evaluate(src.path)
-    growth.apply(run.model, src, dst)
-    pairs = inherited(run.model, growth.origins(src, dst))
-    pairs |= {n: n for n in run.params(src.name) if not n.startswith("blocks.")}
-    run.optims.transfer(src.steps_with, dst.steps_with, pairs)
-    after = run.evaluate(dst.path)
+    before = run.evaluate(src.eval_path, src.module(run.model))
+    if width_factor_of(src) > 1 or width_factor_of(dst) > 1:  # levels on their own tensors
+        grow_width(run, src, dst, growth.apply)
+    else:
+        growth.apply(run.model, src, dst)
+        pairs = inherited(run.model, growth.origins(src, dst))
+        pairs |= {n: n for n in run.params(src.name) if not n.startswith("blocks.")}
+        run.optims.transfer(src.steps_with, dst.steps_with, pairs)
+    after = run.evaluate(dst.eval_path, dst.module(run.model))
     run.note("grow/loss_before", before)
     run.note("grow/loss_after", after)
     run.note("grow/loss_jump", after - before)

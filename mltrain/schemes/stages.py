@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from mltrain.config import MLTrainConfig
 from mltrain.errors import ConfigError
 from mltrain.levels import Level
+from mltrain.levels.width import WidthLevel
+from mltrain.model.flops import FlopCount
 from mltrain.plan.ops import Operation
 from mltrain.plan.plan import PLAN_BUILDERS, Plan, Stage, budget_of, capped
 
@@ -35,12 +37,23 @@ from mltrain.plan.plan import PLAN_BUILDERS, Plan, Stage, budget_of, capped
 class Grow(Operation):
     """Change the model from stage level ``source`` to ``level`` (the next stage's) with the
     growth operator ``init`` (:data:`mltrain.schemes.growth.GROWTH`; handler :func:`mltrain.schemes.growth.grow`).
-    No training FLOPs: it changes tensors in place, and the losses measured before and after
-    it are evaluation (``perf/flops_eval``)."""
+    No training FLOPs but the width maps' (:meth:`extra_flops`): it changes tensors in place,
+    and the losses measured before and after it are evaluation (``perf/flops_eval``)."""
 
     source: str
     level: str
     init: str
+
+    def extra_flops(self, plan) -> FlopCount:
+        """0 for depth levels; leaving a width level de-coalesces it, entering one coalesces
+        (:meth:`mltrain.levels.width.WidthLevel.transfer_cost`)."""
+        out = FlopCount(0, 0)
+        src, dst = plan.level(self.source), plan.level(self.level)
+        if isinstance(src, WidthLevel):
+            out = out + src.transfer_cost("decoalesce")
+        if isinstance(dst, WidthLevel):
+            out = out + dst.transfer_cost("coalesce")
+        return out
 
     @property
     def label(self) -> str:

@@ -74,9 +74,10 @@ class RunState(Protocol):
         """``steps`` optimizer steps of ``level`` (counted, logged, resumable)."""
         ...
 
-    def evaluate(self, path: BlockPath | None = None) -> float:
-        """Validation loss (nats/token) along ``path`` (default: the current stage level's
-        evaluation path); its forward FLOPs are booked to ``perf/flops_eval``."""
+    def evaluate(self, path: BlockPath | None = None, model: ODETransformer | None = None) -> float:
+        """Validation loss (nats/token) along ``path`` of ``model`` (default: the current stage
+        level's evaluation path of its model; with a path, the fine model); its forward FLOPs
+        are booked to ``perf/flops_eval``."""
         ...
 
     def note(self, key: str, value: float) -> None:

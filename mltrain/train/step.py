@@ -146,13 +146,15 @@ class Step:
         return grads
 
     @torch.no_grad()
-    def mean_loss(self, path: BlockPath, chunks: list[torch.Tensor]) -> float:
-        """Mean next-token cross-entropy (nats/token) along ``path`` over every rank's
-        ``chunks`` (this rank's windows ``(b, T+1)``, each its own forward), in evaluation
-        mode: each chunk's mean weighted by its token count (a shorter last chunk weighs
-        less), summed over ranks, so the result is the same tokens' mean whatever the
-        micro-batch or world size."""
-        model = self.model
+    def mean_loss(
+        self, path: BlockPath, chunks: list[torch.Tensor], model: ODETransformer | None = None
+    ) -> float:
+        """Mean next-token cross-entropy (nats/token) along ``path`` of ``model`` (default: the
+        fine model; a width level's narrow model) over every rank's ``chunks`` (this rank's
+        windows ``(b, T+1)``, each its own forward), in evaluation mode: each chunk's mean
+        weighted by its token count (a shorter last chunk weighs less), summed over ranks, so
+        the result is the same tokens' mean whatever the micro-batch or world size."""
+        model = self.model if model is None else model
         was_training = model.training
         model.eval()
         total = torch.zeros(2, device=self.ctx.device, dtype=torch.float64)

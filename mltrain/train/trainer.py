@@ -22,7 +22,7 @@ import torch
 from mltrain.config import MLTrainConfig
 from mltrain.data import BatchSampler, DataBundle, eval_windows
 from mltrain.errors import Preempted
-from mltrain.levels import Level, level_parameters
+from mltrain.levels import Level
 from mltrain.levels.transfer import frozen_parameters
 from mltrain.model.flops import forward_flops
 from mltrain.model.transformer import BlockPath, ODETransformer
@@ -83,7 +83,7 @@ class Trainer:
         self.tracker, self.ctx, self.run_dir, self.device = tracker, ctx, run_dir, ctx.device
         t = cfg.train
         self.levels = {lv.name: lv for lv in plan.levels}
-        self.level_params = {lv.name: level_parameters(model, lv) for lv in plan.levels}
+        self.level_params = {lv.name: lv.parameters(model) for lv in plan.levels}
         self.all_params = dict(model.named_parameters())
         # parameters a coarse path uses but must not train (train_shared=false): grads dropped
         self.frozen = {lv.name: frozen_parameters(model, lv) for lv in plan.levels}
@@ -147,14 +147,17 @@ class Trainer:
             self._check_signal()
 
     @torch.no_grad()
-    def evaluate(self, path: BlockPath | None = None) -> float:
+    def evaluate(self, path: BlockPath | None = None, model: ODETransformer | None = None) -> float:
         """Mean cross-entropy (nats/token) on the fixed validation windows, at token level,
-        along ``path`` (default: :attr:`eval_level`'s :attr:`~mltrain.levels.Level.eval_path`);
-        books the forward FLOPs to ``perf/flops_eval``."""
-        path = self.eval_level.eval_path if path is None else path
+        along ``path`` of ``model`` (default: :attr:`eval_level`'s
+        :attr:`~mltrain.levels.Level.eval_path` of its :meth:`~mltrain.levels.Level.module`;
+        with a ``path``, the fine model); books the forward FLOPs to ``perf/flops_eval``."""
+        if path is None:
+            path, model = self.eval_level.eval_path, self.eval_level.module(self.model)
+        m = self.model if model is None else model
         chunks = self.val_batches.split(self.step.micro)
-        val = self.step.mean_loss(path, list(chunks[self.ctx.rank :: self.ctx.world]))
-        m, tokens = self.model, len(self.val_batches) * self.seq_len
+        val = self.step.mean_loss(path, list(chunks[self.ctx.rank :: self.ctx.world]), m)
+        tokens = len(self.val_batches) * self.seq_len
         n = len(path.blocks)
         self.p.flops_eval += forward_flops(n, m.n_embd, self.seq_len, m.vocab_size, tokens).total
         return val
@@ -249,6 +252,7 @@ class Trainer:
         for ext in self.extensions.values():
             ext.after_step(self, level)
         self.model.zero_grad(set_to_none=True)
+        level.module(self.model).zero_grad(set_to_none=True)  # a level on its own tensors
         self._account(level, loss, norm, lr, self.clock.stop())
 
     def _reduce_clip_check(self, level: Level, opt, loss_sum: torch.Tensor) -> tuple[float, float]:
