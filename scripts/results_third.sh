@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# The third edition of docs/results.md (not yet run): every scheme against the envelope of a
+# depth family whose 12-block model reaches its compute-optimal 20 tokens per parameter here.
+# Family: d=48, 3 heads of 16, T=128, 16 sequences per step, a 2,048-entry BPE on sotu
+# (model=third_d48 data.bpe_vocab_size=2048, experiment=third_envelope); n_layer 2, 3, 4, 6, 12.
+# Budgets: 1/8, 1/4, 1/2, 1 x TOP = 3.2e13 FLOPs with head (b8, b4, b2, b1; the 12-block model's
+# 20 tokens per parameter is 3.08e13). Every run is single-threaded and resumable: a finished
+# run is marked OUT/NAME/.done and skipped, an interrupted one continues (train.resume=auto).
+# From the repository root, two streams at a time, parts in this order (later parts read the
+# best settings of earlier ones from OUT, so a part whose inputs are missing says so and stops):
+#   OMP_NUM_THREADS=1 bash scripts/results_third.sh outputs/third plan       # runs x minutes
+#   OMP_NUM_THREADS=1 bash scripts/results_third.sh outputs/third env_probe sgd_probe
+#   OMP_NUM_THREADS=1 bash scripts/results_third.sh outputs/third env_trunks env_branches env_bracket env_seeds &
+#   OMP_NUM_THREADS=1 bash scripts/results_third.sh outputs/third sgd_trunks tune seeds &
+#   wait; bash scripts/results_third.sh outputs/third compare   # docs/results/third_edition/
+# `bash scripts/results_third.sh OUT list` prints the parts. Run a copy if you edit this file
+# meanwhile (bash reads a script as it runs). EXTRA (environment) is added to every run, e.g.
+# EXTRA="model.n_embd=32 model.n_head=2 data.bpe_vocab_size=300 train.target_flops=1e10" for a
+# quick check of the machinery.
+set -euo pipefail
+OUT=${1:?usage: scripts/results_third.sh OUT PART... (PART: list)}
+shift || true
+DOCS=${DOCS:-docs/results/third_edition}
+HERE=$(dirname "$0")
+PY=${PY:-python}
+COMMON="logger=none train.progress=false train.threads=1 train.eval_every=100 train.checkpoint_every=500 ${EXTRA:-}"
+mkdir -p "$OUT"
+. "$HERE/runlib.sh"  # run, sweep
+
+SIZES=${SIZES:-"2 3 4 6 12"}  # the depth family (SIZES="2" for a quick check)
+LRG=(2.5e-4 5e-4 1e-3 2e-3 4e-3 8e-3 1.6e-2 3.2e-2 6.4e-2)  # AdamW lrs, factors of 2
+SGDG=(0.0625 0.125 0.25 0.5 1.0 2.0 4.0)                    # SGD lrs, factors of 2
+# the family's base (the schemes' presets start from model=small and the 8k BPE)
+FAM="model=third_d48 data.bpe_vocab_size=2048 data.batch_size=16 train.target_flops=3.2e13 train.eval_sequences=128"
+ENV="experiment=third_envelope"
+DROP="train.seed train.flops_scale train.branch_points train.branch_from"
+declare -A SCALE=([b8]=0.125 [b4]=0.25 [b2]=0.5 [b1]=1)
+
+pick() { $PY "$HERE/third_pick.py" "$@"; }
+need() {  # need VALUE WHAT: stop with the part to run first when a pick found nothing
+  if [ -z "$1" ]; then echo "!! no finished run for $2 yet: run that part first"; exit 3; fi
+}
+step() {  # step GRID LR K: the grid's entry K places from LR (empty off the grid)
+  local -n g=$1; local i
+  for i in "${!g[@]}"; do
+    if [ "${g[$i]}" = "$2" ]; then
+      local j=$((i + $3)); if [ $j -ge 0 ] && [ $j -lt ${#g[@]} ]; then echo "${g[$j]}"; fi; return
+    fi
+  done
+}
+edges() {  # edges PATTERN GRID: the lr one step outside the tried ones when the best is at an edge
+  local tried best lo hi
+  tried=$(pick lrs "$OUT" "$1"); best=${tried%% *}
+  [ -n "$best" ] || return 0
+  lo=$(printf '%s\n' $tried | sort -g | head -1); hi=$(printf '%s\n' $tried | sort -g | tail -1)
+  if [ "$best" = "$lo" ]; then step "$2" "$best" -1; fi
+  if [ "$best" = "$hi" ]; then step "$2" "$best" 1; fi
+}
+trunk() {  # trunk NAME SCALE POINTS OVERRIDES...: a wsd trunk at SCALE keeping POINTS ([..])
+  local name=$1 scale=$2 points=$3; shift 3
+  run "$name" $ENV $FAM "$@" train.flops_scale="$scale" "train.branch_points=$points"
+}
+branch() {  # branch NAME SCALE TRUNK OVERRIDES...: the decay of budget SCALE off TRUNK
+  local name=$1 scale=$2 tr=$3; shift 3
+  if [ ! -e "$OUT/$tr/.done" ]; then echo "!! $name: its trunk $tr has not finished"; return; fi
+  run "$name" $ENV $FAM "$@" train.flops_scale="$scale" "train.branch_points=[]" "train.branch_from=$OUT/$tr"
+}
+best_lr() {  # best_lr L: the best AdamW lr of the L-block model at 1/8 (env_probe)
+  local lr; lr=$(pick lrs "$OUT" "env_L$1_lr*_b8_s0"); lr=${lr%% *}; need "$lr" "env_probe (L=$1)"; echo "$lr"
+}
+seeds() {  # seeds FAMILY: its best probe (FAMILY_tune_*) with 3 seeds at 1/8, 1/4 and 1x
+  local o; o=$(pick best "$OUT" "$1_tune_*" --drop $DROP); need "$o" "tune ($1)"
+  eval "local opts=($o)"
+  for b in b8 b4 b1; do for s in 0 1 2; do
+    run "$1_${b}_s$s" "${opts[@]}" train.flops_scale="${SCALE[$b]}" train.seed=$s
+  done; done
+}
+probe() {  # probe FAMILY TAG OVERRIDES...: one knob setting at 1/8, seed 0
+  local fam=$1 tag=$2; shift 2
+  run "${fam}_tune_${tag}" "$@" $FAM train.flops_scale=0.125 train.seed=0
+}
+
+for part in "$@"; do
+  case $part in
+  list) grep -E '^  [a-z0-9_]+\)' "$0" | sed 's/).*//' ;;
+  plan)  # the grid as runs x minutes and the CPU-hours, from the measured seconds per step
+    $PY "$HERE/third_pick.py" plan ;;
+  env_probe)  # AdamW lr 2e-3..1.6e-2 per size at 1/8 (whole runs), then one lr further out where the best is at an edge
+    for L in $SIZES; do for lr in 2e-3 4e-3 8e-3 1.6e-2; do
+      run "env_L${L}_lr${lr}_b8_s0" $ENV $FAM model.n_layer=$L optimizer.lr=$lr train.flops_scale=0.125 "train.branch_points=[]" train.seed=0
+    done; done
+    for L in $SIZES; do for lr in $(edges "env_L${L}_lr*_b8_s0" LRG); do
+      run "env_L${L}_lr${lr}_b8_s0" $ENV $FAM model.n_layer=$L optimizer.lr=$lr train.flops_scale=0.125 "train.branch_points=[]" train.seed=0
+    done; done ;;
+  env_trunks)  # per size: trunks at 1x with the best lr at 1/8 and half of it (the best lr falls with the budget)
+    for L in $SIZES; do lr=$(best_lr $L); for l in $lr $(step LRG $lr -1); do
+      trunk "env_L${L}_lr${l}_s0_b1" 1 "[0.25,0.5]" model.n_layer=$L optimizer.lr=$l train.seed=0
+    done; done ;;
+  env_branches)  # the 1/4 and 1/2 decays off every finished trunk (1/8 is env_probe's run)
+    for d in "$OUT"/env_L*_s*_b1/; do
+      t=$(basename "$d"); L=${t#env_L}; L=${L%%_*}; l=${t#*_lr}; l=${l%%_*}; s=${t%_b1}; s=${s##*_s}
+      for b in b4 b2; do
+        branch "${t%_b1}_$b" "${SCALE[$b]}" "$t" model.n_layer=$L optimizer.lr=$l train.seed=$s
+      done
+    done ;;
+  env_bracket)  # where a size's best lr at 1/4, 1/2 or 1x is at its grid's edge: a trunk one lr further out
+    for L in $SIZES; do for b in b4 b2 b1; do for l in $(edges "env_L${L}_lr*_s0_$b" LRG); do
+      trunk "env_L${L}_lr${l}_s0_b1" 1 "[0.25,0.5]" model.n_layer=$L optimizer.lr=$l train.seed=0
+      for c in b4 b2; do branch "env_L${L}_lr${l}_s0_$c" "${SCALE[$c]}" "env_L${L}_lr${l}_s0_b1" model.n_layer=$L optimizer.lr=$l train.seed=0; done
+    done; done; done ;;
+  env_seeds)  # seeds 1, 2 of each budget's best size and lr, whole runs at that budget
+    for b in b8 b4 b2 b1; do
+      o=$(pick best "$OUT" "env_L*_s0_$b" --drop $DROP); [ "$b" = b8 ] && o=$(pick best "$OUT" "env_L*_b8_s0" --drop $DROP)
+      need "$o" "env_probe/env_trunks/env_branches"
+      eval "opts=($o)"
+      for s in 1 2; do
+        if [ "$b" = b8 ]; then
+          run "env_seed_b8_s$s" $ENV $FAM "${opts[@]}" train.flops_scale=0.125 "train.branch_points=[]" train.seed=$s
+        else
+          run "env_seed_${b}_s$s" $ENV $FAM "${opts[@]}" train.flops_scale="${SCALE[$b]}" "train.branch_points=[]" train.seed=$s
+        fi
+      done
+    done ;;
+  sgd_probe)  # the SGD envelope (for the SGD V-cycle): 3 and 12 blocks, SGD lr 0.25..2 at 1/8, wsd
+    for L in 3 12; do for lr in 0.25 0.5 1.0 2.0; do
+      run "sgd_L${L}_lr${lr}_b8_s0" $ENV $FAM optimizer=sgd model.n_layer=$L optimizer.lr=$lr train.flops_scale=0.125 "train.branch_points=[]" train.seed=0
+    done; done ;;
+  sgd_trunks)  # SGD trunks at 1x with the best lr at 1/8 and half of it, and their 1/4, 1/2 decays
+    for L in 3 12; do
+      lr=$(pick lrs "$OUT" "sgd_L${L}_lr*_b8_s0"); lr=${lr%% *}; need "$lr" "sgd_probe"
+      for l in $lr $(step SGDG $lr -1); do
+        trunk "sgd_L${L}_lr${l}_s0_b1" 1 "[0.25,0.5]" optimizer=sgd model.n_layer=$L optimizer.lr=$l train.seed=0
+        for c in b4 b2; do branch "sgd_L${L}_lr${l}_s0_$c" "${SCALE[$c]}" "sgd_L${L}_lr${l}_s0_b1" optimizer=sgd model.n_layer=$L optimizer.lr=$l train.seed=0; done
+      done
+    done ;;
+  tune)  # each scheme family's one or two main knobs at 1/8, one seed (the lrs from env_probe)
+    lr12=$(best_lr 12); lr6=$(best_lr 6); lr3=$(best_lr 3)
+    for lr in $(printf '%s\n' $lr12 $lr3 | sort -u); do  # recursive growth 3 -> 6 -> 12 blocks: shares x lr
+      probe grow rec442_lr$lr experiment=grow_recursive coarsening.stages.grow_init=zero optimizer.lr=$lr
+      probe grow rec334_lr$lr experiment=grow_recursive coarsening.stages.grow_init=zero optimizer.lr=$lr "coarsening.stages.shares=[0.3,0.3,0.4]"
+    done
+    for sh in 0.8 0.9; do  # one late expansion, its decay all at full depth: path 3 or 6 blocks x share
+      dec=$(awk "BEGIN{print 1-$sh}")
+      probe late L3_sh$sh experiment=grow coarsening.hierarchy.name=recursive coarsening.hierarchy.depth=2 \
+        "coarsening.stages.levels=[coarse_2,fine]" "coarsening.stages.shares=[$sh,$dec]" schedule.decay_fraction=$dec optimizer.lr=$lr3
+      probe late L6_sh$sh experiment=grow "coarsening.stages.shares=[$sh,$dec]" schedule.decay_fraction=$dec optimizer.lr=$lr6
+    done
+    for lr in $lr12 $(step LRG $lr12 -1); do for w in 5 20; do  # the paper's V-cycle, AdamW, wsd: lr x window
+      probe vcycle_adamw lr${lr}_w$w experiment=paper_small optimizer=adamw schedule=wsd optimizer.lr=$lr coarsening.vcycle.window=$w
+    done; done
+    for lr in 0.25 0.5 1.0; do  # the paper's V-cycle with SGD (its recipe: cosine): lr
+      probe vcycle_sgd lr$lr experiment=paper_small optimizer.lr=$lr
+    done
+    for m in 0 0.5; do for ls in none parabola; do  # the best correction: delta 1, 10 V-cycles, + momentum x line search
+      probe corr m${m}_$ls experiment=paper_small optimizer=adamw optimizer.lr=$lr12 coarsening.vcycle.delta=1 \
+        coarsening.vcycle.window=10 optimizer.weight_decay=0 schedule.warmup_steps=20 \
+        coarsening.corrections.momentum=$m coarsening.corrections.line_search=$ls
+    done; done
+    for sc in inverse none; do for lr in $(printf '%s\n' $lr12 $lr6 | sort -u); do  # RaPTr: scale x lr
+      probe raptr ${sc}_lr$lr experiment=raptr coarsening.raptr.scale=$sc optimizer.lr=$lr
+    done; done
+    for k in 2 4; do for sh in 0.2 0.5; do  # a patch stage: K x its share
+      probe patch K${k}_sh$sh experiment=patch_stage schedule=wsd optimizer.lr=$lr12 coarsening.patch.size=$k \
+        "coarsening.stages.shares=[$sh,$(awk "BEGIN{print 1-$sh}")]"
+    done; done
+    if [ -e conf/experiment/width_vcycle.yaml ]; then  # the width schemes, once they exist: lr
+      for lr in $lr12 $(step LRG $lr12 -1); do probe width lr$lr experiment=width_vcycle optimizer.lr=$lr; done
+    fi ;;
+  seeds)  # each family's best probe: 3 seeds at 1/8, 1/4 and 1x
+    for f in grow late vcycle_adamw vcycle_sgd corr raptr patch; do seeds $f; done
+    if [ -e conf/experiment/width_vcycle.yaml ]; then seeds width; fi ;;
+  compare)  # the envelope judge: AdamW schemes against the AdamW envelope, SGD's against SGD's
+    shopt -s nullglob
+    mkdir -p "$DOCS"
+    ENVR=("$OUT"/env_*/)
+    judge() {  # judge NAME FRONTIER_GLOB_ARRAY METHOD_DIRS...: one mltrain-compare, or a note
+      local name=$1; local -n fr=$2; shift 2
+      if [ $# -eq 0 ] || [ ${#fr[@]} -eq 0 ]; then echo "== $name: no finished runs yet"; return; fi
+      mltrain-compare "$@" --frontier "${fr[@]}" --out "$DOCS/$name"
+    }
+    judge adamw ENVR "$OUT"/{grow,late,vcycle_adamw,corr,raptr,patch,width}_b*/
+    SGDR=("$OUT"/sgd_*/)
+    judge sgd SGDR "$OUT"/vcycle_sgd_b*/
+    P=(); for d in "$OUT"/*_tune_*/; do case $d in *vcycle_sgd_tune*) ;; *) P+=("$d") ;; esac; done
+    judge probes ENVR "${P[@]}"
+    judge probes_sgd SGDR "$OUT"/vcycle_sgd_tune_*/
+    if [ -d "$DOCS/probes" ]; then
+      for d in "$OUT"/*_tune_*/; do echo "$(basename "$d"): $(tr '\n' ' ' < "$d/.hydra/overrides.yaml")"; done > "$DOCS/probes/commands.txt"
+    fi
+    if [ ${#ENVR[@]} -gt 0 ] && [ ! -d "$DOCS/adamw" ]; then  # the envelope alone, before any scheme
+      mltrain-compare "${ENVR[@]}" --out "$DOCS/envelope"
+    fi ;;
+  *) echo "unknown part: $part ($0 OUT list)"; exit 2 ;;
+  esac
+done

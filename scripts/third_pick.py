@@ -1,0 +1,166 @@
+"""Helpers of scripts/results_third.sh (the third edition): the plan and picks from finished runs.
+
+    python scripts/third_pick.py plan                      # the grid: runs x minutes, CPU-hours
+    python scripts/third_pick.py best OUT GLOB [--drop K]  # overrides of the best finished run
+    python scripts/third_pick.py lrs OUT PREFIX BUDGET     # lrs of PREFIX*_b<BUDGET>_* runs, best first
+
+Runs are directories under OUT with run.json (status ``completed``), metrics.jsonl (the last
+``val/loss`` is the final validation loss, nats/token) and .hydra/overrides.yaml. A pick prints
+nothing when no run under the glob has finished (the caller then says which part to run first).
+
+Timings (the plan): CPU seconds per AdamW optimizer step, one thread (OMP_NUM_THREADS=1,
+train.threads=1), 16 x 128 tokens, d=48, 3 heads, 2,048-entry BPE on sotu, measured as the
+difference of a 90- and a 30-step run's user+system time over 60 steps while the 2-core
+machine also ran other jobs (load 3-4); wall time under that load was about twice these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import math
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+
+# CPU s per optimizer step and FLOPs per step (with head; run.json / metrics.jsonl) of the
+# depth family at d=48 with the 2k BPE (docs/results.md, "Third edition: plan").
+SEC_PER_STEP = {2: 0.0702, 3: 0.0857, 4: 0.0973, 6: 0.1173, 12: 0.2105}
+FIXED_FLOPS = 1_207_959_552  # per step: embeddings, head (7.097e9 - 5.889e9 non-embedding)
+BLOCK_FLOPS = 490_733_568  # per step and block at d=48, T=128, 16 sequences
+TOP = 3.2e13  # the largest budget (FLOPs with head)
+SIZES = (2, 3, 4, 6, 12)
+EVAL = 1.03  # validation every 100 steps: 128 sequences forward, about 2.7 steps' time
+
+
+def step_flops(n_layer: int) -> int:
+    """FLOPs (with head) of one fine optimizer step of an n_layer-block model at d=48."""
+    return FIXED_FLOPS + n_layer * BLOCK_FLOPS
+
+
+def minutes(scale: float, n_layer: int = 12) -> float:
+    """CPU minutes of a run of scale x TOP FLOPs whose steps run at the n_layer model's rate."""
+    return scale * TOP / step_flops(n_layer) * SEC_PER_STEP[n_layer] / 60 * EVAL
+
+
+def plan_rows() -> list[tuple[str, int, float]]:
+    """(what, runs, CPU minutes each) of the whole grid, part by part of results_third.sh.
+
+    Estimated counts (marked est.): env_bracket adds trunks only where a best lr is at an edge,
+    env_seeds' sizes are the best ones. Schemes run at the slowest measured rate per FLOP
+    (their shallow paths and coarse levels run fewer FLOPs per second than the 12-block path).
+    """
+    n = len(SIZES)
+    each = {s: minutes(1, s) for s in SIZES}
+    mean = sum(each.values()) / n
+    scheme = max(SEC_PER_STEP[s] / step_flops(s) for s in SIZES) * TOP / 60 * EVAL
+    decays = 0.2 * (0.25 + 0.5)  # the 1/4 and 1/2 decays off a trunk (schedule.decay_fraction)
+    fam = 7  # growth, late expansion, V-cycle AdamW, V-cycle SGD, correction, RaPTr, patch
+    return [
+        ("env_probe: 5 sizes x AdamW lr 2e-3..1.6e-2 at 1/8", 4 * n, mean / 8),
+        ("env_probe: one lr further out where the best is at an edge (est.)", 2, mean / 8),
+        ("env_trunks: 5 sizes x 2 lrs, a trunk at 1x", 2 * n, mean),
+        ("env_branches: the 1/4 and 1/2 decays off each trunk", 4 * n, mean * decays / 2),
+        ("env_bracket: a trunk and its decays further out (est.)", 2, mean * (1 + decays)),
+        ("env_seeds: seeds 1, 2 of the best at 1/8, 1/4, 1/2, 1x", 8, mean * 1.875 / 4),
+        ("sgd_probe: 3 and 12 blocks x SGD lr 0.25..2 at 1/8", 8, (each[3] + each[12]) / 16),
+        (
+            "sgd_trunks: 3 and 12 blocks x 2 lrs, trunk + decays",
+            4,
+            (each[3] + each[12]) / 2 * (1 + decays),
+        ),
+        (f"tune: {fam} families, 27 knob settings at 1/8, seed 0", 27, scheme / 8),
+        (f"seeds: {fam} families x 3 seeds at 1/8", 3 * fam, scheme / 8),
+        (f"seeds: {fam} families x 3 seeds at 1/4", 3 * fam, scheme / 4),
+        (f"seeds: {fam} families x 3 seeds at 1x", 3 * fam, scheme),
+    ]
+
+
+def plan() -> None:
+    print(f"budgets: 1/8, 1/4, 1/2, 1 x {TOP:.2e} FLOPs (with head)")
+    for n in SIZES:
+        steps = TOP / step_flops(n)
+        print(
+            f"  {n:2d} blocks: {step_flops(n):.3e} FLOPs/step, {SEC_PER_STEP[n]:.3f} CPU s/step, "
+            f"1x = {steps:,.0f} steps = {steps * 2048 / 1e6:.1f} M tokens "
+            f"({steps * 2048 / 3_199_248:.1f} passes), {minutes(1, n):.1f} min"
+        )
+    total = 0.0
+    print(f"{'part':64s} {'runs':>5s} {'min/run':>8s} {'CPU-h':>6s}")
+    for what, runs, each in plan_rows():
+        total += runs * each
+        print(f"{what:64s} {runs:5d} {each:8.1f} {runs * each / 60:6.2f}")
+    print(f"total: {total / 60:.1f} single-thread CPU-hours ({total / 120:.1f} h with 2 streams)")
+
+
+def final_loss(run: Path) -> float | None:
+    """The final validation loss of a completed run, or None (unfinished, diverged, missing)."""
+    try:
+        if json.loads((run / "run.json").read_text()).get("status") != "completed":
+            return None
+        last = None
+        for line in (run / "metrics.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            if "val/loss" in rec:
+                last = rec["val/loss"]
+        return last if last is not None and math.isfinite(last) else None
+    except (OSError, ValueError):
+        return None
+
+
+def finished(out: Path, pattern: str) -> list[tuple[float, Path]]:
+    """(final loss, run dir) of every completed run under out matching pattern, best first."""
+    runs = [d for d in out.iterdir() if d.is_dir() and fnmatch.fnmatch(d.name, pattern)]
+    return sorted((loss, d) for d in runs if (loss := final_loss(d)) is not None)
+
+
+def overrides(run: Path, drop: list[str]) -> list[str]:
+    """The run's command-line overrides less hydra.* and the keys in drop (the caller sets them)."""
+    items = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
+    keep = []
+    for item in items:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if key.startswith("hydra.") or key in drop:
+            continue
+        keep.append(item)
+    return keep
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("plan")
+    b = sub.add_parser("best")
+    b.add_argument("out", type=Path)
+    b.add_argument("pattern")
+    b.add_argument("--drop", nargs="*", default=[])
+    lr = sub.add_parser("lrs")
+    lr.add_argument("out", type=Path)
+    lr.add_argument("pattern")
+    a = p.parse_args(argv)
+    if a.cmd == "plan":
+        plan()
+        return 0
+    if not a.out.is_dir():
+        print(f"no runs yet: {a.out} is not a directory", file=sys.stderr)
+        return 1
+    runs = finished(a.out, a.pattern)
+    if not runs:
+        return 0
+    if a.cmd == "best":
+        print(shlex.join(overrides(runs[0][1], a.drop)))
+    else:  # the lrs of the matching runs, best first
+        seen = []
+        for _, run in runs:
+            for item in overrides(run, []):
+                if item.startswith("optimizer.lr=") and item[13:] not in seen:
+                    seen.append(item[13:])
+        print(" ".join(seen))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
