@@ -57,6 +57,11 @@ for part in "$@"; do
     for s in 0 1 2; do run grow_rec442_H_s$s $GROW train.flops_scale=0.5 train.seed=$s; done
     for s in 0 1 2; do run grow_rec442_B_s$s $GROW train.flops_scale=1 train.seed=$s; done
     run grow_rec442_D_s0 $GROW train.flops_scale=2 train.seed=0 ;;
+  width_probe)  # width schemes (Zou et al. 2024) at Q, one seed each (AdamW lr 2e-3, wsd, as the
+                # growth presets): the width V-cycle, width growth, width x depth growth
+    run width_vcycle_Q_s0 experiment=width_vcycle train.flops_scale=0.25 train.seed=0
+    run grow_width_Q_s0 experiment=grow_width train.flops_scale=0.25 train.seed=0
+    run grow_width_depth_Q_s0 experiment=grow_width_depth train.flops_scale=0.25 train.seed=0 ;;
   controls)  # is it only a smaller model? single-level 6 and 3 blocks, wsd, AdamW lr 2e-3
     run small6_wsd_Q_s0 $WSD train.flops_scale=0.25 optimizer.lr=2e-3 model.n_layer=6 train.seed=0
     run small3_wsd_Q_s0 $WSD train.flops_scale=0.25 optimizer.lr=2e-3 model.n_layer=3 train.seed=0

@@ -12,7 +12,7 @@ and a run at a smaller budget can start there instead of from step 0: a *branch*
 - Branch: ``train.branch_from=<trunk run dir>`` with its own ``train.flops_scale``: it starts
   from the trunk's state at its decay start (its ``metrics.jsonl`` holds the trunk's records up
   to there) and runs its decay. It is the same run, bit for bit at the same thread count, as
-  the run without ``branch_from`` (tests/test_branch.py); ``run.json`` records the trunk and
+  the run without ``branch_from`` (tests/train/test_branch.py); ``run.json`` records the trunk and
   the step (``branch``), and it resumes like any run (``train.resume=auto``).
 
 Cost: k sizes × l learning rates × m budgets cost k·l trunks plus the decays (a fraction

@@ -21,7 +21,7 @@ from mltrain.analysis import summary as S
 from mltrain.analysis.curves import fmt_flops
 from tests.helpers import run_mltrain
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
 @functools.cache

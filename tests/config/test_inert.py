@@ -26,8 +26,8 @@ EXPECTED = {
     "train.resume",
     "train.spike_factor",
     "train.progress",
-    "train.branch_points",  # a trunk's kept states: training unchanged (tests/test_branch.py)
-    "train.branch_from",  # a branch is the standalone run bit for bit (tests/test_branch.py)
+    "train.branch_points",  # a trunk's kept states: training unchanged (tests/train/test_branch.py)
+    "train.branch_from",  # a branch is the standalone run bit for bit (tests/train/test_branch.py)
 }
 
 
