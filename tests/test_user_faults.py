@@ -143,7 +143,7 @@ def _hint_args(configs) -> list[str]:
 def test_the_same_flops_command_parses_in_the_shell_and_in_hydra(tmp_path):
     from mltrain.analysis import compare as C
     from mltrain.config import compose
-    from tests.test_compare import EVEN_ODD, write_run
+    from tests.analysis.test_compare import EVEN_ODD, write_run
 
     data = tmp_path / ODD_DIR
     write_run(
@@ -210,7 +210,7 @@ def test_the_printed_same_flops_command_runs_when_pasted(tmp_path):
 # --------------------------------------------------------------------------- compare's text
 def _untrained(path):
     """A run killed right after its step-0 evaluation: one record, no training step."""
-    from tests.test_compare import write_run
+    from tests.analysis.test_compare import write_run
 
     p = write_run(path, [0, 1], [9.0, 9.0], "coarsening=even_odd", meta={"status": "failed"})
     first = (p / "metrics.jsonl").read_text().splitlines()[0]
@@ -220,7 +220,7 @@ def _untrained(path):
 
 def test_a_run_without_a_training_step_gets_no_ratio_and_no_command(tmp_path):
     from mltrain.analysis import compare as C
-    from tests.test_compare import SINGLE, write_run
+    from tests.analysis.test_compare import SINGLE, write_run
 
     write_run(tmp_path / "sl", SINGLE, [10, 8, 6, 4, 2], "coarsening=none")
     _untrained(tmp_path / "ml")
@@ -237,7 +237,7 @@ def test_a_run_without_a_training_step_gets_no_ratio_and_no_command(tmp_path):
 
 def test_the_headline_says_when_neither_run_reached_the_target(tmp_path):
     from mltrain.analysis import compare as C
-    from tests.test_compare import ISO, SINGLE, write_run
+    from tests.analysis.test_compare import ISO, SINGLE, write_run
 
     write_run(tmp_path / "sl", SINGLE, [10, 8, 6, 4, 2], "coarsening=none")
     write_run(tmp_path / "iso", ISO, [10, 8, 6, 4, 3], "coarsening=none", "train.target_flops=400")
@@ -249,7 +249,7 @@ def test_the_headline_says_when_neither_run_reached_the_target(tmp_path):
 
 def test_a_still_running_run_is_marked_in_the_table_itself(tmp_path):
     from mltrain.analysis import compare as C
-    from tests.test_compare import SINGLE, write_run
+    from tests.analysis.test_compare import SINGLE, write_run
 
     write_run(tmp_path / "sl", SINGLE, [10, 8, 6, 4, 2], "coarsening=none")
     write_run(
@@ -271,7 +271,7 @@ def test_a_diverged_run_with_a_huge_finite_loss_does_not_flatten_the_others(tmp_
     from mltrain.analysis import compare as C
     from mltrain.analysis import plots
     from mltrain.analysis.summary import summarize
-    from tests.test_compare import SINGLE, write_run
+    from tests.analysis.test_compare import SINGLE, write_run
 
     write_run(tmp_path / "sl", SINGLE, [10, 8, 6, 4, 2], "coarsening=none")
     bad = write_run(

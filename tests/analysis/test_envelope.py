@@ -14,7 +14,7 @@ from mltrain.analysis import envelope as E
 from mltrain.analysis import frontier as F
 from mltrain.analysis.curves import Estimate
 from mltrain.analysis.sizes import param_counts, run_params
-from tests.test_frontier import method, tuned
+from tests.analysis.test_frontier import method, tuned
 
 # tiny model (d=32, T=32 positions, bias) with V=256: a block has 12·32² + 13·32 = 12704
 # parameters, the final norm 64, the embeddings 256·32 + 32·32 = 9216

@@ -17,7 +17,7 @@ from mltrain.analysis import compare as C
 from mltrain.analysis import frontier as F
 from mltrain.analysis import headline
 from mltrain.analysis.curves import Estimate, aggregate
-from tests.test_compare import EO, write_run
+from tests.analysis.test_compare import EO, write_run
 
 nan = float("nan")
 # three budgets with known best losses; a method at 3e12 FLOPs and loss 3.4

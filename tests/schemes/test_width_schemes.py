@@ -17,7 +17,7 @@ from mltrain.model.flops import measure_train_flops
 from mltrain.model.transformer import BlockPath
 from mltrain.schemes.width import WidthProlong, WidthRestrict
 from tests.helpers import TINY, final_params, losses, make_job, preempt, read_jsonl, run_job
-from tests.test_width import _CountElementwise
+from tests.model.test_width import _CountElementwise
 
 # width x depth V-cycle on the tiny model: coarse_b = blocks 0, 2 (h = 2) at width d/2
 VCYCLE = [

@@ -111,7 +111,7 @@ def _valset(fp: str, n: int = 8) -> dict:
 
 def test_compare_and_the_judge_refuse_losses_on_different_validation_sets(tmp_path, capsys):
     from mltrain.analysis import compare as C
-    from tests.test_compare import SINGLE, write_run
+    from tests.analysis.test_compare import SINGLE, write_run
 
     a = write_run(tmp_path / "a", SINGLE, [10, 8, 6, 4, 2], "coarsening=none", meta=_valset("aa"))
     write_run(tmp_path / "b", SINGLE, [10, 7, 5, 3, 1], "coarsening=even_odd", meta=_valset("bb"))
@@ -131,7 +131,7 @@ def test_compare_and_the_judge_refuse_losses_on_different_validation_sets(tmp_pa
 
 def test_compare_warns_when_a_run_records_no_validation_set(tmp_path, capsys):
     from mltrain.analysis import compare as C
-    from tests.test_compare import SINGLE, write_run
+    from tests.analysis.test_compare import SINGLE, write_run
 
     write_run(tmp_path / "a", SINGLE, [10, 8, 6, 4, 2], "coarsening=none", meta=_valset("aa"))
     write_run(tmp_path / "b", SINGLE, [10, 7, 5, 3, 1], "coarsening=even_odd", meta=_valset("aa"))
