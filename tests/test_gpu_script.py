@@ -128,3 +128,62 @@ def test_gpu_check_runs_every_step_from_the_repository_root_within_eight_minutes
     assert res.returncode == 1
     assert "run paper_recipe failed (exit status 3)" in res.stderr
     assert "CUDA error: out of memory" in res.stderr
+
+
+def _script_runs() -> dict[str, list[str]]:
+    """The overrides of each run gpu_check.sh makes on a GPU (its non-dry-run settings), read
+    from the script itself."""
+    import re
+    import shlex
+
+    text = (ROOT / "scripts" / "gpu_check.sh").read_text()
+
+    def var(name: str) -> str:
+        return re.findall(rf'^\s*{name}="([^"]*)"', text, re.M)[-1]
+
+    # the GPU branch: the SIZE that asks for CUDA, and the step counts on the line after it
+    size, counts = re.findall(r'^\s*SIZE="([^"]*train.device=cuda[^"]*)"\n(.*)$', text, re.M)[0]
+    values = dict(re.findall(r"(\w+)=(\d+)", counts))
+    common = var("COMMON").replace("$SIZE", size)
+    for k, v in values.items():
+        common = common.replace(f"${k}", v)
+    recipe = var("RECIPE")
+    for k, v in values.items():
+        recipe = recipe.replace(f"${k}", v)
+    split = shlex.split
+    return {
+        "paper_recipe": split(common) + split(recipe),
+        "best_scheme": split(common) + split(var("BEST")),
+        "single_level_same_flops": split(common) + ["coarsening=none"],
+        "single_level_same_flops_wsd": split(common) + split(var("SL_BEST")),
+    }
+
+
+def test_every_run_of_the_script_composes_to_its_own_scheme_in_either_order():
+    """The best scheme keeps its stages whatever preset is composed with it (experiment=paper's
+    V-cycle settings live in coarsening.vcycle, which a staged run does not read), and the
+    plan of each run is what the script's comments say, with its overrides in either order."""
+    import mltrain.schemes  # noqa: F401
+    from mltrain.config import compose, typed, validate
+    from mltrain.plan.plan import build_plan
+
+    runs = _script_runs()
+    assert "experiment=paper" in runs["best_scheme"]
+    for name, overrides in runs.items():
+        plans = []
+        for order in (overrides, list(reversed(overrides))):
+            cfg = compose(order)
+            validate(cfg)
+            plans.append(build_plan(typed(cfg), None))
+        a, b = plans
+        assert [(s.level, s.iterations, s.cycle, s.cycle_at) for s in a.stages] == [
+            (s.level, s.iterations, s.cycle, s.cycle_at) for s in b.stages
+        ], name
+        if name == "best_scheme":
+            assert [s.level for s in a.stages] == ["coarse_2", "coarse_1", "fine"]
+            assert all(not s.cycle for s in a.stages)  # no V-cycle inherited from the preset
+        elif name == "paper_recipe":
+            (stage,) = a.stages
+            assert stage.cycle_at == range(0, 10) and len(stage.cycle) == 7
+        else:
+            assert not a.multilevel and len(a.levels) == 1

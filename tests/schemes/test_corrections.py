@@ -804,12 +804,8 @@ def test_preempted_in_a_corrected_phase_resumes_bitwise(tmp_path, stop_at, overr
 def test_two_processes_take_the_same_corrections_as_one(tmp_path):
     """2 gloo processes with half the batch each: every correction is all-reduced, so the
     ranks stay identical (checked at every checkpoint) and match one process."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
 
-    from tests.helpers import TINY
+    from tests.helpers import run_torchrun
 
     overrides = [
         *ALL,
@@ -819,18 +815,7 @@ def test_two_processes_take_the_same_corrections_as_one(tmp_path):
     ]
     overrides += ["coarsening.vcycle.start=1", "coarsening.vcycle.every=2", "train.steps=4"]
     overrides += ["train.checkpoint_every=1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    torchrun = Path(sys.executable).parent / "torchrun"
-    res = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "mltrain.cli"]
-        + [*TINY, *overrides, "data.batch_size=2", f"hydra.run.dir={tmp_path / 'ddp'}"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
+    run_torchrun(tmp_path, *overrides, "data.batch_size=2", f"hydra.run.dir={tmp_path / 'ddp'}")
     run_job(tmp_path / "one", *overrides, "data.batch_size=4")
     ddp, one = records(tmp_path / "ddp"), records(tmp_path / "one")
     assert [(r["step"], r["level"]) for r in ddp] == [(r["step"], r["level"]) for r in one]

@@ -4,9 +4,6 @@ FLOPs by two routes, resume, the refused optimizer policy, two processes."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,15 @@ from mltrain.errors import ConfigError
 from mltrain.model.flops import measure_train_flops
 from mltrain.model.transformer import BlockPath
 from mltrain.schemes.width import WidthProlong, WidthRestrict
-from tests.helpers import TINY, final_params, losses, make_job, preempt, read_jsonl, run_job
+from tests.helpers import (
+    final_params,
+    losses,
+    make_job,
+    preempt,
+    read_jsonl,
+    run_job,
+    run_torchrun,
+)
 from tests.model.test_width import _CountElementwise
 
 # width x depth V-cycle on the tiny model: coarse_b = blocks 0, 2 (h = 2) at width d/2
@@ -277,28 +282,10 @@ def test_width_times_depth_stages(tmp_path, factors):
 
 @pytest.mark.slow
 def test_two_processes_match_one_process_in_a_width_vcycle(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    torchrun = Path(sys.executable).parent / "torchrun"
     cwd = tmp_path / "ddp"
     cwd.mkdir()
-    args = [*TINY, *VCYCLE, "train.checkpoint_every=2"]
-    res = subprocess.run(
-        [
-            str(torchrun),
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "mltrain.cli",
-            *args,
-            "data.batch_size=2",
-        ],  # fmt: skip
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,  # fmt: skip
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
+    args = [*VCYCLE, "train.checkpoint_every=2"]
+    run_torchrun(cwd, *args, "data.batch_size=2")
     (ddp,) = list((cwd / "outputs" / "runs").iterdir())
     run_job(tmp_path / "one", *VCYCLE, "train.checkpoint_every=2", "data.batch_size=4")
 

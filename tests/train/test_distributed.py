@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mltrain.schemes.vcycle import Prolong, Restrict, Train
-from tests.helpers import TINY, make_job, read_jsonl, run_job
+from tests.helpers import TINY, make_job, read_jsonl, run_job, run_torchrun
 
 ML = [
     "coarsening=even_odd",
@@ -32,28 +32,9 @@ def train_losses(run_dir: Path) -> list[tuple[int, str, float]]:
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    torchrun = Path(sys.executable).parent / "torchrun"
     ddp_cwd = tmp_path / "ddp"
     ddp_cwd.mkdir()
-    res = subprocess.run(
-        [
-            str(torchrun),
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "mltrain.cli",
-            *TINY,
-            *ML,
-            "data.batch_size=2",
-        ],
-        cwd=ddp_cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
+    run_torchrun(ddp_cwd, *ML, "data.batch_size=2")
     runs = list((ddp_cwd / "outputs" / "runs").iterdir())
     assert len(runs) == 1 and [p.name for p in ddp_cwd.iterdir()] == [
         "outputs"
