@@ -127,6 +127,26 @@ def test_cfg_job_says_on_its_first_line_what_it_checked(tmp_path, capsys):
     assert OmegaConf.create(out).train.steps == 17  # still YAML
 
 
+# --------------------------------------------------------------------------- mode=smoke
+@pytest.mark.parametrize("preset", ["grow", "grow_recursive", "raptr", "patch_stage"])
+def test_smoke_mode_shortens_a_staged_preset_without_adding_a_v_cycle(preset):
+    """mode=smoke sets the V-cycle's window (coarsening.vcycle.*), which only the vcycle scheme
+    reads: a staged preset keeps its stages, no stage carries coarse phases, and the run is
+    capped at train.max_steps."""
+    import mltrain.schemes  # noqa: F401
+    from mltrain.config import compose, typed, validate
+    from mltrain.plan.plan import build_plan
+
+    cfg = compose([f"experiment={preset}", "mode=smoke"])
+    validate(cfg)
+    plan = build_plan(typed(cfg), 8192)
+    assert cfg.coarsening.scheme == "stages" and cfg.coarsening.vcycle.window == 1
+    assert len(plan.stages) >= 2 and all(not st.cycle for st in plan.stages)
+    assert plan.iterations <= 20 and not any(
+        type(op).__name__ == "Restrict" for op in plan.operations()
+    )
+
+
 # --------------------------------------------------------------------------- printed commands
 ODD_DIR = "dätä 実験 it's $HOME"  # spaces, non-ASCII, a quote, a dollar
 
