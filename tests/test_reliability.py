@@ -7,6 +7,7 @@ exit status, and leave existing run directories and checkpoints untouched.
 from __future__ import annotations
 
 import math
+import shlex
 import signal
 import subprocess
 import sys
@@ -160,7 +161,14 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(tmp_path):
     assert (
         state["extensions"]["vcycle"]["phases"] and state["progress"]["op"] > 0
     )  # saved inside a coarse phase
-    res = run_mltrain(args + ["train.resume=auto"], cwd=tmp_path)
+    # the command the message prints continues the run when pasted (the run's own overrides)
+    line = next(x for x in err.splitlines() if "continue with: " in x)
+    printed = shlex.split(line.split("continue with: ", 1)[1])
+    assert printed[0] == "mltrain" and printed[-2:] == [
+        "train.resume=auto",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    res = run_mltrain(printed[1:], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-1500:]
     steps = [r["step"] for r in read_jsonl(metrics)]
     assert steps == list(range(0, 3 + 2 * 2 * 150 + 1))  # every step once
@@ -269,6 +277,10 @@ CATALOGUE = [
         "coarsening.stages was renamed coarsening.stages.levels",
     ),
     (["coarsening.patch_size=2"], "coarsening.patch_size was renamed coarsening.patch.size"),
+    (
+        ["coarsening=width", "model.n_head=1"],
+        "coarsening.hierarchy.width_factor=2 is not allowed: it must divide model.n_head=1",
+    ),
     # a scheme and the sections it reads
     (
         ["coarsening=none", "coarsening.scheme=vcycle"],

@@ -152,21 +152,23 @@ def build_budget(runs: Sequence[Run], warnings: list[str]) -> Budget:
 
 
 def rerun_command(run: Run, seeds: Sequence[int]) -> str:
-    """The ``mltrain -m`` command that repeats ``run`` (its command-line overrides) at ``seeds``."""
+    """The ``mltrain -m`` command that repeats ``run`` (its command-line overrides) at ``seeds``,
+    quoted for the shell and for Hydra. A branch of a wsd trunk is repeated as the standalone
+    run at its budget (bit for bit the same run): its trunk was trained at one seed, so
+    ``train.branch_from`` and ``train.branch_points`` are left out."""
     from omegaconf import OmegaConf
+
+    from mltrain.config.overrides import shell_command
 
     path = run.path / ".hydra" / "overrides.yaml"
     try:
         overrides = [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
     except Exception:
         overrides = []
-    keep = [
-        o
-        for o in overrides
-        if not o.lstrip("+~").startswith(("train.seed", "hydra.", "train.resume"))
-    ]
+    drop = ("train.seed", "hydra.", "train.resume", "train.branch_from", "train.branch_points")
+    keep = [o for o in overrides if not o.lstrip("+~").startswith(drop)]
     seeds_arg = "train.seed=" + ",".join(str(s) for s in seeds)
-    return "mltrain -m " + " ".join(keep + [seeds_arg])
+    return shell_command(["mltrain", "-m", *keep, seeds_arg])
 
 
 def build_schedules(runs: Sequence[Run], warnings: list[str]) -> Budget:

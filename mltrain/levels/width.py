@@ -171,7 +171,15 @@ def _with_width(factor: int, level: Level) -> Level:
 
 def with_shape(levels: list[Level], model, vocab_size: int | None) -> list[Level]:
     """``levels`` with each width level's :attr:`WidthLevel.shape` taken from the ``model``
-    section and the vocabulary (what its transfer FLOPs need); other levels unchanged."""
+    section and the vocabulary (what its transfer FLOPs need); other levels unchanged.
+
+    Raises:
+        ConfigError: a width factor that does not divide ``model.n_head`` (checked here, when
+            the plan is built, before a run writes anything).
+    """
+    for lv in levels:
+        if width_factor_of(lv) > 1:
+            W.check_width(int(model.n_embd), int(model.n_head), width_factor_of(lv))
     if vocab_size is None:
         return levels
     shape = (int(model.n_embd), int(vocab_size), int(model.block_size), bool(model.bias))

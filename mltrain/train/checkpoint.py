@@ -389,16 +389,25 @@ def divergence(
 
 def preempted(signum: int, step: int, fine: int, path, run_dir) -> Preempted:
     """The error that ends a run stopped by ``signum`` after writing checkpoint ``path``; its
-    message says how to continue (a command quoted for the shell and for Hydra), its exit code
-    is 128 + ``signum``."""
+    message is the command that continues it (the run's own overrides from
+    ``.hydra/overrides.yaml``, ``train.resume=auto`` and its directory, quoted for the shell
+    and for Hydra), its exit code 128 + ``signum``."""
     import signal
+
+    from omegaconf import OmegaConf
 
     from mltrain.config.overrides import override, shell_command
 
+    saved = Path(run_dir) / ".hydra" / "overrides.yaml"
+    try:
+        overrides = [str(o) for o in OmegaConf.load(saved)] if saved.is_file() else []
+    except Exception:
+        overrides = []
+    keep = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "train.resume"))]
+    cmd = ["mltrain", *keep, "train.resume=auto", override("hydra.run.dir", str(run_dir))]
     err = Preempted(
         f"stopped by {signal.Signals(signum).name} at step {step} (fine step {fine}); "
-        f"checkpoint {path}; continue with "
-        + shell_command(["train.resume=auto", override("hydra.run.dir", str(run_dir))])
+        f"checkpoint {path}; continue with: " + shell_command(cmd)
     )
     err.exit_code = 128 + int(signum)
     return err
