@@ -167,8 +167,8 @@ def judge_runs(dirs: list[Path], points: dict, twelve: Size) -> list[str]:
     from mltrain.metrics import read_metrics
 
     lines = [
-        "| run | final loss | FLOPs (with head) | r_same (with head) | r_env (with head) | "
-        "r_env (non-embed) | gap to envelope (with head) |",
+        "| run | final loss | FLOPs (with head / non-embed) | r_same (with head) | "
+        "r_env (with head) | r_env (non-embed) | gap to envelope (with head) |",
         "|---|---|---|---|---|---|---|",
     ]
     for d in dirs:
@@ -182,7 +182,9 @@ def judge_runs(dirs: list[Path], points: dict, twelve: Size) -> list[str]:
         fl, env = [p.flops for p in points["head"]], [p.loss for p in points["head"]]
         cells.append(gap(loss, frontier_loss(c["head"], fl, env)).fmt("+.3f"))
         lines.append(
-            f"| {d.name} | {loss:.4f} | {fmt_flops(c['head'])} | " + " | ".join(cells) + " |"
+            f"| {d.name} | {loss:.4f} | {fmt_flops(c['head'])} / {fmt_flops(c['nonembed'])} | "
+            + " | ".join(cells)
+            + " |"
         )
     return lines
 

@@ -67,6 +67,11 @@ for part in "$@"; do
     run grow_width_depth_B_s2 experiment=grow_width_depth train.flops_scale=1 train.seed=2 ;;
   width_seeds_b)  # (a second stream) the best width probe at B, seeds 0 and 1
     for s in 0 1; do run grow_width_depth_B_s$s experiment=grow_width_depth train.flops_scale=1 train.seed=$s; done ;;
+  width_compare)  # the width runs judged against the 12-block frontier and the envelope over sizes
+                  # (from the committed second-edition CSVs; docs/results/second_edition/width)
+    python scripts/envelope_second_edition.py --out "$DOCS/width" --runs \
+      "$OUT"/width_vcycle_Q_s0 "$OUT"/grow_width_Q_s0 "$OUT"/grow_width_depth_Q_s{0,1,2} \
+      "$OUT"/grow_width_depth_B_s{0,1,2} ;;
   controls)  # is it only a smaller model? single-level 6 and 3 blocks, wsd, AdamW lr 2e-3
     run small6_wsd_Q_s0 $WSD train.flops_scale=0.25 optimizer.lr=2e-3 model.n_layer=6 train.seed=0
     run small3_wsd_Q_s0 $WSD train.flops_scale=0.25 optimizer.lr=2e-3 model.n_layer=3 train.seed=0
