@@ -35,6 +35,24 @@ ROLE_NAMES = {
 INERT = ("data.cache_dir", "model.attention", "data.batch_size")
 
 
+# the coarsening sections each scheme reads (the others are ignored by its runs)
+READ_BY_SCHEME = {
+    "vcycle": ("hierarchy", "vcycle", "corrections", "patch"),
+    "stages": ("hierarchy", "stages", "patch", "raptr"),
+}
+
+
+def _unread(key: str, flat: dict) -> bool:
+    """A coarsening setting that the run's scheme does not read (a staged run's V-cycle
+    settings, a V-cycle run's stages)."""
+    read = READ_BY_SCHEME.get(flat.get("coarsening.scheme"))
+    if read is None or not key.startswith("coarsening.") or key == "coarsening.scheme":
+        return False
+    if key in ("coarsening.vcycle.optimizer_state", "coarsening.vcycle.train_shared"):
+        return False  # every multilevel run's optimizers and levels read these
+    return key.split(".")[1] not in read
+
+
 def identity(flat: dict, role: str | None = None) -> tuple:
     """What makes two runs the same configuration: the config without :data:`IGNORED` keys;
     for single-level runs without the (unused) coarsening settings, and without
@@ -43,7 +61,7 @@ def identity(flat: dict, role: str | None = None) -> tuple:
     single = is_single_level(flat)
     out = {}
     for k, v in flat.items():
-        if _ignored(k) or (single and k.startswith("coarsening.")):
+        if _ignored(k) or (single and k.startswith("coarsening.")) or _unread(k, flat):
             continue
         if k == "train.steps" and flat.get("train.target_flops") is not None:
             continue
@@ -125,7 +143,7 @@ def fmt_value(v) -> str:
 def _relevant(key: str, flat: dict) -> bool:
     """Whether ``key`` means anything for this configuration (coarsening settings do not for
     a single-level run, ``train.steps`` does not when ``train.target_flops`` is set)."""
-    if key.startswith("coarsening.") and is_single_level(flat):
+    if key.startswith("coarsening.") and (is_single_level(flat) or _unread(key, flat)):
         return False
     return not (key == "train.steps" and flat.get("train.target_flops") is not None)
 
@@ -178,8 +196,8 @@ def label_suffixes(flats: list[dict], skip: Sequence[str] = LABEL_KEYS) -> list[
 
 def scheme_label(flat: dict) -> str:
     """The scheme in a few words: ``even_odd δ=0.25 m=20 w=5`` for a V-cycle,
-    ``coarse-to-fine coarse_b 0.7 → fine 0.3, grow ode`` for coarse-to-fine stages (with the
-    fine stage's V-cycle when it runs one), ``random sub-paths raptr_6 0.25 → ...`` for RaPTr."""
+    ``coarse-to-fine coarse_b 0.7 → fine 0.3, grow ode`` for coarse-to-fine stages,
+    ``random sub-paths raptr_6 0.25 → ...`` for RaPTr."""
     stages = flat.get("coarsening.stages.levels") or ()
     vcycle = (
         f"{flat.get('coarsening.hierarchy.name')} δ={fmt_value(flat.get('coarsening.vcycle.delta'))} "
@@ -197,8 +215,6 @@ def scheme_label(flat: dict) -> str:
             + " → ".join(parts)
             + f", grow {flat.get('coarsening.stages.grow_init')}"
         )
-    if flat.get("coarsening.vcycle.window") and flat.get("coarsening.vcycle.coarse_steps"):
-        label += f" + V-cycle {vcycle}"
     return label
 
 

@@ -820,10 +820,11 @@ def test_staged_schemes_are_named_by_what_they_do():
         "coarsening.vcycle.delta": 0.25,
     }
     assert base_label(grow, "multilevel") == "coarse-to-fine coarse_b 0.8 → fine 0.2, grow zero"
-    vcycle = {**grow, "coarsening.vcycle.window": 5}
-    assert base_label(vcycle, "multilevel").endswith(
-        ", grow zero + V-cycle even_odd δ=0.25 m=20 w=5"
-    )
+    # a staged run reads no V-cycle settings (coarsening.scheme=stages): the window a preset or
+    # mode=smoke leaves in coarsening.vcycle does not appear in its name (the demo's growth once
+    # read "... grow zero + V-cycle recursive δ=0.25 m=20 w=5")
+    vcycle = {**grow, "coarsening.scheme": "stages", "coarsening.vcycle.window": 5}
+    assert base_label(vcycle, "multilevel") == base_label(grow, "multilevel")
     raptr = {
         **grow,
         "coarsening.stages.levels": ["raptr_6", "fine"],
@@ -841,3 +842,24 @@ def test_an_unfinished_run_is_named_in_a_warning(tmp_path, capsys):
     C.compare([tmp_path / "r"], tmp_path / "out")
     err = capsys.readouterr().err
     assert f"warning: run {tmp_path / 'r' / 'live'} is unfinished (running at fine step 2)" in err
+
+
+def test_settings_a_scheme_does_not_read_do_not_split_its_runs_into_configurations():
+    """Two staged runs that differ only in their (unread) V-cycle settings are one
+    configuration; a V-cycle run's window still tells two V-cycle runs apart, and every
+    multilevel run reads the optimizer-state policy."""
+    from mltrain.analysis.grouping import identity
+
+    staged = {
+        "coarsening.scheme": "stages",
+        "coarsening.hierarchy.name": "odd",
+        "coarsening.stages.levels": ("coarse_b", "fine"),
+        "coarsening.vcycle.window": 0,
+        "coarsening.vcycle.optimizer_state": "separate",
+        "train.steps": 10,
+    }
+    assert identity(staged) == identity({**staged, "coarsening.vcycle.window": 5})
+    assert identity(staged) != identity({**staged, "coarsening.vcycle.optimizer_state": "reset"})
+    vcycle = {**staged, "coarsening.scheme": "vcycle", "coarsening.stages.levels": ()}
+    assert identity(vcycle) != identity({**vcycle, "coarsening.vcycle.window": 5})
+    assert identity(vcycle) == identity({**vcycle, "coarsening.stages.shares": (0.5, 0.5)})
