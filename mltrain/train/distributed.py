@@ -121,17 +121,6 @@ def all_reduce_sum(t: torch.Tensor, world: int) -> torch.Tensor:
     return t
 
 
-def any_rank(flag: bool, world: int) -> bool:
-    """True on every rank when ``flag`` is True on any rank (e.g. a preemption signal)."""
-    if world <= 1:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0])
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
-
-
 def assert_identical(params, world: int) -> None:
     """Check that every rank holds the same parameters (sum and sum of squares of each tensor,
     in float64, compared exactly across ranks).
@@ -169,7 +158,6 @@ __all__ = [
     "shutdown",
     "all_reduce_grads",
     "all_reduce_sum",
-    "any_rank",
     "broadcast_object",
     "resolve_device",
     "assert_identical",

@@ -243,7 +243,7 @@ def test_a_signal_on_another_rank_travels_with_the_loss_all_reduce(tmp_path, mon
     no_sync = SimpleNamespace(arm=lambda params: None, finish=lambda: None)
     monkeypatch.setattr(t.step, "grad_sync", no_sync)  # this test's all-reduces are simulated
     monkeypatch.setattr(D, "assert_identical", lambda params, world: None)
-    monkeypatch.setattr(D, "any_rank", lambda *a: pytest.fail("a collective per step"))
+    # any other collective would fail here: world 2 is faked, with no process group
     with pytest.raises(Preempted, match=r"stopped by SIGTERM at step 3 \(fine step 3\)") as e:
         job.run()
     assert e.value.exit_code == 128 + signal.SIGTERM
