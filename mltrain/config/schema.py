@@ -289,7 +289,7 @@ class TrainConfig:
     max_grad_norm: float = setting(1.0, check=non_negative)  # 0 disables clipping
     eval_every: int = setting(25, check=positive, inert=True)  # fine steps between validations
     # validation windows of seq_len + 1 tokens: one fixed set whatever the micro-batch
-    eval_sequences: int = setting(128, check=positive)
+    eval_sequences: int = setting(128, check=at_least(1, integer=True))
     log_every: int = setting(10, check=positive, inert=True)  # fine steps between console lines
     seed: int = setting(0, check=within(0, 2**32, "[", ")"))
     device: str = setting("auto", check=_device, inert=True)  # auto | cpu | cuda | cuda:<i>

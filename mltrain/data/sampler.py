@@ -11,9 +11,12 @@ compare like with like; :func:`validation_fingerprint` identifies it in ``run.js
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 
 class BatchSampler:
@@ -67,6 +70,12 @@ def eval_windows(tokens: np.ndarray, seq_len: int, n: int) -> torch.Tensor:
     of the stream, ``seq_len`` and ``n`` alone."""
     available = (len(tokens) - 1) // seq_len
     m = max(1, min(n, available))
+    if m < n:
+        log.warning(
+            "train.eval_sequences=%d: the validation split holds %d windows of %d tokens; "
+            "the validation set is those %d",
+            *(n, available, seq_len + 1, m),
+        )
     starts = (np.arange(m) * (available // m)) * seq_len
     idx = starts[:, None] + np.arange(seq_len + 1)
     return torch.from_numpy(tokens[idx].astype(np.int64))

@@ -141,3 +141,22 @@ def test_compare_warns_when_a_run_records_no_validation_set(tmp_path, capsys):
     C.compare([tmp_path], out=tmp_path / "o2")
     err = capsys.readouterr().err
     assert f"no validation-set fingerprint in run.json of {tmp_path / 'c'}" in err
+
+
+def test_a_validation_set_larger_than_the_split_is_capped_with_a_warning(caplog):
+    """Fewer windows than asked are used only when the split holds fewer, and the run says so."""
+    import logging
+
+    import numpy as np
+
+    from mltrain.data.sampler import eval_windows
+
+    tokens = np.arange(10 * 8 + 1)  # exactly 10 windows of 8 + 1 tokens
+    with caplog.at_level(logging.WARNING, logger="mltrain.data.sampler"):
+        w = eval_windows(tokens, 8, 25)
+    assert w.shape == (10, 9)
+    assert "train.eval_sequences=25: the validation split holds 10 windows" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mltrain.data.sampler"):
+        assert eval_windows(tokens, 8, 4).shape == (4, 9)
+    assert caplog.text == ""
