@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 import mltrain.schemes  # noqa: F401  (registers every scheme's plan builder)
 from mltrain.config import SECTIONS, MLTrainConfig, flatten, typed, upgrade
+from mltrain.config.keys import hashable
 from mltrain.plan.plan import Plan, build_plan
 
 log = logging.getLogger("mltrain.plan.plan")
@@ -57,10 +58,6 @@ def _listify(v):
     return [_listify(x) for x in v] if isinstance(v, list | tuple) else v
 
 
-def _hashable(v):
-    return tuple(_hashable(x) for x in v) if isinstance(v, list | tuple) else v
-
-
 @functools.lru_cache(maxsize=4096)
 def _multilevel(items: tuple) -> bool:
     config = upgrade(_unflatten(dict(items)))
@@ -79,4 +76,4 @@ def is_multilevel(config: dict) -> bool:
     level besides the fine one, as its :class:`Plan` says (built without a vocabulary, with
     ``train.steps`` iterations). The one place mltrain decides "single-level or multilevel"."""
     flat = flatten(config) if any(isinstance(v, dict) for v in config.values()) else config
-    return _multilevel(tuple(sorted((k, _hashable(v)) for k, v in flat.items())))
+    return _multilevel(tuple(sorted((k, hashable(v)) for k, v in flat.items())))

@@ -128,12 +128,13 @@ def flatten(d: dict, prefix: str = "") -> dict:
         if isinstance(v, dict):
             out.update(flatten(v, key + "."))
         else:
-            out[key] = _hashable(v)
+            out[key] = hashable(v)
     return out
 
 
-def _hashable(v):
-    return tuple(_hashable(x) for x in v) if isinstance(v, list | tuple) else v
+def hashable(v):
+    """``v`` with lists (nested too) as tuples, so config values can be compared and hashed."""
+    return tuple(hashable(x) for x in v) if isinstance(v, list | tuple) else v
 
 
 def upgrade(config: dict) -> dict:

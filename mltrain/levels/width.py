@@ -214,12 +214,8 @@ def check_width(c, levels: list[Level]) -> None:
 def _width(c, n_layer: int) -> list[Level]:
     """One coarse level ``narrow``: every block, h = 1, at width d/c (c =
     ``coarsening.hierarchy.width_factor``, at least 2 here)."""
-    factor = max(2, int(getattr(_hierarchy(c), "width_factor", 2)))
+    factor = max(2, int(c.hierarchy.width_factor))
     return [WidthLevel(WIDTH, tuple(range(n_layer)), 1.0, "fine", width_factor=factor)]
-
-
-def _hierarchy(c):
-    return getattr(c, "hierarchy", c)
 
 
 def width_factor_of(level: Level) -> int:
