@@ -6,7 +6,9 @@ Run from the repository root, only when a change is *meant* to alter training:
 
 The records are what ``metrics.jsonl`` holds, minus the wall-clock keys. The goldens were first
 written by the code before the "one plan of the run" refactor, so the test shows
-that refactor left training bit for bit unchanged (CPU, one thread).
+that refactor left training bit for bit unchanged (CPU, one thread). Recording them writes this
+machine's fingerprint to exact_on.json: the test is bitwise here and within the float32
+tolerance of tolerance.py on any other CPU.
 """
 
 from __future__ import annotations
@@ -118,6 +120,10 @@ def main() -> None:
             recs = run_case(name, Path(tmp))
             (HERE / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
             print(f"{name}: {len(recs)} records", file=sys.stderr)
+    # the goldens now match bit for bit on this machine only (tests/golden/tolerance.py)
+    from tests.golden.tolerance import EXACT_ON, machine
+
+    EXACT_ON.write_text(json.dumps([machine()], indent=1) + "\n")
 
 
 if __name__ == "__main__":
