@@ -13,6 +13,9 @@
 #   OMP_NUM_THREADS=1 bash scripts/results_third.sh outputs/third env_trunks env_branches env_bracket env_seeds &
 #   OMP_NUM_THREADS=1 bash scripts/results_third.sh outputs/third sgd_trunks tune seeds &
 #   wait; bash scripts/results_third.sh outputs/third compare   # docs/results/third_edition/
+# Finished runs are recorded (run.json, .hydra/, thinned metrics) in $RECORDS
+# (docs/results/third_edition/runs): commit them; on a fresh machine a recorded run is done,
+# and `compare` judges from the records alone.
 # `bash scripts/results_third.sh OUT list` prints the parts. Run a copy if you edit this file
 # meanwhile (bash reads a script as it runs). EXTRA (environment) is added to every run, e.g.
 # EXTRA="model.n_embd=32 model.n_head=2 data.bpe_vocab_size=300 train.target_flops=1e10" for a
@@ -21,6 +24,11 @@ set -euo pipefail
 OUT=${1:?usage: scripts/results_third.sh OUT PART... (PART: list)}
 shift || true
 DOCS=${DOCS:-docs/results/third_edition}
+# The committed records of finished runs (scripts/third_pick.py record): a run recorded there is
+# done, picks read OUT and RECORDS, and `compare` judges from RECORDS alone. Each part ends by
+# recording what finished; commit RECORDS before a session stops.
+RECORDS=${RECORDS:-$DOCS/runs}
+ROOTS="$OUT:$RECORDS"
 HERE=$(dirname "$0")
 PY=${PY:-python}
 COMMON="logger=none train.progress=false train.threads=1 train.eval_every=100 train.checkpoint_every=500 ${EXTRA:-}"
@@ -38,7 +46,7 @@ declare -A SCALE=([b8]=0.125 [b4]=0.25 [b2]=0.5 [b1]=1)
 
 pick() { $PY "$HERE/third_pick.py" "$@"; }
 need() {  # need VALUE WHAT: stop with the part to run first when a pick found nothing
-  if [ -z "$1" ]; then echo "!! no finished run for $2 yet: run that part first"; exit 3; fi
+  if [ -z "$1" ]; then echo "!! no finished run for $2 yet: run that part first" >&2; exit 3; fi
 }
 step() {  # step GRID LR K: the grid's entry K places from LR (empty off the grid)
   local -n g=$1; local i
@@ -50,7 +58,7 @@ step() {  # step GRID LR K: the grid's entry K places from LR (empty off the gri
 }
 edges() {  # edges PATTERN GRID: the lr one step outside the tried ones when the best is at an edge
   local tried best lo hi
-  tried=$(pick lrs "$OUT" "$1"); best=${tried%% *}
+  tried=$(pick lrs "$ROOTS" "$1"); best=${tried%% *}
   [ -n "$best" ] || return 0
   lo=$(printf '%s\n' $tried | sort -g | head -1); hi=$(printf '%s\n' $tried | sort -g | tail -1)
   if [ "$best" = "$lo" ]; then step "$2" "$best" -1; fi
@@ -62,15 +70,27 @@ trunk() {  # trunk NAME SCALE POINTS OVERRIDES...: a wsd trunk at SCALE keeping 
 }
 branch() {  # branch NAME SCALE TRUNK OVERRIDES...: the decay of budget SCALE off TRUNK
   local name=$1 scale=$2 tr=$3; shift 3
-  if [ ! -e "$OUT/$tr/.done" ]; then echo "!! $name: its trunk $tr has not finished"; return; fi
+  if [ -e "$RECORDS/$name/.done" ]; then echo "== $name: done (recorded)"; return; fi
+  if [ ! -e "$OUT/$tr/.done" ]; then
+    if [ -e "$RECORDS/$tr/.done" ]; then
+      echo "!! $name: its trunk $tr is recorded but its kept states are not on this machine: rm -r $RECORDS/$tr to run it again"
+    else echo "!! $name: its trunk $tr has not finished"; fi
+    return
+  fi
   run "$name" $ENV $FAM "$@" train.flops_scale="$scale" "train.branch_points=[]" "train.branch_from=$OUT/$tr"
 }
 best_lr() {  # best_lr L: the best AdamW lr of the L-block model at 1/8 (env_probe)
-  local lr; lr=$(pick lrs "$OUT" "env_L$1_lr*_b8_s0"); lr=${lr%% *}; need "$lr" "env_probe (L=$1)"; echo "$lr"
+  local lr; lr=$(pick lrs "$ROOTS" "env_L$1_lr*_b8_s0"); lr=${lr%% *}; need "$lr" "env_probe (L=$1)"; echo "$lr"
 }
 seeds() {  # seeds FAMILY: its best probe (FAMILY_tune_*) with 3 seeds at 1/8, 1/4 and 1x
-  local o; o=$(pick best "$OUT" "$1_tune_*" --drop $DROP); need "$o" "tune ($1)"
+  local o p; o=$(pick best "$ROOTS" "$1_tune_*" --drop $DROP); need "$o" "tune ($1)"
   eval "local opts=($o)"
+  # the best probe is seed 0 at 1/8 (same overrides): linked, not run again
+  p=$(pick best "$ROOTS" "$1_tune_*" --name)
+  if [ ! -e "$OUT/$1_b8_s0" ] && [ ! -e "$RECORDS/$1_b8_s0/.done" ]; then
+    if [ -d "$OUT/$p" ]; then ln -s "$p" "$OUT/$1_b8_s0"; else cp -r "$RECORDS/$p" "$RECORDS/$1_b8_s0"; fi
+    echo "== $1_b8_s0: the best probe $p"
+  fi
   for b in b8 b4 b1; do for s in 0 1 2; do
     run "$1_${b}_s$s" "${opts[@]}" train.flops_scale="${SCALE[$b]}" train.seed=$s
   done; done
@@ -110,7 +130,7 @@ for part in "$@"; do
     done; done; done ;;
   env_seeds)  # seeds 1, 2 of each budget's best size and lr, whole runs at that budget
     for b in b8 b4 b2 b1; do
-      o=$(pick best "$OUT" "env_L*_s0_$b" --drop $DROP); [ "$b" = b8 ] && o=$(pick best "$OUT" "env_L*_b8_s0" --drop $DROP)
+      o=$(pick best "$ROOTS" "env_L*_s0_$b" --drop $DROP); [ "$b" = b8 ] && o=$(pick best "$ROOTS" "env_L*_b8_s0" --drop $DROP)
       need "$o" "env_probe/env_trunks/env_branches"
       eval "opts=($o)"
       for s in 1 2; do
@@ -127,7 +147,7 @@ for part in "$@"; do
     done; done ;;
   sgd_trunks)  # SGD trunks at 1x with the best lr at 1/8 and half of it, and their 1/4, 1/2 decays
     for L in 3 12; do
-      lr=$(pick lrs "$OUT" "sgd_L${L}_lr*_b8_s0"); lr=${lr%% *}; need "$lr" "sgd_probe"
+      lr=$(pick lrs "$ROOTS" "sgd_L${L}_lr*_b8_s0"); lr=${lr%% *}; need "$lr" "sgd_probe"
       for l in $lr $(step SGDG $lr -1); do
         trunk "sgd_L${L}_lr${l}_s0_b1" 1 "[0.25,0.5]" optimizer=sgd model.n_layer=$L optimizer.lr=$l train.seed=0
         for c in b4 b2; do branch "sgd_L${L}_lr${l}_s0_$c" "${SCALE[$c]}" "sgd_L${L}_lr${l}_s0_b1" optimizer=sgd model.n_layer=$L optimizer.lr=$l train.seed=0; done
@@ -169,27 +189,34 @@ for part in "$@"; do
   seeds)  # each family's best probe: 3 seeds at 1/8, 1/4 and 1x
     for f in grow late vcycle_adamw vcycle_sgd corr raptr patch; do seeds $f; done
     if [ -e conf/experiment/width_vcycle.yaml ]; then seeds width; fi ;;
-  compare)  # the envelope judge: AdamW schemes against the AdamW envelope, SGD's against SGD's
+  records)  # copy what finished into RECORDS (every part does this at its end too)
+    ;;
+  compare)  # the envelope judge from RECORDS: AdamW schemes against the AdamW envelope, SGD's against SGD's
+    pick record "$OUT" "$RECORDS" > /dev/null
     shopt -s nullglob
     mkdir -p "$DOCS"
-    ENVR=("$OUT"/env_*/)
+    R=$RECORDS
+    ENVR=("$R"/env_*/)
     judge() {  # judge NAME FRONTIER_GLOB_ARRAY METHOD_DIRS...: one mltrain-compare, or a note
       local name=$1; local -n fr=$2; shift 2
       if [ $# -eq 0 ] || [ ${#fr[@]} -eq 0 ]; then echo "== $name: no finished runs yet"; return; fi
       mltrain-compare "$@" --frontier "${fr[@]}" --out "$DOCS/$name"
     }
-    judge adamw ENVR "$OUT"/{grow,late,vcycle_adamw,corr,raptr,patch,width}_b*/
-    SGDR=("$OUT"/sgd_*/)
-    judge sgd SGDR "$OUT"/vcycle_sgd_b*/
-    P=(); for d in "$OUT"/*_tune_*/; do case $d in *vcycle_sgd_tune*) ;; *) P+=("$d") ;; esac; done
+    judge adamw ENVR "$R"/{grow,late,vcycle_adamw,corr,raptr,patch,width}_b*/
+    SGDR=("$R"/sgd_*/)
+    judge sgd SGDR "$R"/vcycle_sgd_b*/
+    P=(); for d in "$R"/*_tune_*/; do case $d in *vcycle_sgd_tune*) ;; *) P+=("$d") ;; esac; done
     judge probes ENVR "${P[@]}"
-    judge probes_sgd SGDR "$OUT"/vcycle_sgd_tune_*/
+    judge probes_sgd SGDR "$R"/vcycle_sgd_tune_*/
     if [ -d "$DOCS/probes" ]; then
-      for d in "$OUT"/*_tune_*/; do echo "$(basename "$d"): $(tr '\n' ' ' < "$d/.hydra/overrides.yaml")"; done > "$DOCS/probes/commands.txt"
+      for d in "$R"/*_tune_*/; do echo "$(basename "$d"): $(tr '\n' ' ' < "$d/.hydra/overrides.yaml")"; done > "$DOCS/probes/commands.txt"
     fi
-    if [ ${#ENVR[@]} -gt 0 ] && [ ! -d "$DOCS/adamw" ]; then  # the envelope alone, before any scheme
+    if [ ${#ENVR[@]} -gt 0 ]; then  # the envelope alone: each size's frontier, the best size per budget
       mltrain-compare "${ENVR[@]}" --out "$DOCS/envelope"
-    fi ;;
+    fi
+    H=(); for n in adamw sgd; do [ -e "$DOCS/$n/envelope.csv" ] && H+=("$DOCS/$n/envelope.csv"); done
+    if [ ${#H[@]} -gt 0 ]; then $PY "$HERE/third_headline.py" "${H[@]}" --runs "$R" > "$DOCS/headline.md"; fi ;;
   *) echo "unknown part: $part ($0 OUT list)"; exit 2 ;;
   esac
+  case $part in list|plan|compare) ;; *) pick record "$OUT" "$RECORDS" | sed -n 1p ;; esac
 done

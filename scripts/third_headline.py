@@ -1,0 +1,101 @@
+"""The third edition's headline table (docs/results.md) from the envelope judge's output.
+
+Reads the ``envelope.csv`` files that ``mltrain-compare RUNS --frontier <depth family>`` writes
+(one row per judged seed) and the runs' records (``--runs``: run.json of each run named in the
+CSV) and prints a markdown table, one row per scheme and budget: the final validation loss
+(mean, min–max over seeds, and the seed count), r_same (FLOPs over the tuned frontier of the
+same 12-block model), r_env with head and non-embedding FLOPs (over the envelope of the best
+model size at each budget), the gap to the envelope at equal FLOPs (nats; negative: below it),
+the final model's tokens per parameter (``data.tokens_seen / params.total``), the passes over
+the training split (``data.epochs``) and the time ratio (``--time``: a CSV with columns
+``scheme,budget,time_ratio`` from the time-ratio benchmark; "–" where absent). A bound keeps its
+sign (``> 1.00``). A scheme is the run name without its budget tag ``_b8``/``_b4``/``_b2``/``_b1``
+and seed ``_s<n>`` (scripts/results_third.sh names runs so).
+
+    python scripts/third_headline.py docs/results/third_edition/adamw/envelope.csv \\
+        --runs docs/results/third_edition/runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+NAME = re.compile(r"^(?P<scheme>.+?)_(?P<budget>b[1248])_s(?P<seed>\d+)$")
+BUDGETS = {"b8": "1/8", "b4": "1/4", "b2": "1/2", "b1": "1"}
+ORDER = list(BUDGETS)
+
+
+def cell(rows: list[dict], key: str, spec: str = ".2f") -> str:
+    """Mean (min–max) of column ``key`` over rows; a bound (``key_kind`` ``<``/``>``) keeps its
+    sign; "–" when no row has a value."""
+    vals = [(r.get(f"{key}_kind") or "=", float(r[key])) for r in rows if r.get(key)]
+    if not vals:
+        return "–"
+    kinds = {k for k, _ in vals}
+    xs = [v for _, v in vals]
+    sign = "" if kinds <= {"=", ""} else next(iter(kinds - {"=", ""})) + " "
+    mean = sum(xs) / len(xs)
+    if len(xs) == 1:
+        return f"{sign}{mean:{spec}}"
+    return f"{sign}{mean:{spec}} ({min(xs):{spec}}–{max(xs):{spec}})"
+
+
+def table(csvs: list[Path], runs: Path, times: dict[tuple[str, str], float]) -> list[str]:
+    """The table's markdown lines (see the module docstring). Rows whose run name has no budget
+    tag are left out (probes); a run missing from ``runs`` leaves its tokens cells empty."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for path in csvs:
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                m = NAME.match(row["run"])
+                if m:
+                    info = runs / row["run"] / "run.json"
+                    if info.exists():
+                        rj = json.loads(info.read_text())
+                        data, params = rj.get("data", {}), rj.get("params", {})
+                        if data.get("tokens_seen") and params.get("total"):
+                            row["tpp"] = str(data["tokens_seen"] / params["total"])
+                            row["passes"] = str(data.get("epochs", ""))
+                    groups[(m["scheme"], m["budget"])].append(row)
+    lines = [
+        "| scheme | budget | final loss (seeds) | r_same | r_env (head) | r_env (non-emb.) "
+        "| gap to envelope | tokens/param | passes | time ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (scheme, b), rows in sorted(groups.items(), key=lambda x: (x[0][0], ORDER.index(x[0][1]))):
+        seeds = len({r["seed"] for r in rows})
+        t = times.get((scheme, b))
+        lines.append(
+            f"| {scheme} | {BUDGETS[b]} | {cell(rows, 'final_val_loss', '.3f')} ({seeds}) "
+            f"| {cell(rows, 'r_same_head')} | {cell(rows, 'r_env_head')} "
+            f"| {cell(rows, 'r_env_nonembed')} | {cell(rows, 'gap_env_head', '+.3f')} "
+            f"| {cell(rows, 'tpp', '.1f')} | {cell(rows, 'passes', '.1f')} "
+            f"| {'–' if t is None else f'{t:.2f}'} |"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("csv", type=Path, nargs="+", help="envelope.csv files of mltrain-compare")
+    ap.add_argument("--runs", type=Path, required=True, help="directory of the run records")
+    ap.add_argument("--time", type=Path, help="CSV scheme,budget,time_ratio (the benchmark's)")
+    a = ap.parse_args(argv)
+    for p in [*a.csv, a.runs]:
+        if not p.exists():
+            ap.error(f"{p} does not exist")
+    times = {}
+    if a.time:
+        with open(a.time, newline="") as fh:
+            times = {(r["scheme"], r["budget"]): float(r["time_ratio"]) for r in csv.DictReader(fh)}
+    print("\n".join(table(a.csv, a.runs, times)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""scripts/results_third.sh (the third edition's driver) with a stand-in ``mltrain`` that writes
+a finished run's files at once: what it runs, what it skips, what it records for a fresh machine.
+
+The stand-in's final loss is 4 + (log2 lr - log2 4e-3)^2 + L/100 for an L-block run, so the best
+lr is 4e-3 (inside the probed 2e-3..1.6e-2: no run further out) and the order of the picks is
+known by hand.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("third_pick", ROOT / "scripts" / "third_pick.py")
+third_pick = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(third_pick)
+
+STAND_IN = r"""#!/usr/bin/env python3
+import json, math, os, sys
+from pathlib import Path
+args = sys.argv[1:]
+with open(os.environ["CALLS"], "a") as fh:
+    fh.write(" ".join(args) + "\n")
+kv = dict(a.split("=", 1) for a in args if "=" in a)
+run = Path(kv["hydra.run.dir"]); (run / ".hydra").mkdir(parents=True, exist_ok=True)
+lr = float(kv.get("optimizer.lr", 4e-3)); L = int(kv.get("model.n_layer", 12))
+loss = 4 + (math.log2(lr) - math.log2(4e-3)) ** 2 + L / 100
+recs = [{"step": 0, "val/loss": 9.0}]
+recs += [{"step": s, "level": "fine", "train/loss": 5.0, "perf/flops": s} for s in range(1, 301)]
+recs += [{"step": 300, "val/loss": loss, "perf/flops": 300}]
+(run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+(run / "run.json").write_text(json.dumps({"status": "completed"}))
+(run / ".hydra" / "overrides.yaml").write_text("".join(f"- {a}\n" for a in args if not a.startswith("hydra.")))
+(run / ".hydra" / "config.yaml").write_text("{}\n")
+print(f"final val/loss {loss:.4f}")
+"""
+
+
+def driver(tmp: Path, out: Path, records: Path, *parts: str, **env: str):
+    bin_ = tmp / "bin"
+    bin_.mkdir(exist_ok=True)
+    (bin_ / "mltrain").write_text(STAND_IN)
+    (bin_ / "mltrain").chmod(0o755)
+    e = dict(os.environ, PATH=f"{bin_}:{os.environ['PATH']}", CALLS=str(tmp / "calls.txt"))
+    e.update(RECORDS=str(records), DOCS=str(tmp / "docs"), **env)
+    return subprocess.run(
+        ["bash", "scripts/results_third.sh", str(out), *parts],
+        cwd=ROOT,
+        env=e,
+        capture_output=True,
+        text=True,
+    )
+
+
+def calls(tmp: Path) -> list[str]:
+    f = tmp / "calls.txt"
+    return f.read_text().splitlines() if f.exists() else []
+
+
+def test_probes_are_recorded_and_a_fresh_machine_skips_them(tmp_path):
+    out, rec = tmp_path / "out", tmp_path / "records"
+    res = driver(tmp_path, out, rec, "env_probe", SIZES="2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    names = sorted(p.name for p in rec.iterdir())
+    assert names == [f"env_L2_lr{lr}_b8_s0" for lr in ("1.6e-2", "2e-3", "4e-3", "8e-3")]
+    assert len(calls(tmp_path)) == 4  # the best (4e-3) is inside the grid: nothing further out
+    kept = [json.loads(x) for x in (rec / names[2] / "metrics.jsonl").read_text().splitlines()]
+    # 302 records: both evaluations, the first and last, and 100 of the 300 training records
+    # (every 3rd: steps 1, 4, ..., 298)
+    assert [r["step"] for r in kept if "val/loss" in r] == [0, 300]
+    assert [r["step"] for r in kept if "train/loss" in r] == list(range(1, 301, 3))
+    assert third_pick.final_loss(rec / names[2]) == 4 + 2 / 100
+    # a fresh machine: outputs gone, records committed; the stand-in is not called again
+    import shutil
+
+    shutil.rmtree(out)
+    res = driver(tmp_path, out, rec, "env_probe", SIZES="2")
+    assert res.returncode == 0 and len(calls(tmp_path)) == 4
+    assert res.stdout.count("done (recorded)") == 4
+    # the picks read the records: env_trunks asks for L=2's best lr (4e-3) and half of it
+    res = driver(tmp_path, out, rec, "env_trunks", SIZES="2")
+    trunks = [c for c in calls(tmp_path)[4:]]
+    assert [c.split("optimizer.lr=")[1].split()[0] for c in trunks] == ["4e-3", "2e-3"]
+    assert all("train.flops_scale=1" in c and "train.branch_points=[0.25,0.5]" in c for c in trunks)
+
+
+@pytest.mark.slow  # about 50 s: the tune and seeds parts call the stand-in ~90 times
+def test_seeds_link_the_best_probe_instead_of_running_it_again(tmp_path):
+    out, rec = tmp_path / "out", tmp_path / "records"
+    driver(tmp_path, out, rec, "env_probe", SIZES="12")
+    n_probe = len(calls(tmp_path))
+    res = driver(tmp_path, out, rec, "tune")  # needs L=6 and L=3 probes too: stops, says so
+    assert res.returncode == 3
+    assert "no finished run for env_probe (L=6) yet: run that part first" in res.stderr
+    for L in ("6", "3"):
+        driver(tmp_path, out, rec, "env_probe", SIZES=L)
+    start = len(calls(tmp_path))
+    assert start == n_probe + 8
+    res = driver(tmp_path, out, rec, "tune")
+    grow = [c for c in calls(tmp_path)[start:] if "experiment=grow_recursive" in c]
+    assert len(grow) == 2  # lr12 = lr3 = 4e-3 (one lr) x two share settings
+    res = driver(tmp_path, out, rec, "seeds")
+    assert res.returncode == 0, res.stdout + res.stderr
+    link = out / "grow_b8_s0"  # equal losses: the first by name is the best
+    assert link.is_symlink() and os.readlink(link) == "grow_tune_rec334_lr4e-3"
+    ran = [c.split("hydra.run.dir=")[1].split()[0] for c in calls(tmp_path) if "hydra.run.dir" in c]
+    assert str(link) not in ran
+    assert {Path(r).name for r in ran} >= {
+        f"grow_{b}_s{s}" for b in ("b4", "b1") for s in (0, 1, 2)
+    }
+    assert (rec / "grow_b8_s0" / ".done").exists()  # recorded as a run of its own
+
+
+_h = importlib.util.spec_from_file_location(
+    "third_headline", ROOT / "scripts" / "third_headline.py"
+)
+third_headline = importlib.util.module_from_spec(_h)
+_h.loader.exec_module(third_headline)
+
+
+def test_headline_rows_by_hand(tmp_path, capsys):
+    """Two seeds of grow at 1/8 (one r_env a bound), one at 1x, one probe (no budget tag):
+    means and ranges by hand, tokens per parameter = tokens_seen / params.total."""
+    head = [
+        "configuration",
+        "envelope",
+        "seed",
+        "run",
+        "final_val_loss",
+        "r_same_head",
+        "r_same_head_kind",
+        "r_env_head",
+        "r_env_head_kind",
+        "r_env_nonembed",
+        "r_env_nonembed_kind",
+        "gap_env_head",
+        "gap_env_head_kind",
+    ]
+    rows = [
+        ["g", "e", "0", "grow_b8_s0", "5.0", "0.5", "=", "1.2", "=", "1.5", "=", "0.10", "="],
+        ["g", "e", "1", "grow_b8_s1", "5.2", "0.7", "=", "1.4", ">", "1.7", "=", "0.20", "="],
+        ["g", "e", "0", "grow_b1_s0", "4.0", "0.6", "=", "0.9", "=", "1.1", "=", "-0.05", "="],
+        ["g", "e", "0", "grow_tune_a", "5.1", "0.6", "=", "1.3", "=", "1.6", "=", "0.15", "="],
+    ]
+    f = tmp_path / "envelope.csv"
+    f.write_text("\n".join(",".join(r) for r in [head, *rows]) + "\n")
+    for name, tokens in (("grow_b8_s0", 1_000_000), ("grow_b8_s1", 1_100_000)):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        info = {
+            "data": {"tokens_seen": tokens, "epochs": tokens / 3_199_248},
+            "params": {"total": 443_808},
+        }
+        (tmp_path / "runs" / name / "run.json").write_text(json.dumps(info))
+    times = tmp_path / "time.csv"
+    times.write_text("scheme,budget,time_ratio\ngrow,b1,0.75\n")
+    assert (
+        third_headline.main([str(f), "--runs", str(tmp_path / "runs"), "--time", str(times)]) == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4  # header, rule, 1/8, 1x (the probe is no headline row)
+    # tokens per parameter 2.25 and 2.48 (mean 2.37); passes 0.31 and 0.34
+    assert lines[2] == (
+        "| grow | 1/8 | 5.100 (5.000–5.200) (2) | 0.60 (0.50–0.70) | > 1.30 (1.20–1.40) "
+        "| 1.60 (1.50–1.70) | +0.150 (+0.100–+0.200) | 2.4 (2.3–2.5) | 0.3 (0.3–0.3) | – |"
+    )
+    assert lines[3] == "| grow | 1 | 4.000 (1) | 0.60 | 0.90 | 1.10 | -0.050 | – | – | 0.75 |"
