@@ -239,8 +239,8 @@ def test_summary_numbers_by_hand(tmp_path):
     assert not any("spent fewer" in n for n in iso.notes)
     levels, ratios = s.ratio_curves[eo.label]["head"]
     assert np.isfinite(ratios).all() and len(levels) > 0
-    hints = S.same_flops_hints(configs)
-    assert len(hints) == 1 and "mltrain coarsening=none train.target_flops=500" in hints[0]
+    # the iso-FLOP single-level run spent even_odd's 500 FLOPs: no same-FLOPs run to suggest
+    assert S.same_flops_hints(configs) == []
 
 
 def test_target_never_reached_and_other_baseline(tmp_path):
@@ -392,7 +392,8 @@ def test_cli_end_to_end(tmp_path):
     ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     md = (out / "summary.md").read_text()
-    assert "mltrain coarsening=none train.target_flops=500" in md
+    # the iso-FLOP single-level run sits beside even_odd at its 500 FLOPs: no command for one
+    assert "train.target_flops=500" not in md and "Same-FLOPs single-level" not in md
     assert f"FLOPs-to-target ratio vs `{SF}` (with head)" in md
     # the terminal: the headline first, then the compact table
     lines = res.stdout.splitlines()
