@@ -23,8 +23,18 @@ mltrain-compare "$out" --out "$out/compare"
 echo
 echo "runs: $out/{growth,single_same_flops} (metrics.jsonl; W&B offline runs in wandb/)"
 echo "plot: $out/compare/loss_vs_flops.png   table: $out/compare/summary.md"
-echo "This is one seed at one budget (2 threads here; the committed runs used 1, so the last"
-echo "digits differ). The committed result it corresponds to (docs/results.md, headline table,"
+# the thread counts the runs recorded (run.json), not a guess: CPU runs repeat bit for bit
+# only at the same thread count
+threads=$(python3 -c 'import json, sys
+print(",".join(sorted({str(json.load(open(f))["threads"]) for f in sys.argv[1:]})))' \
+  "$out/growth/run.json" "$out/single_same_flops/run.json")
+if [ "$threads" = 1 ]; then
+  echo "This is one seed at one budget (1 thread here, as in the committed runs)."
+else
+  echo "This is one seed at one budget ($threads threads here, from run.json; the committed runs"
+  echo "used 1, so the last digits differ)."
+fi
+echo "The committed result it corresponds to (docs/results.md, headline table,"
 echo "row grow_rec442 Q; 3 seeds, single-threaded): final val loss 5.610 (5.605-5.612), r = 0.51"
 echo "against the tuned 12-block frontier (0.37 non-embedding); at 1x the budget r = 0.57."
 echo "Read the controls there too: a single-level 3-block model with the same FLOPs reached 5.474."

@@ -16,18 +16,44 @@ import numpy as np
 
 from mltrain.analysis.curves import fmt_flops
 from mltrain.analysis.runs import Run, _num, configured_budget
+from mltrain.analysis.seeds import by_seed, repeated_seeds, seed_mean
 
 BUDGET_TOLERANCE = 0.01  # runs whose budgets agree within 1 % are one budget
 MIN_SEEDS = 3  # DESIGN.md section 8
 
 
+def planned_flops(run: Run) -> float:
+    """Training FLOPs (with head) of a run's plan as it ran (``run.json``, a cap such as
+    ``train.max_steps`` included); for an older run without it, the FLOPs it spent."""
+    planned = _num(run.meta.get("planned_flops"))
+    return planned if math.isfinite(planned) else run.total("head")
+
+
+def short_of_budget(run: Run) -> str | None:
+    """Why a run's plan stops short of its configured budget (``train.target_flops`` ×
+    ``train.flops_scale``) by more than one iteration, as ``mode=smoke``'s ``train.max_steps``
+    does; None when it has no budget or its plan reaches it (a plan sized by a budget comes
+    within half an iteration of it)."""
+    budget = configured_budget(run.flat)
+    planned = planned_flops(run)
+    if budget is None or not math.isfinite(planned) or planned <= 0:
+        return None
+    steps = _num(run.meta.get("iterations", run.last.get("step")))
+    step = planned / max(steps, 1) if math.isfinite(steps) else 0.0  # an iteration's mean
+    if planned >= budget - step * (1 + 1e-9):
+        return None
+    cap = run.flat.get("train.max_steps")
+    why = f"train.max_steps={cap} capped its plan" if cap is not None else "its plan stops"
+    return f"{why} at {fmt_flops(planned)} of its {fmt_flops(budget)} FLOPs budget"
+
+
 def budget_of(run: Run) -> float:
-    """A frontier run's budget (FLOPs with head): ``train.target_flops`` x ``train.flops_scale``, else ``run.json``'s
-    planned FLOPs, else the FLOPs it spent."""
+    """A frontier run's budget (FLOPs with head): ``train.target_flops`` x ``train.flops_scale``
+    when its plan reaches it (runs of several sizes, whose steps differ, then share it); else
+    what it planned (``run.json``; a run capped by ``train.max_steps`` sits at the FLOPs of its
+    capped plan, :func:`short_of_budget`), else what it spent."""
     b = configured_budget(run.flat)
-    if b is None:
-        b = run.meta.get("planned_flops")
-    return float(b) if b is not None else run.total("head")
+    return b if b is not None and not short_of_budget(run) else planned_flops(run)
 
 
 def group_budgets(runs: Sequence[Run], tol: float = BUDGET_TOLERANCE) -> list[list[Run]]:
@@ -79,6 +105,11 @@ class Budget:
         """Mean final validation loss of the best learning rate's seeds (NaN without one)."""
         return self.losses.get(self.best_lr, math.nan)
 
+    @property
+    def seeds(self) -> int:
+        """Distinct seeds of the best learning rate (a repeated seed counts once)."""
+        return len(by_seed(self.best))
+
     def spread(self) -> tuple[float, float]:
         """Min and max final validation loss (nats/token) over the best learning rate's seeds."""
         losses = [r.final_val_loss for r in self.best]
@@ -120,8 +151,13 @@ def build_budget(runs: Sequence[Run], warnings: list[str]) -> Budget:
                     + ("" if done else " (no finished seed: not a frontier point)")
                 )
                 rs[:] = done
-            if rs:
-                b.losses[lr] = float(np.mean([r.final_val_loss for r in rs]))
+            if rs:  # a seed repeated by several runs counts once
+                b.losses[lr] = seed_mean(rs, lambda r: r.final_val_loss)
+                if repeats := repeated_seeds(rs):
+                    warnings.append(
+                        f"{where}: lr {lr:g}: one seed repeated, counted once: "
+                        + "; ".join(repeats)
+                    )
     if not b.losses:
         warnings.append(f"{where}: no learning rate finished without diverging; no frontier point")
         return b
@@ -134,13 +170,18 @@ def build_budget(runs: Sequence[Run], warnings: list[str]) -> Budget:
         )
     elif b.best_lr in (lrs[0], lrs[-1]):
         side = "smallest" if b.best_lr == lrs[0] else "largest"
+        # one step of the grid beyond its edge (the grid's own ratio there)
+        beyond = lrs[0] ** 2 / lrs[1] if side == "smallest" else lrs[-1] ** 2 / lrs[-2]
+        command = rerun_command(
+            b.best[0], sorted(by_seed(b.best)), {"optimizer.lr": f"{beyond:.3g}"}
+        )
         warnings.append(
             f"{where}: best lr {b.best_lr:g} is the {side} tried ({_tried(runs)}): the frontier "
-            f"may be under-tuned; extend the grid"
+            f"may be under-tuned; extend the grid with: {command}"
         )
-    n = len(b.best)
+    have = set(by_seed(b.best))
+    n = len(have)
     if n < MIN_SEEDS:
-        have = {r.seed for r in b.best}
         more = [s for s in range(MIN_SEEDS + len(have)) if s not in have][: MIN_SEEDS - n]
         warnings.append(
             f"{where}: best lr {b.best_lr:g} has "
@@ -151,9 +192,10 @@ def build_budget(runs: Sequence[Run], warnings: list[str]) -> Budget:
     return b
 
 
-def rerun_command(run: Run, seeds: Sequence[int]) -> str:
+def rerun_command(run: Run, seeds: Sequence[int], changes: dict[str, str] | None = None) -> str:
     """The ``mltrain -m`` command that repeats ``run`` (its command-line overrides) at ``seeds``,
-    quoted for the shell and for Hydra. A branch of a wsd trunk is repeated as the standalone
+    with the settings ``changes`` (``{"optimizer.lr": "0.016"}``) in place of its own, quoted
+    for the shell and for Hydra. A branch of a wsd trunk is repeated as the standalone
     run at its budget (bit for bit the same run): its trunk was trained at one seed, so
     ``train.branch_from`` and ``train.branch_points`` are left out."""
     from omegaconf import OmegaConf
@@ -166,9 +208,15 @@ def rerun_command(run: Run, seeds: Sequence[int]) -> str:
     except Exception:
         overrides = []
     drop = ("train.seed", "hydra.", "train.resume", "train.branch_from", "train.branch_points")
-    keep = [o for o in overrides if not o.lstrip("+~").startswith(drop)]
+    changes = changes or {}
+    keep = [
+        o
+        for o in overrides
+        if not o.lstrip("+~").startswith(drop) and o.lstrip("+~").split("=")[0] not in changes
+    ]
     seeds_arg = "train.seed=" + ",".join(str(s) for s in seeds)
-    return shell_command(["mltrain", "-m", *keep, seeds_arg])
+    new = [f"{k}={v}" for k, v in changes.items()]
+    return shell_command(["mltrain", "-m", *keep, *new, seeds_arg])
 
 
 def build_schedules(runs: Sequence[Run], warnings: list[str]) -> Budget:

@@ -67,6 +67,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mltrain.analysis.budgets import short_of_budget
 from mltrain.analysis.curves import (  # noqa: F401  (re-exported: the public API of mltrain-compare)
     Curve,
     Estimate,
@@ -96,11 +97,16 @@ from mltrain.analysis.runs import (  # noqa: F401  (re-exported: the public API 
     load_run,
     warn,
 )
-from mltrain.analysis.summary import Summary, hardware_remarks, same_flops_hints, summarize
+from mltrain.analysis.summary import (  # noqa: F401  (SAME_BUDGET re-exported)
+    SAME_BUDGET,
+    Summary,
+    hardware_remarks,
+    same_flops_hints,
+    summarize,
+)
 from mltrain.analysis.valsets import check_validation_sets
 
 TOTAL_NAMES = {"head": "with head", "nonembed": "non-embed"}
-SAME_BUDGET = 0.01  # two FLOP totals within 1 % are "the same FLOPs"
 
 
 # --------------------------------------------------------------------------- the command
@@ -155,6 +161,8 @@ def compare(
             warn(
                 f"warning: run {r.name} is unfinished ({why}): its numbers are its last evaluation"
             )
+        elif (why := short_of_budget(r)) is not None:  # mode=smoke: judged by what it spent
+            warn(f"warning: run {r.name}: {why}; its numbers are those of its shorter plan")
     configs = group_configurations(runs) if runs else []
     summary = summarize(configs, target, baseline) if configs else None
     judgement = F.judge(front_runs, configs) if front_runs else None

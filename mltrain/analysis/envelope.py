@@ -223,12 +223,46 @@ def build_envelope(frontiers: Sequence[Frontier], label: str = "envelope") -> En
                 continue
             what = "a smaller model" if edge == "smallest" else "a larger model"
             grid = ", ".join(s.label for s in sizes)
+            command = beyond_command(sizes, c, edge)
             env.warnings.append(
                 f"budget {fmt_flops(c.budget)}: the best size ({c.size.label}) is the {edge} "
                 f"of the size grid ({grid}): the compute-optimal size may lie beyond it; add "
-                f"{what}"
+                f"{what}" + (f" with: {command}" if command else "")
             )
     return env
+
+
+def next_size(sizes: Sequence[Size], edge: str) -> dict[str, int] | None:
+    """The settings of the size one step beyond the ``smallest`` or ``largest`` of ``sizes``:
+    half or twice the blocks of a depth family (sizes differ in ``model.n_layer``), else half
+    or twice the width with as many heads per width (a width family, or a depth family already
+    at one block); None when there is none (one block of width 1)."""
+    n, d, h = (sizes[0] if edge == "smallest" else sizes[-1]).key
+    f = 0.5 if edge == "smallest" else 2
+    if len({s.key[0] for s in sizes}) > 1 and n and int(n * f) >= 1:
+        return {"model.n_layer": int(n * f)}
+    if d and h and int(d * f) >= 1 and int(h * f) >= 1 and int(d * f) % int(h * f) == 0:
+        return {"model.n_embd": int(d * f), "model.n_head": int(h * f)}
+    return None
+
+
+def beyond_command(sizes: Sequence[Size], choice: BudgetChoice, edge: str) -> str | None:
+    """The command that adds the size beyond the grid's ``edge`` (:func:`next_size`) at the
+    budget ``choice``: the edge size's best run there with the new size, at every learning rate
+    that size tried there; None when there is no such size or run."""
+    from mltrain.analysis.budgets import rerun_command
+
+    size = sizes[0] if edge == "smallest" else sizes[-1]
+    new = next_size(sizes, edge)
+    b = next(
+        (b for b in size.frontier.budgets if abs(b.budget / choice.budget - 1) <= BUDGET_TOLERANCE),
+        None,
+    )
+    if new is None or b is None or not b.best:
+        return None
+    lrs = ",".join(f"{lr:g}" for lr in b.by_lr)
+    changes = {k: str(v) for k, v in new.items()} | {"optimizer.lr": lrs}
+    return rerun_command(b.best[0], [b.best[0].seed], changes)
 
 
 def family_of(f: Frontier) -> tuple:

@@ -100,7 +100,7 @@ def markdown(ej) -> list[str]:
                 _agg(res, "gap", "head", "+.3f"),
                 _agg(res, "gap", "nonembed", "+.3f"),
                 _multiple(r),
-                str(len(c.runs)),
+                str(c.seeds),
             ]
         )
     lines += _table(head, rows) + ["", "Per seed:", ""]

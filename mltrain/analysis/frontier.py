@@ -34,7 +34,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mltrain.analysis.budgets import BUDGET_TOLERANCE, Budget, build_schedules, group_budgets
+from mltrain.analysis.budgets import (
+    BUDGET_TOLERANCE,
+    Budget,
+    build_schedules,
+    group_budgets,
+    planned_flops,
+    short_of_budget,
+)
 from mltrain.analysis.curves import Estimate, aggregate, fmt_flops
 from mltrain.analysis.grouping import Configuration, identity, label_suffixes, setting_differences
 from mltrain.analysis.runs import TOTALS, Run, is_single_level
@@ -140,7 +147,12 @@ def build_frontier(runs: Sequence[Run], label: str = "tuned frontier") -> Fronti
     """L*(C) of one family of tuned runs (same settings except budget, learning rate, schedule
     and seed): per budget the best schedule and learning rate
     (:func:`mltrain.analysis.budgets.build_schedules`)."""
-    warnings: list[str] = []
+    warnings = [  # placed at what they planned (budgets.budget_of), named here
+        f"{r.path}: {why}; it is a frontier point at {fmt_flops(planned_flops(r))}, not at its "
+        "configured budget"
+        for r in runs
+        if (why := short_of_budget(r))
+    ]
     budgets = [build_schedules(g, warnings) for g in group_budgets(runs)]
     budgets = sorted((b for b in budgets if b.best), key=lambda b: b.flops("head"))
     f = Frontier(label, budgets, list(runs), warnings)

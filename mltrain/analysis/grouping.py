@@ -22,6 +22,7 @@ from mltrain.analysis.runs import (
     derive_role,
     is_single_level,
 )
+from mltrain.analysis.seeds import by_seed
 
 # Comparison roles (``run.json`` "role", W&B job type) and their names for readers.
 ROLE_NAMES = {
@@ -117,6 +118,11 @@ class Configuration:
         """The runs that diverged."""
         return [r for r in self.runs if r.diverged]
 
+    @property
+    def seeds(self) -> int:
+        """Distinct seeds of its runs (runs that repeat a seed count once)."""
+        return len(by_seed(self.runs))
+
     def mean_total(self, total: str = "head") -> float:
         """Training FLOPs (counts) of the whole run, mean over the runs that did not diverge
         (NaN if all did)."""
@@ -194,10 +200,25 @@ def label_suffixes(flats: list[dict], skip: Sequence[str] = LABEL_KEYS) -> list[
     return out
 
 
-def scheme_label(flat: dict) -> str:
+def stage_sizes(stages: Sequence[str], flat: dict, levels: dict | None) -> str | None:
+    """The stages' models as a reader counts them, from ``run.json``'s ``levels``:
+    ``3 → 6 → 12 blocks``, or with widths when they differ (``6 blocks d=64 → 6 blocks
+    d=128``); None when a stage's level is not recorded."""
+    if not isinstance(levels, dict) or not all(isinstance(levels.get(s), dict) for s in stages):
+        return None
+    blocks = [len(levels[s].get("blocks") or ()) for s in stages]
+    d = flat.get("model.n_embd")
+    widths = [int(d // (levels[s].get("width_factor") or 1)) if d else None for s in stages]
+    if len(set(widths)) == 1:
+        return " → ".join(map(str, blocks)) + " blocks"
+    return " → ".join(f"{n} block{'' if n == 1 else 's'} d={w}" for n, w in zip(blocks, widths))
+
+
+def scheme_label(flat: dict, levels: dict | None = None) -> str:
     """The scheme in a few words: ``even_odd δ=0.25 m=20 w=5`` for a V-cycle,
-    ``coarse-to-fine coarse_b 0.7 → fine 0.3, grow ode`` for coarse-to-fine stages,
-    ``random sub-paths raptr_6 0.25 → ...`` for RaPTr."""
+    ``coarse-to-fine coarse_b 0.7 → fine 0.3, grow ode`` for coarse-to-fine stages (with
+    ``run.json``'s ``levels``: ``coarse-to-fine 6 → 12 blocks at 0.7/0.3 of the FLOPs, grow
+    ode``), ``random sub-paths raptr_6 0.25 → ...`` for RaPTr."""
     stages = flat.get("coarsening.stages.levels") or ()
     vcycle = (
         f"{flat.get('coarsening.hierarchy.name')} δ={fmt_value(flat.get('coarsening.vcycle.delta'))} "
@@ -210,20 +231,20 @@ def scheme_label(flat: dict) -> str:
     if str(stages[0]).startswith("raptr_"):  # no growth: every path trains the fine tensors
         label = "random sub-paths " + " → ".join(parts)
     else:
-        label = (
-            "coarse-to-fine "
-            + " → ".join(parts)
-            + f", grow {flat.get('coarsening.stages.grow_init')}"
-        )
+        sizes = stage_sizes(stages, flat, levels)
+        shares = "/".join(map(fmt_value, shares))
+        what = f"{sizes} at {shares} of the FLOPs" if sizes else " → ".join(parts)
+        label = f"coarse-to-fine {what}, grow {flat.get('coarsening.stages.grow_init')}"
     return label
 
 
-def base_label(flat: dict, role: str | None = None) -> str:
+def base_label(flat: dict, role: str | None = None, levels: dict | None = None) -> str:
     """The reader's name of a role: ``single-level, same fine steps``, ``single-level, same
     FLOPs``, ``multilevel <coarsening> δ=.. m=.. w=..``, ``tuned frontier``, or a user's role
-    string (followed by the coarsening for a multilevel run)."""
+    string (followed by the coarsening for a multilevel run); ``levels``: ``run.json``'s, which
+    name a staged run's models by their blocks (:func:`stage_sizes`)."""
     role = role or derive_role(flat)
-    coarse = scheme_label(flat)
+    coarse = scheme_label(flat, levels)
     if role == "multilevel":  # a V-cycle scheme; staged schemes name themselves
         return coarse if flat.get("coarsening.stages.levels") else f"multilevel {coarse}"
     if role in ROLE_NAMES:
@@ -253,7 +274,7 @@ def group_configurations(runs: list[Run]) -> list[Configuration]:
     budgets = {configured_budget(c.flat) for c in configs if c.same_flops}
     suffixes = label_suffixes([c.flat for c in configs])
     for c, suffix in zip(configs, suffixes):
-        label = base_label(c.flat, c.role)
+        label = base_label(c.flat, c.role, c.runs[0].meta.get("levels"))
         target = configured_budget(c.flat)
         if target is not None and (len(budgets) > 1 or not c.same_flops):
             label += f" {fmt_flops(float(target), 2)} FLOPs"

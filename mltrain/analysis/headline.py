@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from mltrain.analysis.curves import Estimate, fmt_flops
 from mltrain.analysis.grouping import Configuration
-
-SAME_BUDGET = 0.01  # FLOP totals within 1 % count as the same FLOPs
+from mltrain.analysis.summary import SAME_BUDGET
 
 
 def seeds_text(n: int) -> str:
@@ -29,7 +28,8 @@ def seeds_text(n: int) -> str:
 def subject(c: Configuration) -> str:
     """A configuration as the subject of a sentence: its label and its seeds."""
     label = f'"{c.label}"' if "," in c.label else c.label
-    return f"{label} ({seeds_text(len(c.runs))})"
+    runs = "" if len(c.runs) == c.seeds else f", {len(c.runs)} runs"  # a seed repeated
+    return f"{label} ({seeds_text(c.seeds)}{runs})"
 
 
 def ref_name(c: Configuration) -> tuple[str, str]:
@@ -233,9 +233,14 @@ def frontier_sentence(res) -> str:
     loss = res.loss()[0]
     budgets = f.budgets
     partial = f" ({c.diverged_text()}; the other seeds)" if c.diverged else ""
+    span = (
+        f"one budget, {fmt_flops(budgets[0].flops(), 2)} FLOPs"
+        if len(budgets) == 1
+        else f"{len(budgets)} budgets, {fmt_flops(budgets[0].flops(), 2)} to "
+        f"{fmt_flops(budgets[-1].flops(), 2)} FLOPs"
+    )
     text = (
-        f"{subject(c)}{partial} against {f.label} ({len(budgets)} budgets, "
-        f"{fmt_flops(budgets[0].flops(), 2)} to {fmt_flops(budgets[-1].flops(), 2)} FLOPs): "
+        f"{subject(c)}{partial} against {f.label} ({span}): "
         f"{r.named('r')} with head, {rn.named('r')} non-embedding"
     )
     if r.is_exact:

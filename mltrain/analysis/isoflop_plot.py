@@ -76,10 +76,12 @@ def plot_envelope(ej) -> Figure:
                 color = cmap(0.85 * k / max(1, len(env.sizes) - 1))
                 ax.plot(c, f.envelope, "o-", lw=1, ms=5, color=color, alpha=0.8, label=s.label)
                 xs += list(c)
-            ax.plot(
+            ax.plot(  # with markers: an envelope of one point is a point, not an invisible line
                 env.flops(total),
                 env.losses(total),
                 "-",
+                marker="D",
+                ms=7,
                 color="k",
                 lw=3.5,
                 alpha=0.8,

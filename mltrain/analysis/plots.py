@@ -40,7 +40,7 @@ COLUMNS = (
     ("flops", "training FLOPs (with head)", True),
     ("flops_nonembed", "training FLOPs (non-embedding)", True),
     ("wall_s", "wall-clock (s): depends on machine load", False),
-    ("fine_step", "fine steps", False),
+    ("iteration", "fine steps (coarse-to-fine: the steps of every stage)", False),
 )
 ROWS = (
     ("val", "validation loss (nats/token)"),

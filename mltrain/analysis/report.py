@@ -62,7 +62,8 @@ def terminal(
     summary, judgement, headline: list[str], notes: list[str], hints: list[str] = ()
 ) -> str:
     """What the terminal shows: the headline, the compact table, the judge's table, warnings,
-    and, when no single-level run has the same FLOPs, the command for one (``hints``)."""
+    and the command of a same-FLOPs single-level run for each multilevel configuration that
+    has none beside it (``hints``)."""
     lines = [*headline, ""]
     if summary is not None:
         if summary.target is not None:
@@ -77,7 +78,7 @@ def terminal(
             )
             lines += [
                 f"  {fmt_flops(b.budget)} -> {b.schedule}, lr {b.best_lr:g}, {b.loss:.4f} "
-                f"({len(b.best)} seed" + ("s)" if len(b.best) > 1 else ")")
+                f"({b.seeds} seed" + ("s)" if b.seeds > 1 else ")")
                 for b in f.budgets
             ]
         lines.append("")
@@ -105,12 +106,7 @@ def terminal(
     if judgement is not None:
         lines += [f"warning: {w}" for w in judgement.all_warnings()]
     lines += [f"note: {n}" for n in notes]
-    if (
-        hints
-        and judgement is None
-        and summary is not None
-        and not any(c.same_flops for c in summary.singles)
-    ):
+    if hints and judgement is None and summary is not None:  # hints: those still missing
         lines += ["", "no single-level run with the same FLOPs yet; to make one:", *hints]
     return "\n".join(lines).rstrip("\n")
 

@@ -72,15 +72,17 @@ class Series:
     wall_s: np.ndarray
     fine_step: np.ndarray
     loss: np.ndarray
+    iteration: np.ndarray  # the plan's iterations (:func:`iterations`)
 
     @classmethod
-    def from_records(cls, records: list[dict], loss_key: str) -> Series:
-        """The curve of ``loss_key`` over ``records`` (missing values NaN)."""
+    def from_records(cls, records: list[dict], loss_key: str, before_fine: int = 0) -> Series:
+        """The curve of ``loss_key`` over ``records`` (missing values NaN); ``before_fine``:
+        the optimizer steps taken before the first fine step (:func:`steps_before_fine`)."""
         cols = [
             [_num(r.get(k)) for r in records]
             for k in ("perf/flops", "perf/flops_nonembed", "perf/wall_s", "fine_step", loss_key)
         ]
-        return cls(*(np.asarray(c, dtype=float) for c in cols))
+        return cls(*(np.asarray(c, dtype=float) for c in cols), iterations(records, before_fine))
 
     def x(self, total: str) -> np.ndarray:
         """FLOPs under ``total`` ("head" or "nonembed")."""
@@ -105,6 +107,25 @@ def _first_nonfinite(records: list[dict]) -> dict | None:
         if any(k in r and r[k] is not None and not math.isfinite(_num(r[k])) for k in LOSS_KEYS):
             return r
     return None
+
+
+def steps_before_fine(records: list[dict]) -> int:
+    """Optimizer steps a run took before its first fine step: for a coarse-to-fine run
+    (``coarsening.scheme=stages``) the steps of its stages before the fine stage."""
+    before = [_num(r.get("step")) for r in records if _num(r.get("fine_step")) == 0]
+    return int(max(before, default=0))
+
+
+def iterations(records: list[dict], before_fine: int) -> np.ndarray:
+    """Each record's iteration of the run's plan: its fine step, after the ``before_fine``
+    steps of the stages before the fine stage (a record of such a stage: its ``step``). With
+    ``before_fine`` 0 (a single-level or V-cycle run) these are the fine steps; a
+    coarse-to-fine run's count every stage's steps, so its curve starts where its training did."""
+    fine = np.asarray([_num(r.get("fine_step")) for r in records], dtype=float)
+    if not before_fine:
+        return fine
+    step = np.asarray([_num(r.get("step")) for r in records], dtype=float)
+    return np.where(fine == 0, step, fine + before_fine)
 
 
 SPAN_KEYS = {
@@ -338,11 +359,15 @@ def load_run(path: Path) -> Run:
         and math.isfinite(_num(r.get("train/loss")))
         and (diverged_step is None or _num(r.get("step")) < diverged_step)
     ]
+    staged = flatten(config).get("coarsening.scheme") == "stages"
+    before = (
+        steps_before_fine(records) if staged else 0
+    )  # a V-cycle's coarse steps are not iterations
     return Run(
         path,
         config,
-        Series.from_records(val, "val/loss"),
-        Series.from_records(train, "train/loss"),
+        Series.from_records(val, "val/loss", before),
+        Series.from_records(train, "train/loss", before),
         records[-1],
         meta,
         diverged_step,
@@ -368,8 +393,15 @@ def find_runs(paths: Sequence[str | Path]) -> list[Run]:
             raise CompareError(f"{p} does not exist")
         if not p.is_dir():
             raise CompareError(f"{p} is not a directory (give run or sweep directories)")
-        found = []
-        for root, subdirs, files in os.walk(p):
+        found, walked = [], set()
+        # symlinked directories are followed (a study links its sweeps together), each real
+        # directory once (a link back up cannot loop)
+        for root, subdirs, files in os.walk(p, followlinks=True):
+            real = Path(root).resolve()
+            if real in walked:
+                subdirs.clear()
+                continue
+            walked.add(real)
             if (Path(root) / ".hydra").is_dir() or METRICS_FILE in files:
                 found.append(Path(root))
                 subdirs.clear()

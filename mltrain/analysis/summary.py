@@ -25,9 +25,12 @@ from mltrain.analysis.curves import (
     seeds_to_target,
 )
 from mltrain.analysis.grouping import Configuration, setting_differences
-from mltrain.analysis.runs import TOTALS, CompareError, Run
+from mltrain.analysis.runs import TOTALS, CompareError, Run, configured_budget
+from mltrain.analysis.seeds import repeated_seeds
 from mltrain.config import inert_keys
 from mltrain.config.overrides import override, shell_command
+
+SAME_BUDGET = 0.01  # FLOP totals within 1 % count as the same FLOPs
 
 
 def val_curves(config: Configuration, total: str = "head") -> list[Curve]:
@@ -54,7 +57,8 @@ class Row:
 
     @property
     def seeds(self) -> int:
-        return len(self.config.runs)
+        """Distinct seeds (runs repeating a seed count once)."""
+        return self.config.seeds
 
 
 @dataclass
@@ -177,6 +181,8 @@ def summarize(
             row.at_budget = _mmm(at) if None not in at else None
         if c.diverged:
             row.notes.append(c.diverged_text())
+        if repeats := repeated_seeds(c.runs):
+            row.notes.append("one seed repeated, counted once: " + "; ".join(repeats))
         for r in c.untrained:
             row.notes.append(f"no training step: {r.path.name} stopped after its step-0 evaluation")
         for r in healthy:
@@ -223,12 +229,26 @@ def summarize(
 
 
 # --------------------------------------------------------------------------- hints
+def same_flops(a: Configuration, b: Configuration) -> bool:
+    """Whether two configurations spent the same FLOPs: their mean totals (with head) within
+    :data:`SAME_BUDGET`, or both sized by the same budget (``train.target_flops`` ×
+    ``train.flops_scale``, also within it; a budget-sized run spends up to half a step more or
+    less)."""
+    ma, mb = a.mean_total(), b.mean_total()
+    if mb > 0 and abs(ma / mb - 1) <= SAME_BUDGET:
+        return True
+    ba, bb = configured_budget(a.flat), configured_budget(b.flat)
+    return ba is not None and bb is not None and abs(ba / bb - 1) <= SAME_BUDGET
+
+
 def same_flops_hints(configs: list[Configuration]) -> list[str]:
-    """For each multilevel configuration, its FLOPs budget (with head, mean over seeds) and
-    the command that runs a single-level baseline with the same FLOPs."""
+    """For each multilevel configuration without a single-level one beside it that spent the
+    same FLOPs (:func:`same_flops`), its FLOPs budget (with head, mean over seeds) and the
+    command that runs a single-level baseline with the same FLOPs."""
+    singles = [s for s in configs if s.single_level and s.healthy]
     lines = []
     for c in configs:
-        if c.single_level or not c.healthy:
+        if c.single_level or not c.healthy or any(same_flops(c, s) for s in singles):
             continue
         budget = int(round(c.mean_total()))
         extra = _other_overrides(c.runs[0])

@@ -15,6 +15,7 @@ import numpy as np
 from mltrain.analysis.curves import fmt_flops
 from mltrain.analysis.headline import agg_text
 from mltrain.analysis.runs import TOTALS
+from mltrain.analysis.seeds import by_seed
 
 TOTAL_NAMES = {"head": "with head", "nonembed": "non-embed"}
 SHORT = {"single_level/same_steps": "same fine steps", "single_level/same_flops": "same FLOPs"}
@@ -149,7 +150,7 @@ def judge_table(j) -> list[str]:
     rows = []
     for res in j.results:
         c = res.config
-        n = len(c.runs)
+        n = c.seeds
         if not res.healthy:
             rows.append(
                 [c.label, res.frontier.label, "n/a", "", c.diverged_text(), "", "", "", "", str(n)]
@@ -236,7 +237,7 @@ def budget_table(f) -> list[str]:
         lrs = []
         for lr, runs in b.by_lr.items():
             if lr in b.losses:
-                lrs.append(f"{lr:g}: {b.losses[lr]:.4f} ({len(runs)})")
+                lrs.append(f"{lr:g}: {b.losses[lr]:.4f} ({len(by_seed(runs))})")
             else:
                 bad = [r for r in runs if r.diverged]
                 lrs.append(f"{lr:g}: " + (bad[0].diverged_text if bad else "unfinished"))

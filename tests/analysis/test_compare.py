@@ -239,8 +239,8 @@ def test_summary_numbers_by_hand(tmp_path):
     assert not any("spent fewer" in n for n in iso.notes)
     levels, ratios = s.ratio_curves[eo.label]["head"]
     assert np.isfinite(ratios).all() and len(levels) > 0
-    hints = S.same_flops_hints(configs)
-    assert len(hints) == 1 and "mltrain coarsening=none train.target_flops=500" in hints[0]
+    # the iso-FLOP single-level run spent even_odd's 500 FLOPs: no same-FLOPs run to suggest
+    assert S.same_flops_hints(configs) == []
 
 
 def test_target_never_reached_and_other_baseline(tmp_path):
@@ -392,7 +392,8 @@ def test_cli_end_to_end(tmp_path):
     ):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     md = (out / "summary.md").read_text()
-    assert "mltrain coarsening=none train.target_flops=500" in md
+    # the iso-FLOP single-level run sits beside even_odd at its 500 FLOPs: no command for one
+    assert "train.target_flops=500" not in md and "Same-FLOPs single-level" not in md
     assert f"FLOPs-to-target ratio vs `{SF}` (with head)" in md
     # the terminal: the headline first, then the compact table
     lines = res.stdout.splitlines()
@@ -863,3 +864,75 @@ def test_settings_a_scheme_does_not_read_do_not_split_its_runs_into_configuratio
     vcycle = {**staged, "coarsening.scheme": "vcycle", "coarsening.stages.levels": ()}
     assert identity(vcycle) != identity({**vcycle, "coarsening.vcycle.window": 5})
     assert identity(vcycle) == identity({**vcycle, "coarsening.stages.shares": (0.5, 0.5)})
+
+
+def test_a_staged_run_is_named_by_its_models_blocks(tmp_path):
+    """With run.json's levels, the demo's growth reads "3 → 6 → 12 blocks" (its levels hold 3,
+    6 and 12 blocks), not its level names; widths are named when they differ."""
+    from mltrain.analysis.grouping import base_label
+
+    grow = {
+        "model.n_embd": 128,
+        "coarsening.scheme": "stages",
+        "coarsening.stages.levels": ["coarse_2", "coarse_1", "fine"],
+        "coarsening.stages.shares": [0.4, 0.4, 0.2],
+        "coarsening.stages.grow_init": "zero",
+    }
+    levels = {
+        "fine": {"blocks": list(range(12)), "width_factor": 1},
+        "coarse_1": {"blocks": list(range(1, 12, 2)), "width_factor": 1},
+        "coarse_2": {"blocks": [3, 7, 11], "width_factor": 1},
+    }
+    # from the run directory: run.json's levels name the configuration
+    write_run(
+        tmp_path / "g",
+        [0, 50, 100],
+        [10, 8, 7],
+        "coarsening=grow_recursive",
+        "model.n_layer=12",
+        meta={"status": "completed", "levels": levels},
+    )
+    (c,) = C.group_configurations(C.find_runs([tmp_path / "g"]))
+    assert c.label == "coarse-to-fine 3 → 6 → 12 blocks at 0.4/0.4/0.2 of the FLOPs, grow zero"
+    assert base_label(grow, "multilevel", levels) == (
+        "coarse-to-fine 3 → 6 → 12 blocks at 0.4/0.4/0.2 of the FLOPs, grow zero"
+    )
+    width = {**grow, "coarsening.stages.levels": ["width_2", "fine"]}
+    width["coarsening.stages.shares"] = [0.5, 0.5]
+    levels["width_2"] = {"blocks": list(range(12)), "width_factor": 2}
+    assert base_label(width, "multilevel", levels) == (
+        "coarse-to-fine 12 blocks d=64 → 12 blocks d=128 at 0.5/0.5 of the FLOPs, grow zero"
+    )
+
+
+def test_no_same_flops_command_when_such_a_run_sits_beside_the_method(tmp_path, capsys):
+    """The demo's pair, growth and single-level both sized by one budget (and spending within
+    1 % of each other): summary.md and the terminal suggest no same-FLOPs run; a multilevel run
+    at another budget still gets its command."""
+    root = tmp_path / "r"
+    write_run(root / "g", [0, 250, 500], [10, 8, 7], "coarsening=grow", "train.target_flops=500")
+    write_run(root / "s", [0, 248, 496], [10, 8, 7.5], "coarsening=none", "train.target_flops=500")
+    res = C.compare([root], tmp_path / "out")
+    assert "Same-FLOPs" not in res.markdown and "train.target_flops=" not in res.terminal
+    write_run(root / "v", [0, 500, 1000], [10, 8, 6], "coarsening=even_odd")
+    res = C.compare([root], tmp_path / "out")
+    (hint,) = S.same_flops_hints(C.group_configurations(C.find_runs([root])))
+    assert hint.startswith(f"- `{EO} scheme=vcycle`: 1.0000e3 FLOPs")
+    assert "mltrain coarsening=none train.target_flops=1000" in res.markdown
+
+
+def test_symlinked_sweeps_are_followed(tmp_path):
+    """A study links its sweeps into one directory: --frontier and the run arguments follow the
+    links (each real run once, a link back up does not loop)."""
+    write_run(tmp_path / "sweeps" / "a" / "0", [0, 50, 100], [10, 8, 7], "coarsening=none")
+    write_run(tmp_path / "sweeps" / "b" / "0", [0, 50, 100], [10, 8, 6], "coarsening=even_odd")
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "a").symlink_to(tmp_path / "sweeps" / "a")
+    (links / "b").symlink_to(tmp_path / "sweeps" / "b")
+    (links / "again").symlink_to(tmp_path / "sweeps" / "a")
+    (links / "up").symlink_to(links)
+    runs = C.find_runs([links])
+    assert sorted(r.path.resolve() for r in runs) == sorted(
+        (tmp_path / "sweeps" / x / "0").resolve() for x in "ab"
+    )

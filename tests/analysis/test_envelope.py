@@ -159,18 +159,24 @@ def test_size_edge_lr_edge_and_seed_warnings(tmp_path):
     grid = "(1 block, d=32, 2 blocks, d=32, 4 blocks, d=32)"
     assert (
         f"budget 1.00e3: the best size (1 block, d=32) is the smallest of the size grid {grid}: "
-        "the compute-optimal size may lie beyond it; add a smaller model" in w
+        "the compute-optimal size may lie beyond it; add a smaller model with: mltrain -m "
+        "coarsening=none train.target_flops=1000 model.n_layer=1 model.vocab_size=256 "
+        "model.n_embd=16 model.n_head=1 optimizer.lr=0.1,0.2,0.4 train.seed=0" in w
     )
     assert (
         f"budget 4.00e3: the best size (4 blocks, d=32) is the largest of the size grid {grid}: "
-        "the compute-optimal size may lie beyond it; add a larger model" in w
+        "the compute-optimal size may lie beyond it; add a larger model with: mltrain -m "
+        "coarsening=none train.target_flops=4000 model.vocab_size=256 model.n_layer=8 "
+        "optimizer.lr=0.1,0.2,0.4 train.seed=0" in w
     )
     assert not any(x.startswith("budget 2.00e3: the best size") for x in w)
     # each size's own warnings (printed with its frontier by mltrain.analysis.frontier)
     w = env.size_warnings
     assert (
         "2 blocks, d=32: budget 1.00e3: best lr 0.8 is the largest tried (0.1, 0.2, 0.4, 0.8): "
-        "the frontier may be under-tuned; extend the grid" in w
+        "the frontier may be under-tuned; extend the grid with: mltrain -m coarsening=none "
+        "train.target_flops=1000 model.n_layer=2 model.vocab_size=256 optimizer.lr=1.6 "
+        "train.seed=0" in w
     )
     seeds = [x for x in w if x.startswith("4 blocks, d=32: budget 4.00e3: best lr 0.2 has only")]
     assert len(seeds) == 1 and seeds[0].endswith(
@@ -214,3 +220,45 @@ def test_compare_writes_the_envelope_section_plots_and_csv(tmp_path, capsys):
     assert float(row["r_env_head"]) == pytest.approx(3000 / (2000 * 2**0.25))
     assert float(row["r_same_head"]) == pytest.approx(3000 / (2000 * math.sqrt(2)))
     assert row["best_size"] == "4 blocks, d=32" and float(row["params"]) == P4[0]
+
+
+def test_size_grid_edge_warnings_print_commands_that_run(tmp_path):
+    """ "add a smaller/larger model" prints the command that adds it at that budget: the edge
+    size's best run with half the blocks (one block: half the width, as many heads per width)
+    or twice the blocks, at every learning rate that size tried there; each composes and plans
+    as mltrain would run it (tiny model, budgets of tens of steps)."""
+    from tests.test_docs_commands import Command, compose_command
+
+    root = tmp_path / "front"
+    budgets = (40_000_000_000, 80_000_000_000, 160_000_000_000)
+    for n, best in SIZES.items():  # best size: 1 block at the first budget, 4 at the last
+        for b, loss in zip(budgets, best):
+            for lr, plus in zip((0.1, 0.2, 0.4), (0.3, 0.0, 0.2)):
+                tuned(root, b, lr, loss + plus, 0, "model=tiny", f"model.n_layer={n}")
+    (env,) = envelope_of(root).envelopes
+    grid = "(1 block, d=32, 2 blocks, d=32, 4 blocks, d=32)"
+    assert env.warnings == [
+        f"budget 4.00e10: the best size (1 block, d=32) is the smallest of the size grid {grid}: "
+        "the compute-optimal size may lie beyond it; add a smaller model with: mltrain -m "
+        "coarsening=none train.target_flops=40000000000 model=tiny model.n_layer=1 "
+        "model.n_embd=16 model.n_head=1 optimizer.lr=0.1,0.2,0.4 train.seed=0",
+        f"budget 1.60e11: the best size (4 blocks, d=32) is the largest of the size grid {grid}: "
+        "the compute-optimal size may lie beyond it; add a larger model with: mltrain -m "
+        "coarsening=none train.target_flops=160000000000 model=tiny model.n_layer=8 "
+        "optimizer.lr=0.1,0.2,0.4 train.seed=0",
+    ]
+    for w in env.warnings:
+        compose_command(Command("warning", 0, w.split(" with: ", 1)[1]))
+
+
+def test_an_envelope_of_one_point_is_drawn(tmp_path):
+    """Two sizes measured at one budget: the envelope is one point, drawn with a marker (a line
+    through one point draws nothing)."""
+    from mltrain.analysis import isoflop_plot
+
+    ej = envelope_of(make_family(tmp_path / "front", {1: (4.0,), 2: (4.2,)}, budgets=(1000,)))
+    fig = isoflop_plot.plot_envelope(ej)
+    for ax, x in zip(fig.axes, (1000, 500)):  # with head, non-embedding (half)
+        (line,) = [ln for ln in ax.get_lines() if ln.get_label() == "envelope L*_env(C)"]
+        assert (list(line.get_xdata()), list(line.get_ydata())) == ([x], [4.0])
+        assert line.get_marker() not in ("None", "", " ", None) and line.get_markersize() > 0

@@ -195,11 +195,13 @@ def test_edge_of_grid_and_seed_warnings(tmp_path):
     (f,) = F.frontier_families(C.find_runs([root]), [])
     assert f.warnings == [
         "budget 1.00e3: best lr 0.1 is the smallest tried (0.1, 0.2, 0.4): the frontier may be "
-        "under-tuned; extend the grid",
+        "under-tuned; extend the grid with: mltrain -m coarsening=none train.target_flops=1000 "
+        "optimizer.lr=0.05 train.seed=0",
         "budget 1.00e3: best lr 0.1 has only one seed (DESIGN.md §8 asks ≥ 3); add them with: "
         "mltrain -m coarsening=none train.target_flops=1000 optimizer.lr=0.1 train.seed=1,2",
         "budget 2.00e3: best lr 0.4 is the largest tried (0.1, 0.2, 0.4): the frontier may be "
-        "under-tuned; extend the grid",
+        "under-tuned; extend the grid with: mltrain -m coarsening=none train.target_flops=2000 "
+        "optimizer.lr=0.8 train.seed=0",
         "budget 2.00e3: best lr 0.4 has only one seed (DESIGN.md §8 asks ≥ 3); add them with: "
         "mltrain -m coarsening=none train.target_flops=2000 optimizer.lr=0.4 train.seed=1,2",
         "3 budget(s) (DESIGN.md §8 asks ≥ 4)",
@@ -510,3 +512,121 @@ def test_an_unfinished_method_run_is_left_out_of_the_judgement(tmp_path):
     (row,) = list(csv.DictReader(open(tmp_path / "out" / "frontier.csv")))
     assert row["run"] == "m0" and float(row["r_head"]) == pytest.approx(1.190551, abs=1e-6)
     assert any("seed 1 left out, running" in w for w in res.judgement.all_warnings())
+
+
+# --------------------------------------------------------------------------- issue 29
+def test_runs_capped_by_max_steps_sit_at_what_they_planned_and_are_named(tmp_path, capsys):
+    """mode=smoke caps every run of a frontier sweep at train.max_steps: four configured budgets
+    (1e3 to 8e3 FLOPs) whose runs each planned and spent 2 steps of 250 FLOPs (run.json) are one
+    budget at 500 FLOPs, not four budgets at 500 FLOPs judged without a word; each capped run is
+    named in one line, and the headline says one budget."""
+    root = tmp_path / "front"
+    meta = {"role": "frontier", "status": "completed", "planned_flops": 500, "iterations": 2}
+    for b in (1000, 2000, 4000, 8000):
+        for lr, loss in ((0.1, 4.2), (0.2, 4.0)):
+            write_run(
+                root / f"b{b}_lr{lr}",
+                [0, 250, 500],
+                [10, loss + 1, loss],
+                "coarsening=none",
+                f"train.target_flops={b}",
+                "train.max_steps=2",
+                f"optimizer.lr={lr}",
+                meta=meta,
+            )
+    (f,) = F.frontier_families(C.find_runs([root]), [])
+    assert [(b.budget, b.best_lr, b.loss) for b in f.budgets] == [(500, 0.2, 4.0)]
+    capped = [w for w in f.warnings if "capped its plan" in w]
+    assert len(capped) == 8  # one line per run
+    assert (
+        f"{root / 'b8000_lr0.2'}: train.max_steps=2 capped its plan at 5.00e2 of its 8.00e3 FLOPs "
+        "budget; it is a frontier point at 5.00e2, not at its configured budget" in capped
+    )
+    assert "1 budget(s) (DESIGN.md §8 asks ≥ 4)" in f.warnings
+    # a capped method run is named too; the headline has one budget at 500 FLOPs
+    method(
+        tmp_path / "methods",
+        "m",
+        4.1,
+        500,
+        "train.target_flops=1000",
+        "train.max_steps=2",
+        meta={"status": "completed", "planned_flops": 500, "iterations": 2},
+    )
+    res = C.compare([tmp_path / "methods"], tmp_path / "out", frontier=[root])
+    assert "against tuned frontier, SGD (one budget, 5.0e2 FLOPs)" in res.terminal
+    assert (
+        f"warning: run {tmp_path / 'methods' / 'm'}: train.max_steps=2 capped its plan at 5.00e2 "
+        "of its 1.00e3 FLOPs budget" in capsys.readouterr().err
+    )
+
+
+def test_repeated_seeds_count_once_and_are_named(tmp_path):
+    """train.seed=0,0 on top of a seed-0 run: three runs of seed 0 are one seed (the ≥ 3-seed
+    warning stays, with the seeds it lacks), the repeat is named, and a seed's runs are averaged
+    before the seeds are: seed 0 (3.2, 3.2, 3.5 -> 3.3) and seed 1 (3.0) give 3.15, not the
+    runs' mean 3.225."""
+    root = make_frontier(tmp_path / "front")
+    for k, loss in ((1, 3.2), (2, 3.5)):
+        write_run(
+            root / f"again{k}",
+            [0, 2000, 4000],
+            [10, loss + 1, loss],
+            "coarsening=none",
+            "train.target_flops=4000",
+            "optimizer.lr=0.2",
+            "train.seed=0",
+        )
+    (f,) = F.frontier_families(C.find_runs([root]), [])
+    assert (
+        "budget 4.00e3: best lr 0.2 has only one seed (DESIGN.md §8 asks ≥ 3); add them with: "
+        "mltrain -m coarsening=none train.target_flops=4000 optimizer.lr=0.2 train.seed=1,2"
+        in f.warnings
+    )
+    assert f.budgets[2].seeds == 1
+    runs = ", ".join(str(root / n) for n in ("again1", "again2", "b4000_lr0.2_s0"))
+    assert (
+        f"budget 4.00e3: lr 0.2: one seed repeated, counted once: seed 0 by 3 runs ({runs})"
+        in f.warnings
+    )
+    tuned(root, 4000, 0.2, 3.0, 1)
+    (f,) = F.frontier_families(C.find_runs([root]), [])
+    assert f.budgets[2].loss == pytest.approx(3.15) and f.budgets[2].seeds == 2
+    assert any("best lr 0.2 has 2 seeds" in w and w.endswith("train.seed=2") for w in f.warnings)
+    # a method configuration: two runs of seed 0 are one seed, said where it is counted
+    method(tmp_path / "methods", "m", 3.4)
+    method(tmp_path / "methods", "m_again", 3.4)
+    res = C.compare([tmp_path / "methods"], tmp_path / "out", frontier=[root])
+    assert res.terminal.startswith(f"{EO} (one seed, 2 runs) against tuned frontier, SGD")
+    judge_rows = [x for x in res.markdown.splitlines() if x.startswith(f"| {EO} | tuned")]
+    assert judge_rows and judge_rows[0].endswith("| 1 |")
+    assert "one seed repeated, counted once: seed 0 by 2 runs" in res.markdown
+
+
+def test_the_edge_of_the_grid_warning_prints_a_command_that_runs(tmp_path):
+    """Best lr at the grid's edge: the warning prints the run one grid step beyond it (the
+    grid's own ratio: 0.1 / 2 = 0.05 below, 0.4 x 2 = 0.8 above) at the best lr's seeds, and
+    every printed command composes and plans as mltrain would run it (the tiny model with the
+    default 8192-entry BPE: budgets of tens of steps)."""
+    from tests.test_docs_commands import Command, compose_command
+
+    root = tmp_path / "front"
+    for lr, loss in ((0.1, 4.0), (0.2, 4.1), (0.4, 4.2)):  # best: the smallest tried
+        tuned(root, 40_000_000_000, lr, loss, 0, "model=tiny")
+    for lr, loss in ((0.1, 3.8), (0.2, 3.6), (0.4, 3.5)):  # best: the largest tried
+        tuned(root, 80_000_000_000, lr, loss, 0, "model=tiny")
+    (f,) = F.frontier_families(C.find_runs([root]), [])
+    assert (
+        "budget 4.00e10: best lr 0.1 is the smallest tried (0.1, 0.2, 0.4): the frontier may be "
+        "under-tuned; extend the grid with: mltrain -m coarsening=none "
+        "train.target_flops=40000000000 model=tiny optimizer.lr=0.05 train.seed=0" in f.warnings
+    )
+    assert any(
+        w.startswith("budget 8.00e10: best lr 0.4 is the largest tried")
+        and w.endswith("model=tiny optimizer.lr=0.8 train.seed=0")
+        for w in f.warnings
+    )
+    commands = [w.split(" with: ", 1)[1] for w in f.warnings if " with: " in w]
+    assert len(commands) == 4  # two grid edges, two seed commands
+    for text in commands:
+        compose_command(Command("warning", 0, text))
