@@ -1,6 +1,7 @@
 """Coarse vs fine step cost and the memory of multilevel training.
 
     python scripts/bench_levels.py [--models small,paper] [--rounds 5]
+    python scripts/bench_levels.py --models tiny --rounds 1 --steps 3   # a smoke check
 
 For each model, in one process and interleaved: the median wall time of a coarse step
 over a fine step, next to the analytic FLOP ratio (DESIGN.md section 3); and, in separate
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import interleaved, make_job  # noqa: E402
 
 MODELS = {
+    "tiny": ["model=tiny", "data.batch_size=4", "train.eval_sequences=8"],  # checks the script
     "small": ["model=small"],  # the CPU default: d=128, 12 blocks, BPE 8192, batch 16 x 128
     "paper": ["experiment=paper", "data.batch_size=4"],  # d=256, GPT-2 vocab; batch 4 on CPU
 }
@@ -32,7 +34,7 @@ def step_ratio(model: str, rounds: int) -> dict:
     t = job.trainer
     fine, coarse = t.levels["fine"], t.levels["coarse_a"]
     med = interleaved(
-        {"fine": lambda: t._step(fine), "coarse": lambda: t._step(coarse)},
+        {"fine": lambda: t.take_step(fine), "coarse": lambda: t.take_step(coarse)},
         rounds=rounds,
         per_round=3,
         device=job.ctx.device,
@@ -93,16 +95,19 @@ def peak_memory(model: str, steps: int) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="small,paper")
+    p.add_argument("--models", default="small,paper", help=f"of {', '.join(MODELS)}")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=9, help="optimizer steps per memory run")
     p.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
-    a = p.parse_args()
+    a = p.parse_args(argv)
     if a.worker:
         worker(a.worker[0], a.worker[1], int(a.worker[2]))
         return
+    bad = sorted(set(a.models.split(",")) - set(MODELS))
+    if bad:
+        p.error(f"--models {bad[0]} is not allowed: choose from {', '.join(MODELS)}")
     for model in a.models.split(","):
         r = step_ratio(model, a.rounds)
         print(

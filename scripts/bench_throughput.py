@@ -2,9 +2,10 @@
 
     python scripts/bench_throughput.py [--models small,paper] [--rounds 5] [--per-round 3]
     python scripts/bench_throughput.py --models paper --device cuda --precision bf16 --compile
+    python scripts/bench_throughput.py --models tiny --rounds 1 --per-round 1   # a smoke check
 
 For each model, in one process and interleaved (medians over rounds):
-(a) the training-step time of mltrain's trainer (``Trainer._step`` on the fine level: batch
+(a) the training-step time of mltrain's trainer (``Trainer.take_step`` on the fine level: batch
     sampling, forward, backward, clipping, optimizer step, the record written to
     metrics.jsonl) and (b) a minimal plain-PyTorch loop written below for the same model,
     batch, optimizer and clipping; it prints tokens/s of both and their ratio (goal >= 0.97);
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import interleaved, make_job  # noqa: E402
 
 MODELS = {
+    "tiny": ["model=tiny", "data.batch_size=4", "train.eval_sequences=8"],  # checks the script
     "small": ["model=small"],
     "paper": ["experiment=paper", "data.batch_size=4"],  # batch 4 keeps a CPU step near a second
 }
@@ -38,11 +40,12 @@ def plain_loop(job):
     from mltrain.train.optim import build_optimizer
 
     opt = build_optimizer(job.cfg.optimizer, params, fused=device.type == "cuda")
-    amp, scaler = t.autocast, t.scaler  # the trainer's precision (and fp16 loss scaling)
+    amp, scaler = t.step.autocast, t.step.scaler  # the trainer's precision (fp16 scaling)
+    batch_size = t.step.global_batch
     max_norm = float(job.cfg.train.max_grad_norm) or float("inf")
 
     def step():
-        batch = sampler.next(t.global_batch)
+        batch = sampler.next(batch_size)
         if device.type == "cuda":  # pinned, as the trainer copies its batches
             batch = batch.pin_memory().to(device, non_blocking=True)
         with amp():
@@ -69,8 +72,8 @@ def bench(model: str, extra: list[str], rounds: int, per_round: int) -> None:
     med = interleaved(
         {
             "plain": plain_loop(job),
-            "mltrain": lambda: t._step(fine),
-            "coarse": lambda: t._step(coarse),
+            "mltrain": lambda: t.take_step(fine),
+            "coarse": lambda: t.take_step(coarse),
         },
         rounds=rounds,
         per_round=per_round,
@@ -79,7 +82,7 @@ def bench(model: str, extra: list[str], rounds: int, per_round: int) -> None:
     tokens = t.plan.tokens_of("fine")
     tps = {k: tokens / v for k, v in med.items()}
     print(
-        f"{model} ({job.ctx.device}, {t.global_batch}x{t.seq_len} tokens/step): plain PyTorch {tps['plain']:.0f} tok/s, "
+        f"{model} ({job.ctx.device}, {t.step.global_batch}x{t.seq_len} tokens/step): plain PyTorch {tps['plain']:.0f} tok/s, "
         f"mltrain {tps['mltrain']:.0f} tok/s, ratio mltrain/plain {tps['mltrain'] / tps['plain']:.3f}"
     )
     analytic = t.plan.step_flops["coarse_a"].total / t.plan.step_flops["fine"].total
@@ -97,16 +100,19 @@ def bench(model: str, extra: list[str], rounds: int, per_round: int) -> None:
     job.close()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="small,paper")
+    p.add_argument("--models", default="small,paper", help=f"of {', '.join(MODELS)}")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--per-round", type=int, default=3)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--batch", type=int, help="data.batch_size for every model")
-    a = p.parse_args()
+    a = p.parse_args(argv)
+    bad = sorted(set(a.models.split(",")) - set(MODELS))
+    if bad:
+        p.error(f"--models {bad[0]} is not allowed: choose from {', '.join(MODELS)}")
     extra = [
         f"train.device={a.device}",
         f"train.precision={a.precision}",

@@ -74,11 +74,11 @@ def controls() -> dict[int, list[tuple[float, float]]]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=SE / "envelope")
     ap.add_argument("--runs", type=Path, nargs="*", default=[], help="finished run directories")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     out = args.out
     sizes = [size(12, [107, 214, 428, 855], [5.9501, 5.5997, 5.2758, 4.9566])]
     for n, pts in sorted(controls().items()):

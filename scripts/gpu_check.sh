@@ -99,7 +99,7 @@ SL_BEST="coarsening=none optimizer=adamw optimizer.lr=2e-3 schedule=wsd"
 if [ "$DRY" = "--dry-run" ]; then
   SIZE="model=tiny data.batch_size=4 train.eval_sequences=8 train.device=cpu schedule.warmup_steps=0"
   STEPS=8; COARSE=2; WINDOW=2; EVAL=4
-  BENCH=(--models small --rounds 1 --per-round 1 --device cpu --batch 4)
+  BENCH=(--models tiny --rounds 1 --per-round 1 --device cpu)
   T_TESTS=300; T_BENCH=300; T_RUN=300; T_TOOL=300
 else
   SIZE="experiment=paper train.device=cuda train.precision=bf16 train.compile=true schedule.warmup_steps=50"

@@ -45,7 +45,8 @@ DROP="train.seed train.flops_scale train.branch_points train.branch_from"
 declare -A SCALE=([b8]=0.125 [b4]=0.25 [b2]=0.5 [b1]=1)
 
 pick() { $PY "$HERE/third_pick.py" "$@"; }
-need() {  # need VALUE WHAT: stop with the part to run first when a pick found nothing
+need() {  # need VALUE WHAT: stop with the part to run first when a pick found nothing (on stderr:
+  # it is called inside $(...), whose stdout the caller keeps)
   if [ -z "$1" ]; then echo "!! no finished run for $2 yet: run that part first" >&2; exit 3; fi
 }
 step() {  # step GRID LR K: the grid's entry K places from LR (empty off the grid)

@@ -130,9 +130,9 @@ def test_gpu_check_runs_every_step_from_the_repository_root_within_eight_minutes
     assert "CUDA error: out of memory" in res.stderr
 
 
-def _script_runs() -> dict[str, list[str]]:
-    """The overrides of each run gpu_check.sh makes on a GPU (its non-dry-run settings), read
-    from the script itself."""
+def _script_runs(device: str = "cuda") -> dict[str, list[str]]:
+    """The overrides of each run gpu_check.sh makes on a GPU (``cuda``: its non-dry-run
+    settings) or in its dry run (``cpu``), read from the script itself."""
     import re
     import shlex
 
@@ -141,8 +141,9 @@ def _script_runs() -> dict[str, list[str]]:
     def var(name: str) -> str:
         return re.findall(rf'^\s*{name}="([^"]*)"', text, re.M)[-1]
 
-    # the GPU branch: the SIZE that asks for CUDA, and the step counts on the line after it
-    size, counts = re.findall(r'^\s*SIZE="([^"]*train.device=cuda[^"]*)"\n(.*)$', text, re.M)[0]
+    # the branch: the SIZE that names the device, and the step counts on the line after it
+    pattern = rf'^\s*SIZE="([^"]*train.device={device}[^"]*)"\n(.*)$'
+    size, counts = re.findall(pattern, text, re.M)[0]
     values = dict(re.findall(r"(\w+)=(\d+)", counts))
     common = var("COMMON").replace("$SIZE", size)
     for k, v in values.items():
@@ -157,6 +158,28 @@ def _script_runs() -> dict[str, list[str]]:
         "single_level_same_flops": split(common) + ["coarsening=none"],
         "single_level_same_flops_wsd": split(common) + split(var("SL_BEST")),
     }
+
+
+def test_the_dry_run_runs_compose_to_their_schemes():
+    """The dry run's four runs (tiny model, a few steps) on the CPU: the budget run is the
+    paper recipe's V-cycle, the others sized by its FLOPs (the slow test runs them; its
+    benchmark step is tests/test_scripts.py's bench_throughput test)."""
+    import mltrain.schemes  # noqa: F401
+    from mltrain.config import compose, typed, validate
+    from mltrain.plan.plan import build_plan
+
+    runs = _script_runs("cpu")
+    plans = {}
+    for name, overrides in runs.items():
+        cfg = compose(overrides + ["train.target_flops=1e9"] * (name != "paper_recipe"))
+        validate(cfg)
+        assert cfg.model.n_layer == 4 and cfg.train.device == "cpu", name  # model=tiny
+        plans[name] = build_plan(typed(cfg), 8192)
+    (stage,) = plans["paper_recipe"].stages  # 8 steps, V-cycles in the first 2 of 2+2 steps
+    assert stage.iterations == 8 and stage.cycle_at == range(0, 2)
+    assert plans["paper_recipe"].steps_per_level() == {"fine": 8, "coarse_a": 4, "coarse_b": 4}
+    assert [s.level for s in plans["best_scheme"].stages] == ["coarse_2", "coarse_1", "fine"]
+    assert not plans["single_level_same_flops"].multilevel
 
 
 def test_every_run_of_the_script_composes_to_its_own_scheme_in_either_order():
