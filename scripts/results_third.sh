@@ -88,9 +88,9 @@ seeds() {  # seeds FAMILY: its best probe (FAMILY_tune_*) with 3 seeds at 1/8, 1
   eval "local opts=($o)"
   # the best probe is seed 0 at 1/8 (same overrides): linked, not run again
   p=$(pick best "$ROOTS" "$1_tune_*" --name)
-  if [ ! -e "$OUT/$1_b8_s0" ] && [ ! -e "$RECORDS/$1_b8_s0/.done" ]; then
-    if [ -d "$OUT/$p" ]; then ln -s "$p" "$OUT/$1_b8_s0"; else cp -r "$RECORDS/$p" "$RECORDS/$1_b8_s0"; fi
-    echo "== $1_b8_s0: the best probe $p"
+  if [ -n "$p" ] && [ ! -e "$OUT/$1_b8_s0" ] && [ ! -e "$RECORDS/$1_b8_s0/.done" ]; then
+    if [ -d "$OUT/$p" ]; then ln -s "$p" "$OUT/$1_b8_s0"; echo "== $1_b8_s0: the best probe $p"
+    elif [ -d "$RECORDS/$p" ]; then cp -r "$RECORDS/$p" "$RECORDS/$1_b8_s0"; echo "== $1_b8_s0: the best probe $p"; fi
   fi
   for b in b8 b4 b1; do for s in 0 1 2; do
     run "$1_${b}_s$s" "${opts[@]}" train.flops_scale="${SCALE[$b]}" train.seed=$s

@@ -17,14 +17,18 @@ SCRIPTS = ROOT / "scripts"
 
 # --------------------------------------------------------------------------- shell drivers
 STUB = r"""#!/bin/bash
-# records its arguments (one shell-quoted line) and makes the run or sweep directory
+# records its arguments (one shell-quoted line) and makes the run or sweep directory (a run's
+# with the run.json field scripts/demo.sh reads)
 printf '%s' "$(basename "$0")" >> "$CALLS"; printf ' %q' "$@" >> "$CALLS"; echo >> "$CALLS"
-for a in "$@"; do case $a in hydra.run.dir=*|hydra.sweep.dir=*) mkdir -p "${a#*=}" ;; esac; done
+for a in "$@"; do case $a in
+  hydra.run.dir=*) mkdir -p "${a#*=}"; echo '{"threads": 1}' > "${a#*=}/run.json" ;;
+  hydra.sweep.dir=*) mkdir -p "${a#*=}" ;;
+esac; done
 """
 # third_pick.py's answers for results_third.sh: the lrs tried (best first) and a best run
 PICK = r"""#!/bin/bash
 printf 'python %s\n' "$*" >> "$CALLS"
-case "$2" in lrs) echo "4e-3 2e-3" ;; best) echo "optimizer.lr=4e-3" ;; esac
+case "$2 $*" in lrs*) echo "4e-3 2e-3" ;; *--name*) ;; best*) echo "optimizer.lr=4e-3" ;; esac
 """
 
 
