@@ -1,0 +1,61 @@
+"""Messages that misled (issue 29, item 7), each tried through the command line as a user
+types it; every command or setting a message suggests is pasted back and must run. Each test
+fails on the code before its fix."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from tests.helpers import TINY, cli
+
+SMOKE = ["mode=smoke", *TINY]
+CFG = ["--cfg", "job", *TINY]
+
+
+def _error(err: str) -> str:
+    """The one error line of a refused command (and that it is the only line)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mltrain: error: "), err
+    return lines[0].removeprefix("mltrain: error: ")
+
+
+def _pasted(message: str, after: str) -> list[str]:
+    """The arguments a message suggests after ``after`` (to its end), as the shell splits them."""
+    return shlex.split(message.split(after, 1)[1])
+
+
+# --------------------------------------------------------------------------- the split
+WORDS = "rivers mountains weather spring valley harbour lantern orchard meadow timber " * 6
+
+
+@pytest.mark.parametrize(
+    "text, n, suggestion",
+    [
+        # three paragraphs: the unit is right, the share held out too small for 3
+        ("\n\n".join([WORDS] * 3), 3, "data.val_fraction=0.34"),
+        # one paragraph of three lines: split by line
+        ("\n".join([WORDS] * 3), 1, "data.sample_by=line data.val_fraction=0.34 (3 lines)"),
+    ],
+)
+def test_an_empty_split_suggests_settings_that_split_the_corpus(
+    tmp_path, capsys, text, n, suggestion
+):
+    (tmp_path / "a.txt").write_text(text)
+    data = [
+        "data=text_files",
+        "data.tokenizer=gpt2",
+        "data.paths=[a.txt]",
+        "data.sample_by=paragraph",
+    ]
+    code, _, err = cli([*SMOKE, *data], tmp_path, capsys)
+    assert code == 2
+    assert _error(err) == (
+        f"data: the corpus has {n} non-empty paragraph(s) (data.sample_by=paragraph); a split "
+        "with data.val_fraction=0.05 needs at least one for train and one for validation: "
+        f"add {suggestion}"
+    )
+    fix = shlex.split(suggestion.split(" (")[0])
+    code, _, err = cli([*SMOKE, *data, *fix, "hydra.run.dir=run"], tmp_path, capsys)
+    assert code == 0, err
