@@ -7,6 +7,7 @@ from __future__ import annotations
 import shlex
 
 import pytest
+from omegaconf import OmegaConf
 
 from tests.helpers import TINY, cli
 
@@ -59,3 +60,31 @@ def test_an_empty_split_suggests_settings_that_split_the_corpus(
     fix = shlex.split(suggestion.split(" (")[0])
     code, _, err = cli([*SMOKE, *data, *fix, "hydra.run.dir=run"], tmp_path, capsys)
     assert code == 0, err
+
+
+# --------------------------------------------------------------------------- hierarchies
+def test_a_depth_that_does_not_fit_names_the_hierarchy_and_depths_that_do(tmp_path, capsys):
+    code, _, err = cli([*CFG, "coarsening=grow_width_depth", "model.n_layer=6"], tmp_path, capsys)
+    msg = _error(err)
+    assert code == 2 and "coarsening=recursive" not in msg
+    assert msg.startswith(
+        "coarsening.hierarchy.name=recursive: factor^depth = 2^2 = 4, but it must divide "
+        "model.n_layer=6: use model.n_layer=4 or model.n_layer=8, or "
+    )
+    for fix in ("model.n_layer=4", "model.n_layer=8"):
+        code, _, err = cli([*CFG, "coarsening=grow_width_depth", fix], tmp_path, capsys)
+        assert code == 0, err
+
+
+def test_other_raptr_blocks_say_the_stages_change_with_them(tmp_path, capsys):
+    args = ["model.n_layer=8", "coarsening=raptr", "coarsening.raptr.blocks=[4,6]"]
+    code, _, err = cli([*CFG, *args], tmp_path, capsys)
+    msg = _error(err)
+    assert code == 2 and "coarsening.stages.levels and .shares change with them" in msg
+    assert msg.endswith(
+        "e.g. 'coarsening.stages.levels=[raptr_4,raptr_6,fine]' "
+        "'coarsening.stages.shares=[0.33,0.33,0.34]'"
+    )
+    code, out, err = cli([*CFG, *args, *_pasted(msg, "e.g. ")], tmp_path, capsys)
+    assert code == 0, err
+    assert list(OmegaConf.create(out).coarsening.stages.levels) == ["raptr_4", "raptr_6", "fine"]
