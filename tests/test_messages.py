@@ -9,7 +9,7 @@ import shlex
 import pytest
 from omegaconf import OmegaConf
 
-from tests.helpers import TINY, cli
+from tests.helpers import TINY, cli, run_mltrain
 
 SMOKE = ["mode=smoke", *TINY]
 CFG = ["--cfg", "job", *TINY]
@@ -60,6 +60,88 @@ def test_an_empty_split_suggests_settings_that_split_the_corpus(
     fix = shlex.split(suggestion.split(" (")[0])
     code, _, err = cli([*SMOKE, *data, *fix, "hydra.run.dir=run"], tmp_path, capsys)
     assert code == 0, err
+
+
+# --------------------------------------------------------------------------- branches
+BASE = [
+    *TINY,
+    "coarsening=none",
+    "schedule=wsd",
+    "train.target_flops=4e9",
+    "train.threads=1",
+    "train.eval_every=4",
+    "optimizer.lr=0.3",
+]
+
+
+@pytest.fixture(scope="module")
+def trunk(tmp_path_factory):
+    """A trunk at twice the budget with a branch point at half, run by the console script."""
+    root = tmp_path_factory.mktemp("trunk")
+    res = run_mltrain(
+        [*BASE, "train.flops_scale=2", "train.branch_points=[0.5]", "hydra.run.dir=trunk"], root
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    return root / "trunk"
+
+
+def test_a_branch_past_its_trunk_gets_a_trunk_command_that_runs(trunk, tmp_path, capsys):
+    branch = [*BASE, "train.flops_scale=4", f"train.branch_from={trunk}"]
+    code, _, err = cli([*branch, "hydra.run.dir=b"], tmp_path, capsys)
+    msg = _error(err)
+    assert code == 2 and "train.branch_points, which is refused" not in msg
+    assert "a branch's budget must be below its trunk's (train.flops_scale=2)" in msg
+    command = _pasted(msg, "with 4 in train.branch_points: ")
+    assert command[0] == "mltrain" and command[-2:] == [
+        "train.flops_scale=8.0",
+        "train.branch_points=[0.5,4.0]",
+    ]
+    code, _, err = cli([*command[1:], "hydra.run.dir=trunk2"], tmp_path, capsys)
+    assert code == 0, err
+    again = [*BASE, "train.flops_scale=4", f"train.branch_from={tmp_path / 'trunk2'}"]
+    code, _, err = cli(again, tmp_path, capsys)
+    assert code == 0, err
+
+
+def test_a_branch_below_its_trunk_gets_the_trunk_again(trunk, tmp_path, capsys):
+    code, _, err = cli(
+        [*BASE, "train.flops_scale=0.25", f"train.branch_from={trunk}"], tmp_path, capsys
+    )
+    msg = _error(err)
+    assert code == 2 and msg.endswith(
+        "run the trunk again with 0.25 in train.branch_points: "
+        + shlex.join(["mltrain", *BASE, "train.flops_scale=2", "train.branch_points=[0.25,0.5]"])
+    )
+
+
+def test_a_branch_with_other_settings_names_them_and_branch_from(trunk, tmp_path, capsys):
+    other = ["optimizer.lr=0.1", "train.seed=3"]
+    code, _, err = cli(
+        [*BASE, "train.flops_scale=0.5", f"train.branch_from={trunk}", *other], tmp_path, capsys
+    )
+    msg = _error(err)
+    assert code == 2 and not msg.startswith("train.resume")
+    assert msg == (
+        f"train.branch_from={trunk}: this branch's settings differ from its trunk's in "
+        "optimizer.lr (trunk 0.3, here 0.1), train.seed (trunk 0, here 3); a branch may change "
+        "only its budget (train.flops_scale, train.target_flops, train.steps, train.max_steps): "
+        "give it the trunk's, optimizer.lr=0.3 train.seed=0"
+    )
+    fix = _pasted(msg, "give it the trunk's, ")
+    code, _, err = cli(
+        [*BASE, "train.flops_scale=0.5", f"train.branch_from={trunk}", *other, *fix],
+        tmp_path,
+        capsys,
+    )
+    assert code == 0, err
+
+
+def test_a_missing_trunk_is_one_line_without_info_before_it(tmp_path, capsys):
+    code, out, err = cli(
+        [*BASE, "train.flops_scale=0.5", "train.branch_from=/nonexistent"], tmp_path, capsys
+    )
+    assert code == 2 and not out.strip()
+    assert _error(err) == "train.branch_from=/nonexistent: not a run directory"
 
 
 # --------------------------------------------------------------------------- hierarchies
