@@ -62,6 +62,87 @@ def test_an_empty_split_suggests_settings_that_split_the_corpus(
     assert code == 0, err
 
 
+# --------------------------------------------------------------------------- ~key
+@pytest.mark.parametrize(
+    "args, fix, value",
+    [
+        (["~train.target_flops"], "train.target_flops=null", None),
+        (["experiment=grow", "~train.target_flops"], "train.target_flops=null", None),
+        (["~train.steps"], "train.steps=300", 300),
+    ],
+)
+def test_removing_a_setting_says_how_to_set_it(tmp_path, capsys, args, fix, value):
+    code, out, err = cli([*CFG, *args], tmp_path, capsys)
+    key = fix.split("=")[0]
+    assert code == 2 and not out
+    assert _error(err).startswith(f"~{key}: {key} is a setting, which cannot be removed; ")
+    assert _error(err).endswith(f" {fix}") and "does not exist" not in err
+    code, out, err = cli([*CFG, *args[:-1], fix], tmp_path, capsys)
+    assert code == 0, err
+    assert OmegaConf.select(OmegaConf.create(out), key) == value
+
+
+# --------------------------------------------------------------------------- quoting slips
+def test_two_overrides_in_one_argument_are_named_and_split(tmp_path, capsys):
+    code, _, err = cli([*CFG, "train.steps=30 train.seed=7"], tmp_path, capsys)
+    msg = _error(err)
+    assert code == 2
+    assert msg.startswith("'train.steps=30 train.seed=7': mismatched input '=' expecting <EOF>; ")
+    assert "it holds 2 overrides in one argument" in msg
+    command = _pasted(msg, "give each its own: ")
+    assert command[0] == "mltrain" and command[-2:] == ["train.steps=30", "train.seed=7"]
+    code, out, err = cli(command[1:], tmp_path, capsys)
+    assert code == 0, err
+    cfg = OmegaConf.create(out)
+    assert (cfg.train.steps, cfg.train.seed) == (30, 7)
+
+
+def test_any_override_that_does_not_parse_is_named(tmp_path, capsys):
+    code, _, err = cli([*CFG, "coarsening.vcycle.delta=[1"], tmp_path, capsys)
+    assert code == 2 and _error(err).startswith("'coarsening.vcycle.delta=[1': ")
+
+
+# --------------------------------------------------------------------------- unread settings
+def test_a_setting_the_scheme_does_not_read_gets_one_line_of_notice(tmp_path, capsys):
+    args = ["coarsening=none", "coarsening.vcycle.delta=0.5", "coarsening.stages.grow_warmup=2"]
+    code, out, err = cli([*CFG, *args], tmp_path, capsys)
+    assert code == 0
+    assert err.strip().splitlines() == [
+        "mltrain: note: coarsening.vcycle.delta=0.5, coarsening.stages.grow_warmup=2: not read "
+        "by coarsening.scheme=single_level (it reads no coarsening section): ignored"
+    ]
+    code, out, err = cli(
+        [*SMOKE, "coarsening=grow", "coarsening.vcycle.delta=0.5"], tmp_path, capsys
+    )
+    assert code == 0, err
+    notes = [ln for ln in (out + err).splitlines() if "not read by" in ln]
+    assert len(notes) == 1 and notes[0].endswith(
+        "coarsening.vcycle.delta=0.5: not read by coarsening.scheme=stages (it reads "
+        "coarsening.hierarchy, coarsening.stages, coarsening.patch, coarsening.raptr): ignored"
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [
+            "coarsening=grow",
+            "mode=smoke",
+        ],  # the mode's V-cycle settings: a preset's, not the user's
+        ["experiment=paper_small", "coarsening=none"],  # the preset's V-cycle settings
+        [
+            "coarsening=grow",
+            "coarsening.stages.grow_warmup=2",
+            "coarsening.vcycle.train_shared=false",
+        ],
+        ["coarsening.hierarchy.name=raptr", "coarsening.raptr.blocks=[2]"],  # its hierarchy's
+    ],
+)
+def test_settings_a_run_reads_or_a_preset_sets_get_no_notice(tmp_path, capsys, args):
+    code, _, err = cli([*CFG, *args], tmp_path, capsys)
+    assert code == 0 and "note" not in err, err
+
+
 # --------------------------------------------------------------------------- branches
 BASE = [
     *TINY,
@@ -170,3 +251,43 @@ def test_other_raptr_blocks_say_the_stages_change_with_them(tmp_path, capsys):
     code, out, err = cli([*CFG, *args, *_pasted(msg, "e.g. ")], tmp_path, capsys)
     assert code == 0, err
     assert list(OmegaConf.create(out).coarsening.stages.levels) == ["raptr_4", "raptr_6", "fine"]
+
+
+# --------------------------------------------------------------------------- presets
+def test_two_presets_are_refused_in_one_line(tmp_path, capsys):
+    code, out, err = cli([*CFG, "experiment=raptr", "experiment=grow"], tmp_path, capsys)
+    msg = _error(err)
+    assert code == 2 and not out
+    assert msg.startswith("experiment= is given 2 times (experiment=raptr, experiment=grow): ")
+    command = _pasted(msg, "with the last one: ")
+    assert command == ["mltrain", *CFG, "experiment=grow"]
+    code, out, err = cli(command[1:], tmp_path, capsys)
+    assert code == 0, err
+    assert OmegaConf.create(out).experiment_name == "grow"
+
+
+def test_a_preset_whose_scheme_is_replaced_is_named_for_what_runs(tmp_path, capsys):
+    code, out, err = cli(
+        ["mode=smoke", *TINY, "experiment=grow_width", "coarsening=even_odd"], tmp_path, capsys
+    )
+    assert code == 0, err
+    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    assert run.name.endswith("_grow_width+coarsening=even_odd")
+    saved = OmegaConf.load(run / ".hydra" / "config.yaml")
+    assert saved.experiment_name == "grow_width+coarsening=even_odd"
+    assert saved.coarsening.scheme == "vcycle"
+
+
+@pytest.mark.parametrize(
+    "args, name",
+    [
+        (["experiment=grow_width"], "grow_width"),
+        (["experiment=grow_width", "coarsening=grow_width"], "grow_width"),  # the preset's own
+        (["experiment=grow_width", "coarsening=none", "experiment_name=mine"], "mine"),
+        (["experiment=paper_small", "coarsening=none"], "paper_small+coarsening=none"),
+    ],
+)
+def test_the_name_changes_only_when_the_preset_scheme_does(tmp_path, capsys, args, name):
+    code, out, err = cli([*CFG, *args], tmp_path, capsys)
+    assert code == 0, err
+    assert OmegaConf.create(out).experiment_name == name
