@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from mltrain.config.keys import READ_BY_SCHEME, _fields, unread, walk
 from mltrain.config.overrides import override, shell_command
-from mltrain.config.schema import OPTIMIZERS, SECTIONS, MLTrainConfig
+from mltrain.config.schema import SECTIONS, MLTrainConfig
 from mltrain.errors import ConfigError
 
 
@@ -77,12 +77,12 @@ def check_one_preset(argv: list[str]) -> None:
 
 
 def _setting_field(key: str) -> dataclasses.Field | None:
-    """The schema field of the dotted ``key`` (an optimizer key: the first optimizer's schema
-    that has it), or None when ``key`` is not a setting."""
-    section, _, rest = key.partition(".")
+    """The schema field of the dotted ``key``, or None when ``key`` is not a setting, or an
+    optimizer's (whose fields and defaults depend on the option: Hydra's message stands)."""
+    section = key.partition(".")[0]
     if section == "optimizer":
-        schemas = [("optimizer.", s) for s in OPTIMIZERS.values()]
-    elif section in SECTIONS:
+        return None
+    if section in SECTIONS:
         schemas = list(walk(SECTIONS[section], section + "."))
     else:
         schemas = [("", MLTrainConfig)]
@@ -115,9 +115,9 @@ def check_deletions(argv: list[str]) -> None:
         else:
             default = None
         if default is None or "None" in str(f.type):
-            how = f"leave it unset with {override(key, None)}"
+            how = f"leave it unset with {shell_command([override(key, None)])}"
         else:
-            how = f"set it instead, e.g. to the schema's default: {override(key, default)}"
+            how = f"set it instead, e.g. to the schema's default: {shell_command([override(key, default)])}"
         raise ConfigError(f"{arg}: {key} is a setting, which cannot be removed; {how}")
 
 
