@@ -34,6 +34,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from mltrain.config import absolute_paths, config_dir, register_configs, validate
+from mltrain.config import arguments as A
 from mltrain.config.overrides import shell_command
 from mltrain.errors import MLTrainError, Preempted
 from mltrain.train import distributed as D
@@ -63,6 +64,9 @@ def train(cfg: DictConfig) -> float:
         run_dir = Path(D.broadcast_object(str(run_dir), ctx.world))
         group = Path(hc.sweep.dir).name if multirun and cfg.logger.group is None else None
         job = Job(cfg, run_dir, ctx, hydra_cfg=hc, group=group)
+        notice = A.unread_notice(cfg, list(hc.overrides.task))
+        if notice:
+            log.warning("%s", notice)
         loss = job.run()
         exit_code = 0
         log.info("final val/loss %.4f; metrics: %s", loss, run_dir / "metrics.jsonl")
@@ -122,12 +126,14 @@ _hydra_main = hydra.main(version_base="1.3", config_path=str(config_dir()), conf
 )
 
 
-def one_line(err: BaseException) -> str:
+def one_line(err: BaseException, argv: list[str] | None = None) -> str:
     """A Hydra/OmegaConf composition error (or an OSError) as one line, built from the
     exceptions' fields: a missing group option lists the available options (schema nodes
     hidden); an override error gives the override, then the cause's message (its first line);
-    a renamed key names its new name; a missing optional plugin says how to install it."""
-    from hydra.errors import MissingConfigException
+    an override that does not parse is named, and when it is several joined by spaces the
+    command with each its own argument (``argv``: the command line's arguments); a renamed
+    key names its new name; a missing optional plugin says how to install it."""
+    from hydra.errors import MissingConfigException, OverrideParseException
 
     from mltrain.config import RENAMED, REPLACED
 
@@ -153,6 +159,9 @@ def one_line(err: BaseException) -> str:
                 new, how = REPLACED[key]
                 parts.append(f"{key} was replaced by {new} ({how}): use {new}=...")
         msg = "; ".join(dict.fromkeys(parts))
+    if isinstance(err, OverrideParseException) and err.override:
+        hint = A.joined_overrides(err.override, argv or [])
+        msg = f"{shell_command([err.override])}: {msg}" + (f"; {hint}" if hint else "")
     for plugin, extra in (("hydra/sweeper/optuna", "optuna"), ("hydra/launcher/submitit", "slurm")):
         if plugin in msg:
             msg += f' (an optional plugin: pip install "mltrain[{extra}]" or make install-extras)'
@@ -264,6 +273,9 @@ def check_cfg_request(argv: list[str]) -> list[str]:
     cfg = compose(args.overrides)
     validate(cfg)
     build_plan(typed(cfg), None)  # the hierarchy and the scheme's own rules
+    notice = A.unread_notice(cfg, args.overrides)
+    if notice:
+        print(f"mltrain: note: {notice}", file=sys.stderr, flush=True)
     print(CFG_NOTE, flush=True)
     return argv
 
@@ -288,6 +300,11 @@ def main() -> None:
     )
     try:
         check_range_sweeps(sys.argv[1:])
+        A.check_one_preset(sys.argv[1:])
+        A.check_deletions(sys.argv[1:])
+        name = A.variant_name(sys.argv[1:])
+        if name is not None:
+            sys.argv.append(name)
         sys.argv[1:] = check_cfg_request(sys.argv[1:])
         _hydra_main()
     except MLTrainError as e:
@@ -298,7 +315,7 @@ def main() -> None:
             raise
         plain_os_error = isinstance(e, OSError) and not isinstance(e, HydraException)
         what = "cannot create the run directory: " if plain_os_error else ""
-        print(f"mltrain: error: {what}{one_line(e)}", file=sys.stderr)
+        print(f"mltrain: error: {what}{one_line(e, sys.argv[1:])}", file=sys.stderr)
         sys.exit(2)
     finally:
         if not user_wants_traceback:

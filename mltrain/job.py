@@ -96,10 +96,6 @@ class Job:
         vocab = self._vocab_size()
         self.plan = build_plan(t, vocab, ctx.world)
         check_ranks(t.coarsening, ctx.world)
-        if t.train.target_flops is not None:
-            log.info("FLOPs budget %.4e -> %d fine steps", budget_of(t), self.total_steps)
-        if t.coarsening.scheme == "vcycle":
-            self._warn_window(t.coarsening.vcycle)
         self.config_container = OmegaConf.to_container(cfg, resolve=True)
         # warmup-stable-decay branches (mltrain.train.branch): a trunk's points, a branch's start
         at = br.plan_at_scale(t, lambda c: build_plan(c, vocab, ctx.world))
@@ -121,7 +117,12 @@ class Job:
         self.model = ODETransformer(t.model, vocab).to(ctx.device)
         if t.train.compile:
             self._compile(t.train.compile_backend)
-        # ---- all checks passed: from here on the run directory is written
+        # ---- all checks passed (nothing is said before: a refused run prints its error alone);
+        # from here on the run directory is written
+        if t.train.target_flops is not None:
+            log.info("FLOPs budget %.4e -> %d fine steps", budget_of(t), self.total_steps)
+        if t.coarsening.scheme == "vcycle":
+            self._warn_window(t.coarsening.vcycle)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._prepare_run_dir()
         self.role = role_of(t, self.plan)

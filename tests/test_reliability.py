@@ -220,7 +220,8 @@ CATALOGUE = [
     (["coarsening.hierarchy.step_scale=0"], "coarsening.hierarchy.step_scale=0.0 is not allowed"),
     (
         ["model.n_layer=5"],
-        "coarsening=even_odd needs an even number of blocks >= 2, but model.n_layer=5",
+        "coarsening.hierarchy.name=even_odd needs an even number of blocks >= 2, but "
+        "model.n_layer=5: use model.n_layer=4 or model.n_layer=6",
     ),
     (
         ["coarsening=recursive", "coarsening.hierarchy.depth=3"],

@@ -108,7 +108,7 @@ def test_cfg_with_multirun_is_one_line(tmp_path, capsys):
     "bad, message",
     [
         ("train.steps=-3", "train.steps=-3 is not allowed"),
-        ("model.n_layer=5", "coarsening=even_odd needs an even number of blocks >= 2"),
+        ("model.n_layer=5", "coarsening.hierarchy.name=even_odd needs an even number of blocks"),
     ],
 )
 def test_cfg_job_refuses_what_a_run_refuses(tmp_path, capsys, bad, message):

@@ -23,6 +23,7 @@ from mltrain.analysis.runs import (
     is_single_level,
 )
 from mltrain.analysis.seeds import by_seed
+from mltrain.config import unread
 
 # Comparison roles (``run.json`` "role", W&B job type) and their names for readers.
 ROLE_NAMES = {
@@ -36,22 +37,10 @@ ROLE_NAMES = {
 INERT = ("data.cache_dir", "model.attention", "data.batch_size")
 
 
-# the coarsening sections each scheme reads (the others are ignored by its runs)
-READ_BY_SCHEME = {
-    "vcycle": ("hierarchy", "vcycle", "corrections", "patch"),
-    "stages": ("hierarchy", "stages", "patch", "raptr"),
-}
-
-
 def _unread(key: str, flat: dict) -> bool:
     """A coarsening setting that the run's scheme does not read (a staged run's V-cycle
-    settings, a V-cycle run's stages)."""
-    read = READ_BY_SCHEME.get(flat.get("coarsening.scheme"))
-    if read is None or not key.startswith("coarsening.") or key == "coarsening.scheme":
-        return False
-    if key in ("coarsening.vcycle.optimizer_state", "coarsening.vcycle.train_shared"):
-        return False  # every multilevel run's optimizers and levels read these
-    return key.split(".")[1] not in read
+    settings, a V-cycle run's stages: :func:`mltrain.config.unread`)."""
+    return unread(key, flat.get("coarsening.scheme"), flat.get("coarsening.hierarchy.name"))
 
 
 def identity(flat: dict, role: str | None = None) -> tuple:

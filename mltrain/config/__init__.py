@@ -12,6 +12,7 @@ from mltrain.config.keys import (
     inert_keys,
     is_inert,
     job_name_excluded_keys,
+    unread,
     upgrade,
 )
 from mltrain.config.schema import *  # noqa: F403
@@ -32,6 +33,7 @@ __all__ = [
     "job_name_excluded_keys",
     "register_configs",
     "typed",
+    "unread",
     "upgrade",
     "validate",
 ]

@@ -81,9 +81,10 @@ def absolute_paths(cfg: DictConfig, base: Path) -> None:
             d.tokenizer = "hf:" + fix(name)
 
 
-def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+def compose(overrides: list[str] | tuple[str, ...] = (), hydra: bool = False) -> DictConfig:
     """The config ``mltrain <overrides>`` would run, composed with Hydra's compose API (for
-    scripts, notebooks and tests; no run directory is created).
+    scripts, notebooks and tests; no run directory is created); with ``hydra``, Hydra's own
+    section too (``hydra.runtime.choices``: the option chosen in each group).
 
     Raises:
         hydra.errors.HydraException / omegaconf errors: an unknown key, option or wrong type.
@@ -97,4 +98,4 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     with initialize_config_dir(
         version_base="1.3", config_dir=str(config_dir()), job_name="mltrain"
     ):
-        return hydra_compose("config", overrides=list(overrides))
+        return hydra_compose("config", overrides=list(overrides), return_hydra_config=hydra)

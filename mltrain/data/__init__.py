@@ -71,13 +71,51 @@ def _split_documents(corpus: Corpus, val_fraction: float) -> tuple[list[str], li
     for i, (_, text) in enumerate(corpus.documents()):
         (val if is_validation(i, val_fraction) else train).append(text)
     if not train or not val:
-        n = len(train) + len(val)
-        raise DataError(
-            f"data: the corpus has {n} non-empty document(s); a split by document with "
-            f"data.val_fraction={val_fraction} needs at least one for train and one for validation "
-            f"(for text_files, data.sample_by=paragraph or line splits within files)"
-        )
+        raise DataError(_split_error(corpus, len(train) + len(val), val_fraction))
     return train, val
+
+
+def _splits(n: int, val_fraction: float) -> bool:
+    """Whether ``n`` units split by ``val_fraction`` leave at least one on each side."""
+    held = sum(is_validation(i, val_fraction) for i in range(n))
+    return 0 < held < n
+
+
+# data.sample_by, from the largest unit to the smallest
+_UNITS = ("document", "paragraph", "line")
+
+
+def _split_error(corpus: Corpus, n: int, val_fraction: float) -> str:
+    """Why ``n`` units split by ``val_fraction`` leave a side empty, and settings that split
+    this corpus: a larger ``data.val_fraction``, or (text files) a smaller ``data.sample_by``,
+    whose units are counted here, so the suggestion holds."""
+    import dataclasses
+
+    from mltrain.config.overrides import shell_command
+
+    by = corpus.cfg.sample_by
+    text = corpus.name == "text_files" and any(f.suffix == ".txt" for f in corpus.files)
+    unit = by if text else "document"
+    msg = (
+        f"data: the corpus has {n} non-empty {unit}(s)"
+        + (f" (data.sample_by={by})" if text else "")
+        + f"; a split with data.val_fraction={val_fraction} needs at least one for train and "
+        "one for validation: "
+    )
+    for other in _UNITS[_UNITS.index(by) :] if text else [by]:
+        if other != by:
+            cfg = dataclasses.replace(corpus.cfg, sample_by=other)
+            n = sum(1 for _ in dataclasses.replace(corpus, cfg=cfg).documents())
+        fraction = next(
+            (f for f in (val_fraction, -(-100 // max(n, 1)) / 100, 0.5) if _splits(n, f)), None
+        )
+        if fraction is None:
+            continue
+        settings = [f"data.sample_by={other}"] if other != by else []
+        if fraction != val_fraction:
+            settings.append(f"data.val_fraction={fraction:g}")
+        return msg + f"add {shell_command(settings)}" + (f" ({n} {other}s)" if other != by else "")
+    return msg + "give more text (data.paths)"
 
 
 def _tokenize(docs: list[str], tok: Tokenizer, chunk: int = 256) -> np.ndarray:

@@ -11,6 +11,14 @@ from mltrain.errors import ConfigError
 from mltrain.levels.base import HIERARCHIES, Level, fine_level
 
 
+def _multiples(n_layer: int, m: int) -> str:
+    """``model.n_layer=<k>`` for the multiples k of ``m`` next to ``n_layer`` (what to use
+    instead of a depth that ``m`` does not divide)."""
+    below = n_layer // m * m
+    ks = [k for k in (below, below + m) if k >= m]
+    return " or ".join(f"model.n_layer={k}" for k in ks)
+
+
 @HIERARCHIES.register("none")
 def _none(c: CoarseningConfig, n_layer: int) -> list[Level]:
     """Single-level: the fine level only."""
@@ -20,7 +28,8 @@ def _none(c: CoarseningConfig, n_layer: int) -> list[Level]:
 def _halves(c: CoarseningConfig, n_layer: int, which: str) -> list[Level]:
     if n_layer < 2 or n_layer % 2:
         raise ConfigError(
-            f"coarsening={which} needs an even number of blocks >= 2, but model.n_layer={n_layer}"
+            f"coarsening.hierarchy.name={which} needs an even number of blocks >= 2, but "
+            f"model.n_layer={n_layer}: use {_multiples(n_layer, 2)}"
         )
     h = float(c.hierarchy.step_scale)
     a = Level("coarse_a", tuple(range(1, n_layer, 2)), h, "fine")
@@ -54,9 +63,11 @@ def _recursive(c: CoarseningConfig, n_layer: int) -> list[Level]:
     f, depth = int(c.hierarchy.factor), int(c.hierarchy.depth)
     if depth > n_layer.bit_length() or n_layer % (f**depth):  # (f^depth > n_layer first)
         power = f"{f**depth}" if depth <= n_layer.bit_length() else f"more than {n_layer}"
+        fits = f" {_multiples(n_layer, f**depth)}, or" if depth <= n_layer.bit_length() else ""
         raise ConfigError(
-            f"coarsening=recursive: factor^depth = {f}^{depth} = {power}, but it must divide "
-            f"model.n_layer={n_layer} (lower coarsening.hierarchy.depth or coarsening.hierarchy.factor)"
+            f"coarsening.hierarchy.name=recursive: factor^depth = {f}^{depth} = {power}, but it "
+            f"must divide model.n_layer={n_layer}: use{fits} a smaller coarsening.hierarchy.depth "
+            "or factor (and the levels named after them)"
         )
     levels = [fine_level(n_layer)]
     for ell in range(1, depth + 1):

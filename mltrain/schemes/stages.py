@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 
 from mltrain.config import MLTrainConfig
+from mltrain.config.overrides import override, shell_command
 from mltrain.errors import ConfigError
 from mltrain.levels import Level
 from mltrain.levels.width import WidthLevel
@@ -74,8 +75,10 @@ def check_stages(cfg: MLTrainConfig, levels: list[Level]) -> tuple[list[str], li
     bad = [s for s in stages if s not in names]
     if bad:
         raise ConfigError(
-            f"coarsening.stages.levels names level {bad[0]!r}; coarsening.hierarchy.name={c.hierarchy.name} has levels: "
-            + ", ".join(names)
+            f"coarsening.stages.levels names level {bad[0]!r}, but coarsening.hierarchy.name="
+            f"{c.hierarchy.name} has levels {', '.join(names)}: the stages name the levels "
+            "that the hierarchy's settings make, so coarsening.stages.levels and .shares change "
+            "with them" + _stages_hint(levels, shares)
         )
     if len(shares) != len(stages):
         raise ConfigError(
@@ -100,6 +103,23 @@ def check_stages(cfg: MLTrainConfig, levels: list[Level]) -> tuple[list[str], li
                 "the trained blocks, so each stage's blocks must include the previous stage's"
             )
     return stages, shares
+
+
+def _stages_hint(levels: list[Level], shares: list[float]) -> str:
+    """``, e.g. '<levels>' '<shares>'``: stages over the hierarchy's ``levels`` (fine first)
+    that :func:`check_stages` accepts, coarsest first, each holding the previous one's blocks;
+    the given ``shares`` when they fit, else equal shares that add up to 1."""
+    chain: list[Level] = []
+    for lv in sorted(levels[1:], key=lambda lv: (lv.n_blocks, len(lv.blocks), lv.name)):
+        if not chain or set(chain[-1].blocks) <= set(lv.blocks):
+            chain.append(lv)
+    names = [lv.name for lv in chain] + [levels[0].name]
+    if len(shares) != len(names):
+        each = round(1 / len(names), 2)
+        shares = [each] * (len(names) - 1) + [round(1 - each * (len(names) - 1), 2)]
+    return ", e.g. " + shell_command(
+        [override("coarsening.stages.levels", names), override("coarsening.stages.shares", shares)]
+    )
 
 
 def grows(source: Level, target: Level) -> bool:

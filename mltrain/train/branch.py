@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from mltrain.config.overrides import override, shell_command
 from mltrain.errors import CheckpointError, ConfigError
 from mltrain.train import checkpoint as ckpt
 from mltrain.train.optim import wsd_decay_start
@@ -91,9 +92,39 @@ def branch_start(cfg, plan) -> tuple[Path, int]:
             f"train.branch_from={trunk}: no branch point at step {step} (where the decay of "
             f"train.flops_scale={cfg.train.flops_scale:g} starts); the trunk has "
             + (f"steps {', '.join(map(str, have))}" if have else "none")
-            + f"; run the trunk with {cfg.train.flops_scale:g} in train.branch_points"
+            + f"; {_trunk_command(trunk, float(cfg.train.flops_scale))}"
         )
     return path, step
+
+
+def _trunk_command(trunk: Path, scale: float) -> str:
+    """What to run for a trunk that has a branch point at ``scale``: the trunk's own command
+    (its ``.hydra/overrides.yaml``) with ``scale`` added to ``train.branch_points``, and with a
+    larger ``train.flops_scale`` (twice ``scale``) when ``scale`` is not below the trunk's own
+    (a branch point must be: :func:`trunk_points`)."""
+    from omegaconf import OmegaConf
+
+    try:
+        train = OmegaConf.load(trunk / ".hydra" / "config.yaml").train
+        own, points = float(train.flops_scale), [float(p) for p in train.branch_points]
+    except Exception:  # not readable: say what to add
+        return f"run the trunk with {scale:g} in train.branch_points"
+    new_scale = own if scale < own else 2 * scale
+    settings = [override("train.branch_points", sorted({*points, scale}))]
+    why = "run the trunk again"
+    if new_scale != own:
+        settings.insert(0, override("train.flops_scale", new_scale))
+        why = (
+            f"a branch's budget must be below its trunk's (train.flops_scale={own:g}): run this "
+            "budget without train.branch_from, or a trunk with a larger budget"
+        )
+    try:
+        given = [str(a) for a in OmegaConf.load(trunk / ".hydra" / "overrides.yaml")]
+    except Exception:
+        return f"{why} with {shell_command(settings)}"
+    keys = {a.split("=", 1)[0] for a in settings}
+    kept = [a for a in given if a.split("=", 1)[0].lstrip("+") not in keys]
+    return f"{why} with {scale:g} in train.branch_points: {shell_command(['mltrain', *kept, *settings])}"
 
 
 def check_point(state: dict, path: Path, *, config: dict, data_fingerprint: str) -> None:
@@ -101,7 +132,8 @@ def check_point(state: dict, path: Path, *, config: dict, data_fingerprint: str)
     budget (:data:`BUDGET_KEYS`) and the same tokens.
 
     Raises:
-        CheckpointError: the first setting that differs, or other data.
+        CheckpointError: every setting that differs (with the trunk's values to give), or
+            other data.
     """
 
     def strip(c: dict) -> dict:
@@ -110,7 +142,16 @@ def check_point(state: dict, path: Path, *, config: dict, data_fingerprint: str)
             c["train"].pop(k.split(".", 1)[1], None)
         return c
 
-    ckpt.check_compatible(strip(state.get("config", {})), strip(config), path)
+    differences = ckpt.config_differences(strip(state.get("config", {})), strip(config))
+    if differences:
+        trunk = path.parent.parent
+        named = ", ".join(f"{k} (trunk {was}, here {now})" for k, was, now in differences)
+        fix = [override(k, was) for k, was, _ in differences if was != "<unset>"]
+        raise CheckpointError(
+            f"train.branch_from={trunk}: this branch's settings differ from its trunk's in "
+            f"{named}; a branch may change only its budget ({', '.join(BUDGET_KEYS)})"
+            + (f": give it the trunk's, {shell_command(fix)}" if fix else "")
+        )
     data = state.get("data_fingerprint")
     if data is not None and data != data_fingerprint:
         raise CheckpointError(f"train.branch_from: {path} was trained on other tokens")

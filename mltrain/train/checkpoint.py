@@ -182,25 +182,36 @@ def _schema_defaults() -> dict:
     return out
 
 
-def check_compatible(saved: dict, current: dict, path: Path) -> None:
-    """Raise :class:`CheckpointError` naming the first setting that differs between a saved
-    config and this run's, other than the settings that do not change training
-    (:func:`mltrain.config.inert_keys`). Renamed keys of older configs are upgraded first;
-    a setting added since the checkpoint was written counts as its schema default (what
-    that run did), e.g. ``coarsening.patch.size`` = 1."""
+def config_differences(saved: dict, current: dict) -> list[tuple[str, object, object]]:
+    """``(key, saved value, current value)`` of every setting that differs between a saved
+    config and this run's, sorted by key, other than the settings that do not change training
+    (:func:`mltrain.config.inert_keys`); ``<unset>`` for a key one of them lacks. Renamed keys
+    of older configs are upgraded first; a setting added since the saved config was written
+    counts as its schema default (what that run did), e.g. ``coarsening.patch.size`` = 1."""
     a, b = flatten(upgrade(saved)), flatten(upgrade(current))
     defaults = _schema_defaults()
     for key in set(b) - set(a):
         if key in defaults:
             a[key] = defaults[key]
+    out = []
     for key in sorted(set(a) | set(b)):
         if is_inert(key):
             continue
         if a.get(key, "<unset>") != b.get(key, "<unset>"):
-            raise CheckpointError(
-                f"train.resume: {path} was written with {key}={a.get(key, '<unset>')}, "
-                f"this run has {key}={b.get(key, '<unset>')}; resume with the same settings or start a new run"
-            )
+            out.append((key, a.get(key, "<unset>"), b.get(key, "<unset>")))
+    return out
+
+
+def check_compatible(saved: dict, current: dict, path: Path) -> None:
+    """Raise :class:`CheckpointError` naming the first setting that differs between a saved
+    config and this run's (:func:`config_differences`)."""
+    differences = config_differences(saved, current)
+    if differences:
+        key, was, now = differences[0]
+        raise CheckpointError(
+            f"train.resume: {path} was written with {key}={was}, "
+            f"this run has {key}={now}; resume with the same settings or start a new run"
+        )
 
 
 def check_fits(

@@ -68,6 +68,8 @@ def test_bad_branch_settings_are_one_clear_error(trunk, tmp_path):
         make_job(tmp_path / "c", *BASE, HALF, "schedule=cosine", f"train.branch_from={t}")
     with pytest.raises(ConfigError, match=r"train.branch_points=\[2.0\]: each must be"):
         make_job(tmp_path / "d", *BASE, "train.branch_points=[2.0]")
-    with pytest.raises(CheckpointError, match="was written with optimizer.lr=0.3"):
+    with pytest.raises(
+        CheckpointError, match=r"differ from its trunk's in optimizer.lr \(trunk 0.3,"
+    ):
         make_job(tmp_path / "e", *BASE, HALF, "optimizer.lr=0.1", f"train.branch_from={t}")
     assert not any((tmp_path / d).exists() for d in "qcde")  # nothing written

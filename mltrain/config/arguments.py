@@ -1,0 +1,182 @@
+"""The command line's overrides, read before and after Hydra composes them: mistakes Hydra
+would accept silently or report without the argument or the fix (one preset at a time, a
+setting removed with ``~``, two overrides in one argument), what a run is named when its
+preset's scheme is replaced, and the settings given there that the run's scheme ignores.
+
+Each suggestion is written with :func:`mltrain.config.overrides.override` (Hydra's grammar) and
+:func:`mltrain.config.overrides.shell_command` (the shell's), so it runs when pasted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+
+from omegaconf import DictConfig
+
+from mltrain.config.keys import READ_BY_SCHEME, _fields, unread, walk
+from mltrain.config.overrides import override, shell_command
+from mltrain.config.schema import SECTIONS, MLTrainConfig
+from mltrain.errors import ConfigError
+
+
+def overrides_of(argv: list[str]) -> list[str]:
+    """The overrides among mltrain's arguments (flags such as ``-m``, ``--cfg job`` left
+    out); none when the flags are malformed (Hydra reports them)."""
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return list(get_args_parser().parse_args(argv).overrides)
+    except SystemExit:
+        return []
+
+
+def _parsed(overrides: list[str]) -> list[tuple[str, object]]:
+    """(argument, Hydra's ``Override``) of each override that parses."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    out = []
+    for arg in overrides:
+        try:
+            out.append((arg, parser.parse_override(arg)))
+        except Exception:
+            continue  # Hydra reports a malformed override itself
+    return out
+
+
+def _choices(parsed, group: str) -> list[tuple[str, object]]:
+    """The plain (not swept, not deleted) choices of ``group`` among ``parsed``."""
+    return [
+        (a, o)
+        for a, o in parsed
+        if o.key_or_group == group and not o.is_delete() and not o.is_sweep_override()
+    ]
+
+
+def check_one_preset(argv: list[str]) -> None:
+    """Refuse two different ``experiment=`` presets on one command line (Hydra keeps the last
+    one silently, so the first preset's settings are dropped without a word).
+
+    Raises:
+        ConfigError: one line naming both and the command with the last one only.
+    """
+    overrides = overrides_of(argv)
+    given = _choices(_parsed(overrides), "experiment")
+    if len({o.value() for _, o in given}) < 2:
+        return
+    drop = {a for a, _ in given[:-1]}
+    kept = [a for a in argv if a not in drop]
+    raise ConfigError(
+        f"experiment= is given {len(given)} times ({', '.join(a for a, _ in given)}): a run "
+        f"takes one preset (override its settings after it); with the last one: "
+        + shell_command(["mltrain", *kept])
+    )
+
+
+def _setting_field(key: str) -> dataclasses.Field | None:
+    """The schema field of the dotted ``key``, or None when ``key`` is not a setting, or an
+    optimizer's (whose fields and defaults depend on the option: Hydra's message stands)."""
+    section = key.partition(".")[0]
+    if section == "optimizer":
+        return None
+    if section in SECTIONS:
+        schemas = list(walk(SECTIONS[section], section + "."))
+    else:
+        schemas = [("", MLTrainConfig)]
+    for prefix, schema in schemas:
+        for f in _fields(schema):
+            if prefix + f.name == key:
+                return f
+    return None
+
+
+def check_deletions(argv: list[str]) -> None:
+    """Refuse ``~key`` for a setting of the schema with what to write instead: Hydra cannot
+    remove a typed setting (a null one it reports as "does not exist", a set one as "does not
+    support deletion"), but it can be set, a nullable one to ``null``.
+
+    Raises:
+        ConfigError: one line naming the setting and a replacement that composes.
+    """
+    for arg, o in _parsed(overrides_of(argv)):
+        if not o.is_delete():
+            continue
+        key = o.key_or_group
+        f = _setting_field(key)
+        if f is None:
+            continue  # a group (~experiment) or an unknown key: Hydra's own message
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        if default is None or "None" in str(f.type):
+            how = f"leave it unset with {shell_command([override(key, None)])}"
+        else:
+            how = f"set it instead, e.g. to the schema's default: {shell_command([override(key, default)])}"
+        raise ConfigError(f"{arg}: {key} is a setting, which cannot be removed; {how}")
+
+
+def joined_overrides(bad: str, argv: list[str]) -> str | None:
+    """When the override ``bad`` that Hydra could not parse is several overrides joined by
+    spaces (a quoting slip, ``'train.steps=3 train.seed=1'``), what to say: the command with
+    each of them its own argument. None otherwise."""
+    parts = bad.split()
+    if len(parts) < 2 or len(_parsed(parts)) < len(parts) or not all("=" in p for p in parts):
+        return None
+    fixed: list[str] = []
+    for a in argv:
+        fixed.extend(parts if a == bad else [a])
+    return (
+        f"it holds {len(parts)} overrides in one argument (a quoting slip?): give each its own: "
+        + shell_command(["mltrain", *fixed])
+    )
+
+
+def variant_name(argv: list[str]) -> str | None:
+    """``experiment_name=<preset>+coarsening=<option>`` when the command line replaces the
+    coarsening option of an ``experiment=`` preset (the run then is not the preset's scheme,
+    and its directory and W&B group say so); None when the preset's own option runs, the name
+    is given, or there is nothing to name."""
+    from mltrain.config.compose import compose
+
+    overrides = overrides_of(argv)
+    parsed = _parsed(overrides)
+    coarse = _choices(parsed, "coarsening")
+    if not _choices(parsed, "experiment") or not coarse:
+        return None
+    if any(o.key_or_group == "experiment_name" for _, o in parsed):
+        return None
+    skip = {a for a, _ in coarse} | {a for a, o in parsed if o.is_sweep_override()}
+    try:  # the preset as it is, without the replaced option
+        cfg = compose([a for a in overrides if a not in skip], hydra=True)
+        preset_option = cfg.hydra.runtime.choices.coarsening
+    except Exception:
+        return None  # Hydra reports what does not compose
+    option = coarse[-1][1].value()
+    if option == preset_option:
+        return None
+    return override("experiment_name", f"{cfg.experiment_name}+coarsening={option}")
+
+
+def unread_notice(cfg: DictConfig, overrides: list[str]) -> str | None:
+    """One line naming the command line's overrides of coarsening settings that the run's
+    scheme does not read (:func:`mltrain.config.keys.unread`), or None. Presets and group
+    options are not named: they set sections for several schemes on purpose."""
+    c = cfg.coarsening
+    ignored = [
+        arg
+        for arg, o in _parsed(overrides)
+        if not o.is_delete() and unread(o.key_or_group, c.scheme, c.hierarchy.name)
+    ]
+    if not ignored:
+        return None
+    read = [f"coarsening.{s}" for s in READ_BY_SCHEME.get(c.scheme, ())]
+    return (
+        f"{', '.join(ignored)}: not read by coarsening.scheme={c.scheme} (it reads "
+        f"{', '.join(read) if read else 'no coarsening section'}): ignored"
+    )

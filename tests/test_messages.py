@@ -1,0 +1,293 @@
+"""Messages that misled (issue 29, item 7), each tried through the command line as a user
+types it; every command or setting a message suggests is pasted back and must run. Each test
+fails on the code before its fix."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.helpers import TINY, cli, run_mltrain
+
+SMOKE = ["mode=smoke", *TINY]
+CFG = ["--cfg", "job", *TINY]
+
+
+def _error(err: str) -> str:
+    """The one error line of a refused command (and that it is the only line)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mltrain: error: "), err
+    return lines[0].removeprefix("mltrain: error: ")
+
+
+def _pasted(message: str, after: str) -> list[str]:
+    """The arguments a message suggests after ``after`` (to its end), as the shell splits them."""
+    return shlex.split(message.split(after, 1)[1])
+
+
+# --------------------------------------------------------------------------- the split
+WORDS = "rivers mountains weather spring valley harbour lantern orchard meadow timber " * 6
+
+
+@pytest.mark.parametrize(
+    "text, n, suggestion",
+    [
+        # three paragraphs: the unit is right, the share held out too small for 3
+        ("\n\n".join([WORDS] * 3), 3, "data.val_fraction=0.34"),
+        # one paragraph of three lines: split by line
+        ("\n".join([WORDS] * 3), 1, "data.sample_by=line data.val_fraction=0.34 (3 lines)"),
+    ],
+)
+def test_an_empty_split_suggests_settings_that_split_the_corpus(
+    tmp_path, capsys, text, n, suggestion
+):
+    (tmp_path / "a.txt").write_text(text)
+    data = [
+        "data=text_files",
+        "data.tokenizer=gpt2",
+        "data.paths=[a.txt]",
+        "data.sample_by=paragraph",
+    ]
+    code, _, err = cli([*SMOKE, *data], tmp_path, capsys)
+    assert code == 2
+    assert _error(err) == (
+        f"data: the corpus has {n} non-empty paragraph(s) (data.sample_by=paragraph); a split "
+        "with data.val_fraction=0.05 needs at least one for train and one for validation: "
+        f"add {suggestion}"
+    )
+    fix = shlex.split(suggestion.split(" (")[0])
+    code, _, err = cli([*SMOKE, *data, *fix, "hydra.run.dir=run"], tmp_path, capsys)
+    assert code == 0, err
+
+
+# --------------------------------------------------------------------------- ~key
+@pytest.mark.parametrize(
+    "args, fix, value",
+    [
+        (["~train.target_flops"], "train.target_flops=null", None),
+        (["experiment=grow", "~train.target_flops"], "train.target_flops=null", None),
+        (["~train.steps"], "train.steps=300", 300),
+    ],
+)
+def test_removing_a_setting_says_how_to_set_it(tmp_path, capsys, args, fix, value):
+    code, out, err = cli([*CFG, *args], tmp_path, capsys)
+    key = fix.split("=")[0]
+    assert code == 2 and not out
+    assert _error(err).startswith(f"~{key}: {key} is a setting, which cannot be removed; ")
+    assert _error(err).endswith(f" {fix}") and "does not exist" not in err
+    code, out, err = cli([*CFG, *args[:-1], fix], tmp_path, capsys)
+    assert code == 0, err
+    assert OmegaConf.select(OmegaConf.create(out), key) == value
+
+
+# --------------------------------------------------------------------------- quoting slips
+def test_two_overrides_in_one_argument_are_named_and_split(tmp_path, capsys):
+    code, _, err = cli([*CFG, "train.steps=30 train.seed=7"], tmp_path, capsys)
+    msg = _error(err)
+    assert code == 2
+    assert msg.startswith("'train.steps=30 train.seed=7': mismatched input '=' expecting <EOF>; ")
+    assert "it holds 2 overrides in one argument" in msg
+    command = _pasted(msg, "give each its own: ")
+    assert command[0] == "mltrain" and command[-2:] == ["train.steps=30", "train.seed=7"]
+    code, out, err = cli(command[1:], tmp_path, capsys)
+    assert code == 0, err
+    cfg = OmegaConf.create(out)
+    assert (cfg.train.steps, cfg.train.seed) == (30, 7)
+
+
+def test_any_override_that_does_not_parse_is_named(tmp_path, capsys):
+    code, _, err = cli([*CFG, "coarsening.vcycle.delta=[1"], tmp_path, capsys)
+    assert code == 2 and _error(err).startswith("'coarsening.vcycle.delta=[1': ")
+
+
+# --------------------------------------------------------------------------- unread settings
+def test_a_setting_the_scheme_does_not_read_gets_one_line_of_notice(tmp_path, capsys):
+    args = ["coarsening=none", "coarsening.vcycle.delta=0.5", "coarsening.stages.grow_warmup=2"]
+    code, out, err = cli([*CFG, *args], tmp_path, capsys)
+    assert code == 0
+    assert err.strip().splitlines() == [
+        "mltrain: note: coarsening.vcycle.delta=0.5, coarsening.stages.grow_warmup=2: not read "
+        "by coarsening.scheme=single_level (it reads no coarsening section): ignored"
+    ]
+    code, out, err = cli(
+        [*SMOKE, "coarsening=grow", "coarsening.vcycle.delta=0.5"], tmp_path, capsys
+    )
+    assert code == 0, err
+    notes = [ln for ln in (out + err).splitlines() if "not read by" in ln]
+    assert len(notes) == 1 and notes[0].endswith(
+        "coarsening.vcycle.delta=0.5: not read by coarsening.scheme=stages (it reads "
+        "coarsening.hierarchy, coarsening.stages, coarsening.patch, coarsening.raptr): ignored"
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [
+            "coarsening=grow",
+            "mode=smoke",
+        ],  # the mode's V-cycle settings: a preset's, not the user's
+        ["experiment=paper_small", "coarsening=none"],  # the preset's V-cycle settings
+        [
+            "coarsening=grow",
+            "coarsening.stages.grow_warmup=2",
+            "coarsening.vcycle.train_shared=false",
+        ],
+        ["coarsening.hierarchy.name=raptr", "coarsening.raptr.blocks=[2]"],  # its hierarchy's
+    ],
+)
+def test_settings_a_run_reads_or_a_preset_sets_get_no_notice(tmp_path, capsys, args):
+    code, _, err = cli([*CFG, *args], tmp_path, capsys)
+    assert code == 0 and "note" not in err, err
+
+
+# --------------------------------------------------------------------------- branches
+BASE = [
+    *TINY,
+    "coarsening=none",
+    "schedule=wsd",
+    "train.target_flops=4e9",
+    "train.threads=1",
+    "train.eval_every=4",
+    "optimizer.lr=0.3",
+]
+
+
+@pytest.fixture(scope="module")
+def trunk(tmp_path_factory):
+    """A trunk at twice the budget with a branch point at half, run by the console script."""
+    root = tmp_path_factory.mktemp("trunk")
+    res = run_mltrain(
+        [*BASE, "train.flops_scale=2", "train.branch_points=[0.5]", "hydra.run.dir=trunk"], root
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    return root / "trunk"
+
+
+def test_a_branch_past_its_trunk_gets_a_trunk_command_that_runs(trunk, tmp_path, capsys):
+    branch = [*BASE, "train.flops_scale=4", f"train.branch_from={trunk}"]
+    code, _, err = cli([*branch, "hydra.run.dir=b"], tmp_path, capsys)
+    msg = _error(err)
+    assert code == 2 and "train.branch_points, which is refused" not in msg
+    assert "a branch's budget must be below its trunk's (train.flops_scale=2)" in msg
+    command = _pasted(msg, "with 4 in train.branch_points: ")
+    assert command[0] == "mltrain" and command[-2:] == [
+        "train.flops_scale=8.0",
+        "train.branch_points=[0.5,4.0]",
+    ]
+    code, _, err = cli([*command[1:], "hydra.run.dir=trunk2"], tmp_path, capsys)
+    assert code == 0, err
+    again = [*BASE, "train.flops_scale=4", f"train.branch_from={tmp_path / 'trunk2'}"]
+    code, _, err = cli(again, tmp_path, capsys)
+    assert code == 0, err
+
+
+def test_a_branch_below_its_trunk_gets_the_trunk_again(trunk, tmp_path, capsys):
+    code, _, err = cli(
+        [*BASE, "train.flops_scale=0.25", f"train.branch_from={trunk}"], tmp_path, capsys
+    )
+    msg = _error(err)
+    assert code == 2 and msg.endswith(
+        "run the trunk again with 0.25 in train.branch_points: "
+        + shlex.join(["mltrain", *BASE, "train.flops_scale=2", "train.branch_points=[0.25,0.5]"])
+    )
+
+
+def test_a_branch_with_other_settings_names_them_and_branch_from(trunk, tmp_path, capsys):
+    other = ["optimizer.lr=0.1", "train.seed=3"]
+    code, _, err = cli(
+        [*BASE, "train.flops_scale=0.5", f"train.branch_from={trunk}", *other], tmp_path, capsys
+    )
+    msg = _error(err)
+    assert code == 2 and not msg.startswith("train.resume")
+    assert msg == (
+        f"train.branch_from={trunk}: this branch's settings differ from its trunk's in "
+        "optimizer.lr (trunk 0.3, here 0.1), train.seed (trunk 0, here 3); a branch may change "
+        "only its budget (train.flops_scale, train.target_flops, train.steps, train.max_steps): "
+        "give it the trunk's, optimizer.lr=0.3 train.seed=0"
+    )
+    fix = _pasted(msg, "give it the trunk's, ")
+    code, _, err = cli(
+        [*BASE, "train.flops_scale=0.5", f"train.branch_from={trunk}", *other, *fix],
+        tmp_path,
+        capsys,
+    )
+    assert code == 0, err
+
+
+def test_a_missing_trunk_is_one_line_without_info_before_it(tmp_path, capsys):
+    code, out, err = cli(
+        [*BASE, "train.flops_scale=0.5", "train.branch_from=/nonexistent"], tmp_path, capsys
+    )
+    assert code == 2 and not out.strip()
+    assert _error(err) == "train.branch_from=/nonexistent: not a run directory"
+
+
+# --------------------------------------------------------------------------- hierarchies
+def test_a_depth_that_does_not_fit_names_the_hierarchy_and_depths_that_do(tmp_path, capsys):
+    code, _, err = cli([*CFG, "coarsening=grow_width_depth", "model.n_layer=6"], tmp_path, capsys)
+    msg = _error(err)
+    assert code == 2 and "coarsening=recursive" not in msg
+    assert msg.startswith(
+        "coarsening.hierarchy.name=recursive: factor^depth = 2^2 = 4, but it must divide "
+        "model.n_layer=6: use model.n_layer=4 or model.n_layer=8, or "
+    )
+    for fix in ("model.n_layer=4", "model.n_layer=8"):
+        code, _, err = cli([*CFG, "coarsening=grow_width_depth", fix], tmp_path, capsys)
+        assert code == 0, err
+
+
+def test_other_raptr_blocks_say_the_stages_change_with_them(tmp_path, capsys):
+    args = ["model.n_layer=8", "coarsening=raptr", "coarsening.raptr.blocks=[4,6]"]
+    code, _, err = cli([*CFG, *args], tmp_path, capsys)
+    msg = _error(err)
+    assert code == 2 and "coarsening.stages.levels and .shares change with them" in msg
+    assert msg.endswith(
+        "e.g. 'coarsening.stages.levels=[raptr_4,raptr_6,fine]' "
+        "'coarsening.stages.shares=[0.33,0.33,0.34]'"
+    )
+    code, out, err = cli([*CFG, *args, *_pasted(msg, "e.g. ")], tmp_path, capsys)
+    assert code == 0, err
+    assert list(OmegaConf.create(out).coarsening.stages.levels) == ["raptr_4", "raptr_6", "fine"]
+
+
+# --------------------------------------------------------------------------- presets
+def test_two_presets_are_refused_in_one_line(tmp_path, capsys):
+    code, out, err = cli([*CFG, "experiment=raptr", "experiment=grow"], tmp_path, capsys)
+    msg = _error(err)
+    assert code == 2 and not out
+    assert msg.startswith("experiment= is given 2 times (experiment=raptr, experiment=grow): ")
+    command = _pasted(msg, "with the last one: ")
+    assert command == ["mltrain", *CFG, "experiment=grow"]
+    code, out, err = cli(command[1:], tmp_path, capsys)
+    assert code == 0, err
+    assert OmegaConf.create(out).experiment_name == "grow"
+
+
+def test_a_preset_whose_scheme_is_replaced_is_named_for_what_runs(tmp_path, capsys):
+    code, out, err = cli(
+        ["mode=smoke", *TINY, "experiment=grow_width", "coarsening=even_odd"], tmp_path, capsys
+    )
+    assert code == 0, err
+    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    assert run.name.endswith("_grow_width+coarsening=even_odd")
+    saved = OmegaConf.load(run / ".hydra" / "config.yaml")
+    assert saved.experiment_name == "grow_width+coarsening=even_odd"
+    assert saved.coarsening.scheme == "vcycle"
+
+
+@pytest.mark.parametrize(
+    "args, name",
+    [
+        (["experiment=grow_width"], "grow_width"),
+        (["experiment=grow_width", "coarsening=grow_width"], "grow_width"),  # the preset's own
+        (["experiment=grow_width", "coarsening=none", "experiment_name=mine"], "mine"),
+        (["experiment=paper_small", "coarsening=none"], "paper_small+coarsening=none"),
+    ],
+)
+def test_the_name_changes_only_when_the_preset_scheme_does(tmp_path, capsys, args, name):
+    code, out, err = cli([*CFG, *args], tmp_path, capsys)
+    assert code == 0, err
+    assert OmegaConf.create(out).experiment_name == name
