@@ -147,6 +147,6 @@ def test_iso_flop_baseline_from_target_flops_and_compare_end_to_end(tmp_path):
     assert (tmp_path / "cmp" / "loss_vs_flops.png").stat().st_size > 10_000
     summary = (tmp_path / "cmp" / "summary.md").read_text()
     assert "single-level, same FLOPs" in summary
-    # the same-FLOPs run sits beside the method: no command suggests running it (issue 29 item 8)
-    assert f"train.target_flops={budget}" not in summary
+    # that baseline now sits beside the multilevel run at its FLOPs: no command for one
+    assert "Same-FLOPs single-level baselines" not in summary
     assert res.stdout.splitlines()[0].startswith("multilevel")  # the headline comes first
