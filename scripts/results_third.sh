@@ -184,8 +184,11 @@ for part in "$@"; do
       probe patch K${k}_sh$sh experiment=patch_stage schedule=wsd optimizer.lr=$lr12 coarsening.patch.size=$k \
         "coarsening.stages.shares=[$sh,$(awk "BEGIN{print 1-$sh}")]"
     done; done
-    if [ -e conf/experiment/width_vcycle.yaml ]; then  # the width schemes, once they exist: lr
-      for lr in $lr12 $(step LRG $lr12 -1); do probe width lr$lr experiment=width_vcycle optimizer.lr=$lr; done
+    if [ -e conf/experiment/width_vcycle.yaml ]; then  # the width V-cycle: lr; d=48 has 3 heads, so
+      # the narrow level is 1/3 wide (one head of 16; the preset's factor 2 does not divide 3)
+      for lr in $lr12 $(step LRG $lr12 -1); do
+        probe width lr$lr experiment=width_vcycle coarsening.hierarchy.width_factor=3 optimizer.lr=$lr
+      done
     fi ;;
   seeds)  # each family's best probe: 3 seeds at 1/8, 1/4 and 1x
     for f in grow late vcycle_adamw vcycle_sgd corr raptr patch; do seeds $f; done
