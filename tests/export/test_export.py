@@ -362,3 +362,23 @@ def test_documented_commands_export_and_sample(vrun, tmp_path):
     assert "exported fine" in run(exports[0]) and (tmp_path / "exp" / "config.json").is_file()
     texts = [run(s) for s in samples]
     assert texts[0] == texts[1] and texts[0].startswith("My fellow citizens")
+
+
+def test_a_width_stage_exports_its_narrow_model(tmp_path_factory, tmp_path, capsys):
+    """Width growth (narrow: all blocks at width d/2, h = 1, on its own tensors): inside its
+    stage the narrow model is a GPT-2 of width 16 whose loss by transformers is the logged
+    val/loss; the fine model is refused there."""
+    from mltrain.train.checkpoint import list_checkpoints
+
+    run = tmp_path_factory.mktemp("wrun") / "run"
+    run_job(
+        run, "coarsening=grow_width", "train.steps=4", "train.eval_every=1",
+        "train.checkpoint_every=1", "train.keep_checkpoints=100",
+    )  # fmt: skip
+    first = int(list_checkpoints(run / "checkpoints")[0].stem[5:])
+    _refused([str(run), str(tmp_path / "f"), "--step", str(first)], capsys, "width d/2")
+    info = X.export(run, tmp_path / "n", step=first, level="narrow")
+    assert info["architecture"] == "GPT2LMHeadModel" and info["step_sizes"] == [1.0] * 4
+    assert json.loads((tmp_path / "n" / "config.json").read_text())["n_embd"] == 16
+    v = info["val_loss"]
+    assert v["logged"] is not None and abs(v["transformers"] - v["logged"]) <= LOSS_TOL
