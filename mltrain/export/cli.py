@@ -107,6 +107,7 @@ def export(
         "architecture": type(model).__name__,
         "trust_remote_code": not ex.is_gpt2,
         "tokenizer": tok.name,
+        "last_train_loss": dict(zip(("step", "train/loss"), ex.last_train_loss() or ())) or None,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
@@ -172,7 +173,15 @@ def _summary(info: dict, out: Path) -> str:
     ]
     v = info.get("val_loss")
     if v:
-        logged = "not logged for this level" if v["logged"] is None else f"{v['logged']:.6f}"
+        logged = f"{v['logged']:.6f}" if v["logged"] is not None else ""
+        if v["logged"] is None:
+            last = info.get("last_train_loss")
+            logged = "not logged for this level" + (
+                f" (its last train/loss, on a training batch at step {last['step']}: "
+                f"{last['train/loss']:.6f})"
+                if last
+                else ""
+            )
         lines.append(
             f"validation loss ({v['validation']['tokens']} tokens): transformers "
             f"{v['transformers']:.6f}, mltrain {v['mltrain']:.6f}, the run's val/loss {logged}; "

@@ -141,6 +141,11 @@ def test_coarse_level_export_with_remote_code(vrun, tmp_path):
     info = X.export(vrun, tmp_path / "a", level="coarse_a")
     assert info["blocks"] == [1, 3] and info["step_sizes"] == [2.0, 2.0]
     assert info["val_loss"]["logged"] is None  # a V-cycle logs the fine path's val/loss only
+    mine = [r for r in read_metrics(vrun / "metrics.jsonl") if r["level"] == "coarse_a"]
+    assert info["last_train_loss"] == {
+        "step": mine[-1]["step"],
+        "train/loss": mine[-1]["train/loss"],
+    }
     model = AutoModelForCausalLM.from_pretrained(
         tmp_path / "a", local_files_only=True, trust_remote_code=True
     ).eval()
