@@ -109,6 +109,7 @@ def export(
         "tokenizer": tok.name,
         "last_train_loss": dict(zip(("step", "train/loss"), ex.last_train_loss() or ())) or None,
     }
+    made = [d for d in reversed(out.parents) if not d.exists()]  # removed again on failure
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -132,6 +133,8 @@ def export(
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        for d in reversed(made if not out.exists() else []):
+            d.rmdir()
     return info
 
 
