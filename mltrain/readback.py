@@ -21,9 +21,10 @@ from mltrain.plan.plan import Plan, build_plan
 log = logging.getLogger("mltrain.plan.plan")
 
 
-def plan_of_config(config: dict, vocab_size: int | None = None) -> Plan:
-    """The plan of a finished run from its resolved config dict (``.hydra/config.yaml``, as
-    written by this or an earlier mltrain; renamed keys are upgraded).
+def typed_config(config: dict) -> MLTrainConfig:
+    """A finished run's resolved config dict (``.hydra/config.yaml`` or a checkpoint's
+    ``config``, as written by this or an earlier mltrain; renamed keys are upgraded, settings
+    added since filled with their defaults) as the typed config.
 
     Raises:
         ConfigError / omegaconf errors: a config this mltrain cannot read.
@@ -33,12 +34,22 @@ def plan_of_config(config: dict, vocab_size: int | None = None) -> Plan:
     known = {s: config[s] for s in SECTIONS if isinstance(config.get(s), dict)}
     merged = OmegaConf.merge(base, known)
     merged.optimizer = config.get("optimizer") or {}
+    return typed(merged)
+
+
+def plan_of_config(config: dict, vocab_size: int | None = None) -> Plan:
+    """The plan of a finished run from its resolved config dict (:func:`typed_config`).
+
+    Raises:
+        ConfigError / omegaconf errors: a config this mltrain cannot read.
+    """
+    cfg = typed_config(config)
     # a finished run's plan is read, not started: its run-time warnings (max_steps caps) are
     # not news for the reader (mltrain-compare)
     previous = log.level
     log.setLevel(logging.ERROR)
     try:
-        return build_plan(typed(merged), vocab_size)
+        return build_plan(cfg, vocab_size)
     finally:
         log.setLevel(previous)
 

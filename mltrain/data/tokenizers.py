@@ -110,6 +110,13 @@ class Tokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return self._impl.decode([int(i) for i in ids])
 
+    @property
+    def backend(self) -> Any:
+        """The library object that does the work: a ``tokenizers.Tokenizer`` (``bpe``), a
+        ``tiktoken.Encoding`` (``gpt2``) or a ``transformers`` tokenizer (``hf:``); for
+        :mod:`mltrain.export`, which writes it out as a Hugging Face tokenizer."""
+        return self._impl
+
 
 @TOKENIZERS.register("bpe")
 class BPETokenizer(Tokenizer):
