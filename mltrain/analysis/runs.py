@@ -1,7 +1,8 @@
 """Reading runs for ``mltrain-compare``: configs, curves, roles, divergence.
 
 A run directory holds ``.hydra/config.yaml`` and ``metrics.jsonl`` (DESIGN.md section 5), and,
-for runs of newer versions, ``run.json`` (role, status, divergence, thread count, device).
+for runs of newer versions, ``run.json`` (role, status, divergence, thread count, device; its
+format and reader: :mod:`mltrain.runrecord`).
 :func:`find_runs` finds them below any directories (a run, a sweep, ``outputs/runs``);
 :mod:`mltrain.analysis.grouping` groups them into configurations (runs that differ only by seed and by
 keys that do not change training, :data:`IGNORED`) and names them.
@@ -13,7 +14,6 @@ the finite records before that step, and it has no final loss.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -29,6 +29,7 @@ from mltrain.analysis.curves import fmt_flops
 from mltrain.config import flatten, inert_keys, upgrade
 from mltrain.metrics import METRICS_FILE, read_metrics
 from mltrain.readback import is_multilevel
+from mltrain.runrecord import UnreadableRecord, read_run_record, role_of
 
 PROG = "mltrain-compare"
 # Keys that do not make a different configuration: the seed (runs that differ by it are the
@@ -48,7 +49,6 @@ LABEL_KEYS = (
     "optimizer._partial_",
 )
 TOTALS = {"head": "perf/flops", "nonembed": "perf/flops_nonembed"}
-RUN_FILE = "run.json"
 LOSS_KEYS = ("train/loss", "val/loss")
 
 
@@ -168,14 +168,9 @@ def configured_budget(flat: dict) -> float | None:
 
 
 def derive_role(flat: dict) -> str:
-    """The role of a run that does not record one (older runs): ``multilevel`` unless
-    :func:`is_single_level`; else ``single_level/same_flops`` with ``train.target_flops``,
-    else ``single_level/same_steps``."""
-    if not is_single_level(flat):
-        return "multilevel"
-    if flat.get("train.target_flops") is not None:
-        return "single_level/same_flops"
-    return "single_level/same_steps"
+    """The role of a run that does not record one (older runs), from its flattened config
+    without ``logger.job_type`` (:func:`mltrain.runrecord.role_of`)."""
+    return role_of(None, not is_single_level(flat), flat.get("train.target_flops") is not None)
 
 
 @dataclass
@@ -215,7 +210,8 @@ class Run:
 
     @property
     def role(self) -> str:
-        """``run.json``'s role, else ``logger.job_type`` when set, else :func:`derive_role`."""
+        """``run.json``'s role, else :func:`mltrain.runrecord.role_of` of the config (its
+        ``logger.job_type`` when set)."""
         return str(
             self.meta.get("role") or self.flat.get("logger.job_type") or derive_role(self.flat)
         )
@@ -303,17 +299,13 @@ class Run:
 
 
 def read_run_json(path: Path) -> dict:
-    """``path/run.json`` as a dict; empty when absent (older runs) or unreadable (with a
-    message)."""
-    f = Path(path) / RUN_FILE
-    if not f.is_file():
-        return {}
+    """``path/run.json`` as a dict (:func:`mltrain.runrecord.read_run_record`); empty when
+    absent (older runs) or unreadable (with a message)."""
     try:
-        meta = json.loads(f.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        warn(f"warning: {f}: unreadable ({e}); using the config and metrics only")
+        return read_run_record(path)
+    except UnreadableRecord as e:
+        warn(f"warning: {e}; using the config and metrics only")
         return {}
-    return meta if isinstance(meta, dict) else {}
 
 
 def load_run(path: Path) -> Run:

@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mltrain.errors import ConfigError
+
 if TYPE_CHECKING:
     from mltrain.config import ModelConfig
 
@@ -290,3 +292,27 @@ class ODETransformer(nn.Module):
     def block_parameter_names(self, i: int) -> list[str]:
         """Parameters of block ``i`` (full names, e.g. ``blocks.3.attn.c_attn.weight``)."""
         return [f"blocks.{i}.{n}" for n, _ in self.blocks[i].named_parameters()]
+
+    def param_counts(self) -> dict[str, int]:
+        """Parameter counts (scalars; the tied head counted once) and V: ``total``,
+        ``nonembed`` (without the token and position embeddings) and ``vocab``."""
+        total = sum(p.numel() for p in self.parameters())
+        emb = self.wte.weight.numel() + self.wpe.weight.numel()
+        return {"total": total, "nonembed": total - emb, "vocab": self.vocab_size}
+
+    def compile_blocks(self, backend: str) -> None:
+        """Compile each block once with ``torch.compile``'s ``backend``; the Euler update
+        ``x + h·F(x)`` stays outside, so every level (any subset of blocks, any step size)
+        reuses the same compiled code.
+
+        Raises:
+            ConfigError: ``backend`` is not one of torch's (names the allowed ones).
+        """
+        backends = torch._dynamo.list_backends(exclude_tags=())
+        if backend not in backends:
+            raise ConfigError(
+                f"train.compile_backend={backend!r} is not allowed: choose one of "
+                f"{', '.join(b for b in backends if 'TESTING' not in b and 'minifier' not in b)}"
+            )
+        for block in self.blocks:
+            block.compile(backend=backend)

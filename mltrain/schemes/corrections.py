@@ -241,6 +241,8 @@ class Corrections(Extension):
     """
 
     name = "corrections"
+    # before the default hooks: its on_gradients changes the gradients that others read
+    priority = 100
 
     def __init__(self, run: RunState) -> None:
         seed = int(run.cfg.train.seed)

@@ -19,6 +19,7 @@ coarse_2 -> ... and back up); ``combine=summed`` closes sibling phases with ``De
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 
@@ -30,6 +31,8 @@ from mltrain.plan.ops import Op, Operation, Train, handles
 from mltrain.plan.plan import PLAN_BUILDERS, Plan, Stage, sized_plan
 from mltrain.registry import Registry
 from mltrain.train.state import EXTENSIONS, Extension, RunState
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,24 @@ def cycle_iterations(c: CoarseningConfig, iterations: int) -> range:
     min(window, iterations)."""
     v = c.vcycle
     return range(int(v.start), min(window_of(c, iterations), iterations), int(v.every))
+
+
+def warn_window(c: CoarseningConfig, plan: Plan) -> None:
+    """Warn when the V-cycle's window (``coarsening.vcycle.window``) is longer than the run
+    (``plan.iterations`` fine steps) or no iteration carries a V-cycle (its ``start`` is not
+    below the window): both are allowed, and probably not meant."""
+    v = c.vcycle
+    if v.window_fraction is None and v.window > plan.iterations:
+        log.warning(
+            "coarsening.vcycle.window=%d is longer than the run (%d fine steps): every fine "
+            "iteration runs coarse phases",
+            *(v.window, plan.iterations),
+        )
+    if v.coarse_steps and not plan.multilevel and v.start:
+        log.warning(
+            "coarsening.vcycle.start=%d is not below the window: no fine iteration runs a V-cycle",
+            v.start,
+        )
 
 
 def vcycle_stage(cfg: MLTrainConfig, levels: list[Level], iterations: int) -> Stage:

@@ -8,11 +8,14 @@ checkpoints or the new one, never a half-written file under a final name. The ne
 one, with a warning, when a file is truncated or corrupt.
 
 Checkpoints are plain dicts loaded with ``torch.load(weights_only=True)``: tensors,
-numbers, strings, lists and dicts only. This module owns their contents: :func:`make_state`
+numbers, strings, lists and dicts only. This module owns their format: :func:`make_state`
 wraps the trainer's part (:meth:`mltrain.train.trainer.Trainer.state_dict`: model, optimizers,
-progress, open phases, sampler, RNGs, pending record) with what identifies the run (config,
-data fingerprint, W&B run id, whether the state is finite), and :func:`check_fits` decides
-whether a checkpoint may continue a given run.
+progress, extensions' state, sampler, RNGs, pending record) with what identifies the run
+(config, data fingerprint, W&B run id, whether the state is finite), :func:`check_fits`
+decides whether a checkpoint may continue a given run, and :func:`extension_states` reads the
+extensions' state of checkpoints of every version. The trainer writes and restores its own
+part (:meth:`~mltrain.train.trainer.Trainer.save`,
+:meth:`~mltrain.train.trainer.Trainer.load_state_dict`).
 
 A checkpoint written when the state was not finite (a diverged run) is marked unhealthy: it is
 never called "the last good checkpoint" and ``train.resume=auto`` takes the newest healthy one.
@@ -20,9 +23,7 @@ never called "the last good checkpoint" and ``train.resume=auto`` takes the newe
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 import os
 import random
 import re
@@ -293,56 +294,7 @@ def set_rng_state(rng: dict, device: torch.device | None = None) -> None:
         torch.cuda.set_rng_state(state, device)
 
 
-# --------------------------------------------------------------------------- the trainer's state
-def trainer_state(run) -> dict:
-    """The trainer's part of a checkpoint: model, optimizers, position and counters, sampler,
-    RNGs, loss scaler, the pending record and notes, the random-path generator and every
-    extension's state (under its name)."""
-    p = dataclasses.asdict(run.p)
-    p["wall_s"] = run._wall()
-    return {
-        "model": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
-        "optimizers": run.optims.state_dict(),
-        "progress": p,
-        "total_steps": run.plan.iterations,
-        "sampler": run.sampler.state_dict(),
-        "rng": rng_state(run.device),
-        "scaler": run.step.scaler.state_dict() if run.step.scaler else None,
-        "pending": run.records.pending,  # the last step's record, not yet written
-        "notes": dict(run.records.notes),
-        "path_generator": run.path_generator.get_state(),
-        "extensions": {n: e.state_dict() for n, e in run.extensions.items()},
-        "precision": run.step.precision,
-        "world": run.ctx.world,
-    }
-
-
-def load_trainer_state(run, state: dict) -> None:
-    """Restore :func:`trainer_state` into the trainer ``run``."""
-    from mltrain.train import precision as prec
-    from mltrain.train.progress import Progress
-
-    run.model.load_state_dict(state["model"])
-    # train.precision=auto continues in the checkpoint's precision, whatever the device
-    run.step.set_precision(
-        prec.resolve(run.cfg.train.precision, run.device, state.get("precision"))
-    )
-    run.optims.load_state_dict(state["optimizers"])
-    run.p = run.records.p = Progress.from_state(state["progress"])
-    run.sampler.load_state_dict(state["sampler"])
-    set_rng_state(state["rng"], run.device)
-    if run.step.scaler and state.get("scaler"):
-        run.step.scaler.load_state_dict(state["scaler"])
-    run.records.pending = state.get("pending")
-    run.records.notes = dict(state.get("notes") or {})
-    if state.get("path_generator") is not None:
-        run.path_generator.set_state(state["path_generator"])
-    saved = extension_states(state)
-    for name, ext in run.extensions.items():
-        if name in saved:
-            ext.load_state_dict(saved[name])
-
-
+# --------------------------------------------------------------------------- older checkpoints
 def extension_states(state: dict) -> dict:
     """Each extension's saved state by name; checkpoints written before the V-cycle kept its
     open phases in the trainer's state (``phases``, ``deferred``): they become the ``vcycle``
@@ -351,32 +303,6 @@ def extension_states(state: dict) -> dict:
     if "phases" in state:
         out.setdefault("vcycle", {"phases": state["phases"], "deferred": state.get("deferred", [])})
     return out
-
-
-def healthy(run) -> bool:
-    """Whether the trainer's state is worth resuming from: finite parameters, last training
-    loss and last validation loss."""
-    finite = all(bool(torch.isfinite(p).all()) for p in run.model.parameters())
-    val_ok = run.p.val_loss is None or math.isfinite(run.p.val_loss)
-    loss = (run.records.pending or {}).get("train/loss")
-    return finite and val_ok and (loss is None or math.isfinite(loss))
-
-
-def save_trainer(run, directory: Path | None = None, keep: int | None = None) -> Path:
-    """Write the trainer's checkpoint (rank 0) into ``directory`` (default
-    ``run_dir/checkpoints``, keeping ``train.keep_checkpoints``); returns its path."""
-    return save_checkpoint(
-        make_state(
-            trainer_state(run),
-            config=run.config_container,
-            data_fingerprint=run.data.content_fingerprint,
-            wandb_id=run.tracker.run_id,
-            healthy=healthy(run),
-        ),
-        directory or run.run_dir / CKPT_DIR,
-        run.p.step,
-        keep or int(run.cfg.train.keep_checkpoints),
-    )
 
 
 def divergence(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from mltrain.errors import ConfigError
+from mltrain.errors import ConfigError, MLTrainError
 
 
 @dataclass
@@ -152,6 +152,24 @@ def broadcast_object(obj, world: int, src: int = 0):
     return box[0]
 
 
+def main_decides(decide, ctx: DistContext):
+    """Run ``decide()`` on rank 0 only (e.g. it looks at the run directory, which rank 0 is
+    about to write) and give every rank its result, or raise its
+    :class:`~mltrain.errors.MLTrainError` on every rank."""
+    if ctx.world == 1:
+        return decide()
+    outcome = None
+    if ctx.is_main:
+        try:
+            outcome = ("ok", decide())
+        except MLTrainError as e:
+            outcome = ("error", e)
+    outcome = broadcast_object(outcome, ctx.world)
+    if outcome[0] == "error":
+        raise outcome[1]
+    return outcome[1]
+
+
 __all__ = [
     "DistContext",
     "init",
@@ -159,6 +177,7 @@ __all__ = [
     "all_reduce_grads",
     "all_reduce_sum",
     "broadcast_object",
+    "main_decides",
     "resolve_device",
     "assert_identical",
 ]

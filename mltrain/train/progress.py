@@ -8,7 +8,7 @@ growth's loss jump), so every record is written once, whole.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from mltrain.train.tracking import Tracker
 
@@ -58,6 +58,13 @@ class Progress:
         if "k" in state:  # checkpoints written before the plan refactor
             state["iteration"] = state.pop("k")
         return cls(**state)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a saved progress (``dataclasses.asdict`` of one, e.g. a checkpoint's
+        ``progress``) in place: the records hold this object."""
+        restored = Progress.from_state(state)
+        for f in fields(self):
+            setattr(self, f.name, getattr(restored, f.name))
 
     def spend(self, level: str, total: int, nonembed: int) -> None:
         """Count training FLOPs (with head / non-embedding) booked to ``level``."""
@@ -129,6 +136,16 @@ class Records:
             "fine step %d/%d | step %d | val %s | FLOPs %.3e | wall %.0f s",
             *(k, total, p.step, val, p.flops, self.wall()),
         )
+
+    def state_dict(self) -> dict:
+        """The pending record (the last step's, not yet written) and the notes, as a
+        checkpoint keeps them."""
+        return {"pending": self.pending, "notes": dict(self.notes)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (a checkpoint without them: none pending, no notes)."""
+        self.pending = state.get("pending")
+        self.notes = dict(state.get("notes") or {})
 
     def take_notes(self) -> dict[str, float]:
         notes, self.notes = self.notes, {}

@@ -8,7 +8,29 @@ A scheme (:mod:`mltrain.schemes`) plugs in through three registries and nothing 
   as ``handler(run, op)`` with the :class:`RunState`,
 - an extension factory (:data:`EXTENSIONS`), ``factory(run) -> Extension | None``, for state
   that lives across steps (saved in every checkpoint under the extension's ``name``) and for
-  hooks on every optimizer step.
+  hooks on every optimizer step and at the end of every plan iteration.
+
+**The order of hooks.** Every hook runs in the order of its object's :attr:`Extension.priority`,
+higher first, ties by ``name`` (OLMo-core's callback priorities are the model): never in the
+order modules happened to be imported. At the end of an iteration the trainer's own hooks
+(:mod:`mltrain.train.hooks`) run among the extensions':
+
+==================== ======== ===========================================================
+hook                 priority what it does at the end of iteration k
+==================== ======== ===========================================================
+evaluation           300      validation loss, every ``train.eval_every`` and at the end
+metrics record       200      writes the pending record; the console line every ``log_every``
+extensions (default) 0        their ``end_iteration``
+checkpoint           -100     every ``train.checkpoint_every`` (not at the last iteration)
+branch point         -200     a trunk's kept state at each branch point
+==================== ======== ===========================================================
+
+then the trainer stops if a preemption signal arrived (after a checkpoint). An extension that
+changes state at the end of an iteration keeps a priority above the checkpoint's (so the
+checkpoint holds the change and a resume repeats the run bit for bit). The
+step hooks (``on_gradients``, ``after_step``) of the extensions run in the same order: the
+corrections' extension has priority 100 (it changes the gradients other hooks read), the
+others the default.
 
 No scheme reads or writes a private member of the trainer; forward/backward passes, gradients
 averaged over micro-batches and ranks, losses on held-aside windows and the rank's share of a
@@ -18,7 +40,7 @@ own FLOPs (``run.evaluate``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mltrain.registry import Registry
@@ -89,20 +111,37 @@ class RunState(Protocol):
         ...
 
 
+# The end-of-iteration order (higher first) of the trainer's own hooks (mltrain.train.hooks)
+# and the default of an extension's; the table in this module's docstring says what each does.
+EVALUATION_PRIORITY = 300
+RECORD_PRIORITY = 200
+DEFAULT_PRIORITY = 0
+CHECKPOINT_PRIORITY = -100
+BRANCH_POINT_PRIORITY = -200
+
+
 class Extension:
-    """Base of run extensions: state kept across steps and hooks on every optimizer step.
+    """Base of run extensions: state kept across steps, hooks on every optimizer step and at
+    the end of every plan iteration.
 
     Subclasses set ``name`` (the key of their state in checkpoints) and override what they
-    need; every hook is a no-op here (OLMo-core's callbacks are the model).
+    need; every hook is a no-op here (OLMo-core's callbacks are the model). ``priority``
+    orders the hooks of every extension of a run, higher first, ties by ``name``
+    (:func:`by_priority`; the module's docstring gives the trainer's own hooks' priorities).
     """
 
     name: str = ""
+    priority: int = DEFAULT_PRIORITY
 
     def on_gradients(self, run: RunState, level: Level) -> None:
         """After the all-reduce of a step's gradients, before clipping."""
 
     def after_step(self, run: RunState, level: Level) -> None:
         """Right after a step's optimizer update."""
+
+    def end_iteration(self, run: RunState, iteration: int) -> None:
+        """After the last operation of a plan iteration; ``iteration`` counts the iterations
+        done (1 after the first; ``run.plan.iterations`` after the last)."""
 
     def state_dict(self) -> dict:
         """What a checkpoint keeps of the extension."""
@@ -116,12 +155,24 @@ class Extension:
 EXTENSIONS: Registry[Callable[[Any], Extension | None]] = Registry("extension")
 
 
+def by_priority(hooks: Iterable[Extension]) -> list[Extension]:
+    """``hooks`` in the order they run: higher :attr:`Extension.priority` first, ties by
+    ``name`` (never by registration or import order)."""
+    return sorted(hooks, key=lambda h: (-h.priority, h.name))
+
+
 def build_extensions(run: RunState) -> dict[str, Extension]:
     """The run's extensions by name: every registered factory's, where its config uses it, in
-    registration order (their hooks run in that order)."""
-    out = {}
+    the order their hooks run (:func:`by_priority`).
+
+    Raises:
+        ValueError: a factory's extension is not named as it was registered.
+    """
+    out = []
     for name in EXTENSIONS.names():
         ext = EXTENSIONS.get(name)(run)
         if ext is not None:
-            out[name] = ext
-    return out
+            if ext.name != name:
+                raise ValueError(f"extension {name!r} names itself {ext.name!r}")
+            out.append(ext)
+    return {ext.name: ext for ext in by_priority(out)}

@@ -4,7 +4,14 @@ level a :class:`~mltrain.plan.ops.Train` names, evaluates, logs one record per o
 and writes checkpoints that resume exactly. It implements :class:`mltrain.train.state.RunState`,
 the only thing schemes see of it.
 
-The position in the plan (iteration, operation index, steps done inside it), every counter and
+The end of every plan iteration runs the hooks of the trainer (evaluation, the metrics
+record, checkpoints, a trunk's branch points: :mod:`mltrain.train.hooks`) and of the
+extensions in the order of their priorities (the table in :mod:`mltrain.train.state`), then
+stops if a preemption signal arrived.
+
+The trainer owns its state: it is built complete (a resumed run's checkpoint is restored in
+the constructor), and others read it or call its methods, never assign its fields. The
+position in the plan (iteration, operation index, steps done inside it), every counter and
 every extension's state are part of :meth:`Trainer.state_dict`, so a run stopped anywhere
 (preemption signal, or a kill followed by a resume from the last checkpoint) continues with
 the same losses, bit for bit on CPU at the same thread count.
@@ -12,10 +19,13 @@ the same losses, bit for bit on CPU at the same thread count.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import sys
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -32,12 +42,16 @@ from mltrain.train import checkpoint as ckpt
 from mltrain.train import distributed as D
 from mltrain.train import precision as prec
 from mltrain.train.clock import StepClock
+from mltrain.train.hooks import trainer_hooks
 from mltrain.train.optim import LevelOptimizers, level_optimizers, make_schedule
 from mltrain.train.progress import Progress, Records
 from mltrain.train.signals import SignalFlag
-from mltrain.train.state import Extension, build_extensions
+from mltrain.train.state import Extension, build_extensions, by_priority
 from mltrain.train.step import Step
 from mltrain.train.tracking import Tracker
+
+if TYPE_CHECKING:
+    from mltrain.train.resume import ResumePoint
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +75,10 @@ class Trainer:
         ctx: distributed context (rank, world, device).
         run_dir: the run directory (checkpoints go to ``run_dir/checkpoints``).
         config_container: the resolved config as a plain dict, stored in every checkpoint.
+        branch_points: a trunk's branch points, ``{iteration: budget scale}``
+            (:func:`mltrain.train.branch.trunk_points`); empty for other runs.
+        resume: where the run starts (:func:`mltrain.train.resume.resume_point`); its
+            checkpoint's state is restored here (None or no state: from step 0).
 
     Raises:
         ConfigError: the plan holds an operation no registered handler carries out.
@@ -76,6 +94,8 @@ class Trainer:
         ctx: D.DistContext,
         run_dir,
         config_container: dict | None = None,
+        branch_points: dict[int, float] | None = None,
+        resume: ResumePoint | None = None,
     ) -> None:
         check_handled(plan.operations())
         self.config_container = config_container or {}
@@ -110,9 +130,19 @@ class Trainer:
         self.records = Records(tracker, self.p, self._wall)
         self.signals = SignalFlag()
         self.last_batch: torch.Tensor | None = None
-        self.last_checkpoint = None
-        self.branch_points: dict[int, float] = {}  # iteration -> budget scale (a trunk's)
-        self.extensions: dict[str, Extension] = build_extensions(self)
+        self.last_checkpoint: Path | None = None
+        self.extensions: dict[str, Extension] = build_extensions(self)  # in priority order
+        # what runs at the end of an iteration, in priority order (mltrain.train.state)
+        self.hooks = by_priority(
+            [*trainer_hooks(t.checkpoint_every, branch_points or {}), *self.extensions.values()]
+        )
+        if resume is not None and resume.state is not None:
+            self.load_state_dict(resume.state)
+            self.last_checkpoint = resume.path
+            log.info(
+                "resumed from %s at step %d (fine step %d)",
+                *(resume.path, self.p.step, self.p.fine_steps),
+            )
 
     # ------------------------------------------------------------------ RunState
     @property
@@ -185,7 +215,7 @@ class Trainer:
         self.signals.install()
         try:
             if self.p.step == 0 and self.p.evaluated_at < 0:
-                self._evaluate()
+                self.log_validation()
                 log.info("step 0: val/loss %.4f (before training)", self.p.val_loss)
             show = self.cfg.train.progress and sys.stdout.isatty() and self.ctx.is_main
             total = self.plan.iterations
@@ -202,7 +232,7 @@ class Trainer:
                     self._end_iteration()
                     bar.update(1)
             if self.p.evaluated_at != self.p.step:
-                self._evaluate()
+                self.log_validation()
             self.records.flush()
             self.save()
             return float(self.p.val_loss)
@@ -219,17 +249,9 @@ class Trainer:
                 self.p.spend(op.booked_to(self.plan), extra.total, extra.nonembed)
 
     def _end_iteration(self) -> None:
-        t, k = self.cfg.train, self.p.iteration
-        last = k == self.plan.iterations
-        if k % t.eval_every == 0 or last:
-            self._evaluate()
-        self.records.flush()
-        if k % t.log_every == 0 or last:
-            self.records.console(k, self.plan.iterations)
-        if t.checkpoint_every and k % t.checkpoint_every == 0 and not last:
-            self.save()
-        if k in self.branch_points:  # a trunk's kept states (mltrain.train.branch)
-            self.save(self.run_dir / "branches", keep=10**9)
+        """Every hook in priority order (:attr:`hooks`), then stop on a preemption signal."""
+        for hook in self.hooks:
+            hook.end_iteration(self, self.p.iteration)
         self._check_signal()
 
     # ------------------------------------------------------------------ one optimizer step
@@ -308,9 +330,12 @@ class Trainer:
     def _wall(self) -> float:
         return self._wall0 + (time.perf_counter() - self._t0)
 
-    def _evaluate(self) -> None:
-        """Evaluate, add ``val/*`` to the pending record (or log an evaluation record), and
-        stop on a non-finite validation loss (after logging it)."""
+    def log_validation(self) -> None:
+        """Evaluate (:meth:`evaluate`), add ``val/*`` to the pending record (or log an
+        evaluation record), and stop on a non-finite validation loss (after logging it).
+
+        Raises:
+            DivergenceError: the validation loss is not finite (names the step)."""
         val = self.evaluate()
         self.p.val_loss, self.p.evaluated_at = val, self.p.step
         extra = {
@@ -332,12 +357,56 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        """The trainer's part of a checkpoint (:func:`mltrain.train.checkpoint.trainer_state`)."""
-        return ckpt.trainer_state(self)
+        """The trainer's part of a checkpoint (:func:`mltrain.train.checkpoint.make_state` adds
+        what identifies the run): model, optimizers, position and counters (``progress``,
+        ``wall_s`` up to now), sampler, RNGs, loss scaler, the pending record and notes, the
+        random-path generator, every extension's state (under its name), the precision and
+        the number of processes. Tensors on the CPU, plain values otherwise."""
+        p = dataclasses.asdict(self.p)
+        p["wall_s"] = self._wall()
+        return {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizers": self.optims.state_dict(),
+            "progress": p,
+            "total_steps": self.plan.iterations,
+            "sampler": self.sampler.state_dict(),
+            "rng": ckpt.rng_state(self.device),
+            "scaler": self.step.scaler.state_dict() if self.step.scaler else None,
+            **self.records.state_dict(),  # the last step's record, not yet written; notes
+            "path_generator": self.path_generator.get_state(),
+            "extensions": {n: e.state_dict() for n, e in self.extensions.items()},
+            "precision": self.step.precision,
+            "world": self.ctx.world,
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a :meth:`state_dict` (model, optimizers, position, RNGs, counters)."""
-        ckpt.load_trainer_state(self, state)
+        """Restore a :meth:`state_dict` (model, optimizers, position, RNGs, counters); with
+        ``train.precision=auto`` the run continues in the checkpoint's precision. Checkpoints
+        of earlier versions: see :func:`mltrain.train.checkpoint.extension_states`."""
+        self.model.load_state_dict(state["model"])
+        saved = state.get("precision")
+        self.step.set_precision(prec.resolve(self.cfg.train.precision, self.device, saved))
+        self.optims.load_state_dict(state["optimizers"])
+        self.p.load_state_dict(state["progress"])
+        self.sampler.load_state_dict(state["sampler"])
+        ckpt.set_rng_state(state["rng"], self.device)
+        if self.step.scaler and state.get("scaler"):
+            self.step.scaler.load_state_dict(state["scaler"])
+        self.records.load_state_dict(state)
+        if state.get("path_generator") is not None:
+            self.path_generator.set_state(state["path_generator"])
+        saved = ckpt.extension_states(state)
+        for name, ext in self.extensions.items():
+            if name in saved:
+                ext.load_state_dict(saved[name])
+
+    def healthy(self) -> bool:
+        """Whether the state is worth resuming from: finite parameters, last training loss
+        and last validation loss."""
+        finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+        val_ok = self.p.val_loss is None or math.isfinite(self.p.val_loss)
+        loss = (self.records.pending or {}).get("train/loss")
+        return finite and val_ok and (loss is None or math.isfinite(loss))
 
     def save(self, directory=None, keep: int | None = None):
         """Write a checkpoint of the current state (rank 0; every rank must call it, since it
@@ -347,7 +416,17 @@ class Trainer:
         D.assert_identical(self.model.parameters(), self.ctx.world)
         if not self.ctx.is_main:
             return None
-        path = ckpt.save_trainer(self, directory, keep)
+        state = ckpt.make_state(
+            self.state_dict(),
+            config=self.config_container,
+            data_fingerprint=self.data.content_fingerprint,
+            wandb_id=self.tracker.run_id,
+            healthy=self.healthy(),
+        )
+        keep = keep or int(self.cfg.train.keep_checkpoints)
+        path = ckpt.save_checkpoint(
+            state, directory or Path(self.run_dir) / ckpt.CKPT_DIR, self.p.step, keep
+        )
         if directory is None:
             self.last_checkpoint = path
         return path
