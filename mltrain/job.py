@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import mltrain.schemes  # noqa: F401  (registers every scheme: plan builders, handlers, extensions)
 from mltrain.config import MLTrainConfig, typed, validate
+from mltrain.config.scheme import SCHEMES
 from mltrain.data import build_data
 from mltrain.data.sampler import eval_windows, validation_fingerprint
 from mltrain.errors import CheckpointError, ConfigError, DivergenceError, MLTrainError, Preempted
@@ -121,8 +122,7 @@ class Job:
         # from here on the run directory is written
         if t.train.target_flops is not None:
             log.info("FLOPs budget %.4e -> %d fine steps", budget_of(t), self.total_steps)
-        if t.coarsening.scheme == "vcycle":
-            self._warn_window(t.coarsening.vcycle)
+        SCHEMES.get(t.coarsening.scheme).after_plan(t.coarsening, self.plan)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._prepare_run_dir()
         self.role = role_of(t, self.plan)
@@ -167,21 +167,6 @@ class Job:
         except BaseException:
             self.tracker.close(exit_code=1)  # the W&B run is finished even when set-up fails
             raise
-
-    def _warn_window(self, v) -> None:
-        """Warn when the V-cycle's window is longer than the run or no iteration carries it."""
-        if v.window_fraction is None and v.window > self.total_steps:
-            log.warning(
-                "coarsening.vcycle.window=%d is longer than the run (%d fine steps): every fine "
-                "iteration runs coarse phases",
-                *(v.window, self.total_steps),
-            )
-        if v.coarse_steps and not self.plan.multilevel and v.start:
-            log.warning(
-                "coarsening.vcycle.start=%d is not below the window: no fine iteration runs a "
-                "V-cycle",
-                v.start,
-            )
 
     @property
     def total_steps(self) -> int:
