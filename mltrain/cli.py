@@ -33,6 +33,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+import mltrain.schemes  # noqa: F401  (fills the registries validate() checks names against)
 from mltrain.config import absolute_paths, config_dir, register_configs, validate
 from mltrain.config import arguments as A
 from mltrain.config.overrides import shell_command
@@ -266,7 +267,6 @@ def check_cfg_request(argv: list[str]) -> list[str]:
         if not any(a in ("--cfg", "-c") for a in out):
             out.insert(0, "--cfg=all")
         return [*out, "--package", "hydra"]
-    import mltrain.schemes  # noqa: F401  (every scheme's plan builder)
     from mltrain.config import compose, typed, validate
     from mltrain.plan.plan import build_plan
 

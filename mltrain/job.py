@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 import mltrain.schemes  # noqa: F401  (registers every scheme: plan builders, handlers, extensions)
 from mltrain import __version__
 from mltrain.config import typed, validate
+from mltrain.config.scheme import SCHEMES
 from mltrain.data import build_data
 from mltrain.data.sampler import eval_windows, validation_fingerprint
 from mltrain.errors import CheckpointError, ConfigError, DivergenceError, Preempted
@@ -29,7 +30,6 @@ from mltrain.plan.passes import data_passes, log_data_passes
 from mltrain.plan.plan import budget_of, build_plan
 from mltrain.runrecord import RunRecord, role_of, write_run_record
 from mltrain.schemes.corrections import check_ranks
-from mltrain.schemes.vcycle import warn_window
 from mltrain.train import branch as br
 from mltrain.train import checkpoint as ckpt
 from mltrain.train import distributed as D
@@ -99,8 +99,7 @@ class Job:
         # from here on the run directory is written
         if t.train.target_flops is not None:
             log.info("FLOPs budget %.4e -> %d fine steps", budget_of(t), self.total_steps)
-        if t.coarsening.scheme == "vcycle":
-            warn_window(t.coarsening, self.plan)
+        SCHEMES.get(t.coarsening.scheme).after_plan(t.coarsening, self.plan)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._prepare_run_dir()
         self.record = RunRecord(

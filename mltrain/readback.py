@@ -13,9 +13,10 @@ import logging
 
 from omegaconf import OmegaConf
 
-import mltrain.schemes  # noqa: F401  (registers every scheme's plan builder)
+import mltrain.schemes  # noqa: F401  (registers every scheme: mltrain.config.scheme.SCHEMES)
 from mltrain.config import SECTIONS, MLTrainConfig, flatten, typed, upgrade
 from mltrain.config.keys import hashable
+from mltrain.config.scheme import SCHEMES, Scheme
 from mltrain.plan.plan import Plan, build_plan
 
 log = logging.getLogger("mltrain.plan.plan")
@@ -74,12 +75,17 @@ def _multilevel(items: tuple) -> bool:
     config = upgrade(_unflatten(dict(items)))
     try:
         return plan_of_config(config).multilevel
-    except Exception:  # a config this version cannot build: the V-cycle's own rule
+    except Exception:  # a config this version cannot build: its scheme's own rule
         c = config.get("coarsening", {})
-        v = c.get("vcycle", {})
-        return c.get("scheme") == "stages" or (
-            c.get("scheme") == "vcycle" and bool(v.get("window")) and bool(v.get("coarse_steps"))
-        )
+        name = c.get("scheme")
+        return name in SCHEMES and SCHEMES.get(name).trains_coarse(c)
+
+
+def scheme_of(flat: dict) -> Scheme | None:
+    """The :class:`Scheme` that a run's flattened config names (``coarsening.scheme``), None
+    when it names none that this version registers."""
+    name = flat.get("coarsening.scheme")
+    return SCHEMES.get(name) if name in SCHEMES else None
 
 
 def is_multilevel(config: dict) -> bool:

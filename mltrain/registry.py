@@ -1,7 +1,8 @@
 """Registries: a name -> implementation table whose names are also the allowed config values.
 
 Tokenizers, corpora, hierarchies, LR schedules and optimizer-state policies each keep one
-:class:`Registry`; the config schema names it (``choices="module:REGISTRY"``), so the values a
+:class:`Registry` (declared in :mod:`mltrain.config.registries`, filled by the owner); the
+config schema names it (``choices=REGISTRY``), so the values a
 user may type, the error message that lists them, and the code that runs them cannot disagree.
 Adding an option is one decorated function or class in the module that owns the concept.
 """

@@ -7,6 +7,10 @@ import os
 import pytest
 import torch
 
+# The composition root's registrations (as mltrain.job and mltrain.cli do): every scheme, and
+# the registries of mltrain.config.registries that validate() checks names against.
+import mltrain.schemes  # noqa: F401
+
 os.environ["WANDB_MODE"] = "disabled"
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -197,3 +197,126 @@ def test_a_plan_operation_without_a_handler_is_refused_when_the_trainer_is_built
     with pytest.raises(ConfigError, match=r"the plan has a Unhandled operation but no handler"):
         Trainer(job.typed, job.model, plan, job.data, job.tracker, job.ctx, tmp_path / "r")
     job.close()
+
+
+# --------------------------------------------------------------------------- each scheme in one place
+# The schemes this version has, written out (known independently of the registry); the scan
+# checks every registered scheme, these and any added since.
+KNOWN_SCHEMES = {"single_level", "vcycle", "stages"}
+
+
+def _scheme_names() -> set[str]:
+    from mltrain.config.scheme import SCHEMES
+
+    return set(SCHEMES.names())
+
+
+def _scheme_name_branches(tree: ast.AST, schemes: set[str]) -> list[tuple[int, str]]:
+    """(line, name) of every comparison with a scheme's name as a string literal (``==``,
+    ``!=``, ``in`` a tuple/list/set of them), ``match`` case on one, or dict key of one."""
+
+    def names(node) -> list[str]:
+        if isinstance(node, ast.Constant) and node.value in schemes:
+            return [node.value]
+        if isinstance(node, ast.Tuple | ast.List | ast.Set):
+            return [n for e in node.elts for n in names(e)]
+        return []
+
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            for operand in (node.left, *node.comparators):
+                out += [(node.lineno, n) for n in names(operand)]
+        elif isinstance(node, ast.MatchValue):
+            out += [(node.value.lineno, n) for n in names(node.value)]
+        elif isinstance(node, ast.Dict):
+            out += [(k.lineno, n) for k in node.keys if k is not None for n in names(k)]
+    return out
+
+
+def test_no_module_outside_schemes_branches_on_a_schemes_name():
+    """Everything scheme-specific is asked of its Scheme (mltrain.config.scheme.SCHEMES): no
+    module outside mltrain/schemes/ compares coarsening.scheme with a name."""
+    schemes = _scheme_names()
+    assert schemes >= KNOWN_SCHEMES  # the scan knows every scheme
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if (PACKAGE / "schemes") in path.parents:
+            continue
+        for line, name in _scheme_name_branches(ast.parse(path.read_text()), schemes):
+            offenders.append(f"{path.relative_to(ROOT)}:{line} {name!r}")
+    assert not offenders, "branches on a scheme's name outside mltrain/schemes/: " + ", ".join(
+        offenders
+    )
+
+
+def test_the_scheme_scan_finds_a_branch_on_a_name():
+    """The rule can fail: each way of branching on a name is reported, a section name is not."""
+    code = (
+        'if c.scheme == "vcycle": pass\n'
+        'ok = name in ("stages", "other")\n'
+        'table = {"single_level": ()}\n'
+        "match c.scheme:\n"
+        '    case "stages": pass\n'
+        'v = c.get("vcycle", {})\n'  # the coarsening.vcycle section: not a branch
+    )
+    found = _scheme_name_branches(ast.parse(code), KNOWN_SCHEMES)
+    assert sorted(found) == [(1, "vcycle"), (2, "stages"), (3, "single_level"), (5, "stages")]
+
+
+def test_validating_a_config_imports_nothing_above_the_config_layer():
+    """mltrain.config reaches no layer above it, not even through importlib: in a fresh
+    process, composing and validating loads no module of schemes/, train/, plan/, levels/,
+    model/ or data/. The contract: the composition root fills the registries first
+    (``import mltrain.schemes``, as mltrain.job and mltrain.cli do); validating before that is
+    refused with a message saying so, and after it the same config validates."""
+    code = (
+        "import sys\n"
+        "from mltrain.config import compose, validate\n"
+        "from mltrain.config.registries import RegistryNotFilled\n"
+        "cfg = compose()\n"
+        "try:\n"
+        "    validate(cfg)\n"
+        "except RegistryNotFilled as e:\n"
+        "    print('refused:', e)\n"
+        "above = ('schemes', 'train', 'plan', 'levels', 'model', 'data', 'job', 'readback')\n"
+        "print('loaded:', sorted(m for m in sys.modules if m.split('.')[:2][-1] in above\n"
+        "      and m.startswith('mltrain.')))\n"
+        "import mltrain.schemes\n"
+        "validate(cfg)\n"
+        "print('validated')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith(
+        "refused: no coarsening.scheme is registered: import mltrain.schemes"
+    )
+    assert lines[1] == "loaded: []"
+    assert lines[2] == "validated"
+
+
+def test_a_new_scheme_is_labelled_and_grouped_by_its_own_scheme(monkeypatch):
+    """A scheme without stages is named by its own label, not as a V-cycle, and its runs are
+    grouped by the sections it reads only (the registry, not a branch, decides)."""
+    from mltrain.analysis.grouping import base_label, identity
+    from mltrain.config.scheme import SCHEMES, Scheme
+
+    toy = Scheme("toy", reads=("hierarchy", "toy"), plan=None, label=lambda f, _l: "toy k=3")
+    monkeypatch.setitem(SCHEMES._entries, "toy", toy)
+    monkeypatch.setitem(SCHEMES._spellings, "toy", "toy")
+    flat = {
+        "coarsening.scheme": "toy",
+        "coarsening.hierarchy.name": "even_odd",
+        "coarsening.vcycle.delta": 0.25,
+        "coarsening.toy.k": 3,
+    }
+    assert base_label(flat, "multilevel") == "multilevel toy k=3"
+    assert base_label(flat, "a user's role") == "a user's role toy k=3"
+    # the V-cycle's delta is not read by the toy scheme; its own section is
+    assert identity(flat, "multilevel") == identity(
+        {**flat, "coarsening.vcycle.delta": 0.5}, "multilevel"
+    )
+    assert identity(flat, "multilevel") != identity({**flat, "coarsening.toy.k": 4}, "multilevel")

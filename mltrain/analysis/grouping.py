@@ -3,6 +3,10 @@ the config without seed and run-dir-like keys, :data:`mltrain.analysis.runs.IGNO
 named for readers by role (``single-level, same fine steps``, ``single-level, same FLOPs``,
 ``multilevel even_odd δ=0.25 m=20 w=5``) plus the keys that differ (``optimizer=adamw``), and
 the settings that make two runs train different data or models (:func:`setting_differences`).
+
+What is scheme-specific (its label, the sections whose keys group its runs) is asked of the
+run's :class:`mltrain.config.scheme.Scheme` (registered by :mod:`mltrain.schemes`, which
+:mod:`mltrain.readback` imports; analysis/ never imports the schemes directly).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from mltrain.analysis.runs import (
 )
 from mltrain.analysis.seeds import by_seed
 from mltrain.config import unread
+from mltrain.config.scheme import fmt_value
+from mltrain.readback import scheme_of
 
 # Comparison roles (``run.json`` "role", W&B job type) and their names for readers.
 ROLE_NAMES = {
@@ -126,15 +132,6 @@ class Configuration:
         return "; ".join(f"seed {r.seed} {r.diverged_text}" for r in bad)
 
 
-def fmt_value(v) -> str:
-    """A config value as it reads in a label: ``0.25``, ``[1,2]``, ``adamw``."""
-    if isinstance(v, float):
-        return f"{v:g}"
-    if isinstance(v, tuple | list):
-        return "[" + ",".join(map(fmt_value, v)) + "]"
-    return str(v)
-
-
 def _relevant(key: str, flat: dict) -> bool:
     """Whether ``key`` means anything for this configuration (coarsening settings do not for
     a single-level run, ``train.steps`` does not when ``train.target_flops`` is set)."""
@@ -189,53 +186,26 @@ def label_suffixes(flats: list[dict], skip: Sequence[str] = LABEL_KEYS) -> list[
     return out
 
 
-def stage_sizes(stages: Sequence[str], flat: dict, levels: dict | None) -> str | None:
-    """The stages' models as a reader counts them, from ``run.json``'s ``levels``:
-    ``3 → 6 → 12 blocks``, or with widths when they differ (``6 blocks d=64 → 6 blocks
-    d=128``); None when a stage's level is not recorded."""
-    if not isinstance(levels, dict) or not all(isinstance(levels.get(s), dict) for s in stages):
-        return None
-    blocks = [len(levels[s].get("blocks") or ()) for s in stages]
-    d = flat.get("model.n_embd")
-    widths = [int(d // (levels[s].get("width_factor") or 1)) if d else None for s in stages]
-    if len(set(widths)) == 1:
-        return " → ".join(map(str, blocks)) + " blocks"
-    return " → ".join(f"{n} block{'' if n == 1 else 's'} d={w}" for n, w in zip(blocks, widths))
-
-
 def scheme_label(flat: dict, levels: dict | None = None) -> str:
-    """The scheme in a few words: ``even_odd δ=0.25 m=20 w=5`` for a V-cycle,
-    ``coarse-to-fine coarse_b 0.7 → fine 0.3, grow ode`` for coarse-to-fine stages (with
-    ``run.json``'s ``levels``: ``coarse-to-fine 6 → 12 blocks at 0.7/0.3 of the FLOPs, grow
-    ode``), ``random sub-paths raptr_6 0.25 → ...`` for RaPTr."""
-    stages = flat.get("coarsening.stages.levels") or ()
-    vcycle = (
-        f"{flat.get('coarsening.hierarchy.name')} δ={fmt_value(flat.get('coarsening.vcycle.delta'))} "
-        f"m={flat.get('coarsening.vcycle.coarse_steps')} w={flat.get('coarsening.vcycle.window')}"
-    )
-    if not stages:
-        return vcycle
-    shares = flat.get("coarsening.stages.shares") or ()
-    parts = [f"{s} {fmt_value(x)}" for s, x in zip(stages, shares)]
-    if str(stages[0]).startswith("raptr_"):  # no growth: every path trains the fine tensors
-        label = "random sub-paths " + " → ".join(parts)
-    else:
-        sizes = stage_sizes(stages, flat, levels)
-        shares = "/".join(map(fmt_value, shares))
-        what = f"{sizes} at {shares} of the FLOPs" if sizes else " → ".join(parts)
-        label = f"coarse-to-fine {what}, grow {flat.get('coarsening.stages.grow_init')}"
-    return label
+    """The scheme in a few words, as the run's :class:`mltrain.config.scheme.Scheme` names it
+    (:attr:`~mltrain.config.scheme.Scheme.label`): ``even_odd δ=0.25 m=20 w=5`` for a V-cycle,
+    ``coarse-to-fine 6 → 12 blocks at 0.7/0.3 of the FLOPs, grow ode`` for coarse-to-fine
+    stages (``levels``: ``run.json``'s), ``random sub-paths raptr_6 0.25 → ...`` for RaPTr; the
+    scheme's name when this version does not know it."""
+    scheme = scheme_of(flat)
+    return scheme.label(flat, levels) if scheme else str(flat.get("coarsening.scheme"))
 
 
 def base_label(flat: dict, role: str | None = None, levels: dict | None = None) -> str:
     """The reader's name of a role: ``single-level, same fine steps``, ``single-level, same
     FLOPs``, ``multilevel <coarsening> δ=.. m=.. w=..``, ``tuned frontier``, or a user's role
     string (followed by the coarsening for a multilevel run); ``levels``: ``run.json``'s, which
-    name a staged run's models by their blocks (:func:`stage_sizes`)."""
+    name a staged run's models by their blocks."""
     role = role or derive_role(flat)
     coarse = scheme_label(flat, levels)
-    if role == "multilevel":  # a V-cycle scheme; staged schemes name themselves
-        return coarse if flat.get("coarsening.stages.levels") else f"multilevel {coarse}"
+    if role == "multilevel":  # staged schemes name themselves (Scheme.names_itself)
+        scheme = scheme_of(flat)
+        return coarse if scheme and scheme.names_itself else f"multilevel {coarse}"
     if role in ROLE_NAMES:
         return ROLE_NAMES[role]
     return role if is_single_level(flat) else f"{role} {coarse}"

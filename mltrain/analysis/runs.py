@@ -28,7 +28,7 @@ import numpy as np
 from mltrain.analysis.curves import fmt_flops
 from mltrain.config import flatten, inert_keys, upgrade
 from mltrain.metrics import METRICS_FILE, read_metrics
-from mltrain.readback import is_multilevel
+from mltrain.readback import is_multilevel, scheme_of
 from mltrain.runrecord import UnreadableRecord, read_run_record, role_of
 
 PROG = "mltrain-compare"
@@ -351,7 +351,8 @@ def load_run(path: Path) -> Run:
         and math.isfinite(_num(r.get("train/loss")))
         and (diverged_step is None or _num(r.get("step")) < diverged_step)
     ]
-    staged = flatten(config).get("coarsening.scheme") == "stages"
+    scheme = scheme_of(flatten(config))
+    staged = scheme is not None and scheme.staged
     before = (
         steps_before_fine(records) if staged else 0
     )  # a V-cycle's coarse steps are not iterations

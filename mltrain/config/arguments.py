@@ -15,9 +15,10 @@ import io
 
 from omegaconf import DictConfig
 
-from mltrain.config.keys import READ_BY_SCHEME, _fields, unread, walk
+from mltrain.config.keys import _fields, unread, walk
 from mltrain.config.overrides import override, shell_command
 from mltrain.config.schema import SECTIONS, MLTrainConfig
+from mltrain.config.scheme import SCHEMES
 from mltrain.errors import ConfigError
 
 
@@ -175,7 +176,8 @@ def unread_notice(cfg: DictConfig, overrides: list[str]) -> str | None:
     ]
     if not ignored:
         return None
-    read = [f"coarsening.{s}" for s in READ_BY_SCHEME.get(c.scheme, ())]
+    reads = SCHEMES.get(c.scheme).reads if c.scheme in SCHEMES else ()
+    read = [f"coarsening.{s}" for s in reads]
     return (
         f"{', '.join(ignored)}: not read by coarsening.scheme={c.scheme} (it reads "
         f"{', '.join(read) if read else 'no coarsening section'}): ignored"

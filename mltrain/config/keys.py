@@ -12,6 +12,7 @@ import dataclasses
 from omegaconf import MISSING
 
 from mltrain.config.schema import SECTIONS, MLTrainConfig
+from mltrain.config.scheme import SCHEMES
 
 _INERT_SECTIONS = ("logger.",)  # every logger setting is inert (tagged field by field below)
 
@@ -65,30 +66,25 @@ REPLACED = {
 }
 
 
-# The coarsening sections each scheme reads; its runs ignore the others (the one table of
-# it: mltrain-compare's grouping and the command line's notice both ask :func:`unread`).
-READ_BY_SCHEME = {
-    "single_level": (),
-    "vcycle": ("hierarchy", "vcycle", "corrections", "patch"),
-    "stages": ("hierarchy", "stages", "patch", "raptr"),
-}
 # read by every multilevel run (its optimizers and levels), whatever its scheme
 READ_BY_MULTILEVEL = ("coarsening.vcycle.optimizer_state", "coarsening.vcycle.train_shared")
 
 
 def unread(key: str, scheme: str | None, hierarchy: str | None = None) -> bool:
     """Whether the dotted coarsening setting ``key`` is one that a run of
-    ``coarsening.scheme=scheme`` does not read (:data:`READ_BY_SCHEME`): a staged run's
+    ``coarsening.scheme=scheme`` does not read (its :attr:`Scheme.reads
+    <mltrain.config.scheme.Scheme.reads>`, the one table of it: mltrain-compare's grouping and
+    the command line's notice both ask this function): a staged run's
     V-cycle settings, a V-cycle run's stages, any coarsening section of a single-level run.
     The hierarchy named ``hierarchy`` reads the section of its own name (``coarsening.raptr``
     for ``raptr``) whatever the scheme. Keys outside ``coarsening.`` and unknown schemes: False."""
-    read = READ_BY_SCHEME.get(scheme)
-    if read is None or not key.startswith("coarsening.") or key == "coarsening.scheme":
+    if scheme not in SCHEMES or not key.startswith("coarsening.") or key == "coarsening.scheme":
         return False
-    if scheme != "single_level" and key in READ_BY_MULTILEVEL:
+    s = SCHEMES.get(scheme)
+    if s.multilevel and key in READ_BY_MULTILEVEL:
         return False
     section = key.split(".")[1]
-    return section not in read and section != hierarchy
+    return section not in s.reads and section != hierarchy
 
 
 # --------------------------------------------------------------------------- tags

@@ -30,6 +30,17 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from mltrain.config.registries import (
+    CORPORA,
+    GROWTH,
+    HIERARCHIES,
+    SCHEDULES,
+    STATE_POLICIES,
+    registered_check,
+)
+from mltrain.config.scheme import SCHEMES
+from mltrain.registry import Registry
+
 # --------------------------------------------------------------------------- field helpers
 Check = Callable[[Any], str | None]  # value -> what is allowed (when the value is not), or None
 
@@ -38,14 +49,15 @@ def setting(
     default: Any = MISSING,
     *,
     factory: Callable[[], Any] | None = None,
-    check: Check | str | None = None,
-    choices: tuple[str, ...] | str | None = None,
+    check: Check | None = None,
+    choices: tuple[str, ...] | Registry | None = None,
     inert: bool = False,
 ):
-    """A schema field with its range ``check`` (a function, or ``"module:function"`` of the
-    module that owns the values), its allowed ``choices`` (a tuple, or
-    ``"module:REGISTRY"`` naming a :class:`mltrain.registry.Registry` whose names are allowed)
-    and whether it is ``inert`` (does not change training)."""
+    """A schema field with its range ``check`` (a function; for a check owned above the config
+    layer, :func:`mltrain.config.registries.registered_check`), its allowed ``choices`` (a
+    tuple, or a :class:`mltrain.registry.Registry` of :mod:`mltrain.config.registries` whose
+    names are allowed, filled by the module that owns the values) and whether it is ``inert``
+    (does not change training)."""
     meta = {"check": check, "choices": choices, "inert": inert}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
@@ -97,15 +109,12 @@ class ModelConfig:
     attention: str = setting("sdpa", choices=("sdpa", "explicit"))  # explicit: for FLOP counting
 
 
-SCHEMES = ("single_level", "vcycle", "stages")
-
-
 @dataclass
 class HierarchyConfig:
     """Which coarse levels exist (:mod:`mltrain.levels`): depth paths, patch levels, random
     sub-paths. ``coarsening.hierarchy.name`` chooses the builder."""
 
-    name: str = setting("none", choices="mltrain.levels.base:HIERARCHIES")
+    name: str = setting("none", choices=HIERARCHIES)
     step_scale: float = setting(2.0, check=positive)  # coarse step size h = step_scale * 1
     factor: int = setting(2, check=at_least(2, integer=True))  # recursive: coarsening factor c
     depth: int = setting(2, check=at_least(1, integer=True))  # recursive: number of coarse levels
@@ -140,7 +149,7 @@ class VCycleConfig:
     combine: str = setting("sequential", choices=("sequential", "summed"))
     fine_step: str = setting("before", choices=("before", "after"))  # relative to coarse phases
     coarse_lr_scale: float = setting(1.0, check=non_negative)  # coarse LR = fine LR * this
-    optimizer_state: str = setting("separate", choices="mltrain.train.optim:STATE_POLICIES")
+    optimizer_state: str = setting("separate", choices=STATE_POLICIES)
     train_shared: bool = True  # embeddings / final norm / head train during coarse phases
 
 
@@ -163,7 +172,7 @@ class StagesConfig:
 
     levels: list[str] = setting(factory=list)
     shares: list[float] = setting(factory=list)  # of the run's training FLOPs, adding up to 1
-    grow_init: str = setting("ode", choices="mltrain.schemes.growth:GROWTH")
+    grow_init: str = setting("ode", choices=GROWTH)
     grow_warmup: int = setting(0, check=at_least(0))  # LR re-warm-up steps of new blocks
 
 
@@ -235,7 +244,7 @@ class AdamWConfig:
 class ScheduleConfig:
     """Learning-rate schedule over the run's iterations (:mod:`mltrain.train.optim`)."""
 
-    name: str = setting("cosine", choices="mltrain.train.optim:SCHEDULES")
+    name: str = setting("cosine", choices=SCHEDULES)
     warmup_steps: int = setting(10, check=at_least(0))
     min_lr_ratio: float = setting(0.1, check=within(0, 1))  # final LR = min_lr_ratio * peak
     decay_fraction: float = setting(0.2, check=within(0, 1, "(", "]"))  # wsd: share that decays
@@ -246,9 +255,9 @@ class ScheduleConfig:
 class DataConfig:
     """Corpus, tokenizer and batches (:mod:`mltrain.data`)."""
 
-    name: str = setting("sotu", choices="mltrain.data.corpora:CORPORA")
+    name: str = setting("sotu", choices=CORPORA)
     tokenizer: str = setting(
-        "bpe", check="mltrain.data.tokenizers:spec_problem"
+        "bpe", check=registered_check("data.tokenizer")
     )  # bpe | gpt2 | hf:<name or path>
     bpe_vocab_size: int = setting(8192, check=within(257, 1 << 20))  # tokenizer=bpe: entries
     batch_size: int = setting(16, check=positive)  # sequences per micro-batch (per process)

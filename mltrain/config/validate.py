@@ -5,13 +5,14 @@ conversion to typed objects (:func:`typed`)."""
 
 from __future__ import annotations
 
-import importlib
-
 from omegaconf import DictConfig, OmegaConf
 
 from mltrain.config.keys import _fields, subsections
+from mltrain.config.registries import names_of
 from mltrain.config.schema import OPTIMIZERS, SECTIONS, MLTrainConfig
+from mltrain.config.scheme import SCHEMES
 from mltrain.errors import ConfigError
+from mltrain.registry import Registry
 
 
 def _require(ok: bool, message: str) -> None:
@@ -20,9 +21,8 @@ def _require(ok: bool, message: str) -> None:
 
 
 def _allowed(choices) -> tuple[str, ...]:
-    if isinstance(choices, str):  # "module:REGISTRY"
-        module, name = choices.split(":")
-        return tuple(getattr(importlib.import_module(module), name).names())
+    if isinstance(choices, Registry):  # filled by the module that owns the values
+        return names_of(choices)
     return tuple(choices)
 
 
@@ -50,9 +50,6 @@ def _check_section(node: DictConfig, schema, prefix: str) -> None:
                 f"{key}={v!r} is not allowed: choose one of {', '.join(allowed_values)}",
             )
         check = f.metadata.get("check")
-        if isinstance(check, str):  # "module:function" of the registry that owns the values
-            module, name = check.split(":")
-            check = getattr(importlib.import_module(module), name)
         if check is not None and v is not None:
             what = check(list(v) if OmegaConf.is_list(v) else v)
             if what is not None:
@@ -73,8 +70,13 @@ def validate(cfg: DictConfig) -> None:
     cannot say. Hierarchy rules that depend on the depth (``even_odd`` needs an even number
     of blocks, ...) are checked by :func:`mltrain.levels.base.build_hierarchy`.
 
+    Registry-backed values (hierarchies, schedules, corpora, schemes, ...) are checked against
+    :mod:`mltrain.config.registries` and :data:`mltrain.config.scheme.SCHEMES`, which the
+    composition root fills first (``import mltrain.schemes``).
+
     Raises:
         ConfigError: one line naming the setting, its value and what is allowed.
+        RegistryNotFilled: a registry's owner was not imported (a programming error).
     """
     _check_section(cfg, MLTrainConfig, "")
     for section, schema in SECTIONS.items():
@@ -120,31 +122,12 @@ def validate(cfg: DictConfig) -> None:
 
 
 def _check_scheme(c: DictConfig) -> None:
-    """The explicit ``coarsening.scheme`` against the sections it reads."""
-    name = c.hierarchy.name
-    if c.scheme == "single_level":
-        _require(
-            name == "none",
-            f"coarsening.scheme=single_level trains the fine level only, but "
-            f"coarsening.hierarchy.name={name}: use coarsening=none, or coarsening.scheme=vcycle "
-            "or stages",
-        )
-    elif c.scheme == "vcycle":
-        _require(
-            name != "none",
-            f"coarsening.scheme={c.scheme} needs coarse levels, but coarsening.hierarchy.name=none: "
-            "choose a hierarchy (e.g. coarsening=even_odd) or coarsening.scheme=single_level",
-        )
-    _require(
-        c.scheme == "stages" or len(c.stages.levels) == 0,
-        f"coarsening.stages.levels={list(c.stages.levels)} is set but coarsening.scheme="
-        f"{c.scheme}: set coarsening.scheme=stages to train the levels in stages",
-    )
-    _require(
-        c.scheme != "stages" or len(c.stages.levels) > 0,
-        "coarsening.scheme=stages needs coarsening.stages.levels=[<coarse level>,...,fine] and "
-        "coarsening.stages.shares",
-    )
+    """The explicit ``coarsening.scheme`` against the sections it reads: the chosen scheme's
+    own check, then every other scheme's check of its unused sections (in registry order)."""
+    SCHEMES.get(c.scheme).check(c)
+    for name in SCHEMES:
+        if name != c.scheme:
+            SCHEMES.get(name).check_unused(c)
 
 
 def typed(cfg: DictConfig) -> MLTrainConfig:

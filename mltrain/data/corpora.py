@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from mltrain.config import registries
 from mltrain.errors import DataError
 from mltrain.registry import Registry
 
@@ -43,7 +44,7 @@ def is_validation(index: int, val_fraction: float) -> bool:
 
 
 # ``data.name`` -> Corpus class
-CORPORA: Registry[type[Corpus]] = Registry("data.name")
+CORPORA: Registry[type[Corpus]] = registries.CORPORA  # declared where the schema names it
 
 # Bump when the way documents are read or split changes (it is part of the token cache key).
 READER_VERSION = 2

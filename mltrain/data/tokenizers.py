@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from mltrain.config import registries
 from mltrain.errors import ConfigError, DataError
 from mltrain.registry import Registry
 
@@ -73,6 +74,9 @@ def spec_problem(spec: str) -> str | None:
     except ConfigError:
         return f"choose {', '.join(TOKENIZERS.spellings())}"
     return None
+
+
+registries.CHECKS.register("data.tokenizer")(spec_problem)  # the schema names the check
 
 
 @dataclass

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mltrain.config import CoarseningConfig
+from mltrain.config import CoarseningConfig, registries
 from mltrain.model.transformer import BlockPath, ODETransformer
 from mltrain.registry import Registry
 
@@ -112,9 +112,8 @@ class Level:
 
 
 # ``coarsening.hierarchy.name`` -> function (coarsening config, n_layer) -> coarse levels (fine excluded)
-HIERARCHIES: Registry[Callable[[CoarseningConfig, int], list[Level]]] = Registry(
-    "coarsening.hierarchy.name"
-)
+# (declared in the config layer, which names it in the schema)
+HIERARCHIES: Registry[Callable[[CoarseningConfig, int], list[Level]]] = registries.HIERARCHIES
 
 
 def fine_level(n: int) -> Level:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import torch
 
+from mltrain.config.scheme import SCHEMES
 from mltrain.errors import ConfigError
 from mltrain.levels.base import HIERARCHIES, Level
 from mltrain.model import width as W
@@ -195,7 +196,7 @@ def check_width(c, levels: list[Level]) -> None:
             ``coarsening.vcycle.train_shared=false`` (the narrow model's embeddings are its
             own tensors, coalesced and interpolated with its blocks).
     """
-    if not any(width_factor_of(lv) > 1 for lv in levels) or c.scheme == "single_level":
+    if not any(width_factor_of(lv) > 1 for lv in levels) or not SCHEMES.get(c.scheme).multilevel:
         return
     v = c.vcycle
     if v.optimizer_state == "shared":

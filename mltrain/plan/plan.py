@@ -3,9 +3,10 @@
 :func:`build_plan` turns a validated config into a :class:`Plan` in one place; the trainer
 walks it, the job sizes the run with it (``train.target_flops``), ``scripts/flops_budget.py``
 prints it, and ``mltrain-compare`` asks it whether a finished run was multilevel
-(:mod:`mltrain.readback`). Each ``coarsening.scheme`` has its builder in :data:`PLAN_BUILDERS`
-(``single_level`` here; the schemes of :mod:`mltrain.schemes` register theirs): a new scheme
-registers a builder and the handlers of its operations, not a branch in those call sites.
+(:mod:`mltrain.readback`). Each ``coarsening.scheme`` has its builder in its
+:class:`mltrain.config.scheme.Scheme` (``single_level``'s, :func:`single_level_plan`, is here;
+:mod:`mltrain.schemes` registers every scheme): a new scheme registers its :class:`Scheme` and
+the handlers of its operations, not a branch in those call sites.
 
 A run is a sequence of *iterations* ``k = 0 .. iterations-1`` (the LR schedule's clock). In a
 single-level or V-cycle run an iteration is one fine step, plus a V-cycle (coarse phases) on
@@ -19,12 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mltrain.config import MLTrainConfig
+from mltrain.config.scheme import SCHEMES
 from mltrain.errors import ConfigError
 from mltrain.levels import Level, build_hierarchy
 from mltrain.levels.width import with_shape
 from mltrain.model.flops import FlopCount, level_step_flops
 from mltrain.plan.ops import Op, Train, format_ops
-from mltrain.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -289,14 +290,9 @@ def budget_of(cfg: MLTrainConfig) -> float | None:
     return None if t.target_flops is None else float(t.target_flops) * float(t.flops_scale)
 
 
-# ``coarsening.scheme`` -> builder(cfg, levels, step_flops or None, tokens per step) -> Plan;
-# single_level is below, the schemes register theirs (mltrain.schemes.vcycle, .stages).
-PLAN_BUILDERS: Registry = Registry("coarsening.scheme")
-
-
 def build_plan(cfg: MLTrainConfig, vocab_size: int | None, world: int = 1) -> Plan:
-    """The plan of a run of ``cfg`` (typed, validated) on ``world`` processes, by the builder
-    ``coarsening.scheme`` names (:data:`PLAN_BUILDERS`).
+    """The plan of a run of ``cfg`` (typed, validated) on ``world`` processes, by the plan
+    builder of the scheme ``coarsening.scheme`` names (:data:`mltrain.config.scheme.SCHEMES`).
 
     ``vocab_size`` (the model's embedding rows) is needed for FLOPs and for sizing a run by
     ``train.target_flops``; without it the plan has ``train.steps`` iterations and no FLOPs.
@@ -311,7 +307,7 @@ def build_plan(cfg: MLTrainConfig, vocab_size: int | None, world: int = 1) -> Pl
     step_flops = (
         level_step_flops(levels, m.n_embd, m.seq_len, vocab_size, tokens) if vocab_size else None
     )
-    return PLAN_BUILDERS.get(cfg.coarsening.scheme)(cfg, levels, step_flops, tokens)
+    return SCHEMES.get(cfg.coarsening.scheme).plan(cfg, levels, step_flops, tokens)
 
 
 def sized_plan(cfg: MLTrainConfig, make, step_flops) -> Plan:
@@ -341,7 +337,6 @@ def sized_plan(cfg: MLTrainConfig, make, step_flops) -> Plan:
     return make(capped(n, t.max_steps))
 
 
-@PLAN_BUILDERS.register("single_level")
 def single_level_plan(cfg: MLTrainConfig, levels: list[Level], step_flops, tokens: int) -> Plan:
     """The fine level alone: one stage of fine steps."""
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mltrain.config import registries
 from mltrain.levels.base import Level
 from mltrain.levels.width import width_factor_of
 from mltrain.model.transformer import ODETransformer
@@ -62,7 +63,7 @@ class Growth:
 
 
 # ``coarsening.stages.grow_init`` -> Growth
-GROWTH: Registry[Growth] = Registry("coarsening.stages.grow_init")
+GROWTH: Registry[Growth] = registries.GROWTH  # declared where the schema names it
 
 
 def covering(source: Level, target: Level) -> list[int]:

@@ -26,12 +26,13 @@ from dataclasses import dataclass
 
 from mltrain.config import MLTrainConfig
 from mltrain.config.overrides import override, shell_command
+from mltrain.config.scheme import Scheme, fmt_value, register_scheme
 from mltrain.errors import ConfigError
 from mltrain.levels import Level
 from mltrain.levels.width import WidthLevel
 from mltrain.model.flops import FlopCount
 from mltrain.plan.ops import Operation
-from mltrain.plan.plan import PLAN_BUILDERS, Plan, Stage, budget_of, capped
+from mltrain.plan.plan import Plan, Stage, budget_of, capped
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,6 @@ def grows(source: Level, target: Level) -> bool:
     )
 
 
-@PLAN_BUILDERS.register("stages")
 def staged_plan(cfg: MLTrainConfig, levels: list[Level], step_flops, tokens: int) -> Plan:
     """The plan of a staged run (see the module docstring): each stage as many iterations as
     its share of the budget buys (``train.target_flops`` × ``flops_scale``, or ``train.steps``
@@ -194,3 +194,75 @@ def _make(cfg, levels, stages, counts) -> tuple[Stage, ...]:
         enter = (Grow(stages[i - 1], name, cfg.coarsening.stages.grow_init),) if grow else ()
         out.append(Stage(name, n, enter=enter))
     return tuple(out)
+
+
+# --------------------------------------------------------------------------- the scheme
+def check(c) -> None:
+    """A staged run names its stages.
+
+    Raises:
+        ConfigError: ``coarsening.stages.levels`` is empty.
+    """
+    if len(c.stages.levels) == 0:
+        raise ConfigError(
+            "coarsening.scheme=stages needs coarsening.stages.levels=[<coarse level>,...,fine] "
+            "and coarsening.stages.shares"
+        )
+
+
+def check_unused(c) -> None:
+    """Stages listed for a run of another scheme would be ignored.
+
+    Raises:
+        ConfigError: ``coarsening.stages.levels`` is set.
+    """
+    if len(c.stages.levels) > 0:
+        raise ConfigError(
+            f"coarsening.stages.levels={list(c.stages.levels)} is set but coarsening.scheme="
+            f"{c.scheme}: set coarsening.scheme=stages to train the levels in stages"
+        )
+
+
+def stage_sizes(stages, flat: dict, levels: dict | None) -> str | None:
+    """The stages' models as a reader counts them, from ``run.json``'s ``levels``:
+    ``3 → 6 → 12 blocks``, or with widths when they differ (``6 blocks d=64 → 6 blocks
+    d=128``); None when a stage's level is not recorded."""
+    if not isinstance(levels, dict) or not all(isinstance(levels.get(s), dict) for s in stages):
+        return None
+    blocks = [len(levels[s].get("blocks") or ()) for s in stages]
+    d = flat.get("model.n_embd")
+    widths = [int(d // (levels[s].get("width_factor") or 1)) if d else None for s in stages]
+    if len(set(widths)) == 1:
+        return " → ".join(map(str, blocks)) + " blocks"
+    return " → ".join(f"{n} block{'' if n == 1 else 's'} d={w}" for n, w in zip(blocks, widths))
+
+
+def label(flat: dict, levels: dict | None = None) -> str:
+    """``coarse-to-fine coarse_b 0.7 → fine 0.3, grow ode`` (with ``run.json``'s ``levels``:
+    ``coarse-to-fine 6 → 12 blocks at 0.7/0.3 of the FLOPs, grow ode``), or ``random sub-paths
+    raptr_6 0.25 → ...`` for random sub-path stages."""
+    stages = flat.get("coarsening.stages.levels") or ()
+    shares = flat.get("coarsening.stages.shares") or ()
+    parts = [f"{s} {fmt_value(x)}" for s, x in zip(stages, shares)]
+    if stages and str(stages[0]).startswith(
+        "raptr_"
+    ):  # no growth: every path trains the fine tensors
+        return "random sub-paths " + " → ".join(parts)
+    sizes = stage_sizes(stages, flat, levels)
+    shares = "/".join(map(fmt_value, shares))
+    what = f"{sizes} at {shares} of the FLOPs" if sizes else " → ".join(parts)
+    return f"coarse-to-fine {what}, grow {flat.get('coarsening.stages.grow_init')}"
+
+
+STAGES = register_scheme(
+    Scheme(
+        name="stages",
+        reads=("hierarchy", "stages", "patch", "raptr"),
+        plan=staged_plan,
+        staged=True,
+        names_itself=True,
+        check=check,
+        check_unused=check_unused,
+        label=label,
+    )
+)

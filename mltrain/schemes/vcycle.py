@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 import torch
 
 from mltrain.config import CoarseningConfig, MLTrainConfig
+from mltrain.config.scheme import Scheme, fmt_value, register_scheme
+from mltrain.errors import ConfigError
 from mltrain.levels import Level, apply_corrections, correction, prolong, snapshot
 from mltrain.plan.ops import Op, Operation, Train, handles
-from mltrain.plan.plan import PLAN_BUILDERS, Plan, Stage, sized_plan
+from mltrain.plan.plan import Plan, Stage, sized_plan
 from mltrain.registry import Registry
 from mltrain.train.state import EXTENSIONS, Extension, RunState
 
@@ -155,7 +157,6 @@ def vcycle_stage(cfg: MLTrainConfig, levels: list[Level], iterations: int) -> St
     return Stage(levels[0].name, iterations, cycle, cycle_iterations(c, iterations))
 
 
-@PLAN_BUILDERS.register("vcycle")
 def vcycle_plan(cfg: MLTrainConfig, levels: list[Level], step_flops, tokens: int) -> Plan:
     """A V-cycle run: one fine stage whose iterations in the window carry the V-cycle, as
     many iterations as ``train.steps`` or the budget allows (:func:`sized_plan`)."""
@@ -244,3 +245,55 @@ def _apply_deferred(run: RunState, op: ApplyDeferred) -> None:
     state = state_of(run)
     apply_corrections(run.all_params, state.deferred)
     state.deferred.clear()
+
+
+# --------------------------------------------------------------------------- the scheme
+def check(c) -> None:
+    """A V-cycle needs coarse levels.
+
+    Raises:
+        ConfigError: ``coarsening.hierarchy.name=none``.
+    """
+    if c.hierarchy.name == "none":
+        raise ConfigError(
+            f"coarsening.scheme={c.scheme} needs coarse levels, but coarsening.hierarchy.name=none: "
+            "choose a hierarchy (e.g. coarsening=even_odd) or coarsening.scheme=single_level"
+        )
+
+
+def trains_coarse(c: dict) -> bool:
+    """Whether a V-cycle run of the nested coarsening dict ``c`` runs a coarse phase: a window
+    and coarse steps (the rule for a config whose plan this version cannot build)."""
+    v = c.get("vcycle", {})
+    return bool(v.get("window")) and bool(v.get("coarse_steps"))
+
+
+def label(flat: dict, _levels: dict | None = None) -> str:
+    """``even_odd δ=0.25 m=20 w=5``: the hierarchy, δ, coarse steps and window."""
+    return (
+        f"{flat.get('coarsening.hierarchy.name')} δ={fmt_value(flat.get('coarsening.vcycle.delta'))} "
+        f"m={flat.get('coarsening.vcycle.coarse_steps')} w={flat.get('coarsening.vcycle.window')}"
+    )
+
+
+def upgrade_checkpoint(state: dict, extensions: dict) -> None:
+    """Checkpoints written before the V-cycle's extension kept its open phases in the
+    trainer's state (``phases``, ``deferred``): they become the ``vcycle`` extension's."""
+    if "phases" in state:
+        extensions.setdefault(
+            "vcycle", {"phases": state["phases"], "deferred": state.get("deferred", [])}
+        )
+
+
+VCYCLE = register_scheme(
+    Scheme(
+        name="vcycle",
+        reads=("hierarchy", "vcycle", "corrections", "patch"),
+        plan=vcycle_plan,
+        check=check,
+        trains_coarse=trains_coarse,
+        label=label,
+        after_plan=warn_window,
+        upgrade_checkpoint=upgrade_checkpoint,
+    )
+)

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from mltrain.config import flatten, is_inert, upgrade
+from mltrain.config.scheme import SCHEMES
 from mltrain.errors import CheckpointError, DivergenceError, Preempted
 
 log = logging.getLogger(__name__)
@@ -296,12 +297,12 @@ def set_rng_state(rng: dict, device: torch.device | None = None) -> None:
 
 # --------------------------------------------------------------------------- older checkpoints
 def extension_states(state: dict) -> dict:
-    """Each extension's saved state by name; checkpoints written before the V-cycle kept its
-    open phases in the trainer's state (``phases``, ``deferred``): they become the ``vcycle``
-    extension's."""
+    """Each extension's saved state by name; an older checkpoint's layout is read by each
+    scheme's :attr:`~mltrain.config.scheme.Scheme.upgrade_checkpoint` (the V-cycle's open
+    phases were once in the trainer's state)."""
     out = dict(state.get("extensions") or {})
-    if "phases" in state:
-        out.setdefault("vcycle", {"phases": state["phases"], "deferred": state.get("deferred", [])})
+    for name in SCHEMES:
+        SCHEMES.get(name).upgrade_checkpoint(state, out)
     return out
 
 

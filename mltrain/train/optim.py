@@ -23,13 +23,13 @@ from collections.abc import Callable
 import hydra.utils
 import torch
 
-from mltrain.config import ScheduleConfig
+from mltrain.config import ScheduleConfig, registries
 from mltrain.errors import ConfigError
 from mltrain.registry import Registry
 
 # ``schedule.name`` -> factor(step, total, cfg): the LR multiplier of the peak at iteration
 # ``step`` (0-based) of ``total``; warm-up is applied around it by :func:`lr_factor`.
-SCHEDULES: Registry[Callable[[int, int, ScheduleConfig], float]] = Registry("schedule.name")
+SCHEDULES: Registry[Callable[[int, int, ScheduleConfig], float]] = registries.SCHEDULES
 
 
 @SCHEDULES.register("cosine")
@@ -204,7 +204,7 @@ class LevelOptimizers:
                 group["fused"] = True if self.fused else None
 
 
-STATE_POLICIES: Registry[type[LevelOptimizers]] = Registry("coarsening.vcycle.optimizer_state")
+STATE_POLICIES: Registry[type[LevelOptimizers]] = registries.STATE_POLICIES
 STATE_POLICIES.register("separate")(LevelOptimizers)
 
 

@@ -3,7 +3,7 @@
 
 A scheme (:mod:`mltrain.schemes`) plugs in through three registries and nothing else:
 
-- a plan builder for its ``coarsening.scheme`` (:data:`mltrain.plan.plan.PLAN_BUILDERS`),
+- a :class:`~mltrain.config.scheme.Scheme` for its ``coarsening.scheme`` (its plan builder, ...),
 - a handler per operation type it puts in the plan (:func:`mltrain.plan.ops.handles`), called
   as ``handler(run, op)`` with the :class:`RunState`,
 - an extension factory (:data:`EXTENSIONS`), ``factory(run) -> Extension | None``, for state

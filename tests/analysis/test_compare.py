@@ -812,6 +812,7 @@ def test_staged_schemes_are_named_by_what_they_do():
     from mltrain.analysis.grouping import base_label
 
     grow = {
+        "coarsening.scheme": "stages",
         "coarsening.hierarchy.name": "even_odd",
         "coarsening.stages.levels": ["coarse_b", "fine"],
         "coarsening.stages.shares": [0.8, 0.2],
@@ -824,7 +825,7 @@ def test_staged_schemes_are_named_by_what_they_do():
     # a staged run reads no V-cycle settings (coarsening.scheme=stages): the window a preset or
     # mode=smoke leaves in coarsening.vcycle does not appear in its name (the demo's growth once
     # read "... grow zero + V-cycle recursive δ=0.25 m=20 w=5")
-    vcycle = {**grow, "coarsening.scheme": "stages", "coarsening.vcycle.window": 5}
+    vcycle = {**grow, "coarsening.vcycle.window": 5}
     assert base_label(vcycle, "multilevel") == base_label(grow, "multilevel")
     raptr = {
         **grow,
@@ -832,9 +833,12 @@ def test_staged_schemes_are_named_by_what_they_do():
         "coarsening.stages.shares": [0.5, 0.5],
     }
     assert base_label(raptr, "multilevel") == "random sub-paths raptr_6 0.5 → fine 0.5"
-    assert base_label({**grow, "coarsening.stages.levels": []}, "multilevel") == (
-        "multilevel even_odd δ=0.25 m=20 w=0"
-    )
+    # the label is the scheme's (coarsening.scheme), not guessed from the stages being set
+    vcycle = {**grow, "coarsening.scheme": "vcycle", "coarsening.stages.levels": []}
+    assert base_label(vcycle, "multilevel") == "multilevel even_odd δ=0.25 m=20 w=0"
+    assert base_label(
+        {**vcycle, "coarsening.stages.levels": ["coarse_b", "fine"]}, "multilevel"
+    ) == ("multilevel even_odd δ=0.25 m=20 w=0")
 
 
 def test_an_unfinished_run_is_named_in_a_warning(tmp_path, capsys):
