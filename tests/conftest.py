@@ -23,3 +23,25 @@ def _session_cache(tmp_path_factory):
     os.environ["MLTRAIN_CACHE_DIR"] = str(tmp_path_factory.mktemp("mltrain-cache"))
     torch.set_num_threads(min(2, torch.get_num_threads()))
     yield
+
+
+@pytest.fixture(autouse=True)
+def _logging_handlers():
+    """Handlers a test leaves on the loggers are removed after it. Hydra's job logging (an
+    in-process ``mltrain`` under capsys) binds a StreamHandler to that test's captured stream;
+    left in place, a later test's log line goes to the closed stream and logging prints a
+    "Logging error" traceback into that test's stderr (which the one-line error tests read)."""
+    import logging
+
+    loggers = [logging.getLogger()] + [
+        logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+    ]
+    before = {id(lg): list(lg.handlers) for lg in loggers}
+    yield
+    for lg in [logging.getLogger()] + [
+        logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+    ]:
+        keep = before.get(id(lg), [])
+        for h in list(lg.handlers):
+            if h not in keep:
+                lg.removeHandler(h)
