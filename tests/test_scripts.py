@@ -54,6 +54,7 @@ SMOKE_TESTS = {
     "runlib.sh": [
         "tests/test_script_drivers.py::test_runlib_marks_done_skips_and_reports_failures"
     ],
+    "third_headline.py": ["tests/test_results_third.py::test_headline_rows_by_hand"],
     "third_pick.py": [
         "tests/test_third_pick.py::test_best_picks_the_lowest_finished_final_loss_and_drops_the_callers_keys"
     ],
