@@ -83,18 +83,26 @@ branch() {  # branch NAME SCALE TRUNK OVERRIDES...: the decay of budget SCALE of
 best_lr() {  # best_lr L: the best AdamW lr of the L-block model at 1/8 (env_probe)
   local lr; lr=$(pick lrs "$ROOTS" "env_L$1_lr*_b8_s0"); lr=${lr%% *}; need "$lr" "env_probe (L=$1)"; echo "$lr"
 }
-seeds() {  # seeds FAMILY: its best probe (FAMILY_tune_*) with 3 seeds at 1/8, 1/4 and 1x
-  local o p; o=$(pick best "$ROOTS" "$1_tune_*" --drop $DROP); need "$o" "tune ($1)"
-  eval "local opts=($o)"
-  # the best probe is seed 0 at 1/8 (same overrides): linked, not run again
-  p=$(pick best "$ROOTS" "$1_tune_*" --name)
+link_best() {  # link_best FAMILY: its best probe (FAMILY_tune_*) is its seed 0 at 1/8 (same
+  # overrides): linked (or copied among the records), not run again
+  local p; p=$(pick best "$ROOTS" "$1_tune_*" --name)
   if [ -n "$p" ] && [ ! -e "$OUT/$1_b8_s0" ] && [ ! -e "$RECORDS/$1_b8_s0/.done" ]; then
     if [ -d "$OUT/$p" ]; then ln -s "$p" "$OUT/$1_b8_s0"; echo "== $1_b8_s0: the best probe $p"
     elif [ -d "$RECORDS/$p" ]; then cp -r "$RECORDS/$p" "$RECORDS/$1_b8_s0"; echo "== $1_b8_s0: the best probe $p"; fi
   fi
-  for b in b8 b4 b1; do for s in 0 1 2; do
+}
+seeds() {  # seeds FAMILY BUDGETS SEEDS: its best probe (FAMILY_tune_*) at those budgets and seeds
+  local o b s; o=$(pick best "$ROOTS" "$1_tune_*" --drop $DROP); need "$o" "tune ($1)"
+  eval "local opts=($o)"
+  link_best "$1"
+  for b in $2; do for s in $3; do
     run "$1_${b}_s$s" "${opts[@]}" train.flops_scale="${SCALE[$b]}" train.seed=$s
   done; done
+}
+near() {  # near FAMILY ENVELOPE_PATTERN: true when the family's best probe at 1/8 ends within
+  # 0.05 nats of the envelope's best run at 1/8 (ENVELOPE_PATTERN) or below it (issue 30, part 3)
+  local g; g=$(pick gap "$ROOTS" "$1_tune_*" "$2"); need "$g" "tune ($1) and the envelope at 1/8"
+  awk "BEGIN{exit !($g <= 0.05)}"
 }
 probe() {  # probe FAMILY TAG OVERRIDES...: one knob setting at 1/8, seed 0
   local fam=$1 tag=$2; shift 2
@@ -142,10 +150,14 @@ for part in "$@"; do
         fi
       done
     done ;;
-  sgd_probe)  # the SGD envelope (for the SGD V-cycle): 3 and 12 blocks, SGD lr 0.25..2 at 1/8, wsd
+  sgd_probe)  # the SGD envelope (for the SGD V-cycle): 3 and 12 blocks, SGD lr 0.25..2 at 1/8, wsd,
+    # then one lr further out while the best is at an edge (up to 3 steps)
     for L in 3 12; do for lr in 0.25 0.5 1.0 2.0; do
       run "sgd_L${L}_lr${lr}_b8_s0" $ENV $FAM optimizer=sgd model.n_layer=$L optimizer.lr=$lr train.flops_scale=0.125 "train.branch_points=[]" train.seed=0
-    done; done ;;
+    done; done
+    for k in 1 2 3; do for L in 3 12; do for lr in $(edges "sgd_L${L}_lr*_b8_s0" SGDG); do  # further out while the best is at an edge
+      run "sgd_L${L}_lr${lr}_b8_s0" $ENV $FAM optimizer=sgd model.n_layer=$L optimizer.lr=$lr train.flops_scale=0.125 "train.branch_points=[]" train.seed=0
+    done; done; done ;;
   sgd_trunks)  # SGD trunks at 1x with the best lr at 1/8 and half of it, and their 1/4, 1/2 decays
     for L in 3 12; do
       lr=$(pick lrs "$ROOTS" "sgd_L${L}_lr*_b8_s0"); lr=${lr%% *}; need "$lr" "sgd_probe"
@@ -165,6 +177,21 @@ for part in "$@"; do
       probe late L3_sh$sh experiment=grow coarsening.hierarchy.name=recursive coarsening.hierarchy.depth=2 \
         "coarsening.stages.levels=[coarse_2,fine]" "coarsening.stages.shares=[$sh,$dec]" schedule.decay_fraction=$dec optimizer.lr=$lr3
       probe late L6_sh$sh experiment=grow "coarsening.stages.shares=[$sh,$dec]" schedule.decay_fraction=$dec optimizer.lr=$lr6
+    done
+    lb=$(pick best "$ROOTS" "env_L*_b8_s0" --name); lb=${lb#env_L}; lb=${lb%%_*}  # the best size at 1/8
+    lrb=$(best_lr "$lb")
+    blocks=$(seq 0 2 $((lb - 1)) | paste -sd,)  # its blocks 0, 2, ... (any size, odd too)
+    for sh in 0.5 0.8; do  # growth that ends at that size: every other block (step size
+      # n_layer / their count) for a share, then the whole; the decay at full depth
+      dec=$(awk "BEGIN{print 1-$sh}")
+      probe growbest L${lb}_sh$sh experiment=grow model.n_layer=$lb coarsening.hierarchy.name=custom \
+        "coarsening.hierarchy.blocks=[[$blocks]]" "coarsening.stages.levels=[coarse_1,fine]" \
+        "coarsening.stages.shares=[$sh,$dec]" schedule.decay_fraction=$dec optimizer.lr=$lrb
+    done
+    for sh in "0.4,0.4,0.2" "0.3,0.3,0.4"; do  # width x depth growth 3 blocks 1/3 wide -> 6 -> 12
+      # (d=48 has 3 heads: the narrow level is one head of 16)
+      probe wd sh${sh//,/_} experiment=grow_width_depth "coarsening.hierarchy.width_factors=[1,3]" \
+        "coarsening.stages.shares=[$sh]" optimizer.lr=$lr12
     done
     for lr in $lr12 $(step LRG $lr12 -1); do for w in 5 20; do  # the paper's V-cycle, AdamW, wsd: lr x window
       probe vcycle_adamw lr${lr}_w$w experiment=paper_small optimizer=adamw schedule=wsd optimizer.lr=$lr coarsening.vcycle.window=$w
@@ -190,9 +217,15 @@ for part in "$@"; do
         probe width lr$lr experiment=width_vcycle coarsening.hierarchy.width_factor=3 optimizer.lr=$lr
       done
     fi ;;
-  seeds)  # each family's best probe: 3 seeds at 1/8, 1/4 and 1x
-    for f in grow late vcycle_adamw vcycle_sgd corr raptr patch; do seeds $f; done
-    if [ -e conf/experiment/width_vcycle.yaml ]; then seeds width; fi ;;
+  seeds)  # the growth families: 3 seeds at 1/8, 1/4 and 1x; the other families: seed 0 at 1/8
+    # and 1x, and seeds 1, 2 only where the family ends within 0.05 nats of the envelope at 1/8
+    # or below it (issue 30, part 3: a family clearly above the envelope is said so with one seed)
+    for f in grow late growbest wd; do seeds $f "b8 b4 b1" "0 1 2"; done
+    for f in vcycle_adamw corr raptr patch width vcycle_sgd; do
+      [ "$f" = width ] && [ ! -e conf/experiment/width_vcycle.yaml ] && continue
+      e="env_L*_b8_s0"; [ "$f" = vcycle_sgd ] && e="sgd_L*_b8_s0"
+      if near $f "$e"; then seeds $f "b8 b1" "0 1 2"; else seeds $f "b8 b1" "0"; fi
+    done ;;
   records)  # copy what finished into RECORDS (every part does this at its end too)
     ;;
   compare)  # the envelope judge from RECORDS: AdamW schemes against the AdamW envelope, SGD's against SGD's

@@ -4,6 +4,7 @@
     python scripts/third_pick.py best OUT GLOB [--drop K]  # overrides of the best finished run
     python scripts/third_pick.py best OUT GLOB --name      # its name
     python scripts/third_pick.py lrs OUT GLOB              # lrs of the finished runs, best first
+    python scripts/third_pick.py gap OUT GLOB OTHER        # best loss under GLOB less OTHER's
     python scripts/third_pick.py record OUT RECORDS        # keep finished runs' records in RECORDS
 
 Runs are directories under OUT with run.json (status ``completed``), metrics.jsonl (the last
@@ -68,7 +69,8 @@ def plan_rows() -> list[tuple[str, int, float]]:
     mean = sum(each.values()) / n
     scheme = max(SEC_PER_STEP[s] / step_flops(s) for s in SIZES) * TOP / 60 * EVAL
     decays = 0.2 * (0.25 + 0.5)  # the 1/4 and 1/2 decays off a trunk (schedule.decay_fraction)
-    fam = 7  # growth, late expansion, V-cycle AdamW, V-cycle SGD, correction, RaPTr, patch
+    grow, other = 4, 6  # growth families (recursive, late, to the best size, width x depth) and
+    # the rest (V-cycle AdamW and SGD, correction, RaPTr, patch, width V-cycle)
     return [
         ("env_probe: 5 sizes x AdamW lr 2e-3..1.6e-2 at 1/8", 4 * n, mean / 8),
         ("env_probe: one lr further out where the best is at an edge (est.)", 2, mean / 8),
@@ -76,16 +78,26 @@ def plan_rows() -> list[tuple[str, int, float]]:
         ("env_branches: the 1/4 and 1/2 decays off each trunk", 4 * n, mean * decays / 2),
         ("env_bracket: a trunk and its decays further out (est.)", 2, mean * (1 + decays)),
         ("env_seeds: seeds 1, 2 of the best at 1/8, 1/4, 1/2, 1x", 8, mean * 1.875 / 4),
-        ("sgd_probe: 3 and 12 blocks x SGD lr 0.25..2 at 1/8", 8, (each[3] + each[12]) / 16),
+        (
+            "sgd_probe: 3 and 12 blocks x SGD lr 0.25..2 at 1/8 (+1 out)",
+            9,
+            (each[3] + each[12]) / 16,
+        ),
         (
             "sgd_trunks: 3 and 12 blocks x 2 lrs, trunk + decays",
             4,
             (each[3] + each[12]) / 2 * (1 + decays),
         ),
-        (f"tune: {fam} families, 27 knob settings at 1/8, seed 0", 27, scheme / 8),
-        (f"seeds: {fam} families x 3 seeds at 1/8", 3 * fam, scheme / 8),
-        (f"seeds: {fam} families x 3 seeds at 1/4", 3 * fam, scheme / 4),
-        (f"seeds: {fam} families x 3 seeds at 1x", 3 * fam, scheme),
+        (f"tune: {grow + other} families, 31 knob settings at 1/8, seed 0", 31, scheme / 8),
+        (f"seeds: {grow} growth families x 3 seeds at 1/8 (seed 0 linked)", 2 * grow, scheme / 8),
+        (f"seeds: {grow} growth families x 3 seeds at 1/4", 3 * grow, scheme / 4),
+        (f"seeds: {grow} growth families x 3 seeds at 1x", 3 * grow, scheme),
+        (f"seeds: {other} other families at 1x, seed 0", other, scheme),
+        (
+            "seeds: seeds 1, 2 at 1/8 and 1x where a family is near the envelope (est. 2)",
+            8,
+            scheme * 9 / 16,
+        ),
     ]
 
 
@@ -202,6 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     lr = sub.add_parser("lrs")
     lr.add_argument("out", type=Path)
     lr.add_argument("pattern")
+    g = sub.add_parser(
+        "gap", help="the best final loss of A less B's (nats); nothing if one is missing"
+    )
+    g.add_argument("out", type=Path)
+    g.add_argument("pattern")
+    g.add_argument("other")
     rec = sub.add_parser("record")
     rec.add_argument("out", type=Path)
     rec.add_argument("records", type=Path)
@@ -222,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     runs = finished(roots, a.pattern)
     if not runs:
+        return 0
+    if a.cmd == "gap":
+        other = finished(roots, a.other)
+        if other:
+            print(f"{runs[0][0] - other[0][0]:.6f}")
         return 0
     if a.cmd == "best":
         print(runs[0][1].name if a.name else shlex.join(overrides(runs[0][1], a.drop)))

@@ -90,8 +90,20 @@ def test_probes_are_recorded_and_a_fresh_machine_skips_them(tmp_path):
     assert all("train.flops_scale=1" in c and "train.branch_points=[0.25,0.5]" in c for c in trunks)
 
 
-@pytest.mark.slow  # about 50 s: the tune and seeds parts call the stand-in ~90 times
-def test_seeds_link_the_best_probe_instead_of_running_it_again(tmp_path):
+def fake_run(run: Path, loss: float, *overrides: str) -> None:
+    """A finished run's files as the stand-in writes them, with a chosen final loss."""
+    (run / ".hydra").mkdir(parents=True)
+    recs = [{"step": 0, "val/loss": 9.0}, {"step": 300, "val/loss": loss, "perf/flops": 300}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (run / "run.json").write_text(json.dumps({"status": "completed"}))
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {a}\n" for a in overrides))
+    (run / ".done").touch()
+
+
+def test_seeds_follow_the_issue_policy_and_link_the_best_probe(tmp_path):
+    """Growth families: 3 seeds at 1/8, 1/4, 1x. Others: seed 0 at 1/8 and 1x, seeds 1 and 2
+    only within 0.05 nats of the envelope at 1/8 (issue 30, part 3). By the stand-in's formula
+    the envelope at 1/8 is L=3 at lr 4e-3 (4.03) and every 12-block probe ends at >= 4.12."""
     out, rec = tmp_path / "out", tmp_path / "records"
     driver(tmp_path, out, rec, "env_probe", SIZES="12")
     n_probe = len(calls(tmp_path))
@@ -100,20 +112,33 @@ def test_seeds_link_the_best_probe_instead_of_running_it_again(tmp_path):
     assert "no finished run for env_probe (L=6) yet: run that part first" in res.stderr
     for L in ("6", "3"):
         driver(tmp_path, out, rec, "env_probe", SIZES=L)
+    driver(tmp_path, out, rec, "sgd_probe")
     start = len(calls(tmp_path))
-    assert start == n_probe + 8
+    assert start == n_probe + 8 + 12  # sgd: 0.25 is best, then 0.125 and 0.0625 (the grid's end)
     res = driver(tmp_path, out, rec, "tune")
-    grow = [c for c in calls(tmp_path)[start:] if "experiment=grow_recursive" in c]
+    assert res.returncode == 0, res.stdout + res.stderr
+    tuned = calls(tmp_path)[start:]
+    grow = [c for c in tuned if "experiment=grow_recursive" in c]
     assert len(grow) == 2  # lr12 = lr3 = 4e-3 (one lr) x two share settings
+    best = [c for c in tuned if "growbest_tune" in c]  # growth ending at the best size, L=3
+    assert len(best) == 2 and all("model.n_layer=3 " in c for c in best)
+    # a correction probe within 0.05 nats of the envelope (4.06 against 4.03): its seeds 1, 2 run
+    fake_run(out / "corr_tune_near", 4.06, "experiment=paper_small", "optimizer.lr=4e-3")
     res = driver(tmp_path, out, rec, "seeds")
     assert res.returncode == 0, res.stdout + res.stderr
     link = out / "grow_b8_s0"  # equal losses: the first by name is the best
     assert link.is_symlink() and os.readlink(link) == "grow_tune_rec334_lr4e-3"
     ran = [c.split("hydra.run.dir=")[1].split()[0] for c in calls(tmp_path) if "hydra.run.dir" in c]
+    names = {Path(r).name for r in ran}
     assert str(link) not in ran
-    assert {Path(r).name for r in ran} >= {
-        f"grow_{b}_s{s}" for b in ("b4", "b1") for s in (0, 1, 2)
-    }
+    for f in ("grow", "late", "growbest", "wd"):
+        assert {f"{f}_{b}_s{s}" for b in ("b4", "b1") for s in (0, 1, 2)} <= names
+        assert {f"{f}_b8_s1", f"{f}_b8_s2"} <= names and f"{f}_b8_s0" not in names
+    assert {f"corr_{b}_s{s}" for b in ("b8", "b1") for s in (1, 2)} <= names
+    assert "corr_b1_s0" in names and not any(n.startswith("corr_b4") for n in names)
+    for f in ("vcycle_adamw", "raptr", "patch", "width", "vcycle_sgd"):  # 0.09 nats or more above
+        assert f"{f}_b1_s0" in names
+        assert not {f"{f}_b8_s1", f"{f}_b1_s1", f"{f}_b1_s2", f"{f}_b4_s0"} & names
     assert (rec / "grow_b8_s0" / ".done").exists()  # recorded as a run of its own
 
 
