@@ -220,12 +220,13 @@ for part in "$@"; do
   seeds)  # the growth families: 3 seeds at 1/8, 1/4 and 1x; the other families: seed 0 at 1/8
     # and 1x, and seeds 1, 2 only where the family ends within 0.05 nats of the envelope at 1/8
     # or below it (issue 30, part 3: a family clearly above the envelope is said so with one seed)
-    for f in grow late growbest wd; do seeds $f "b8 b4 b1" "0 1 2"; done
-    for f in vcycle_adamw corr raptr patch width vcycle_sgd; do
+    # Budget by budget (all of 1/8 first), so that a partial part already answers at 1/8.
+    for b in b8 b4 b1; do for f in grow late growbest wd; do seeds $f $b "0 1 2"; done; done
+    for b in b8 b1; do for f in vcycle_adamw corr raptr patch width vcycle_sgd; do
       [ "$f" = width ] && [ ! -e conf/experiment/width_vcycle.yaml ] && continue
       e="env_L*_b8_s0"; [ "$f" = vcycle_sgd ] && e="sgd_L*_b8_s0"
-      if near $f "$e"; then seeds $f "b8 b1" "0 1 2"; else seeds $f "b8 b1" "0"; fi
-    done ;;
+      if near $f "$e"; then seeds $f $b "0 1 2"; else seeds $f $b "0"; fi
+    done; done ;;
   records)  # copy what finished into RECORDS (every part does this at its end too)
     ;;
   compare)  # the envelope judge from RECORDS: AdamW schemes against the AdamW envelope, SGD's against SGD's
