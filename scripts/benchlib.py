@@ -34,18 +34,25 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], None], n: int, device=None) -> float:
-    """Seconds per call of ``fn``, over ``n`` calls."""
+def timed(fn: Callable[[], None], n: int, device=None, clock=time.perf_counter) -> float:
+    """Seconds per call of ``fn``, over ``n`` calls, by ``clock`` (wall time by default;
+    ``time.process_time`` for the process's CPU time, which other jobs' load does not lengthen
+    on a single-threaded CPU run)."""
     sync(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(n):
         fn()
     sync(device)
-    return (time.perf_counter() - t0) / n
+    return (clock() - t0) / n
 
 
 def interleaved(
-    fns: dict[str, Callable[[], None]], rounds: int, per_round: int, warmup: int = 2, device=None
+    fns: dict[str, Callable[[], None]],
+    rounds: int,
+    per_round: int,
+    warmup: int = 2,
+    device=None,
+    clock=time.perf_counter,
 ) -> dict[str, float]:
     """Median seconds per call of each function, measured in alternating rounds so that load
     changes on a shared machine hit all of them alike; the order rotates from round to round,
@@ -58,5 +65,5 @@ def interleaved(
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for r in range(rounds):
         for k in names[r % len(names) :] + names[: r % len(names)]:
-            samples[k].append(timed(fns[k], per_round, device))
+            samples[k].append(timed(fns[k], per_round, device, clock))
     return {k: statistics.median(v) for k, v in samples.items()}

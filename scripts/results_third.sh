@@ -12,7 +12,7 @@
 #   OMP_NUM_THREADS=1 bash scripts/results_third.sh outputs/third env_probe sgd_probe
 #   OMP_NUM_THREADS=1 bash scripts/results_third.sh outputs/third env_trunks env_branches env_bracket env_seeds &
 #   OMP_NUM_THREADS=1 bash scripts/results_third.sh outputs/third sgd_trunks tune seeds &
-#   wait; bash scripts/results_third.sh outputs/third compare   # docs/results/third_edition/
+#   wait; bash scripts/results_third.sh outputs/third compare time compare   # docs/results/third_edition/
 # Finished runs are recorded (run.json, .hydra/, thinned metrics) in $RECORDS
 # (docs/results/third_edition/runs): commit them; on a fresh machine a recorded run is done,
 # and `compare` judges from the records alone.
@@ -253,8 +253,15 @@ for part in "$@"; do
       mltrain-compare "${ENVR[@]}" --out "$DOCS/envelope"
     fi
     H=(); for n in adamw sgd; do [ -e "$DOCS/$n/envelope.csv" ] && H+=("$DOCS/$n/envelope.csv"); done
-    if [ ${#H[@]} -gt 0 ]; then $PY "$HERE/third_headline.py" "${H[@]}" --runs "$R" > "$DOCS/headline.md"; fi ;;
+    T=(); [ -e "$DOCS/time/time.csv" ] && T=(--time "$DOCS/time/time.csv")
+    if [ ${#H[@]} -gt 0 ]; then $PY "$HERE/third_headline.py" "${H[@]}" --runs "$R" "${T[@]}" > "$DOCS/headline.md"; fi ;;
+  time)  # part 5, the time ratio: CPU time per step of every level's path side by side, each
+    # scheme's CPU time over the envelope's at equal loss (after compare; compare again for the
+    # headline's column)
+    H=(); for n in adamw sgd; do [ -e "$DOCS/$n/envelope.csv" ] && H+=("$DOCS/$n/envelope.csv"); done
+    if [ ${#H[@]} -eq 0 ]; then echo "== time: no envelope.csv in $DOCS yet: run the compare part first"
+    else $PY "$HERE/bench_time_ratio.py" "${H[@]}" --runs "$RECORDS" --out "$DOCS/time"; fi ;;
   *) echo "unknown part: $part ($0 OUT list)"; exit 2 ;;
   esac
-  case $part in list|plan|compare) ;; *) pick record "$OUT" "$RECORDS" | sed -n 1p ;; esac
+  case $part in list|plan|compare|time) ;; *) pick record "$OUT" "$RECORDS" | sed -n 1p ;; esac
 done

@@ -27,6 +27,7 @@ SMOKE_TESTS = {
     "bench_allreduce.py": ["tests/test_scripts.py::test_bench_allreduce"],
     "bench_checkpoint.py": ["tests/test_scripts.py::test_bench_checkpoint"],
     "bench_levels.py": ["tests/test_scripts.py::test_bench_levels"],
+    "bench_time_ratio.py": ["tests/test_scripts.py::test_bench_time_ratio_by_hand_from_its_levels"],
     "bench_throughput.py": [
         "tests/test_scripts.py::test_bench_throughput_with_the_gpu_check_dry_run_arguments"
     ],
@@ -279,3 +280,63 @@ def test_plot_scaling_plots_the_csv_rows(tmp_path, monkeypatch, capsys):
     (fig,) = figs
     got = {tuple(map(float, xy)) for c in fig.axes[0].collections for xy in c.get_offsets()}
     assert want and want <= got
+
+
+def test_bench_time_ratio_by_hand_from_its_levels(tmp_path, capsys):
+    """Two envelope sizes and a recursive growth (tiny: 4 blocks, levels of 1, 2, 4 blocks), one
+    round: every level is timed, and the time ratio is the hand formula of the script's docstring
+    over the measured levels.csv (the mean of two seeds; a bound row gets none)."""
+    import csv
+    import json
+
+    import yaml
+
+    bench = load("bench_time_ratio")
+    runs = tmp_path / "runs"
+    tiny = ["model=tiny", "data.batch_size=4", "train.eval_sequences=8"]
+    made = {
+        "env_L2_lr4e-3_b8_s0": ["experiment=third_envelope", *tiny, "model.n_layer=2"],
+        "env_L4_lr4e-3_b8_s0": ["experiment=third_envelope", *tiny, "model.n_layer=4"],
+        "grow_b8_s0": ["experiment=grow_recursive", *tiny, "train.flops_scale=0.125"],
+        "grow_b8_s1": ["experiment=grow_recursive", *tiny, "train.seed=1"],
+        "grow_b1_s0": ["experiment=grow_recursive", *tiny, "train.branch_from=/nowhere"],
+    }
+    steps = {"coarse_2": 40, "coarse_1": 40, "fine": 20}
+    for name, over in made.items():
+        (runs / name / ".hydra").mkdir(parents=True)
+        (runs / name / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(over))
+        (runs / name / "run.json").write_text(json.dumps({"steps_per_level": steps}))
+    head = ["run", "flops", "r_env_head", "r_env_head_kind", "best_size"]
+    rows = [
+        ["grow_b8_s0", "1e12", "1.25", "=", "2 blocks, d=32"],
+        ["grow_b8_s1", "1e12", "0.8", "=", "2 blocks, d=32"],
+        ["grow_b1_s0", "8e12", "1.5", ">", "4 blocks, d=32"],  # a bound: no ratio
+    ]
+    env = tmp_path / "envelope.csv"
+    with open(env, "w", newline="") as fh:
+        csv.writer(fh).writerows([head, *rows])
+    out = tmp_path / "time"
+    assert bench.main([str(env), "--runs", str(runs), "--out", str(out), "--rounds", "1"]) == 0
+    with open(out / "levels.csv") as fh:
+        levels = {(r["job"], r["level"]): r for r in csv.DictReader(fh)}
+    assert set(levels) == {
+        ("grow", "coarse_2"), ("grow", "coarse_1"), ("grow", "fine"),
+        ("env_L2", "fine"), ("env_L4", "fine"),
+    }  # fmt: skip
+    assert [int(levels[("grow", lv)]["blocks"]) for lv in ("coarse_2", "coarse_1", "fine")] == [
+        1,
+        2,
+        4,
+    ]
+    sec = {k: float(v["cpu_s_per_step"]) for k, v in levels.items()}
+    t_scheme = sum(n * sec[("grow", lv)] for lv, n in steps.items())
+    per_flop = sec[("env_L2", "fine")] / float(levels[("env_L2", "fine")]["step_flops"])
+    want = (t_scheme / (1e12 / 1.25 * per_flop) + t_scheme / (1e12 / 0.8 * per_flop)) / 2
+    with open(out / "time.csv") as fh:
+        got = list(csv.DictReader(fh))
+    assert [(r["scheme"], r["budget"]) for r in got] == [("grow", "b8")]
+    assert float(got[0]["time_ratio"]) == pytest.approx(want, rel=1e-12)
+    assert "grow b8: time ratio" in capsys.readouterr().out
+    (runs / "grow_b8_s1" / ".hydra" / "overrides.yaml").unlink()
+    with pytest.raises(SystemExit, match="no record of run"):
+        bench.main([str(env), "--runs", str(runs), "--out", str(out), "--rounds", "1"])

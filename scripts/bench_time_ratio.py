@@ -1,0 +1,208 @@
+"""The third edition's time ratio (issue 30, part 5): each scheme's CPU time over the envelope's
+at equal loss, from the CPU time per step of every level's path measured side by side.
+
+    python scripts/bench_time_ratio.py docs/results/third_edition/adamw/envelope.csv \\
+        [docs/results/third_edition/sgd/envelope.csv] --runs docs/results/third_edition/runs \\
+        --out docs/results/third_edition/time [--rounds 7]
+
+Measure (one process, one thread, interleaved): a job is built from the recorded overrides of
+one run per envelope size (``env_L<n>_*``, ``sgd_L<n>_*``) and per scheme (the first run named
+``SCHEME_b<k>_s<n>`` in the CSVs; budget and seed do not change a level's path). For every level
+of every job, ``Trainer.take_step(level)`` (forward, backward and optimizer step of that level's
+path: its blocks, its width, its patching; RaPTr's random paths of its level's length) is timed
+in alternating rounds (scripts/benchlib.py) by the process's CPU time; the median per step is
+written with the level's FLOPs per step (the plan's, with head) to OUT/levels.csv:
+``job,level,blocks,width_factor,patch,step_flops,cpu_s_per_step,cpu_s_per_gflop``.
+
+Ratio, per judged run ``SCHEME_b<k>_s<n>`` of the CSVs (mltrain-compare's envelope.csv):
+
+    T_scheme = sum over levels of steps_per_level[level] (run.json) x cpu_s_per_step[level]
+    T_env    = C*_env(L) x cpu_s_per_flop(best size at that budget),  C*_env(L) = flops / r_env
+    time ratio = T_scheme / T_env     (below 1: the scheme reaches its loss in less CPU time)
+
+with ``r_env`` the CSV's ``r_env_head`` (FLOPs with head). The mean over seeds per scheme and
+budget goes to OUT/time.csv (``scheme,budget,time_ratio``; scripts/third_headline.py --time).
+Both sides count the optimizer steps' compute only: evaluation, checkpoints and a scheme's
+restriction and prolongation (a copy of the parameters per phase) are left out. A run whose
+r_env is a bound (``<``/``>``: its loss is outside the envelope's range) gets no ratio; the
+envelope's side uses the best size at the run's budget, which can differ from the size that
+reaches the run's loss first (the sizes' CPU time per FLOP differ by under 10 % here).
+
+Raises SystemExit with one line when a run named in a CSV has no record under --runs, or a
+level of a run is not among its job's levels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import interleaved, make_job  # noqa: E402
+
+NAME = re.compile(r"^(?P<scheme>.+?)_(?P<budget>b[1248])_s(?P<seed>\d+)$")
+SIZE = re.compile(r"^(?P<n>\d+) blocks?,")  # mltrain.analysis.sizes.size_label
+# overrides that name a run's place in a study, not its levels' paths
+DROP = ("train.branch_from", "train.branch_points", "train.resume", "train.flops_scale")
+
+
+def overrides(run: Path, extra: list[str]) -> list[str]:
+    """The run's recorded command-line overrides (.hydra/overrides.yaml) less hydra.* and DROP,
+    then ``extra`` and one thread."""
+    items = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
+    keep = [i for i in items if not i.split("=", 1)[0].lstrip("+~").startswith(("hydra.", *DROP))]
+    return [*keep, *extra, "train.threads=1"]
+
+
+def read_rows(csvs: list[Path]) -> list[dict]:
+    rows = []
+    for f in csvs:
+        with open(f, newline="") as fh:
+            rows += list(csv.DictReader(fh))
+    return rows
+
+
+def jobs_to_time(rows: list[dict], runs: Path) -> dict[str, Path]:
+    """Job name -> the run whose overrides build it: the scheme's name per scheme, and
+    ``env_L<n>`` / ``sgd_L<n>`` per best size (its first envelope run, by :func:`env_job`)."""
+    out: dict[str, Path] = {}
+    for r in rows:
+        m = NAME.match(r["run"])
+        if m and not (runs / r["run"] / ".hydra" / "overrides.yaml").exists():
+            raise SystemExit(
+                f"no record of run {r['run']} under {runs} (its .hydra/overrides.yaml)"
+            )
+        if m and m["scheme"] not in out:
+            out[m["scheme"]] = runs / r["run"]
+        s = SIZE.match(r.get("best_size") or "")
+        if m and s and env_job(runs / r["run"], s["n"]) not in out:
+            found = sorted(runs.glob(f"{env_job(runs / r['run'], s['n'])}_*"))
+            if found:
+                out[env_job(runs / r["run"], s["n"])] = found[0]
+    for name, run in out.items():
+        if not (run / ".hydra" / "overrides.yaml").exists():
+            raise SystemExit(f"no record of run {run.name} (job {name}) under {runs}")
+    return out
+
+
+def env_job(run: Path, n: str) -> str:
+    """The envelope job of an n-block best size for a run: ``sgd_L<n>`` where the run trains
+    with SGD (judged against the SGD envelope), else ``env_L<n>``."""
+    sgd = "optimizer=sgd" in (run / ".hydra" / "overrides.yaml").read_text()
+    return f"{'sgd' if sgd else 'env'}_L{n}"
+
+
+def measure(jobs: dict[str, Path], rounds: int, extra: list[str]) -> list[dict]:
+    """One row per (job, level): its path's shape, FLOPs per step and median CPU s per step."""
+    import torch
+
+    torch.set_num_threads(1)
+    built, fns = {}, {}
+    for name, run in jobs.items():
+        job = make_job(overrides(run, extra))
+        built[name] = job
+        t = job.trainer
+        for lv in t.levels:
+            fns[(name, lv)] = lambda t=t, lv=lv: t.take_step(t.levels[lv])
+    keys = list(fns)
+    med = interleaved(
+        {f"{j}/{lv}": fns[(j, lv)] for j, lv in keys},
+        rounds=rounds,
+        per_round=3,
+        clock=time.process_time,
+    )
+    out = []
+    for j, lv in keys:
+        t = built[j].trainer
+        level = t.levels[lv]
+        flops = t.plan.step_flops[lv].total
+        s = med[f"{j}/{lv}"]
+        out.append(
+            {
+                "job": j,
+                "level": lv,
+                "blocks": len(level.blocks),
+                "width_factor": getattr(level, "width_factor", 1),
+                "patch": level.patch,
+                "step_flops": flops,
+                "cpu_s_per_step": s,
+                "cpu_s_per_gflop": s / flops * 1e9,
+            }
+        )
+    for job in built.values():
+        job.close()
+    return out
+
+
+def ratios(rows: list[dict], runs: Path, levels: list[dict]) -> list[dict]:
+    """(scheme, budget, time ratio: the mean over seeds), see the module's docstring."""
+    per_step = {(x["job"], x["level"]): float(x["cpu_s_per_step"]) for x in levels}
+    per_flop = {x["job"]: float(x["cpu_s_per_step"]) / float(x["step_flops"]) for x in levels}
+    acc: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in rows:
+        m, s = NAME.match(r["run"]), SIZE.match(r.get("best_size") or "")
+        if not m or not s or (r.get("r_env_head_kind") or "=") != "=" or not r.get("r_env_head"):
+            continue
+        info = json.loads((runs / r["run"] / "run.json").read_text())
+        t_scheme = 0.0
+        for lv, n in info["steps_per_level"].items():
+            if (m["scheme"], lv) not in per_step:
+                raise SystemExit(f"level {lv} of run {r['run']} is not among job {m['scheme']}'s")
+            t_scheme += n * per_step[(m["scheme"], lv)]
+        t_env = (
+            float(r["flops"]) / float(r["r_env_head"]) * per_flop[env_job(runs / r["run"], s["n"])]
+        )
+        acc[(m["scheme"], m["budget"])].append(t_scheme / t_env)
+    return [
+        {"scheme": k[0], "budget": k[1], "time_ratio": statistics.fmean(v)}
+        for k, v in sorted(acc.items())
+    ]
+
+
+def write(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["scheme"])
+        w.writeheader()
+        w.writerows(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("csv", nargs="+", type=Path, help="envelope.csv files (mltrain-compare)")
+    p.add_argument("--runs", type=Path, required=True, help="the runs' records")
+    p.add_argument("--out", type=Path, required=True, help="folder for levels.csv, time.csv")
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--extra", nargs="*", default=[], help="overrides added to every job")
+    a = p.parse_args(argv)
+    rows = read_rows(a.csv)
+    jobs = jobs_to_time(rows, a.runs)
+    if not jobs:
+        print("no judged scheme runs in the CSVs: nothing to time", file=sys.stderr)
+        return 1
+    levels = measure(jobs, a.rounds, a.extra)
+    write(a.out / "levels.csv", levels)
+    for x in levels:
+        print(
+            f"{x['job']:>14s} {x['level']:>10s}: {x['blocks']:2d} blocks, width /"
+            f"{x['width_factor']}, patch {x['patch']}: {x['cpu_s_per_step'] * 1e3:7.1f} ms/step, "
+            f"{x['cpu_s_per_gflop'] * 1e3:6.2f} ms/GFLOP"
+        )
+    out = ratios(rows, a.runs, levels)
+    write(a.out / "time.csv", out)
+    for x in out:
+        print(f"{x['scheme']} {x['budget']}: time ratio {x['time_ratio']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
