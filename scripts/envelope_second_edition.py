@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mltrain.analysis.curves import aggregate, fmt_flops
-from mltrain.analysis.envelope import Size, envelope_points
-from mltrain.analysis.frontier import envelope, frontier_flops, frontier_loss, gap, ratio
-from mltrain.analysis.sizes import param_counts
+from mltrain.analysis.judging.curves import aggregate, fmt_flops
+from mltrain.analysis.judging.envelope import Size, envelope_points
+from mltrain.analysis.judging.frontier import envelope, frontier_flops, frontier_loss, gap, ratio
+from mltrain.analysis.judging.sizes import param_counts
 from mltrain.model.flops import train_flops
 
 SE = Path("docs/results/second_edition")

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mltrain.analysis import budgets as B
 from mltrain.analysis import compare as C
-from mltrain.analysis import frontier as F
-from mltrain.analysis import headline
-from mltrain.analysis.curves import Estimate, aggregate
+from mltrain.analysis.judging import budgets as B
+from mltrain.analysis.judging import frontier as F
+from mltrain.analysis.judging.curves import Estimate, aggregate
+from mltrain.analysis.reports import headline
 from tests.analysis.test_compare import EO, write_run
 
 nan = float("nan")
@@ -297,7 +297,7 @@ def saved_frontier_figure(monkeypatch, png: Path, dpi: int = 110):
     the figure's inches × dpi) and return it for its data to be read."""
     from matplotlib.image import imread
 
-    from mltrain.analysis import frontier_plot
+    from mltrain.analysis.figures import frontier_plot
 
     figures = []
     plot = frontier_plot.plot_frontier

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mltrain.analysis.curves import (
+from mltrain.analysis.judging.curves import (
     Curve,
     Estimate,
     curve_end,
@@ -24,9 +24,9 @@ from mltrain.analysis.curves import (
     ratio_to_target,
     seeds_to_target,
 )
-from mltrain.analysis.grouping import Configuration, setting_differences
-from mltrain.analysis.runs import TOTALS, CompareError, Run, configured_budget
-from mltrain.analysis.seeds import repeated_seeds
+from mltrain.analysis.judging.grouping import Configuration, setting_differences
+from mltrain.analysis.judging.runs import TOTALS, CompareError, Run, configured_budget
+from mltrain.analysis.judging.seeds import repeated_seeds
 from mltrain.config import inert_keys
 from mltrain.config.overrides import override, shell_command
 

@@ -17,13 +17,13 @@ nats/token):
   C*(L) is its inverse, the smallest C with L*(C) <= L (:func:`frontier_flops`).
 - r = C_method / C*(L_method): the FLOPs a method spent over those the tuned frontier needs
   for the method's final loss; r < 1 saves compute. Gap at equal FLOPs: L_method -
-  L*(C_method). Outside the frontier's range both are bounds (:class:`~mltrain.analysis.curves.Estimate`),
+  L*(C_method). Outside the frontier's range both are bounds (:class:`~mltrain.analysis.judging.curves.Estimate`),
   never extrapolations. Both FLOP totals (``perf/flops`` with head, ``perf/flops_nonembed``;
   the frontier's points then use its runs' non-embedding totals); per seed, and the mean,
-  min and max over seeds (:func:`mltrain.analysis.curves.aggregate`).
+  min and max over seeds (:func:`mltrain.analysis.judging.curves.aggregate`).
 
 Grouping by budget and the best schedule and learning rate per budget are in
-:mod:`mltrain.analysis.budgets`.
+:mod:`mltrain.analysis.judging.budgets`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mltrain.analysis.budgets import (
+from mltrain.analysis.judging.budgets import (
     BUDGET_TOLERANCE,
     Budget,
     build_schedules,
@@ -42,9 +42,14 @@ from mltrain.analysis.budgets import (
     planned_flops,
     short_of_budget,
 )
-from mltrain.analysis.curves import Estimate, aggregate, fmt_flops
-from mltrain.analysis.grouping import Configuration, identity, label_suffixes, setting_differences
-from mltrain.analysis.runs import TOTALS, Run, is_single_level
+from mltrain.analysis.judging.curves import Estimate, aggregate, fmt_flops
+from mltrain.analysis.judging.grouping import (
+    Configuration,
+    identity,
+    label_suffixes,
+    setting_differences,
+)
+from mltrain.analysis.judging.runs import TOTALS, Run, is_single_level
 
 MIN_BUDGETS = 4  # DESIGN.md section 8
 # what a frontier varies: the budget and the tuned hyperparameters, the learning rate and the
@@ -146,7 +151,7 @@ class Frontier:
 def build_frontier(runs: Sequence[Run], label: str = "tuned frontier") -> Frontier:
     """L*(C) of one family of tuned runs (same settings except budget, learning rate, schedule
     and seed): per budget the best schedule and learning rate
-    (:func:`mltrain.analysis.budgets.build_schedules`)."""
+    (:func:`mltrain.analysis.judging.budgets.build_schedules`)."""
     warnings = [  # placed at what they planned (budgets.budget_of), named here
         f"{r.path}: {why}; it is a frontier point at {fmt_flops(planned_flops(r))}, not at its "
         "configured budget"

@@ -1,8 +1,8 @@
 """The text outputs of ``mltrain-compare``: ``summary.md`` (headline, the wide table, the
 tuned-frontier judge, notes), ``summary.csv`` (unformatted numbers) and the terminal's compact
-version. Numbers come from :mod:`mltrain.analysis.summary` (a ``Summary``) and :mod:`mltrain.analysis.frontier`
+version. Numbers come from :mod:`mltrain.analysis.reports.summary` (a ``Summary``) and :mod:`mltrain.analysis.judging.frontier`
 (a ``Judgement``); FLOPs are counts, losses nats/token. The tables themselves are built in
-:mod:`mltrain.analysis.tables`.
+:mod:`mltrain.analysis.reports.tables`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mltrain.analysis.curves import Estimate, fmt_flops
-from mltrain.analysis.runs import TOTALS
-from mltrain.analysis.tables import agg_cell, compact_table, judge_markdown, wide_table
+from mltrain.analysis.judging.curves import Estimate, fmt_flops
+from mltrain.analysis.judging.runs import TOTALS
+from mltrain.analysis.reports.tables import agg_cell, compact_table, judge_markdown, wide_table
 
 
 # --------------------------------------------------------------------------- documents

@@ -1,5 +1,5 @@
 """Configurations of ``mltrain-compare``: runs grouped by what they train (:func:`identity`:
-the config without seed and run-dir-like keys, :data:`mltrain.analysis.runs.IGNORED`, and the role),
+the config without seed and run-dir-like keys, :data:`mltrain.analysis.judging.runs.IGNORED`, and the role),
 named for readers by role (``single-level, same fine steps``, ``single-level, same FLOPs``,
 ``multilevel even_odd δ=0.25 m=20 w=5``) plus the keys that differ (``optimizer=adamw``), and
 the settings that make two runs train different data or models (:func:`setting_differences`).
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mltrain.analysis.curves import fmt_flops
-from mltrain.analysis.runs import (
+from mltrain.analysis.judging.curves import fmt_flops
+from mltrain.analysis.judging.runs import (
     LABEL_KEYS,
     Run,
     _ignored,
@@ -26,7 +26,7 @@ from mltrain.analysis.runs import (
     derive_role,
     is_single_level,
 )
-from mltrain.analysis.seeds import by_seed
+from mltrain.analysis.judging.seeds import by_seed
 from mltrain.config import unread
 from mltrain.config.scheme import fmt_value
 from mltrain.readback import scheme_of
@@ -84,12 +84,12 @@ class Configuration:
 
     @property
     def role(self) -> str:
-        """The role of its runs (:attr:`mltrain.analysis.runs.Run.role`)."""
+        """The role of its runs (:attr:`mltrain.analysis.judging.runs.Run.role`)."""
         return self.runs[0].role
 
     @property
     def single_level(self) -> bool:
-        """No coarsening that runs (:func:`mltrain.analysis.runs.is_single_level`)."""
+        """No coarsening that runs (:func:`mltrain.analysis.judging.runs.is_single_level`)."""
         return is_single_level(self.flat)
 
     @property

@@ -1,4 +1,4 @@
-"""One budget of a tuned single-level frontier (:mod:`mltrain.analysis.frontier`): frontier runs
+"""One budget of a tuned single-level frontier (:mod:`mltrain.analysis.judging.frontier`): frontier runs
 grouped by budget (``train.target_flops``; budgets within :data:`BUDGET_TOLERANCE`, 1 %, are one
 budget), and per budget the best LR schedule and learning rate by mean final validation loss
 over seeds (DESIGN.md section 8), with the warnings of an under-tuned grid (best learning rate at
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mltrain.analysis.curves import fmt_flops
-from mltrain.analysis.runs import Run, _num, configured_budget
-from mltrain.analysis.seeds import by_seed, repeated_seeds, seed_mean
+from mltrain.analysis.judging.curves import fmt_flops
+from mltrain.analysis.judging.runs import Run, _num, configured_budget
+from mltrain.analysis.judging.seeds import by_seed, repeated_seeds, seed_mean
 
 BUDGET_TOLERANCE = 0.01  # runs whose budgets agree within 1 % are one budget
 MIN_SEEDS = 3  # DESIGN.md section 8

@@ -1,9 +1,9 @@
-"""The tables of ``mltrain-compare``'s text outputs (:mod:`mltrain.analysis.report`), each a list
+"""The tables of ``mltrain-compare``'s text outputs (:mod:`mltrain.analysis.reports.report`), each a list
 of lines: the summary's wide markdown table (``summary.md``) and compact plain-text table (the
 terminal), one line per configuration; and the judge's section of ``summary.md``: each method
 against the tuned frontier (r and the gap at equal FLOPs), per seed, and each frontier's budgets.
-Numbers come from a :class:`mltrain.analysis.summary.Summary` and a
-:class:`mltrain.analysis.frontier.Judgement`; FLOPs are counts, losses nats/token.
+Numbers come from a :class:`mltrain.analysis.reports.summary.Summary` and a
+:class:`mltrain.analysis.judging.frontier.Judgement`; FLOPs are counts, losses nats/token.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import math
 
 import numpy as np
 
-from mltrain.analysis.curves import fmt_flops
-from mltrain.analysis.headline import agg_text
-from mltrain.analysis.runs import TOTALS
-from mltrain.analysis.seeds import by_seed
+from mltrain.analysis.judging.curves import fmt_flops
+from mltrain.analysis.judging.runs import TOTALS
+from mltrain.analysis.judging.seeds import by_seed
+from mltrain.analysis.reports.headline import agg_text
 
 TOTAL_NAMES = {"head": "with head", "nonembed": "non-embed"}
 SHORT = {"single_level/same_steps": "same fine steps", "single_level/same_flops": "same FLOPs"}
@@ -126,7 +126,7 @@ def compact_table(summary) -> list[str]:
 # --------------------------------------------------------------------------- the frontier
 def agg_cell(res, what: str, total: str, spec: str) -> str:
     """A judge table's cell: ``what`` (``r`` or ``gap``) of a method under ``total``, mean and
-    min–max over its seeds that did not diverge (:func:`mltrain.analysis.headline.agg_text`)."""
+    min–max over its seeds that did not diverge (:func:`mltrain.analysis.reports.headline.agg_text`)."""
     agg = getattr(res, what)[total]
     return agg_text(agg, [getattr(s, what)[total] for s in res.healthy], spec)
 

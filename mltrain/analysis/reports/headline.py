@@ -8,16 +8,16 @@ terminal and in ``summary.md``, e.g.
     (that run never reached it).
 
 A curve that never reaches the target gives a bound ("< 0.70×", "> 1.3×"), never "n/a"
-(:func:`mltrain.analysis.curves.ratio_to_target`). Against the tuned frontier (:mod:`mltrain.analysis.frontier`):
+(:func:`mltrain.analysis.judging.curves.ratio_to_target`). Against the tuned frontier (:mod:`mltrain.analysis.judging.frontier`):
 r = C / C*(L) and the gap at equal FLOPs, with bounds outside the frontier's range.
 Units: FLOPs are counts, losses nats/token.
 """
 
 from __future__ import annotations
 
-from mltrain.analysis.curves import Estimate, fmt_flops
-from mltrain.analysis.grouping import Configuration
-from mltrain.analysis.summary import SAME_BUDGET
+from mltrain.analysis.judging.curves import Estimate, fmt_flops
+from mltrain.analysis.judging.grouping import Configuration
+from mltrain.analysis.reports.summary import SAME_BUDGET
 
 
 def seeds_text(n: int) -> str:
@@ -72,7 +72,7 @@ def _ratio_clause(r: Estimate | None, rn: Estimate | None, whose: str, never: st
 
 def comparison_sentences(summary) -> list[str]:
     """One or two sentences per configuration compared with the single-level references of a
-    :class:`mltrain.analysis.summary.Summary` (the methods: multilevel and other non-single-level
+    :class:`mltrain.analysis.reports.summary.Summary` (the methods: multilevel and other non-single-level
     configurations; with none, the single-level ones other than the baseline)."""
     if summary is None:
         return []
@@ -222,7 +222,7 @@ def _gap_text(g: Estimate) -> str:
 
 
 def frontier_sentence(res) -> str:
-    """Two sentences for a :class:`mltrain.analysis.frontier.MethodResult`: r under both totals with
+    """Two sentences for a :class:`mltrain.analysis.judging.frontier.MethodResult`: r under both totals with
     what it means (or why it is a bound), then the gap at equal FLOPs."""
     c, f = res.config, res.frontier
     if not res.healthy:

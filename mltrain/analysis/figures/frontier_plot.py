@@ -16,10 +16,10 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from mltrain.analysis.budgets import budget_of, lr_of
-from mltrain.analysis.plot_axes import robust_ylim, set_flop_axis
-from mltrain.analysis.plots import aggregate
-from mltrain.analysis.runs import TOTALS
+from mltrain.analysis.figures.plot_axes import robust_ylim, set_flop_axis
+from mltrain.analysis.figures.plots import aggregate
+from mltrain.analysis.judging.budgets import budget_of, lr_of
+from mltrain.analysis.judging.runs import TOTALS
 
 TITLES = {"head": "training FLOPs (with head)", "nonembed": "training FLOPs (non-embedding)"}
 MAX_DISCRETE = 8  # up to this many learning rates: one colour each and a legend
@@ -41,7 +41,7 @@ def plot_frontier(judgement, colors: dict | None = None) -> Figure:
     """One row per frontier, one column per FLOP total.
 
     Args:
-        judgement: a :class:`mltrain.analysis.frontier.Judgement`.
+        judgement: a :class:`mltrain.analysis.judging.frontier.Judgement`.
         colors: configuration label -> matplotlib colour (default C0, C1, ... in order).
     """
     frontiers = judgement.frontiers

@@ -1,4 +1,4 @@
-"""The text outputs of the judge over model sizes (:mod:`mltrain.analysis.envelope`): the
+"""The text outputs of the judge over model sizes (:mod:`mltrain.analysis.judging.envelope`): the
 ``summary.md`` section, the terminal's lines and ``envelope.csv`` (one row per judged seed).
 FLOPs are counts, losses nats/token, parameters counts of scalars.
 """
@@ -9,10 +9,10 @@ import csv
 import math
 from pathlib import Path
 
-from mltrain.analysis.curves import fmt_flops
-from mltrain.analysis.headline import agg_text
-from mltrain.analysis.runs import TOTALS
-from mltrain.analysis.sizes import size_label
+from mltrain.analysis.judging.curves import fmt_flops
+from mltrain.analysis.judging.runs import TOTALS
+from mltrain.analysis.judging.sizes import size_label
+from mltrain.analysis.reports.headline import agg_text
 
 
 def _agg(res, what: str, total: str, spec: str) -> str:

@@ -15,7 +15,7 @@ Every axis's x-limits are set from the plotted data, so every plotted x lies ins
 points with FLOPs <= 0 cannot sit on a log axis and are left off. The evaluation before
 training (step 0, 0 FLOPs by construction) is drawn on the linear axes only, silently; any
 other such point is left off with a warning naming the run. The axis, y-range and marker
-helpers are in :mod:`mltrain.analysis.plot_axes`.
+helpers are in :mod:`mltrain.analysis.figures.plot_axes`.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from mltrain.analysis.curves import flops_to_target
-from mltrain.analysis.plot_axes import (
+from mltrain.analysis.figures.plot_axes import (
     diverged_ylim,
     mark_diverged_end,
     mark_spikes,
     set_flop_axis,
 )
+from mltrain.analysis.judging.curves import flops_to_target
 
 # (Series attribute, axis label, log scale)
 COLUMNS = (
@@ -169,11 +169,11 @@ def plot_losses(configs, summary=None) -> Figure:
     configuration, the mean over seeds as a line and the min-max band around it.
 
     Args:
-        configs: :class:`mltrain.analysis.grouping.Configuration` list, in table order.
-        summary: the :class:`mltrain.analysis.summary.Summary` of ``configs``; with it, the target line,
+        configs: :class:`mltrain.analysis.judging.grouping.Configuration` list, in table order.
+        summary: the :class:`mltrain.analysis.reports.summary.Summary` of ``configs``; with it, the target line,
             a marker where each curve first reaches it and the FLOP ratio to the baseline.
     """
-    from mltrain.analysis.runs import warn
+    from mltrain.analysis.judging.runs import warn
 
     fig = Figure(figsize=(22, 10), layout="constrained")
     axes = fig.subplots(len(ROWS), len(COLUMNS), squeeze=False)
