@@ -69,8 +69,8 @@ from pathlib import Path
 
 from mltrain.analysis.judging.budgets import short_of_budget
 from mltrain.analysis.judging.curves import (  # noqa: F401  (re-exported: the public API of mltrain-compare)
+    Bounded,
     Curve,
-    Estimate,
     curve_end,
     flops_ratio_curve,
     flops_to_target,
@@ -213,7 +213,7 @@ def compare(
     md = report.markdown(summary, judgement, lines, notes, hints)
     fitted = scaling_fit.envelope_fit_lines(sizes, fit) if sizes is not None and fit else []
     if sizes is not None:
-        md += "\n" + "\n".join(envelope_report.markdown(sizes)) + "\n"
+        md += "\n" + "\n".join(envelope_report.envelope_markdown(sizes)) + "\n"
         md += "".join(f"\n    {x}" for x in fitted) + ("\n" if fitted else "")
     (out / "summary.md").write_text(md)
     files.append(out / "summary.md")
@@ -225,7 +225,7 @@ def compare(
         files.append(out / "frontier.csv")
     term = report.terminal(summary, judgement, lines, notes, hints)
     if sizes is not None:
-        term += "\n\n" + "\n".join(envelope_report.terminal(sizes) + fitted)
+        term += "\n\n" + "\n".join(envelope_report.envelope_terminal(sizes) + fitted)
     return Result(summary, judgement, out, md, term, files, sizes)
 
 
@@ -306,5 +306,5 @@ def write_envelope_outputs(ej, out, dpi: int = 110) -> list:
     files = [out / "isoflop.png", out / "envelope.png", out / "envelope.csv"]
     isoflop_plot.plot_isoflop(ej).savefig(files[0], dpi=dpi)
     isoflop_plot.plot_envelope(ej).savefig(files[1], dpi=dpi)
-    envelope_report.write_csv(ej, files[2])
+    envelope_report.write_envelope_csv(ej, files[2])
     return files

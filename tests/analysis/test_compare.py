@@ -151,7 +151,7 @@ def make_sweep(root: Path) -> Path:
     return root
 
 
-def exact(e: C.Estimate) -> float:
+def exact(e: C.Bounded) -> float:
     """The value of an estimate that must be exact (not a bound)."""
     assert e is not None and e.is_exact, e
     return e.lo

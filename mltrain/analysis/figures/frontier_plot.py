@@ -17,8 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from mltrain.analysis.figures.plot_axes import robust_ylim, set_flop_axis
-from mltrain.analysis.figures.plots import aggregate
-from mltrain.analysis.judging.budgets import budget_of, lr_of
+from mltrain.analysis.figures.plots import seed_band
+from mltrain.analysis.judging.budgets import frontier_budget, lr_of
 from mltrain.analysis.judging.runs import TOTALS
 
 TITLES = {"head": "training FLOPs (with head)", "nonembed": "training FLOPs (non-embedding)"}
@@ -75,7 +75,7 @@ def plot_frontier(judgement, colors: dict | None = None) -> Figure:
             share = f.budgets[0].flops(total) / f.budgets[0].flops("head")
             for r in bad:  # at its budget (it stopped early), on the top edge
                 ax.scatter(
-                    [budget_of(r) * share],
+                    [frontier_budget(r) * share],
                     [yhi],
                     color=lr_color[lr_of(r)],
                     marker="x",
@@ -95,13 +95,13 @@ def plot_frontier(judgement, colors: dict | None = None) -> Figure:
                 linewidths=1.4,
                 zorder=4,
             )
-            xs = list(cs) + [r.total(total) for r in ok] + [budget_of(r) * share for r in bad]
+            xs = list(cs) + [r.total(total) for r in ok] + [frontier_budget(r) * share for r in bad]
             for res in results:
                 color = colors.get(res.config.label, "C0")
                 curves = [(r.val.x(total), r.val.loss) for r in res.config.healthy]
                 curves = [(x[x > 0], y[x > 0]) for x, y in curves if (x > 0).any()]
                 if curves:
-                    gx, mean, _, _ = aggregate(curves)
+                    gx, mean, _, _ = seed_band(curves)
                     ax.plot(gx, mean, "-", color=color, lw=1.2, alpha=0.8, zorder=3)
                 loss = res.loss()
                 if loss is None:

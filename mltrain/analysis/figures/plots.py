@@ -75,7 +75,7 @@ def _strict(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[keep], y[keep]
 
 
-def aggregate(curves: Sequence[tuple[np.ndarray, np.ndarray]]):
+def seed_band(curves: Sequence[tuple[np.ndarray, np.ndarray]]):
     """Seeds of one configuration on a common x grid (the union of their x values):
     returns ``(x, mean, min, max)``, each over the seeds whose x range covers that point
     (a seed that stopped early drops out where its curve ends)."""
@@ -228,7 +228,7 @@ def plot_losses(configs, summary=None) -> Figure:
                             curves.append((x[keep], y[keep]))
                     if not curves:
                         continue
-                    gx, mean, lo, hi = aggregate(curves)
+                    gx, mean, lo, hi = seed_band(curves)
                     marker = "o" if kind == "val" and len(gx) <= 60 else None
                     px, py, cross = break_at_spans(gx, mean, spans)
                     ax.plot(px, py, style, color=color, marker=marker, ms=3, lw=lw)

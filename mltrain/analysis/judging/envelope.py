@@ -21,7 +21,7 @@ validation losses in nats/token, under each FLOP total, ``head`` and ``nonembed`
   envelope never flatters a method.
 - ``r_env = C / C*_env(L)`` and the gap ``L − L*_env(C)``; ``r_same`` the same against the
   frontier of the method's own final architecture (today's r). Outside the envelope's range
-  both are bounds (:class:`~mltrain.analysis.judging.curves.Estimate`), never extrapolations.
+  both are bounds (:class:`~mltrain.analysis.judging.curves.Bounded`), never extrapolations.
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mltrain.analysis.judging.budgets import BUDGET_TOLERANCE
-from mltrain.analysis.judging.curves import Estimate, fmt_flops
+from mltrain.analysis.judging.curves import Bounded, fmt_flops
 from mltrain.analysis.judging.frontier import (
     Frontier,
     MethodResult,
-    envelope,
     frontier_flops,
     frontier_loss,
     judge_config,
+    monotone,
 )
 from mltrain.analysis.judging.grouping import Configuration, identity
 from mltrain.analysis.judging.runs import TOTALS
@@ -115,11 +115,11 @@ class Envelope:
         """The points' monotone losses (nats/token) under ``total``."""
         return np.asarray([p.loss for p in self.points[total]], dtype=float)
 
-    def loss_at(self, c: float, total: str = "head") -> Estimate:
+    def loss_at(self, c: float, total: str = "head") -> Bounded:
         """L*_env(c) (:func:`mltrain.analysis.judging.frontier.frontier_loss`)."""
         return frontier_loss(c, self.flops(total), self.losses(total))
 
-    def flops_for(self, loss: float, total: str = "head") -> Estimate:
+    def flops_for(self, loss: float, total: str = "head") -> Bounded:
         """C*_env(loss) (:func:`mltrain.analysis.judging.frontier.frontier_flops`)."""
         return frontier_flops(loss, self.flops(total), self.losses(total))
 
@@ -139,7 +139,7 @@ class Envelope:
         return self.sizes[0].frontier.budgets
 
 
-def _order(s: Size) -> float:
+def _size_order(s: Size) -> float:
     if s.params is not None:
         return s.params.total
     n, d, _ = s.key
@@ -174,10 +174,10 @@ def envelope_points(sizes: Sequence[Size], total: str) -> list[Point]:
         for s in sizes:
             if s.label not in at and (est := s.frontier.loss_at(x0, total)).is_exact:
                 at[s.label] = (est.lo, s, x0)
-        label = min(at, key=lambda k: (at[k][0], _order(at[k][1])))
+        label = min(at, key=lambda k: (at[k][0], _size_order(at[k][1])))
         loss, best, x = at[label]
         raw.append((x, loss, best, {k: v for k, (v, _, _) in at.items()}))
-    env = envelope([r[1] for r in raw])
+    env = monotone([r[1] for r in raw])
     return [Point(x, lo, e, s, o) for (x, lo, s, o), e in zip(raw, env)]
 
 
@@ -206,7 +206,7 @@ def build_envelope(frontiers: Sequence[Frontier], label: str = "envelope") -> En
     for f in frontiers:
         ref = f.budgets[0].best[0]
         sizes.append(Size(f, size_key(ref.flat), size_label(ref.flat), run_params(ref)))
-    sizes.sort(key=_order)
+    sizes.sort(key=_size_order)
     points = {t: envelope_points(sizes, t) for t in TOTALS}
     env = Envelope(label, sizes, points, _choices(sizes, points["head"]))
     for s in sizes:

@@ -13,14 +13,14 @@ nats/token):
   rate with a diverged or unfinished seed is not a candidate); its point is (mean FLOPs spent,
   mean final loss) of its seeds.
 - L*(C): the best points sorted by C, made monotone non-increasing in C (running minimum:
-  :func:`envelope`), interpolated linearly in log C between budgets (:func:`frontier_loss`);
+  :func:`monotone`), interpolated linearly in log C between budgets (:func:`frontier_loss`);
   C*(L) is its inverse, the smallest C with L*(C) <= L (:func:`frontier_flops`).
 - r = C_method / C*(L_method): the FLOPs a method spent over those the tuned frontier needs
   for the method's final loss; r < 1 saves compute. Gap at equal FLOPs: L_method -
-  L*(C_method). Outside the frontier's range both are bounds (:class:`~mltrain.analysis.judging.curves.Estimate`),
+  L*(C_method). Outside the frontier's range both are bounds (:class:`~mltrain.analysis.judging.curves.Bounded`),
   never extrapolations. Both FLOP totals (``perf/flops`` with head, ``perf/flops_nonembed``;
   the frontier's points then use its runs' non-embedding totals); per seed, and the mean,
-  min and max over seeds (:func:`mltrain.analysis.judging.curves.aggregate`).
+  min and max over seeds (:func:`mltrain.analysis.judging.curves.over_seeds`).
 
 Grouping by budget and the best schedule and learning rate per budget are in
 :mod:`mltrain.analysis.judging.budgets`.
@@ -42,7 +42,7 @@ from mltrain.analysis.judging.budgets import (
     planned_flops,
     short_of_budget,
 )
-from mltrain.analysis.judging.curves import Estimate, aggregate, fmt_flops
+from mltrain.analysis.judging.curves import Bounded, fmt_flops, over_seeds
 from mltrain.analysis.judging.grouping import (
     Configuration,
     identity,
@@ -59,13 +59,13 @@ TUNED_PREFIXES = ("schedule.",)
 
 
 # --------------------------------------------------------------------------- L*(C) and C*(L)
-def envelope(losses: Sequence[float]) -> np.ndarray:
+def monotone(losses: Sequence[float]) -> np.ndarray:
     """The best points' losses (nats/token, in order of increasing budget) made monotone
     non-increasing: the running minimum (a larger budget is never worse than a smaller one)."""
     return np.minimum.accumulate(np.asarray(losses, dtype=float))
 
 
-def frontier_loss(c: float, flops: Sequence[float], env: Sequence[float]) -> Estimate:
+def frontier_loss(c: float, flops: Sequence[float], env: Sequence[float]) -> Bounded:
     """L*(c): the envelope ``env`` (nats/token) at budgets ``flops`` (counts, increasing),
     linear in log FLOPs; below the smallest budget "> env[0]", above the largest
     "< env[-1]" (a bound, never an extrapolation). A ``c`` within BUDGET_TOLERANCE (1 %) of
@@ -74,45 +74,45 @@ def frontier_loss(c: float, flops: Sequence[float], env: Sequence[float]) -> Est
     x, y = np.log(np.asarray(flops, dtype=float)), np.asarray(env, dtype=float)
     lo, hi = math.exp(x[0]), math.exp(x[-1])
     if c < lo * (1 - BUDGET_TOLERANCE):
-        return Estimate.above(y[0])
+        return Bounded.above(y[0])
     if c > hi * (1 + BUDGET_TOLERANCE):
-        return Estimate.below(y[-1])
+        return Bounded.below(y[-1])
     c = min(max(c, lo), hi)
-    return Estimate.exact(float(np.interp(math.log(c), x, y)))
+    return Bounded.exact(float(np.interp(math.log(c), x, y)))
 
 
-def frontier_flops(loss: float, flops: Sequence[float], env: Sequence[float]) -> Estimate:
+def frontier_flops(loss: float, flops: Sequence[float], env: Sequence[float]) -> Bounded:
     """C*(loss): the smallest FLOPs (count) at which the envelope reaches ``loss``
     (L*(C) <= loss), linear in log FLOPs between budgets; "> largest budget" when the loss is
     below the envelope's last value, "< smallest budget" when it is above its first."""
     f, y = np.asarray(flops, dtype=float), np.asarray(env, dtype=float)
     if loss < y[-1]:
-        return Estimate.above(f[-1])
+        return Bounded.above(f[-1])
     if loss > y[0]:
-        return Estimate.below(f[0])
+        return Bounded.below(f[0])
     i = int(np.flatnonzero(y <= loss)[0])
     if i == 0 or y[i] == loss:  # at a budget's own loss: that budget, exactly
-        return Estimate.exact(f[i])
+        return Bounded.exact(f[i])
     t = (y[i - 1] - loss) / (y[i - 1] - y[i])
-    return Estimate.exact(float(math.exp(math.log(f[i - 1]) + t * math.log(f[i] / f[i - 1]))))
+    return Bounded.exact(float(math.exp(math.log(f[i - 1]) + t * math.log(f[i] / f[i - 1]))))
 
 
-def ratio(c: float, c_star: Estimate) -> Estimate:
+def ratio(c: float, c_star: Bounded) -> Bounded:
     """r = c / C*, with C* exact or a bound (a lower bound on C* is an upper bound on r)."""
     if c_star.is_exact:
-        return Estimate.exact(c / c_star.lo)
+        return Bounded.exact(c / c_star.lo)
     if c_star.kind == ">":
-        return Estimate.below(c / c_star.lo)
-    return Estimate.above(c / c_star.hi)
+        return Bounded.below(c / c_star.lo)
+    return Bounded.above(c / c_star.hi)
 
 
-def gap(loss: float, l_star: Estimate) -> Estimate:
+def gap(loss: float, l_star: Bounded) -> Bounded:
     """L_method - L*(C_method) (nats/token), with L* exact or a bound."""
     if l_star.is_exact:
-        return Estimate.exact(loss - l_star.lo)
+        return Bounded.exact(loss - l_star.lo)
     if l_star.kind == "<":
-        return Estimate.above(loss - l_star.hi)
-    return Estimate.below(loss - l_star.lo)
+        return Bounded.above(loss - l_star.hi)
+    return Bounded.below(loss - l_star.lo)
 
 
 # --------------------------------------------------------------------------- the frontier
@@ -132,18 +132,18 @@ class Frontier:
 
     @property
     def envelope(self) -> np.ndarray:
-        """L* at each budget: :attr:`losses` made monotone (:func:`envelope`)."""
-        return envelope(self.losses)
+        """L* at each budget: :attr:`losses` made monotone (:func:`monotone`)."""
+        return monotone(self.losses)
 
     def flops(self, total: str = "head") -> np.ndarray:
         """Each budget's FLOPs (counts, mean spent by its best runs) under ``total``."""
         return np.asarray([b.flops(total) for b in self.budgets], dtype=float)
 
-    def loss_at(self, c: float, total: str = "head") -> Estimate:
+    def loss_at(self, c: float, total: str = "head") -> Bounded:
         """L*(c) under ``total`` (:func:`frontier_loss`)."""
         return frontier_loss(c, self.flops(total), self.envelope)
 
-    def flops_for(self, loss: float, total: str = "head") -> Estimate:
+    def flops_for(self, loss: float, total: str = "head") -> Bounded:
         """C*(loss) under ``total`` (:func:`frontier_flops`)."""
         return frontier_flops(loss, self.flops(total), self.envelope)
 
@@ -152,7 +152,7 @@ def build_frontier(runs: Sequence[Run], label: str = "tuned frontier") -> Fronti
     """L*(C) of one family of tuned runs (same settings except budget, learning rate, schedule
     and seed): per budget the best schedule and learning rate
     (:func:`mltrain.analysis.judging.budgets.build_schedules`)."""
-    warnings = [  # placed at what they planned (budgets.budget_of), named here
+    warnings = [  # placed at what they planned (budgets.frontier_budget), named here
         f"{r.path}: {why}; it is a frontier point at {fmt_flops(planned_flops(r))}, not at its "
         "configured budget"
         for r in runs
@@ -219,8 +219,8 @@ class SeedResult:
     run: Run
     flops: dict[str, float]  # total -> FLOPs spent
     loss: float  # final validation loss (NaN when diverged)
-    r: dict[str, Estimate | None]  # total -> C / C*(L)
-    gap: dict[str, Estimate | None]  # total -> L - L*(C)
+    r: dict[str, Bounded | None]  # total -> C / C*(L)
+    gap: dict[str, Bounded | None]  # total -> L - L*(C)
 
 
 @dataclass
@@ -230,8 +230,8 @@ class MethodResult:
     config: Configuration
     frontier: Frontier
     seeds: list[SeedResult]  # every run, diverged ones with r = gap = None
-    r: dict[str, tuple[Estimate, Estimate, Estimate] | None]  # total -> (mean, min, max)
-    gap: dict[str, tuple[Estimate, Estimate, Estimate] | None]
+    r: dict[str, tuple[Bounded, Bounded, Bounded] | None]  # total -> (mean, min, max)
+    gap: dict[str, tuple[Bounded, Bounded, Bounded] | None]
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -273,8 +273,8 @@ def judge_config(config: Configuration, frontier: Frontier) -> MethodResult:
         config,
         frontier,
         seeds,
-        {t: aggregate([s.r[t] for s in h]) if h else None for t in TOTALS},
-        {t: aggregate([s.gap[t] for s in h]) if h else None for t in TOTALS},
+        {t: over_seeds([s.r[t] for s in h]) if h else None for t in TOTALS},
+        {t: over_seeds([s.gap[t] for s in h]) if h else None for t in TOTALS},
     )
     for r, why in unfinished:
         res.warnings.append(f"`{config.label}`: seed {r.seed} left out, {why}")

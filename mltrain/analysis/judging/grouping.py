@@ -38,9 +38,10 @@ ROLE_NAMES = {
     "single_level/same_flops": "single-level, same FLOPs",
     "frontier": "tuned frontier",
 }
-# data.* and model.* keys that do not change what is trained (where tokens are cached, which
-# attention kernel computes the same function); data.batch_size is compared as tokens per step.
-INERT = ("data.cache_dir", "model.attention", "data.batch_size")
+# data.* and model.* keys that setting_differences leaves out beyond the schema's inert ones
+# (IGNORED, e.g. data.cache_dir): the attention kernel (each computes the same function) and
+# data.batch_size (compared as tokens per step).
+SAME_TRAINING = ("model.attention", "data.batch_size")
 
 
 def _unread(key: str, flat: dict) -> bool:
@@ -211,7 +212,7 @@ def base_label(flat: dict, role: str | None = None, levels: dict | None = None) 
     return role if is_single_level(flat) else f"{role} {coarse}"
 
 
-def _order(c: Configuration) -> int:
+def _config_order(c: Configuration) -> int:
     return {"single_level/same_steps": 0, "single_level/same_flops": 1}.get(
         c.role, 2 if c.single_level else 3
     )
@@ -229,7 +230,7 @@ def group_configurations(runs: list[Run]) -> list[Configuration]:
     configs = list(by_id.values())
     for c in configs:
         c.runs.sort(key=lambda r: (str(r.seed), r.name))
-    configs.sort(key=_order)  # stable
+    configs.sort(key=_config_order)  # stable
     budgets = {configured_budget(c.flat) for c in configs if c.same_flops}
     suffixes = label_suffixes([c.flat for c in configs])
     for c, suffix in zip(configs, suffixes):
@@ -262,11 +263,17 @@ def tokens_per_step(run: Run) -> float:
 def setting_differences(a: Run, b: Run) -> dict[str, list[str]]:
     """What makes ``a`` train on different data or a different model than ``b``, by part:
     ``{"model": ["model.n_layer=6"], "data": [...], "tokens per step": ["4096 vs 2048"]}``
-    (``model.*`` and ``data.*`` keys except :data:`INERT`, values of ``a``; tokens per step by
+    (``model.*`` and ``data.*`` keys except :data:`IGNORED` and :data:`SAME_TRAINING`, values
+    of ``a``; tokens per step by
     :func:`tokens_per_step`); parts without differences are left out."""
     out: dict[str, list[str]] = {}
     for k in sorted(set(a.flat) | set(b.flat)):
-        if k.startswith(("data.", "model.")) and k not in INERT and a.flat.get(k) != b.flat.get(k):
+        if (
+            k.startswith(("data.", "model."))
+            and not _ignored(k)
+            and k not in SAME_TRAINING
+            and a.flat.get(k) != b.flat.get(k)
+        ):
             out.setdefault(k.split(".", 1)[0], []).append(f"{k}={fmt_value(a.flat.get(k))}")
     ta, tb = tokens_per_step(a), tokens_per_step(b)
     if ta != tb and not (math.isnan(ta) and math.isnan(tb)):

@@ -159,7 +159,8 @@ def coarse_spans(records: list[dict]) -> dict[str, np.ndarray]:
 def configured_budget(flat: dict) -> float | None:
     """A run's FLOP budget from its config (FLOPs with head): ``train.target_flops`` times
     ``train.flops_scale`` (1 when absent), or None when the run is sized by ``train.steps``
-    (mltrain.plan.plan.budget_of on a flattened config)."""
+    (``mltrain.plan.plan.budget_of``, read from a flattened config: analysis/ reads runs and
+    does not import the plan, pyproject.toml's contracts)."""
     t = flat.get("train.target_flops")
     if t is None:
         return None

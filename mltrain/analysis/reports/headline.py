@@ -15,7 +15,7 @@ Units: FLOPs are counts, losses nats/token.
 
 from __future__ import annotations
 
-from mltrain.analysis.judging.curves import Estimate, fmt_flops
+from mltrain.analysis.judging.curves import Bounded, fmt_flops
 from mltrain.analysis.judging.grouping import Configuration
 from mltrain.analysis.reports.summary import SAME_BUDGET
 
@@ -53,12 +53,12 @@ def no_loss_text(c: Configuration) -> str:
     return "; ".join(parts)
 
 
-def times(e: Estimate) -> str:
+def times(e: Bounded) -> str:
     """A ratio as ``0.79×``, ``< 0.70×``, ``> 1.30×``."""
     return e.fmt(".2f") + "×"
 
 
-def _ratio_clause(r: Estimate | None, rn: Estimate | None, whose: str, never: str) -> str:
+def _ratio_clause(r: Bounded | None, rn: Bounded | None, whose: str, never: str) -> str:
     """ "with 0.79× their FLOPs (non-embedding: 0.69×)" and the bounds' reasons."""
     if r is None:
         return "-- neither reached the target"
@@ -187,7 +187,7 @@ def method_sentences(summary, c: Configuration) -> list[str]:
 
 
 # --------------------------------------------------------------------------- the frontier
-def agg_text(agg: tuple[Estimate, Estimate, Estimate] | None, seeds: list, spec: str) -> str:
+def agg_text(agg: tuple[Bounded, Bounded, Bounded] | None, seeds: list, spec: str) -> str:
     """``0.82 (0.78 to 0.86 over 3 seeds)``; with bounds, every seed's value."""
     if agg is None:
         return "n/a (diverged)"
@@ -199,7 +199,7 @@ def agg_text(agg: tuple[Estimate, Estimate, Estimate] | None, seeds: list, spec:
     return f"{mean.fmt(spec)} (seeds: {', '.join(s.fmt(spec) for s in seeds)})"
 
 
-def _gap_text(g: Estimate) -> str:
+def _gap_text(g: Bounded) -> str:
     """The gap L - L*(C) in words: "0.247 nats/token below the frontier", bounds included."""
     k, v = g.kind, g.value
     if k == "=":

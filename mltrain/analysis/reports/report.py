@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mltrain.analysis.judging.curves import Estimate, fmt_flops
+from mltrain.analysis.judging.curves import Bounded, fmt_flops
 from mltrain.analysis.judging.runs import TOTALS
 from mltrain.analysis.reports.tables import agg_cell, compact_table, judge_markdown, wide_table
 
@@ -120,7 +120,7 @@ def write_csv(summary, path: Path) -> None:
             "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else repr(float(v))
         )
 
-    def est(e: Estimate | None):
+    def est(e: Bounded | None):
         return ("", "") if e is None else (num(e.value), e.kind)
 
     head = ["configuration", "role", "seeds", "single_level", "diverged"]

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mltrain.analysis.judging.curves import (
+    Bounded,
     Curve,
-    Estimate,
     curve_end,
     flops_ratio_curve,
     fmt_flops,
@@ -47,7 +47,7 @@ class Row:
     final_loss: tuple[float, float, float] | None  # mean, min, max over healthy seeds
     to_target: dict[str, tuple[float | None, int]] = field(default_factory=dict)
     end: dict[str, float] = field(default_factory=dict)  # total -> where the mean curve ends
-    ratios: dict[tuple[str, str], Estimate | None] = field(default_factory=dict)
+    ratios: dict[tuple[str, str], Bounded | None] = field(default_factory=dict)
     at_budget: tuple[float, float, float] | None = None
     notes: list[str] = field(default_factory=list)
 

@@ -71,7 +71,8 @@ def ref_short(c, refs) -> str:
     return short if short and sum(r.role == c.role for r in refs) == 1 else c.label
 
 
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines: ``head`` and one line per row of cells."""
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
         "| " + " | ".join(r) + " |" for r in rows
     ]
@@ -103,7 +104,7 @@ def wide_table(summary) -> list[str]:
         cells += [_ratio(row, s, t) for s in summary.singles for t in TOTALS]
         cells += [_loss(row.at_budget, len(healthy)) if healthy else "n/a", "; ".join(row.notes)]
         rows.append(cells)
-    return _table(head, rows)
+    return markdown_table(head, rows)
 
 
 def compact_table(summary) -> list[str]:
@@ -172,7 +173,7 @@ def judge_table(j) -> list[str]:
                 seeds,
             ]
         )
-    return _table(head, rows)
+    return markdown_table(head, rows)
 
 
 def _tokens(res) -> str:
@@ -225,7 +226,7 @@ def per_seed_table(j) -> list[str]:
                 + [s.r[t].fmt(".3f") for t in TOTALS]
                 + [s.gap[t].fmt("+.3f") for t in TOTALS]
             )
-    return _table(head, rows)
+    return markdown_table(head, rows)
 
 
 def budget_table(f) -> list[str]:
@@ -254,7 +255,7 @@ def budget_table(f) -> list[str]:
                 f"{env:.4f}",
             ]
         )
-    return _table(head, rows)
+    return markdown_table(head, rows)
 
 
 def judge_markdown(j) -> list[str]:
