@@ -28,7 +28,8 @@ import numpy as np
 
 from mltrain.analysis.judging.curves import fmt_flops, over_seeds
 from mltrain.analysis.judging.envelope import Size, envelope_points
-from mltrain.analysis.judging.frontier import frontier_flops, frontier_loss, gap, monotone, ratio
+from mltrain.analysis.judging.frontier import frontier_flops, frontier_loss, monotone
+from mltrain.analysis.judging.judge import gap, ratio
 from mltrain.analysis.judging.sizes import param_counts
 from mltrain.model.flops import train_flops
 

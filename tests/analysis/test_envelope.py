@@ -12,6 +12,7 @@ import pytest
 from mltrain.analysis import compare as C
 from mltrain.analysis.judging import envelope as E
 from mltrain.analysis.judging import frontier as F
+from mltrain.analysis.judging import judge as J
 from mltrain.analysis.judging.curves import Bounded
 from mltrain.analysis.judging.sizes import param_counts, run_params
 from tests.analysis.test_frontier import method, tuned
@@ -128,9 +129,9 @@ def test_bounds_outside_the_envelope(tmp_path):
     (env,) = envelope_of(tmp_path / "front").envelopes
     # below the lowest envelope loss: C* > 4000 -> r < 3000/4000
     assert env.flops_for(3.0) == Bounded.above(4000)
-    assert F.ratio(3000, env.flops_for(3.0)) == Bounded.below(0.75)
+    assert J.ratio(3000, env.flops_for(3.0)) == Bounded.below(0.75)
     # above the first: C* < 1000 -> r > 3
-    assert F.ratio(3000, env.flops_for(4.2)) == Bounded.above(3.0)
+    assert J.ratio(3000, env.flops_for(4.2)) == Bounded.above(3.0)
     # beyond the largest budget: L*_env(8000) < 3.1; below the smallest: > 4.0
     assert env.loss_at(8000) == Bounded.below(3.1)
     assert env.loss_at(500) == Bounded.above(4.0)

@@ -15,6 +15,7 @@ import pytest
 from mltrain.analysis import compare as C
 from mltrain.analysis.judging import budgets as B
 from mltrain.analysis.judging import frontier as F
+from mltrain.analysis.judging import judge as J
 from mltrain.analysis.judging.curves import Bounded, over_seeds
 from mltrain.analysis.reports import headline
 from tests.analysis.test_compare import EO, write_run
@@ -33,11 +34,11 @@ def test_three_budgets_give_r_and_gap_by_log_linear_interpolation():
     env = F.monotone(LS)
     c_star = F.frontier_flops(3.4, CS, env)
     assert c_star.is_exact and c_star.lo == pytest.approx(C_STAR)
-    assert F.ratio(3e12, c_star).lo == pytest.approx(3e12 / C_STAR)  # 1.1906
-    assert F.ratio(3e12, c_star).lo == pytest.approx(1.190551, abs=1e-6)
+    assert J.ratio(3e12, c_star).lo == pytest.approx(3e12 / C_STAR)  # 1.1906
+    assert J.ratio(3e12, c_star).lo == pytest.approx(1.190551, abs=1e-6)
     l_star = F.frontier_loss(3e12, CS, env)
     assert l_star.lo == pytest.approx(L_STAR) and l_star.lo == pytest.approx(3.324511, abs=1e-6)
-    assert F.gap(3.4, l_star).lo == pytest.approx(3.4 - L_STAR)  # +0.0755
+    assert J.gap(3.4, l_star).lo == pytest.approx(3.4 - L_STAR)  # +0.0755
     # at a budget's own loss and FLOPs: that budget
     assert F.frontier_flops(3.5, CS, env) == Bounded.exact(2e12)
     assert F.frontier_loss(2e12, CS, env) == Bounded.exact(3.5)
@@ -46,16 +47,16 @@ def test_three_budgets_give_r_and_gap_by_log_linear_interpolation():
 def test_outside_the_frontier_gives_bounds_never_extrapolations():
     env = F.monotone(LS)
     # below the largest budget's loss: C* > 4e12, so r < 3e12 / 4e12 = 0.75
-    r = F.ratio(3e12, F.frontier_flops(3.0, CS, env))
+    r = J.ratio(3e12, F.frontier_flops(3.0, CS, env))
     assert (r.kind, r.hi, r.fmt(".2f"), r.named("r")) == ("<", 0.75, "< 0.75", "r < 0.75")
     # above the smallest budget's loss: C* < 1e12, so r > 3e12 / 1e12 = 3
-    r = F.ratio(3e12, F.frontier_flops(4.2, CS, env))
+    r = J.ratio(3e12, F.frontier_flops(4.2, CS, env))
     assert (r.kind, r.lo, r.named("r")) == (">", 3.0, "r > 3.00")
     # more FLOPs than the largest budget: L*(8e12) <= 3.2, so the gap of loss 3.0 is >= -0.2
-    g = F.gap(3.0, F.frontier_loss(8e12, CS, env))
+    g = J.gap(3.0, F.frontier_loss(8e12, CS, env))
     assert g.kind == ">" and g.lo == pytest.approx(-0.2)
     # fewer than the smallest: L*(5e11) >= 4.0, so the gap of loss 4.5 is <= 0.5
-    g = F.gap(4.5, F.frontier_loss(5e11, CS, env))
+    g = J.gap(4.5, F.frontier_loss(5e11, CS, env))
     assert g.kind == "<" and g.hi == pytest.approx(0.5)
     # within 1 % of an end budget is that budget (a budget-sized run spends up to a step less)
     assert F.frontier_loss(0.995e12, CS, env) == Bounded.exact(env[0])

@@ -51,7 +51,7 @@ def plot_frontier(judgement, colors: dict | None = None) -> Figure:
     colors = colors or {lab: f"C{i % 10}" for i, lab in enumerate(labels)}
     for fi, f in enumerate(frontiers):
         lr_color, norm = lr_colors([lr_of(r) for r in f.runs])
-        results = [res for res in judgement.results if res.frontier is f]
+        results = [res for res in judgement.results if res.judge is f]
         ok = [r for r in f.runs if not r.diverged]
         bad = [r for r in f.runs if r.diverged]
         finals = [r.final_val_loss for r in ok]
@@ -184,7 +184,7 @@ def plot_frontier(judgement, colors: dict | None = None) -> Figure:
             )
         )
     for res in judgement.results:
-        if res.frontier is not frontiers[0]:
+        if res.judge is not frontiers[0]:
             continue
         c = res.config
         seeds = len(res.healthy)

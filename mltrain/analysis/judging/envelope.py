@@ -34,16 +34,10 @@ import numpy as np
 
 from mltrain.analysis.judging.budgets import BUDGET_TOLERANCE
 from mltrain.analysis.judging.curves import Bounded, fmt_flops
-from mltrain.analysis.judging.frontier import (
-    Frontier,
-    MethodResult,
-    frontier_flops,
-    frontier_loss,
-    judge_config,
-    monotone,
-)
-from mltrain.analysis.judging.grouping import Configuration, identity
-from mltrain.analysis.judging.runs import TOTALS
+from mltrain.analysis.judging.frontier import Frontier, frontier_flops, frontier_loss, monotone
+from mltrain.analysis.judging.grouping import Configuration, identity, setting_differences
+from mltrain.analysis.judging.judge import MethodResult, judge_config, r_env, r_same
+from mltrain.analysis.judging.runs import TOTALS, Run
 from mltrain.analysis.judging.sizes import (
     SIZE_KEYS,
     Params,
@@ -98,7 +92,8 @@ class BudgetChoice:
 
 @dataclass
 class Envelope:
-    """L*_env(C) over the sizes of one family (see the module docstring)."""
+    """L*_env(C) over the sizes of one family (see the module docstring); a
+    :class:`mltrain.analysis.judging.judge.Judge`."""
 
     label: str
     sizes: list[Size]  # sorted by total parameters (by blocks × width² when unknown)
@@ -133,10 +128,17 @@ class Envelope:
         best = min(self.choices, key=lambda b: abs(math.log(c / b.budget)))
         return best, abs(c / best.budget - 1) <= BUDGET_TOLERANCE
 
-    # a frontier's interface, so that mltrain.analysis.judging.frontier.judge_config judges against it
-    @property
-    def budgets(self):
-        return self.sizes[0].frontier.budgets
+    def bounds(self, total: str = "head") -> tuple[float, float]:
+        """The FLOPs (counts) of its first and last point under ``total``."""
+        f = self.flops(total)
+        return float(f[0]), float(f[-1])
+
+    def differences(self, run: Run) -> dict[str, list[str]]:
+        """Where ``run`` trains other data or another number of tokens per step than the
+        family's runs (:func:`setting_differences` against its smallest size); the model is
+        left out, since the family's sizes differ in it."""
+        diff = setting_differences(run, self.sizes[0].ref)
+        return {part: keys for part, keys in diff.items() if part != "model"}
 
 
 def _size_order(s: Size) -> float:
@@ -303,10 +305,9 @@ class EnvelopeResult:
 def judge_envelope(env: Envelope, config: Configuration) -> EnvelopeResult:
     """r_env and the gap against ``env`` (per seed, mean/min/max over seeds, both FLOP totals),
     and r_same against the frontier of the configuration's own final architecture."""
-    res = judge_config(config, env)
-    res.warnings = [w for w in res.warnings if ": model differs from" not in w]
+    res = judge_config(config, env, r_env)
     size = env.size_of(config.runs[0].flat)
-    same = judge_config(config, size.frontier) if size is not None else None
+    same = judge_config(config, size.frontier, r_same) if size is not None else None
     return EnvelopeResult(config, env, res, same, run_params(config.runs[0]))
 
 

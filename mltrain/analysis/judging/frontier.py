@@ -15,8 +15,9 @@ nats/token):
 - L*(C): the best points sorted by C, made monotone non-increasing in C (running minimum:
   :func:`monotone`), interpolated linearly in log C between budgets (:func:`frontier_loss`);
   C*(L) is its inverse, the smallest C with L*(C) <= L (:func:`frontier_flops`).
-- r = C_method / C*(L_method): the FLOPs a method spent over those the tuned frontier needs
-  for the method's final loss; r < 1 saves compute. Gap at equal FLOPs: L_method -
+- r = C_method / C*(L_method) (:func:`mltrain.analysis.judging.judge.r_frontier`): the FLOPs a
+  method spent over those the tuned frontier needs for the method's final loss; r < 1 saves
+  compute. Gap at equal FLOPs: L_method -
   L*(C_method). Outside the frontier's range both are bounds (:class:`~mltrain.analysis.judging.curves.Bounded`),
   never extrapolations. Both FLOP totals (``perf/flops`` with head, ``perf/flops_nonembed``;
   the frontier's points then use its runs' non-embedding totals); per seed, and the mean,
@@ -42,14 +43,15 @@ from mltrain.analysis.judging.budgets import (
     planned_flops,
     short_of_budget,
 )
-from mltrain.analysis.judging.curves import Bounded, fmt_flops, over_seeds
+from mltrain.analysis.judging.curves import Bounded, fmt_flops
 from mltrain.analysis.judging.grouping import (
     Configuration,
     identity,
     label_suffixes,
     setting_differences,
 )
-from mltrain.analysis.judging.runs import TOTALS, Run, is_single_level
+from mltrain.analysis.judging.judge import MethodResult, judge_config
+from mltrain.analysis.judging.runs import Run, is_single_level
 
 MIN_BUDGETS = 4  # DESIGN.md section 8
 # what a frontier varies: the budget and the tuned hyperparameters, the learning rate and the
@@ -97,28 +99,11 @@ def frontier_flops(loss: float, flops: Sequence[float], env: Sequence[float]) ->
     return Bounded.exact(float(math.exp(math.log(f[i - 1]) + t * math.log(f[i] / f[i - 1]))))
 
 
-def ratio(c: float, c_star: Bounded) -> Bounded:
-    """r = c / C*, with C* exact or a bound (a lower bound on C* is an upper bound on r)."""
-    if c_star.is_exact:
-        return Bounded.exact(c / c_star.lo)
-    if c_star.kind == ">":
-        return Bounded.below(c / c_star.lo)
-    return Bounded.above(c / c_star.hi)
-
-
-def gap(loss: float, l_star: Bounded) -> Bounded:
-    """L_method - L*(C_method) (nats/token), with L* exact or a bound."""
-    if l_star.is_exact:
-        return Bounded.exact(loss - l_star.lo)
-    if l_star.kind == "<":
-        return Bounded.above(loss - l_star.hi)
-    return Bounded.below(loss - l_star.lo)
-
-
 # --------------------------------------------------------------------------- the frontier
 @dataclass
 class Frontier:
-    """A tuned single-level frontier: budgets in increasing order, each with its best point."""
+    """A tuned single-level frontier: budgets in increasing order, each with its best point; a
+    :class:`mltrain.analysis.judging.judge.Judge`."""
 
     label: str
     budgets: list[Budget]  # only budgets with a best point, sorted by FLOPs
@@ -146,6 +131,17 @@ class Frontier:
     def flops_for(self, loss: float, total: str = "head") -> Bounded:
         """C*(loss) under ``total`` (:func:`frontier_flops`)."""
         return frontier_flops(loss, self.flops(total), self.envelope)
+
+    def bounds(self, total: str = "head") -> tuple[float, float]:
+        """The FLOPs (counts) of its smallest and largest budget under ``total``."""
+        f = self.flops(total)
+        return float(f[0]), float(f[-1])
+
+    def differences(self, run: Run) -> dict[str, list[str]]:
+        """Where ``run`` trains other data, another model or another number of tokens per step
+        than this frontier's runs (:func:`setting_differences` against a best run of its
+        smallest budget)."""
+        return setting_differences(run, self.budgets[0].best[0])
 
 
 def build_frontier(runs: Sequence[Run], label: str = "tuned frontier") -> Frontier:
@@ -212,81 +208,6 @@ def frontier_families(runs: Sequence[Run], warnings: list[str]) -> list[Frontier
 
 
 # --------------------------------------------------------------------------- judging methods
-@dataclass
-class SeedResult:
-    """One method run against a frontier (FLOPs counts, losses nats/token)."""
-
-    run: Run
-    flops: dict[str, float]  # total -> FLOPs spent
-    loss: float  # final validation loss (NaN when diverged)
-    r: dict[str, Bounded | None]  # total -> C / C*(L)
-    gap: dict[str, Bounded | None]  # total -> L - L*(C)
-
-
-@dataclass
-class MethodResult:
-    """A configuration judged against one frontier: per seed, and mean/min/max over seeds."""
-
-    config: Configuration
-    frontier: Frontier
-    seeds: list[SeedResult]  # every run, diverged ones with r = gap = None
-    r: dict[str, tuple[Bounded, Bounded, Bounded] | None]  # total -> (mean, min, max)
-    gap: dict[str, tuple[Bounded, Bounded, Bounded] | None]
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def healthy(self) -> list[SeedResult]:
-        """The seeds that did not diverge."""
-        return [s for s in self.seeds if not s.run.diverged]
-
-    def flops(self, total: str = "head") -> float:
-        h = self.healthy
-        return float(np.mean([s.flops[total] for s in h])) if h else math.nan
-
-    def loss(self) -> tuple[float, float, float] | None:
-        """Mean, min and max final validation loss (nats/token) of the seeds that did not diverge."""
-        h = [s.loss for s in self.healthy]
-        return (float(np.mean(h)), min(h), max(h)) if h else None
-
-
-def judge_seed(run: Run, frontier: Frontier) -> SeedResult:
-    """r and the gap of one run under both totals (None for a diverged run)."""
-    flops = {t: run.total(t) for t in TOTALS}
-    if run.diverged:
-        return SeedResult(run, flops, math.nan, dict.fromkeys(TOTALS), dict.fromkeys(TOTALS))
-    loss = run.final_val_loss
-    r = {t: ratio(flops[t], frontier.flops_for(loss, t)) for t in TOTALS}
-    g = {t: gap(loss, frontier.loss_at(flops[t], t)) for t in TOTALS}
-    return SeedResult(run, flops, loss, r, g)
-
-
-def judge_config(config: Configuration, frontier: Frontier) -> MethodResult:
-    """Every finished run of ``config`` against ``frontier`` (an unfinished one is left out with
-    a warning); warns when a run trains other data, another model or another number of tokens
-    per step than the frontier's runs."""
-    # a run still going (or killed) has no final loss yet: left out, said in a warning
-    unfinished = [(r, why) for r in config.runs if not r.diverged and (why := r.incomplete())]
-    left_out = {id(r) for r, _ in unfinished}
-    seeds = [judge_seed(r, frontier) for r in config.runs if id(r) not in left_out]
-    h = [s for s in seeds if not s.run.diverged]
-    res = MethodResult(
-        config,
-        frontier,
-        seeds,
-        {t: over_seeds([s.r[t] for s in h]) if h else None for t in TOTALS},
-        {t: over_seeds([s.gap[t] for s in h]) if h else None for t in TOTALS},
-    )
-    for r, why in unfinished:
-        res.warnings.append(f"`{config.label}`: seed {r.seed} left out, {why}")
-    ref = frontier.budgets[0].best[0]
-    for part, diff in setting_differences(config.runs[0], ref).items():
-        verb = "differ" if part == "tokens per step" else "differs"
-        res.warnings.append(
-            f"`{config.label}`: {part} {verb} from `{frontier.label}`: " + ", ".join(diff)
-        )
-    return res
-
-
 @dataclass
 class Judgement:
     """The frontiers and every configuration judged against each of them."""

@@ -222,22 +222,21 @@ def _gap_text(g: Bounded) -> str:
 
 
 def frontier_sentence(res) -> str:
-    """Two sentences for a :class:`mltrain.analysis.judging.frontier.MethodResult`: r under both totals with
+    """Two sentences for a :class:`mltrain.analysis.judging.judge.MethodResult`: r under both totals with
     what it means (or why it is a bound), then the gap at equal FLOPs."""
-    c, f = res.config, res.frontier
+    c, f = res.config, res.judge  # a Judgement's judges are Frontiers
     if not res.healthy:
         return f"{subject(c)} {c.diverged_text()}: not judged against {f.label}."
     (r, rlo, rhi), (rn, _, _) = res.r["head"], res.r["nonembed"]
     (g, glo, ghi) = res.gap["head"]
     n = len(res.healthy)
     loss = res.loss()[0]
-    budgets = f.budgets
+    budgets, (lo, hi) = f.budgets, f.bounds()
     partial = f" ({c.diverged_text()}; the other seeds)" if c.diverged else ""
     span = (
-        f"one budget, {fmt_flops(budgets[0].flops(), 2)} FLOPs"
+        f"one budget, {fmt_flops(lo, 2)} FLOPs"
         if len(budgets) == 1
-        else f"{len(budgets)} budgets, {fmt_flops(budgets[0].flops(), 2)} to "
-        f"{fmt_flops(budgets[-1].flops(), 2)} FLOPs"
+        else f"{len(budgets)} budgets, {fmt_flops(lo, 2)} to {fmt_flops(hi, 2)} FLOPs"
     )
     text = (
         f"{subject(c)}{partial} against {f.label} ({span}): "
@@ -253,12 +252,12 @@ def frontier_sentence(res) -> str:
     elif r.kind == "<":
         text += (
             f": its loss {loss:.3f} is below the largest budget's {f.envelope[-1]:.3f}, so the "
-            f"frontier would need more than {fmt_flops(budgets[-1].flops(), 2)} FLOPs."
+            f"frontier would need more than {fmt_flops(hi, 2)} FLOPs."
         )
     elif r.kind == ">":
         text += (
             f": its loss {loss:.3f} is above the smallest budget's {f.envelope[0]:.3f}, which "
-            f"the frontier reaches with {fmt_flops(budgets[0].flops(), 2)} FLOPs."
+            f"the frontier reaches with {fmt_flops(lo, 2)} FLOPs."
         )
     else:
         text += ": its seeds fall on both sides of the frontier's range (see the table)."

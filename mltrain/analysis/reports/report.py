@@ -87,14 +87,12 @@ def terminal(
         rows = []
         for res in judgement.results:
             if not res.healthy:
-                rows.append(
-                    [res.config.label, res.frontier.label, res.config.diverged_text(), "", ""]
-                )
+                rows.append([res.config.label, res.judge.label, res.config.diverged_text(), "", ""])
                 continue
             rows.append(
                 [
                     res.config.label,
-                    res.frontier.label,
+                    res.judge.label,
                     agg_cell(res, "r", "head", ".3f"),
                     agg_cell(res, "r", "nonembed", ".3f"),
                     agg_cell(res, "gap", "head", "+.3f"),
@@ -183,7 +181,7 @@ def write_judge_csv(j, path: Path) -> None:
         for res in j.results:
             for s in res.seeds:
                 r = s.run
-                cells = [res.config.label, res.frontier.label, r.seed, r.path.name]
+                cells = [res.config.label, res.judge.label, r.seed, r.path.name]
                 cells += [r.diverged_text if r.diverged else "", num(s.flops["head"])]
                 cells += [num(s.flops["nonembed"]), num(s.loss)]
                 for what in ("r", "gap"):

@@ -154,7 +154,7 @@ def judge_table(j) -> list[str]:
         n = c.seeds
         if not res.healthy:
             rows.append(
-                [c.label, res.frontier.label, "n/a", "", c.diverged_text(), "", "", "", "", str(n)]
+                [c.label, res.judge.label, "n/a", "", c.diverged_text(), "", "", "", "", str(n)]
             )
             continue
         loss = res.loss()
@@ -162,7 +162,7 @@ def judge_table(j) -> list[str]:
         rows.append(
             [
                 c.label,
-                res.frontier.label,
+                res.judge.label,
                 fmt_flops(res.flops()),
                 _tokens(res),
                 _loss(loss, len(res.healthy)),
