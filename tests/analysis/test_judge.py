@@ -77,3 +77,20 @@ def test_each_judge_decides_which_differences_it_warns_about():
     assert f.differences(other) == {"data": ["data.name=other"], "model": ["model.n_layer=4"]}
     # an envelope's sizes differ in the model: only the data is a difference
     assert env.differences(other) == {"data": ["data.name=other"]}
+
+
+def test_no_two_analysis_modules_define_the_same_name():
+    import ast
+    from collections import Counter
+    from pathlib import Path
+
+    import mltrain.analysis
+
+    root = Path(mltrain.analysis.__file__).parent
+    names = Counter(
+        node.name
+        for path in root.rglob("*.py")
+        for node in ast.parse(path.read_text()).body
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+    )
+    assert [n for n, k in names.items() if k > 1] == []
