@@ -26,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mltrain.analysis.curves import aggregate, fmt_flops
-from mltrain.analysis.envelope import Size, envelope_points
-from mltrain.analysis.frontier import envelope, frontier_flops, frontier_loss, gap, ratio
-from mltrain.analysis.sizes import param_counts
+from mltrain.analysis.judging.curves import fmt_flops, over_seeds
+from mltrain.analysis.judging.envelope import Size, envelope_points
+from mltrain.analysis.judging.frontier import frontier_flops, frontier_loss, monotone
+from mltrain.analysis.judging.judge import gap, ratio
+from mltrain.analysis.judging.sizes import param_counts
 from mltrain.model.flops import train_flops
 
 SE = Path("docs/results/second_edition")
@@ -43,7 +44,7 @@ class Points:
     def __init__(self, flops: dict, losses):
         self._flops = {k: np.asarray(v, dtype=float) for k, v in flops.items()}
         self.losses = np.asarray(losses, dtype=float)
-        self.envelope = envelope(self.losses)
+        self.envelope = monotone(self.losses)
 
     def flops(self, total="head"):
         return self._flops[total]
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         rs = [x for x in rows if x["run"].startswith(f"grow_rec442_{tag}_")]
         cells = []
         for k in ("r_same_head", "r_env_head", "r_env_nonembed", "gap_env_head"):
-            mean, lo, hi = aggregate([x[k] for x in rs])
+            mean, lo, hi = over_seeds([x[k] for x in rs])
             spec = "+.3f" if k.startswith("gap") else ".3f"
             cells.append(
                 mean.fmt(spec) + ("" if len(rs) == 1 else f" ({lo.fmt(spec)} to {hi.fmt(spec)})")

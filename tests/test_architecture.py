@@ -301,7 +301,7 @@ def test_validating_a_config_imports_nothing_above_the_config_layer():
 def test_a_new_scheme_is_labelled_and_grouped_by_its_own_scheme(monkeypatch):
     """A scheme without stages is named by its own label, not as a V-cycle, and its runs are
     grouped by the sections it reads only (the registry, not a branch, decides)."""
-    from mltrain.analysis.grouping import base_label, identity
+    from mltrain.analysis.judging.grouping import base_label, identity
     from mltrain.config.scheme import SCHEMES, Scheme
 
     toy = Scheme("toy", reads=("hierarchy", "toy"), plan=None, label=lambda f, _l: "toy k=3")

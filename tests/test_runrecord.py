@@ -100,7 +100,7 @@ def test_absent_is_empty_and_unreadable_names_the_file(tmp_path):
 
 
 def test_compare_reads_an_unreadable_record_as_none_with_a_warning(tmp_path, capsys):
-    from mltrain.analysis.runs import read_run_json
+    from mltrain.analysis.judging.runs import read_run_json
 
     (tmp_path / RUN_FILE).write_text("{")
     assert read_run_json(tmp_path) == {}
@@ -113,7 +113,7 @@ def test_the_job_and_compare_derive_the_same_role(tmp_path):
     would have written."""
     from omegaconf import OmegaConf
 
-    from mltrain.analysis.runs import derive_role
+    from mltrain.analysis.judging.runs import derive_role
     from mltrain.config import flatten
     from tests.helpers import run_job
 

@@ -154,7 +154,7 @@ ODD_DIR = "dätä 実験 it's $HOME"  # spaces, non-ASCII, a quote, a dollar
 def _hint_args(configs) -> list[str]:
     import shlex
 
-    from mltrain.analysis.summary import same_flops_hints
+    from mltrain.analysis.reports.summary import same_flops_hints
 
     (line,) = same_flops_hints(configs)
     return shlex.split(line.split("→ `", 1)[1].rstrip("`"))
@@ -289,8 +289,8 @@ def test_a_still_running_run_is_marked_in_the_table_itself(tmp_path):
 
 def test_a_diverged_run_with_a_huge_finite_loss_does_not_flatten_the_others(tmp_path):
     from mltrain.analysis import compare as C
-    from mltrain.analysis import plots
-    from mltrain.analysis.summary import summarize
+    from mltrain.analysis.figures import plots
+    from mltrain.analysis.reports.summary import summarize
     from tests.analysis.test_compare import SINGLE, write_run
 
     write_run(tmp_path / "sl", SINGLE, [10, 8, 6, 4, 2], "coarsening=none")

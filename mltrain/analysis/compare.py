@@ -19,18 +19,18 @@ for newer runs) or any directory above run directories (a multirun/sweep directo
     flops_ratio.png    FLOPs to reach loss L relative to the baseline, against L (only when
                        there is a single-level run and another configuration)
     frontier.png       with frontier runs: the tuned frontier L*(C) and every method on it
-                       (:mod:`mltrain.analysis.frontier`)
+                       (:mod:`mltrain.analysis.judging.frontier`)
     frontier.csv       with frontier runs: r and the gap of every run judged, per seed
 
-The terminal shows the headline (:mod:`mltrain.analysis.headline`) and a compact table; the wide one is
+The terminal shows the headline (:mod:`mltrain.analysis.reports.headline`) and a compact table; the wide one is
 in ``summary.md``. The numbers of the table and the suggested same-FLOPs runs are computed in
-:mod:`mltrain.analysis.summary`.
+:mod:`mltrain.analysis.reports.summary`.
 
 Conventions: FLOPs are counts of training FLOPs (``perf/flops``, with the head, and
 ``perf/flops_nonembed``; evaluation FLOPs are not included), losses are in nats/token.
 
 - A *configuration* is a set of runs whose configs are equal except for ``train.seed`` and
-  run-dir / logger / device-like keys (:data:`mltrain.analysis.runs.IGNORED`) and that have the same
+  run-dir / logger / device-like keys (:data:`mltrain.analysis.judging.runs.IGNORED`) and that have the same
   role; its seeds are aggregated (mean line, min-max band in the plots; the seed-mean curve in
   the table). Names: "single-level, same fine steps", "single-level, same FLOPs"
   (``train.target_flops`` set), "multilevel <coarsening> δ=.. m=.. w=..", plus ``key=value``
@@ -40,22 +40,22 @@ Conventions: FLOPs are counts of training FLOPs (``perf/flops``, with the head, 
   mean, and are never a baseline or a frontier point.
 - Validation sets: runs whose ``run.json`` records different validation sets (fingerprints of
   the window tokens) are refused, one line naming the runs; runs without one (an earlier
-  mltrain) are compared with a warning (:mod:`mltrain.analysis.valsets`).
+  mltrain) are compared with a warning (:mod:`mltrain.analysis.judging.valsets`).
 - Baseline: the "same fine steps" single-level configuration (``--baseline`` picks another).
   The target loss defaults to the baseline's final validation loss (mean over seeds). Ratios
   are reported against every single-level configuration present.
 - FLOPs-to-target: on the seed-mean validation curve, linear interpolation of FLOPs in loss
   between the last evaluation above the target and the first at or below it
-  (:func:`mltrain.analysis.curves.flops_to_target`). A curve that never reaches the target gives a
-  bound on the ratio, never "n/a" (:func:`mltrain.analysis.curves.ratio_to_target`).
+  (:func:`mltrain.analysis.judging.curves.flops_to_target`). A curve that never reaches the target gives a
+  bound on the ratio, never "n/a" (:func:`mltrain.analysis.judging.curves.ratio_to_target`).
 - Same-FLOPs losses: each configuration's validation loss at the largest FLOPs (with head)
-  every run reached, interpolated linearly in FLOPs (:func:`mltrain.analysis.curves.loss_at_flops`).
+  every run reached, interpolated linearly in FLOPs (:func:`mltrain.analysis.judging.curves.loss_at_flops`).
 - Tuned frontier: runs under ``--frontier`` directories, and runs whose role is ``frontier``,
   define L*(C) (DESIGN.md section 8; Kaddour et al. 2023, arXiv 2307.06440); every other
-  configuration gets r = C / C*(L) and the gap L - L*(C) (:mod:`mltrain.analysis.frontier`).
+  configuration gets r = C / C*(L) and the gap L - L*(C) (:mod:`mltrain.analysis.judging.frontier`).
 - Training loss is plotted for fine-level steps only (a coarse step's loss belongs to a
   different network), smoothed by a trailing running mean over ``max(1, n // 50)`` fine
-  steps (n: the run's fine steps), see :func:`mltrain.analysis.plots.running_mean`.
+  steps (n: the run's fine steps), see :func:`mltrain.analysis.figures.plots.running_mean`.
 """
 
 from __future__ import annotations
@@ -67,10 +67,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mltrain.analysis.budgets import short_of_budget
-from mltrain.analysis.curves import (  # noqa: F401  (re-exported: the public API of mltrain-compare)
+from mltrain.analysis.judging.budgets import short_of_budget
+from mltrain.analysis.judging.curves import (  # noqa: F401  (re-exported: the public API of mltrain-compare)
+    Bounded,
     Curve,
-    Estimate,
     curve_end,
     flops_ratio_curve,
     flops_to_target,
@@ -81,14 +81,14 @@ from mltrain.analysis.curves import (  # noqa: F401  (re-exported: the public AP
     ratio_to_target,
     seeds_to_target,
 )
-from mltrain.analysis.grouping import (  # noqa: F401  (re-exported: the public API of mltrain-compare)
+from mltrain.analysis.judging.grouping import (  # noqa: F401  (re-exported: the public API of mltrain-compare)
     Configuration,
     fmt_value,
     group_configurations,
     setting_differences,
     tokens_per_step,
 )
-from mltrain.analysis.runs import (  # noqa: F401  (re-exported: the public API of mltrain-compare)
+from mltrain.analysis.judging.runs import (  # noqa: F401  (re-exported: the public API of mltrain-compare)
     PROG,
     TOTALS,
     CompareError,
@@ -97,14 +97,14 @@ from mltrain.analysis.runs import (  # noqa: F401  (re-exported: the public API 
     load_run,
     warn,
 )
-from mltrain.analysis.summary import (  # noqa: F401  (SAME_BUDGET re-exported)
+from mltrain.analysis.judging.valsets import check_validation_sets
+from mltrain.analysis.reports.summary import (  # noqa: F401  (SAME_BUDGET re-exported)
     SAME_BUDGET,
     Summary,
     hardware_remarks,
     same_flops_hints,
     summarize,
 )
-from mltrain.analysis.valsets import check_validation_sets
 
 TOTAL_NAMES = {"head": "with head", "nonembed": "non-embed"}
 
@@ -115,12 +115,16 @@ class Result:
     """What :func:`compare` computed and wrote."""
 
     summary: Summary | None  # None when only frontier runs were given
-    judgement: object | None  # a mltrain.analysis.frontier.Judgement, or None without frontier runs
+    judgement: (
+        object | None
+    )  # a mltrain.analysis.judging.frontier.Judgement, or None without frontier runs
     out: Path
     markdown: str
     terminal: str
     files: list[Path]
-    sizes: object | None = None  # a mltrain.analysis.envelope.EnvelopeJudgement (several sizes)
+    sizes: object | None = (
+        None  # a mltrain.analysis.judging.envelope.EnvelopeJudgement (several sizes)
+    )
 
 
 def compare(
@@ -138,10 +142,12 @@ def compare(
 
     Raises:
         CompareError: bad input (see :func:`find_runs`,
-        :func:`mltrain.analysis.summary.choose_baseline`).
+        :func:`mltrain.analysis.reports.summary.choose_baseline`).
     """
-    from mltrain.analysis import envelope, envelope_report, headline, plots, ratio_plot, report
-    from mltrain.analysis import frontier as F
+    from mltrain.analysis.figures import plots, ratio_plot
+    from mltrain.analysis.judging import envelope, scaling_fit
+    from mltrain.analysis.judging import frontier as F
+    from mltrain.analysis.reports import envelope_report, headline, report
 
     if target is not None and not math.isfinite(target):
         raise CompareError(f"--target {target} is not a finite loss")
@@ -195,19 +201,19 @@ def compare(
             ratio.savefig(out / "flops_ratio.png", dpi=dpi)
             files.append(out / "flops_ratio.png")
     if judgement is not None:
-        from mltrain.analysis import frontier_plot
+        from mltrain.analysis.figures import frontier_plot
 
         frontier_plot.plot_frontier(judgement).savefig(out / "frontier.png", dpi=dpi)
         files.append(out / "frontier.png")
     sizes = envelope.judge_sizes(judgement.frontiers, configs) if judgement else None
     if sizes is not None:  # frontiers of several model sizes: the envelope over them
-        files += envelope.write_outputs(sizes, out, dpi)
+        files += write_envelope_outputs(sizes, out, dpi)
     lines = headline.headline(summary, judgement)
     hints = same_flops_hints(configs)
     md = report.markdown(summary, judgement, lines, notes, hints)
-    fitted = envelope.fit_lines(sizes, fit) if sizes is not None and fit else []
+    fitted = scaling_fit.envelope_fit_lines(sizes, fit) if sizes is not None and fit else []
     if sizes is not None:
-        md += "\n" + "\n".join(envelope_report.markdown(sizes)) + "\n"
+        md += "\n" + "\n".join(envelope_report.envelope_markdown(sizes)) + "\n"
         md += "".join(f"\n    {x}" for x in fitted) + ("\n" if fitted else "")
     (out / "summary.md").write_text(md)
     files.append(out / "summary.md")
@@ -219,7 +225,7 @@ def compare(
         files.append(out / "frontier.csv")
     term = report.terminal(summary, judgement, lines, notes, hints)
     if sizes is not None:
-        term += "\n\n" + "\n".join(envelope_report.terminal(sizes) + fitted)
+        term += "\n\n" + "\n".join(envelope_report.envelope_terminal(sizes) + fitted)
     return Result(summary, judgement, out, md, term, files, sizes)
 
 
@@ -289,3 +295,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(res.terminal)
     print(f"table and notes: {res.out / 'summary.md'}")
     print("files: " + " ".join(str(f) for f in res.files))
+
+
+def write_envelope_outputs(ej, out, dpi: int = 110) -> list:
+    """Write ``isoflop.png``, ``envelope.png`` and ``envelope.csv`` into ``out``; their paths."""
+    from mltrain.analysis.figures import isoflop_plot
+    from mltrain.analysis.reports import envelope_report
+
+    out = Path(out)
+    files = [out / "isoflop.png", out / "envelope.png", out / "envelope.csv"]
+    isoflop_plot.plot_isoflop(ej).savefig(files[0], dpi=dpi)
+    isoflop_plot.plot_envelope(ej).savefig(files[1], dpi=dpi)
+    envelope_report.write_envelope_csv(ej, files[2])
+    return files

@@ -16,9 +16,10 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from mltrain.analysis import compare as C
-from mltrain.analysis import headline, plot_axes, plots, ratio_plot, tables
-from mltrain.analysis import summary as S
-from mltrain.analysis.curves import fmt_flops
+from mltrain.analysis.figures import plot_axes, plots, ratio_plot
+from mltrain.analysis.judging.curves import fmt_flops
+from mltrain.analysis.reports import headline, tables
+from mltrain.analysis.reports import summary as S
 from tests.helpers import run_mltrain
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
@@ -150,7 +151,7 @@ def make_sweep(root: Path) -> Path:
     return root
 
 
-def exact(e: C.Estimate) -> float:
+def exact(e: C.Bounded) -> float:
     """The value of an estimate that must be exact (not a bound)."""
     assert e is not None and e.is_exact, e
     return e.lo
@@ -809,7 +810,7 @@ def test_staged_schemes_are_named_by_what_they_do():
     """A coarse-to-fine run is named by its stages, shares and growth, a RaPTr run as random
     sub-paths, neither as "multilevel" (that is the V-cycle's name); the V-cycle a fine stage
     runs is added."""
-    from mltrain.analysis.grouping import base_label
+    from mltrain.analysis.judging.grouping import base_label
 
     grow = {
         "coarsening.scheme": "stages",
@@ -853,7 +854,7 @@ def test_settings_a_scheme_does_not_read_do_not_split_its_runs_into_configuratio
     """Two staged runs that differ only in their (unread) V-cycle settings are one
     configuration; a V-cycle run's window still tells two V-cycle runs apart, and every
     multilevel run reads the optimizer-state policy."""
-    from mltrain.analysis.grouping import identity
+    from mltrain.analysis.judging.grouping import identity
 
     staged = {
         "coarsening.scheme": "stages",
@@ -873,7 +874,7 @@ def test_settings_a_scheme_does_not_read_do_not_split_its_runs_into_configuratio
 def test_a_staged_run_is_named_by_its_models_blocks(tmp_path):
     """With run.json's levels, the demo's growth reads "3 → 6 → 12 blocks" (its levels hold 3,
     6 and 12 blocks), not its level names; widths are named when they differ."""
-    from mltrain.analysis.grouping import base_label
+    from mltrain.analysis.judging.grouping import base_label
 
     grow = {
         "model.n_embd": 128,

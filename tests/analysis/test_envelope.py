@@ -1,4 +1,4 @@
-"""The judge over model sizes (mltrain.analysis.envelope, sizes) on hand-built curves: three size
+"""The judge over model sizes (mltrain.analysis.judging.envelope, sizes) on hand-built curves: three size
 frontiers whose best size switches between budgets; every expected number is computed by hand
 in the comments (log-linear interpolation between budgets, parameter counts of the tiny model)."""
 
@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from mltrain.analysis import compare as C
-from mltrain.analysis import envelope as E
-from mltrain.analysis import frontier as F
-from mltrain.analysis.curves import Estimate
-from mltrain.analysis.sizes import param_counts, run_params
+from mltrain.analysis.judging import envelope as E
+from mltrain.analysis.judging import frontier as F
+from mltrain.analysis.judging import judge as J
+from mltrain.analysis.judging.curves import Bounded
+from mltrain.analysis.judging.sizes import param_counts, run_params
 from tests.analysis.test_frontier import method, tuned
 
 # tiny model (d=32, T=32 positions, bias) with V=256: a block has 12·32² + 13·32 = 12704
@@ -127,13 +128,13 @@ def test_bounds_outside_the_envelope(tmp_path):
     make_family(tmp_path / "front")
     (env,) = envelope_of(tmp_path / "front").envelopes
     # below the lowest envelope loss: C* > 4000 -> r < 3000/4000
-    assert env.flops_for(3.0) == Estimate.above(4000)
-    assert F.ratio(3000, env.flops_for(3.0)) == Estimate.below(0.75)
+    assert env.flops_for(3.0) == Bounded.above(4000)
+    assert J.ratio(3000, env.flops_for(3.0)) == Bounded.below(0.75)
     # above the first: C* < 1000 -> r > 3
-    assert F.ratio(3000, env.flops_for(4.2)) == Estimate.above(3.0)
+    assert J.ratio(3000, env.flops_for(4.2)) == Bounded.above(3.0)
     # beyond the largest budget: L*_env(8000) < 3.1; below the smallest: > 4.0
-    assert env.loss_at(8000) == Estimate.below(3.1)
-    assert env.loss_at(500) == Estimate.above(4.0)
+    assert env.loss_at(8000) == Bounded.below(3.1)
+    assert env.loss_at(500) == Bounded.above(4.0)
 
 
 def test_sizes_with_different_ranges_are_never_extrapolated(tmp_path):
@@ -170,7 +171,7 @@ def test_size_edge_lr_edge_and_seed_warnings(tmp_path):
         "optimizer.lr=0.1,0.2,0.4 train.seed=0" in w
     )
     assert not any(x.startswith("budget 2.00e3: the best size") for x in w)
-    # each size's own warnings (printed with its frontier by mltrain.analysis.frontier)
+    # each size's own warnings (printed with its frontier by mltrain.analysis.judging.frontier)
     w = env.size_warnings
     assert (
         "2 blocks, d=32: budget 1.00e3: best lr 0.8 is the largest tried (0.1, 0.2, 0.4, 0.8): "
@@ -254,7 +255,7 @@ def test_size_grid_edge_warnings_print_commands_that_run(tmp_path):
 def test_an_envelope_of_one_point_is_drawn(tmp_path):
     """Two sizes measured at one budget: the envelope is one point, drawn with a marker (a line
     through one point draws nothing)."""
-    from mltrain.analysis import isoflop_plot
+    from mltrain.analysis.figures import isoflop_plot
 
     ej = envelope_of(make_family(tmp_path / "front", {1: (4.0,), 2: (4.2,)}, budgets=(1000,)))
     fig = isoflop_plot.plot_envelope(ej)

@@ -1,4 +1,4 @@
-"""The optional parametric fit (mltrain.analysis.fit) on synthetic points of a known law."""
+"""The optional parametric fit (mltrain.analysis.judging.scaling_fit) on synthetic points of a known law."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from mltrain.analysis import fit as FIT
+from mltrain.analysis.judging import scaling_fit as FIT
 
 # a Chinchilla-like law (Hoffmann et al. 2022 report E=1.69, A=406.4, B=410.7, α=0.34, β=0.28)
 TRUE = FIT.Fit(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)

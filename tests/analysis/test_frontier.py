@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mltrain.analysis import budgets as B
 from mltrain.analysis import compare as C
-from mltrain.analysis import frontier as F
-from mltrain.analysis import headline
-from mltrain.analysis.curves import Estimate, aggregate
+from mltrain.analysis.judging import budgets as B
+from mltrain.analysis.judging import frontier as F
+from mltrain.analysis.judging import judge as J
+from mltrain.analysis.judging.curves import Bounded, over_seeds
+from mltrain.analysis.reports import headline
 from tests.analysis.test_compare import EO, write_run
 
 nan = float("nan")
@@ -30,61 +31,61 @@ L_STAR = 3.5 - 0.3 * math.log2(1.5)  # 3.32451
 
 # --------------------------------------------------------------------------- pure functions
 def test_three_budgets_give_r_and_gap_by_log_linear_interpolation():
-    env = F.envelope(LS)
+    env = F.monotone(LS)
     c_star = F.frontier_flops(3.4, CS, env)
     assert c_star.is_exact and c_star.lo == pytest.approx(C_STAR)
-    assert F.ratio(3e12, c_star).lo == pytest.approx(3e12 / C_STAR)  # 1.1906
-    assert F.ratio(3e12, c_star).lo == pytest.approx(1.190551, abs=1e-6)
+    assert J.ratio(3e12, c_star).lo == pytest.approx(3e12 / C_STAR)  # 1.1906
+    assert J.ratio(3e12, c_star).lo == pytest.approx(1.190551, abs=1e-6)
     l_star = F.frontier_loss(3e12, CS, env)
     assert l_star.lo == pytest.approx(L_STAR) and l_star.lo == pytest.approx(3.324511, abs=1e-6)
-    assert F.gap(3.4, l_star).lo == pytest.approx(3.4 - L_STAR)  # +0.0755
+    assert J.gap(3.4, l_star).lo == pytest.approx(3.4 - L_STAR)  # +0.0755
     # at a budget's own loss and FLOPs: that budget
-    assert F.frontier_flops(3.5, CS, env) == Estimate.exact(2e12)
-    assert F.frontier_loss(2e12, CS, env) == Estimate.exact(3.5)
+    assert F.frontier_flops(3.5, CS, env) == Bounded.exact(2e12)
+    assert F.frontier_loss(2e12, CS, env) == Bounded.exact(3.5)
 
 
 def test_outside_the_frontier_gives_bounds_never_extrapolations():
-    env = F.envelope(LS)
+    env = F.monotone(LS)
     # below the largest budget's loss: C* > 4e12, so r < 3e12 / 4e12 = 0.75
-    r = F.ratio(3e12, F.frontier_flops(3.0, CS, env))
+    r = J.ratio(3e12, F.frontier_flops(3.0, CS, env))
     assert (r.kind, r.hi, r.fmt(".2f"), r.named("r")) == ("<", 0.75, "< 0.75", "r < 0.75")
     # above the smallest budget's loss: C* < 1e12, so r > 3e12 / 1e12 = 3
-    r = F.ratio(3e12, F.frontier_flops(4.2, CS, env))
+    r = J.ratio(3e12, F.frontier_flops(4.2, CS, env))
     assert (r.kind, r.lo, r.named("r")) == (">", 3.0, "r > 3.00")
     # more FLOPs than the largest budget: L*(8e12) <= 3.2, so the gap of loss 3.0 is >= -0.2
-    g = F.gap(3.0, F.frontier_loss(8e12, CS, env))
+    g = J.gap(3.0, F.frontier_loss(8e12, CS, env))
     assert g.kind == ">" and g.lo == pytest.approx(-0.2)
     # fewer than the smallest: L*(5e11) >= 4.0, so the gap of loss 4.5 is <= 0.5
-    g = F.gap(4.5, F.frontier_loss(5e11, CS, env))
+    g = J.gap(4.5, F.frontier_loss(5e11, CS, env))
     assert g.kind == "<" and g.hi == pytest.approx(0.5)
     # within 1 % of an end budget is that budget (a budget-sized run spends up to a step less)
-    assert F.frontier_loss(0.995e12, CS, env) == Estimate.exact(env[0])
-    assert F.frontier_loss(4.02e12, CS, env) == Estimate.exact(env[-1])
+    assert F.frontier_loss(0.995e12, CS, env) == Bounded.exact(env[0])
+    assert F.frontier_loss(4.02e12, CS, env) == Bounded.exact(env[-1])
     assert F.frontier_loss(0.98e12, CS, env).kind == ">"
 
 
 def test_a_non_monotone_set_of_best_points_is_made_monotone():
     losses = [4.0, 3.3, 3.5]  # the largest budget's best is worse than the middle one's
-    env = F.envelope(losses)
+    env = F.monotone(losses)
     assert list(env) == [4.0, 3.3, 3.3]
     # L*(3e12) on the flat part; C*(3.3) is the first budget that reaches it
-    assert F.frontier_loss(3e12, CS, env) == Estimate.exact(3.3)
-    assert F.frontier_flops(3.3, CS, env) == Estimate.exact(2e12)
+    assert F.frontier_loss(3e12, CS, env) == Bounded.exact(3.3)
+    assert F.frontier_flops(3.3, CS, env) == Bounded.exact(2e12)
     # C*(3.4): (4.0 - 3.4) / (4.0 - 3.3) = 6/7 of the way from 1e12 to 2e12 in log C
     assert F.frontier_flops(3.4, CS, env).lo == pytest.approx(1e12 * 2 ** (6 / 7))
     # below 3.3 there is no exact C*: more than the largest budget
-    assert F.frontier_flops(3.25, CS, env) == Estimate.above(4e12)
+    assert F.frontier_flops(3.25, CS, env) == Bounded.above(4e12)
 
 
 def test_per_seed_values_aggregate_end_by_end():
-    mean, lo, hi = aggregate([Estimate.exact(0.8), Estimate.exact(1.0), Estimate.exact(0.9)])
+    mean, lo, hi = over_seeds([Bounded.exact(0.8), Bounded.exact(1.0), Bounded.exact(0.9)])
     assert (mean.lo, mean.hi) == (pytest.approx(0.9), pytest.approx(0.9))
-    assert (lo, hi) == (Estimate.exact(0.8), Estimate.exact(1.0))
+    assert (lo, hi) == (Bounded.exact(0.8), Bounded.exact(1.0))
     # one seed beyond the frontier's largest budget: the mean is a bound, (0.9 + 0.75) / 2
-    mean, lo, hi = aggregate([Estimate.exact(0.9), Estimate.below(0.75)])
-    assert mean.fmt(".3f") == "< 0.825" and lo.fmt() == "< 0.75" and hi == Estimate.exact(0.9)
+    mean, lo, hi = over_seeds([Bounded.exact(0.9), Bounded.below(0.75)])
+    assert mean.fmt(".3f") == "< 0.825" and lo.fmt() == "< 0.75" and hi == Bounded.exact(0.9)
     # seeds on both sides of the range: the mean is unknown, min and max stay bounds
-    mean, lo, hi = aggregate([Estimate.below(0.75), Estimate.above(3.0)])
+    mean, lo, hi = over_seeds([Bounded.below(0.75), Bounded.above(3.0)])
     assert (mean.kind, lo.fmt(), hi.fmt()) == ("?", "< 0.75", "> 3.00")
 
 
@@ -287,7 +288,7 @@ def test_frontiers_per_optimizer(tmp_path):
     assert [f.label for f in j.frontiers] == ["tuned frontier, SGD", "tuned frontier, AdamW"]
     assert [len(j.results), j.frontiers[1].budgets[0].best_lr] == [2, 2e-3]
     # against AdamW's frontier 3.4 is reached at 2000 exactly: r = 1.5
-    assert j.results[1].seeds[0].r["head"] == Estimate.exact(1.5)
+    assert j.results[1].seeds[0].r["head"] == Bounded.exact(1.5)
 
 
 # --------------------------------------------------------------------------- end to end
@@ -297,7 +298,7 @@ def saved_frontier_figure(monkeypatch, png: Path, dpi: int = 110):
     the figure's inches × dpi) and return it for its data to be read."""
     from matplotlib.image import imread
 
-    from mltrain.analysis import frontier_plot
+    from mltrain.analysis.figures import frontier_plot
 
     figures = []
     plot = frontier_plot.plot_frontier

@@ -1,4 +1,4 @@
-"""Figures of ``mltrain-compare`` (mltrain.analysis.plots) read back from their artists: what a
+"""Figures of ``mltrain-compare`` (mltrain.analysis.figures.plots) read back from their artists: what a
 reader sees of a coarse-to-fine run on the fine-steps axis (hand-made records, values by hand)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import json
 import math
 
 from mltrain.analysis import compare as C
-from mltrain.analysis import plots
-from mltrain.analysis import summary as S
+from mltrain.analysis.figures import plots
+from mltrain.analysis.reports import summary as S
 from tests.analysis.test_compare import write_run
 
 

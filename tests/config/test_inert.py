@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from mltrain.analysis.grouping import identity
+from mltrain.analysis.judging.grouping import identity
 from mltrain.config import compose, flatten, inert_keys
 from mltrain.errors import CheckpointError
 from mltrain.train.checkpoint import check_compatible
@@ -78,7 +78,7 @@ def test_keys_that_change_training_or_its_measure_block_resume(key):
 
 
 def test_compare_drops_inert_overrides_from_the_commands_it_prints(tmp_path):
-    from mltrain.analysis.summary import _other_overrides
+    from mltrain.analysis.reports.summary import _other_overrides
 
     (tmp_path / ".hydra").mkdir()
     OmegaConf.save(

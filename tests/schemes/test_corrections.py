@@ -835,7 +835,7 @@ def test_a_checkpoint_from_before_these_settings_resumes_and_groups_with_their_d
     fits and mltrain-compare counts it as the same configuration."""
     from omegaconf import OmegaConf
 
-    from mltrain.analysis.grouping import identity
+    from mltrain.analysis.judging.grouping import identity
     from mltrain.config import flatten, upgrade
     from mltrain.train.checkpoint import check_compatible
 

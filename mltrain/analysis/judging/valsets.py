@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mltrain.analysis.runs import CompareError, Run
+from mltrain.analysis.judging.runs import CompareError, Run
 
 
 def validation_set(run: Run) -> tuple | None:

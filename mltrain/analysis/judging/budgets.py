@@ -1,4 +1,4 @@
-"""One budget of a tuned single-level frontier (:mod:`mltrain.analysis.frontier`): frontier runs
+"""One budget of a tuned single-level frontier (:mod:`mltrain.analysis.judging.frontier`): frontier runs
 grouped by budget (``train.target_flops``; budgets within :data:`BUDGET_TOLERANCE`, 1 %, are one
 budget), and per budget the best LR schedule and learning rate by mean final validation loss
 over seeds (DESIGN.md section 8), with the warnings of an under-tuned grid (best learning rate at
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mltrain.analysis.curves import fmt_flops
-from mltrain.analysis.runs import Run, _num, configured_budget
-from mltrain.analysis.seeds import by_seed, repeated_seeds, seed_mean
+from mltrain.analysis.judging.curves import fmt_flops
+from mltrain.analysis.judging.runs import Run, _num, configured_budget
+from mltrain.analysis.judging.seeds import by_seed, repeated_seeds, seed_mean
 
 BUDGET_TOLERANCE = 0.01  # runs whose budgets agree within 1 % are one budget
 MIN_SEEDS = 3  # DESIGN.md section 8
@@ -47,9 +47,10 @@ def short_of_budget(run: Run) -> str | None:
     return f"{why} at {fmt_flops(planned)} of its {fmt_flops(budget)} FLOPs budget"
 
 
-def budget_of(run: Run) -> float:
-    """A frontier run's budget (FLOPs with head): ``train.target_flops`` x ``train.flops_scale``
-    when its plan reaches it (runs of several sizes, whose steps differ, then share it); else
+def frontier_budget(run: Run) -> float:
+    """The budget a frontier run is grouped at (FLOPs with head): its configured budget
+    (:func:`mltrain.analysis.judging.runs.configured_budget`, which is
+    ``mltrain.plan.plan.budget_of`` read from a flattened config) when its plan reaches it (runs of several sizes, whose steps differ, then share it); else
     what it planned (``run.json``; a run capped by ``train.max_steps`` sits at the FLOPs of its
     capped plan, :func:`short_of_budget`), else what it spent."""
     b = configured_budget(run.flat)
@@ -57,11 +58,11 @@ def budget_of(run: Run) -> float:
 
 
 def group_budgets(runs: Sequence[Run], tol: float = BUDGET_TOLERANCE) -> list[list[Run]]:
-    """Runs grouped by budget (:func:`budget_of`): sorted, a new group whenever a budget is
+    """Runs grouped by budget (:func:`frontier_budget`): sorted, a new group whenever a budget is
     more than ``tol`` above the first of the current group."""
     groups: list[list[Run]] = []
-    for r in sorted(runs, key=budget_of):
-        if groups and budget_of(r) <= budget_of(groups[-1][0]) * (1 + tol):
+    for r in sorted(runs, key=frontier_budget):
+        if groups and frontier_budget(r) <= frontier_budget(groups[-1][0]) * (1 + tol):
             groups[-1].append(r)
         else:
             groups.append([r])
@@ -128,7 +129,7 @@ def _tried(runs: Sequence[Run]) -> str:
 def build_budget(runs: Sequence[Run], warnings: list[str]) -> Budget:
     """The best learning rate of one budget's runs (appends warnings: edge of the grid, too few
     seeds, diverged or unfinished seeds)."""
-    budget = budget_of(runs[0])
+    budget = frontier_budget(runs[0])
     by_lr: dict[float, list[Run]] = {}
     for r in runs:
         by_lr.setdefault(lr_of(r), []).append(r)

@@ -4,7 +4,7 @@ A run directory holds ``.hydra/config.yaml`` and ``metrics.jsonl`` (DESIGN.md se
 for runs of newer versions, ``run.json`` (role, status, divergence, thread count, device; its
 format and reader: :mod:`mltrain.runrecord`).
 :func:`find_runs` finds them below any directories (a run, a sweep, ``outputs/runs``);
-:mod:`mltrain.analysis.grouping` groups them into configurations (runs that differ only by seed and by
+:mod:`mltrain.analysis.judging.grouping` groups them into configurations (runs that differ only by seed and by
 keys that do not change training, :data:`IGNORED`) and names them.
 
 A run *diverged* when its ``run.json`` says ``"status": "diverged"`` or (older runs without
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mltrain.analysis.curves import fmt_flops
+from mltrain.analysis.judging.curves import fmt_flops
 from mltrain.config import flatten, inert_keys, upgrade
 from mltrain.metrics import METRICS_FILE, read_metrics
 from mltrain.readback import is_multilevel, scheme_of
@@ -159,7 +159,8 @@ def coarse_spans(records: list[dict]) -> dict[str, np.ndarray]:
 def configured_budget(flat: dict) -> float | None:
     """A run's FLOP budget from its config (FLOPs with head): ``train.target_flops`` times
     ``train.flops_scale`` (1 when absent), or None when the run is sized by ``train.steps``
-    (mltrain.plan.plan.budget_of on a flattened config)."""
+    (``mltrain.plan.plan.budget_of``, read from a flattened config: analysis/ reads runs and
+    does not import the plan, pyproject.toml's contracts)."""
     t = flat.get("train.target_flops")
     if t is None:
         return None

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mltrain.analysis.curves import (
+from mltrain.analysis.judging.curves import (
+    Bounded,
     Curve,
-    Estimate,
     curve_end,
     flops_ratio_curve,
     fmt_flops,
@@ -24,9 +24,9 @@ from mltrain.analysis.curves import (
     ratio_to_target,
     seeds_to_target,
 )
-from mltrain.analysis.grouping import Configuration, setting_differences
-from mltrain.analysis.runs import TOTALS, CompareError, Run, configured_budget
-from mltrain.analysis.seeds import repeated_seeds
+from mltrain.analysis.judging.grouping import Configuration, setting_differences
+from mltrain.analysis.judging.runs import TOTALS, CompareError, Run, configured_budget
+from mltrain.analysis.judging.seeds import repeated_seeds
 from mltrain.config import inert_keys
 from mltrain.config.overrides import override, shell_command
 
@@ -47,7 +47,7 @@ class Row:
     final_loss: tuple[float, float, float] | None  # mean, min, max over healthy seeds
     to_target: dict[str, tuple[float | None, int]] = field(default_factory=dict)
     end: dict[str, float] = field(default_factory=dict)  # total -> where the mean curve ends
-    ratios: dict[tuple[str, str], Estimate | None] = field(default_factory=dict)
+    ratios: dict[tuple[str, str], Bounded | None] = field(default_factory=dict)
     at_budget: tuple[float, float, float] | None = None
     notes: list[str] = field(default_factory=list)
 

@@ -1,8 +1,8 @@
 """The text outputs of ``mltrain-compare``: ``summary.md`` (headline, the wide table, the
 tuned-frontier judge, notes), ``summary.csv`` (unformatted numbers) and the terminal's compact
-version. Numbers come from :mod:`mltrain.analysis.summary` (a ``Summary``) and :mod:`mltrain.analysis.frontier`
+version. Numbers come from :mod:`mltrain.analysis.reports.summary` (a ``Summary``) and :mod:`mltrain.analysis.judging.frontier`
 (a ``Judgement``); FLOPs are counts, losses nats/token. The tables themselves are built in
-:mod:`mltrain.analysis.tables`.
+:mod:`mltrain.analysis.reports.tables`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mltrain.analysis.curves import Estimate, fmt_flops
-from mltrain.analysis.runs import TOTALS
-from mltrain.analysis.tables import agg_cell, compact_table, judge_markdown, wide_table
+from mltrain.analysis.judging.curves import Bounded, fmt_flops
+from mltrain.analysis.judging.runs import TOTALS
+from mltrain.analysis.reports.tables import agg_cell, compact_table, judge_markdown, wide_table
 
 
 # --------------------------------------------------------------------------- documents
@@ -87,14 +87,12 @@ def terminal(
         rows = []
         for res in judgement.results:
             if not res.healthy:
-                rows.append(
-                    [res.config.label, res.frontier.label, res.config.diverged_text(), "", ""]
-                )
+                rows.append([res.config.label, res.judge.label, res.config.diverged_text(), "", ""])
                 continue
             rows.append(
                 [
                     res.config.label,
-                    res.frontier.label,
+                    res.judge.label,
                     agg_cell(res, "r", "head", ".3f"),
                     agg_cell(res, "r", "nonembed", ".3f"),
                     agg_cell(res, "gap", "head", "+.3f"),
@@ -120,7 +118,7 @@ def write_csv(summary, path: Path) -> None:
             "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else repr(float(v))
         )
 
-    def est(e: Estimate | None):
+    def est(e: Bounded | None):
         return ("", "") if e is None else (num(e.value), e.kind)
 
     head = ["configuration", "role", "seeds", "single_level", "diverged"]
@@ -183,7 +181,7 @@ def write_judge_csv(j, path: Path) -> None:
         for res in j.results:
             for s in res.seeds:
                 r = s.run
-                cells = [res.config.label, res.frontier.label, r.seed, r.path.name]
+                cells = [res.config.label, res.judge.label, r.seed, r.path.name]
                 cells += [r.diverged_text if r.diverged else "", num(s.flops["head"])]
                 cells += [num(s.flops["nonembed"]), num(s.loss)]
                 for what in ("r", "gap"):

@@ -13,17 +13,18 @@ nats/token):
   rate with a diverged or unfinished seed is not a candidate); its point is (mean FLOPs spent,
   mean final loss) of its seeds.
 - L*(C): the best points sorted by C, made monotone non-increasing in C (running minimum:
-  :func:`envelope`), interpolated linearly in log C between budgets (:func:`frontier_loss`);
+  :func:`monotone`), interpolated linearly in log C between budgets (:func:`frontier_loss`);
   C*(L) is its inverse, the smallest C with L*(C) <= L (:func:`frontier_flops`).
-- r = C_method / C*(L_method): the FLOPs a method spent over those the tuned frontier needs
-  for the method's final loss; r < 1 saves compute. Gap at equal FLOPs: L_method -
-  L*(C_method). Outside the frontier's range both are bounds (:class:`~mltrain.analysis.curves.Estimate`),
+- r = C_method / C*(L_method) (:func:`mltrain.analysis.judging.judge.r_frontier`): the FLOPs a
+  method spent over those the tuned frontier needs for the method's final loss; r < 1 saves
+  compute. Gap at equal FLOPs: L_method -
+  L*(C_method). Outside the frontier's range both are bounds (:class:`~mltrain.analysis.judging.curves.Bounded`),
   never extrapolations. Both FLOP totals (``perf/flops`` with head, ``perf/flops_nonembed``;
   the frontier's points then use its runs' non-embedding totals); per seed, and the mean,
-  min and max over seeds (:func:`mltrain.analysis.curves.aggregate`).
+  min and max over seeds (:func:`mltrain.analysis.judging.curves.over_seeds`).
 
 Grouping by budget and the best schedule and learning rate per budget are in
-:mod:`mltrain.analysis.budgets`.
+:mod:`mltrain.analysis.judging.budgets`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mltrain.analysis.budgets import (
+from mltrain.analysis.judging.budgets import (
     BUDGET_TOLERANCE,
     Budget,
     build_schedules,
@@ -42,9 +43,15 @@ from mltrain.analysis.budgets import (
     planned_flops,
     short_of_budget,
 )
-from mltrain.analysis.curves import Estimate, aggregate, fmt_flops
-from mltrain.analysis.grouping import Configuration, identity, label_suffixes, setting_differences
-from mltrain.analysis.runs import TOTALS, Run, is_single_level
+from mltrain.analysis.judging.curves import Bounded, fmt_flops
+from mltrain.analysis.judging.grouping import (
+    Configuration,
+    identity,
+    label_suffixes,
+    setting_differences,
+)
+from mltrain.analysis.judging.judge import MethodResult, judge_config
+from mltrain.analysis.judging.runs import Run, is_single_level
 
 MIN_BUDGETS = 4  # DESIGN.md section 8
 # what a frontier varies: the budget and the tuned hyperparameters, the learning rate and the
@@ -54,13 +61,13 @@ TUNED_PREFIXES = ("schedule.",)
 
 
 # --------------------------------------------------------------------------- L*(C) and C*(L)
-def envelope(losses: Sequence[float]) -> np.ndarray:
+def monotone(losses: Sequence[float]) -> np.ndarray:
     """The best points' losses (nats/token, in order of increasing budget) made monotone
     non-increasing: the running minimum (a larger budget is never worse than a smaller one)."""
     return np.minimum.accumulate(np.asarray(losses, dtype=float))
 
 
-def frontier_loss(c: float, flops: Sequence[float], env: Sequence[float]) -> Estimate:
+def frontier_loss(c: float, flops: Sequence[float], env: Sequence[float]) -> Bounded:
     """L*(c): the envelope ``env`` (nats/token) at budgets ``flops`` (counts, increasing),
     linear in log FLOPs; below the smallest budget "> env[0]", above the largest
     "< env[-1]" (a bound, never an extrapolation). A ``c`` within BUDGET_TOLERANCE (1 %) of
@@ -69,51 +76,34 @@ def frontier_loss(c: float, flops: Sequence[float], env: Sequence[float]) -> Est
     x, y = np.log(np.asarray(flops, dtype=float)), np.asarray(env, dtype=float)
     lo, hi = math.exp(x[0]), math.exp(x[-1])
     if c < lo * (1 - BUDGET_TOLERANCE):
-        return Estimate.above(y[0])
+        return Bounded.above(y[0])
     if c > hi * (1 + BUDGET_TOLERANCE):
-        return Estimate.below(y[-1])
+        return Bounded.below(y[-1])
     c = min(max(c, lo), hi)
-    return Estimate.exact(float(np.interp(math.log(c), x, y)))
+    return Bounded.exact(float(np.interp(math.log(c), x, y)))
 
 
-def frontier_flops(loss: float, flops: Sequence[float], env: Sequence[float]) -> Estimate:
+def frontier_flops(loss: float, flops: Sequence[float], env: Sequence[float]) -> Bounded:
     """C*(loss): the smallest FLOPs (count) at which the envelope reaches ``loss``
     (L*(C) <= loss), linear in log FLOPs between budgets; "> largest budget" when the loss is
     below the envelope's last value, "< smallest budget" when it is above its first."""
     f, y = np.asarray(flops, dtype=float), np.asarray(env, dtype=float)
     if loss < y[-1]:
-        return Estimate.above(f[-1])
+        return Bounded.above(f[-1])
     if loss > y[0]:
-        return Estimate.below(f[0])
+        return Bounded.below(f[0])
     i = int(np.flatnonzero(y <= loss)[0])
     if i == 0 or y[i] == loss:  # at a budget's own loss: that budget, exactly
-        return Estimate.exact(f[i])
+        return Bounded.exact(f[i])
     t = (y[i - 1] - loss) / (y[i - 1] - y[i])
-    return Estimate.exact(float(math.exp(math.log(f[i - 1]) + t * math.log(f[i] / f[i - 1]))))
-
-
-def ratio(c: float, c_star: Estimate) -> Estimate:
-    """r = c / C*, with C* exact or a bound (a lower bound on C* is an upper bound on r)."""
-    if c_star.is_exact:
-        return Estimate.exact(c / c_star.lo)
-    if c_star.kind == ">":
-        return Estimate.below(c / c_star.lo)
-    return Estimate.above(c / c_star.hi)
-
-
-def gap(loss: float, l_star: Estimate) -> Estimate:
-    """L_method - L*(C_method) (nats/token), with L* exact or a bound."""
-    if l_star.is_exact:
-        return Estimate.exact(loss - l_star.lo)
-    if l_star.kind == "<":
-        return Estimate.above(loss - l_star.hi)
-    return Estimate.below(loss - l_star.lo)
+    return Bounded.exact(float(math.exp(math.log(f[i - 1]) + t * math.log(f[i] / f[i - 1]))))
 
 
 # --------------------------------------------------------------------------- the frontier
 @dataclass
 class Frontier:
-    """A tuned single-level frontier: budgets in increasing order, each with its best point."""
+    """A tuned single-level frontier: budgets in increasing order, each with its best point; a
+    :class:`mltrain.analysis.judging.judge.Judge`."""
 
     label: str
     budgets: list[Budget]  # only budgets with a best point, sorted by FLOPs
@@ -127,27 +117,38 @@ class Frontier:
 
     @property
     def envelope(self) -> np.ndarray:
-        """L* at each budget: :attr:`losses` made monotone (:func:`envelope`)."""
-        return envelope(self.losses)
+        """L* at each budget: :attr:`losses` made monotone (:func:`monotone`)."""
+        return monotone(self.losses)
 
     def flops(self, total: str = "head") -> np.ndarray:
         """Each budget's FLOPs (counts, mean spent by its best runs) under ``total``."""
         return np.asarray([b.flops(total) for b in self.budgets], dtype=float)
 
-    def loss_at(self, c: float, total: str = "head") -> Estimate:
+    def loss_at(self, c: float, total: str = "head") -> Bounded:
         """L*(c) under ``total`` (:func:`frontier_loss`)."""
         return frontier_loss(c, self.flops(total), self.envelope)
 
-    def flops_for(self, loss: float, total: str = "head") -> Estimate:
+    def flops_for(self, loss: float, total: str = "head") -> Bounded:
         """C*(loss) under ``total`` (:func:`frontier_flops`)."""
         return frontier_flops(loss, self.flops(total), self.envelope)
+
+    def bounds(self, total: str = "head") -> tuple[float, float]:
+        """The FLOPs (counts) of its smallest and largest budget under ``total``."""
+        f = self.flops(total)
+        return float(f[0]), float(f[-1])
+
+    def differences(self, run: Run) -> dict[str, list[str]]:
+        """Where ``run`` trains other data, another model or another number of tokens per step
+        than this frontier's runs (:func:`setting_differences` against a best run of its
+        smallest budget)."""
+        return setting_differences(run, self.budgets[0].best[0])
 
 
 def build_frontier(runs: Sequence[Run], label: str = "tuned frontier") -> Frontier:
     """L*(C) of one family of tuned runs (same settings except budget, learning rate, schedule
     and seed): per budget the best schedule and learning rate
-    (:func:`mltrain.analysis.budgets.build_schedules`)."""
-    warnings = [  # placed at what they planned (budgets.budget_of), named here
+    (:func:`mltrain.analysis.judging.budgets.build_schedules`)."""
+    warnings = [  # placed at what they planned (budgets.frontier_budget), named here
         f"{r.path}: {why}; it is a frontier point at {fmt_flops(planned_flops(r))}, not at its "
         "configured budget"
         for r in runs
@@ -207,81 +208,6 @@ def frontier_families(runs: Sequence[Run], warnings: list[str]) -> list[Frontier
 
 
 # --------------------------------------------------------------------------- judging methods
-@dataclass
-class SeedResult:
-    """One method run against a frontier (FLOPs counts, losses nats/token)."""
-
-    run: Run
-    flops: dict[str, float]  # total -> FLOPs spent
-    loss: float  # final validation loss (NaN when diverged)
-    r: dict[str, Estimate | None]  # total -> C / C*(L)
-    gap: dict[str, Estimate | None]  # total -> L - L*(C)
-
-
-@dataclass
-class MethodResult:
-    """A configuration judged against one frontier: per seed, and mean/min/max over seeds."""
-
-    config: Configuration
-    frontier: Frontier
-    seeds: list[SeedResult]  # every run, diverged ones with r = gap = None
-    r: dict[str, tuple[Estimate, Estimate, Estimate] | None]  # total -> (mean, min, max)
-    gap: dict[str, tuple[Estimate, Estimate, Estimate] | None]
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def healthy(self) -> list[SeedResult]:
-        """The seeds that did not diverge."""
-        return [s for s in self.seeds if not s.run.diverged]
-
-    def flops(self, total: str = "head") -> float:
-        h = self.healthy
-        return float(np.mean([s.flops[total] for s in h])) if h else math.nan
-
-    def loss(self) -> tuple[float, float, float] | None:
-        """Mean, min and max final validation loss (nats/token) of the seeds that did not diverge."""
-        h = [s.loss for s in self.healthy]
-        return (float(np.mean(h)), min(h), max(h)) if h else None
-
-
-def judge_seed(run: Run, frontier: Frontier) -> SeedResult:
-    """r and the gap of one run under both totals (None for a diverged run)."""
-    flops = {t: run.total(t) for t in TOTALS}
-    if run.diverged:
-        return SeedResult(run, flops, math.nan, dict.fromkeys(TOTALS), dict.fromkeys(TOTALS))
-    loss = run.final_val_loss
-    r = {t: ratio(flops[t], frontier.flops_for(loss, t)) for t in TOTALS}
-    g = {t: gap(loss, frontier.loss_at(flops[t], t)) for t in TOTALS}
-    return SeedResult(run, flops, loss, r, g)
-
-
-def judge_config(config: Configuration, frontier: Frontier) -> MethodResult:
-    """Every finished run of ``config`` against ``frontier`` (an unfinished one is left out with
-    a warning); warns when a run trains other data, another model or another number of tokens
-    per step than the frontier's runs."""
-    # a run still going (or killed) has no final loss yet: left out, said in a warning
-    unfinished = [(r, why) for r in config.runs if not r.diverged and (why := r.incomplete())]
-    left_out = {id(r) for r, _ in unfinished}
-    seeds = [judge_seed(r, frontier) for r in config.runs if id(r) not in left_out]
-    h = [s for s in seeds if not s.run.diverged]
-    res = MethodResult(
-        config,
-        frontier,
-        seeds,
-        {t: aggregate([s.r[t] for s in h]) if h else None for t in TOTALS},
-        {t: aggregate([s.gap[t] for s in h]) if h else None for t in TOTALS},
-    )
-    for r, why in unfinished:
-        res.warnings.append(f"`{config.label}`: seed {r.seed} left out, {why}")
-    ref = frontier.budgets[0].best[0]
-    for part, diff in setting_differences(config.runs[0], ref).items():
-        verb = "differ" if part == "tokens per step" else "differs"
-        res.warnings.append(
-            f"`{config.label}`: {part} {verb} from `{frontier.label}`: " + ", ".join(diff)
-        )
-    return res
-
-
 @dataclass
 class Judgement:
     """The frontiers and every configuration judged against each of them."""

@@ -9,7 +9,7 @@ import numpy as np
 
 
 def by_seed(runs: Sequence) -> dict:
-    """``runs`` (:class:`mltrain.analysis.runs.Run`) by ``train.seed``, in order of first
+    """``runs`` (:class:`mltrain.analysis.judging.runs.Run`) by ``train.seed``, in order of first
     appearance."""
     out: dict = {}
     for r in runs:

@@ -1,9 +1,9 @@
-"""The tables of ``mltrain-compare``'s text outputs (:mod:`mltrain.analysis.report`), each a list
+"""The tables of ``mltrain-compare``'s text outputs (:mod:`mltrain.analysis.reports.report`), each a list
 of lines: the summary's wide markdown table (``summary.md``) and compact plain-text table (the
 terminal), one line per configuration; and the judge's section of ``summary.md``: each method
 against the tuned frontier (r and the gap at equal FLOPs), per seed, and each frontier's budgets.
-Numbers come from a :class:`mltrain.analysis.summary.Summary` and a
-:class:`mltrain.analysis.frontier.Judgement`; FLOPs are counts, losses nats/token.
+Numbers come from a :class:`mltrain.analysis.reports.summary.Summary` and a
+:class:`mltrain.analysis.judging.frontier.Judgement`; FLOPs are counts, losses nats/token.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import math
 
 import numpy as np
 
-from mltrain.analysis.curves import fmt_flops
-from mltrain.analysis.headline import agg_text
-from mltrain.analysis.runs import TOTALS
-from mltrain.analysis.seeds import by_seed
+from mltrain.analysis.judging.curves import fmt_flops
+from mltrain.analysis.judging.runs import TOTALS
+from mltrain.analysis.judging.seeds import by_seed
+from mltrain.analysis.reports.headline import agg_text
 
 TOTAL_NAMES = {"head": "with head", "nonembed": "non-embed"}
 SHORT = {"single_level/same_steps": "same fine steps", "single_level/same_flops": "same FLOPs"}
@@ -71,7 +71,8 @@ def ref_short(c, refs) -> str:
     return short if short and sum(r.role == c.role for r in refs) == 1 else c.label
 
 
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines: ``head`` and one line per row of cells."""
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
         "| " + " | ".join(r) + " |" for r in rows
     ]
@@ -103,7 +104,7 @@ def wide_table(summary) -> list[str]:
         cells += [_ratio(row, s, t) for s in summary.singles for t in TOTALS]
         cells += [_loss(row.at_budget, len(healthy)) if healthy else "n/a", "; ".join(row.notes)]
         rows.append(cells)
-    return _table(head, rows)
+    return markdown_table(head, rows)
 
 
 def compact_table(summary) -> list[str]:
@@ -126,7 +127,7 @@ def compact_table(summary) -> list[str]:
 # --------------------------------------------------------------------------- the frontier
 def agg_cell(res, what: str, total: str, spec: str) -> str:
     """A judge table's cell: ``what`` (``r`` or ``gap``) of a method under ``total``, mean and
-    min–max over its seeds that did not diverge (:func:`mltrain.analysis.headline.agg_text`)."""
+    min–max over its seeds that did not diverge (:func:`mltrain.analysis.reports.headline.agg_text`)."""
     agg = getattr(res, what)[total]
     return agg_text(agg, [getattr(s, what)[total] for s in res.healthy], spec)
 
@@ -153,7 +154,7 @@ def judge_table(j) -> list[str]:
         n = c.seeds
         if not res.healthy:
             rows.append(
-                [c.label, res.frontier.label, "n/a", "", c.diverged_text(), "", "", "", "", str(n)]
+                [c.label, res.judge.label, "n/a", "", c.diverged_text(), "", "", "", "", str(n)]
             )
             continue
         loss = res.loss()
@@ -161,7 +162,7 @@ def judge_table(j) -> list[str]:
         rows.append(
             [
                 c.label,
-                res.frontier.label,
+                res.judge.label,
                 fmt_flops(res.flops()),
                 _tokens(res),
                 _loss(loss, len(res.healthy)),
@@ -172,7 +173,7 @@ def judge_table(j) -> list[str]:
                 seeds,
             ]
         )
-    return _table(head, rows)
+    return markdown_table(head, rows)
 
 
 def _tokens(res) -> str:
@@ -225,7 +226,7 @@ def per_seed_table(j) -> list[str]:
                 + [s.r[t].fmt(".3f") for t in TOTALS]
                 + [s.gap[t].fmt("+.3f") for t in TOTALS]
             )
-    return _table(head, rows)
+    return markdown_table(head, rows)
 
 
 def budget_table(f) -> list[str]:
@@ -254,7 +255,7 @@ def budget_table(f) -> list[str]:
                 f"{env:.4f}",
             ]
         )
-    return _table(head, rows)
+    return markdown_table(head, rows)
 
 
 def judge_markdown(j) -> list[str]:

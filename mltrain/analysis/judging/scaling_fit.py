@@ -1,5 +1,5 @@
 """An optional parametric fit beside the measured envelope, clearly labelled as such: never used
-to compute r (the envelope, :mod:`mltrain.analysis.envelope`, is measured; this is a model).
+to compute r (the envelope, :mod:`mltrain.analysis.judging.envelope`, is measured; this is a model).
 
     L(N, D) = E + A / N^α + B / D^β        (Hoffmann et al. 2022, approach 3)
 
@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from mltrain.analysis.judging.sizes import tokens_of
 
 HUBER_DELTA = 1e-3
 # the paper's grid of initial values (coarser in a, b)
@@ -153,4 +155,33 @@ def fit_lines(points: Sequence[tuple[float, float, float]], budgets: Sequence[fl
             ns = interval([b.optimal(c)[0] for b in boots])
             text += f" (N* {ns[0]:.3g} to {ns[1]:.3g})"
         lines.append(text)
+    return lines
+
+
+# --------------------------------------------------------------------------- the envelope's fit
+def fit_points(env, which: str = "total") -> list[tuple[float, float, float]]:
+    """(N, D, L) of every size's best point per budget for :func:`fit`:
+    parameters (``total`` or ``nonembed``), mean tokens and mean final loss of its best runs."""
+    out = []
+    for s in env.sizes:
+        if s.params is None:
+            continue
+        for b in s.frontier.budgets:
+            tokens = float(np.mean([tokens_of(r) for r in b.best]))
+            if math.isfinite(tokens) and tokens > 0:
+                out.append((s.params.get(which), tokens, b.loss))
+    return out
+
+
+def envelope_fit_lines(ej, which: str = "total") -> list[str]:
+    """The parametric fit's lines per envelope (:func:`fit_lines`), or why
+    there is none."""
+    lines = []
+    for env in ej.envelopes:
+        pts = fit_points(env, which)
+        try:
+            got = fit.fit_lines(pts, [c.budget for c in env.choices], which)
+            lines += [f"{env.label}, {got[0]}", *got[1:]]
+        except ValueError as e:
+            lines.append(f"{env.label}: no parametric fit: {e}")
     return lines

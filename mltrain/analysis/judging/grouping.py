@@ -1,5 +1,5 @@
 """Configurations of ``mltrain-compare``: runs grouped by what they train (:func:`identity`:
-the config without seed and run-dir-like keys, :data:`mltrain.analysis.runs.IGNORED`, and the role),
+the config without seed and run-dir-like keys, :data:`mltrain.analysis.judging.runs.IGNORED`, and the role),
 named for readers by role (``single-level, same fine steps``, ``single-level, same FLOPs``,
 ``multilevel even_odd δ=0.25 m=20 w=5``) plus the keys that differ (``optimizer=adamw``), and
 the settings that make two runs train different data or models (:func:`setting_differences`).
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mltrain.analysis.curves import fmt_flops
-from mltrain.analysis.runs import (
+from mltrain.analysis.judging.curves import fmt_flops
+from mltrain.analysis.judging.runs import (
     LABEL_KEYS,
     Run,
     _ignored,
@@ -26,7 +26,7 @@ from mltrain.analysis.runs import (
     derive_role,
     is_single_level,
 )
-from mltrain.analysis.seeds import by_seed
+from mltrain.analysis.judging.seeds import by_seed
 from mltrain.config import unread
 from mltrain.config.scheme import fmt_value
 from mltrain.readback import scheme_of
@@ -38,9 +38,10 @@ ROLE_NAMES = {
     "single_level/same_flops": "single-level, same FLOPs",
     "frontier": "tuned frontier",
 }
-# data.* and model.* keys that do not change what is trained (where tokens are cached, which
-# attention kernel computes the same function); data.batch_size is compared as tokens per step.
-INERT = ("data.cache_dir", "model.attention", "data.batch_size")
+# data.* and model.* keys that setting_differences leaves out beyond the schema's inert ones
+# (IGNORED, e.g. data.cache_dir): the attention kernel (each computes the same function) and
+# data.batch_size (compared as tokens per step).
+SAME_TRAINING = ("model.attention", "data.batch_size")
 
 
 def _unread(key: str, flat: dict) -> bool:
@@ -84,12 +85,12 @@ class Configuration:
 
     @property
     def role(self) -> str:
-        """The role of its runs (:attr:`mltrain.analysis.runs.Run.role`)."""
+        """The role of its runs (:attr:`mltrain.analysis.judging.runs.Run.role`)."""
         return self.runs[0].role
 
     @property
     def single_level(self) -> bool:
-        """No coarsening that runs (:func:`mltrain.analysis.runs.is_single_level`)."""
+        """No coarsening that runs (:func:`mltrain.analysis.judging.runs.is_single_level`)."""
         return is_single_level(self.flat)
 
     @property
@@ -211,7 +212,7 @@ def base_label(flat: dict, role: str | None = None, levels: dict | None = None) 
     return role if is_single_level(flat) else f"{role} {coarse}"
 
 
-def _order(c: Configuration) -> int:
+def _config_order(c: Configuration) -> int:
     return {"single_level/same_steps": 0, "single_level/same_flops": 1}.get(
         c.role, 2 if c.single_level else 3
     )
@@ -229,7 +230,7 @@ def group_configurations(runs: list[Run]) -> list[Configuration]:
     configs = list(by_id.values())
     for c in configs:
         c.runs.sort(key=lambda r: (str(r.seed), r.name))
-    configs.sort(key=_order)  # stable
+    configs.sort(key=_config_order)  # stable
     budgets = {configured_budget(c.flat) for c in configs if c.same_flops}
     suffixes = label_suffixes([c.flat for c in configs])
     for c, suffix in zip(configs, suffixes):
@@ -262,11 +263,17 @@ def tokens_per_step(run: Run) -> float:
 def setting_differences(a: Run, b: Run) -> dict[str, list[str]]:
     """What makes ``a`` train on different data or a different model than ``b``, by part:
     ``{"model": ["model.n_layer=6"], "data": [...], "tokens per step": ["4096 vs 2048"]}``
-    (``model.*`` and ``data.*`` keys except :data:`INERT`, values of ``a``; tokens per step by
+    (``model.*`` and ``data.*`` keys except :data:`IGNORED` and :data:`SAME_TRAINING`, values
+    of ``a``; tokens per step by
     :func:`tokens_per_step`); parts without differences are left out."""
     out: dict[str, list[str]] = {}
     for k in sorted(set(a.flat) | set(b.flat)):
-        if k.startswith(("data.", "model.")) and k not in INERT and a.flat.get(k) != b.flat.get(k):
+        if (
+            k.startswith(("data.", "model."))
+            and not _ignored(k)
+            and k not in SAME_TRAINING
+            and a.flat.get(k) != b.flat.get(k)
+        ):
             out.setdefault(k.split(".", 1)[0], []).append(f"{k}={fmt_value(a.flat.get(k))}")
     ta, tb = tokens_per_step(a), tokens_per_step(b)
     if ta != tb and not (math.isnan(ta) and math.isnan(tb)):

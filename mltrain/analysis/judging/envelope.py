@@ -8,12 +8,12 @@ Hoffmann et al. 2022). Definitions (FLOPs C are counts of training FLOPs, losses
 validation losses in nats/token, under each FLOP total, ``head`` and ``nonembed``, separately):
 
 - A *family*: frontier runs that agree in everything (data, tokenizer, sequence length, tokens
-  per step, optimizer...) except the model size (:data:`mltrain.analysis.sizes.SIZE_KEYS`), the
+  per step, optimizer...) except the model size (:data:`mltrain.analysis.judging.sizes.SIZE_KEYS`), the
   budget, the learning rate, the schedule and the seed. Each size has its tuned frontier
-  L*_N(C) (:func:`mltrain.analysis.frontier.build_frontier`: best schedule and learning rate per
+  L*_N(C) (:func:`mltrain.analysis.judging.frontier.build_frontier`: best schedule and learning rate per
   budget, seeds averaged, monotone, linear in log C).
 - The envelope's points: the FLOPs of every size's budgets, those within 1 % merged
-  (:data:`mltrain.analysis.budgets.BUDGET_TOLERANCE`); at each, the lowest L*_N over the sizes
+  (:data:`mltrain.analysis.judging.budgets.BUDGET_TOLERANCE`); at each, the lowest L*_N over the sizes
   whose measured range holds it exactly (interpolated within a size's range, never
   extrapolated), and the size that gives it (the *best size*). L*_env is those losses made
   monotone (running minimum) and linear in log C between points; C*_env(L) its inverse.
@@ -21,7 +21,7 @@ validation losses in nats/token, under each FLOP total, ``head`` and ``nonembed`
   envelope never flatters a method.
 - ``r_env = C / C*_env(L)`` and the gap ``L − L*_env(C)``; ``r_same`` the same against the
   frontier of the method's own final architecture (today's r). Outside the envelope's range
-  both are bounds (:class:`~mltrain.analysis.curves.Estimate`), never extrapolations.
+  both are bounds (:class:`~mltrain.analysis.judging.curves.Bounded`), never extrapolations.
 """
 
 from __future__ import annotations
@@ -32,19 +32,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mltrain.analysis.budgets import BUDGET_TOLERANCE
-from mltrain.analysis.curves import Estimate, fmt_flops
-from mltrain.analysis.frontier import (
-    Frontier,
-    MethodResult,
-    envelope,
-    frontier_flops,
-    frontier_loss,
-    judge_config,
-)
-from mltrain.analysis.grouping import Configuration, identity
-from mltrain.analysis.runs import TOTALS
-from mltrain.analysis.sizes import (
+from mltrain.analysis.judging.budgets import BUDGET_TOLERANCE
+from mltrain.analysis.judging.curves import Bounded, fmt_flops
+from mltrain.analysis.judging.frontier import Frontier, frontier_flops, frontier_loss, monotone
+from mltrain.analysis.judging.grouping import Configuration, identity, setting_differences
+from mltrain.analysis.judging.judge import MethodResult, judge_config, r_env, r_same
+from mltrain.analysis.judging.runs import TOTALS, Run
+from mltrain.analysis.judging.sizes import (
     SIZE_KEYS,
     Params,
     run_params,
@@ -98,7 +92,8 @@ class BudgetChoice:
 
 @dataclass
 class Envelope:
-    """L*_env(C) over the sizes of one family (see the module docstring)."""
+    """L*_env(C) over the sizes of one family (see the module docstring); a
+    :class:`mltrain.analysis.judging.judge.Judge`."""
 
     label: str
     sizes: list[Size]  # sorted by total parameters (by blocks × width² when unknown)
@@ -115,12 +110,12 @@ class Envelope:
         """The points' monotone losses (nats/token) under ``total``."""
         return np.asarray([p.loss for p in self.points[total]], dtype=float)
 
-    def loss_at(self, c: float, total: str = "head") -> Estimate:
-        """L*_env(c) (:func:`mltrain.analysis.frontier.frontier_loss`)."""
+    def loss_at(self, c: float, total: str = "head") -> Bounded:
+        """L*_env(c) (:func:`mltrain.analysis.judging.frontier.frontier_loss`)."""
         return frontier_loss(c, self.flops(total), self.losses(total))
 
-    def flops_for(self, loss: float, total: str = "head") -> Estimate:
-        """C*_env(loss) (:func:`mltrain.analysis.frontier.frontier_flops`)."""
+    def flops_for(self, loss: float, total: str = "head") -> Bounded:
+        """C*_env(loss) (:func:`mltrain.analysis.judging.frontier.frontier_flops`)."""
         return frontier_flops(loss, self.flops(total), self.losses(total))
 
     def size_of(self, flat: dict) -> Size | None:
@@ -133,13 +128,20 @@ class Envelope:
         best = min(self.choices, key=lambda b: abs(math.log(c / b.budget)))
         return best, abs(c / best.budget - 1) <= BUDGET_TOLERANCE
 
-    # a frontier's interface, so that mltrain.analysis.frontier.judge_config judges against it
-    @property
-    def budgets(self):
-        return self.sizes[0].frontier.budgets
+    def bounds(self, total: str = "head") -> tuple[float, float]:
+        """The FLOPs (counts) of its first and last point under ``total``."""
+        f = self.flops(total)
+        return float(f[0]), float(f[-1])
+
+    def differences(self, run: Run) -> dict[str, list[str]]:
+        """Where ``run`` trains other data or another number of tokens per step than the
+        family's runs (:func:`setting_differences` against its smallest size); the model is
+        left out, since the family's sizes differ in it."""
+        diff = setting_differences(run, self.sizes[0].ref)
+        return {part: keys for part, keys in diff.items() if part != "model"}
 
 
-def _order(s: Size) -> float:
+def _size_order(s: Size) -> float:
     if s.params is not None:
         return s.params.total
     n, d, _ = s.key
@@ -174,10 +176,10 @@ def envelope_points(sizes: Sequence[Size], total: str) -> list[Point]:
         for s in sizes:
             if s.label not in at and (est := s.frontier.loss_at(x0, total)).is_exact:
                 at[s.label] = (est.lo, s, x0)
-        label = min(at, key=lambda k: (at[k][0], _order(at[k][1])))
+        label = min(at, key=lambda k: (at[k][0], _size_order(at[k][1])))
         loss, best, x = at[label]
         raw.append((x, loss, best, {k: v for k, (v, _, _) in at.items()}))
-    env = envelope([r[1] for r in raw])
+    env = monotone([r[1] for r in raw])
     return [Point(x, lo, e, s, o) for (x, lo, s, o), e in zip(raw, env)]
 
 
@@ -206,7 +208,7 @@ def build_envelope(frontiers: Sequence[Frontier], label: str = "envelope") -> En
     for f in frontiers:
         ref = f.budgets[0].best[0]
         sizes.append(Size(f, size_key(ref.flat), size_label(ref.flat), run_params(ref)))
-    sizes.sort(key=_order)
+    sizes.sort(key=_size_order)
     points = {t: envelope_points(sizes, t) for t in TOTALS}
     env = Envelope(label, sizes, points, _choices(sizes, points["head"]))
     for s in sizes:
@@ -250,7 +252,7 @@ def beyond_command(sizes: Sequence[Size], choice: BudgetChoice, edge: str) -> st
     """The command that adds the size beyond the grid's ``edge`` (:func:`next_size`) at the
     budget ``choice``: the edge size's best run there with the new size, at every learning rate
     that size tried there; None when there is no such size or run."""
-    from mltrain.analysis.budgets import rerun_command
+    from mltrain.analysis.judging.budgets import rerun_command
 
     size = sizes[0] if edge == "smallest" else sizes[-1]
     new = next_size(sizes, edge)
@@ -268,7 +270,7 @@ def beyond_command(sizes: Sequence[Size], choice: BudgetChoice, edge: str) -> st
 def family_of(f: Frontier) -> tuple:
     """What the sizes of one family share: a frontier's settings without the size keys (and
     without budget, learning rate, schedule and seed, which a frontier already varies)."""
-    from mltrain.analysis.frontier import FAMILY_FREE, TUNED_PREFIXES
+    from mltrain.analysis.judging.frontier import FAMILY_FREE, TUNED_PREFIXES
 
     flat = f.budgets[0].best[0].flat
     drop = (*FAMILY_FREE, *SIZE_KEYS)
@@ -303,10 +305,9 @@ class EnvelopeResult:
 def judge_envelope(env: Envelope, config: Configuration) -> EnvelopeResult:
     """r_env and the gap against ``env`` (per seed, mean/min/max over seeds, both FLOP totals),
     and r_same against the frontier of the configuration's own final architecture."""
-    res = judge_config(config, env)
-    res.warnings = [w for w in res.warnings if ": model differs from" not in w]
+    res = judge_config(config, env, r_env)
     size = env.size_of(config.runs[0].flat)
-    same = judge_config(config, size.frontier) if size is not None else None
+    same = judge_config(config, size.frontier, r_same) if size is not None else None
     return EnvelopeResult(config, env, res, same, run_params(config.runs[0]))
 
 
@@ -345,47 +346,3 @@ def judge_sizes(frontiers: Sequence[Frontier], configs: Sequence[Configuration])
     if not envs:
         return None
     return EnvelopeJudgement(envs, [judge_envelope(e, c) for e in envs for c in configs])
-
-
-def write_outputs(ej: EnvelopeJudgement, out, dpi: int = 110) -> list:
-    """Write ``isoflop.png``, ``envelope.png`` and ``envelope.csv`` into ``out``; their paths."""
-    from pathlib import Path
-
-    from mltrain.analysis import envelope_report, isoflop_plot
-
-    out = Path(out)
-    files = [out / "isoflop.png", out / "envelope.png", out / "envelope.csv"]
-    isoflop_plot.plot_isoflop(ej).savefig(files[0], dpi=dpi)
-    isoflop_plot.plot_envelope(ej).savefig(files[1], dpi=dpi)
-    envelope_report.write_csv(ej, files[2])
-    return files
-
-
-def fit_points(env: Envelope, which: str = "total") -> list[tuple[float, float, float]]:
-    """(N, D, L) of every size's best point per budget for :mod:`mltrain.analysis.fit`:
-    parameters (``total`` or ``nonembed``), mean tokens and mean final loss of its best runs."""
-    out = []
-    for s in env.sizes:
-        if s.params is None:
-            continue
-        for b in s.frontier.budgets:
-            tokens = float(np.mean([tokens_of(r) for r in b.best]))
-            if math.isfinite(tokens) and tokens > 0:
-                out.append((s.params.get(which), tokens, b.loss))
-    return out
-
-
-def fit_lines(ej: EnvelopeJudgement, which: str = "total") -> list[str]:
-    """The parametric fit's lines per envelope (:func:`mltrain.analysis.fit.fit_lines`), or why
-    there is none."""
-    from mltrain.analysis import fit
-
-    lines = []
-    for env in ej.envelopes:
-        pts = fit_points(env, which)
-        try:
-            got = fit.fit_lines(pts, [c.budget for c in env.choices], which)
-            lines += [f"{env.label}, {got[0]}", *got[1:]]
-        except ValueError as e:
-            lines.append(f"{env.label}: no parametric fit: {e}")
-    return lines

@@ -16,10 +16,10 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from mltrain.analysis.budgets import budget_of, lr_of
-from mltrain.analysis.plot_axes import robust_ylim, set_flop_axis
-from mltrain.analysis.plots import aggregate
-from mltrain.analysis.runs import TOTALS
+from mltrain.analysis.figures.plot_axes import robust_ylim, set_flop_axis
+from mltrain.analysis.figures.plots import seed_band
+from mltrain.analysis.judging.budgets import frontier_budget, lr_of
+from mltrain.analysis.judging.runs import TOTALS
 
 TITLES = {"head": "training FLOPs (with head)", "nonembed": "training FLOPs (non-embedding)"}
 MAX_DISCRETE = 8  # up to this many learning rates: one colour each and a legend
@@ -41,7 +41,7 @@ def plot_frontier(judgement, colors: dict | None = None) -> Figure:
     """One row per frontier, one column per FLOP total.
 
     Args:
-        judgement: a :class:`mltrain.analysis.frontier.Judgement`.
+        judgement: a :class:`mltrain.analysis.judging.frontier.Judgement`.
         colors: configuration label -> matplotlib colour (default C0, C1, ... in order).
     """
     frontiers = judgement.frontiers
@@ -51,7 +51,7 @@ def plot_frontier(judgement, colors: dict | None = None) -> Figure:
     colors = colors or {lab: f"C{i % 10}" for i, lab in enumerate(labels)}
     for fi, f in enumerate(frontiers):
         lr_color, norm = lr_colors([lr_of(r) for r in f.runs])
-        results = [res for res in judgement.results if res.frontier is f]
+        results = [res for res in judgement.results if res.judge is f]
         ok = [r for r in f.runs if not r.diverged]
         bad = [r for r in f.runs if r.diverged]
         finals = [r.final_val_loss for r in ok]
@@ -75,7 +75,7 @@ def plot_frontier(judgement, colors: dict | None = None) -> Figure:
             share = f.budgets[0].flops(total) / f.budgets[0].flops("head")
             for r in bad:  # at its budget (it stopped early), on the top edge
                 ax.scatter(
-                    [budget_of(r) * share],
+                    [frontier_budget(r) * share],
                     [yhi],
                     color=lr_color[lr_of(r)],
                     marker="x",
@@ -95,13 +95,13 @@ def plot_frontier(judgement, colors: dict | None = None) -> Figure:
                 linewidths=1.4,
                 zorder=4,
             )
-            xs = list(cs) + [r.total(total) for r in ok] + [budget_of(r) * share for r in bad]
+            xs = list(cs) + [r.total(total) for r in ok] + [frontier_budget(r) * share for r in bad]
             for res in results:
                 color = colors.get(res.config.label, "C0")
                 curves = [(r.val.x(total), r.val.loss) for r in res.config.healthy]
                 curves = [(x[x > 0], y[x > 0]) for x, y in curves if (x > 0).any()]
                 if curves:
-                    gx, mean, _, _ = aggregate(curves)
+                    gx, mean, _, _ = seed_band(curves)
                     ax.plot(gx, mean, "-", color=color, lw=1.2, alpha=0.8, zorder=3)
                 loss = res.loss()
                 if loss is None:
@@ -184,7 +184,7 @@ def plot_frontier(judgement, colors: dict | None = None) -> Figure:
             )
         )
     for res in judgement.results:
-        if res.frontier is not frontiers[0]:
+        if res.judge is not frontiers[0]:
             continue
         c = res.config
         seeds = len(res.healthy)

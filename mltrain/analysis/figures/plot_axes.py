@@ -1,5 +1,5 @@
-"""Axis helpers of ``mltrain-compare``'s figures (:mod:`mltrain.analysis.plots`,
-:mod:`mltrain.analysis.frontier_plot`, :mod:`mltrain.analysis.isoflop_plot`): log-FLOPs x-axes
+"""Axis helpers of ``mltrain-compare``'s figures (:mod:`mltrain.analysis.figures.plots`,
+:mod:`mltrain.analysis.figures.frontier_plot`, :mod:`mltrain.analysis.figures.isoflop_plot`): log-FLOPs x-axes
 with labelled ticks (``1.2e13``), y-limits that a single spike does not set (:func:`spikes`,
 :func:`robust_ylim`), and the y-range with diverged runs (:func:`diverged_ylim`), with the
 markers at the top edge for points above it (:func:`mark_spikes`, :func:`mark_diverged_end`).
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from mltrain.analysis.curves import fmt_flops
+from mltrain.analysis.judging.curves import fmt_flops
 
 SPIKE = "_spike"  # label of the markers of points above the y-range
 

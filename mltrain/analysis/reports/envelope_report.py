@@ -1,4 +1,4 @@
-"""The text outputs of the judge over model sizes (:mod:`mltrain.analysis.envelope`): the
+"""The text outputs of the judge over model sizes (:mod:`mltrain.analysis.judging.envelope`): the
 ``summary.md`` section, the terminal's lines and ``envelope.csv`` (one row per judged seed).
 FLOPs are counts, losses nats/token, parameters counts of scalars.
 """
@@ -9,10 +9,11 @@ import csv
 import math
 from pathlib import Path
 
-from mltrain.analysis.curves import fmt_flops
-from mltrain.analysis.headline import agg_text
-from mltrain.analysis.runs import TOTALS
-from mltrain.analysis.sizes import size_label
+from mltrain.analysis.judging.curves import fmt_flops
+from mltrain.analysis.judging.runs import TOTALS
+from mltrain.analysis.judging.sizes import size_label
+from mltrain.analysis.reports.headline import agg_text
+from mltrain.analysis.reports.tables import markdown_table
 
 
 def _agg(res, what: str, total: str, spec: str) -> str:
@@ -56,13 +57,7 @@ def budget_rows(env) -> list[list[str]]:
     return rows
 
 
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
-        "| " + " | ".join(r) + " |" for r in rows
-    ]
-
-
-def markdown(ej) -> list[str]:
+def envelope_markdown(ej) -> list[str]:
     """The ``summary.md`` section: definitions, the method table, per seed, per budget, warnings."""
     lines = [
         "## Against the compute-optimal envelope (model sizes)",
@@ -103,7 +98,7 @@ def markdown(ej) -> list[str]:
                 str(c.seeds),
             ]
         )
-    lines += _table(head, rows) + ["", "Per seed:", ""]
+    lines += markdown_table(head, rows) + ["", "Per seed:", ""]
     head = ["configuration", "seed", "run", "final val loss", "r_same (with head)"]
     head += ["r_env (with head)", "r_env (non-embed)", "gap (with head)"]
     rows = []
@@ -123,19 +118,19 @@ def markdown(ej) -> list[str]:
                     s.gap["head"].fmt("+.3f"),
                 ]
             )
-    lines += _table(head, rows)
+    lines += markdown_table(head, rows)
     for env in ej.envelopes:
         lines += ["", f"### {env.label}: the best size per budget", ""]
         head = ["budget", "L*_N per size", "best size", "L*_env", "parameters (total / non-embed)"]
         head += ["tokens", "tokens per parameter (total / non-embed)"]
-        lines += _table(head, budget_rows(env))
+        lines += markdown_table(head, budget_rows(env))
     warns = ej.all_warnings()
     if warns:
         lines += ["", "### Warnings (model sizes)", "", *(f"- {w}" for w in warns)]
     return lines
 
 
-def terminal(ej) -> list[str]:
+def envelope_terminal(ej) -> list[str]:
     """The terminal's lines: per envelope the best size per budget, then r_same and r_env."""
     lines = []
     for env in ej.envelopes:
@@ -172,7 +167,7 @@ def terminal(ej) -> list[str]:
     return lines
 
 
-def write_csv(ej, path: Path) -> None:
+def write_envelope_csv(ej, path: Path) -> None:
     """One row per judged seed: FLOPs, loss, r_same, r_env and the gap to the envelope under
     both totals (a bound has ``<`` or ``>`` in its ``_kind`` column), the final model's
     parameters and its multiple of the best size at its budget."""

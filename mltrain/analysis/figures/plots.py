@@ -15,7 +15,7 @@ Every axis's x-limits are set from the plotted data, so every plotted x lies ins
 points with FLOPs <= 0 cannot sit on a log axis and are left off. The evaluation before
 training (step 0, 0 FLOPs by construction) is drawn on the linear axes only, silently; any
 other such point is left off with a warning naming the run. The axis, y-range and marker
-helpers are in :mod:`mltrain.analysis.plot_axes`.
+helpers are in :mod:`mltrain.analysis.figures.plot_axes`.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from mltrain.analysis.curves import flops_to_target
-from mltrain.analysis.plot_axes import (
+from mltrain.analysis.figures.plot_axes import (
     diverged_ylim,
     mark_diverged_end,
     mark_spikes,
     set_flop_axis,
 )
+from mltrain.analysis.judging.curves import flops_to_target
 
 # (Series attribute, axis label, log scale)
 COLUMNS = (
@@ -75,7 +75,7 @@ def _strict(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[keep], y[keep]
 
 
-def aggregate(curves: Sequence[tuple[np.ndarray, np.ndarray]]):
+def seed_band(curves: Sequence[tuple[np.ndarray, np.ndarray]]):
     """Seeds of one configuration on a common x grid (the union of their x values):
     returns ``(x, mean, min, max)``, each over the seeds whose x range covers that point
     (a seed that stopped early drops out where its curve ends)."""
@@ -169,11 +169,11 @@ def plot_losses(configs, summary=None) -> Figure:
     configuration, the mean over seeds as a line and the min-max band around it.
 
     Args:
-        configs: :class:`mltrain.analysis.grouping.Configuration` list, in table order.
-        summary: the :class:`mltrain.analysis.summary.Summary` of ``configs``; with it, the target line,
+        configs: :class:`mltrain.analysis.judging.grouping.Configuration` list, in table order.
+        summary: the :class:`mltrain.analysis.reports.summary.Summary` of ``configs``; with it, the target line,
             a marker where each curve first reaches it and the FLOP ratio to the baseline.
     """
-    from mltrain.analysis.runs import warn
+    from mltrain.analysis.judging.runs import warn
 
     fig = Figure(figsize=(22, 10), layout="constrained")
     axes = fig.subplots(len(ROWS), len(COLUMNS), squeeze=False)
@@ -228,7 +228,7 @@ def plot_losses(configs, summary=None) -> Figure:
                             curves.append((x[keep], y[keep]))
                     if not curves:
                         continue
-                    gx, mean, lo, hi = aggregate(curves)
+                    gx, mean, lo, hi = seed_band(curves)
                     marker = "o" if kind == "val" and len(gx) <= 60 else None
                     px, py, cross = break_at_spans(gx, mean, spans)
                     ax.plot(px, py, style, color=color, marker=marker, ms=3, lw=lw)

@@ -8,16 +8,16 @@ terminal and in ``summary.md``, e.g.
     (that run never reached it).
 
 A curve that never reaches the target gives a bound ("< 0.70×", "> 1.3×"), never "n/a"
-(:func:`mltrain.analysis.curves.ratio_to_target`). Against the tuned frontier (:mod:`mltrain.analysis.frontier`):
+(:func:`mltrain.analysis.judging.curves.ratio_to_target`). Against the tuned frontier (:mod:`mltrain.analysis.judging.frontier`):
 r = C / C*(L) and the gap at equal FLOPs, with bounds outside the frontier's range.
 Units: FLOPs are counts, losses nats/token.
 """
 
 from __future__ import annotations
 
-from mltrain.analysis.curves import Estimate, fmt_flops
-from mltrain.analysis.grouping import Configuration
-from mltrain.analysis.summary import SAME_BUDGET
+from mltrain.analysis.judging.curves import Bounded, fmt_flops
+from mltrain.analysis.judging.grouping import Configuration
+from mltrain.analysis.reports.summary import SAME_BUDGET
 
 
 def seeds_text(n: int) -> str:
@@ -53,12 +53,12 @@ def no_loss_text(c: Configuration) -> str:
     return "; ".join(parts)
 
 
-def times(e: Estimate) -> str:
+def times(e: Bounded) -> str:
     """A ratio as ``0.79×``, ``< 0.70×``, ``> 1.30×``."""
     return e.fmt(".2f") + "×"
 
 
-def _ratio_clause(r: Estimate | None, rn: Estimate | None, whose: str, never: str) -> str:
+def _ratio_clause(r: Bounded | None, rn: Bounded | None, whose: str, never: str) -> str:
     """ "with 0.79× their FLOPs (non-embedding: 0.69×)" and the bounds' reasons."""
     if r is None:
         return "-- neither reached the target"
@@ -72,7 +72,7 @@ def _ratio_clause(r: Estimate | None, rn: Estimate | None, whose: str, never: st
 
 def comparison_sentences(summary) -> list[str]:
     """One or two sentences per configuration compared with the single-level references of a
-    :class:`mltrain.analysis.summary.Summary` (the methods: multilevel and other non-single-level
+    :class:`mltrain.analysis.reports.summary.Summary` (the methods: multilevel and other non-single-level
     configurations; with none, the single-level ones other than the baseline)."""
     if summary is None:
         return []
@@ -187,7 +187,7 @@ def method_sentences(summary, c: Configuration) -> list[str]:
 
 
 # --------------------------------------------------------------------------- the frontier
-def agg_text(agg: tuple[Estimate, Estimate, Estimate] | None, seeds: list, spec: str) -> str:
+def agg_text(agg: tuple[Bounded, Bounded, Bounded] | None, seeds: list, spec: str) -> str:
     """``0.82 (0.78 to 0.86 over 3 seeds)``; with bounds, every seed's value."""
     if agg is None:
         return "n/a (diverged)"
@@ -199,7 +199,7 @@ def agg_text(agg: tuple[Estimate, Estimate, Estimate] | None, seeds: list, spec:
     return f"{mean.fmt(spec)} (seeds: {', '.join(s.fmt(spec) for s in seeds)})"
 
 
-def _gap_text(g: Estimate) -> str:
+def _gap_text(g: Bounded) -> str:
     """The gap L - L*(C) in words: "0.247 nats/token below the frontier", bounds included."""
     k, v = g.kind, g.value
     if k == "=":
@@ -222,22 +222,21 @@ def _gap_text(g: Estimate) -> str:
 
 
 def frontier_sentence(res) -> str:
-    """Two sentences for a :class:`mltrain.analysis.frontier.MethodResult`: r under both totals with
+    """Two sentences for a :class:`mltrain.analysis.judging.judge.MethodResult`: r under both totals with
     what it means (or why it is a bound), then the gap at equal FLOPs."""
-    c, f = res.config, res.frontier
+    c, f = res.config, res.judge  # a Judgement's judges are Frontiers
     if not res.healthy:
         return f"{subject(c)} {c.diverged_text()}: not judged against {f.label}."
     (r, rlo, rhi), (rn, _, _) = res.r["head"], res.r["nonembed"]
     (g, glo, ghi) = res.gap["head"]
     n = len(res.healthy)
     loss = res.loss()[0]
-    budgets = f.budgets
+    budgets, (lo, hi) = f.budgets, f.bounds()
     partial = f" ({c.diverged_text()}; the other seeds)" if c.diverged else ""
     span = (
-        f"one budget, {fmt_flops(budgets[0].flops(), 2)} FLOPs"
+        f"one budget, {fmt_flops(lo, 2)} FLOPs"
         if len(budgets) == 1
-        else f"{len(budgets)} budgets, {fmt_flops(budgets[0].flops(), 2)} to "
-        f"{fmt_flops(budgets[-1].flops(), 2)} FLOPs"
+        else f"{len(budgets)} budgets, {fmt_flops(lo, 2)} to {fmt_flops(hi, 2)} FLOPs"
     )
     text = (
         f"{subject(c)}{partial} against {f.label} ({span}): "
@@ -253,12 +252,12 @@ def frontier_sentence(res) -> str:
     elif r.kind == "<":
         text += (
             f": its loss {loss:.3f} is below the largest budget's {f.envelope[-1]:.3f}, so the "
-            f"frontier would need more than {fmt_flops(budgets[-1].flops(), 2)} FLOPs."
+            f"frontier would need more than {fmt_flops(hi, 2)} FLOPs."
         )
     elif r.kind == ">":
         text += (
             f": its loss {loss:.3f} is above the smallest budget's {f.envelope[0]:.3f}, which "
-            f"the frontier reaches with {fmt_flops(budgets[0].flops(), 2)} FLOPs."
+            f"the frontier reaches with {fmt_flops(lo, 2)} FLOPs."
         )
     else:
         text += ": its seeds fall on both sides of the frontier's range (see the table)."

@@ -1,4 +1,4 @@
-"""The figures of the judge over model sizes (:mod:`mltrain.analysis.envelope`):
+"""The figures of the judge over model sizes (:mod:`mltrain.analysis.judging.envelope`):
 
 - ``isoflop.png``: the IsoFLOP view (Hoffmann et al. 2022, approach 2): final validation loss
   L*_N (nats/token) against model size (parameters, log axis; total and non-embedding in two
@@ -16,9 +16,9 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from mltrain.analysis.curves import fmt_flops
-from mltrain.analysis.plot_axes import set_flop_axis
-from mltrain.analysis.runs import TOTALS
+from mltrain.analysis.figures.plot_axes import set_flop_axis
+from mltrain.analysis.judging.curves import fmt_flops
+from mltrain.analysis.judging.runs import TOTALS
 
 TITLES = {"head": "training FLOPs (with head)", "nonembed": "training FLOPs (non-embedding)"}
 PARAMS = {"total": "parameters (total)", "nonembed": "parameters (non-embedding)"}

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from mltrain.analysis.plots import CROSSING, TARGET
+from mltrain.analysis.figures.plots import CROSSING, TARGET
 
 
 def no_ratio_reason(summary) -> str:
@@ -29,7 +29,7 @@ def plot_flops_ratio(summary) -> Figure | None:
     at least. None (nothing to draw) without a single-level baseline or a common loss range.
 
     Args:
-        summary: a :class:`mltrain.analysis.summary.Summary` (its ``ratio_curves`` and rows).
+        summary: a :class:`mltrain.analysis.reports.summary.Summary` (its ``ratio_curves`` and rows).
     """
     if summary.baseline is None:
         return None

@@ -1,5 +1,5 @@
 """Loss-against-compute curves of ``mltrain-compare``: where a curve reaches a loss, what loss it
-has at a FLOPs budget, seed means, FLOP ratios, and :class:`Estimate`, a number that may only be
+has at a FLOPs budget, seed means, FLOP ratios, and :class:`Bounded`, a number that may only be
 known as a bound (a curve that never reaches a loss gives a bound, never "n/a").
 
 Units: FLOPs are counts of training FLOPs (``perf/flops`` with the head or
@@ -32,26 +32,27 @@ def fmt_flops(x: float, sig: int = 3, trim: bool = False) -> str:
 
 # --------------------------------------------------------------------------- bounded numbers
 @dataclass(frozen=True)
-class Estimate:
-    """A quantity known exactly (``lo == hi``) or only as an interval ``(lo, hi)``, where
-    ``-inf`` / ``inf`` mean unbounded: ``Estimate(-inf, 0.7)`` is "< 0.7",
-    ``Estimate(1.4, inf)`` is "> 1.4". Aggregating over seeds works on the ends
-    (:func:`aggregate`), so a bound stays a bound."""
+class Bounded:
+    """A quantity known exactly (``lo == hi``) or only as an interval ``(lo, hi)`` (a measured
+    value, or a bound where it lies outside what was measured; never a statistical estimate), where
+    ``-inf`` / ``inf`` mean unbounded: ``Bounded(-inf, 0.7)`` is "< 0.7",
+    ``Bounded(1.4, inf)`` is "> 1.4". Aggregating over seeds works on the ends
+    (:func:`over_seeds`), so a bound stays a bound."""
 
     lo: float
     hi: float
 
     @classmethod
-    def exact(cls, v: float) -> Estimate:
+    def exact(cls, v: float) -> Bounded:
         return cls(float(v), float(v))
 
     @classmethod
-    def below(cls, v: float) -> Estimate:
+    def below(cls, v: float) -> Bounded:
         """Less than ``v``."""
         return cls(-math.inf, float(v))
 
     @classmethod
-    def above(cls, v: float) -> Estimate:
+    def above(cls, v: float) -> Bounded:
         """More than ``v``."""
         return cls(float(v), math.inf)
 
@@ -102,18 +103,18 @@ class Estimate:
         return f"{name} = {self.fmt(spec)}" if k in ("=", "?") else f"{name} {self.fmt(spec)}"
 
 
-def aggregate(values: Sequence[Estimate]) -> tuple[Estimate, Estimate, Estimate]:
+def over_seeds(values: Sequence[Bounded]) -> tuple[Bounded, Bounded, Bounded]:
     """Mean, min and max over seeds of per-seed estimates, taken end by end: the mean of
     values that are all exact is their mean; "< b" mixed with exact values gives "< mean of the
     upper ends"; "< b" mixed with "> a" gives a mean that is unbounded both ways."""
     lo = np.asarray([v.lo for v in values], dtype=float)
     hi = np.asarray([v.hi for v in values], dtype=float)
     with np.errstate(invalid="ignore"):  # inf - inf never happens: ends are summed by side
-        mean = Estimate(float(np.mean(lo)), float(np.mean(hi)))
+        mean = Bounded(float(np.mean(lo)), float(np.mean(hi)))
     return (
         mean,
-        Estimate(float(lo.min()), float(hi.min())),
-        Estimate(float(lo.max()), float(hi.max())),
+        Bounded(float(lo.min()), float(hi.min())),
+        Bounded(float(lo.max()), float(hi.max())),
     )
 
 
@@ -195,8 +196,8 @@ def curve_end(curves: Sequence[Curve]) -> float:
 
 def ratio_to_target(
     mine: float | None, my_end: float, ref: float | None, ref_end: float
-) -> Estimate | None:
-    """FLOPs to reach a target over a reference's FLOPs to reach it, as an :class:`Estimate`.
+) -> Bounded | None:
+    """FLOPs to reach a target over a reference's FLOPs to reach it, as an :class:`Bounded`.
 
     Args:
         mine, ref: FLOPs at which each (seed-mean) curve reaches the target, None if never.
@@ -211,11 +212,11 @@ def ratio_to_target(
     if ref is not None and ref <= 0:
         return None
     if mine is not None and ref is not None:
-        return Estimate.exact(mine / ref)
+        return Bounded.exact(mine / ref)
     if mine is not None and ref_end > 0:
-        return Estimate.below(mine / ref_end)
+        return Bounded.below(mine / ref_end)
     if ref is not None and math.isfinite(my_end):
-        return Estimate.above(my_end / ref)
+        return Bounded.above(my_end / ref)
     return None
 
 
