@@ -14,8 +14,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("third_pick", ROOT / "scripts" / "third_pick.py")
 third_pick = importlib.util.module_from_spec(_spec)
