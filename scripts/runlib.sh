@@ -19,8 +19,15 @@ run() {  # run NAME OVERRIDES...: one resumable run into $OUT/NAME, its log in $
   local name=$1; shift
   if [ -e "$OUT/$name/.done" ]; then echo "== $name: done"; return; fi
   if [ -n "${RECORDS:-}" ] && [ -e "$RECORDS/$name/.done" ]; then echo "== $name: done (recorded)"; return; fi
+  # one stream at a time per run: a run another stream holds (flock on OUT/NAME.lock, held by
+  # that shell and its mltrain, released when they end, however they end) is skipped here
+  local rc=0 fd
+  exec {fd}> "$OUT/$name.lock"
+  if ! flock -n "$fd"; then echo "== $name: running in another stream, skipped"; exec {fd}>&-; return; fi
   echo "== $name: mltrain $* $COMMON ($(date +%H:%M))"
-  if mltrain "$@" $COMMON "hydra.run.dir=$OUT/$name" train.resume=auto > "$OUT/$name.log" 2>&1; then
+  mltrain "$@" $COMMON "hydra.run.dir=$OUT/$name" train.resume=auto > "$OUT/$name.log" 2>&1 || rc=$?
+  exec {fd}>&-
+  if [ $rc -eq 0 ]; then
     touch "$OUT/$name/.done"; grep -o 'final val/loss [0-9.]*' "$OUT/$name.log" || true
   else
     echo "!! $name failed or was interrupted (run again to continue): $OUT/$name.log"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,25 @@ def test_runlib_marks_done_skips_and_reports_failures(tmp_path):
     )
     assert f"!! b failed or was interrupted (run again to continue): {out}/b.log" in res.stdout
     assert not (out / "b" / ".done").exists()
+    # a run another stream holds (its lock) is skipped, not started a second time
+    n = len(calls(env))
+    held = subprocess.Popen(["flock", str(out / "c.lock"), "sleep", "30"])
+    try:
+        for _ in range(100):  # until the holder has the lock
+            if subprocess.run(["flock", "-n", str(out / "c.lock"), "true"]).returncode:
+                break
+            time.sleep(0.05)
+        res = subprocess.run(
+            ["bash", "-c", script.replace("run a", "run c")],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+    finally:
+        held.kill()
+        held.wait()
+    assert res.stdout.splitlines()[:2] == ["== c: running in another stream, skipped"] * 2
+    assert len(calls(env)) == n and not (out / "c.log").exists()  # nothing ran
 
 
 def test_demo_commands_compose_and_the_compare_follows(tmp_path):
