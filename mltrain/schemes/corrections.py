@@ -264,7 +264,7 @@ class Corrections(Extension):
     def on_gradients(self, run: RunState, level: Level) -> None:
         """Subtract the open phase's v from ``level``'s gradient (times the fp16 loss scale);
         with ``tau=cheap`` keep the corrected gradient and batch of a parent level's step."""
-        scale = run.step.loss_scale()
+        scale = run.runner.loss_scale()
         params = run.params(level.name)
         v = self.v.get(level.name)
         if v:
@@ -290,7 +290,7 @@ class Corrections(Extension):
         path = level.sample_path(self.generator)
         seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
         params = [run.all_params[n] for n in names]
-        out = dict(zip(names, run.step.gradient(level, path, batch, params, seed)))
+        out = dict(zip(names, run.runner.gradient(level, path, batch, params, seed)))
         v = self.v.get(level.name)
         if v:
             for n in names:
@@ -345,7 +345,7 @@ def _tau(run: RunState, op: Tau) -> None:
     level, parent = run.levels[op.level], run.levels[op.parent]
     names = list(run.params(op.level))
     if op.form == "exact":
-        batch = run.step.shard(ext.tau_sampler.next(run.step.global_batch))
+        batch = run.runner.shard(ext.tau_sampler.next(run.runner.global_batch))
         g_parent = ext.gradient(run, parent, batch, names)
     else:
         last = ext.last.get(op.parent)

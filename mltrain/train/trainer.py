@@ -41,13 +41,13 @@ from mltrain.plan.plan import Plan
 from mltrain.train import checkpoint as ckpt
 from mltrain.train import distributed as D
 from mltrain.train import precision as prec
+from mltrain.train.batch_runner import BatchRunner
 from mltrain.train.clock import StepClock
 from mltrain.train.hooks import trainer_hooks
 from mltrain.train.optim import LevelOptimizers, level_optimizers, make_schedule
 from mltrain.train.progress import Progress, Records
 from mltrain.train.signals import SignalFlag
 from mltrain.train.state import Extension, build_extensions, by_priority
-from mltrain.train.step import Step
 from mltrain.train.tracking import Tracker
 
 if TYPE_CHECKING:
@@ -116,7 +116,9 @@ class Trainer:
         self.lr_factor = make_schedule(cfg.schedule, plan.iterations)
         self.seq_len = int(cfg.model.seq_len)
         precision = prec.resolve(t.precision, ctx.device)
-        self.step = Step(model, ctx, int(cfg.data.batch_size), int(t.grad_accum), precision)
+        self.runner = BatchRunner(
+            model, ctx, int(cfg.data.batch_size), int(t.grad_accum), precision
+        )
         self.sampler = BatchSampler(data.train, self.seq_len, seed=int(t.seed) + 1)
         # one fixed validation set whatever the micro-batch, accumulation or world size
         self.val_batches = eval_windows(data.val, self.seq_len, int(t.eval_sequences))
@@ -152,7 +154,7 @@ class Trainer:
     @property
     def precision(self) -> str:
         """The resolved ``train.precision`` (``fp32``, ``bf16`` or ``fp16``)."""
-        return self.step.precision
+        return self.runner.precision
 
     def params(self, level: str) -> dict[str, torch.nn.Parameter]:
         return self.level_params[level]
@@ -172,7 +174,7 @@ class Trainer:
         """``steps`` optimizer steps on ``level``, continuing from ``p.inner`` done; the
         learning rate is the schedule's times ``lr_scale``."""
         while self.p.inner < steps:
-            self.take_step(self.levels[level], lr_scale)
+            self.train_step(self.levels[level], lr_scale)
             self.p.inner += 1
             self._check_signal()
 
@@ -185,8 +187,8 @@ class Trainer:
         if path is None:
             path, model = self.eval_level.eval_path, self.eval_level.module(self.model)
         m = self.model if model is None else model
-        chunks = self.val_batches.split(self.step.micro)
-        val = self.step.mean_loss(path, list(chunks[self.ctx.rank :: self.ctx.world]), m)
+        chunks = self.val_batches.split(self.runner.micro)
+        val = self.runner.mean_loss(path, list(chunks[self.ctx.rank :: self.ctx.world]), m)
         tokens = len(self.val_batches) * self.seq_len
         n = len(path.blocks)
         self.p.flops_eval += forward_flops(n, m.n_embd, self.seq_len, m.vocab_size, tokens).total
@@ -255,7 +257,7 @@ class Trainer:
         self._check_signal()
 
     # ------------------------------------------------------------------ one optimizer step
-    def take_step(self, level: Level, lr_scale: float = 1.0) -> None:
+    def train_step(self, level: Level, lr_scale: float = 1.0) -> None:
         """One optimizer step of ``level`` at ``lr_scale`` times the schedule's learning rate:
         the next global batch, forward/backward, all-reduce, clipping, the update, the record."""
         self.clock.start()
@@ -264,13 +266,13 @@ class Trainer:
         lr = self.optims.peak_lr * self.lr_factor(self.p.iteration)
         lr *= lr_scale
         LevelOptimizers.set_lr(opt, lr)
-        batch = self.step.next_windows(self.sampler, level.window_tokens(self.seq_len))
+        batch = self.runner.next_windows(self.sampler, level.window_tokens(self.seq_len))
         self.last_batch = batch  # this step's windows on this rank (extensions may reuse them)
         path = self.path_of(level)
         params = self.level_params[level.name].values()
-        loss_sum = self.step.forward_backward(level, path, batch, params)
+        loss_sum = self.runner.forward_backward(level, path, batch, params)
         loss, norm = self._reduce_clip_check(level, opt, loss_sum)
-        self.step.update(opt)
+        self.runner.update(opt)
         for ext in self.extensions.values():
             ext.after_step(self, level)
         self.model.zero_grad(set_to_none=True)
@@ -295,11 +297,11 @@ class Trainer:
 
         params = list(self.level_params[level.name].values())
         flag = self.signals.signum is not None
-        loss, norm, stop = self.step.reduce_and_clip(
+        loss, norm, stop = self.runner.reduce_and_clip(
             params, opt, loss_sum, self.max_norm, hooks, flag
         )
         self.signals.agreed = self.signals.agreed or stop
-        if not math.isfinite(loss) or (not math.isfinite(norm) and self.step.scaler is None):
+        if not math.isfinite(loss) or (not math.isfinite(norm) and self.runner.scaler is None):
             what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
             fine = self.p.fine_steps + (1 if level.is_fine else 0)
             self._diverged(what, value, self.p.step + 1, fine, level.name)
@@ -371,11 +373,11 @@ class Trainer:
             "total_steps": self.plan.iterations,
             "sampler": self.sampler.state_dict(),
             "rng": ckpt.rng_state(self.device),
-            "scaler": self.step.scaler.state_dict() if self.step.scaler else None,
+            "scaler": self.runner.scaler.state_dict() if self.runner.scaler else None,
             **self.records.state_dict(),  # the last step's record, not yet written; notes
             "path_generator": self.path_generator.get_state(),
             "extensions": {n: e.state_dict() for n, e in self.extensions.items()},
-            "precision": self.step.precision,
+            "precision": self.runner.precision,
             "world": self.ctx.world,
         }
 
@@ -385,13 +387,13 @@ class Trainer:
         of earlier versions: see :func:`mltrain.train.checkpoint.extension_states`."""
         self.model.load_state_dict(state["model"])
         saved = state.get("precision")
-        self.step.set_precision(prec.resolve(self.cfg.train.precision, self.device, saved))
+        self.runner.set_precision(prec.resolve(self.cfg.train.precision, self.device, saved))
         self.optims.load_state_dict(state["optimizers"])
         self.p.load_state_dict(state["progress"])
         self.sampler.load_state_dict(state["sampler"])
         ckpt.set_rng_state(state["rng"], self.device)
-        if self.step.scaler and state.get("scaler"):
-            self.step.scaler.load_state_dict(state["scaler"])
+        if self.runner.scaler and state.get("scaler"):
+            self.runner.scaler.load_state_dict(state["scaler"])
         self.records.load_state_dict(state)
         if state.get("path_generator") is not None:
             self.path_generator.set_state(state["path_generator"])

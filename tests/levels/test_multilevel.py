@@ -176,7 +176,7 @@ def test_delta_one_equals_training_the_coarse_path_directly(tmp_path):
     ref_model, ref_sampler = copy.deepcopy(job.model), copy.deepcopy(t.sampler)
     run(t, phase("coarse_a", 4))
     _hand_written_coarse_training(
-        ref_model, ref_sampler, job.plan.levels[1], 4, t.optims.peak_lr, t.step.global_batch
+        ref_model, ref_sampler, job.plan.levels[1], 4, t.optims.peak_lr, t.runner.global_batch
     )
     ref = params_of(ref_model)
     got = params_of(job.model)
@@ -344,7 +344,7 @@ def test_validation_always_evaluates_the_fine_model(tmp_path):
         job.model.eval()
         losses = [
             job.model(b[:, :-1], b[:, 1:])[1].item() * len(b)
-            for b in t.val_batches.split(t.step.micro)
+            for b in t.val_batches.split(t.runner.micro)
         ]
         job.model.train()
     assert t.evaluate() == pytest.approx(sum(losses) / len(t.val_batches), rel=1e-6)

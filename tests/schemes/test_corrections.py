@@ -274,8 +274,8 @@ def trainer_gradient(t, level, batch):
     t.sampler.next = lambda n, length=None: batch
     t.model.zero_grad(set_to_none=True)
     lv = t.levels[level]
-    windows = t.step.shard(t.sampler.next(t.step.global_batch))
-    loss_sum = t.step.forward_backward(lv, t.path_of(lv), windows)
+    windows = t.runner.shard(t.sampler.next(t.runner.global_batch))
+    loss_sum = t.runner.forward_backward(lv, t.path_of(lv), windows)
     t._reduce_clip_check(lv, t.optims.get(lv.steps_with), loss_sum)
     out = {n: p.grad.clone() for n, p in t.level_params[level].items()}
     t.model.zero_grad(set_to_none=True)
@@ -311,7 +311,7 @@ def test_exact_tau_makes_the_corrected_coarse_gradient_the_restricted_fine_one(
     )
     t = job.trainer
     run(t, [Train("fine", 1)])  # away from the initialisation
-    xi = t.sampler.next(t.step.global_batch)  # one batch for every τ of this test
+    xi = t.sampler.next(t.runner.global_batch)  # one batch for every τ of this test
     of(t).tau_sampler.next = lambda n, length=None: xi
     g_fine = fine_gradient(job.model, xi)
     for level in top:
@@ -341,7 +341,7 @@ def test_without_tau_the_coarse_gradient_is_not_the_fine_one(tmp_path):
         tmp_path / "r", "coarsening=even_odd", "coarsening.corrections.momentum=0.5", *PLAIN
     )
     t = job.trainer
-    xi = t.sampler.next(t.step.global_batch)
+    xi = t.sampler.next(t.runner.global_batch)
     g_fine = fine_gradient(job.model, xi)
     got = trainer_gradient(t, "coarse_a", xi)
     assert not torch.allclose(got["blocks.1.mlp.c_fc.weight"], g_fine["blocks.1.mlp.c_fc.weight"])
@@ -456,7 +456,7 @@ def test_line_search_takes_the_best_delta_on_a_held_aside_training_batch(tmp_pat
     assert ext.search_sampler.tokens is t.data.train  # training tokens, never validation
     run(t, [Train("fine", 1), Restrict("coarse_a"), Train("coarse_a", 3)])
     before, after = dict(vcycle.state_of(t).phases[-1][1]), params_of(job.model)
-    held = copy.deepcopy(ext.search_sampler).next(t.step.global_batch)
+    held = copy.deepcopy(ext.search_sampler).next(t.runner.global_batch)
     losses = {}
     for d in search_grid(2.0):  # the fine loss at each δ, by hand
         ref = copy.deepcopy(job.model).eval()
@@ -517,8 +517,8 @@ def test_line_search_tokens_are_not_training_tokens(tmp_path):
     run_job(tmp_path / "a", *base)
     job = make_job(tmp_path / "b", *base, "coarsening.corrections.line_search=grid")
     counter, measured = PassCounter(job.model, job.trainer), []
-    step = job.trainer.step
-    mean_loss = step.mean_loss  # the held-aside losses, and validation (told apart by counter)
+    runner = job.trainer.runner
+    mean_loss = runner.mean_loss  # the held-aside losses, and validation (told apart by counter)
 
     def measuring(*args):
         value = mean_loss(*args)
@@ -526,7 +526,7 @@ def test_line_search_tokens_are_not_training_tokens(tmp_path):
             measured.append(value)
         return value
 
-    step.mean_loss = measuring
+    runner.mean_loss = measuring
     job.run()
     job.close()
     a, b = (

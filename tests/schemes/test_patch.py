@@ -90,7 +90,7 @@ def test_patch_targets_are_the_k_next_tokens_and_the_loss_the_mean_of_k_cross_en
     t, K, T = job.trainer, 4, 32
     expected = BatchSampler(job.data.train, T, seed=0)
     expected.load_state_dict(t.sampler.state_dict())
-    windows = expected.next(t.step.global_batch, K * (T + 1))
+    windows = expected.next(t.runner.global_batch, K * (T + 1))
     calls = []
     real = job.model.patch_forward
 
@@ -100,7 +100,7 @@ def test_patch_targets_are_the_k_next_tokens_and_the_loss_the_mean_of_k_cross_en
         return logits, loss
 
     job.model.patch_forward = spy
-    t.take_step(t.levels["patch"])
+    t.train_step(t.levels["patch"])
     (idx, targets, patch, logits, loss) = calls[0]
     assert patch == K and idx.shape == (4, K * T)
     assert torch.equal(idx, windows[:, : K * T])
@@ -172,7 +172,7 @@ def test_a_patch_times_depth_step_uses_the_depth_path_and_leaves_other_blocks_un
         real(idx, tg, path, patch),
     )[1]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    t.take_step(t.levels["coarse_b"])
+    t.train_step(t.levels["coarse_b"])
     assert paths == [(BlockPath((0, 2), 2.0), 4)] and order == [0, 2]
     (x0, f0), (x1, _) = io[0], io[2]  # Euler step of the depth path: x1 = x0 + 2·F_0(x0)
     assert x0.shape == (4, 32, 32) and torch.equal(x1, x0 + 2.0 * f0)
@@ -360,7 +360,7 @@ def test_val_loss_in_a_patch_times_depth_stage_is_the_token_level_loss_of_its_pa
     job = make_job(tmp_path / "run", *overrides)
     model, t = job.model, job.trainer
     coarse, fine = t.levels["coarse_b"], t.levels["fine"]
-    at_start = val_loss_by_hand(model, t.val_batches, t.step.micro, BlockPath((0, 2), 2.0))
+    at_start = val_loss_by_hand(model, t.val_batches, t.runner.micro, BlockPath((0, 2), 2.0))
     job.run()
     job.close()
     recs = read_jsonl(tmp_path / "run" / "metrics.jsonl")
@@ -374,9 +374,9 @@ def test_val_loss_in_a_patch_times_depth_stage_is_the_token_level_loss_of_its_pa
         if load_checkpoint(c)["progress"]["iteration"] == n0
     ]
     model.load_state_dict(load_checkpoint(ckpt)["model"])
-    before = val_loss_by_hand(model, t.val_batches, t.step.micro, coarse.path)
+    before = val_loss_by_hand(model, t.val_batches, t.runner.micro, coarse.path)
     GROWTH.get("ode").apply(model, coarse, fine)
-    after = val_loss_by_hand(model, t.val_batches, t.step.micro, fine.path)
+    after = val_loss_by_hand(model, t.val_batches, t.runner.micro, fine.path)
     grow = next(r for r in recs if "grow/loss_before" in r)
     assert grow["grow/loss_before"] == pytest.approx(before, rel=1e-12)
     assert grow["grow/loss_after"] == pytest.approx(after, rel=1e-12)

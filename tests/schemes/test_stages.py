@@ -168,9 +168,9 @@ def test_growth_run_records_flops_per_stage_and_measures_the_coarse_path_before_
     ]
     src, dst = t.levels["coarse_b"], t.levels["fine"]
     job.model.load_state_dict(load_checkpoint(ckpt)["model"])
-    before = val_loss_by_hand(job.model, t.val_batches, t.step.micro, src.path)
+    before = val_loss_by_hand(job.model, t.val_batches, t.runner.micro, src.path)
     GROWTH.get("ode").apply(job.model, src, dst)
-    after = val_loss_by_hand(job.model, t.val_batches, t.step.micro, dst.path)
+    after = val_loss_by_hand(job.model, t.val_batches, t.runner.micro, dst.path)
     assert first_fine["grow/loss_before"] == pytest.approx(before, rel=1e-12)
     assert first_fine["grow/loss_after"] == pytest.approx(after, rel=1e-12)
     assert first_fine["grow/loss_jump"] == pytest.approx(after - before, rel=1e-9, abs=1e-12)

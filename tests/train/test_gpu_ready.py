@@ -113,8 +113,8 @@ def test_precision_is_recorded_and_auto_resumes_in_the_checkpoints(tmp_path):
     torch.save(state, first)
     job = make_job(tmp_path / "b", *ml, f"train.resume={first}")
     t = job.trainer
-    assert t.precision == "bf16" and t.step.scaler is None
-    with t.step.autocast():
+    assert t.precision == "bf16" and t.runner.scaler is None
+    with t.runner.autocast():
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled(
             "cpu"
         )
@@ -241,7 +241,7 @@ def test_a_signal_on_another_rank_travels_with_the_loss_all_reduce(tmp_path, mon
 
     monkeypatch.setattr(D, "all_reduce_sum", all_reduce_sum)
     no_sync = SimpleNamespace(arm=lambda params: None, finish=lambda: None)
-    monkeypatch.setattr(t.step, "grad_sync", no_sync)  # this test's all-reduces are simulated
+    monkeypatch.setattr(t.runner, "grad_sync", no_sync)  # this test's all-reduces are simulated
     monkeypatch.setattr(D, "assert_identical", lambda params, world: None)
     # any other collective would fail here: world 2 is faked, with no process group
     with pytest.raises(Preempted, match=r"stopped by SIGTERM at step 3 \(fine step 3\)") as e:
