@@ -197,7 +197,7 @@ class Job:
 
     def _data_passes(self) -> dict:
         """Tokens planned and seen against the training split (:func:`mltrain.plan.passes.data_passes`)."""
-        return data_passes(self.plan, len(self.data.train), self.trainer.p.tokens)
+        return data_passes(self.plan, len(self.data.train), self.trainer.progress.tokens)
 
     # ------------------------------------------------------------------ run
     def run(self) -> float:

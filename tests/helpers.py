@@ -95,7 +95,7 @@ def stop_after(job, n_steps: int) -> None:
 
     def step(level, *args):
         original(level, *args)
-        if t.p.step == n_steps:
+        if t.progress.steps == n_steps:
             t.signals.signum = signal.SIGTERM
 
     t.train_step = step

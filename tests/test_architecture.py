@@ -1,6 +1,6 @@
 """The architecture's rules (docs/architecture.md): import-linter's contracts in pyproject.toml
 hold, and no module but mltrain/train/trainer.py names a private member of the trainer or
-assigns a field of the trainer (``run.p = ...``, ``self.trainer.last_checkpoint = ...``)."""
+assigns a field of the trainer (``run.progress = ...``, ``self.trainer.last_checkpoint = ...``)."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def _targets(node: ast.AST) -> list[ast.expr]:
 
 
 def _assigned_trainer_field(target: ast.expr, fields: set[str]) -> str | None:
-    """The trainer field that ``target`` assigns or assigns into (``run.p``,
+    """The trainer field that ``target`` assigns or assigns into (``run.progress``,
     ``run.records.pending``, ``self.trainer.branch_points``), or None. A name that is not a
     field counts too when assigned on the trainer itself (``run.new = ...``)."""
     chain = []
@@ -134,7 +134,7 @@ def test_the_scan_finds_a_private_member_used_elsewhere(tmp_path):
 
 def test_no_module_but_the_trainer_assigns_a_trainer_field():
     fields = _trainer_fields()
-    assert {"p", "records", "last_checkpoint", "hooks", "extensions"} <= fields
+    assert {"progress", "records", "last_checkpoint", "hooks", "extensions"} <= fields
     offenders = [
         f"{path.relative_to(ROOT)}:{line} {name}"
         for path, tree in _modules_but_the_trainer()
@@ -149,29 +149,29 @@ def test_the_scan_finds_trainer_fields_assigned_elsewhere():
     fields is not."""
     code = """
 def load(run, state):
-    run.p = run.records.p = Progress.from_state(state["progress"])
+    run.progress = run.records.progress = Progress.from_state(state["progress"])
     run.records.notes["delta"] = 0.5
     run.brand_new = 1
-    trainer.p.inner += 1
+    trainer.progress.inner += 1
     a, self.trainer.branch_points = 1, {}
     job.trainer.last_checkpoint: Path = path
 
 def fine(run, op, p, state, job):
     run.note("delta", 0.5)
     run.load_state_dict(state)
-    loss = run.p.val_loss
+    loss = run.progress.val_loss
     p.grad = None
     state.phases = []
     job.record = job.record.ended("completed")
-    self.p = Progress()
+    self.progress = Progress()
 """
     found = trainer_field_assignments(ast.parse(code), _trainer_fields())
     assert sorted(found) == [
-        (3, "run.p"),
-        (3, "run.records.p"),
+        (3, "run.progress"),
+        (3, "run.records.progress"),
         (4, "run.records.notes"),
         (5, "run.brand_new"),
-        (6, "trainer.p.inner"),
+        (6, "trainer.progress.inner"),
         (7, "trainer.branch_points"),
         (8, "trainer.last_checkpoint"),
     ]

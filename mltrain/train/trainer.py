@@ -19,7 +19,6 @@ the same losses, bit for bit on CPU at the same thread count.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import sys
@@ -122,14 +121,14 @@ class Trainer:
         self.sampler = BatchSampler(data.train, self.seq_len, seed=int(t.seed) + 1)
         # one fixed validation set whatever the micro-batch, accumulation or world size
         self.val_batches = eval_windows(data.val, self.seq_len, int(t.eval_sequences))
-        self.p = Progress.start(plan.levels)
+        self.progress = Progress.start(plan.levels)
         self.max_norm = float(t.max_grad_norm) or math.inf
         self.clock = StepClock(ctx.device)  # synchronizes CUDA before each reading
         self.peak = prec.device_peak(ctx.device, precision)  # FLOP/s of MFU; None: unknown
         # random sub-paths draw from their own generator (checkpointed), never from torch's
         self.path_generator = torch.Generator().manual_seed(int(t.seed) + 2)
         self._t0, self._wall0 = time.perf_counter(), 0.0
-        self.records = Records(tracker, self.p, self._wall)
+        self.records = Records(tracker, self.progress, self._wall)
         self.signals = SignalFlag()
         self.last_batch: torch.Tensor | None = None
         self.last_checkpoint: Path | None = None
@@ -143,13 +142,13 @@ class Trainer:
             self.last_checkpoint = resume.path
             log.info(
                 "resumed from %s at step %d (fine step %d)",
-                *(resume.path, self.p.step, self.p.fine_steps),
+                *(resume.path, self.progress.steps, self.progress.fine_steps),
             )
 
     # ------------------------------------------------------------------ RunState
     @property
     def iteration(self) -> int:
-        return self.p.iteration
+        return self.progress.iteration
 
     @property
     def precision(self) -> str:
@@ -171,11 +170,11 @@ class Trainer:
         self.records.notes[key] = value
 
     def train(self, level: str, steps: int, lr_scale: float = 1.0) -> None:
-        """``steps`` optimizer steps on ``level``, continuing from ``p.inner`` done; the
+        """``steps`` optimizer steps on ``level``, continuing from ``progress.inner`` done; the
         learning rate is the schedule's times ``lr_scale``."""
-        while self.p.inner < steps:
+        while self.progress.inner < steps:
             self.train_step(self.levels[level], lr_scale)
-            self.p.inner += 1
+            self.progress.inner += 1
             self._check_signal()
 
     @torch.no_grad()
@@ -191,14 +190,16 @@ class Trainer:
         val = self.runner.mean_loss(path, list(chunks[self.ctx.rank :: self.ctx.world]), m)
         tokens = len(self.val_batches) * self.seq_len
         n = len(path.blocks)
-        self.p.flops_eval += forward_flops(n, m.n_embd, self.seq_len, m.vocab_size, tokens).total
+        self.progress.flops_eval += forward_flops(
+            n, m.n_embd, self.seq_len, m.vocab_size, tokens
+        ).total
         return val
 
     @property
     def eval_level(self) -> Level:
         """The level of the stage whose iteration ran last (before training: the first
         stage's), so the evaluation that ends a coarse stage measures the coarse path."""
-        p = self.p
+        p = self.progress
         k = p.iteration - 1 if p.op == 0 and p.iteration > 0 else p.iteration
         return self.levels[self.plan.stage_at(k).level]
 
@@ -213,33 +214,49 @@ class Trainer:
         """
         from tqdm.auto import tqdm
 
-        self._t0, self._wall0 = time.perf_counter(), self.p.wall_s
+        self._t0, self._wall0 = time.perf_counter(), self.progress.wall_s
         self.signals.install()
         try:
-            if self.p.step == 0 and self.p.evaluated_at < 0:
+            if self.progress.steps == 0 and self.progress.evaluated_at < 0:
                 self.log_validation()
-                log.info("step 0: val/loss %.4f (before training)", self.p.val_loss)
+                log.info("step 0: val/loss %.4f (before training)", self.progress.val_loss)
             show = self.cfg.train.progress and sys.stdout.isatty() and self.ctx.is_main
             total = self.plan.iterations
             with tqdm(
-                total=total, initial=self.p.iteration, unit="fine step", disable=not show
+                total=total, initial=self.progress.iteration, unit="fine step", disable=not show
             ) as bar:
-                while self.p.iteration < total:
-                    ops = self.plan.ops(self.p.iteration)
-                    while self.p.op < len(ops):
-                        self.run_op(ops[self.p.op])
-                        self.p.op, self.p.inner = self.p.op + 1, 0
-                    self.p.iteration, self.p.op = self.p.iteration + 1, 0
+                while self.progress.iteration < total:
+                    self.run_iteration()
                     self.records.settle()
                     self._end_iteration()
                     bar.update(1)
-            if self.p.evaluated_at != self.p.step:
+            if self.progress.evaluated_at != self.progress.steps:
                 self.log_validation()
             self.records.flush()
             self.save()
-            return float(self.p.val_loss)
+            return float(self.progress.val_loss)
         finally:
             self.signals.restore()
+
+    def run_iteration(self) -> None:
+        """Carry out the operations of the current plan iteration (from where a resumed run
+        stopped inside it), then move the position to the next iteration. No hooks run
+        (:meth:`fit` runs them)."""
+        p = self.progress
+        ops = self.plan.ops(p.iteration)
+        while p.op < len(ops):
+            self.run_op(ops[p.op])
+            p.op, p.inner = p.op + 1, 0
+        p.iteration, p.op = p.iteration + 1, 0
+
+    def run_ops(self, ops) -> None:
+        """Carry out ``ops`` one after another, each from its first step, outside the plan's
+        walk (tests and benchmarks drive single phases this way); the position in the plan
+        stays where it was."""
+        for op in ops:
+            self.progress.inner = 0
+            self.run_op(op)
+        self.progress.inner = 0
 
     def run_op(self, op) -> None:
         """Carry out one operation of the plan and count what it spends besides optimizer
@@ -248,12 +265,12 @@ class Trainer:
         if not isinstance(op, Train):
             extra = op.extra_flops(self.plan)
             if extra.total:
-                self.p.spend(op.booked_to(self.plan), extra.total, extra.nonembed)
+                self.progress.spend(op.booked_to(self.plan), extra.total, extra.nonembed)
 
     def _end_iteration(self) -> None:
         """Every hook in priority order (:attr:`hooks`), then stop on a preemption signal."""
         for hook in self.hooks:
-            hook.end_iteration(self, self.p.iteration)
+            hook.end_iteration(self, self.progress.iteration)
         self._check_signal()
 
     # ------------------------------------------------------------------ one optimizer step
@@ -263,7 +280,7 @@ class Trainer:
         self.clock.start()
         self.records.flush()
         opt = self.optims.get(level.steps_with)
-        lr = self.optims.peak_lr * self.lr_factor(self.p.iteration)
+        lr = self.optims.peak_lr * self.lr_factor(self.progress.iteration)
         lr *= lr_scale
         LevelOptimizers.set_lr(opt, lr)
         batch = self.runner.next_windows(self.sampler, level.window_tokens(self.seq_len))
@@ -303,8 +320,8 @@ class Trainer:
         self.signals.agreed = self.signals.agreed or stop
         if not math.isfinite(loss) or (not math.isfinite(norm) and self.runner.scaler is None):
             what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
-            fine = self.p.fine_steps + (1 if level.is_fine else 0)
-            self._diverged(what, value, self.p.step + 1, fine, level.name)
+            fine = self.progress.fine_steps + (1 if level.is_fine else 0)
+            self._diverged(what, value, self.progress.steps + 1, fine, level.name)
         return loss, norm
 
     def _diverged(self, what: str, value: float, step: int, fine: int, level: str) -> None:
@@ -315,7 +332,7 @@ class Trainer:
         """Counters (steps, FLOPs, tokens) and the step's record (``dt``: the step's seconds),
         written at the next flush."""
         f, tokens = self.plan.step_flops[level.name], self.plan.tokens_of(level.name)
-        self.p.count_step(level.name, level.is_fine, f.total, f.nonembed, tokens)
+        self.progress.count_step(level.name, level.is_fine, f.total, f.nonembed, tokens)
         values = {
             "train/loss": loss,
             "train/grad_norm": norm,
@@ -339,23 +356,27 @@ class Trainer:
         Raises:
             DivergenceError: the validation loss is not finite (names the step)."""
         val = self.evaluate()
-        self.p.val_loss, self.p.evaluated_at = val, self.p.step
+        self.progress.val_loss, self.progress.evaluated_at = val, self.progress.steps
         extra = {
             "val/loss": val,
             "val/ppl": math.exp(min(val, 50.0)),
-            "perf/flops_eval": self.p.flops_eval,
+            "perf/flops_eval": self.progress.flops_eval,
         }
         fine = self.plan.fine.name
         self.records.add(extra, fine)
         if not math.isfinite(val):
             self.records.flush()
-            self._diverged("validation loss", val, self.p.step, self.p.fine_steps, fine)
+            self._diverged(
+                "validation loss", val, self.progress.steps, self.progress.fine_steps, fine
+            )
 
     def _check_signal(self) -> None:
         signum = self.signals.raised(self.ctx.world)
         if signum is not None:
             path = self.save()
-            raise ckpt.preempted(signum, self.p.step, self.p.fine_steps, path, self.run_dir)
+            raise ckpt.preempted(
+                signum, self.progress.steps, self.progress.fine_steps, path, self.run_dir
+            )
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -364,7 +385,7 @@ class Trainer:
         ``wall_s`` up to now), sampler, RNGs, loss scaler, the pending record and notes, the
         random-path generator, every extension's state (under its name), the precision and
         the number of processes. Tensors on the CPU, plain values otherwise."""
-        p = dataclasses.asdict(self.p)
+        p = self.progress.state_dict()
         p["wall_s"] = self._wall()
         return {
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
@@ -389,7 +410,7 @@ class Trainer:
         saved = state.get("precision")
         self.runner.set_precision(prec.resolve(self.cfg.train.precision, self.device, saved))
         self.optims.load_state_dict(state["optimizers"])
-        self.p.load_state_dict(state["progress"])
+        self.progress.load_state_dict(state["progress"])
         self.sampler.load_state_dict(state["sampler"])
         ckpt.set_rng_state(state["rng"], self.device)
         if self.runner.scaler and state.get("scaler"):
@@ -406,7 +427,7 @@ class Trainer:
         """Whether the state is worth resuming from: finite parameters, last training loss
         and last validation loss."""
         finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
-        val_ok = self.p.val_loss is None or math.isfinite(self.p.val_loss)
+        val_ok = self.progress.val_loss is None or math.isfinite(self.progress.val_loss)
         loss = (self.records.pending or {}).get("train/loss")
         return finite and val_ok and (loss is None or math.isfinite(loss))
 
@@ -427,7 +448,7 @@ class Trainer:
         )
         keep = keep or int(self.cfg.train.keep_checkpoints)
         path = ckpt.save_checkpoint(
-            state, directory or Path(self.run_dir) / ckpt.CKPT_DIR, self.p.step, keep
+            state, directory or Path(self.run_dir) / ckpt.CKPT_DIR, self.progress.steps, keep
         )
         if directory is None:
             self.last_checkpoint = path

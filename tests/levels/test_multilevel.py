@@ -29,12 +29,6 @@ def phase(level, m, close=Prolong):
     return [Restrict(level), Train(level, m), close(level)]
 
 
-def run(trainer, ops):
-    for op in ops:
-        trainer.p.inner = 0
-        trainer.run_op(op)
-
-
 # ----------------------------------------------------------------------------- hierarchy
 def test_even_odd_hierarchy_is_the_papers():
     lv = build_hierarchy(compose("coarsening=even_odd").coarsening, 12)
@@ -150,12 +144,12 @@ def test_restriction_is_injection_no_copies(tmp_path):
 def test_delta_zero_leaves_every_parameter_exactly_unchanged(tmp_path):
     job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.vcycle.delta=0")
     t = job.trainer
-    run(t, [Train("fine", 1)])
+    t.run_ops([Train("fine", 1)])
     before = params_of(job.model)
-    run(t, phase("coarse_a", 3) + phase("coarse_b", 3))
+    t.run_ops(phase("coarse_a", 3) + phase("coarse_b", 3))
     after = params_of(job.model)
     assert all(torch.equal(before[n], after[n]) for n in before)
-    assert t.p.step == 7  # the coarse steps did happen
+    assert t.progress.steps == 7  # the coarse steps did happen
 
 
 def _hand_written_coarse_training(model, sampler, level, steps, lr, batch):
@@ -174,7 +168,7 @@ def test_delta_one_equals_training_the_coarse_path_directly(tmp_path):
     job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.vcycle.delta=1", *PLAIN)
     t = job.trainer
     ref_model, ref_sampler = copy.deepcopy(job.model), copy.deepcopy(t.sampler)
-    run(t, phase("coarse_a", 4))
+    t.run_ops(phase("coarse_a", 4))
     _hand_written_coarse_training(
         ref_model, ref_sampler, job.plan.levels[1], 4, t.optims.peak_lr, t.runner.global_batch
     )
@@ -191,8 +185,8 @@ def test_transfer_is_the_convex_combination_of_eq4(tmp_path):
     )
     ref = make_job(tmp_path / "b", "coarsening=even_odd", "coarsening.vcycle.delta=1", *PLAIN)
     theta0 = params_of(job.model)
-    run(job.trainer, phase("coarse_a", 3))
-    run(ref.trainer, phase("coarse_a", 3))
+    job.trainer.run_ops(phase("coarse_a", 3))
+    ref.trainer.run_ops(phase("coarse_a", 3))
     got, after = params_of(job.model), params_of(ref.model)
     for n in theta0:
         torch.testing.assert_close(
@@ -214,14 +208,16 @@ def test_summed_combination_adds_both_delta_weighted_changes(tmp_path):
     )
     ref = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.vcycle.delta=1", *PLAIN)
     theta0 = params_of(job.model)
-    run(job.trainer, build_cycle(job.plan.levels, 3, combine="summed")[1:])  # without the fine step
+    job.trainer.run_ops(
+        build_cycle(job.plan.levels, 3, combine="summed")[1:]
+    )  # without the fine step
     # reference: A from θ0, then B from θ0 again (same batches: B draws after A's)
-    run(ref.trainer, phase("coarse_a", 3))
+    ref.trainer.run_ops(phase("coarse_a", 3))
     theta_a = params_of(ref.model)
     with torch.no_grad():
         for n, p in ref.model.named_parameters():
             p.copy_(theta0[n])
-    run(ref.trainer, phase("coarse_b", 3))
+    ref.trainer.run_ops(phase("coarse_b", 3))
     theta_b = params_of(ref.model)
     got = params_of(job.model)
     for n in theta0:
@@ -241,9 +237,9 @@ def test_parameters_outside_the_phase_are_bitwise_unchanged(tmp_path, optimizer,
         *(["optimizer.momentum=0.9"] if optimizer == "sgd" else []),
     )
     t = job.trainer
-    run(t, [Train("fine", 1)])  # every parameter now has optimizer state (momentum, moments)
+    t.run_ops([Train("fine", 1)])  # every parameter now has optimizer state (momentum, moments)
     before = params_of(job.model)
-    run(t, phase("coarse_a", 3))
+    t.run_ops(phase("coarse_a", 3))
     after = params_of(job.model)
     outside = [n for n in before if n.startswith("blocks.") and int(n.split(".")[1]) % 2 == 0]
     inside = [n for n in before if n.startswith("blocks.") and int(n.split(".")[1]) % 2 == 1]
@@ -258,9 +254,9 @@ def test_train_shared_false_keeps_embeddings_and_final_norm_bitwise(tmp_path):
         "coarsening.vcycle.train_shared=false",
         "optimizer.weight_decay=0.1",
     )
-    run(job.trainer, [Train("fine", 1)])
+    job.trainer.run_ops([Train("fine", 1)])
     before = params_of(job.model)
-    run(job.trainer, phase("coarse_b", 2))
+    job.trainer.run_ops(phase("coarse_b", 2))
     after = params_of(job.model)
     for n in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"):
         assert torch.equal(before[n], after[n]), n
@@ -339,7 +335,7 @@ def test_window_zero_is_exactly_single_level_training(tmp_path):
 def test_validation_always_evaluates_the_fine_model(tmp_path):
     job = make_job(tmp_path / "r", "coarsening=even_odd")
     t = job.trainer
-    run(t, [Restrict("coarse_a"), Train("coarse_a", 1)])  # even inside an open coarse phase
+    t.run_ops([Restrict("coarse_a"), Train("coarse_a", 1)])  # even inside an open coarse phase
     with torch.no_grad():
         job.model.eval()
         losses = [

@@ -289,14 +289,13 @@ def test_a_v_cycle_with_a_patch_level_prolongs_with_eq4(tmp_path):
     params = dict(job.model.named_parameters())
     snaps = []
     for op in ops:
-        t.run_op(op)
-        t.p.inner = 0
+        t.run_ops([op])
         snaps.append({n: p.detach().clone() for n, p in params.items()})
     after_fine, after_patch, after_prolong = snaps[0], snaps[2], snaps[3]
     for n in params:
         assert not torch.equal(after_patch[n], after_fine[n]), n  # the patch phase trains all
         assert torch.equal(after_prolong[n], torch.lerp(after_fine[n], after_patch[n], 0.25)), n
-    assert t.records.pending["level"] == "patch" and t.p.step == 4  # 1 fine + 3 patch steps
+    assert t.records.pending["level"] == "patch" and t.progress.steps == 4  # 1 fine + 3 patch steps
     job.close()
 
 

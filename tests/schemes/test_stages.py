@@ -51,11 +51,8 @@ def plan_of(*overrides):
 def walk(job, iterations):
     """Run the plan's first ``iterations`` iterations (no evaluation, no records kept)."""
     t = job.trainer
-    for k in range(t.p.iteration, iterations):
-        for op in job.plan.ops(k):
-            t.run_op(op)
-            t.p.inner = 0
-        t.p.iteration = k + 1
+    while t.iteration < iterations:
+        t.run_iteration()
 
 
 @pytest.mark.parametrize(

@@ -235,7 +235,7 @@ def test_a_signal_on_another_rank_travels_with_the_loss_all_reduce(tmp_path, mon
     def all_reduce_sum(x, world):
         if x.dtype == torch.float32 and x.shape == (2,):  # the step's (loss, flag)
             seen.append(x[1].item())
-            other = torch.stack([x[0], torch.tensor(float(t.p.step >= 2))])
+            other = torch.stack([x[0], torch.tensor(float(t.progress.steps >= 2))])
             return x + other
         return x * 2 if world > 1 else x
 

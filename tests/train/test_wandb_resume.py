@@ -371,7 +371,7 @@ def test_sigterm_then_resume_wandb_holds_every_step_once(tmp_path):
 
     def step(level, *args):
         original(level, *args)
-        if t.p.step == 7:  # inside the second V-cycle's coarse_a phase (steps 7, 8)
+        if t.progress.steps == 7:  # inside the second V-cycle's coarse_a phase (steps 7, 8)
             t.signals.signum = signal.SIGTERM
 
     t.train_step = step
