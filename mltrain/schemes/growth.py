@@ -22,7 +22,7 @@ Operators (DESIGN.md section 9):
 - ``keep``: the control, new blocks keep what they hold (their random initialisation).
 
 The :class:`mltrain.schemes.stages.Grow` handler (:func:`grow`) applies the operator, hands the
-optimizer state over (:meth:`mltrain.train.optim.LevelOptimizers.transfer`) and logs the validation
+optimizer state over (:meth:`mltrain.train.optim.LevelOptimizers.inherit_state`) and logs the validation
 loss of the source path before and of the target path after (``grow/loss_before``,
 ``grow/loss_after``, ``grow/loss_jump``, nats/token).
 """
@@ -243,7 +243,7 @@ def grow(run: RunState, op: Grow) -> None:
         growth.apply(run.model, src, dst)
         pairs = inherited(run.model, growth.origins(src, dst))
         pairs |= {n: n for n in run.params(src.name) if not n.startswith("blocks.")}
-        run.optims.transfer(src.steps_with, dst.steps_with, pairs)
+        run.optims.inherit_state(src.steps_with, dst.steps_with, pairs)
     after = run.evaluate(dst.eval_path, dst.module(run.model))
     run.note("grow/loss_before", before)
     run.note("grow/loss_after", after)

@@ -1,7 +1,7 @@
 """The line search of a coarse correction's δ (:mod:`mltrain.schemes.corrections`): the
 parent level's objective along the phase's correction d at δ on a grid (and a parabola's
 vertex), on a held-aside batch of training windows; every forward is counted by the plan
-(:meth:`mltrain.schemes.corrections.Transfer.extra_flops`)."""
+(:meth:`mltrain.schemes.corrections.CorrectedProlong.extra_flops`)."""
 
 from __future__ import annotations
 

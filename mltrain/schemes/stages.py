@@ -48,13 +48,13 @@ class Grow(Operation):
 
     def extra_flops(self, plan) -> FlopCount:
         """0 for depth levels; leaving a width level de-coalesces it, entering one coalesces
-        (:meth:`mltrain.levels.width.WidthLevel.transfer_cost`)."""
+        (:meth:`mltrain.levels.width.WidthLevel.map_flops`)."""
         out = FlopCount(0, 0)
         src, dst = plan.level(self.source), plan.level(self.level)
         if isinstance(src, WidthLevel):
-            out = out + src.transfer_cost("decoalesce")
+            out = out + src.map_flops("decoalesce")
         if isinstance(dst, WidthLevel):
-            out = out + dst.transfer_cost("coalesce")
+            out = out + dst.map_flops("coalesce")
         return out
 
     @property

@@ -66,7 +66,7 @@ class RunState(Protocol):
         plan: the run's plan.
         levels: level name -> :class:`mltrain.levels.Level`.
         data: the token streams (``data.train``: the training tokens, 1-D int64).
-        optims: the levels' optimizers (``start_phase``, ``transfer``, ``get``).
+        optims: the levels' optimizers (``start_phase``, ``inherit_state``, ``get``).
         runner: forward/backward passes over a global batch (:class:`mltrain.train.batch_runner.BatchRunner`).
         device: where tensors live.
         all_params: every parameter of the model by name.

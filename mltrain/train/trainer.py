@@ -32,7 +32,7 @@ from mltrain.config import MLTrainConfig
 from mltrain.data import BatchSampler, DataBundle, eval_windows
 from mltrain.errors import Preempted
 from mltrain.levels import Level
-from mltrain.levels.transfer import frozen_parameters
+from mltrain.levels.restrict_prolong import frozen_parameters
 from mltrain.model.flops import forward_flops
 from mltrain.model.transformer import BlockPath, ODETransformer
 from mltrain.plan.ops import HANDLERS, Train, check_handled, handles

@@ -178,7 +178,7 @@ def test_delta_one_equals_training_the_coarse_path_directly(tmp_path):
         torch.testing.assert_close(got[n], ref[n], rtol=0, atol=0, msg=n)
 
 
-def test_transfer_is_the_convex_combination_of_eq4(tmp_path):
+def test_prolongation_is_the_convex_combination_of_eq4(tmp_path):
     delta = 0.3
     job = make_job(
         tmp_path / "a", "coarsening=even_odd", f"coarsening.vcycle.delta={delta}", *PLAIN

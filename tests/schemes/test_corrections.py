@@ -17,7 +17,7 @@ from mltrain.errors import ConfigError
 from mltrain.plan import ops as operations
 from mltrain.plan.plan import build_plan
 from mltrain.schemes import vcycle
-from mltrain.schemes.corrections import Tau, Transfer, of
+from mltrain.schemes.corrections import CorrectedProlong, Tau, of
 from mltrain.schemes.linesearch import search_delta, search_grid
 from mltrain.schemes.vcycle import Defer, Prolong, Restrict, Train
 from tests.helpers import (
@@ -323,9 +323,9 @@ def test_exact_tau_makes_the_corrected_coarse_gradient_the_restricted_fine_one(
             got = trainer_gradient(t, child, xi)
             for n, g in got.items():
                 torch.testing.assert_close(g, g_fine[n], rtol=1e-4, atol=1e-6, msg=n)
-            t.run_ops([Transfer(child, level)])
+            t.run_ops([CorrectedProlong(child, level)])
             assert child not in of(t).v  # dropped with its phase
-        t.run_ops([Transfer(level, parent)])
+        t.run_ops([CorrectedProlong(level, parent)])
     assert of(t).v == {}
 
 
@@ -461,7 +461,7 @@ def test_line_search_takes_the_best_delta_on_a_held_aside_training_batch(tmp_pat
             losses[d] = ref(held[:, :-1], held[:, 1:])[1].item()
     best = min(losses, key=losses.get)
     flops0, counter = t.progress.flops, PassCounter(job.model, t)
-    op = Transfer("coarse_a", "fine", search="grid", grid=search_grid(2.0))
+    op = CorrectedProlong("coarse_a", "fine", search="grid", grid=search_grid(2.0))
     t.run_ops([op])
     counter.close()
     assert t.records.notes["coarsening/delta/coarse_a"] == best
@@ -490,7 +490,7 @@ def test_line_search_keeps_delta_zero_when_the_phase_only_hurts(tmp_path):
         for p in t.level_params["coarse_a"].values():
             p.add_(torch.randn(p.shape, generator=gen) * 3.0)
     flops0, counter = t.progress.flops, PassCounter(job.model, t)
-    t.run_ops([Transfer("coarse_a", "fine", search="parabola", grid=search_grid(2.0))])
+    t.run_ops([CorrectedProlong("coarse_a", "fine", search="parabola", grid=search_grid(2.0))])
     counter.close()
     assert t.records.notes["coarsening/delta/coarse_a"] == 0.0
     assert t.records.notes["coarsening/delta_gain/coarse_a"] == 0.0
@@ -575,7 +575,9 @@ def test_momentum_zero_is_eq4_bit_for_bit(tmp_path, summed):
         )
         for i in range(2)
     ]
-    for job, last in zip(jobs, [close("coarse_a"), Transfer("coarse_a", "fine", summed, 0.7, 0.0)]):
+    for job, last in zip(
+        jobs, [close("coarse_a"), CorrectedProlong("coarse_a", "fine", summed, 0.7, 0.0)]
+    ):
         vcycle.state_of(job.trainer).delta = 0.7
         job.trainer.run_ops([Train("fine", 1), Restrict("coarse_a"), Train("coarse_a", 3), last])
     a, b = params_of(jobs[0].model), params_of(jobs[1].model)
@@ -607,7 +609,7 @@ def test_two_phases_of_outer_momentum_by_hand(tmp_path):
             for n in names:
                 t.all_params[n].add_(torch.randn(t.all_params[n].shape, generator=gen) * 0.01)
         steps.append({n: t.all_params[n].detach().double() - starts[-1][n] for n in names})
-        t.run_ops([Transfer("coarse_a", "fine", False, delta, beta)])
+        t.run_ops([CorrectedProlong("coarse_a", "fine", False, delta, beta)])
         ends.append(params_of(model))
     (b1, b2), (d1, d2) = starts, steps
     for n in names:
