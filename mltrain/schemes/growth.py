@@ -94,7 +94,7 @@ def stand_ins(source: Level, target: Level) -> dict[int, int]:
     }
 
 
-def in_place(source: Level, target: Level) -> dict[int, int]:
+def same_block_origins(source: Level, target: Level) -> dict[int, int]:
     """Origins of an operator that leaves the trained blocks where they are: each trained block
     on the target path continues itself."""
     return {b: b for b in source.blocks if b in set(target.blocks)}
@@ -202,10 +202,10 @@ def stack_origins(source: Level, target: Level) -> dict[int, int]:
     return {t: s for t, s in zip(target.blocks, source.blocks)}
 
 
-GROWTH.register("ode")(Growth(ode, in_place))
-GROWTH.register("zero")(Growth(zero, in_place))
+GROWTH.register("ode")(Growth(ode, same_block_origins))
+GROWTH.register("zero")(Growth(zero, same_block_origins))
 GROWTH.register("stack")(Growth(stack, stack_origins))
-GROWTH.register("keep")(Growth(keep, in_place))
+GROWTH.register("keep")(Growth(keep, same_block_origins))
 
 
 def inherited(model: ODETransformer, origins: dict[int, int]) -> dict[str, str]:

@@ -18,7 +18,7 @@ from mltrain.errors import ConfigError
 from mltrain.levels import build_hierarchy
 from mltrain.model.flops import measure_train_flops, train_flops
 from mltrain.model.transformer import BlockPath, ODETransformer
-from mltrain.plan.passes import data_passes
+from mltrain.plan.epochs import epoch_count
 from mltrain.plan.plan import build_plan
 from mltrain.schemes.vcycle import Prolong, Restrict, Train
 from tests.helpers import (
@@ -388,7 +388,7 @@ def test_data_passes_by_hand():
         typed(compose(*STAGED, "coarsening.patch.size=4", "train.steps=10")), vocab_size=300
     )
     # 5 patch steps of 4 x 32 positions x K=4 tokens, 5 fine steps of 4 x 32 tokens
-    out = data_passes(plan, 1280, seen=640)
+    out = epoch_count(plan, 1280, seen=640)
     assert out["tokens_per_level"] == {"fine": 5 * 128, "patch": 5 * 512}
     assert out["planned_tokens"] == 3200 and out["planned_epochs"] == 3200 / 1280
     assert out["tokens_seen"] == 640 and out["epochs"] == 0.5
