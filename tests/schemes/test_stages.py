@@ -66,7 +66,7 @@ def walk(job, iterations):
             "coarsening=grow",
             "coarsening.vcycle.window=2",
             "coarsening.vcycle.coarse_steps=3",
-        ],  # V-cycle too
+        ],  # V-cycle settings a staged run does not read: the same stages
     ],
 )
 def test_stage_shares_add_up_to_the_budget_within_one_step(overrides):
