@@ -190,9 +190,8 @@ class Trainer:
         val = self.runner.mean_loss(path, list(chunks[self.ctx.rank :: self.ctx.world]), m)
         tokens = len(self.val_batches) * self.seq_len
         n = len(path.blocks)
-        self.progress.flops_eval += forward_flops(
-            n, m.n_embd, self.seq_len, m.vocab_size, tokens
-        ).total
+        f = forward_flops(n, m.n_embd, self.seq_len, m.vocab_size, tokens)
+        self.progress.flops_eval += f.total
         return val
 
     @property
