@@ -26,7 +26,7 @@ from mltrain.data import build_data
 from mltrain.data.sampler import eval_windows, validation_fingerprint
 from mltrain.errors import CheckpointError, ConfigError, DivergenceError, Preempted
 from mltrain.model.transformer import ODETransformer
-from mltrain.plan.passes import data_passes, log_data_passes
+from mltrain.plan.epochs import epoch_count, log_epoch_count
 from mltrain.plan.plan import budget_of, build_plan
 from mltrain.runrecord import RunRecord, role_of, write_run_record
 from mltrain.schemes.corrections import check_ranks
@@ -111,7 +111,7 @@ class Job:
             torch=torch.__version__,
             mltrain=__version__,
             plan=self.plan.summary(),
-            data=data_passes(self.plan, len(self.data.train), None),
+            data=epoch_count(self.plan, len(self.data.train), None),
             validation=validation_fingerprint(
                 eval_windows(self.data.val, int(t.model.seq_len), int(t.train.eval_sequences))
             ),
@@ -195,9 +195,9 @@ class Job:
         if self.ctx.is_main:
             write_run_record(self.run_dir, self.record)
 
-    def _data_passes(self) -> dict:
-        """Tokens planned and seen against the training split (:func:`mltrain.plan.passes.data_passes`)."""
-        return data_passes(self.plan, len(self.data.train), self.trainer.p.tokens)
+    def _epoch_count(self) -> dict:
+        """Tokens planned and seen against the training split (:func:`mltrain.plan.epochs.epoch_count`)."""
+        return epoch_count(self.plan, len(self.data.train), self.trainer.progress.tokens)
 
     # ------------------------------------------------------------------ run
     def run(self) -> float:
@@ -210,7 +210,7 @@ class Job:
         log.info("run directory: %s", self.run_dir)
         for line in self.plan.describe().splitlines():
             log.info("%s", line)
-        log_data_passes(self._data_passes())
+        log_epoch_count(self._epoch_count())
         try:
             loss = self.trainer.fit()
         except DivergenceError as e:
@@ -223,7 +223,7 @@ class Job:
             self.record = self.record.ended("failed")
             raise
         self.record = self.record.ended("completed")
-        log_data_passes(self._data_passes(), at_end=True)
+        log_epoch_count(self._epoch_count(), at_end=True)
         return loss
 
     def close(self, exit_code: int = 0) -> None:
@@ -233,7 +233,7 @@ class Job:
                 self.record = self.record.ended("failed")
             if getattr(self, "trainer", None) is not None:
                 self.record = self.record.ended(
-                    self.record.status, self.record.diverged_at, data=self._data_passes()
+                    self.record.status, self.record.diverged_at, data=self._epoch_count()
                 )
             self._write_record()
             self.tracker.close(exit_code)

@@ -17,7 +17,7 @@ optional. The fields of :class:`RunRecord`, in the order they are written:
   ``planned_tokens``, and when FLOPs are counted ``planned_flops``,
   ``planned_flops_nonembed`` (FLOPs with head / non-embedding).
 - ``data``: tokens planned and seen against the training split
-  (:func:`mltrain.plan.passes.data_passes`; ``seen`` filled when the run ends).
+  (:func:`mltrain.plan.epochs.epoch_count`; ``seen`` filled when the run ends).
 - ``validation``: ``sequences``, ``tokens`` and ``fingerprint`` of the validation set
   (:func:`mltrain.data.sampler.validation_fingerprint`).
 - ``params``: ``total``, ``nonembed`` (scalars, the tied head counted once; without the token

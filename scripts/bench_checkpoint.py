@@ -41,9 +41,7 @@ def paper_checkpoint(rounds: int, smoke: bool = False) -> None:
         ]
     )
     t = job.trainer
-    for op in t.plan.ops(0):  # one V-cycle: every level's optimizer has state
-        t.p.inner = 0
-        t.run_op(op)
+    t.run_ops(t.plan.ops(0))  # one V-cycle: every level's optimizer has state
     times = []
     for _ in range(rounds):
         t0 = time.perf_counter()

@@ -34,7 +34,7 @@ def step_ratio(model: str, rounds: int) -> dict:
     t = job.trainer
     fine, coarse = t.levels["fine"], t.levels["coarse_a"]
     med = interleaved(
-        {"fine": lambda: t.take_step(fine), "coarse": lambda: t.take_step(coarse)},
+        {"fine": lambda: t.train_step(fine), "coarse": lambda: t.train_step(coarse)},
         rounds=rounds,
         per_round=3,
         device=job.ctx.device,

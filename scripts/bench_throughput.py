@@ -5,7 +5,7 @@
     python scripts/bench_throughput.py --models tiny --rounds 1 --per-round 1   # a smoke check
 
 For each model, in one process and interleaved (medians over rounds):
-(a) the training-step time of mltrain's trainer (``Trainer.take_step`` on the fine level: batch
+(a) the training-step time of mltrain's trainer (``Trainer.train_step`` on the fine level: batch
     sampling, forward, backward, clipping, optimizer step, the record written to
     metrics.jsonl) and (b) a minimal plain-PyTorch loop written below for the same model,
     batch, optimizer and clipping; it prints tokens/s of both and their ratio (goal >= 0.97);
@@ -40,8 +40,8 @@ def plain_loop(job):
     from mltrain.train.optim import build_optimizer
 
     opt = build_optimizer(job.cfg.optimizer, params, fused=device.type == "cuda")
-    amp, scaler = t.step.autocast, t.step.scaler  # the trainer's precision (fp16 scaling)
-    batch_size = t.step.global_batch
+    amp, scaler = t.runner.autocast, t.runner.scaler  # the trainer's precision (fp16 scaling)
+    batch_size = t.runner.global_batch
     max_norm = float(job.cfg.train.max_grad_norm) or float("inf")
 
     def step():
@@ -72,8 +72,8 @@ def bench(model: str, extra: list[str], rounds: int, per_round: int) -> None:
     med = interleaved(
         {
             "plain": plain_loop(job),
-            "mltrain": lambda: t.take_step(fine),
-            "coarse": lambda: t.take_step(coarse),
+            "mltrain": lambda: t.train_step(fine),
+            "coarse": lambda: t.train_step(coarse),
         },
         rounds=rounds,
         per_round=per_round,
@@ -82,7 +82,7 @@ def bench(model: str, extra: list[str], rounds: int, per_round: int) -> None:
     tokens = t.plan.tokens_of("fine")
     tps = {k: tokens / v for k, v in med.items()}
     print(
-        f"{model} ({job.ctx.device}, {t.step.global_batch}x{t.seq_len} tokens/step): plain PyTorch {tps['plain']:.0f} tok/s, "
+        f"{model} ({job.ctx.device}, {t.runner.global_batch}x{t.seq_len} tokens/step): plain PyTorch {tps['plain']:.0f} tok/s, "
         f"mltrain {tps['mltrain']:.0f} tok/s, ratio mltrain/plain {tps['mltrain'] / tps['plain']:.3f}"
     )
     analytic = t.plan.step_flops["coarse_a"].total / t.plan.step_flops["fine"].total

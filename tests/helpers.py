@@ -91,14 +91,14 @@ def stop_after(job, n_steps: int) -> None:
     import signal
 
     t = job.trainer
-    original = t.take_step
+    original = t.train_step
 
     def step(level, *args):
         original(level, *args)
-        if t.p.step == n_steps:
+        if t.progress.steps == n_steps:
             t.signals.signum = signal.SIGTERM
 
-    t.take_step = step
+    t.train_step = step
 
 
 def preempt(run_dir: Path, *overrides: str, stop_at: int, match: str | None = None) -> None:

@@ -1,6 +1,7 @@
 """The architecture's rules (docs/architecture.md): import-linter's contracts in pyproject.toml
 hold, and no module but mltrain/train/trainer.py names a private member of the trainer or
-assigns a field of the trainer (``run.p = ...``, ``self.trainer.last_checkpoint = ...``)."""
+assigns a field of the trainer (``run.progress = ...``, ``self.trainer.last_checkpoint = ...``),
+and the tests mirror the package (the layout rule, :func:`_layout_offenders`)."""
 
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ def _targets(node: ast.AST) -> list[ast.expr]:
 
 
 def _assigned_trainer_field(target: ast.expr, fields: set[str]) -> str | None:
-    """The trainer field that ``target`` assigns or assigns into (``run.p``,
+    """The trainer field that ``target`` assigns or assigns into (``run.progress``,
     ``run.records.pending``, ``self.trainer.branch_points``), or None. A name that is not a
     field counts too when assigned on the trainer itself (``run.new = ...``)."""
     chain = []
@@ -134,7 +135,7 @@ def test_the_scan_finds_a_private_member_used_elsewhere(tmp_path):
 
 def test_no_module_but_the_trainer_assigns_a_trainer_field():
     fields = _trainer_fields()
-    assert {"p", "records", "last_checkpoint", "hooks", "extensions"} <= fields
+    assert {"progress", "records", "last_checkpoint", "hooks", "extensions"} <= fields
     offenders = [
         f"{path.relative_to(ROOT)}:{line} {name}"
         for path, tree in _modules_but_the_trainer()
@@ -149,29 +150,29 @@ def test_the_scan_finds_trainer_fields_assigned_elsewhere():
     fields is not."""
     code = """
 def load(run, state):
-    run.p = run.records.p = Progress.from_state(state["progress"])
+    run.progress = run.records.progress = Progress.from_state(state["progress"])
     run.records.notes["delta"] = 0.5
     run.brand_new = 1
-    trainer.p.inner += 1
+    trainer.progress.inner += 1
     a, self.trainer.branch_points = 1, {}
     job.trainer.last_checkpoint: Path = path
 
 def fine(run, op, p, state, job):
     run.note("delta", 0.5)
     run.load_state_dict(state)
-    loss = run.p.val_loss
+    loss = run.progress.val_loss
     p.grad = None
     state.phases = []
     job.record = job.record.ended("completed")
-    self.p = Progress()
+    self.progress = Progress()
 """
     found = trainer_field_assignments(ast.parse(code), _trainer_fields())
     assert sorted(found) == [
-        (3, "run.p"),
-        (3, "run.records.p"),
+        (3, "run.progress"),
+        (3, "run.records.progress"),
         (4, "run.records.notes"),
         (5, "run.brand_new"),
-        (6, "trainer.p.inner"),
+        (6, "trainer.progress.inner"),
         (7, "trainer.branch_points"),
         (8, "trainer.last_checkpoint"),
     ]
@@ -320,3 +321,83 @@ def test_a_new_scheme_is_labelled_and_grouped_by_its_own_scheme(monkeypatch):
         {**flat, "coarsening.vcycle.delta": 0.5}, "multilevel"
     )
     assert identity(flat, "multilevel") != identity({**flat, "coarsening.toy.k": 4}, "multilevel")
+
+
+# ------------------------------------------------------------------ where a test lives
+TESTS = ROOT / "tests"
+
+# Test files whose name is a topic, not a module: {folder (None: tests/ itself): {topic: what
+# it tests}}. Every other test file is named after its subject (the layout rule, below).
+TOPICS: dict[str | None, dict[str, str]] = {
+    "config": {
+        "inert": "the settings that do not change training (schema tags) and their consumers",
+        "sweeps": "Hydra multirun, the sweep presets and iso-FLOP baselines",
+    },
+    "train": {
+        "gpu_ready": "the CUDA paths of the trainer, tested on the CPU",
+        "metrics_json": "metrics.jsonl is strict JSON (writing: tracking, reading: metrics)",
+        "validation_set": "one fixed validation set whatever the batch layout",
+    },
+    "analysis": {"envelope_e2e": "the envelope judged end to end on tiny runs"},
+    None: {
+        "architecture": "the architecture's rules (this file)",
+        "demo": "make demo (scripts/demo.sh)",
+        "docs_commands": "the commands the docs print",
+        "extras": "the optional Hydra plugins",
+        "failures": "how a run fails: divergence, W&B faults, preemption, bad input",
+        "golden": "the golden runs, bitwise",
+        "gpu_script": "scripts/gpu_check.sh",
+        "messages": "messages that misled, tried through the command line",
+        "regressions": "faults found when mltrain was tried as users do",
+        "results_third": "scripts/results_third.sh",
+        "script_drivers": "the study drivers, scripts/*.sh",
+        "scripts": "every script's smoke test",
+        "smoke_mode": "mode=smoke on every preset",
+        "third_pick": "scripts/third_pick.py",
+    },
+}
+
+
+def _test_files():
+    for path in sorted(TESTS.rglob("test_*.py")):
+        rel = path.relative_to(TESTS)
+        yield (rel.parts[0] if len(rel.parts) > 1 else None), path.stem.removeprefix("test_"), rel
+
+
+def _layout_offenders() -> list[str]:
+    """Test files that break the layout rule: ``tests/<pkg>/`` mirrors a package
+    ``mltrain/<pkg>/`` and ``tests/<pkg>/test_<name>.py`` is named after a module of it
+    (``mltrain/<pkg>/<name>.py``) or the package itself (``<name>`` = ``<pkg>``); a test at the
+    top, ``tests/test_<name>.py``, tests a top-level module ``mltrain/<name>.py``; otherwise the
+    name is a listed topic (:data:`TOPICS`)."""
+    out = []
+    for folder, name, rel in _test_files():
+        if folder is not None and not (PACKAGE / folder / "__init__.py").exists():
+            out.append(f"{rel}: tests/{folder}/ mirrors no package mltrain/{folder}/")
+            continue
+        home = PACKAGE if folder is None else PACKAGE / folder
+        if (home / f"{name}.py").exists() or name == folder or name in TOPICS.get(folder, {}):
+            continue
+        out.append(f"{rel}: no module {home.relative_to(ROOT)}/{name}.py and not a listed topic")
+    return out
+
+
+def test_tests_mirror_the_package():
+    """docs/architecture.md's layout rule holds for every test file, and every listed topic is
+    a test file (the list has no stale entry)."""
+    assert not _layout_offenders(), "\n".join(_layout_offenders())
+    files = {(folder, name) for folder, name, _ in _test_files()}
+    stale = [(f, n) for f, topics in TOPICS.items() for n in topics if (f, n) not in files]
+    assert not stale, f"topics without a test file: {stale}"
+
+
+def test_the_layout_rule_can_fail(tmp_path, monkeypatch):
+    """A scheme's test under tests/levels/, or an unlisted topic, is reported."""
+    for rel in ("levels/test_vcycle.py", "schemes/test_vcycle.py", "test_odds.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    monkeypatch.setattr(sys.modules[__name__], "TESTS", tmp_path)
+    assert [o.split(":")[0] for o in _layout_offenders()] == [
+        "levels/test_vcycle.py",
+        "test_odds.py",
+    ]

@@ -5,7 +5,7 @@ run logged.
 The validation windows are the run's (:func:`mltrain.data.sampler.eval_windows` over the
 validation split, ``train.eval_sequences`` windows of ``model.seq_len + 1`` tokens), rebuilt
 from its config and checked against the fingerprint in its ``run.json``. Both losses are the
-run's own aggregation (:meth:`mltrain.train.step.Step.mean_loss`): a forward per chunk of
+run's own aggregation (:meth:`mltrain.train.batch_runner.BatchRunner.mean_loss`): a forward per chunk of
 ``data.batch_size`` windows, each chunk's mean cross-entropy (nats/token, fp32) weighted by its
 token count, summed in float64.
 """

@@ -2,7 +2,7 @@
 
 A *level* is a path through the fine model's blocks with a step size (Lauga et al. 2025,
 Sec. 3). Restriction is injection: a coarse level's parameters ARE the fine model's tensors (no
-copies, no second model); :mod:`mltrain.levels.transfer` has restriction and prolongation
+copies, no second model); :mod:`mltrain.levels.restrict_prolong` has restriction and prolongation
 (Eq. 4). A level also says how it reads a batch (:meth:`Level.window_tokens`,
 :meth:`Level.loss`) and which path validation measures (:attr:`Level.eval_path`), so the
 trainer treats every level alike. Builders of hierarchies register in :data:`HIERARCHIES`

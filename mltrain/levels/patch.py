@@ -49,7 +49,7 @@ unigram entropy of the 8k BPE) through the patch stage and fell only once token-
 training began.
 
 Data: a run that draws more tokens than the training split holds repeats data. At start the
-job logs the planned tokens against the split (:func:`mltrain.plan.passes.data_passes`) and warns when the run
+job logs the planned tokens against the split (:func:`mltrain.plan.epochs.epoch_count`) and warns when the run
 would pass over it more than once; ``run.json`` records the planned and the seen tokens and
 the epochs (tokens drawn / tokens in the split; windows are drawn at random, so an epoch is
 an average number of passes, not one ordered sweep).

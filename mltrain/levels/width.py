@@ -19,7 +19,7 @@ Hierarchies (``coarsening.hierarchy``):
 
 FLOPs: a step of a width level costs a step at width d/c along its path (the head too:
 :func:`mltrain.model.flops.level_step_flops` reads ``width_factor``); coalescing, de-coalescing
-and interpolation cost :func:`mltrain.model.width.transfer_flops` each time they run.
+and interpolation cost :func:`mltrain.model.width.map_flops` each time they run.
 """
 
 from __future__ import annotations
@@ -59,17 +59,17 @@ class WidthLevel(Level):
     narrow: Narrow = field(default_factory=Narrow, compare=False, repr=False)
     shape: tuple | None = field(default=None, compare=False, repr=False)
 
-    def transfer_cost(self, kind: str, alpha: float | None = None) -> FlopCount:
+    def map_flops(self, kind: str, alpha: float | None = None) -> FlopCount:
         """FLOPs of one ``coalesce``, ``decoalesce`` or ``interpolate`` (with ``alpha``) of
-        this level's tensors (:func:`mltrain.model.width.transfer_flops` over its blocks and
+        this level's tensors (:func:`mltrain.model.width.map_flops` over its blocks and
         the shared tensors; without them: the non-embedding part). Needs :attr:`shape`
         ((d, V, block_size, bias), set by :func:`with_shape`); 0 without it."""
         if self.shape is None:
             return FlopCount(0, 0)
         d, vocab, block_size, bias = self.shape
         args = (vocab, block_size, self.width_factor, bias, alpha)
-        full = W.transfer_flops(d, self.n_blocks, *args)[kind]
-        shared = W.transfer_flops(d, 0, *args)[kind]
+        full = W.map_flops(d, self.n_blocks, *args)[kind]
+        shared = W.map_flops(d, 0, *args)[kind]
         return FlopCount(full, full - shared)
 
     def model_of(self, fine: ODETransformer) -> ODETransformer:
@@ -172,7 +172,7 @@ def _with_width(factor: int, level: Level) -> Level:
 
 def with_shape(levels: list[Level], model, vocab_size: int | None) -> list[Level]:
     """``levels`` with each width level's :attr:`WidthLevel.shape` taken from the ``model``
-    section and the vocabulary (what its transfer FLOPs need); other levels unchanged.
+    section and the vocabulary (what its map FLOPs need); other levels unchanged.
 
     Raises:
         ConfigError: a width factor that does not divide ``model.n_head`` (checked here, when

@@ -56,7 +56,7 @@ replaced model's group members receive equal gradients and never separate.
 Width × depth: ``blocks`` restricts a coalesced model to some fine blocks (narrow block k is
 fine block ``blocks[k]``), de-coalescing writes back into those blocks only.
 
-FLOPs of the maps (:func:`transfer_flops`): a mean of c values costs c FLOPs (c − 1
+FLOPs of the maps (:func:`map_flops`): a mean of c values costs c FLOPs (c − 1
 additions, one division), a sum c − 1, a division 1, a lerp 3, a copy 0 (DESIGN.md section 3
 counts FLOPs; these are element-wise, so FlopCounterMode, which counts matmuls, sees none).
 """
@@ -303,7 +303,7 @@ def project(fine: ODETransformer, factor: int = 2) -> None:
     interpolate(fine, coalesce(fine, factor), 1.0, factor)
 
 
-def transfer_flops(
+def map_flops(
     n_embd: int,
     n_layer: int,
     vocab_size: int,

@@ -17,7 +17,7 @@ Settings of ``coarsening.corrections`` (all off by default; the paper's recipe i
     after the all-reduce, before clipping), i.e. minimises f_H(y) − ⟨v, y⟩, whose gradient at
     R x on ξ is the restricted parent gradient: the first coarse step moves along R g_h and the
     correction is a descent direction of the parent objective to first order. v is dropped
-    when the phase closes (:class:`Transfer`).
+    when the phase closes (:class:`CorrectedProlong`).
 
     - ``exact``: both gradients at the current x on one fresh batch ξ (drawn from a sampler of
       the training tokens of its own, so the training batches are unchanged): extra FLOPs one
@@ -26,7 +26,7 @@ Settings of ``coarsening.corrections`` (all off by default; the paper's recipe i
       of the parent level's most recent step, so only the coarse pass is extra. With
       ``fine_step=before`` that is the fine step of the same iteration, taken at the
       parameters just before it (one step stale; for a second sibling phase the restriction
-      point has also moved by the first phase's transfer). With ``fine_step=after`` it is the
+      point has also moved by the first phase's prolongation). With ``fine_step=after`` it is the
       previous iteration's fine step, so the first V-cycle needs one before it:
       ``coarsening.vcycle.start`` >= 1 (refused otherwise). Nested levels reuse their parent's last
       coarse step.
@@ -41,7 +41,7 @@ Settings of ``coarsening.corrections`` (all off by default; the paper's recipe i
     from its own seeded RNG, torch's global RNG untouched), without loss scaling.
 
 ``line_search`` (``none`` | ``grid`` | ``parabola``), ``line_search_max``
-    At the close of a phase (:class:`Transfer`) the parent objective is evaluated along the
+    At the close of a phase (:class:`CorrectedProlong`) the parent objective is evaluated along the
     phase's correction d at δ ∈ {0, ¼, ½, 1, 2, 4, …} up to ``line_search_max`` (which is
     included), on one held-aside batch of training windows (``line_search_batch`` sequences,
     default one global batch; drawn from a third sampler of the training tokens, never
@@ -52,7 +52,7 @@ Settings of ``coarsening.corrections`` (all off by default; the paper's recipe i
     (the midpoint towards its neighbour when the best is at an end of the grid) and takes the
     lowest of all. δ = 0 unless some δ > 0 is strictly lower than δ = 0. The parent
     objective is the parent's loss, less ⟨v_parent, δ·d⟩ when the parent phase is itself
-    τ-corrected. Every forward is counted (:meth:`Transfer.extra_flops`); the chosen δ goes on
+    τ-corrected. Every forward is counted (:meth:`CorrectedProlong.extra_flops`); the chosen δ goes on
     the next record as ``coarsening/delta/<level>``, and the loss it gained on that batch
     (nats/token, >= 0) as ``coarsening/delta_gain/<level>``.
 
@@ -62,7 +62,7 @@ Settings of ``coarsening.corrections`` (all off by default; the paper's recipe i
     u ← βu + Δ and θ ← θ_before + δ·(Δ + βu), one u per level, kept across V-cycles and in
     checkpoints. β = 0 is Eq. 4 exactly (bit for bit).
 
-The extra FLOPs of a phase's :class:`Tau` and :class:`Transfer` are booked to that phase's level
+The extra FLOPs of a phase's :class:`Tau` and :class:`CorrectedProlong` are booked to that phase's level
 (``perf/flops_level/<level>``) and counted in ``perf/flops`` and the plan's total alike.
 Everything is all-reduced or computed from identical parameters, so under torchrun every rank
 takes the same corrections; the extension's state (v, the reused gradient, u, its samplers)
@@ -113,10 +113,11 @@ class Tau(Operation):
 
 
 @dataclass(frozen=True)
-class Transfer(Operation):
-    """Close the innermost phase on ``level`` (as Prolong, or Defer when ``summed``), with
-    outer momentum ``momentum`` (β) and δ = ``delta`` or line-searched over ``grid``
-    (``search``: ``grid`` or ``parabola``) on ``parent``'s objective."""
+class CorrectedProlong(Operation):
+    """Prolongation with the corrections: close the innermost phase on ``level`` (as Prolong,
+    or Defer when ``summed``), with outer momentum ``momentum`` (β) and δ = ``delta`` or
+    line-searched over ``grid`` (``search``: ``grid`` or ``parabola``) on ``parent``'s
+    objective."""
 
     level: str
     parent: str
@@ -170,7 +171,7 @@ def decorate_cycle(
     cycle: tuple[Op, ...], c: CoarseningConfig, levels: list[Level], seq_len: int
 ) -> tuple:
     """The V-cycle with the corrections ``c`` asks for: :class:`Tau` right after each
-    ``Restrict``, and each ``Prolong``/``Defer`` replaced by a :class:`Transfer`
+    ``Restrict``, and each ``Prolong``/``Defer`` replaced by a :class:`CorrectedProlong`
     (``seq_len``: T, for the held-aside batch's positions). Unchanged when every mechanism is
     off.
 
@@ -201,7 +202,7 @@ def decorate_cycle(
     for op in cycle:
         if isinstance(op, Prolong | Defer):
             out.append(
-                Transfer(
+                CorrectedProlong(
                     op.level,
                     by_name[op.level].parent,
                     isinstance(op, Defer),
@@ -264,7 +265,7 @@ class Corrections(Extension):
     def on_gradients(self, run: RunState, level: Level) -> None:
         """Subtract the open phase's v from ``level``'s gradient (times the fp16 loss scale);
         with ``tau=cheap`` keep the corrected gradient and batch of a parent level's step."""
-        scale = run.step.loss_scale()
+        scale = run.runner.loss_scale()
         params = run.params(level.name)
         v = self.v.get(level.name)
         if v:
@@ -290,7 +291,7 @@ class Corrections(Extension):
         path = level.sample_path(self.generator)
         seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
         params = [run.all_params[n] for n in names]
-        out = dict(zip(names, run.step.gradient(level, path, batch, params, seed)))
+        out = dict(zip(names, run.runner.gradient(level, path, batch, params, seed)))
         v = self.v.get(level.name)
         if v:
             for n in names:
@@ -345,7 +346,7 @@ def _tau(run: RunState, op: Tau) -> None:
     level, parent = run.levels[op.level], run.levels[op.parent]
     names = list(run.params(op.level))
     if op.form == "exact":
-        batch = run.step.shard(ext.tau_sampler.next(run.step.global_batch))
+        batch = run.runner.shard(ext.tau_sampler.next(run.runner.global_batch))
         g_parent = ext.gradient(run, parent, batch, names)
     else:
         last = ext.last.get(op.parent)
@@ -357,9 +358,9 @@ def _tau(run: RunState, op: Tau) -> None:
     ext.v[op.level] = {n: g_level[n] - g_parent[n] for n in names}
 
 
-@handles(Transfer)
+@handles(CorrectedProlong)
 @torch.no_grad()
-def _transfer(run: RunState, op: Transfer) -> None:
+def _corrected_prolong(run: RunState, op: CorrectedProlong) -> None:
     """Close the innermost phase: drop its v, update the outer momentum, choose δ (fixed or
     line-searched) and apply θ_before + δ·(Δ + βu) (or defer it when ``summed``)."""
     ext = of(run)

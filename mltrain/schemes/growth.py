@@ -22,7 +22,7 @@ Operators (DESIGN.md section 9):
 - ``keep``: the control, new blocks keep what they hold (their random initialisation).
 
 The :class:`mltrain.schemes.stages.Grow` handler (:func:`grow`) applies the operator, hands the
-optimizer state over (:meth:`mltrain.train.optim.LevelOptimizers.transfer`) and logs the validation
+optimizer state over (:meth:`mltrain.train.optim.LevelOptimizers.inherit_state`) and logs the validation
 loss of the source path before and of the target path after (``grow/loss_before``,
 ``grow/loss_after``, ``grow/loss_jump``, nats/token).
 """
@@ -94,7 +94,7 @@ def stand_ins(source: Level, target: Level) -> dict[int, int]:
     }
 
 
-def in_place(source: Level, target: Level) -> dict[int, int]:
+def same_block_origins(source: Level, target: Level) -> dict[int, int]:
     """Origins of an operator that leaves the trained blocks where they are: each trained block
     on the target path continues itself."""
     return {b: b for b in source.blocks if b in set(target.blocks)}
@@ -202,10 +202,10 @@ def stack_origins(source: Level, target: Level) -> dict[int, int]:
     return {t: s for t, s in zip(target.blocks, source.blocks)}
 
 
-GROWTH.register("ode")(Growth(ode, in_place))
-GROWTH.register("zero")(Growth(zero, in_place))
+GROWTH.register("ode")(Growth(ode, same_block_origins))
+GROWTH.register("zero")(Growth(zero, same_block_origins))
 GROWTH.register("stack")(Growth(stack, stack_origins))
-GROWTH.register("keep")(Growth(keep, in_place))
+GROWTH.register("keep")(Growth(keep, same_block_origins))
 
 
 def inherited(model: ODETransformer, origins: dict[int, int]) -> dict[str, str]:
@@ -243,7 +243,7 @@ def grow(run: RunState, op: Grow) -> None:
         growth.apply(run.model, src, dst)
         pairs = inherited(run.model, growth.origins(src, dst))
         pairs |= {n: n for n in run.params(src.name) if not n.startswith("blocks.")}
-        run.optims.transfer(src.steps_with, dst.steps_with, pairs)
+        run.optims.inherit_state(src.steps_with, dst.steps_with, pairs)
     after = run.evaluate(dst.eval_path, dst.module(run.model))
     run.note("grow/loss_before", before)
     run.note("grow/loss_after", after)

@@ -1,7 +1,7 @@
 """The line search of a coarse correction's δ (:mod:`mltrain.schemes.corrections`): the
 parent level's objective along the phase's correction d at δ on a grid (and a parabola's
 vertex), on a held-aside batch of training windows; every forward is counted by the plan
-(:meth:`mltrain.schemes.corrections.Transfer.extra_flops`)."""
+(:meth:`mltrain.schemes.corrections.CorrectedProlong.extra_flops`)."""
 
 from __future__ import annotations
 
@@ -63,8 +63,8 @@ def line_search(run, ext, op, params, before, after, u, point) -> float:
     """
     parent = run.levels[op.parent]
     seq_len = int(run.cfg.model.seq_len)
-    rows = run.step.global_batch if op.positions is None else op.positions // seq_len
-    batch = run.step.shard(ext.search_sampler.next(rows))
+    rows = run.runner.global_batch if op.positions is None else op.positions // seq_len
+    batch = run.runner.shard(ext.search_sampler.next(rows))
     v_parent = ext.v.get(op.parent) or {}
     slope = 0.0  # <v_parent, d>, d = Δ + βu: the linear term of the parent's corrected objective
     for n, b in before.items():
@@ -73,12 +73,12 @@ def line_search(run, ext, op, params, before, after, u, point) -> float:
             if u:
                 d = d + float(op.momentum) * u[n].double()
             slope += float((v_parent[n].double() * d).sum())
-    chunks = list(batch.split(run.step.micro))
+    chunks = list(batch.split(run.runner.micro))
 
     def objective(delta: float) -> float:
         for n, x in point(delta).items():
             params[n].copy_(x)
-        return run.step.mean_loss(parent.path, chunks) - delta * slope
+        return run.runner.mean_loss(parent.path, chunks) - delta * slope
 
     delta, values = search_delta(objective, op.grid, op.search)
     run.note(f"coarsening/delta/{op.level}", delta)

@@ -3,8 +3,11 @@ one level after another, each for its share of the budget, growing the model at 
 
 ``coarsening.stages.levels=[coarse_b,fine] coarsening.stages.shares=[0.6,0.4]`` trains the coarse path
 for 60 % of the run's training FLOPs, then grows to the fine path (:class:`Grow`, operator
-``coarsening.stages.grow_init``, :mod:`mltrain.schemes.growth`) and trains it for the remaining 40 %; the
-fine stage runs the V-cycle too when ``coarsening.vcycle.window`` > 0. The budget is
+``coarsening.stages.grow_init``, :mod:`mltrain.schemes.growth`) and trains it for the remaining 40 %.
+Every stage is plain training of its level: a staged run runs no V-cycle and reads no
+``coarsening.vcycle`` setting but ``optimizer_state`` and ``train_shared``
+(:data:`mltrain.config.keys.READ_BY_MULTILEVEL`), so ``coarsening.vcycle.window`` is ignored
+(the command line says so). The budget is
 ``train.target_flops`` × ``train.flops_scale``, or ``train.steps`` fine-step equivalents
 (``train.steps`` × one fine step's FLOPs), so a coarse stage takes more iterations than its
 share of ``train.steps``. Each stage boundary is placed so the cumulative FLOPs are closest to
@@ -48,13 +51,13 @@ class Grow(Operation):
 
     def extra_flops(self, plan) -> FlopCount:
         """0 for depth levels; leaving a width level de-coalesces it, entering one coalesces
-        (:meth:`mltrain.levels.width.WidthLevel.transfer_cost`)."""
+        (:meth:`mltrain.levels.width.WidthLevel.map_flops`)."""
         out = FlopCount(0, 0)
         src, dst = plan.level(self.source), plan.level(self.level)
         if isinstance(src, WidthLevel):
-            out = out + src.transfer_cost("decoalesce")
+            out = out + src.map_flops("decoalesce")
         if isinstance(dst, WidthLevel):
-            out = out + dst.transfer_cost("coalesce")
+            out = out + dst.map_flops("coalesce")
         return out
 
     @property

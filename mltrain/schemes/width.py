@@ -53,7 +53,7 @@ class WidthRestrict(Operation):
     level: str
 
     def extra_flops(self, plan) -> FlopCount:
-        return plan.level(self.level).transfer_cost("coalesce")
+        return plan.level(self.level).map_flops("coalesce")
 
     @property
     def label(self) -> str:
@@ -72,7 +72,7 @@ class WidthProlong(Operation):
         if self.alpha == 0.0:  # interpolate writes nothing and de-coalesces nothing
             return FlopCount(0, 0)
         lv = plan.level(self.level)
-        return lv.transfer_cost("decoalesce") + lv.transfer_cost("interpolate", self.alpha)
+        return lv.map_flops("decoalesce") + lv.map_flops("interpolate", self.alpha)
 
     @property
     def label(self) -> str:
@@ -152,7 +152,7 @@ def grow_width(run: RunState, source: Level, target: Level, apply) -> None:
     apply(run.model, source, target)
     if isinstance(target, WidthLevel):
         target.restrict(run.model)
-    run.optims.transfer(target.steps_with, target.steps_with, {})  # drops every moment
+    run.optims.inherit_state(target.steps_with, target.steps_with, {})  # drops every moment
 
 
 # --------------------------------------------------------------------------- checkpoints

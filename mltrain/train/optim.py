@@ -162,7 +162,7 @@ class LevelOptimizers:
     def start_phase(self, level: str) -> None:
         """Called when a coarse phase on ``level`` opens."""
 
-    def transfer(self, source: str, target: str, inherit: dict[str, str]) -> None:
+    def inherit_state(self, source: str, target: str, inherit: dict[str, str]) -> None:
         """Optimizer state at a growth: each parameter ``n`` that ``target``'s optimizer trains
         gets a copy of the state ``source``'s optimizer holds for parameter ``inherit[n]`` (a
         trained block keeps its momentum / Adam moments, also when its tensors moved, e.g. a

@@ -8,7 +8,7 @@ growth's loss jump), so every record is written once, whole.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from mltrain.train.tracking import Tracker
 
@@ -19,13 +19,13 @@ log = logging.getLogger("mltrain.train.trainer")
 class Progress:
     """Where the run is and what it has spent (all restored on resume).
 
-    ``step`` counts optimizer steps of every level; ``fine_steps`` fine optimizer steps;
+    ``steps`` counts optimizer steps of every level (a record's ``step``); ``fine_steps`` fine optimizer steps;
     ``iteration`` is the plan iteration being run, ``op`` the index of the operation inside it
     and ``inner`` the steps already taken inside that operation. FLOPs are counts (with head /
     non-embedding), ``wall_s`` seconds since the run first started.
     """
 
-    step: int = 0
+    steps: int = 0
     fine_steps: int = 0
     iteration: int = 0
     op: int = 0
@@ -52,16 +52,27 @@ class Progress:
             p.tokens_level = {lv.name: 0 for lv in levels}
         return p
 
+    # field -> its key in a checkpoint's ``progress`` (checkpoints keep the names they had)
+    SAVED_AS = {"steps": "step"}
+
+    def state_dict(self) -> dict:
+        """The fields as a checkpoint's ``progress`` holds them (:data:`SAVED_AS`)."""
+        return {self.SAVED_AS.get(k, k): v for k, v in asdict(self).items()}
+
     @classmethod
     def from_state(cls, state: dict) -> Progress:
+        """A progress from a checkpoint's ``progress`` (:meth:`state_dict`, or older layouts)."""
         state = dict(state)
         if "k" in state:  # checkpoints written before the plan refactor
             state["iteration"] = state.pop("k")
+        for name, key in cls.SAVED_AS.items():
+            if key in state:
+                state[name] = state.pop(key)
         return cls(**state)
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a saved progress (``dataclasses.asdict`` of one, e.g. a checkpoint's
-        ``progress``) in place: the records hold this object."""
+        """Restore a saved progress (a checkpoint's ``progress``, :meth:`state_dict`) in place:
+        the records hold this object."""
         restored = Progress.from_state(state)
         for f in fields(self):
             setattr(self, f.name, getattr(restored, f.name))
@@ -75,7 +86,7 @@ class Progress:
     def count_step(self, level: str, fine: bool, flops: int, nonembed: int, tokens: int) -> None:
         """Count one optimizer step of ``level`` (``fine``: the fine level) that spent
         ``flops`` training FLOPs with head (``nonembed`` without) on ``tokens`` tokens."""
-        self.step += 1
+        self.steps += 1
         if fine:
             self.fine_steps += 1
         self.spend(level, flops, nonembed)
@@ -97,15 +108,15 @@ class Records:
     the next step or evaluation) and the notes that go on the next record."""
 
     def __init__(self, tracker: Tracker, progress: Progress, wall) -> None:
-        self.tracker, self.p, self.wall = tracker, progress, wall
+        self.tracker, self.progress, self.wall = tracker, progress, wall
         self.pending: dict | None = None
         self.notes: dict[str, float] = {}
 
     def make(self, level: str, **values) -> dict:
         """A record: position, ``values``, then the counters."""
-        p = self.p
+        p = self.progress
         return {
-            "step": p.step,
+            "step": p.steps,
             "fine_step": p.fine_steps,
             "level": level,
             **values,
@@ -119,22 +130,22 @@ class Records:
         """Mark ``rec`` (``train/spike``) and warn when a fine step's ``loss`` exceeds
         ``factor`` (``train.spike_factor``; 0: off) times the running mean of earlier fine
         losses; update the running mean (exponential, weight 0.1)."""
-        p = self.p
+        p = self.progress
         if factor and p.loss_ema is not None and loss > factor * p.loss_ema:
             rec["train/spike"] = 1
             log.warning(
                 "loss spike at step %d (fine step %d): %.4f > %.1f x running mean %.4f",
-                *(p.step, p.fine_steps, loss, factor, p.loss_ema),
+                *(p.steps, p.fine_steps, loss, factor, p.loss_ema),
             )
         p.loss_ema = loss if p.loss_ema is None else 0.9 * p.loss_ema + 0.1 * loss
 
     def console(self, k: int, total: int) -> None:
         """The console line of fine step ``k`` of ``total``."""
-        p = self.p
-        val = f"{p.val_loss:.4f}" if p.evaluated_at == p.step else "-"
+        p = self.progress
+        val = f"{p.val_loss:.4f}" if p.evaluated_at == p.steps else "-"
         log.info(
             "fine step %d/%d | step %d | val %s | FLOPs %.3e | wall %.0f s",
-            *(k, total, p.step, val, p.flops, self.wall()),
+            *(k, total, p.steps, val, p.flops, self.wall()),
         )
 
     def state_dict(self) -> dict:
@@ -154,7 +165,7 @@ class Records:
     def settle(self) -> None:
         """Bring the pending record up to what the iteration spent and noted after its last
         step, so the run's last record holds every FLOP of the plan."""
-        rec, p = self.pending, self.p
+        rec, p = self.pending, self.progress
         if rec is None:
             return
         rec.update(self.take_notes())
@@ -173,4 +184,4 @@ class Records:
         if self.pending is not None:
             self.tracker.log(self.pending)
             self.pending = None
-        self.p.logged_step = self.p.step
+        self.progress.logged_step = self.progress.steps

@@ -40,7 +40,7 @@ class SignalFlag:
     def raised(self, world: int) -> int | None:
         """The signal number when this process received one; under torchrun when any rank
         had one at the last optimizer step's all-reduce (the flag travels with the loss,
-        :meth:`mltrain.train.step.Step.reduce_and_clip`), SIGTERM on ranks that had none, so
+        :meth:`mltrain.train.batch_runner.BatchRunner.reduce_and_clip`), SIGTERM on ranks that had none, so
         every rank stops at the same step without a collective of its own."""
         stop = self.signum is not None if world == 1 else self.agreed
         return (self.signum or signal.SIGTERM) if stop else None

@@ -34,7 +34,7 @@ others the default.
 
 No scheme reads or writes a private member of the trainer; forward/backward passes, gradients
 averaged over micro-batches and ranks, losses on held-aside windows and the rank's share of a
-batch all come from :class:`mltrain.train.step.Step` (``run.step``), and evaluation books its
+batch all come from :class:`mltrain.train.batch_runner.BatchRunner` (``run.runner``), and evaluation books its
 own FLOPs (``run.evaluate``).
 """
 
@@ -53,8 +53,8 @@ if TYPE_CHECKING:
     from mltrain.levels import Level
     from mltrain.model.transformer import BlockPath, ODETransformer
     from mltrain.plan.plan import Plan
+    from mltrain.train.batch_runner import BatchRunner
     from mltrain.train.optim import LevelOptimizers
-    from mltrain.train.step import Step
 
 
 class RunState(Protocol):
@@ -66,8 +66,8 @@ class RunState(Protocol):
         plan: the run's plan.
         levels: level name -> :class:`mltrain.levels.Level`.
         data: the token streams (``data.train``: the training tokens, 1-D int64).
-        optims: the levels' optimizers (``start_phase``, ``transfer``, ``get``).
-        step: forward/backward machinery (:class:`mltrain.train.step.Step`).
+        optims: the levels' optimizers (``start_phase``, ``inherit_state``, ``get``).
+        runner: forward/backward passes over a global batch (:class:`mltrain.train.batch_runner.BatchRunner`).
         device: where tensors live.
         all_params: every parameter of the model by name.
         last_batch: the windows of the latest optimizer step on this rank, ``(B_rank, W)``.
@@ -80,7 +80,7 @@ class RunState(Protocol):
     levels: dict[str, Level]
     data: DataBundle
     optims: LevelOptimizers
-    step: Step
+    runner: BatchRunner
     device: torch.device
     all_params: dict[str, torch.nn.Parameter]
     last_batch: torch.Tensor | None

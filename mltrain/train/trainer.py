@@ -19,7 +19,6 @@ the same losses, bit for bit on CPU at the same thread count.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import sys
@@ -33,7 +32,7 @@ from mltrain.config import MLTrainConfig
 from mltrain.data import BatchSampler, DataBundle, eval_windows
 from mltrain.errors import Preempted
 from mltrain.levels import Level
-from mltrain.levels.transfer import frozen_parameters
+from mltrain.levels.restrict_prolong import frozen_parameters
 from mltrain.model.flops import forward_flops
 from mltrain.model.transformer import BlockPath, ODETransformer
 from mltrain.plan.ops import HANDLERS, Train, check_handled, handles
@@ -41,13 +40,13 @@ from mltrain.plan.plan import Plan
 from mltrain.train import checkpoint as ckpt
 from mltrain.train import distributed as D
 from mltrain.train import precision as prec
+from mltrain.train.batch_runner import BatchRunner
 from mltrain.train.clock import StepClock
 from mltrain.train.hooks import trainer_hooks
 from mltrain.train.optim import LevelOptimizers, level_optimizers, make_schedule
 from mltrain.train.progress import Progress, Records
 from mltrain.train.signals import SignalFlag
 from mltrain.train.state import Extension, build_extensions, by_priority
-from mltrain.train.step import Step
 from mltrain.train.tracking import Tracker
 
 if TYPE_CHECKING:
@@ -116,18 +115,20 @@ class Trainer:
         self.lr_factor = make_schedule(cfg.schedule, plan.iterations)
         self.seq_len = int(cfg.model.seq_len)
         precision = prec.resolve(t.precision, ctx.device)
-        self.step = Step(model, ctx, int(cfg.data.batch_size), int(t.grad_accum), precision)
+        self.runner = BatchRunner(
+            model, ctx, int(cfg.data.batch_size), int(t.grad_accum), precision
+        )
         self.sampler = BatchSampler(data.train, self.seq_len, seed=int(t.seed) + 1)
         # one fixed validation set whatever the micro-batch, accumulation or world size
         self.val_batches = eval_windows(data.val, self.seq_len, int(t.eval_sequences))
-        self.p = Progress.start(plan.levels)
+        self.progress = Progress.start(plan.levels)
         self.max_norm = float(t.max_grad_norm) or math.inf
         self.clock = StepClock(ctx.device)  # synchronizes CUDA before each reading
         self.peak = prec.device_peak(ctx.device, precision)  # FLOP/s of MFU; None: unknown
         # random sub-paths draw from their own generator (checkpointed), never from torch's
         self.path_generator = torch.Generator().manual_seed(int(t.seed) + 2)
         self._t0, self._wall0 = time.perf_counter(), 0.0
-        self.records = Records(tracker, self.p, self._wall)
+        self.records = Records(tracker, self.progress, self._wall)
         self.signals = SignalFlag()
         self.last_batch: torch.Tensor | None = None
         self.last_checkpoint: Path | None = None
@@ -141,18 +142,18 @@ class Trainer:
             self.last_checkpoint = resume.path
             log.info(
                 "resumed from %s at step %d (fine step %d)",
-                *(resume.path, self.p.step, self.p.fine_steps),
+                *(resume.path, self.progress.steps, self.progress.fine_steps),
             )
 
     # ------------------------------------------------------------------ RunState
     @property
     def iteration(self) -> int:
-        return self.p.iteration
+        return self.progress.iteration
 
     @property
     def precision(self) -> str:
         """The resolved ``train.precision`` (``fp32``, ``bf16`` or ``fp16``)."""
-        return self.step.precision
+        return self.runner.precision
 
     def params(self, level: str) -> dict[str, torch.nn.Parameter]:
         return self.level_params[level]
@@ -169,11 +170,11 @@ class Trainer:
         self.records.notes[key] = value
 
     def train(self, level: str, steps: int, lr_scale: float = 1.0) -> None:
-        """``steps`` optimizer steps on ``level``, continuing from ``p.inner`` done; the
+        """``steps`` optimizer steps on ``level``, continuing from ``progress.inner`` done; the
         learning rate is the schedule's times ``lr_scale``."""
-        while self.p.inner < steps:
-            self.take_step(self.levels[level], lr_scale)
-            self.p.inner += 1
+        while self.progress.inner < steps:
+            self.train_step(self.levels[level], lr_scale)
+            self.progress.inner += 1
             self._check_signal()
 
     @torch.no_grad()
@@ -185,18 +186,19 @@ class Trainer:
         if path is None:
             path, model = self.eval_level.eval_path, self.eval_level.module(self.model)
         m = self.model if model is None else model
-        chunks = self.val_batches.split(self.step.micro)
-        val = self.step.mean_loss(path, list(chunks[self.ctx.rank :: self.ctx.world]), m)
+        chunks = self.val_batches.split(self.runner.micro)
+        val = self.runner.mean_loss(path, list(chunks[self.ctx.rank :: self.ctx.world]), m)
         tokens = len(self.val_batches) * self.seq_len
         n = len(path.blocks)
-        self.p.flops_eval += forward_flops(n, m.n_embd, self.seq_len, m.vocab_size, tokens).total
+        f = forward_flops(n, m.n_embd, self.seq_len, m.vocab_size, tokens)
+        self.progress.flops_eval += f.total
         return val
 
     @property
     def eval_level(self) -> Level:
         """The level of the stage whose iteration ran last (before training: the first
         stage's), so the evaluation that ends a coarse stage measures the coarse path."""
-        p = self.p
+        p = self.progress
         k = p.iteration - 1 if p.op == 0 and p.iteration > 0 else p.iteration
         return self.levels[self.plan.stage_at(k).level]
 
@@ -211,33 +213,49 @@ class Trainer:
         """
         from tqdm.auto import tqdm
 
-        self._t0, self._wall0 = time.perf_counter(), self.p.wall_s
+        self._t0, self._wall0 = time.perf_counter(), self.progress.wall_s
         self.signals.install()
         try:
-            if self.p.step == 0 and self.p.evaluated_at < 0:
+            if self.progress.steps == 0 and self.progress.evaluated_at < 0:
                 self.log_validation()
-                log.info("step 0: val/loss %.4f (before training)", self.p.val_loss)
+                log.info("step 0: val/loss %.4f (before training)", self.progress.val_loss)
             show = self.cfg.train.progress and sys.stdout.isatty() and self.ctx.is_main
             total = self.plan.iterations
             with tqdm(
-                total=total, initial=self.p.iteration, unit="fine step", disable=not show
+                total=total, initial=self.progress.iteration, unit="fine step", disable=not show
             ) as bar:
-                while self.p.iteration < total:
-                    ops = self.plan.ops(self.p.iteration)
-                    while self.p.op < len(ops):
-                        self.run_op(ops[self.p.op])
-                        self.p.op, self.p.inner = self.p.op + 1, 0
-                    self.p.iteration, self.p.op = self.p.iteration + 1, 0
+                while self.progress.iteration < total:
+                    self.run_iteration()
                     self.records.settle()
                     self._end_iteration()
                     bar.update(1)
-            if self.p.evaluated_at != self.p.step:
+            if self.progress.evaluated_at != self.progress.steps:
                 self.log_validation()
             self.records.flush()
             self.save()
-            return float(self.p.val_loss)
+            return float(self.progress.val_loss)
         finally:
             self.signals.restore()
+
+    def run_iteration(self) -> None:
+        """Carry out the operations of the current plan iteration (from where a resumed run
+        stopped inside it), then move the position to the next iteration. No hooks run
+        (:meth:`fit` runs them)."""
+        p = self.progress
+        ops = self.plan.ops(p.iteration)
+        while p.op < len(ops):
+            self.run_op(ops[p.op])
+            p.op, p.inner = p.op + 1, 0
+        p.iteration, p.op = p.iteration + 1, 0
+
+    def run_ops(self, ops) -> None:
+        """Carry out ``ops`` one after another, each from its first step, outside the plan's
+        walk (tests and benchmarks drive single phases this way); the position in the plan
+        stays where it was."""
+        for op in ops:
+            self.progress.inner = 0
+            self.run_op(op)
+        self.progress.inner = 0
 
     def run_op(self, op) -> None:
         """Carry out one operation of the plan and count what it spends besides optimizer
@@ -246,31 +264,31 @@ class Trainer:
         if not isinstance(op, Train):
             extra = op.extra_flops(self.plan)
             if extra.total:
-                self.p.spend(op.booked_to(self.plan), extra.total, extra.nonembed)
+                self.progress.spend(op.booked_to(self.plan), extra.total, extra.nonembed)
 
     def _end_iteration(self) -> None:
         """Every hook in priority order (:attr:`hooks`), then stop on a preemption signal."""
         for hook in self.hooks:
-            hook.end_iteration(self, self.p.iteration)
+            hook.end_iteration(self, self.progress.iteration)
         self._check_signal()
 
     # ------------------------------------------------------------------ one optimizer step
-    def take_step(self, level: Level, lr_scale: float = 1.0) -> None:
+    def train_step(self, level: Level, lr_scale: float = 1.0) -> None:
         """One optimizer step of ``level`` at ``lr_scale`` times the schedule's learning rate:
         the next global batch, forward/backward, all-reduce, clipping, the update, the record."""
         self.clock.start()
         self.records.flush()
         opt = self.optims.get(level.steps_with)
-        lr = self.optims.peak_lr * self.lr_factor(self.p.iteration)
+        lr = self.optims.peak_lr * self.lr_factor(self.progress.iteration)
         lr *= lr_scale
         LevelOptimizers.set_lr(opt, lr)
-        batch = self.step.next_windows(self.sampler, level.window_tokens(self.seq_len))
+        batch = self.runner.next_windows(self.sampler, level.window_tokens(self.seq_len))
         self.last_batch = batch  # this step's windows on this rank (extensions may reuse them)
         path = self.path_of(level)
         params = self.level_params[level.name].values()
-        loss_sum = self.step.forward_backward(level, path, batch, params)
+        loss_sum = self.runner.forward_backward(level, path, batch, params)
         loss, norm = self._reduce_clip_check(level, opt, loss_sum)
-        self.step.update(opt)
+        self.runner.update(opt)
         for ext in self.extensions.values():
             ext.after_step(self, level)
         self.model.zero_grad(set_to_none=True)
@@ -295,14 +313,14 @@ class Trainer:
 
         params = list(self.level_params[level.name].values())
         flag = self.signals.signum is not None
-        loss, norm, stop = self.step.reduce_and_clip(
+        loss, norm, stop = self.runner.reduce_and_clip(
             params, opt, loss_sum, self.max_norm, hooks, flag
         )
         self.signals.agreed = self.signals.agreed or stop
-        if not math.isfinite(loss) or (not math.isfinite(norm) and self.step.scaler is None):
+        if not math.isfinite(loss) or (not math.isfinite(norm) and self.runner.scaler is None):
             what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
-            fine = self.p.fine_steps + (1 if level.is_fine else 0)
-            self._diverged(what, value, self.p.step + 1, fine, level.name)
+            fine = self.progress.fine_steps + (1 if level.is_fine else 0)
+            self._diverged(what, value, self.progress.steps + 1, fine, level.name)
         return loss, norm
 
     def _diverged(self, what: str, value: float, step: int, fine: int, level: str) -> None:
@@ -313,7 +331,7 @@ class Trainer:
         """Counters (steps, FLOPs, tokens) and the step's record (``dt``: the step's seconds),
         written at the next flush."""
         f, tokens = self.plan.step_flops[level.name], self.plan.tokens_of(level.name)
-        self.p.count_step(level.name, level.is_fine, f.total, f.nonembed, tokens)
+        self.progress.count_step(level.name, level.is_fine, f.total, f.nonembed, tokens)
         values = {
             "train/loss": loss,
             "train/grad_norm": norm,
@@ -337,23 +355,27 @@ class Trainer:
         Raises:
             DivergenceError: the validation loss is not finite (names the step)."""
         val = self.evaluate()
-        self.p.val_loss, self.p.evaluated_at = val, self.p.step
+        self.progress.val_loss, self.progress.evaluated_at = val, self.progress.steps
         extra = {
             "val/loss": val,
             "val/ppl": math.exp(min(val, 50.0)),
-            "perf/flops_eval": self.p.flops_eval,
+            "perf/flops_eval": self.progress.flops_eval,
         }
         fine = self.plan.fine.name
         self.records.add(extra, fine)
         if not math.isfinite(val):
             self.records.flush()
-            self._diverged("validation loss", val, self.p.step, self.p.fine_steps, fine)
+            self._diverged(
+                "validation loss", val, self.progress.steps, self.progress.fine_steps, fine
+            )
 
     def _check_signal(self) -> None:
         signum = self.signals.raised(self.ctx.world)
         if signum is not None:
             path = self.save()
-            raise ckpt.preempted(signum, self.p.step, self.p.fine_steps, path, self.run_dir)
+            raise ckpt.preempted(
+                signum, self.progress.steps, self.progress.fine_steps, path, self.run_dir
+            )
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -362,7 +384,7 @@ class Trainer:
         ``wall_s`` up to now), sampler, RNGs, loss scaler, the pending record and notes, the
         random-path generator, every extension's state (under its name), the precision and
         the number of processes. Tensors on the CPU, plain values otherwise."""
-        p = dataclasses.asdict(self.p)
+        p = self.progress.state_dict()
         p["wall_s"] = self._wall()
         return {
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
@@ -371,11 +393,11 @@ class Trainer:
             "total_steps": self.plan.iterations,
             "sampler": self.sampler.state_dict(),
             "rng": ckpt.rng_state(self.device),
-            "scaler": self.step.scaler.state_dict() if self.step.scaler else None,
+            "scaler": self.runner.scaler.state_dict() if self.runner.scaler else None,
             **self.records.state_dict(),  # the last step's record, not yet written; notes
             "path_generator": self.path_generator.get_state(),
             "extensions": {n: e.state_dict() for n, e in self.extensions.items()},
-            "precision": self.step.precision,
+            "precision": self.runner.precision,
             "world": self.ctx.world,
         }
 
@@ -385,13 +407,13 @@ class Trainer:
         of earlier versions: see :func:`mltrain.train.checkpoint.extension_states`."""
         self.model.load_state_dict(state["model"])
         saved = state.get("precision")
-        self.step.set_precision(prec.resolve(self.cfg.train.precision, self.device, saved))
+        self.runner.set_precision(prec.resolve(self.cfg.train.precision, self.device, saved))
         self.optims.load_state_dict(state["optimizers"])
-        self.p.load_state_dict(state["progress"])
+        self.progress.load_state_dict(state["progress"])
         self.sampler.load_state_dict(state["sampler"])
         ckpt.set_rng_state(state["rng"], self.device)
-        if self.step.scaler and state.get("scaler"):
-            self.step.scaler.load_state_dict(state["scaler"])
+        if self.runner.scaler and state.get("scaler"):
+            self.runner.scaler.load_state_dict(state["scaler"])
         self.records.load_state_dict(state)
         if state.get("path_generator") is not None:
             self.path_generator.set_state(state["path_generator"])
@@ -404,7 +426,7 @@ class Trainer:
         """Whether the state is worth resuming from: finite parameters, last training loss
         and last validation loss."""
         finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
-        val_ok = self.p.val_loss is None or math.isfinite(self.p.val_loss)
+        val_ok = self.progress.val_loss is None or math.isfinite(self.progress.val_loss)
         loss = (self.records.pending or {}).get("train/loss")
         return finite and val_ok and (loss is None or math.isfinite(loss))
 
@@ -425,7 +447,7 @@ class Trainer:
         )
         keep = keep or int(self.cfg.train.keep_checkpoints)
         path = ckpt.save_checkpoint(
-            state, directory or Path(self.run_dir) / ckpt.CKPT_DIR, self.p.step, keep
+            state, directory or Path(self.run_dir) / ckpt.CKPT_DIR, self.progress.steps, keep
         )
         if directory is None:
             self.last_checkpoint = path

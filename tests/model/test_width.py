@@ -203,7 +203,7 @@ def test_analytic_flops_of_a_narrow_level_equal_flopcountermode(blocks, h):
 
 class _CountElementwise(TorchDispatchMode):
     """Counts the element-wise FLOPs of the ops the maps run, by the convention of
-    :func:`mltrain.model.width.transfer_flops` (mean of c: c per result; sum of c: c - 1;
+    :func:`mltrain.model.width.map_flops` (mean of c: c per result; sum of c: c - 1;
     division 1; lerp 3), and records every other op so none can slip past uncounted."""
 
     FREE = {"view", "_unsafe_view", "repeat", "copy_", "empty", "empty_like", "_to_copy",
@@ -230,9 +230,9 @@ class _CountElementwise(TorchDispatchMode):
 
 
 @pytest.mark.parametrize("factor,bias", [(2, True), (4, False)])
-def test_transfer_flops_equal_the_ops_counted_while_mapping(factor, bias):
+def test_map_flops_equal_the_ops_counted_while_mapping(factor, bias):
     fine = _model(bias=bias)
-    expected = W.transfer_flops(32, 4, V, T, factor, bias=bias)
+    expected = W.map_flops(32, 4, V, T, factor, bias=bias)
     with _CountElementwise() as c:
         narrow = W.coalesce(fine, factor)
     assert c.flops == expected["coalesce"] and not c.other
@@ -244,7 +244,7 @@ def test_transfer_flops_equal_the_ops_counted_while_mapping(factor, bias):
     assert c.flops == expected["decoalesce"] + expected["interpolate"] and not c.other
     n_fine = sum(p.numel() for p in fine.parameters())
     assert expected["interpolate"] == 3 * n_fine
-    assert W.transfer_flops(32, 4, V, T, factor, bias=bias, alpha=1.0)["interpolate"] == 0
+    assert W.map_flops(32, 4, V, T, factor, bias=bias, alpha=1.0)["interpolate"] == 0
 
 
 # --------------------------------------------------------------------------- width levels

@@ -17,7 +17,7 @@ from mltrain.errors import ConfigError
 from mltrain.plan import ops as operations
 from mltrain.plan.plan import build_plan
 from mltrain.schemes import vcycle
-from mltrain.schemes.corrections import Tau, Transfer, of
+from mltrain.schemes.corrections import CorrectedProlong, Tau, of
 from mltrain.schemes.linesearch import search_delta, search_grid
 from mltrain.schemes.vcycle import Defer, Prolong, Restrict, Train
 from tests.helpers import (
@@ -38,12 +38,6 @@ VOLATILE = ("perf/tok_per_s", "perf/wall_s", "perf/mfu")
 
 def params_of(model):
     return {n: p.detach().clone() for n, p in model.named_parameters()}
-
-
-def run(trainer, ops):
-    for op in ops:
-        trainer.p.inner = 0
-        trainer.run_op(op)
 
 
 def records(run_dir):
@@ -274,8 +268,8 @@ def trainer_gradient(t, level, batch):
     t.sampler.next = lambda n, length=None: batch
     t.model.zero_grad(set_to_none=True)
     lv = t.levels[level]
-    windows = t.step.shard(t.sampler.next(t.step.global_batch))
-    loss_sum = t.step.forward_backward(lv, t.path_of(lv), windows)
+    windows = t.runner.shard(t.sampler.next(t.runner.global_batch))
+    loss_sum = t.runner.forward_backward(lv, t.path_of(lv), windows)
     t._reduce_clip_check(lv, t.optims.get(lv.steps_with), loss_sum)
     out = {n: p.grad.clone() for n, p in t.level_params[level].items()}
     t.model.zero_grad(set_to_none=True)
@@ -310,13 +304,13 @@ def test_exact_tau_makes_the_corrected_coarse_gradient_the_restricted_fine_one(
         *PLAIN,
     )
     t = job.trainer
-    run(t, [Train("fine", 1)])  # away from the initialisation
-    xi = t.sampler.next(t.step.global_batch)  # one batch for every τ of this test
+    t.run_ops([Train("fine", 1)])  # away from the initialisation
+    xi = t.sampler.next(t.runner.global_batch)  # one batch for every τ of this test
     of(t).tau_sampler.next = lambda n, length=None: xi
     g_fine = fine_gradient(job.model, xi)
     for level in top:
         parent = t.levels[level].parent
-        run(t, [Restrict(level), Tau(level, parent, "exact")])
+        t.run_ops([Restrict(level), Tau(level, parent, "exact")])
         got = trainer_gradient(t, level, xi)
         assert set(got) == set(t.level_params[level])
         assert shared == "true" or not any(n.startswith(("wte", "wpe", "ln_f")) for n in got)
@@ -325,13 +319,13 @@ def test_exact_tau_makes_the_corrected_coarse_gradient_the_restricted_fine_one(
         for child in nested:  # MG/OPT recursion: relative to the parent's corrected objective
             if t.levels[child].parent != level:
                 continue
-            run(t, [Restrict(child), Tau(child, level, "exact")])
+            t.run_ops([Restrict(child), Tau(child, level, "exact")])
             got = trainer_gradient(t, child, xi)
             for n, g in got.items():
                 torch.testing.assert_close(g, g_fine[n], rtol=1e-4, atol=1e-6, msg=n)
-            run(t, [Transfer(child, level)])
+            t.run_ops([CorrectedProlong(child, level)])
             assert child not in of(t).v  # dropped with its phase
-        run(t, [Transfer(level, parent)])
+        t.run_ops([CorrectedProlong(level, parent)])
     assert of(t).v == {}
 
 
@@ -341,7 +335,7 @@ def test_without_tau_the_coarse_gradient_is_not_the_fine_one(tmp_path):
         tmp_path / "r", "coarsening=even_odd", "coarsening.corrections.momentum=0.5", *PLAIN
     )
     t = job.trainer
-    xi = t.sampler.next(t.step.global_batch)
+    xi = t.sampler.next(t.runner.global_batch)
     g_fine = fine_gradient(job.model, xi)
     got = trainer_gradient(t, "coarse_a", xi)
     assert not torch.allclose(got["blocks.1.mlp.c_fc.weight"], g_fine["blocks.1.mlp.c_fc.weight"])
@@ -353,11 +347,11 @@ def test_cheap_tau_reuses_the_fine_steps_batch_and_gradient(tmp_path):
     )
     t = job.trainer
     x = params_of(job.model)
-    run(t, [Train("fine", 1)])
+    t.run_ops([Train("fine", 1)])
     xi = t.last_batch
     g_fine = fine_gradient_at(job.model, x, xi)  # at the parameters before the fine step
     g_coarse = fine_gradient(job.model, xi, t.levels["coarse_a"].path)  # after it
-    run(t, [Restrict("coarse_a"), Tau("coarse_a", "fine", "cheap")])
+    t.run_ops([Restrict("coarse_a"), Tau("coarse_a", "fine", "cheap")])
     v = of(t).v["coarse_a"]
     for n in v:
         torch.testing.assert_close(v[n], g_coarse[n] - g_fine[n], rtol=1e-4, atol=1e-6, msg=n)
@@ -454,9 +448,9 @@ def test_line_search_takes_the_best_delta_on_a_held_aside_training_batch(tmp_pat
     t = job.trainer
     ext = of(t)
     assert ext.search_sampler.tokens is t.data.train  # training tokens, never validation
-    run(t, [Train("fine", 1), Restrict("coarse_a"), Train("coarse_a", 3)])
+    t.run_ops([Train("fine", 1), Restrict("coarse_a"), Train("coarse_a", 3)])
     before, after = dict(vcycle.state_of(t).phases[-1][1]), params_of(job.model)
-    held = copy.deepcopy(ext.search_sampler).next(t.step.global_batch)
+    held = copy.deepcopy(ext.search_sampler).next(t.runner.global_batch)
     losses = {}
     for d in search_grid(2.0):  # the fine loss at each δ, by hand
         ref = copy.deepcopy(job.model).eval()
@@ -466,9 +460,9 @@ def test_line_search_takes_the_best_delta_on_a_held_aside_training_batch(tmp_pat
                     p.copy_(torch.lerp(before[n], after[n], d))
             losses[d] = ref(held[:, :-1], held[:, 1:])[1].item()
     best = min(losses, key=losses.get)
-    flops0, counter = t.p.flops, PassCounter(job.model, t)
-    op = Transfer("coarse_a", "fine", search="grid", grid=search_grid(2.0))
-    run(t, [op])
+    flops0, counter = t.progress.flops, PassCounter(job.model, t)
+    op = CorrectedProlong("coarse_a", "fine", search="grid", grid=search_grid(2.0))
+    t.run_ops([op])
     counter.close()
     assert t.records.notes["coarsening/delta/coarse_a"] == best
     assert t.records.notes["coarsening/delta_gain/coarse_a"] == pytest.approx(
@@ -481,7 +475,7 @@ def test_line_search_takes_the_best_delta_on_a_held_aside_training_batch(tmp_pat
     assert [(p["path"], p["positions"], p["backward"]) for p in counter.passes] == [
         ((0, 1, 2, 3), 4 * 32, 0)
     ] * 5
-    assert t.p.flops - flops0 == counter.flops()
+    assert t.progress.flops - flops0 == counter.flops()
 
 
 def test_line_search_keeps_delta_zero_when_the_phase_only_hurts(tmp_path):
@@ -489,14 +483,14 @@ def test_line_search_keeps_delta_zero_when_the_phase_only_hurts(tmp_path):
         tmp_path / "r", "coarsening=even_odd", "coarsening.corrections.line_search=parabola", *PLAIN
     )
     t = job.trainer
-    run(t, [Train("fine", 1), Restrict("coarse_a")])
+    t.run_ops([Train("fine", 1), Restrict("coarse_a")])
     before = params_of(job.model)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():  # a "phase" that wrecks the parameters it trains
         for p in t.level_params["coarse_a"].values():
             p.add_(torch.randn(p.shape, generator=gen) * 3.0)
-    flops0, counter = t.p.flops, PassCounter(job.model, t)
-    run(t, [Transfer("coarse_a", "fine", search="parabola", grid=search_grid(2.0))])
+    flops0, counter = t.progress.flops, PassCounter(job.model, t)
+    t.run_ops([CorrectedProlong("coarse_a", "fine", search="parabola", grid=search_grid(2.0))])
     counter.close()
     assert t.records.notes["coarsening/delta/coarse_a"] == 0.0
     assert t.records.notes["coarsening/delta_gain/coarse_a"] == 0.0
@@ -504,7 +498,7 @@ def test_line_search_keeps_delta_zero_when_the_phase_only_hurts(tmp_path):
     assert all(torch.equal(before[n], after[n]) for n in before)  # θ_before, bit for bit
     # the grid's 5 forwards and the parabola's one more (the midpoint towards 1/4), counted
     assert [(p["path"], p["backward"]) for p in counter.passes] == [((0, 1, 2, 3), 0)] * 6
-    assert t.p.flops - flops0 == counter.flops()
+    assert t.progress.flops - flops0 == counter.flops()
 
 
 def test_line_search_tokens_are_not_training_tokens(tmp_path):
@@ -517,8 +511,8 @@ def test_line_search_tokens_are_not_training_tokens(tmp_path):
     run_job(tmp_path / "a", *base)
     job = make_job(tmp_path / "b", *base, "coarsening.corrections.line_search=grid")
     counter, measured = PassCounter(job.model, job.trainer), []
-    step = job.trainer.step
-    mean_loss = step.mean_loss  # the held-aside losses, and validation (told apart by counter)
+    runner = job.trainer.runner
+    mean_loss = runner.mean_loss  # the held-aside losses, and validation (told apart by counter)
 
     def measuring(*args):
         value = mean_loss(*args)
@@ -526,7 +520,7 @@ def test_line_search_tokens_are_not_training_tokens(tmp_path):
             measured.append(value)
         return value
 
-    step.mean_loss = measuring
+    runner.mean_loss = measuring
     job.run()
     job.close()
     a, b = (
@@ -581,9 +575,11 @@ def test_momentum_zero_is_eq4_bit_for_bit(tmp_path, summed):
         )
         for i in range(2)
     ]
-    for job, last in zip(jobs, [close("coarse_a"), Transfer("coarse_a", "fine", summed, 0.7, 0.0)]):
+    for job, last in zip(
+        jobs, [close("coarse_a"), CorrectedProlong("coarse_a", "fine", summed, 0.7, 0.0)]
+    ):
         vcycle.state_of(job.trainer).delta = 0.7
-        run(job.trainer, [Train("fine", 1), Restrict("coarse_a"), Train("coarse_a", 3), last])
+        job.trainer.run_ops([Train("fine", 1), Restrict("coarse_a"), Train("coarse_a", 3), last])
     a, b = params_of(jobs[0].model), params_of(jobs[1].model)
     assert all(torch.equal(a[n], b[n]) for n in a)
     if summed:
@@ -607,13 +603,13 @@ def test_two_phases_of_outer_momentum_by_hand(tmp_path):
     names = list(t.level_params["coarse_a"])
     starts, steps, ends = [], [], []
     for _ in range(2):  # each "phase" moves the parameters it trains by a known Δ
-        run(t, [Restrict("coarse_a")])
+        t.run_ops([Restrict("coarse_a")])
         starts.append({n: p.double() for n, p in params_of(model).items()})
         with torch.no_grad():
             for n in names:
                 t.all_params[n].add_(torch.randn(t.all_params[n].shape, generator=gen) * 0.01)
         steps.append({n: t.all_params[n].detach().double() - starts[-1][n] for n in names})
-        run(t, [Transfer("coarse_a", "fine", False, delta, beta)])
+        t.run_ops([CorrectedProlong("coarse_a", "fine", False, delta, beta)])
         ends.append(params_of(model))
     (b1, b2), (d1, d2) = starts, steps
     for n in names:
@@ -650,10 +646,10 @@ def test_parameters_outside_the_phase_stay_bitwise_with_every_correction(
         f"coarsening.vcycle.optimizer_state={state}",
     )
     t = job.trainer
-    run(t, [Train("fine", 1)])
+    t.run_ops([Train("fine", 1)])
     before = params_of(job.model)
     cycle = job.plan.ops(0)
-    run(t, cycle[1 : cycle.index(Restrict("coarse_b"))])  # the whole coarse_a phase
+    t.run_ops(cycle[1 : cycle.index(Restrict("coarse_b"))])  # the whole coarse_a phase
     after = params_of(job.model)
     outside = [n for n in before if n.startswith("blocks.") and int(n.split(".")[1]) % 2 == 0]
     assert outside and all(torch.equal(before[n], after[n]) for n in outside)

@@ -100,16 +100,11 @@ def test_level_switches_do_not_recompile(tmp_path):
     )
     t = job.trainer
 
-    def run(ops):
-        for op in ops:
-            t.p.inner = 0
-            t.run_op(op)
-
-    run([Train("fine", 1)])
+    t.run_ops([Train("fine", 1)])
     t.evaluate()  # eval mode, no grad: compiled once more
     compiled = counters["frames"]["ok"]
     for _ in range(2):
-        run(
+        t.run_ops(
             [
                 Train("fine", 1),
                 Restrict("coarse_a"),

@@ -113,8 +113,8 @@ def test_precision_is_recorded_and_auto_resumes_in_the_checkpoints(tmp_path):
     torch.save(state, first)
     job = make_job(tmp_path / "b", *ml, f"train.resume={first}")
     t = job.trainer
-    assert t.precision == "bf16" and t.step.scaler is None
-    with t.step.autocast():
+    assert t.precision == "bf16" and t.runner.scaler is None
+    with t.runner.autocast():
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled(
             "cpu"
         )
@@ -235,13 +235,13 @@ def test_a_signal_on_another_rank_travels_with_the_loss_all_reduce(tmp_path, mon
     def all_reduce_sum(x, world):
         if x.dtype == torch.float32 and x.shape == (2,):  # the step's (loss, flag)
             seen.append(x[1].item())
-            other = torch.stack([x[0], torch.tensor(float(t.p.step >= 2))])
+            other = torch.stack([x[0], torch.tensor(float(t.progress.steps >= 2))])
             return x + other
         return x * 2 if world > 1 else x
 
     monkeypatch.setattr(D, "all_reduce_sum", all_reduce_sum)
     no_sync = SimpleNamespace(arm=lambda params: None, finish=lambda: None)
-    monkeypatch.setattr(t.step, "grad_sync", no_sync)  # this test's all-reduces are simulated
+    monkeypatch.setattr(t.runner, "grad_sync", no_sync)  # this test's all-reduces are simulated
     monkeypatch.setattr(D, "assert_identical", lambda params, world: None)
     # any other collective would fail here: world 2 is faked, with no process group
     with pytest.raises(Preempted, match=r"stopped by SIGTERM at step 3 \(fine step 3\)") as e:

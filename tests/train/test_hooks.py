@@ -23,7 +23,7 @@ class Probe(Extension):
         written = [r["step"] for r in read_jsonl(run.run_dir / "metrics.jsonl")]
         self.seen.append(
             {
-                "evaluated": run.p.evaluated_at == run.p.step,
+                "evaluated": run.progress.evaluated_at == run.progress.steps,
                 "record written": iteration in written,
                 "checkpoint written": ckpt.exists(),
             }
@@ -121,7 +121,7 @@ def test_a_resumed_trainer_is_built_with_its_state(tmp_path):
     first = tmp_path / "r" / "checkpoints" / "ckpt_000000002.pt"
     again = make_job(tmp_path / "s", *OVERRIDES, f"train.resume={first}")
     try:
-        assert again.trainer.p.step == 2 and again.trainer.p.iteration == 2
+        assert again.trainer.progress.steps == 2 and again.trainer.progress.iteration == 2
         assert again.trainer.last_checkpoint == first
         assert again.resume.state is None  # handed over: the job keeps no copy
     finally:

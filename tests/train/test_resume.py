@@ -92,7 +92,7 @@ def test_resume_from_an_explicit_path_into_a_new_run_dir(tmp_path):
     ckpt = first[0]
     step = load_checkpoint(ckpt)["progress"]["step"]
     job = make_job(tmp_path / "new", *ML, f"train.resume={ckpt}")
-    assert job.trainer.p.step == step
+    assert job.trainer.progress.steps == step
     job.run()
     job.close()
     assert losses(tmp_path / "new") == losses(ref)
@@ -107,7 +107,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
     newest.write_bytes(newest.read_bytes()[:1000])  # truncated
     (run / "checkpoints" / ".ckpt_000000099.pt.tmp123").write_bytes(b"partial")  # killed mid-write
     job = make_job(run, *ML, "train.resume=auto")
-    assert job.trainer.p.step == load_checkpoint(ckpts[-2])["progress"]["step"]
+    assert job.trainer.progress.steps == load_checkpoint(ckpts[-2])["progress"]["step"]
     assert "truncated or corrupt" in caplog.text
     assert not list((run / "checkpoints").glob(".ckpt_*"))
     job.run()
@@ -126,7 +126,7 @@ def test_killed_during_evaluation_resumes_bitwise(tmp_path):
     original = t.evaluate
 
     def evaluate():
-        calls.append(t.p.step)
+        calls.append(t.progress.steps)
         if len(calls) == 4:  # step 0, fine steps 2 and 4 done; killed evaluating fine step 6
             raise _Killed
         return original()

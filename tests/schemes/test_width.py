@@ -323,8 +323,8 @@ def test_validation_during_a_narrow_stage_measures_the_narrow_model(tmp_path):
     t = job.trainer
     narrow = W.coalesce(t.model, 2)  # what the narrow level starts from, built by hand
     path = BlockPath(tuple(range(4)), 1.0)
-    want = _val_loss(narrow, path, t.val_batches, t.step.micro)
-    fine = _val_loss(t.model, path, t.val_batches, t.step.micro)
+    want = _val_loss(narrow, path, t.val_batches, t.runner.micro)
+    fine = _val_loss(t.model, path, t.val_batches, t.runner.micro)
     try:
         job.run()
     finally:
@@ -339,14 +339,14 @@ def test_a_width_step_leaves_no_gradient_on_the_narrow_tensors(tmp_path):
     # otherwise the next coarse step would add its gradient to the previous one's
     job = make_job(tmp_path, *VCYCLE)
     t, seen = job.trainer, []
-    original = t.take_step
+    original = t.train_step
 
     def step(level, *args):
         original(level, *args)
         grads = [p.grad for p in level.module(t.model).parameters()]
         seen.append((level.name, all(g is None for g in grads)))
 
-    t.take_step = step
+    t.train_step = step
     try:
         job.run()
     finally:

@@ -367,14 +367,14 @@ def test_sigterm_then_resume_wandb_holds_every_step_once(tmp_path):
         "train.checkpoint_every=2",
     ]
     job = make_job(tmp_path / "run", *cfg)
-    t, original = job.trainer, job.trainer.take_step
+    t, original = job.trainer, job.trainer.train_step
 
     def step(level, *args):
         original(level, *args)
-        if t.p.step == 7:  # inside the second V-cycle's coarse_a phase (steps 7, 8)
+        if t.progress.steps == 7:  # inside the second V-cycle's coarse_a phase (steps 7, 8)
             t.signals.signum = signal.SIGTERM
 
-    t.take_step = step
+    t.train_step = step
     with pytest.raises(Preempted):
         job.run()
     closed(job)  # as the preempted process's exit would

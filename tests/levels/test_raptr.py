@@ -126,7 +126,7 @@ def test_a_run_trains_p_t_blocks_per_step_and_leaves_the_others_bit_identical(tm
     job = make_job(tmp_path / "run", *RAPTR)
     t = job.trainer
     seen = []
-    step, path_of = t.take_step, t.path_of
+    step, path_of = t.train_step, t.path_of
 
     def recording_path_of(lv):
         path = path_of(lv)
@@ -141,7 +141,7 @@ def test_a_run_trains_p_t_blocks_per_step_and_leaves_the_others_bit_identical(tm
                 assert torch.equal(p, before[n]), n  # off the path: no gradient, no update
         seen[-1] = (name, path)
 
-    t.path_of, t.take_step = recording_path_of, checking_step
+    t.path_of, t.train_step = recording_path_of, checking_step
     counter = PassCounter(job.model, t)
     job.run()
     job.close()

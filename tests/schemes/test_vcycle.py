@@ -1,4 +1,6 @@
-"""The multilevel scheme: hierarchy, restriction by injection, Eq. 4, the V-cycle loop.
+"""The V-cycle scheme (:mod:`mltrain.schemes.vcycle`): the cycle's operations, restriction by
+injection and prolongation (Eq. 4, :mod:`mltrain.levels.restrict_prolong`) as its phases run
+them, the V-cycle loop.
 
 Right values come from the math: δ = 0 changes nothing, δ = 1 is plain coarse training,
 0 < δ < 1 is the convex combination, and window = 0 is single-level training.
@@ -29,32 +31,7 @@ def phase(level, m, close=Prolong):
     return [Restrict(level), Train(level, m), close(level)]
 
 
-def run(trainer, ops):
-    for op in ops:
-        trainer.p.inner = 0
-        trainer.run_op(op)
-
-
-# ----------------------------------------------------------------------------- hierarchy
-def test_even_odd_hierarchy_is_the_papers():
-    lv = build_hierarchy(compose("coarsening=even_odd").coarsening, 12)
-    assert [x.name for x in lv] == ["fine", "coarse_a", "coarse_b"]
-    assert lv[0].blocks == tuple(range(12)) and lv[0].h == 1.0
-    assert lv[1].blocks == (1, 3, 5, 7, 9, 11) and lv[1].h == 2.0  # paper's "even", 1-based
-    assert lv[2].blocks == (0, 2, 4, 6, 8, 10) and lv[2].h == 2.0
-    assert [x.name for x in build_hierarchy(compose("coarsening=even").coarsening, 4)] == [
-        "fine",
-        "coarse_a",
-    ]
-    assert build_hierarchy(compose("coarsening=odd").coarsening, 4)[1].blocks == (0, 2)
-    assert (
-        build_hierarchy(
-            compose("coarsening=even_odd", "coarsening.hierarchy.step_scale=1").coarsening, 4
-        )[1].h
-        == 1.0
-    )
-
-
+# ----------------------------------------------------------------------------- the cycle
 def test_recursive_hierarchy_and_its_v_cycle():
     c = compose("coarsening=recursive", "coarsening.hierarchy.depth=2").coarsening
     lv = build_hierarchy(c, 24)
@@ -92,42 +69,6 @@ def test_cycle_orders_sequential_summed_and_fine_step_after():
     assert build_cycle(lv, 0) == (Train("fine", 1),)
 
 
-@pytest.mark.parametrize(
-    "blocks, match",
-    [
-        ("[[]]", r"coarsening.hierarchy.blocks\[0\] is empty"),
-        ("[[1,1,3]]", r"coarsening.hierarchy.blocks\[0\]=\[1, 1, 3\] repeats a block"),
-        (
-            "[[0,2],[9]]",
-            r"coarsening.hierarchy.blocks\[1\] names block 9, outside the model's blocks 0..3",
-        ),
-    ],
-)
-def test_custom_block_sets_are_validated(blocks, match):
-    with pytest.raises(ConfigError, match=match):
-        build_hierarchy(
-            compose("coarsening=custom", f"coarsening.hierarchy.blocks={blocks}").coarsening, 4
-        )
-
-
-def test_custom_hierarchy_default_step_is_depth_ratio():
-    lv = build_hierarchy(
-        compose("coarsening=custom", "coarsening.hierarchy.blocks=[[0,3],[3]]").coarsening, 4
-    )
-    assert [(x.blocks, x.h, x.parent) for x in lv[1:]] == [
-        ((0, 3), 2.0, "fine"),
-        ((3,), 4.0, "coarse_1"),
-    ]
-
-
-@pytest.mark.parametrize("n_layer", [5, 1])
-def test_even_odd_needs_an_even_depth(n_layer):
-    with pytest.raises(
-        ConfigError, match=rf"even number of blocks >= 2, but model.n_layer={n_layer}"
-    ):
-        build_hierarchy(compose("coarsening=even_odd").coarsening, n_layer)
-
-
 # ----------------------------------------------------------------------------- restriction
 def test_restriction_is_injection_no_copies(tmp_path):
     job = make_job(tmp_path / "r", "coarsening=even_odd")
@@ -150,12 +91,12 @@ def test_restriction_is_injection_no_copies(tmp_path):
 def test_delta_zero_leaves_every_parameter_exactly_unchanged(tmp_path):
     job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.vcycle.delta=0")
     t = job.trainer
-    run(t, [Train("fine", 1)])
+    t.run_ops([Train("fine", 1)])
     before = params_of(job.model)
-    run(t, phase("coarse_a", 3) + phase("coarse_b", 3))
+    t.run_ops(phase("coarse_a", 3) + phase("coarse_b", 3))
     after = params_of(job.model)
     assert all(torch.equal(before[n], after[n]) for n in before)
-    assert t.p.step == 7  # the coarse steps did happen
+    assert t.progress.steps == 7  # the coarse steps did happen
 
 
 def _hand_written_coarse_training(model, sampler, level, steps, lr, batch):
@@ -174,9 +115,9 @@ def test_delta_one_equals_training_the_coarse_path_directly(tmp_path):
     job = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.vcycle.delta=1", *PLAIN)
     t = job.trainer
     ref_model, ref_sampler = copy.deepcopy(job.model), copy.deepcopy(t.sampler)
-    run(t, phase("coarse_a", 4))
+    t.run_ops(phase("coarse_a", 4))
     _hand_written_coarse_training(
-        ref_model, ref_sampler, job.plan.levels[1], 4, t.optims.peak_lr, t.step.global_batch
+        ref_model, ref_sampler, job.plan.levels[1], 4, t.optims.peak_lr, t.runner.global_batch
     )
     ref = params_of(ref_model)
     got = params_of(job.model)
@@ -184,15 +125,15 @@ def test_delta_one_equals_training_the_coarse_path_directly(tmp_path):
         torch.testing.assert_close(got[n], ref[n], rtol=0, atol=0, msg=n)
 
 
-def test_transfer_is_the_convex_combination_of_eq4(tmp_path):
+def test_prolongation_is_the_convex_combination_of_eq4(tmp_path):
     delta = 0.3
     job = make_job(
         tmp_path / "a", "coarsening=even_odd", f"coarsening.vcycle.delta={delta}", *PLAIN
     )
     ref = make_job(tmp_path / "b", "coarsening=even_odd", "coarsening.vcycle.delta=1", *PLAIN)
     theta0 = params_of(job.model)
-    run(job.trainer, phase("coarse_a", 3))
-    run(ref.trainer, phase("coarse_a", 3))
+    job.trainer.run_ops(phase("coarse_a", 3))
+    ref.trainer.run_ops(phase("coarse_a", 3))
     got, after = params_of(job.model), params_of(ref.model)
     for n in theta0:
         torch.testing.assert_close(
@@ -214,14 +155,16 @@ def test_summed_combination_adds_both_delta_weighted_changes(tmp_path):
     )
     ref = make_job(tmp_path / "r", "coarsening=even_odd", "coarsening.vcycle.delta=1", *PLAIN)
     theta0 = params_of(job.model)
-    run(job.trainer, build_cycle(job.plan.levels, 3, combine="summed")[1:])  # without the fine step
+    job.trainer.run_ops(
+        build_cycle(job.plan.levels, 3, combine="summed")[1:]
+    )  # without the fine step
     # reference: A from θ0, then B from θ0 again (same batches: B draws after A's)
-    run(ref.trainer, phase("coarse_a", 3))
+    ref.trainer.run_ops(phase("coarse_a", 3))
     theta_a = params_of(ref.model)
     with torch.no_grad():
         for n, p in ref.model.named_parameters():
             p.copy_(theta0[n])
-    run(ref.trainer, phase("coarse_b", 3))
+    ref.trainer.run_ops(phase("coarse_b", 3))
     theta_b = params_of(ref.model)
     got = params_of(job.model)
     for n in theta0:
@@ -241,9 +184,9 @@ def test_parameters_outside_the_phase_are_bitwise_unchanged(tmp_path, optimizer,
         *(["optimizer.momentum=0.9"] if optimizer == "sgd" else []),
     )
     t = job.trainer
-    run(t, [Train("fine", 1)])  # every parameter now has optimizer state (momentum, moments)
+    t.run_ops([Train("fine", 1)])  # every parameter now has optimizer state (momentum, moments)
     before = params_of(job.model)
-    run(t, phase("coarse_a", 3))
+    t.run_ops(phase("coarse_a", 3))
     after = params_of(job.model)
     outside = [n for n in before if n.startswith("blocks.") and int(n.split(".")[1]) % 2 == 0]
     inside = [n for n in before if n.startswith("blocks.") and int(n.split(".")[1]) % 2 == 1]
@@ -258,9 +201,9 @@ def test_train_shared_false_keeps_embeddings_and_final_norm_bitwise(tmp_path):
         "coarsening.vcycle.train_shared=false",
         "optimizer.weight_decay=0.1",
     )
-    run(job.trainer, [Train("fine", 1)])
+    job.trainer.run_ops([Train("fine", 1)])
     before = params_of(job.model)
-    run(job.trainer, phase("coarse_b", 2))
+    job.trainer.run_ops(phase("coarse_b", 2))
     after = params_of(job.model)
     for n in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"):
         assert torch.equal(before[n], after[n]), n
@@ -339,12 +282,12 @@ def test_window_zero_is_exactly_single_level_training(tmp_path):
 def test_validation_always_evaluates_the_fine_model(tmp_path):
     job = make_job(tmp_path / "r", "coarsening=even_odd")
     t = job.trainer
-    run(t, [Restrict("coarse_a"), Train("coarse_a", 1)])  # even inside an open coarse phase
+    t.run_ops([Restrict("coarse_a"), Train("coarse_a", 1)])  # even inside an open coarse phase
     with torch.no_grad():
         job.model.eval()
         losses = [
             job.model(b[:, :-1], b[:, 1:])[1].item() * len(b)
-            for b in t.val_batches.split(t.step.micro)
+            for b in t.val_batches.split(t.runner.micro)
         ]
         job.model.train()
     assert t.evaluate() == pytest.approx(sum(losses) / len(t.val_batches), rel=1e-6)

@@ -1,5 +1,5 @@
-"""What a run draws from its training split: tokens planned and seen against the split's size
-(a patch level consumes K tokens per position, :mod:`mltrain.levels.patch`)."""
+"""Epochs: what a run draws from its training split, tokens planned and seen against the split's
+size (a patch level consumes K tokens per position, :mod:`mltrain.levels.patch`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 log = logging.getLogger(__name__)
 
 
-def data_passes(plan, train_tokens: int, seen: int | None = None) -> dict:
+def epoch_count(plan, train_tokens: int, seen: int | None = None) -> dict:
     """What a run draws from its training split.
 
     Args:
@@ -35,19 +35,19 @@ def data_passes(plan, train_tokens: int, seen: int | None = None) -> dict:
     return out
 
 
-def log_data_passes(passes: dict, at_end: bool = False) -> None:
+def log_epoch_count(count: dict, at_end: bool = False) -> None:
     """One log line: the tokens the run will draw (at start) or drew (``at_end``) against the
     training split; a warning when that is more than one pass over it."""
-    tokens = passes["tokens_seen"] if at_end else passes["planned_tokens"]
-    epochs = passes["epochs"] if at_end else passes["planned_epochs"]
+    tokens = count["tokens_seen"] if at_end else count["planned_tokens"]
+    epochs = count["epochs"] if at_end else count["planned_epochs"]
     verb = "drew" if at_end else "will draw"
     text = (
         f"the run {verb} {tokens:,} training tokens, {epochs:.2f} epochs of the training "
-        f"split ({passes['train_tokens']:,} tokens)"
+        f"split ({count['train_tokens']:,} tokens)"
     )
-    if len(passes["tokens_per_level"]) > 1 and not at_end:
+    if len(count["tokens_per_level"]) > 1 and not at_end:
         text += "; per level " + ", ".join(
-            f"{n} {t:,}" for n, t in passes["tokens_per_level"].items()
+            f"{n} {t:,}" for n, t in count["tokens_per_level"].items()
         )
     if epochs > 1:
         log.warning("%s: it passes over the training data more than once", text)

@@ -1,8 +1,9 @@
-"""One optimizer step's forward/backward machinery, shared by training steps and by the passes
-schemes add (a τ-correction's gradients, a line search's losses, a growth's evaluations).
+"""Running the model over a global batch of windows: forward and backward passes, shared by
+optimizer steps and by the passes schemes add (a τ-correction's gradients, a line search's
+losses, a growth's evaluations). The trainer holds one (``run.runner``).
 
 A global batch of ``micro × accum × world`` windows is shared out among ranks
-(:meth:`Step.shard`), each rank's share split into micro-batches of ``data.batch_size``
+(:meth:`BatchRunner.shard`), each rank's share split into micro-batches of ``data.batch_size``
 windows; losses are means over tokens (nats/token) and gradients means over every micro-batch
 of every rank, as in a training step.
 """
@@ -19,8 +20,9 @@ from mltrain.train.distributed import DistContext
 from mltrain.train.grad_sync import BucketedAllReduce
 
 
-class Step:
-    """Forward and backward passes of ``model`` on windows of tokens.
+class BatchRunner:
+    """Forward and backward passes of ``model`` on windows of tokens, a global batch shared out
+    among ranks and split into micro-batches (with the precision's autocast and loss scaler).
 
     Args:
         model: the fine model.

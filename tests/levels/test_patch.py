@@ -18,7 +18,7 @@ from mltrain.errors import ConfigError
 from mltrain.levels import build_hierarchy
 from mltrain.model.flops import measure_train_flops, train_flops
 from mltrain.model.transformer import BlockPath, ODETransformer
-from mltrain.plan.passes import data_passes
+from mltrain.plan.epochs import epoch_count
 from mltrain.plan.plan import build_plan
 from mltrain.schemes.vcycle import Prolong, Restrict, Train
 from tests.helpers import (
@@ -90,7 +90,7 @@ def test_patch_targets_are_the_k_next_tokens_and_the_loss_the_mean_of_k_cross_en
     t, K, T = job.trainer, 4, 32
     expected = BatchSampler(job.data.train, T, seed=0)
     expected.load_state_dict(t.sampler.state_dict())
-    windows = expected.next(t.step.global_batch, K * (T + 1))
+    windows = expected.next(t.runner.global_batch, K * (T + 1))
     calls = []
     real = job.model.patch_forward
 
@@ -100,7 +100,7 @@ def test_patch_targets_are_the_k_next_tokens_and_the_loss_the_mean_of_k_cross_en
         return logits, loss
 
     job.model.patch_forward = spy
-    t.take_step(t.levels["patch"])
+    t.train_step(t.levels["patch"])
     (idx, targets, patch, logits, loss) = calls[0]
     assert patch == K and idx.shape == (4, K * T)
     assert torch.equal(idx, windows[:, : K * T])
@@ -172,7 +172,7 @@ def test_a_patch_times_depth_step_uses_the_depth_path_and_leaves_other_blocks_un
         real(idx, tg, path, patch),
     )[1]
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    t.take_step(t.levels["coarse_b"])
+    t.train_step(t.levels["coarse_b"])
     assert paths == [(BlockPath((0, 2), 2.0), 4)] and order == [0, 2]
     (x0, f0), (x1, _) = io[0], io[2]  # Euler step of the depth path: x1 = x0 + 2·F_0(x0)
     assert x0.shape == (4, 32, 32) and torch.equal(x1, x0 + 2.0 * f0)
@@ -289,14 +289,13 @@ def test_a_v_cycle_with_a_patch_level_prolongs_with_eq4(tmp_path):
     params = dict(job.model.named_parameters())
     snaps = []
     for op in ops:
-        t.run_op(op)
-        t.p.inner = 0
+        t.run_ops([op])
         snaps.append({n: p.detach().clone() for n, p in params.items()})
     after_fine, after_patch, after_prolong = snaps[0], snaps[2], snaps[3]
     for n in params:
         assert not torch.equal(after_patch[n], after_fine[n]), n  # the patch phase trains all
         assert torch.equal(after_prolong[n], torch.lerp(after_fine[n], after_patch[n], 0.25)), n
-    assert t.records.pending["level"] == "patch" and t.p.step == 4  # 1 fine + 3 patch steps
+    assert t.records.pending["level"] == "patch" and t.progress.steps == 4  # 1 fine + 3 patch steps
     job.close()
 
 
@@ -360,7 +359,7 @@ def test_val_loss_in_a_patch_times_depth_stage_is_the_token_level_loss_of_its_pa
     job = make_job(tmp_path / "run", *overrides)
     model, t = job.model, job.trainer
     coarse, fine = t.levels["coarse_b"], t.levels["fine"]
-    at_start = val_loss_by_hand(model, t.val_batches, t.step.micro, BlockPath((0, 2), 2.0))
+    at_start = val_loss_by_hand(model, t.val_batches, t.runner.micro, BlockPath((0, 2), 2.0))
     job.run()
     job.close()
     recs = read_jsonl(tmp_path / "run" / "metrics.jsonl")
@@ -374,9 +373,9 @@ def test_val_loss_in_a_patch_times_depth_stage_is_the_token_level_loss_of_its_pa
         if load_checkpoint(c)["progress"]["iteration"] == n0
     ]
     model.load_state_dict(load_checkpoint(ckpt)["model"])
-    before = val_loss_by_hand(model, t.val_batches, t.step.micro, coarse.path)
+    before = val_loss_by_hand(model, t.val_batches, t.runner.micro, coarse.path)
     GROWTH.get("ode").apply(model, coarse, fine)
-    after = val_loss_by_hand(model, t.val_batches, t.step.micro, fine.path)
+    after = val_loss_by_hand(model, t.val_batches, t.runner.micro, fine.path)
     grow = next(r for r in recs if "grow/loss_before" in r)
     assert grow["grow/loss_before"] == pytest.approx(before, rel=1e-12)
     assert grow["grow/loss_after"] == pytest.approx(after, rel=1e-12)
@@ -389,7 +388,7 @@ def test_data_passes_by_hand():
         typed(compose(*STAGED, "coarsening.patch.size=4", "train.steps=10")), vocab_size=300
     )
     # 5 patch steps of 4 x 32 positions x K=4 tokens, 5 fine steps of 4 x 32 tokens
-    out = data_passes(plan, 1280, seen=640)
+    out = epoch_count(plan, 1280, seen=640)
     assert out["tokens_per_level"] == {"fine": 5 * 128, "patch": 5 * 512}
     assert out["planned_tokens"] == 3200 and out["planned_epochs"] == 3200 / 1280
     assert out["tokens_seen"] == 640 and out["epochs"] == 0.5
