@@ -8,7 +8,7 @@ at equal loss, from the CPU time per step of every level's path measured side by
 Measure (one process, one thread, interleaved): a job is built from the recorded overrides of
 one run per envelope size (``env_L<n>_*``, ``sgd_L<n>_*``) and per scheme (the first run named
 ``SCHEME_b<k>_s<n>`` in the CSVs; budget and seed do not change a level's path). For every level
-of every job, ``Trainer.take_step(level)`` (forward, backward and optimizer step of that level's
+of every job, ``Trainer.train_step(level)`` (forward, backward and optimizer step of that level's
 path: its blocks, its width, its patching; RaPTr's random paths of its level's length) is timed
 in alternating rounds (scripts/benchlib.py) by the process's CPU time; the median per step is
 written with the level's FLOPs per step (the plan's, with head) to OUT/levels.csv:
@@ -112,7 +112,7 @@ def measure(jobs: dict[str, Path], rounds: int, extra: list[str]) -> list[dict]:
         built[name] = job
         t = job.trainer
         for lv in t.levels:
-            fns[(name, lv)] = lambda t=t, lv=lv: t.take_step(t.levels[lv])
+            fns[(name, lv)] = lambda t=t, lv=lv: t.train_step(t.levels[lv])
     keys = list(fns)
     med = interleaved(
         {f"{j}/{lv}": fns[(j, lv)] for j, lv in keys},

@@ -367,7 +367,8 @@ def _test_files():
 def _layout_offenders() -> list[str]:
     """Test files that break the layout rule: ``tests/<pkg>/`` mirrors a package
     ``mltrain/<pkg>/`` and ``tests/<pkg>/test_<name>.py`` is named after a module of it
-    (``mltrain/<pkg>/<name>.py``) or the package itself (``<name>`` = ``<pkg>``); a test at the
+    (``mltrain/<pkg>/<name>.py``, or in a sub-package: ``mltrain/<pkg>/<sub>/<name>.py``) or the
+    package itself (``<name>`` = ``<pkg>``); a test at the
     top, ``tests/test_<name>.py``, tests a top-level module ``mltrain/<name>.py``; otherwise the
     name is a listed topic (:data:`TOPICS`)."""
     out = []
@@ -376,7 +377,10 @@ def _layout_offenders() -> list[str]:
             out.append(f"{rel}: tests/{folder}/ mirrors no package mltrain/{folder}/")
             continue
         home = PACKAGE if folder is None else PACKAGE / folder
-        if (home / f"{name}.py").exists() or name == folder or name in TOPICS.get(folder, {}):
+        module = (home / f"{name}.py").exists() or (
+            folder is not None and any(home.glob(f"*/{name}.py"))
+        )
+        if module or name == folder or name in TOPICS.get(folder, {}):
             continue
         out.append(f"{rel}: no module {home.relative_to(ROOT)}/{name}.py and not a listed topic")
     return out
