@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 # `make install TORCH_SPEC=torch` (or any CUDA build) works the same.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# pytest-xdist workers for `make test` / `make test-all` (the suite is CPU-bound: one per core;
+# e.g. `make test TEST_WORKERS=8` on a larger machine, `TEST_WORKERS=0` for one process)
+TEST_WORKERS ?= 2
 
 .PHONY: help install install-extras demo test test-all test-extras lint clean
 
@@ -25,10 +28,10 @@ demo: install  ## the main job: the best scheme (recursive growth) vs single-lev
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
 test: install  ## the fast test suite (W&B disabled, no network; timings: docs/operations.md)
-	WANDB_MODE=disabled $(BIN)/python -m pytest -q
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 test-all: install  ## every test, the slow ones included (GPU and extras tests skip without them)
-	WANDB_MODE=disabled $(BIN)/python -m pytest -q -m "slow or not slow"
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "slow or not slow"
 
 install-extras: install  ## the optional Hydra plugins: Optuna sweeper, submitit (SLURM) launcher
 	$(BIN)/python -m pip install -q -e ".[dev,optuna,slurm]"
