@@ -42,7 +42,7 @@ SGDG=(0.0625 0.125 0.25 0.5 1.0 2.0 4.0)                    # SGD lrs, factors o
 FAM="model=third_d48 data.bpe_vocab_size=2048 data.batch_size=16 train.target_flops=3.2e13 train.eval_sequences=128"
 ENV="experiment=third_envelope"
 DROP="train.seed train.flops_scale train.branch_points train.branch_from"
-declare -A SCALE=([b8]=0.125 [b4]=0.25 [b2]=0.5 [b1]=1)
+declare -A SCALE=([b8]=0.125 [b4]=0.25 [b2]=0.5 [b1]=1 [x2]=2 [x4]=4)
 
 pick() { $PY "$HERE/third_pick.py" "$@"; }
 need() {  # need VALUE WHAT: stop with the part to run first when a pick found nothing (on stderr:
@@ -137,6 +137,14 @@ for part in "$@"; do
       trunk "env_L${L}_lr${l}_s0_b1" 1 "[0.25,0.5]" model.n_layer=$L optimizer.lr=$l train.seed=0
       for c in b4 b2; do branch "env_L${L}_lr${l}_s0_$c" "${SCALE[$c]}" "env_L${L}_lr${l}_s0_b1" model.n_layer=$L optimizer.lr=$l train.seed=0; done
     done; done; done ;;
+  env_extend)  # when 12 blocks is not the envelope's best size at 1x (issue 30, part 1): the two
+    # largest sizes' trunks at 4x with a decay at 2x, at each size's best lr at 1x, so that the
+    # budget where 12 blocks becomes the best size is measured rather than assumed
+    for L in 6 12; do
+      l=$(pick lrs "$ROOTS" "env_L${L}_lr*_s0_b1"); l=${l%% *}; need "$l" "env_trunks (L=$L)"
+      trunk "env_L${L}_lr${l}_s0_x4" 4 "[0.5]" model.n_layer=$L optimizer.lr=$l train.seed=0
+      branch "env_L${L}_lr${l}_s0_x2" 2 "env_L${L}_lr${l}_s0_x4" model.n_layer=$L optimizer.lr=$l train.seed=0
+    done ;;
   env_seeds)  # seeds 1, 2 of each budget's best size and lr, whole runs at that budget
     for b in b8 b4 b2 b1; do
       o=$(pick best "$ROOTS" "env_L*_s0_$b" --drop $DROP); [ "$b" = b8 ] && o=$(pick best "$ROOTS" "env_L*_b8_s0" --drop $DROP)

@@ -79,6 +79,11 @@ def plan_rows() -> list[tuple[str, int, float]]:
         ("env_bracket: a trunk and its decays further out (est.)", 2, mean * (1 + decays)),
         ("env_seeds: seeds 1, 2 of the best at 1/8, 1/4, 1/2, 1x", 8, mean * 1.875 / 4),
         (
+            "env_extend: 6 and 12 blocks, a trunk at 4x and its 2x decay (if needed)",
+            2,
+            (each[6] + each[12]) / 2 * (4 + 0.4),
+        ),
+        (
             "sgd_probe: 3 and 12 blocks x SGD lr 0.25..2 at 1/8 (+1 out)",
             9,
             (each[3] + each[12]) / 16,
