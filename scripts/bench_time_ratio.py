@@ -4,6 +4,10 @@ at equal loss, from the CPU time per step of every level's path measured side by
     python scripts/bench_time_ratio.py docs/results/third_edition/adamw/envelope.csv \\
         [docs/results/third_edition/sgd/envelope.csv] --runs docs/results/third_edition/runs \\
         --out docs/results/third_edition/time [--rounds 7]
+    python scripts/bench_time_ratio.py --family --out docs/results/third_edition/time  # levels only
+
+``--family`` times the levels of the third edition's presets (:data:`FAMILY`: the sizes 1-12
+blocks, each scheme family's levels at d=48) without runs: OUT/levels.csv only.
 
 Measure (one process, one thread, interleaved): a job is built from the recorded overrides of
 one run per envelope size (``env_L<n>_*``, ``sgd_L<n>_*``) and per scheme (the first run named
@@ -51,6 +55,27 @@ from benchlib import interleaved, make_job  # noqa: E402
 
 NAME = re.compile(r"^(?P<scheme>.+?)_(?P<budget>b[1248])_s(?P<seed>\d+)$")
 SIZE = re.compile(r"^(?P<n>\d+) blocks?,")  # mltrain.analysis.sizes.size_label
+# the third edition's family (scripts/results_third.sh FAM) and each scheme family's levels
+FAM = [
+    "model=third_d48",
+    "data.bpe_vocab_size=2048",
+    "data.batch_size=16",
+    "train.target_flops=3.2e13",
+    "train.eval_sequences=128",
+]
+FAMILY = {
+    **{
+        f"env_L{n}": ["experiment=third_envelope", *FAM, f"model.n_layer={n}"]
+        for n in (1, 2, 3, 4, 6, 12)
+    },
+    "grow": ["experiment=grow_recursive", *FAM],
+    "wd": ["experiment=grow_width_depth", *FAM, "coarsening.hierarchy.width_factors=[1,3]"],
+    "vcycle": ["experiment=paper_small", "optimizer=adamw", "schedule=wsd", *FAM],
+    "width": ["experiment=width_vcycle", *FAM, "coarsening.hierarchy.width_factor=3"],
+    "patch_K2": ["experiment=patch_stage", "schedule=wsd", *FAM, "coarsening.patch.size=2"],
+    "patch_K4": ["experiment=patch_stage", "schedule=wsd", *FAM, "coarsening.patch.size=4"],
+    "raptr": ["experiment=raptr", *FAM],
+}
 # overrides that name a run's place in a study, not its levels' paths
 DROP = ("train.branch_from", "train.branch_points", "train.resume", "train.flops_scale")
 
@@ -101,14 +126,15 @@ def env_job(run: Path, n: str) -> str:
     return f"{'sgd' if sgd else 'env'}_L{n}"
 
 
-def measure(jobs: dict[str, Path], rounds: int, extra: list[str]) -> list[dict]:
-    """One row per (job, level): its path's shape, FLOPs per step and median CPU s per step."""
+def measure(jobs: dict[str, list[str]], rounds: int) -> list[dict]:
+    """One row per (job, level): its path's shape, FLOPs per step and median CPU s per step;
+    ``jobs``: job name -> the overrides that build it."""
     import torch
 
     torch.set_num_threads(1)
     built, fns = {}, {}
-    for name, run in jobs.items():
-        job = make_job(overrides(run, extra))
+    for name, over in jobs.items():
+        job = make_job(over)
         built[name] = job
         t = job.trainer
         for lv in t.levels:
@@ -178,18 +204,24 @@ def write(path: Path, rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("csv", nargs="+", type=Path, help="envelope.csv files (mltrain-compare)")
-    p.add_argument("--runs", type=Path, required=True, help="the runs' records")
+    p.add_argument("csv", nargs="*", type=Path, help="envelope.csv files (mltrain-compare)")
+    p.add_argument("--runs", type=Path, help="the runs' records (with the CSVs)")
+    p.add_argument("--family", action="store_true", help="time the presets' levels (FAMILY) only")
     p.add_argument("--out", type=Path, required=True, help="folder for levels.csv, time.csv")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--extra", nargs="*", default=[], help="overrides added to every job")
     a = p.parse_args(argv)
-    rows = read_rows(a.csv)
-    jobs = jobs_to_time(rows, a.runs)
-    if not jobs:
-        print("no judged scheme runs in the CSVs: nothing to time", file=sys.stderr)
-        return 1
-    levels = measure(jobs, a.rounds, a.extra)
+    if a.family == bool(a.csv) or (a.csv and a.runs is None):
+        p.error("give envelope.csv files with --runs, or --family (not both)")
+    if a.family:
+        jobs = {k: [*v, *a.extra, "train.threads=1"] for k, v in FAMILY.items()}
+    else:
+        rows = read_rows(a.csv)
+        jobs = {k: overrides(r, a.extra) for k, r in jobs_to_time(rows, a.runs).items()}
+        if not jobs:
+            print("no judged scheme runs in the CSVs: nothing to time", file=sys.stderr)
+            return 1
+    levels = measure(jobs, a.rounds)
     write(a.out / "levels.csv", levels)
     for x in levels:
         print(
@@ -197,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{x['width_factor']}, patch {x['patch']}: {x['cpu_s_per_step'] * 1e3:7.1f} ms/step, "
             f"{x['cpu_s_per_gflop'] * 1e3:6.2f} ms/GFLOP"
         )
+    if a.family:
+        return 0
     out = ratios(rows, a.runs, levels)
     write(a.out / "time.csv", out)
     for x in out:

@@ -27,7 +27,10 @@ SMOKE_TESTS = {
     "bench_allreduce.py": ["tests/test_scripts.py::test_bench_allreduce"],
     "bench_checkpoint.py": ["tests/test_scripts.py::test_bench_checkpoint"],
     "bench_levels.py": ["tests/test_scripts.py::test_bench_levels"],
-    "bench_time_ratio.py": ["tests/test_scripts.py::test_bench_time_ratio_by_hand_from_its_levels"],
+    "bench_time_ratio.py": [
+        "tests/test_scripts.py::test_bench_time_ratio_by_hand_from_its_levels",
+        "tests/test_scripts.py::test_bench_time_ratio_family_jobs_compose_and_bad_arguments_say_so",
+    ],
     "bench_throughput.py": [
         "tests/test_scripts.py::test_bench_throughput_with_the_gpu_check_dry_run_arguments"
     ],
@@ -340,3 +343,18 @@ def test_bench_time_ratio_by_hand_from_its_levels(tmp_path, capsys):
     (runs / "grow_b8_s1" / ".hydra" / "overrides.yaml").unlink()
     with pytest.raises(SystemExit, match="no record of run"):
         bench.main([str(env), "--runs", str(runs), "--out", str(out), "--rounds", "1"])
+
+
+def test_bench_time_ratio_family_jobs_compose_and_bad_arguments_say_so(capsys):
+    """--family's jobs (the third edition's presets at d=48) compose into valid configs; the two
+    modes are exclusive."""
+    from mltrain.config import compose
+
+    bench = load("bench_time_ratio")
+    for name, over in bench.FAMILY.items():
+        cfg = compose([*over, "logger=none"])
+        assert cfg.model.n_embd == 48, name
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--out", "/tmp/unused"])
+    assert e.value.code == 2
+    assert "give envelope.csv files with --runs, or --family (not both)" in capsys.readouterr().err
