@@ -39,6 +39,7 @@ from mltrain.levels.width import WidthLevel
 from mltrain.metrics import METRICS_FILE, read_metrics
 from mltrain.readback import plan_of_config, typed_config
 from mltrain.runrecord import UnreadableRecord, read_run_record
+from mltrain.schemes.width import WidthState
 from mltrain.train.checkpoint import (
     CKPT_DIR,
     checkpoint_path,
@@ -219,7 +220,7 @@ def open_run(run_dir: Path, step: int | None = None, level: str | None = None) -
             )
     _refuse_kind(lv)
     if isinstance(lv, WidthLevel):
-        narrow = extension_states(state).get("width", {}).get(lv.name)
+        narrow = extension_states(state).get(WidthState.name, {}).get(lv.name)
         if narrow is None:
             raise ExportError(
                 f"--level {name}: {path.name} holds no narrow tensors of this width level"
