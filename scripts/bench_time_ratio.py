@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import re
 import statistics
 import sys
@@ -52,6 +51,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import interleaved, make_job  # noqa: E402
+
+from mltrain.runrecord import read_run_record  # noqa: E402
 
 NAME = re.compile(r"^(?P<scheme>.+?)_(?P<budget>b[1248])_s(?P<seed>\d+)$")
 SIZE = re.compile(r"^(?P<n>\d+) blocks?,")  # mltrain.analysis.sizes.size_label
@@ -178,7 +179,9 @@ def ratios(rows: list[dict], runs: Path, levels: list[dict]) -> list[dict]:
         m, s = NAME.match(r["run"]), SIZE.match(r.get("best_size") or "")
         if not m or not s or (r.get("r_env_head_kind") or "=") != "=" or not r.get("r_env_head"):
             continue
-        info = json.loads((runs / r["run"] / "run.json").read_text())
+        info = read_run_record(runs / r["run"])
+        if "steps_per_level" not in info:
+            raise SystemExit(f"run {r['run']}: its run record has no steps_per_level")
         t_scheme = 0.0
         for lv, n in info["steps_per_level"].items():
             if (m["scheme"], lv) not in per_step:

@@ -106,8 +106,6 @@ from mltrain.analysis.reports.summary import (  # noqa: F401  (SAME_BUDGET re-ex
     summarize,
 )
 
-TOTAL_NAMES = {"head": "with head", "nonembed": "non-embed"}
-
 
 # --------------------------------------------------------------------------- the command
 @dataclass

@@ -26,7 +26,6 @@ Errors are :class:`ExportError` (one line, exit status 2).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +38,8 @@ from mltrain.levels.raptr import RandomPath
 from mltrain.levels.width import WidthLevel
 from mltrain.metrics import METRICS_FILE, read_metrics
 from mltrain.readback import plan_of_config, typed_config
+from mltrain.runrecord import UnreadableRecord, read_run_record
+from mltrain.schemes.width import WidthState
 from mltrain.train.checkpoint import (
     CKPT_DIR,
     checkpoint_path,
@@ -48,8 +49,6 @@ from mltrain.train.checkpoint import (
     load_latest,
 )
 from mltrain.train.progress import Progress
-
-RUN_INFO = "run.json"
 
 
 class ExportError(MLTrainError):
@@ -134,10 +133,10 @@ class Exportable:
     def validation_fingerprint(self) -> str | None:
         """The fingerprint of the run's validation windows (``run.json``), or None."""
         try:
-            info = json.loads((self.run_dir / RUN_INFO).read_text())
-            return (info.get("validation") or {}).get("fingerprint")
-        except (OSError, ValueError):
+            info = read_run_record(self.run_dir)
+        except UnreadableRecord:
             return None
+        return (info.get("validation") or {}).get("fingerprint")
 
 
 def find_checkpoint(run_dir: Path, step: int | None) -> tuple[dict, Path]:
@@ -221,7 +220,7 @@ def open_run(run_dir: Path, step: int | None = None, level: str | None = None) -
             )
     _refuse_kind(lv)
     if isinstance(lv, WidthLevel):
-        narrow = extension_states(state).get("width", {}).get(lv.name)
+        narrow = extension_states(state).get(WidthState.name, {}).get(lv.name)
         if narrow is None:
             raise ExportError(
                 f"--level {name}: {path.name} holds no narrow tensors of this width level"

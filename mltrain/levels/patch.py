@@ -22,9 +22,9 @@ Settings (:class:`mltrain.config.CoarseningConfig`):
 Every level can be used both ways mltrain combines levels:
 
 - as a **stage** (the paper's scheme: patch-level training for a share λ of the budget, then
-  token level with the same weights): ``coarsening.stages.levels=[patch,fine]
-  coarsening.stages.shares=[λ,1−λ] coarsening.vcycle.window=0`` (``coarsening.stages.grow_init=keep``: the
-  patch level already trains every block). λ here is a share of the **FLOPs** budget; Shao
+  token level with the same weights): ``coarsening.scheme=stages
+  coarsening.stages.levels=[patch,fine] coarsening.stages.shares=[λ,1−λ]``
+  (``coarsening.stages.grow_init=keep``: the patch level already trains every block). λ here is a share of the **FLOPs** budget; Shao
   et al.'s λ is a share of the **training data** (their cost is λ/K + 1 − λ of token-level
   training); for a patch level over all blocks they relate by λ_data = Kλ / (Kλ + 1 − λ)
   (their K = 4, λ_data = 2/3 is λ = 1/3 here).

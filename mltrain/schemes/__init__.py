@@ -15,20 +15,21 @@ them does.
 
 Every scheme registers one :class:`mltrain.config.scheme.Scheme` in
 :data:`mltrain.config.scheme.SCHEMES` (its sections, checks, plan builder, label, checkpoint
-upgrade): ``single_level`` in :mod:`.single`. Importing this package also fills every registry
+upgrade): ``single_level`` in :mod:`.single`, ``vcycle`` in :mod:`.vcycle`, ``stages`` in
+:mod:`.stages`. Importing this package also fills every registry
 that :func:`mltrain.config.validate` checks names against (:mod:`mltrain.config.registries`).
 
 A new scheme is a module here (its :class:`Scheme`, its operations and their handlers, an
 extension if it keeps state), one import line below, its ``conf/`` file and its tests.
 """
 
-from mltrain.schemes import single  # noqa: I001  (first: coarsening.scheme's choices in this order)
-from mltrain.schemes import corrections, growth, rewarm, stages, vcycle, width
+# each import registers what its module defines (single_level first: coarsening.scheme's choices
+# in this order); a new scheme's module is one more name on the second line
+from mltrain.schemes import single  # noqa: I001, F401
+from mltrain.schemes import corrections, growth, rewarm, stages, vcycle, width  # noqa: F401
 
 # the owners of the other registries that validate() checks config values against
 # (mltrain.config.registries): importing this package fills them all
 from mltrain.data import corpora, tokenizers  # noqa: F401, E402
 from mltrain.levels import hierarchy  # noqa: F401, E402
 from mltrain.train import optim  # noqa: F401, E402
-
-__all__ = ["corrections", "growth", "rewarm", "single", "stages", "vcycle", "width"]

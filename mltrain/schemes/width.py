@@ -160,7 +160,7 @@ class WidthState(Extension):
     """The narrow tensors of every width level (a run extension, in every checkpoint), loaded
     in place so the optimizers over them keep their parameters."""
 
-    name = "width"
+    name = "width"  # its key among a checkpoint's extension states (mltrain.export reads it)
 
     def __init__(self, run: RunState, levels: list[WidthLevel]) -> None:
         self.models = {lv.name: lv.module(run.model) for lv in levels}
@@ -176,7 +176,7 @@ class WidthState(Extension):
             self.models[n].load_state_dict(sd)
 
 
-@EXTENSIONS.register("width")
+@EXTENSIONS.register(WidthState.name)
 def _width_state(run: RunState) -> WidthState | None:
     levels = [lv for lv in run.plan.levels if isinstance(lv, WidthLevel)]
     return WidthState(run, levels) if levels else None

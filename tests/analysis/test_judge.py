@@ -79,7 +79,22 @@ def test_each_judge_decides_which_differences_it_warns_about():
     assert env.differences(other) == {"data": ["data.name=other"]}
 
 
+def _defined_names(tree) -> list[str]:
+    """The module-level functions, classes and constants (``NAME = ...``) of ``tree``."""
+    import ast
+
+    out = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            out.append(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            out += [t.id for t in targets if isinstance(t, ast.Name) and t.id.isupper()]
+    return out
+
+
 def test_no_two_analysis_modules_define_the_same_name():
+    """One definition per function, class and constant across the analysis modules."""
     import ast
     from collections import Counter
     from pathlib import Path
@@ -88,9 +103,14 @@ def test_no_two_analysis_modules_define_the_same_name():
 
     root = Path(mltrain.analysis.__file__).parent
     names = Counter(
-        node.name
-        for path in root.rglob("*.py")
-        for node in ast.parse(path.read_text()).body
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef))
+        name for path in root.rglob("*.py") for name in _defined_names(ast.parse(path.read_text()))
     )
     assert [n for n, k in names.items() if k > 1] == []
+
+
+def test_the_definition_scan_sees_constants():
+    """The rule can fail: a constant defined twice is a name the scan counts twice."""
+    import ast
+
+    code = 'TITLES = {"head": "x"}\nsmall = 1\ndef f(): pass\nclass C: pass\nN: int = 2\n'
+    assert _defined_names(ast.parse(code)) == ["TITLES", "f", "C", "N"]

@@ -387,3 +387,17 @@ def test_a_width_stage_exports_its_narrow_model(tmp_path_factory, tmp_path, caps
     assert json.loads((tmp_path / "n" / "config.json").read_text())["n_embd"] == 16
     v = info["val_loss"]
     assert v["logged"] is not None and abs(v["transformers"] - v["logged"]) <= LOSS_TOL
+
+
+def test_the_validation_fingerprint_is_read_through_the_run_record(tmp_path):
+    """The export reads run.json through mltrain.runrecord (its one reader): the recorded
+    fingerprint, or None for a run without a record or with a torn one."""
+    from mltrain.export.source import Exportable
+    from mltrain.runrecord import RUN_FILE
+
+    ex = Exportable(tmp_path, tmp_path / "ckpt.pt", 0, None, "fine", {}, 8, 2, (), (), "fine")
+    assert ex.validation_fingerprint() is None  # no run.json
+    (tmp_path / RUN_FILE).write_text(json.dumps({"validation": {"fingerprint": "ab12"}}))
+    assert ex.validation_fingerprint() == "ab12"
+    (tmp_path / RUN_FILE).write_text('{"validation": ')  # torn
+    assert ex.validation_fingerprint() is None

@@ -16,12 +16,11 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from mltrain.analysis.figures.plot_axes import robust_ylim, set_flop_axis
+from mltrain.analysis.figures.plot_axes import FLOP_AXIS_TITLES, robust_ylim, set_flop_axis
 from mltrain.analysis.figures.plots import seed_band
 from mltrain.analysis.judging.budgets import frontier_budget, lr_of
 from mltrain.analysis.judging.runs import TOTALS
 
-TITLES = {"head": "training FLOPs (with head)", "nonembed": "training FLOPs (non-embedding)"}
 MAX_DISCRETE = 8  # up to this many learning rates: one colour each and a legend
 
 
@@ -134,9 +133,11 @@ def plot_frontier(judgement, colors: dict | None = None) -> Figure:
                 xs.append(c_mean)
             lo, hi = min(x for x in xs if x > 0), max(xs)
             set_flop_axis(ax, lo / 1.5, hi * 1.5)
-            ax.set_xlabel(TITLES[total])
+            ax.set_xlabel(FLOP_AXIS_TITLES[total])
             ax.set_ylabel("final validation loss (nats/token)")
-            ax.set_title(f"{f.label}: {len(f.budgets)} budgets, {TITLES[total]}", fontsize=11)
+            ax.set_title(
+                f"{f.label}: {len(f.budgets)} budgets, {FLOP_AXIS_TITLES[total]}", fontsize=11
+            )
             ax.grid(True, alpha=0.3)
         if norm is None:
             axes[fi][0].legend(title="learning rate", fontsize=9, loc="upper right")

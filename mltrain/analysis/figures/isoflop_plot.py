@@ -16,11 +16,10 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from mltrain.analysis.figures.plot_axes import set_flop_axis
+from mltrain.analysis.figures.plot_axes import FLOP_AXIS_TITLES, set_flop_axis
 from mltrain.analysis.judging.curves import fmt_flops
 from mltrain.analysis.judging.runs import TOTALS
 
-TITLES = {"head": "training FLOPs (with head)", "nonembed": "training FLOPs (non-embedding)"}
 PARAMS = {"total": "parameters (total)", "nonembed": "parameters (non-embedding)"}
 
 
@@ -121,9 +120,9 @@ def plot_envelope(ej) -> Figure:
                 xs.append(cm)
             xs = [x for x in xs if x > 0 and math.isfinite(x)]
             set_flop_axis(ax, min(xs) / 1.5, max(xs) * 1.5)
-            ax.set_xlabel(TITLES[total])
+            ax.set_xlabel(FLOP_AXIS_TITLES[total])
             ax.set_ylabel("final validation loss (nats/token)")
-            ax.set_title(f"{env.label}, {TITLES[total]}", fontsize=11)
+            ax.set_title(f"{env.label}, {FLOP_AXIS_TITLES[total]}", fontsize=11)
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=8)
     return fig

@@ -17,6 +17,11 @@ from matplotlib.ticker import MaxNLocator, NullFormatter
 from mltrain.analysis.judging.curves import fmt_flops
 
 SPIKE = "_spike"  # label of the markers of points above the y-range
+# the x-axis title of each FLOP total (:data:`mltrain.analysis.judging.runs.TOTALS`)
+FLOP_AXIS_TITLES = {
+    "head": "training FLOPs (with head)",
+    "nonembed": "training FLOPs (non-embedding)",
+}
 
 
 def flop_ticks(lo: float, hi: float) -> list[float]:
