@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import re
 from collections import defaultdict
 from pathlib import Path
+
+from mltrain.runrecord import read_run_record
 
 NAME = re.compile(r"^(?P<scheme>.+?)_(?P<budget>b[1248])_s(?P<seed>\d+)$")
 BUDGETS = {"b8": "1/8", "b4": "1/4", "b2": "1/2", "b1": "1"}
@@ -54,9 +55,8 @@ def table(csvs: list[Path], runs: Path, times: dict[tuple[str, str], float]) -> 
             for row in csv.DictReader(fh):
                 m = NAME.match(row["run"])
                 if m:
-                    info = runs / row["run"] / "run.json"
-                    if info.exists():
-                        rj = json.loads(info.read_text())
+                    rj = read_run_record(runs / row["run"])  # {} where it has no run.json
+                    if rj:
                         data, params = rj.get("data", {}), rj.get("params", {})
                         if data.get("tokens_seen") and params.get("total"):
                             row["tpp"] = str(data["tokens_seen"] / params["total"])

@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import json
 import math
 import shlex
 import sys
 from pathlib import Path
 
 import yaml
+
+from mltrain.metrics import dumps_record, read_metrics
+from mltrain.runrecord import RUN_FILE, read_run_record
 
 # CPU s per optimizer step and FLOPs per step (with head; run.json / metrics.jsonl) of the
 # depth family at d=48 with the 2k BPE (docs/results.md, "Third edition: plan").
@@ -126,11 +128,10 @@ def plan() -> None:
 def final_loss(run: Path) -> float | None:
     """The final validation loss of a completed run, or None (unfinished, diverged, missing)."""
     try:
-        if json.loads((run / "run.json").read_text()).get("status") != "completed":
+        if read_run_record(run).get("status") != "completed":
             return None
         last = None
-        for line in (run / "metrics.jsonl").read_text().splitlines():
-            rec = json.loads(line)
+        for rec in read_metrics(run / "metrics.jsonl"):
             if "val/loss" in rec:
                 last = rec["val/loss"]
         return last if last is not None and math.isfinite(last) else None
@@ -184,12 +185,12 @@ def record(out: Path, records: Path) -> list[str]:
         if not (d / ".done").exists() or (dest / ".done").exists() or final_loss(d) is None:
             continue
         (dest / ".hydra").mkdir(parents=True, exist_ok=True)
-        (dest / "run.json").write_text((d / "run.json").read_text())
+        (dest / RUN_FILE).write_text((d / RUN_FILE).read_text())
         for f in ("config.yaml", "overrides.yaml", "hydra.yaml"):
             if (d / ".hydra" / f).exists():
                 (dest / ".hydra" / f).write_text((d / ".hydra" / f).read_text())
-        recs = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines() if x]
-        (dest / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in thin(recs)))
+        recs = read_metrics(d / "metrics.jsonl")
+        (dest / "metrics.jsonl").write_text("".join(dumps_record(r) + "\n" for r in thin(recs)))
         (dest / ".done").touch()
         done.append(d.name)
     return done

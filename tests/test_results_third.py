@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +47,7 @@ def driver(tmp: Path, out: Path, records: Path, *parts: str, **env: str):
     (bin_ / "mltrain").write_text(STAND_IN)
     (bin_ / "mltrain").chmod(0o755)
     e = dict(os.environ, PATH=f"{bin_}:{os.environ['PATH']}", CALLS=str(tmp / "calls.txt"))
-    e.update(RECORDS=str(records), DOCS=str(tmp / "docs"), **env)
+    e.update(RECORDS=str(records), DOCS=str(tmp / "docs"), PY=sys.executable, **env)
     return subprocess.run(
         ["bash", "scripts/results_third.sh", str(out), *parts],
         cwd=ROOT,
