@@ -284,16 +284,25 @@ class Trainer:
         LevelOptimizers.set_lr(opt, lr)
         batch = self.runner.next_windows(self.sampler, level.window_tokens(self.seq_len))
         self.last_batch = batch  # this step's windows on this rank (extensions may reuse them)
-        path = self.path_of(level)
-        params = self.level_params[level.name].values()
-        loss_sum = self.runner.forward_backward(level, path, batch, params)
-        loss, norm = self._reduce_clip_check(level, opt, loss_sum)
+        loss, norm = self.step_gradients(level, batch)
         self.runner.update(opt)
         for ext in self.extensions.values():
             ext.after_step(self, level)
         self.model.zero_grad(set_to_none=True)
         level.module(self.model).zero_grad(set_to_none=True)  # a level on its own tensors
         self._account(level, loss, norm, lr, self.clock.stop())
+
+    def step_gradients(self, level: Level, windows: torch.Tensor) -> tuple[float, float]:
+        """The gradient a training step of ``level`` takes on this rank's ``windows``
+        ``(B_rank, W)``, left in ``.grad`` (no update): forward/backward along its path, then
+        :meth:`_reduce_clip_check`. Returns (mean loss, gradient norm before clipping).
+
+        Raises:
+            DivergenceError: a non-finite loss or gradient norm.
+        """
+        params = self.level_params[level.name].values()
+        loss_sum = self.runner.forward_backward(level, self.path_of(level), windows, params)
+        return self._reduce_clip_check(level, self.optims.get(level.steps_with), loss_sum)
 
     def _reduce_clip_check(self, level: Level, opt, loss_sum: torch.Tensor) -> tuple[float, float]:
         """Drop frozen gradients, all-reduce over ranks, let extensions adjust the gradients,

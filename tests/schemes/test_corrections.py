@@ -265,12 +265,8 @@ def fine_gradient(model, batch, path=None):
 def trainer_gradient(t, level, batch):
     """The gradient a training step of ``level`` on ``batch`` takes (all-reduce, hooks,
     clipping off), left in ``.grad`` and returned."""
-    t.sampler.next = lambda n, length=None: batch
     t.model.zero_grad(set_to_none=True)
-    lv = t.levels[level]
-    windows = t.runner.shard(t.sampler.next(t.runner.global_batch))
-    loss_sum = t.runner.forward_backward(lv, t.path_of(lv), windows)
-    t._reduce_clip_check(lv, t.optims.get(lv.steps_with), loss_sum)
+    t.step_gradients(t.levels[level], t.runner.shard(batch))
     out = {n: p.grad.clone() for n, p in t.level_params[level].items()}
     t.model.zero_grad(set_to_none=True)
     return out
