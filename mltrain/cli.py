@@ -145,6 +145,8 @@ def one_line(err: BaseException, argv: list[str] | None = None) -> str:
             f"Could not find '{err.missing_cfg_file}'; available options in '{group}': "
             + ", ".join(options)
         )
+    elif (unknown := _unknown_key(err)) is not None:
+        msg = unknown
     else:
         parts = []
         for e in (err, err.__cause__):
@@ -167,6 +169,23 @@ def one_line(err: BaseException, argv: list[str] | None = None) -> str:
         if plugin in msg:
             msg += f' (an optional plugin: pip install "mltrain[{extra}]" or make install-extras)'
     return msg
+
+
+def _unknown_key(err: BaseException) -> str | None:
+    """The one line of :func:`mltrain.config.arguments.unknown_setting` when ``err`` (or its
+    cause) is OmegaConf's "Key ... not in ..." for a misspelt setting, else None (a renamed or
+    replaced key keeps its own message)."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    from mltrain.config import RENAMED, REPLACED
+
+    for e in (err, err.__cause__):
+        key = getattr(e, "full_key", None)
+        if key in RENAMED or key in REPLACED:  # one_line names its new name
+            return None
+        if isinstance(e, (ConfigKeyError, ConfigAttributeError)) and key:
+            return A.unknown_setting(key)
+    return None
 
 
 _RANGE = re.compile(

@@ -251,7 +251,7 @@ CATALOGUE = [
     (["coarsening.vcycle.delta=[1,2]"], "could not be converted to Float"),
     (["train.compile=maybe"], "train.compile=maybe"),
     # unknown keys and group options
-    (["model.n_layr=2"], "Could not override 'model.n_layr'; Key 'n_layr' not in 'ModelConfig'"),
+    (["model.n_layr=2"], "model.n_layr is not a setting; did you mean model.n_layer? model has: "),
     (["+train.foo=1"], "train.foo is not a setting"),
     (
         ["coarsening=halves"],

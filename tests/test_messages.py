@@ -291,3 +291,36 @@ def test_the_name_changes_only_when_the_preset_scheme_does(tmp_path, capsys, arg
     code, out, err = cli([*CFG, *args], tmp_path, capsys)
     assert code == 0, err
     assert OmegaConf.create(out).experiment_name == name
+
+
+# --------------------------------------------------------------------------- misspelt settings
+@pytest.mark.parametrize(
+    "typo, meant, section",
+    [
+        ("train.stpes=10", "train.steps", "train"),
+        ("coarsening.vcycle.detla=0.5", "coarsening.vcycle.delta", "coarsening.vcycle"),
+        ("trian.steps=10", "train", "the top level"),
+    ],
+)
+def test_a_misspelt_setting_names_the_closest_and_lists_the_section(
+    tmp_path, capsys, typo, meant, section
+):
+    """Found by a new user (session 33): a misspelt key got OmegaConf's "Key 'stpes' not in
+    'TrainConfig'" with no list of the settings, unlike ``+train.foo=1``."""
+    code, out, err = cli([*CFG, typo], tmp_path, capsys)
+    msg = _error(err)
+    assert code == 2 and not out and "TrainConfig" not in msg and "MLTrainConfig" not in msg
+    key = typo.split("=")[0] if section != "the top level" else typo.split(".")[0]
+    assert msg.startswith(f"{key} is not a setting; did you mean {meant}? {section} has: ")
+    fixed = typo.replace(key, meant, 1)
+    code, out, err = cli([*CFG, fixed], tmp_path, capsys)
+    assert code == 0, err
+
+
+def test_warmup_past_a_short_run_suggests_a_warmup_that_fits(tmp_path, capsys):
+    code, _, err = cli([*TINY, "train.steps=10", "schedule.warmup_steps=10"], tmp_path, capsys)
+    msg = _error(err)
+    assert code == 2 and msg.endswith(": add schedule.warmup_steps=1")
+    code, out, err = cli([*CFG, "train.steps=10", *_pasted(msg, ": add ")], tmp_path, capsys)
+    assert code == 0, err
+    assert OmegaConf.create(out).schedule.warmup_steps == 1

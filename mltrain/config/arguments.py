@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import io
 
 from omegaconf import DictConfig
 
-from mltrain.config.keys import _fields, unread, walk
+from mltrain.config.keys import _fields, subsections, unread, walk
 from mltrain.config.overrides import override, shell_command
 from mltrain.config.schema import SECTIONS, MLTrainConfig
 from mltrain.config.scheme import SCHEMES
@@ -91,6 +92,33 @@ def _setting_field(key: str) -> dataclasses.Field | None:
         for f in _fields(schema):
             if prefix + f.name == key:
                 return f
+    return None
+
+
+def unknown_setting(key: str) -> str | None:
+    """The one line for a dotted ``key`` that is not a setting of a section the schema has
+    (``train.stpes``): the closest names (``difflib``), then every setting and subsection of
+    that section, as :func:`mltrain.config.validate` words ``+key=value``. None where ``key``'s
+    section is not the schema's, or is an optimizer's (its fields depend on the option)."""
+    prefix, _, name = key.rpartition(".")
+    section = key.partition(".")[0]
+    if not prefix:  # a top-level key: the top-level settings and the sections
+        names = [f.name for f in _fields(MLTrainConfig)] + list(SECTIONS)
+        if name in names:
+            return None
+        near = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        meant = f"did you mean {' or '.join(near)}? " if near else ""
+        return f"{key} is not a setting; {meant}the top level has: {', '.join(names)}"
+    if section == "optimizer" or section not in SECTIONS:
+        return None
+    for p, schema in walk(SECTIONS[section], section + "."):
+        if p == prefix + ".":
+            names = [f.name for f in _fields(schema)] + list(subsections(schema))
+            if name in names:
+                return None
+            near = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+            meant = f"did you mean {' or '.join(prefix + '.' + n for n in near)}? " if near else ""
+            return f"{key} is not a setting; {meant}{prefix} has: {', '.join(names)}"
     return None
 
 

@@ -106,7 +106,8 @@ def validate(cfg: DictConfig) -> None:
     )
     _require(
         t.target_flops is not None or s.warmup_steps < t.steps,
-        f"schedule.warmup_steps={s.warmup_steps} is not allowed: must be >= 0 and < train.steps={t.steps}",
+        f"schedule.warmup_steps={s.warmup_steps} is not allowed: must be >= 0 and < "
+        f"train.steps={t.steps}: add schedule.warmup_steps={max(0, t.steps // 10)}",
     )
     _require(
         t.target_flops is not None or float(t.flops_scale) == 1.0,
