@@ -307,12 +307,15 @@ def main() -> None:
         # rank 0, write nothing there, and give Hydra a scratch directory removed at exit.
         scratch = tempfile.mkdtemp(prefix=f"mltrain-rank{rank}-")
         atexit.register(shutil.rmtree, scratch, True)
-        sys.argv += [
-            f"hydra.run.dir={scratch}",
-            f"hydra.sweep.dir={scratch}",
-            "hydra/job_logging=disabled",
-            "hydra/hydra_logging=disabled",
-        ]
+        sys.argv[1:] = A.with_overrides(
+            sys.argv[1:],
+            [
+                f"hydra.run.dir={scratch}",
+                f"hydra.sweep.dir={scratch}",
+                "hydra/job_logging=disabled",
+                "hydra/hydra_logging=disabled",
+            ],
+        )
     user_wants_traceback = bool(os.environ.get("HYDRA_FULL_ERROR"))
     os.environ["HYDRA_FULL_ERROR"] = (
         "1"  # let composition errors reach us, to print them as one line
@@ -322,8 +325,8 @@ def main() -> None:
         A.check_one_preset(sys.argv[1:])
         A.check_deletions(sys.argv[1:])
         name = A.variant_name(sys.argv[1:])
-        if name is not None:
-            sys.argv.append(name)
+        if name is not None:  # among the overrides: not after a trailing -m or --cfg job
+            sys.argv[1:] = A.with_overrides(sys.argv[1:], [name])
         sys.argv[1:] = check_cfg_request(sys.argv[1:])
         _hydra_main()
     except MLTrainError as e:

@@ -324,3 +324,50 @@ def test_warmup_past_a_short_run_suggests_a_warmup_that_fits(tmp_path, capsys):
     code, out, err = cli([*CFG, "train.steps=10", *_pasted(msg, ": add ")], tmp_path, capsys)
     assert code == 0, err
     assert OmegaConf.create(out).schedule.warmup_steps == 1
+
+
+# The name is an override mltrain adds: it goes among the command's overrides, not after a
+# trailing Hydra flag (appended after `--cfg job` or `-m`, Hydra refused it as unrecognized).
+def test_the_variant_name_composes_with_cfg_job_at_the_end(tmp_path):
+    args = ["experiment=grow_width", "coarsening=even_odd", *TINY, "--cfg", "job"]
+    r = run_mltrain(args, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "unrecognized arguments" not in r.stderr
+    cfg = OmegaConf.create(r.stdout)
+    assert cfg.experiment_name == "grow_width+coarsening=even_odd"
+    assert cfg.coarsening.scheme == "vcycle"
+
+
+def test_the_variant_name_composes_with_multirun_at_the_end(tmp_path):
+    # train.seed=0 replaces the preset's sweep over seeds: one job, two steps
+    args = ["experiment=grow_width", "coarsening=none", "mode=smoke", *TINY, "train.seed=0"]
+    r = run_mltrain([*args, "train.steps=2", "train.max_steps=2", "-m"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
+    assert sweep.name.endswith("_grow_width+coarsening=none")
+    (job,) = [d for d in sweep.iterdir() if d.is_dir()]
+    saved = OmegaConf.load(job / ".hydra" / "config.yaml")
+    assert saved.experiment_name == "grow_width+coarsening=none"
+    assert saved.coarsening.scheme == "single_level"
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["a=1", "--cfg", "job"], ["a=1", "N=1", "--cfg", "job"]),
+        (["a=1", "-m"], ["a=1", "N=1", "-m"]),
+        (["-m", "a=1"], ["-m", "a=1", "N=1"]),
+        (["-cd", "d", "a=1", "-cn", "c"], ["-cd", "d", "a=1", "N=1", "-cn", "c"]),
+        (
+            ["--config-name", "c", "a=1", "hydra.run.dir=x", "--package", "p", "-c", "all"],
+            ["--config-name", "c", "a=1", "hydra.run.dir=x", "N=1", "--package", "p", "-c", "all"],
+        ),
+        (["--cfg", "job"], ["--cfg", "job", "N=1"]),
+    ],
+)
+def test_added_overrides_go_among_the_overrides(argv, expected):
+    from mltrain.config.arguments import overrides_of, with_overrides
+
+    out = with_overrides(argv, ["N=1"])
+    assert out == expected
+    assert overrides_of(out) == [*overrides_of(argv), "N=1"]

@@ -553,3 +553,51 @@ def test_a_diverged_run_with_a_huge_finite_loss_does_not_flatten_the_others(tmp_
         assert 1.5 < lo < 2 and hi < 11  # the healthy curve sets the range (4 % margin)
     texts = [t.get_text() for t in val_axes[0].texts]
     assert any("last loss 8e+08, above the axis" in t for t in texts), texts
+
+
+def test_the_same_flops_command_of_a_smoke_sweep_reaches_its_flops(tmp_path):
+    """mode=smoke caps runs at train.max_steps=20: the pasted same-FLOPs command lifts the cap
+    (it ran 20 of its 24 steps, compare tabulated it as the same-FLOPs run and printed the
+    same command again); a capped run is not counted as one."""
+    import shlex
+
+    from tests.helpers import run_mltrain
+
+    hint = "no single-level run with the same FLOPs yet"
+    sweep = ["-m", *TINY, "mode=smoke", "train.steps=20", "coarsening=none,even_odd"]
+    r = run_mltrain(sweep, tmp_path)
+    assert r.returncode == 0, r.stderr
+    (sweep_dir,) = (tmp_path / "outputs" / "multirun").iterdir()
+
+    def compare(*paths: Path) -> str:
+        r = run_mltrain([str(p) for p in paths], tmp_path, entry="mltrain-compare")
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    out = compare(sweep_dir)
+    assert hint in out
+    (line,) = [x for x in out.splitlines() if "→ `" in x]
+    args = shlex.split(line.split("→ `", 1)[1].rstrip("`"))
+    assert args[:2] == ["mltrain", "coarsening=none"] and args[-1] == "train.max_steps=null"
+    target = float(args[2].removeprefix("train.target_flops="))
+
+    # the command without the lifted cap: capped, and not counted as the same-FLOPs run
+    capped_dir = tmp_path / "capped"
+    r = run_mltrain([*args[1:-1], f"hydra.run.dir={capped_dir}"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "train.max_steps=20 caps the run" in r.stdout + r.stderr
+    out = compare(sweep_dir, capped_dir)
+    assert "single-level, capped short of" in out and hint in out
+    assert "single-level, same FLOPs" not in out
+
+    # the command as printed: it reaches its FLOPs, and compare has its same-FLOPs run
+    run_dir = tmp_path / "same_flops"
+    r = run_mltrain([*args[1:], f"hydra.run.dir={run_dir}"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "caps the run" not in r.stdout + r.stderr
+    meta = json.loads((run_dir / "run.json").read_text())
+    step = meta["planned_flops"] / meta["iterations"]
+    assert abs(meta["planned_flops"] - target) <= step
+    out = compare(sweep_dir, capped_dir, run_dir)
+    assert hint not in out
+    assert "single-level, same FLOPs" in out

@@ -35,6 +35,35 @@ def overrides_of(argv: list[str]) -> list[str]:
         return []
 
 
+def with_overrides(argv: list[str], extra: list[str]) -> list[str]:
+    """``argv`` with the overrides ``extra`` added after its own overrides. Hydra's parser
+    takes the overrides as one block of positional arguments, so an override appended after
+    a trailing flag (``--cfg job``, ``-m``) is refused as an unrecognized argument; the
+    position kept is the last one where Hydra reads the same flags and values as in ``argv``
+    and the overrides of ``argv`` followed by ``extra``. Appended when ``argv`` does not
+    parse (Hydra reports it)."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+
+    def parse(args: list[str]) -> dict | None:
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                return vars(parser.parse_args(args))
+        except SystemExit:
+            return None
+
+    before = parse(argv)
+    if before is None or not extra:
+        return [*argv, *extra]
+    want = {**before, "overrides": [*before["overrides"], *extra]}
+    for i in range(len(argv), -1, -1):
+        candidate = [*argv[:i], *extra, *argv[i:]]
+        if parse(candidate) == want:
+            return candidate
+    return [*argv, *extra]
+
+
 def _parsed(overrides: list[str]) -> list[tuple[str, object]]:
     """(argument, Hydra's ``Override``) of each override that parses."""
     from hydra.core.override_parser.overrides_parser import OverridesParser

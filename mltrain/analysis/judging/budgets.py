@@ -15,36 +15,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mltrain.analysis.judging.curves import fmt_flops
-from mltrain.analysis.judging.runs import Run, _num, configured_budget
+from mltrain.analysis.judging.runs import (
+    Run,
+    _num,
+    configured_budget,
+    planned_flops,
+    short_of_budget,
+)
 from mltrain.analysis.judging.seeds import by_seed, repeated_seeds, seed_mean
 
 BUDGET_TOLERANCE = 0.01  # runs whose budgets agree within 1 % are one budget
 MIN_SEEDS = 3  # DESIGN.md section 8
-
-
-def planned_flops(run: Run) -> float:
-    """Training FLOPs (with head) of a run's plan as it ran (``run.json``, a cap such as
-    ``train.max_steps`` included); for an older run without it, the FLOPs it spent."""
-    planned = _num(run.meta.get("planned_flops"))
-    return planned if math.isfinite(planned) else run.total("head")
-
-
-def short_of_budget(run: Run) -> str | None:
-    """Why a run's plan stops short of its configured budget (``train.target_flops`` ×
-    ``train.flops_scale``) by more than one iteration, as ``mode=smoke``'s ``train.max_steps``
-    does; None when it has no budget or its plan reaches it (a plan sized by a budget comes
-    within half an iteration of it)."""
-    budget = configured_budget(run.flat)
-    planned = planned_flops(run)
-    if budget is None or not math.isfinite(planned) or planned <= 0:
-        return None
-    steps = _num(run.meta.get("iterations", run.last.get("step")))
-    step = planned / max(steps, 1) if math.isfinite(steps) else 0.0  # an iteration's mean
-    if planned >= budget - step * (1 + 1e-9):
-        return None
-    cap = run.flat.get("train.max_steps")
-    why = f"train.max_steps={cap} capped its plan" if cap is not None else "its plan stops"
-    return f"{why} at {fmt_flops(planned)} of its {fmt_flops(budget)} FLOPs budget"
 
 
 def frontier_budget(run: Run) -> float:

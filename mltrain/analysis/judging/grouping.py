@@ -36,6 +36,7 @@ ROLE_NAMES = {
     "multilevel": "multilevel",
     "single_level/same_steps": "single-level, same fine steps",
     "single_level/same_flops": "single-level, same FLOPs",
+    "single_level/capped": "single-level, capped short of",  # + " <budget> FLOPs"
     "frontier": "tuned frontier",
 }
 # data.* and model.* keys that setting_differences leaves out beyond the schema's inert ones

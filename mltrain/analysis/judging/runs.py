@@ -48,6 +48,9 @@ LABEL_KEYS = (
     "train.target_flops",
     "optimizer._partial_",
 )
+# The role of a single-level run sized by train.target_flops that a cap (train.max_steps)
+# stopped short of its budget: tabulated, but not the same-FLOPs run of anything.
+CAPPED = "single_level/capped"
 TOTALS = {"head": "perf/flops", "nonembed": "perf/flops_nonembed"}
 LOSS_KEYS = ("train/loss", "val/loss")
 
@@ -174,6 +177,31 @@ def derive_role(flat: dict) -> str:
     return role_of(None, not is_single_level(flat), flat.get("train.target_flops") is not None)
 
 
+def planned_flops(run: Run) -> float:
+    """Training FLOPs (with head) of a run's plan as it ran (``run.json``, a cap such as
+    ``train.max_steps`` included); for an older run without it, the FLOPs it spent."""
+    planned = _num(run.meta.get("planned_flops"))
+    return planned if math.isfinite(planned) else run.total("head")
+
+
+def short_of_budget(run: Run) -> str | None:
+    """Why a run's plan stops short of its configured budget (``train.target_flops`` ×
+    ``train.flops_scale``) by more than one iteration, as ``mode=smoke``'s ``train.max_steps``
+    does; None when it has no budget or its plan reaches it (a plan sized by a budget comes
+    within half an iteration of it)."""
+    budget = configured_budget(run.flat)
+    planned = planned_flops(run)
+    if budget is None or not math.isfinite(planned) or planned <= 0:
+        return None
+    steps = _num(run.meta.get("iterations", run.last.get("step")))
+    step = planned / max(steps, 1) if math.isfinite(steps) else 0.0  # an iteration's mean
+    if planned >= budget - step * (1 + 1e-9):
+        return None
+    cap = run.flat.get("train.max_steps")
+    why = f"train.max_steps={cap} capped its plan" if cap is not None else "its plan stops"
+    return f"{why} at {fmt_flops(planned)} of its {fmt_flops(budget)} FLOPs budget"
+
+
 @dataclass
 class Run:
     """One run directory: its resolved config (nested dict), its curves and its metadata.
@@ -212,10 +240,15 @@ class Run:
     @property
     def role(self) -> str:
         """``run.json``'s role, else :func:`mltrain.runrecord.role_of` of the config (its
-        ``logger.job_type`` when set)."""
-        return str(
+        ``logger.job_type`` when set); a single-level run sized by a FLOPs budget whose plan
+        stops short of it (:func:`short_of_budget`, e.g. ``mode=smoke``'s ``train.max_steps``)
+        is :data:`CAPPED`, not a same-FLOPs run."""
+        role = str(
             self.meta.get("role") or self.flat.get("logger.job_type") or derive_role(self.flat)
         )
+        if role == "single_level/same_flops" and short_of_budget(self) is not None:
+            return CAPPED
+        return role
 
     @property
     def trained(self) -> bool:

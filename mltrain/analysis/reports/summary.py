@@ -25,7 +25,14 @@ from mltrain.analysis.judging.curves import (
     seeds_to_target,
 )
 from mltrain.analysis.judging.grouping import Configuration, setting_differences
-from mltrain.analysis.judging.runs import TOTALS, CompareError, Run, configured_budget
+from mltrain.analysis.judging.runs import (
+    CAPPED,
+    TOTALS,
+    CompareError,
+    Run,
+    configured_budget,
+    short_of_budget,
+)
 from mltrain.analysis.judging.seeds import repeated_seeds
 from mltrain.config import inert_keys
 from mltrain.config.overrides import override, shell_command
@@ -233,25 +240,45 @@ def same_flops(a: Configuration, b: Configuration) -> bool:
     """Whether two configurations spent the same FLOPs: their mean totals (with head) within
     :data:`SAME_BUDGET`, or both sized by the same budget (``train.target_flops`` ×
     ``train.flops_scale``, also within it; a budget-sized run spends up to half a step more or
-    less)."""
+    less), or one sized by a budget within it of what the other spent. A budget counts only
+    when the plans reach it: a run capped short of it (``train.max_steps``,
+    :func:`mltrain.analysis.judging.runs.short_of_budget`) spent fewer FLOPs than it names."""
     ma, mb = a.mean_total(), b.mean_total()
     if mb > 0 and abs(ma / mb - 1) <= SAME_BUDGET:
         return True
-    ba, bb = configured_budget(a.flat), configured_budget(b.flat)
-    return ba is not None and bb is not None and abs(ba / bb - 1) <= SAME_BUDGET
+
+    def budget(c: Configuration) -> float | None:
+        if any(short_of_budget(r) is not None for r in c.runs):
+            return None
+        return configured_budget(c.flat)
+
+    ba, bb = budget(a), budget(b)
+    if ba is not None and bb is not None:
+        return abs(ba / bb - 1) <= SAME_BUDGET
+    if bb is not None:
+        return abs(ma / bb - 1) <= SAME_BUDGET
+    if ba is not None and mb > 0:
+        return abs(mb / ba - 1) <= SAME_BUDGET
+    return False
 
 
 def same_flops_hints(configs: list[Configuration]) -> list[str]:
     """For each multilevel configuration without a single-level one beside it that spent the
     same FLOPs (:func:`same_flops`), its FLOPs budget (with head, mean over seeds) and the
-    command that runs a single-level baseline with the same FLOPs."""
-    singles = [s for s in configs if s.single_level and s.healthy]
+    command that runs a single-level baseline with the same FLOPs. A cap the run had
+    (``train.max_steps``, which ``mode=smoke`` sets) is lifted with ``train.max_steps=null``:
+    a single-level run needs more fine steps than a multilevel one for the same FLOPs, and a
+    capped one would stop short of them."""
+    singles = [s for s in configs if s.single_level and s.healthy and s.role != CAPPED]
     lines = []
     for c in configs:
         if c.single_level or not c.healthy or any(same_flops(c, s) for s in singles):
             continue
         budget = int(round(c.mean_total()))
-        extra = _other_overrides(c.runs[0])
+        run = c.runs[0]
+        extra = [o for o in _other_overrides(run) if not o.startswith("train.max_steps=")]
+        if run.flat.get("train.max_steps") is not None:
+            extra.append(override("train.max_steps", None))
         cmd = shell_command(["mltrain", "coarsening=none", f"train.target_flops={budget}", *extra])
         lines.append(f"- `{c.label}`: {fmt_flops(budget, 5)} FLOPs → `{cmd}`")
     return lines
