@@ -37,4 +37,6 @@ fi
 echo "The committed result it corresponds to (docs/results.md, headline table,"
 echo "row grow_rec442 Q; 3 seeds, single-threaded): final val loss 5.610 (5.605-5.612), r = 0.51"
 echo "against the tuned 12-block frontier (0.37 non-embedding); at 1x the budget r = 0.57."
+echo "(That r is over the frontier tuned across budgets and lrs; the r printed above is over the"
+echo "one single-level run beside it, at one lr: two different baselines, so they differ.)"
 echo "Read the controls there too: a single-level 3-block model with the same FLOPs reached 5.474."
