@@ -110,10 +110,11 @@ def jobs_to_time(rows: list[dict], runs: Path) -> dict[str, Path]:
         if m and m["scheme"] not in out:
             out[m["scheme"]] = runs / r["run"]
         s = SIZE.match(r.get("best_size") or "")
-        if m and s and env_job(runs / r["run"], s["n"]) not in out:
-            found = sorted(runs.glob(f"{env_job(runs / r['run'], s['n'])}_*"))
+        job = env_job(runs / r["run"], s["n"]) if m and s else None
+        if job is not None and job not in out:
+            found = sorted(runs.glob(f"{job}_*"))
             if found:
-                out[env_job(runs / r["run"], s["n"])] = found[0]
+                out[job] = found[0]
     for name, run in out.items():
         if not (run / ".hydra" / "overrides.yaml").exists():
             raise SystemExit(f"no record of run {run.name} (job {name}) under {runs}")

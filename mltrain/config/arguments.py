@@ -133,22 +133,20 @@ def unknown_setting(key: str) -> str | None:
     section = key.partition(".")[0]
     if not prefix:  # a top-level key: the top-level settings and the sections
         names = [f.name for f in _fields(MLTrainConfig)] + list(SECTIONS)
-        if name in names:
-            return None
-        near = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-        meant = f"did you mean {' or '.join(near)}? " if near else ""
-        return f"{key} is not a setting; {meant}the top level has: {', '.join(names)}"
-    if section == "optimizer" or section not in SECTIONS:
+    elif section == "optimizer" or section not in SECTIONS:
         return None
-    for p, schema in walk(SECTIONS[section], section + "."):
-        if p == prefix + ".":
-            names = [f.name for f in _fields(schema)] + list(subsections(schema))
-            if name in names:
-                return None
-            near = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-            meant = f"did you mean {' or '.join(prefix + '.' + n for n in near)}? " if near else ""
-            return f"{key} is not a setting; {meant}{prefix} has: {', '.join(names)}"
-    return None
+    else:
+        schemas = dict(walk(SECTIONS[section], section + "."))
+        if prefix + "." not in schemas:
+            return None
+        names = [f.name for f in _fields(schemas[prefix + "."])]
+        names += list(subsections(schemas[prefix + "."]))
+    if name in names:
+        return None
+    near = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    meant = f"did you mean {' or '.join(f'{prefix}.{n}' if prefix else n for n in near)}? "
+    where = prefix or "the top level"
+    return f"{key} is not a setting; {meant if near else ''}{where} has: {', '.join(names)}"
 
 
 def check_deletions(argv: list[str]) -> None:
