@@ -262,7 +262,7 @@ for part in "$@"; do
     fi
     H=(); for n in adamw sgd; do [ -e "$DOCS/$n/envelope.csv" ] && H+=("$DOCS/$n/envelope.csv"); done
     T=(); [ -e "$DOCS/time/time.csv" ] && T=(--time "$DOCS/time/time.csv")
-    if [ ${#H[@]} -gt 0 ]; then $PY "$HERE/third_headline.py" "${H[@]}" --runs "$R" "${T[@]}" > "$DOCS/headline.md"; fi ;;
+    if [ ${#H[@]} -gt 0 ]; then $PY "$HERE/third_headline.py" "${H[@]}" --runs "$R" "${T[@]}" --plot "$DOCS/r_env_vs_budget.png" > "$DOCS/headline.md"; fi ;;
   time)  # part 5, the time ratio: CPU time per step of every level's path side by side, each
     # scheme's CPU time over the envelope's at equal loss (after compare; compare again for the
     # headline's column)

@@ -9,7 +9,9 @@ model size at each budget), the gap to the envelope at equal FLOPs (nats; negati
 the final model's tokens per parameter (``data.tokens_seen / params.total``), the passes over
 the training split (``data.epochs``) and the time ratio (``--time``: a CSV with columns
 ``scheme,budget,time_ratio`` from the time-ratio benchmark; "–" where absent). A bound keeps its
-sign (``> 1.00``). A scheme is the run name without its budget tag ``_b8``/``_b4``/``_b2``/``_b1``
+sign (``> 1.00``). ``--plot PATH`` also draws r_env (with head) against the budget, one line per
+scheme: the mean over seeds with min–max bars, a hollow marker where a seed's r_env is only a
+bound, and a line at 1 (below it, the scheme needs fewer FLOPs than the envelope). A scheme is the run name without its budget tag ``_b8``/``_b4``/``_b2``/``_b1``
 and seed ``_s<n>`` (scripts/results_third.sh names runs so).
 
     python scripts/third_headline.py docs/results/third_edition/adamw/envelope.csv \\
@@ -46,9 +48,10 @@ def cell(rows: list[dict], key: str, spec: str = ".2f") -> str:
     return f"{sign}{mean:{spec}} ({min(xs):{spec}}–{max(xs):{spec}})"
 
 
-def table(csvs: list[Path], runs: Path, times: dict[tuple[str, str], float]) -> list[str]:
-    """The table's markdown lines (see the module docstring). Rows whose run name has no budget
-    tag are left out (probes); a run missing from ``runs`` leaves its tokens cells empty."""
+def grouped(csvs: list[Path], runs: Path) -> dict[tuple[str, str], list[dict]]:
+    """The CSV rows by (scheme, budget tag), each with ``tpp`` and ``passes`` from its run.json.
+    Rows whose run name has no budget tag are left out (probes); a run missing from ``runs``
+    has no ``tpp``/``passes``."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for path in csvs:
         with open(path, newline="") as fh:
@@ -62,6 +65,13 @@ def table(csvs: list[Path], runs: Path, times: dict[tuple[str, str], float]) -> 
                             row["tpp"] = str(data["tokens_seen"] / params["total"])
                             row["passes"] = str(data.get("epochs", ""))
                     groups[(m["scheme"], m["budget"])].append(row)
+    return groups
+
+
+def table(
+    groups: dict[tuple[str, str], list[dict]], times: dict[tuple[str, str], float]
+) -> list[str]:
+    """The table's markdown lines (see the module docstring), from :func:`grouped`."""
     lines = [
         "| scheme | budget | final loss (seeds) | r_same | r_env (head) | r_env (non-emb.) "
         "| gap to envelope | tokens/param | passes | time ratio |",
@@ -80,11 +90,74 @@ def table(csvs: list[Path], runs: Path, times: dict[tuple[str, str], float]) -> 
     return lines
 
 
+FRACTION = {"b8": 1 / 8, "b4": 1 / 4, "b2": 1 / 2, "b1": 1.0}
+
+
+def plot_r_env(groups: dict[tuple[str, str], list[dict]], path: Path) -> list[tuple]:
+    """Draw r_env (with head) against the budget (fraction of 3.2e13 FLOPs, log axis) into
+    ``path``: per scheme the mean over seeds, min–max bars, hollow where any seed is a bound.
+    Returns the points drawn, ``(scheme, fraction, mean, min, max, bound)`` each; none drawn:
+    nothing written."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.add_subplot()
+    drawn = []
+    for scheme in sorted({s for s, _ in groups}):
+        pts = []
+        for b in ORDER:
+            vals = [
+                (r.get("r_env_head_kind") or "=", float(r["r_env_head"]))
+                for r in groups.get((scheme, b), [])
+                if r.get("r_env_head")
+            ]
+            if vals:
+                xs = [v for _, v in vals]
+                pts.append(
+                    (
+                        FRACTION[b],
+                        sum(xs) / len(xs),
+                        min(xs),
+                        max(xs),
+                        any(k not in ("=", "") for k, _ in vals),
+                    )
+                )
+        if not pts:
+            continue
+        x = [p[0] for p in pts]
+        y = [p[1] for p in pts]
+        (line,) = ax.plot(x, y, "-", label=scheme)
+        for xi, yi, lo, hi, bound in pts:
+            ax.errorbar(
+                [xi],
+                [yi],
+                yerr=[[yi - lo], [hi - yi]],
+                fmt="o",
+                color=line.get_color(),
+                mfc="none" if bound else line.get_color(),
+                capsize=3,
+            )
+        drawn += [(scheme, *p) for p in pts]
+    if not drawn:
+        return []
+    ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([FRACTION[b] for b in ORDER], [BUDGETS[b] for b in ORDER])
+    ax.set_xlabel("budget (fraction of 3.2e13 FLOPs with head)")
+    ax.set_ylabel("r_env: FLOPs over the envelope's at equal loss")
+    ax.set_title("below 1: fewer FLOPs than the best single-level size (hollow: a bound)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return drawn
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("csv", type=Path, nargs="+", help="envelope.csv files of mltrain-compare")
     ap.add_argument("--runs", type=Path, required=True, help="directory of the run records")
     ap.add_argument("--time", type=Path, help="CSV scheme,budget,time_ratio (the benchmark's)")
+    ap.add_argument("--plot", type=Path, help="also draw r_env against the budget into this PNG")
     a = ap.parse_args(argv)
     for p in [*a.csv, a.runs]:
         if not p.exists():
@@ -93,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.time:
         with open(a.time, newline="") as fh:
             times = {(r["scheme"], r["budget"]): float(r["time_ratio"]) for r in csv.DictReader(fh)}
-    print("\n".join(table(a.csv, a.runs, times)))
+    groups = grouped(a.csv, a.runs)
+    print("\n".join(table(groups, times)))
+    if a.plot:
+        plot_r_env(groups, a.plot)
     return 0
 
 

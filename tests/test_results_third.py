@@ -194,3 +194,14 @@ def test_headline_rows_by_hand(tmp_path, capsys):
         "| 1.60 (1.50–1.70) | +0.150 (+0.100–+0.200) | 2.4 (2.3–2.5) | 0.3 (0.3–0.3) | – |"
     )
     assert lines[3] == "| grow | 1 | 4.000 (1) | 0.60 | 0.90 | 1.10 | -0.050 | – | – | 0.75 |"
+    # the r_env figure: grow's mean 1.3 (1.2-1.4) at 1/8, hollow (seed 1 is a bound), 0.9 at 1x
+    drawn = third_headline.plot_r_env(
+        third_headline.grouped([f], tmp_path / "runs"), tmp_path / "r_env.png"
+    )
+    assert [(s, x, round(m, 6), lo, hi, b) for s, x, m, lo, hi, b in drawn] == [
+        ("grow", 0.125, 1.3, 1.2, 1.4, True),
+        ("grow", 1.0, 0.9, 0.9, 0.9, False),
+    ]
+    assert (tmp_path / "r_env.png").stat().st_size > 0
+    assert third_headline.plot_r_env({}, tmp_path / "none.png") == []
+    assert not (tmp_path / "none.png").exists()
