@@ -8,6 +8,8 @@ out of sweep job directory names.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+from collections.abc import Sequence
 
 from omegaconf import MISSING
 
@@ -109,6 +111,18 @@ def walk(schema, prefix: str = ""):
     yield prefix, schema
     for name, sub in subsections(schema).items():
         yield from walk(sub, f"{prefix}{name}.")
+
+
+def not_a_setting(key: str, names: Sequence[str]) -> str:
+    """The one line for the dotted ``key``, which is none of ``names`` (the settings and
+    subsections of its section): the closest of them (``difflib``), then all of them, as in
+    ``train.stpes is not a setting; did you mean train.steps? train has: steps, ...`` (a
+    top-level key's section is "the top level")."""
+    prefix, _, name = key.rpartition(".")
+    near = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    meant = f"did you mean {' or '.join(f'{prefix}.{n}' if prefix else n for n in near)}? "
+    where = prefix or "the top level"
+    return f"{key} is not a setting; {meant if near else ''}{where} has: {', '.join(names)}"
 
 
 def inert_keys() -> tuple[str, ...]:
