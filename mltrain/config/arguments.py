@@ -15,7 +15,7 @@ import io
 
 from omegaconf import DictConfig
 
-from mltrain.config.keys import _fields, not_a_setting, subsections, unread, walk
+from mltrain.config.keys import fields_of, not_a_setting, subsections, unread, walk
 from mltrain.config.overrides import override, shell_command
 from mltrain.config.schema import SECTIONS, MLTrainConfig
 from mltrain.config.scheme import SCHEMES
@@ -117,7 +117,7 @@ def _setting_field(key: str) -> dataclasses.Field | None:
     else:
         schemas = [("", MLTrainConfig)]
     for prefix, schema in schemas:
-        for f in _fields(schema):
+        for f in fields_of(schema):
             if prefix + f.name == key:
                 return f
     return None
@@ -132,14 +132,14 @@ def unknown_setting(key: str) -> str | None:
     prefix, _, name = key.rpartition(".")
     section = key.partition(".")[0]
     if not prefix:  # a top-level key: the top-level settings and the sections
-        names = [f.name for f in _fields(MLTrainConfig)] + list(SECTIONS)
+        names = [f.name for f in fields_of(MLTrainConfig)] + list(SECTIONS)
     elif section == "optimizer" or section not in SECTIONS:
         return None
     else:
         schemas = dict(walk(SECTIONS[section], section + "."))
         if prefix + "." not in schemas:
             return None
-        names = [f.name for f in _fields(schemas[prefix + "."])]
+        names = [f.name for f in fields_of(schemas[prefix + "."])]
         names += list(subsections(schemas[prefix + "."]))
     return None if name in names else not_a_setting(key, names)
 

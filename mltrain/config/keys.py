@@ -90,8 +90,14 @@ def unread(key: str, scheme: str | None, hierarchy: str | None = None) -> bool:
 
 
 # --------------------------------------------------------------------------- tags
-def _fields(schema) -> list[dataclasses.Field]:
-    """The settings of ``schema`` (its nested sections excluded: :func:`subsections`)."""
+def fields_of(schema) -> list[dataclasses.Field]:
+    """The settings of ``schema`` (a schema dataclass of :mod:`mltrain.config.schema`, or an
+    instance of one) as its :class:`dataclasses.Field` objects, in declaration order; its
+    nested sections (:func:`subsections`) are left out.
+
+    Raises:
+        TypeError: ``schema`` is not a dataclass (:func:`dataclasses.fields`).
+    """
     return [f for f in dataclasses.fields(schema) if not _is_section(f)]
 
 
@@ -128,10 +134,10 @@ def not_a_setting(key: str, names: Sequence[str]) -> str:
 def inert_keys() -> tuple[str, ...]:
     """Dotted keys of every setting tagged ``inert`` (does not change training): what a resume
     may change, what run grouping ignores, what sweep directory names leave out."""
-    out = [f.name for f in _fields(MLTrainConfig) if f.metadata.get("inert")]
+    out = [f.name for f in fields_of(MLTrainConfig) if f.metadata.get("inert")]
     for section, schema in SECTIONS.items():
         for prefix, sub in walk(schema, section + "."):
-            out += [f"{prefix}{f.name}" for f in _fields(sub) if f.metadata.get("inert")]
+            out += [f"{prefix}{f.name}" for f in fields_of(sub) if f.metadata.get("inert")]
     return tuple(out)
 
 
@@ -241,7 +247,7 @@ def _upgrade_coarsening(config: dict) -> None:
 def _plain_defaults(schema) -> dict:
     """The schema's defaults that are plain values (no interpolation, no required field)."""
     out = {}
-    for f in _fields(schema):
+    for f in fields_of(schema):
         if f.default is not dataclasses.MISSING:
             v = f.default
         elif f.default_factory is not dataclasses.MISSING:

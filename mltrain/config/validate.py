@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from mltrain.config.keys import _fields, not_a_setting, subsections
+from mltrain.config.keys import fields_of, not_a_setting, subsections
 from mltrain.config.registries import names_of
 from mltrain.config.schema import OPTIMIZERS, SECTIONS, MLTrainConfig
 from mltrain.config.scheme import SCHEMES
@@ -30,7 +30,7 @@ def _check_section(node: DictConfig, schema, prefix: str) -> None:
     """Unknown keys (Hydra lets ``+key=value`` add them; the line of a misspelt setting,
     :func:`mltrain.config.keys.not_a_setting`), then each field's choices and check, then the
     nested sections' (``coarsening.vcycle`` ...)."""
-    fields = _fields(schema)
+    fields = fields_of(schema)
     sections = subsections(schema)
     allowed = [f.name for f in fields] + list(sections)
     for key in node.keys():
