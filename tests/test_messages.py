@@ -317,6 +317,22 @@ def test_a_misspelt_setting_names_the_closest_and_lists_the_section(
     assert code == 0, err
 
 
+def test_a_misspelt_setting_added_with_plus_names_the_closest_too(tmp_path, capsys):
+    """``+train.stpes=10`` listed train's settings without "did you mean train.steps?", which
+    ``train.stpes=10`` says: both now give the same one line."""
+    import dataclasses
+
+    from mltrain.config.schema import TrainConfig
+
+    code, out, err = cli([*CFG, "+train.stpes=10"], tmp_path, capsys)
+    names = ", ".join(f.name for f in dataclasses.fields(TrainConfig))
+    assert (code, out) == (2, "")
+    assert _error(err) == (
+        f"train.stpes is not a setting; did you mean train.steps? train has: {names}"
+    )
+    assert cli([*CFG, "train.stpes=10"], tmp_path, capsys) == (2, "", err)
+
+
 def test_warmup_past_a_short_run_suggests_a_warmup_that_fits(tmp_path, capsys):
     code, _, err = cli([*TINY, "train.steps=10", "schedule.warmup_steps=10"], tmp_path, capsys)
     msg = _error(err)

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import io
 
 from omegaconf import DictConfig
 
-from mltrain.config.keys import _fields, subsections, unread, walk
+from mltrain.config.keys import fields_of, not_a_setting, subsections, unread, walk
 from mltrain.config.overrides import override, shell_command
 from mltrain.config.schema import SECTIONS, MLTrainConfig
 from mltrain.config.scheme import SCHEMES
@@ -118,7 +117,7 @@ def _setting_field(key: str) -> dataclasses.Field | None:
     else:
         schemas = [("", MLTrainConfig)]
     for prefix, schema in schemas:
-        for f in _fields(schema):
+        for f in fields_of(schema):
             if prefix + f.name == key:
                 return f
     return None
@@ -126,27 +125,23 @@ def _setting_field(key: str) -> dataclasses.Field | None:
 
 def unknown_setting(key: str) -> str | None:
     """The one line for a dotted ``key`` that is not a setting of a section the schema has
-    (``train.stpes``): the closest names (``difflib``), then every setting and subsection of
-    that section, as :func:`mltrain.config.validate` words ``+key=value``. None where ``key``'s
-    section is not the schema's, or is an optimizer's (its fields depend on the option)."""
+    (``train.stpes``): :func:`mltrain.config.keys.not_a_setting` with every setting and
+    subsection of that section, the line :func:`mltrain.config.validate` gives a ``+key=value``
+    that adds it. None where ``key``'s section is not the schema's, or is an optimizer's (its
+    fields depend on the option)."""
     prefix, _, name = key.rpartition(".")
     section = key.partition(".")[0]
     if not prefix:  # a top-level key: the top-level settings and the sections
-        names = [f.name for f in _fields(MLTrainConfig)] + list(SECTIONS)
+        names = [f.name for f in fields_of(MLTrainConfig)] + list(SECTIONS)
     elif section == "optimizer" or section not in SECTIONS:
         return None
     else:
         schemas = dict(walk(SECTIONS[section], section + "."))
         if prefix + "." not in schemas:
             return None
-        names = [f.name for f in _fields(schemas[prefix + "."])]
+        names = [f.name for f in fields_of(schemas[prefix + "."])]
         names += list(subsections(schemas[prefix + "."]))
-    if name in names:
-        return None
-    near = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-    meant = f"did you mean {' or '.join(f'{prefix}.{n}' if prefix else n for n in near)}? "
-    where = prefix or "the top level"
-    return f"{key} is not a setting; {meant if near else ''}{where} has: {', '.join(names)}"
+    return None if name in names else not_a_setting(key, names)
 
 
 def check_deletions(argv: list[str]) -> None:

@@ -33,9 +33,10 @@ def register_configs() -> None:
     Hydra settings use (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="mltrain_schema", node=MLTrainConfig)  # types every group but the optimizer
-    # the optimizers differ in their fields: each option extends its own schema
-    cs.store(group="schema/optimizer", name="sgd", node=SGDConfig)
-    cs.store(group="schema/optimizer", name="adamw", node=AdamWConfig)
+    # the optimizers differ in their fields: each option extends its own schema, stored at the
+    # top level (as mltrain_schema) so that `mltrain --help` lists no internal group
+    cs.store(name="sgd_schema", node=SGDConfig)
+    cs.store(name="adamw_schema", node=AdamWConfig)
     if not OmegaConf.has_resolver("mltrain_excluded_keys"):
         OmegaConf.register_new_resolver("mltrain_excluded_keys", job_name_excluded_keys)
         OmegaConf.register_new_resolver("mltrain_job_subdir", _sweep_subdir)

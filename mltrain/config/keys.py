@@ -8,6 +8,8 @@ out of sweep job directory names.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+from collections.abc import Sequence
 
 from omegaconf import MISSING
 
@@ -88,8 +90,14 @@ def unread(key: str, scheme: str | None, hierarchy: str | None = None) -> bool:
 
 
 # --------------------------------------------------------------------------- tags
-def _fields(schema) -> list[dataclasses.Field]:
-    """The settings of ``schema`` (its nested sections excluded: :func:`subsections`)."""
+def fields_of(schema) -> list[dataclasses.Field]:
+    """The settings of ``schema`` (a schema dataclass of :mod:`mltrain.config.schema`, or an
+    instance of one) as its :class:`dataclasses.Field` objects, in declaration order; its
+    nested sections (:func:`subsections`) are left out.
+
+    Raises:
+        TypeError: ``schema`` is not a dataclass (:func:`dataclasses.fields`).
+    """
     return [f for f in dataclasses.fields(schema) if not _is_section(f)]
 
 
@@ -111,13 +119,25 @@ def walk(schema, prefix: str = ""):
         yield from walk(sub, f"{prefix}{name}.")
 
 
+def not_a_setting(key: str, names: Sequence[str]) -> str:
+    """The one line for the dotted ``key``, which is none of ``names`` (the settings and
+    subsections of its section): the closest of them (``difflib``), then all of them, as in
+    ``train.stpes is not a setting; did you mean train.steps? train has: steps, ...`` (a
+    top-level key's section is "the top level")."""
+    prefix, _, name = key.rpartition(".")
+    near = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    meant = f"did you mean {' or '.join(f'{prefix}.{n}' if prefix else n for n in near)}? "
+    where = prefix or "the top level"
+    return f"{key} is not a setting; {meant if near else ''}{where} has: {', '.join(names)}"
+
+
 def inert_keys() -> tuple[str, ...]:
     """Dotted keys of every setting tagged ``inert`` (does not change training): what a resume
     may change, what run grouping ignores, what sweep directory names leave out."""
-    out = [f.name for f in _fields(MLTrainConfig) if f.metadata.get("inert")]
+    out = [f.name for f in fields_of(MLTrainConfig) if f.metadata.get("inert")]
     for section, schema in SECTIONS.items():
         for prefix, sub in walk(schema, section + "."):
-            out += [f"{prefix}{f.name}" for f in _fields(sub) if f.metadata.get("inert")]
+            out += [f"{prefix}{f.name}" for f in fields_of(sub) if f.metadata.get("inert")]
     return tuple(out)
 
 
@@ -227,7 +247,7 @@ def _upgrade_coarsening(config: dict) -> None:
 def _plain_defaults(schema) -> dict:
     """The schema's defaults that are plain values (no interpolation, no required field)."""
     out = {}
-    for f in _fields(schema):
+    for f in fields_of(schema):
         if f.default is not dataclasses.MISSING:
             v = f.default
         elif f.default_factory is not dataclasses.MISSING:

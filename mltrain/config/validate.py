@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from mltrain.config.keys import _fields, subsections
+from mltrain.config.keys import fields_of, not_a_setting, subsections
 from mltrain.config.registries import names_of
 from mltrain.config.schema import OPTIMIZERS, SECTIONS, MLTrainConfig
 from mltrain.config.scheme import SCHEMES
@@ -27,17 +27,15 @@ def _allowed(choices) -> tuple[str, ...]:
 
 
 def _check_section(node: DictConfig, schema, prefix: str) -> None:
-    """Unknown keys (Hydra lets ``+key=value`` add them), then each field's choices and check,
-    then the nested sections' (``coarsening.vcycle`` ...)."""
-    fields = _fields(schema)
+    """Unknown keys (Hydra lets ``+key=value`` add them; the line of a misspelt setting,
+    :func:`mltrain.config.keys.not_a_setting`), then each field's choices and check, then the
+    nested sections' (``coarsening.vcycle`` ...)."""
+    fields = fields_of(schema)
     sections = subsections(schema)
     allowed = [f.name for f in fields] + list(sections)
     for key in node.keys():
         if key not in allowed:
-            where = f"{prefix}{key}" if prefix else key
-            raise ConfigError(
-                f"{where} is not a setting; {prefix.rstrip('.') or 'top level'} has: {', '.join(allowed)}"
-            )
+            raise ConfigError(not_a_setting(f"{prefix}{key}", allowed))
     for f in fields:
         if f.metadata.get("choices") is None and f.metadata.get("check") is None:
             continue

@@ -276,6 +276,21 @@ def test_method_and_frontier_settings_that_differ_are_warned(tmp_path):
     assert not any("cache_dir" in w or "data differs" in w for w in warns)
 
 
+@pytest.mark.parametrize("optimizer, warned", [("sgd", True), ("adamw", False)])
+def test_a_method_with_another_optimizer_than_the_frontier_is_warned(tmp_path, optimizer, warned):
+    """An SGD method against an AdamW frontier: its r compares optimizers as well as methods,
+    so compare warns (it said nothing); an AdamW method against it is not warned."""
+    for b, loss in zip((1000, 2000, 4000), (4.0, 3.5, 3.2)):
+        for lr, plus in ((1e-3, 0.3), (2e-3, 0.0), (4e-3, 0.2)):
+            tuned(tmp_path / "front", b, lr, loss + plus, 0, "optimizer=adamw")
+    method(tmp_path / "methods", "m", 3.4, 3000, f"optimizer={optimizer}")
+    res = C.compare([tmp_path / "methods"], tmp_path / "out", frontier=[tmp_path / "front"])
+    line = f"`{EO}`: optimizer differs from `tuned frontier, AdamW`: optimizer=sgd"
+    assert (f"warning: {line}" in res.terminal.splitlines()) is warned
+    assert (f"- {line}" in res.markdown.splitlines()) is warned
+    assert ("optimizer differs" in res.terminal + res.markdown) is warned
+
+
 def test_frontiers_per_optimizer(tmp_path):
     make_frontier(tmp_path / "front")
     for b, loss in zip((1000, 2000, 4000), (3.9, 3.4, 3.1)):

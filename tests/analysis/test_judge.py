@@ -79,6 +79,17 @@ def test_each_judge_decides_which_differences_it_warns_about():
     assert env.differences(other) == {"data": ["data.name=other"]}
 
 
+def test_both_judges_warn_about_another_optimizer_class():
+    adamw = {"optimizer._target_": "torch.optim.AdamW", "optimizer.lr": 1e-3}
+    f = two_point(**adamw)
+    env = envelope_of(two_point((4.2, 3.2), **adamw), f)
+    sgd = fake_run(1e12, **{"optimizer._target_": "torch.optim.SGD", "optimizer.lr": 0.5})
+    assert f.differences(sgd) == {"optimizer": ["optimizer=sgd"]}
+    assert env.differences(sgd) == {"optimizer": ["optimizer=sgd"]}
+    # the same class at another learning rate (what a frontier tunes) is no difference
+    assert f.differences(fake_run(1e12, **adamw | {"optimizer.lr": 4e-3})) == {}
+
+
 def _defined_names(tree) -> list[str]:
     """The module-level functions, classes and constants (``NAME = ...``) of ``tree``."""
     import ast

@@ -103,6 +103,27 @@ def test_keys_added_with_plus_are_rejected_by_validation(override, where):
         validate(compose(override))
 
 
+def test_fields_of_a_schema_are_its_settings_without_its_sections():
+    """``keys.fields_of`` (was the private ``_fields``, imported by validate and arguments as
+    if public; no alias is kept)."""
+    from mltrain.config import keys
+    from mltrain.config.schema import CoarseningConfig, SGDConfig
+
+    assert [f.name for f in keys.fields_of(CoarseningConfig)] == ["scheme"]  # 6 sections out
+    assert [f.name for f in keys.fields_of(SGDConfig())] == [
+        "_target_",
+        "_partial_",
+        "lr",
+        "momentum",
+        "nesterov",
+        "dampening",
+        "weight_decay",
+    ]
+    with pytest.raises(TypeError, match="dataclass"):
+        keys.fields_of(dict)
+    assert not hasattr(keys, "_fields")
+
+
 @pytest.mark.parametrize(
     "override", ["model.n_layer=abc", "coarsening.vcycle.delta=high", "train.compile=maybe"]
 )

@@ -35,7 +35,12 @@ import numpy as np
 from mltrain.analysis.judging.budgets import BUDGET_TOLERANCE
 from mltrain.analysis.judging.curves import Bounded, fmt_flops
 from mltrain.analysis.judging.frontier import Frontier, frontier_flops, frontier_loss, monotone
-from mltrain.analysis.judging.grouping import Configuration, identity, setting_differences
+from mltrain.analysis.judging.grouping import (
+    Configuration,
+    identity,
+    optimizer_differences,
+    setting_differences,
+)
 from mltrain.analysis.judging.judge import MethodResult, judge_config, r_env, r_same
 from mltrain.analysis.judging.runs import TOTALS, Run
 from mltrain.analysis.judging.sizes import (
@@ -134,10 +139,12 @@ class Envelope:
         return float(f[0]), float(f[-1])
 
     def differences(self, run: Run) -> dict[str, list[str]]:
-        """Where ``run`` trains other data or another number of tokens per step than the
-        family's runs (:func:`setting_differences` against its smallest size); the model is
-        left out, since the family's sizes differ in it."""
-        diff = setting_differences(run, self.sizes[0].ref)
+        """Where ``run`` trains other data, another number of tokens per step or another
+        optimizer than the family's runs (:func:`setting_differences` and
+        :func:`optimizer_differences` against its smallest size); the model is left out,
+        since the family's sizes differ in it."""
+        ref = self.sizes[0].ref
+        diff = setting_differences(run, ref) | optimizer_differences(run, ref)
         return {part: keys for part, keys in diff.items() if part != "model"}
 
 

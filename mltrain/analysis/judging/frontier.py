@@ -48,6 +48,7 @@ from mltrain.analysis.judging.grouping import (
     Configuration,
     identity,
     label_suffixes,
+    optimizer_differences,
     setting_differences,
 )
 from mltrain.analysis.judging.judge import MethodResult, judge_config
@@ -138,10 +139,11 @@ class Frontier:
         return float(f[0]), float(f[-1])
 
     def differences(self, run: Run) -> dict[str, list[str]]:
-        """Where ``run`` trains other data, another model or another number of tokens per step
-        than this frontier's runs (:func:`setting_differences` against a best run of its
-        smallest budget)."""
-        return setting_differences(run, self.budgets[0].best[0])
+        """Where ``run`` trains other data, another model, another number of tokens per step
+        or another optimizer than this frontier's runs (:func:`setting_differences` and
+        :func:`optimizer_differences` against a best run of its smallest budget)."""
+        ref = self.budgets[0].best[0]
+        return setting_differences(run, ref) | optimizer_differences(run, ref)
 
 
 def build_frontier(runs: Sequence[Run], label: str = "tuned frontier") -> Frontier:

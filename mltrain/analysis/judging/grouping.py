@@ -280,3 +280,13 @@ def setting_differences(a: Run, b: Run) -> dict[str, list[str]]:
     if ta != tb and not (math.isnan(ta) and math.isnan(tb)):
         out["tokens per step"] = [f"{ta:g} vs {tb:g}"]
     return out
+
+
+def optimizer_differences(a: Run, b: Run) -> dict[str, list[str]]:
+    """``{"optimizer": ["optimizer=sgd"]}`` when ``a`` trains with another optimizer class
+    (``optimizer._target_``) than ``b`` (the name of ``a``'s, :func:`optimizer_name`); empty
+    when they agree. A judge's runs are tuned with their own optimizer: a ratio against them
+    compares optimizers as well as methods."""
+    if a.flat.get("optimizer._target_") == b.flat.get("optimizer._target_"):
+        return {}
+    return {"optimizer": [f"optimizer={optimizer_name(a.flat)}"]}

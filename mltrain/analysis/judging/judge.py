@@ -57,9 +57,10 @@ class Judge(Protocol):
         ...
 
     def differences(self, run: Run) -> dict[str, list[str]]:
-        """What makes ``run`` train other data, another model or another number of tokens per
-        step than the judge's runs, in the parts this judge cares about
-        (:func:`mltrain.analysis.judging.grouping.setting_differences`; an envelope, whose
+        """What makes ``run`` train other data, another model, another number of tokens per
+        step or with another optimizer than the judge's runs, in the parts this judge cares
+        about (:func:`mltrain.analysis.judging.grouping.setting_differences` and
+        :func:`~mltrain.analysis.judging.grouping.optimizer_differences`; an envelope, whose
         sizes differ in the model, leaves out ``model``)."""
         ...
 
