@@ -43,6 +43,10 @@ FAM="model=third_d48 data.bpe_vocab_size=2048 data.batch_size=16 train.target_fl
 ENV="experiment=third_envelope"
 DROP="train.seed train.flops_scale train.branch_points train.branch_from"
 declare -A SCALE=([b8]=0.125 [b4]=0.25 [b2]=0.5 [b1]=1 [x2]=2 [x4]=4)
+# the scheme families (run names FAMILY_tune_* at 1/8, FAMILY_bB_sS for seeds): the seeds part
+# runs them and the compare part judges them, from these two lists
+GROWTH=(grow late growbest wd)                             # 3 seeds at 1/8, 1/4, 1x
+OTHERS=(vcycle_adamw corr raptr patch width vcycle_sgd)    # seed 0 at 1/8, 1x (+1, 2 if near)
 
 pick() { $PY "$HERE/third_pick.py" "$@"; }
 need() {  # need VALUE WHAT: stop with the part to run first when a pick found nothing (on stderr:
@@ -229,8 +233,8 @@ for part in "$@"; do
     # and 1x, and seeds 1, 2 only where the family ends within 0.05 nats of the envelope at 1/8
     # or below it (issue 30, part 3: a family clearly above the envelope is said so with one seed)
     # Budget by budget (all of 1/8 first), so that a partial part already answers at 1/8.
-    for b in b8 b4 b1; do for f in grow late growbest wd; do seeds $f $b "0 1 2"; done; done
-    for b in b8 b1; do for f in vcycle_adamw corr raptr patch width vcycle_sgd; do
+    for b in b8 b4 b1; do for f in "${GROWTH[@]}"; do seeds $f $b "0 1 2"; done; done
+    for b in b8 b1; do for f in "${OTHERS[@]}"; do
       [ "$f" = width ] && [ ! -e conf/experiment/width_vcycle.yaml ] && continue
       e="env_L*_b8_s0"; [ "$f" = vcycle_sgd ] && e="sgd_L*_b8_s0"
       if near $f "$e"; then seeds $f $b "0 1 2"; else seeds $f $b "0"; fi
@@ -248,7 +252,8 @@ for part in "$@"; do
       if [ $# -eq 0 ] || [ ${#fr[@]} -eq 0 ]; then echo "== $name: no finished runs yet"; return; fi
       mltrain-compare "$@" --frontier "${fr[@]}" --out "$DOCS/$name"
     }
-    judge adamw ENVR "$R"/{grow,late,vcycle_adamw,corr,raptr,patch,width}_b*/
+    A=(); for f in "${GROWTH[@]}" "${OTHERS[@]}"; do [ "$f" = vcycle_sgd ] || A+=("$R/$f"_b*/); done
+    judge adamw ENVR "${A[@]}"
     SGDR=("$R"/sgd_*/)
     judge sgd SGDR "$R"/vcycle_sgd_b*/
     P=(); for d in "$R"/*_tune_*/; do case $d in *vcycle_sgd_tune*) ;; *) P+=("$d") ;; esac; done

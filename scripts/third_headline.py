@@ -131,7 +131,10 @@ def plot_r_env(groups: dict[tuple[str, str], list[dict]], path: Path) -> list[tu
             ax.errorbar(
                 [xi],
                 [yi],
-                yerr=[[yi - lo], [hi - yi]],
+                yerr=[
+                    [max(yi - lo, 0.0)],
+                    [max(hi - yi, 0.0)],
+                ],  # the mean of equal values may round past them
                 fmt="o",
                 color=line.get_color(),
                 mfc="none" if bound else line.get_color(),

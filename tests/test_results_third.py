@@ -46,7 +46,10 @@ def driver(tmp: Path, out: Path, records: Path, *parts: str, **env: str):
     bin_.mkdir(exist_ok=True)
     (bin_ / "mltrain").write_text(STAND_IN)
     (bin_ / "mltrain").chmod(0o755)
+    (bin_ / "mltrain-compare").write_text('#!/bin/sh\necho "$@" >> "$COMPARE_CALLS"\n')
+    (bin_ / "mltrain-compare").chmod(0o755)
     e = dict(os.environ, PATH=f"{bin_}:{os.environ['PATH']}", CALLS=str(tmp / "calls.txt"))
+    e["COMPARE_CALLS"] = str(tmp / "compare_calls.txt")
     e.update(RECORDS=str(records), DOCS=str(tmp / "docs"), PY=sys.executable, **env)
     return subprocess.run(
         ["bash", "scripts/results_third.sh", str(out), *parts],
@@ -139,6 +142,25 @@ def test_seeds_follow_the_issue_policy_and_link_the_best_probe(tmp_path):
         assert f"{f}_b1_s0" in names
         assert not {f"{f}_b8_s1", f"{f}_b1_s1", f"{f}_b1_s2", f"{f}_b4_s0"} & names
     assert (rec / "grow_b8_s0" / ".done").exists()  # recorded as a run of its own
+    # the compare part judges every family's seeds: AdamW ones against the AdamW envelope, the
+    # SGD V-cycle against the SGD one (a family left out of its glob would be silently missing)
+    assert driver(tmp_path, out, rec, "compare").returncode == 0
+    judged = (tmp_path / "compare_calls.txt").read_text().splitlines()
+    adamw = next(c for c in judged if c.endswith("/adamw")).split(" --frontier ")[0]
+    sgd = next(c for c in judged if c.endswith("/sgd")).split(" --frontier ")[0]
+    families = {Path(a).name.rsplit("_b", 1)[0] for a in adamw.split()}
+    assert families == {
+        "grow",
+        "late",
+        "growbest",
+        "wd",
+        "vcycle_adamw",
+        "corr",
+        "raptr",
+        "patch",
+        "width",
+    }
+    assert {Path(a).name for a in sgd.split()} == {"vcycle_sgd_b8_s0", "vcycle_sgd_b1_s0"}
 
 
 _h = importlib.util.spec_from_file_location(
@@ -203,5 +225,8 @@ def test_headline_rows_by_hand(tmp_path, capsys):
         ("grow", 1.0, 0.9, 0.9, 0.9, False),
     ]
     assert (tmp_path / "r_env.png").stat().st_size > 0
+    # three equal seeds: their float mean rounds above them (0.1 * 3 / 3), no negative bar
+    same = {("g", "b8"): [{"r_env_head": "0.1", "r_env_head_kind": "="}] * 3}
+    assert third_headline.plot_r_env(same, tmp_path / "same.png")[0][2] > 0.1
     assert third_headline.plot_r_env({}, tmp_path / "none.png") == []
     assert not (tmp_path / "none.png").exists()
