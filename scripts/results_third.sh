@@ -9,7 +9,7 @@
 # From the repository root, two streams at a time, parts in this order (later parts read the
 # best settings of earlier ones from OUT, so a part whose inputs are missing says so and stops):
 #   OMP_NUM_THREADS=1 bash scripts/results_third.sh outputs/third plan       # runs x minutes
-#   OMP_NUM_THREADS=1 bash scripts/results_third.sh outputs/third env_probe sgd_probe
+#   OMP_NUM_THREADS=1 bash scripts/results_third.sh outputs/third env_probe env_below sgd_probe
 #   OMP_NUM_THREADS=1 bash scripts/results_third.sh outputs/third env_trunks env_branches env_bracket env_seeds &
 #   OMP_NUM_THREADS=1 bash scripts/results_third.sh outputs/third sgd_trunks tune seeds &
 #   wait; bash scripts/results_third.sh outputs/third compare time compare   # docs/results/third_edition/
@@ -149,6 +149,29 @@ for part in "$@"; do
       trunk "env_L${L}_lr${l}_s0_x4" 4 "[0.5]" model.n_layer=$L optimizer.lr=$l train.seed=0
       branch "env_L${L}_lr${l}_s0_x2" 2 "env_L${L}_lr${l}_s0_x4" model.n_layer=$L optimizer.lr=$l train.seed=0
     done ;;
+  env_below)  # where a budget's best size is the family's smallest (2 blocks), the size below it
+    # too, so that the envelope's best size is bracketed like its lrs: 1 block at 1/8 (the lr
+    # probe, then further out at an edge) and, where 2 blocks is also best at 1/4 or 1/2, whole
+    # runs there at 1 block's best lr at 1/8 and half of it. Runs named env_L1_..., so the
+    # envelope (env_*) and env_seeds take them in.
+    lb=$(pick best "$ROOTS" "env_L*_b8_s0" --name); lb=${lb#env_L}; lb=${lb%%_*}
+    need "$lb" "env_probe"
+    if [ "$lb" -le 2 ]; then
+      for lr in 2e-3 4e-3 8e-3 1.6e-2; do
+        run "env_L1_lr${lr}_b8_s0" $ENV $FAM model.n_layer=1 optimizer.lr=$lr train.flops_scale=0.125 "train.branch_points=[]" train.seed=0
+      done
+      for k in 1 2; do for lr in $(edges "env_L1_lr*_b8_s0" LRG); do
+        run "env_L1_lr${lr}_b8_s0" $ENV $FAM model.n_layer=1 optimizer.lr=$lr train.flops_scale=0.125 "train.branch_points=[]" train.seed=0
+      done; done
+      l1=$(pick lrs "$ROOTS" "env_L1_lr*_b8_s0"); l1=${l1%% *}
+      for b in b4 b2; do
+        bb=$(pick best "$ROOTS" "env_L*_s0_$b" --name); bb=${bb#env_L}; bb=${bb%%_*}
+        [ -n "$bb" ] && [ "$bb" -le 2 ] || continue
+        for l in $l1 $(step LRG $l1 -1); do
+          run "env_L1_lr${l}_s0_$b" $ENV $FAM model.n_layer=1 optimizer.lr=$l train.flops_scale="${SCALE[$b]}" "train.branch_points=[]" train.seed=0
+        done
+      done
+    fi ;;
   env_seeds)  # seeds 1, 2 of each budget's best size and lr, whole runs at that budget
     for b in b8 b4 b2 b1; do
       o=$(pick best "$ROOTS" "env_L*_s0_$b" --drop $DROP); [ "$b" = b8 ] && o=$(pick best "$ROOTS" "env_L*_b8_s0" --drop $DROP)

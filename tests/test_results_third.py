@@ -163,6 +163,39 @@ def test_seeds_follow_the_issue_policy_and_link_the_best_probe(tmp_path):
     assert {Path(a).name for a in sgd.split()} == {"vcycle_sgd_b8_s0", "vcycle_sgd_b1_s0"}
 
 
+def test_the_size_below_the_smallest_is_probed_where_the_smallest_is_best(tmp_path):
+    """env_below: the stand-in makes the smallest size best (loss grows with L), so with sizes 2
+    and 3 the 2-block model is best at 1/8 and 1 block is probed there (lr 4e-3 is inside the
+    grid: no edge run). At 1/4 the 2-block run is best, so 1 block runs at 4e-3 and 2e-3; at 1/2
+    a 3-block run is best, so nothing runs. With the 3-block model best at 1/8, nothing runs."""
+    out, rec = tmp_path / "out", tmp_path / "records"
+    driver(tmp_path, out, rec, "env_probe", SIZES="2 3")
+    fake_run(out / "env_L2_lr4e-3_s0_b4", 3.8, "model.n_layer=2", "optimizer.lr=4e-3")
+    fake_run(out / "env_L3_lr4e-3_s0_b4", 3.9, "model.n_layer=3", "optimizer.lr=4e-3")
+    fake_run(out / "env_L2_lr4e-3_s0_b2", 3.75, "model.n_layer=2", "optimizer.lr=4e-3")
+    fake_run(out / "env_L3_lr4e-3_s0_b2", 3.7, "model.n_layer=3", "optimizer.lr=4e-3")
+    start = len(calls(tmp_path))
+    res = driver(tmp_path, out, rec, "env_below")
+    assert res.returncode == 0, res.stdout + res.stderr
+    ran = sorted(
+        c.split("hydra.run.dir=")[1].split()[0].rsplit("/", 1)[1] for c in calls(tmp_path)[start:]
+    )
+    assert ran == sorted(
+        [f"env_L1_lr{lr}_b8_s0" for lr in ("2e-3", "4e-3", "8e-3", "1.6e-2")]
+        + ["env_L1_lr4e-3_s0_b4", "env_L1_lr2e-3_s0_b4"]
+    )
+    assert all("model.n_layer=1 " in c for c in calls(tmp_path)[start:])
+    b4 = [c for c in calls(tmp_path)[start:] if "_s0_b4" in c]
+    assert all("train.flops_scale=0.25 " in c for c in b4)
+    # where a larger size is best at 1/8, the part runs nothing
+    out2, rec2 = tmp_path / "out2", tmp_path / "rec2"
+    fake_run(out2 / "env_L2_lr4e-3_b8_s0", 4.2, "model.n_layer=2", "optimizer.lr=4e-3")
+    fake_run(out2 / "env_L3_lr4e-3_b8_s0", 4.1, "model.n_layer=3", "optimizer.lr=4e-3")
+    n = len(calls(tmp_path))
+    assert driver(tmp_path, out2, rec2, "env_below").returncode == 0
+    assert len(calls(tmp_path)) == n
+
+
 _h = importlib.util.spec_from_file_location(
     "third_headline", ROOT / "scripts" / "third_headline.py"
 )
