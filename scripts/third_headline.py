@@ -10,9 +10,11 @@ the final model's tokens per parameter (``data.tokens_seen / params.total``), th
 the training split (``data.epochs``) and the time ratio (``--time``: a CSV with columns
 ``scheme,budget,time_ratio`` from the time-ratio benchmark; "–" where absent). A bound keeps its
 sign (``> 1.00``). ``--plot PATH`` also draws r_env (with head) against the budget, one line per
-scheme: the mean over seeds with min–max bars, a hollow marker where a seed's r_env is only a
-bound, and a line at 1 (below it, the scheme needs fewer FLOPs than the envelope). A scheme is the run name without its budget tag ``_b8``/``_b4``/``_b2``/``_b1``
-and seed ``_s<n>`` (scripts/results_third.sh names runs so).
+scheme: the mean over seeds with min–max bars, a hollow triangle where a seed's r_env is only a
+bound (pointing up for "> r": the scheme never reached the envelope's loss), and a line at 1
+(below it, the scheme needs fewer FLOPs than the envelope). A scheme is the run name without its
+budget tag ``_b8``/``_b4``/``_b2``/``_b1`` and seed ``_s<n>`` (scripts/results_third.sh names
+runs so).
 
     python scripts/third_headline.py docs/results/third_edition/adamw/envelope.csv \\
         --runs docs/results/third_edition/runs
@@ -95,9 +97,9 @@ FRACTION = {"b8": 1 / 8, "b4": 1 / 4, "b2": 1 / 2, "b1": 1.0}
 
 def plot_r_env(groups: dict[tuple[str, str], list[dict]], path: Path) -> list[tuple]:
     """Draw r_env (with head) against the budget (fraction of 3.2e13 FLOPs, log axis) into
-    ``path``: per scheme the mean over seeds, min–max bars, hollow where any seed is a bound.
-    Returns the points drawn, ``(scheme, fraction, mean, min, max, bound)`` each; none drawn:
-    nothing written."""
+    ``path``: per scheme the mean over seeds, min–max bars, a hollow triangle where a seed is a
+    bound. Returns the points drawn, ``(scheme, fraction, mean, min, max, bound)`` each, bound
+    ``">"``, ``"<"`` or ``""``; none drawn: nothing written."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 4.2))
@@ -119,7 +121,7 @@ def plot_r_env(groups: dict[tuple[str, str], list[dict]], path: Path) -> list[tu
                         sum(xs) / len(xs),
                         min(xs),
                         max(xs),
-                        any(k not in ("=", "") for k, _ in vals),
+                        next((k for k, _ in vals if k in "<>" and k), ""),
                     )
                 )
         if not pts:
@@ -135,7 +137,7 @@ def plot_r_env(groups: dict[tuple[str, str], list[dict]], path: Path) -> list[tu
                     [max(yi - lo, 0.0)],
                     [max(hi - yi, 0.0)],
                 ],  # the mean of equal values may round past them
-                fmt="o",
+                fmt={">": "^", "<": "v"}.get(bound, "o"),
                 color=line.get_color(),
                 mfc="none" if bound else line.get_color(),
                 capsize=3,
@@ -148,7 +150,7 @@ def plot_r_env(groups: dict[tuple[str, str], list[dict]], path: Path) -> list[tu
     ax.set_xticks([FRACTION[b] for b in ORDER], [BUDGETS[b] for b in ORDER])
     ax.set_xlabel("budget (fraction of 3.2e13 FLOPs with head)")
     ax.set_ylabel("r_env: FLOPs over the envelope's at equal loss")
-    ax.set_title("below 1: fewer FLOPs than the best single-level size (hollow: a bound)")
+    ax.set_title("below 1: fewer FLOPs than the envelope; hollow: a bound", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -254,8 +254,8 @@ def test_headline_rows_by_hand(tmp_path, capsys):
         third_headline.grouped([f], tmp_path / "runs"), tmp_path / "r_env.png"
     )
     assert [(s, x, round(m, 6), lo, hi, b) for s, x, m, lo, hi, b in drawn] == [
-        ("grow", 0.125, 1.3, 1.2, 1.4, True),
-        ("grow", 1.0, 0.9, 0.9, 0.9, False),
+        ("grow", 0.125, 1.3, 1.2, 1.4, ">"),
+        ("grow", 1.0, 0.9, 0.9, 0.9, ""),
     ]
     assert (tmp_path / "r_env.png").stat().st_size > 0
     # three equal seeds: their float mean rounds above them (0.1 * 3 / 3), no negative bar
