@@ -103,6 +103,26 @@ seeds() {  # seeds FAMILY BUDGETS SEEDS: its best probe (FAMILY_tune_*) at those
     run "$1_${b}_s$s" "${opts[@]}" train.flops_scale="${SCALE[$b]}" train.seed=$s
   done; done
 }
+growbest_seeds() {  # growbest_seeds BUDGET SEEDS: growth that ends at the envelope's best size
+  # at BUDGET (issue 30, part 2: "e.g. 3 -> 6 where 6 blocks is best"): the tuned probe's shares,
+  # every other block of that size at the coarse level, that size's best lr at BUDGET. Where the
+  # best size is the probe's own (1/8), the probe's seeds; where it is 1 block, nothing to grow.
+  local b=$1 pat lb pl lr o blocks s
+  pat="env_L*_s0_$b"; [ "$b" = b8 ] && pat="env_L*_b8_s0"  # whole runs at 1/8, decays above
+  lb=$(pick best "$ROOTS" "$pat" --name); lb=${lb#env_L}; lb=${lb%%_*}; need "$lb" "the envelope at $b"
+  pl=$(pick best "$ROOTS" "growbest_tune_*" --name); pl=${pl#growbest_tune_L}; pl=${pl%%_*}
+  need "$pl" "tune (growbest)"
+  if [ "$lb" = "$pl" ]; then seeds growbest "$b" "$2"; return; fi
+  if [ "$lb" -lt 2 ]; then echo "!! growbest at $b: the envelope's best size is 1 block, nothing to grow into"; return; fi
+  lr=$(pick lrs "$ROOTS" "env_L${lb}_lr${pat#env_L}"); lr=${lr%% *}
+  o=$(pick best "$ROOTS" "growbest_tune_*" --drop $DROP model.n_layer coarsening.hierarchy.blocks optimizer.lr)
+  eval "local opts=($o)"
+  blocks=$(seq 0 2 $((lb - 1)) | paste -sd,)
+  for s in $2; do
+    run "growbest_${b}_s$s" "${opts[@]}" model.n_layer=$lb "coarsening.hierarchy.blocks=[[$blocks]]" \
+      optimizer.lr=$lr train.flops_scale="${SCALE[$b]}" train.seed=$s
+  done
+}
 near() {  # near FAMILY ENVELOPE_PATTERN: true when the family's best probe at 1/8 ends within
   # 0.05 nats of the envelope's best run at 1/8 (ENVELOPE_PATTERN) or below it (issue 30, part 3)
   local g; g=$(pick gap "$ROOTS" "$1_tune_*" "$2"); need "$g" "tune ($1) and the envelope at 1/8"
@@ -256,7 +276,9 @@ for part in "$@"; do
     # and 1x, and seeds 1, 2 only where the family ends within 0.05 nats of the envelope at 1/8
     # or below it (issue 30, part 3: a family clearly above the envelope is said so with one seed)
     # Budget by budget (all of 1/8 first), so that a partial part already answers at 1/8.
-    for b in b8 b4 b1; do for f in "${GROWTH[@]}"; do seeds $f $b "0 1 2"; done; done
+    for b in b8 b4 b1; do for f in "${GROWTH[@]}"; do
+      if [ "$f" = growbest ]; then growbest_seeds $b "0 1 2"; else seeds $f $b "0 1 2"; fi
+    done; done
     for b in b8 b1; do for f in "${OTHERS[@]}"; do
       [ "$f" = width ] && [ ! -e conf/experiment/width_vcycle.yaml ] && continue
       e="env_L*_b8_s0"; [ "$f" = vcycle_sgd ] && e="sgd_L*_b8_s0"

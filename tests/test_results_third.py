@@ -126,6 +126,15 @@ def test_seeds_follow_the_issue_policy_and_link_the_best_probe(tmp_path):
     assert len(best) == 2 and all("model.n_layer=3 " in c for c in best)
     # a correction probe within 0.05 nats of the envelope (4.06 against 4.03): its seeds 1, 2 run
     fake_run(out / "corr_tune_near", 4.06, "experiment=paper_small", "optimizer.lr=4e-3")
+    # the envelope above 1/8: 3 blocks best at 1/4 (the probe's size), 4 blocks at lr 2e-3 at 1x
+    for L, lr, b, loss in (
+        ("3", "4e-3", "b4", 3.9),
+        ("4", "4e-3", "b4", 3.95),
+        ("3", "4e-3", "b1", 3.7),
+        ("4", "4e-3", "b1", 3.68),
+        ("4", "2e-3", "b1", 3.65),
+    ):
+        fake_run(out / f"env_L{L}_lr{lr}_s0_{b}", loss, f"model.n_layer={L}", f"optimizer.lr={lr}")
     res = driver(tmp_path, out, rec, "seeds")
     assert res.returncode == 0, res.stdout + res.stderr
     link = out / "grow_b8_s0"  # equal losses: the first by name is the best
@@ -136,6 +145,22 @@ def test_seeds_follow_the_issue_policy_and_link_the_best_probe(tmp_path):
     for f in ("grow", "late", "growbest", "wd"):
         assert {f"{f}_{b}_s{s}" for b in ("b4", "b1") for s in (0, 1, 2)} <= names
         assert {f"{f}_b8_s1", f"{f}_b8_s2"} <= names and f"{f}_b8_s0" not in names
+    # growth ending at the best size: at 1x that is 4 blocks (blocks 0, 2 first) at its lr 2e-3
+    gb1 = [c for c in calls(tmp_path) if "/growbest_b1_s" in c]
+    assert len(gb1) == 3
+    for c in gb1:
+        kv = [
+            a
+            for a in c.split()
+            if a.split("=")[0] in ("model.n_layer", "coarsening.hierarchy.blocks", "optimizer.lr")
+        ]
+        assert sorted(kv) == [
+            "coarsening.hierarchy.blocks=[[0,2]]",
+            "model.n_layer=4",
+            "optimizer.lr=2e-3",
+        ]
+    gb4 = [c for c in calls(tmp_path) if "/growbest_b4_s" in c]
+    assert len(gb4) == 3 and all("model.n_layer=3 " in c and "blocks=[[0,2]]" in c for c in gb4)
     assert {f"corr_{b}_s{s}" for b in ("b8", "b1") for s in (1, 2)} <= names
     assert "corr_b1_s0" in names and not any(n.startswith("corr_b4") for n in names)
     for f in ("vcycle_adamw", "raptr", "patch", "width", "vcycle_sgd"):  # 0.09 nats or more above
