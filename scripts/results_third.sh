@@ -192,17 +192,16 @@ for part in "$@"; do
         done
       done
     fi ;;
-  env_seeds)  # seeds 1, 2 of each budget's best size and lr, whole runs at that budget
-    for b in b8 b4 b2 b1; do
-      o=$(pick best "$ROOTS" "env_L*_s0_$b" --drop $DROP); [ "$b" = b8 ] && o=$(pick best "$ROOTS" "env_L*_b8_s0" --drop $DROP)
-      need "$o" "env_probe/env_trunks/env_branches"
-      eval "opts=($o)"
+  env_seeds)  # seeds 1, 2 of each budget's best size and lr, whole runs at that budget, named
+    # env_seed_L<size>_lr<lr>_<budget>_s<seed> (a later best size gets seeds of its own);
+    # SEED_BUDGETS picks budgets (e.g. SEED_BUDGETS=b8 while the larger ones are still bracketed)
+    for b in ${SEED_BUDGETS:-b8 b4 b2 b1}; do
+      pat="env_L*_s0_$b"; [ "$b" = b8 ] && pat="env_L*_b8_s0"
+      n=$(pick best "$ROOTS" "$pat" --name); need "$n" "env_probe/env_trunks/env_branches"
+      L=${n#env_L}; L=${L%%_*}; l=${n#*_lr}; l=${l%%_*}
+      eval "opts=($(pick best "$ROOTS" "$pat" --drop $DROP))"
       for s in 1 2; do
-        if [ "$b" = b8 ]; then
-          run "env_seed_b8_s$s" $ENV $FAM "${opts[@]}" train.flops_scale=0.125 "train.branch_points=[]" train.seed=$s
-        else
-          run "env_seed_${b}_s$s" $ENV $FAM "${opts[@]}" train.flops_scale="${SCALE[$b]}" "train.branch_points=[]" train.seed=$s
-        fi
+        run "env_seed_L${L}_lr${l}_${b}_s$s" "${opts[@]}" train.flops_scale="${SCALE[$b]}" "train.branch_points=[]" train.seed=$s
       done
     done ;;
   sgd_probe)  # the SGD envelope (for the SGD V-cycle): 3 and 12 blocks, SGD lr 0.25..2 at 1/8, wsd,

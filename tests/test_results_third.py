@@ -221,6 +221,32 @@ def test_the_size_below_the_smallest_is_probed_where_the_smallest_is_best(tmp_pa
     assert len(calls(tmp_path)) == n
 
 
+def test_envelope_seeds_are_named_by_size_and_a_new_best_size_gets_its_own(tmp_path):
+    """env_seeds at 1/8: seeds 1, 2 of the best size and lr (2 blocks at 4e-3 by the stand-in's
+    formula), named by both; once a 1-block run is better, its seeds run too (a name without
+    the size would have counted the 2-block seeds as done). The overrides are the best run's
+    once each (experiment= appears once)."""
+    out, rec = tmp_path / "out", tmp_path / "records"
+    driver(tmp_path, out, rec, "env_probe", SIZES="2 3")
+    start = len(calls(tmp_path))
+    assert driver(tmp_path, out, rec, "env_seeds", SEED_BUDGETS="b8").returncode == 0
+    fake_run(
+        out / "env_L1_lr4e-3_b8_s0",
+        3.9,
+        "experiment=third_envelope",
+        "model.n_layer=1",
+        "optimizer.lr=4e-3",
+        "train.seed=0",
+    )
+    assert driver(tmp_path, out, rec, "env_seeds", SEED_BUDGETS="b8").returncode == 0
+    new = calls(tmp_path)[start:]
+    names = [c.split("hydra.run.dir=")[1].split()[0].rsplit("/", 1)[1] for c in new]
+    assert names == [f"env_seed_L{L}_lr4e-3_b8_s{s}" for L in (2, 1) for s in (1, 2)]
+    assert all(c.split().count("experiment=third_envelope") == 1 for c in new)
+    assert all(f"model.n_layer={L} " in c for L, c in zip((2, 2, 1, 1), new))
+    assert all("train.flops_scale=0.125 " in c and "train.seed=0" not in c for c in new)
+
+
 _h = importlib.util.spec_from_file_location(
     "third_headline", ROOT / "scripts" / "third_headline.py"
 )
