@@ -32,6 +32,7 @@ PICK = r"""#!/bin/bash
 printf 'python %s\n' "$*" >> "$CALLS"
 case "$2 $*" in
   lrs*) echo "4e-3 2e-3" ;; gap*) echo "0.01" ;;
+  *growbest_tune*--name*) echo "growbest_tune_L3_sh0.8" ;;
   *--name*) echo "env_L3_lr4e-3_b8_s0" ;; best*) echo "optimizer.lr=4e-3" ;;
 esac
 """
