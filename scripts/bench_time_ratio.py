@@ -30,7 +30,8 @@ Both sides count the optimizer steps' compute only: evaluation, checkpoints and 
 restriction and prolongation (a copy of the parameters per phase) are left out. A run whose
 r_env is a bound (``<``/``>``: its loss is outside the envelope's range) gets no ratio; the
 envelope's side uses the best size at the run's budget, which can differ from the size that
-reaches the run's loss first (the sizes' CPU time per FLOP differ by under 10 % here).
+reaches the run's loss first (the sizes' CPU time per FLOP differ by up to 1.37x here, 1 block
+against 12: docs/results/third_edition/time/levels.csv).
 
 Raises SystemExit with one line when a run named in a CSV has no record under --runs, or a
 level of a run is not among its job's levels.

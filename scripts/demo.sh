@@ -1,42 +1,58 @@
 #!/usr/bin/env bash
 # `make demo`: the main job on the embedded corpus (timings: docs/operations.md).
-# The best scheme of docs/results.md against the fair single-level baseline, at a quarter of
-# the reference budget (4.99e12 FLOPs, DESIGN.md section 8):
-#   1. recursive coarse-to-fine growth (experiment=grow_recursive: 3 -> 6 -> 12 blocks, stage
-#      shares 0.4/0.4/0.2 of the FLOPs, zero growth, AdamW lr 2e-3, warmup-stable-decay)
-#   2. single-level with the same total training FLOPs, at the schedule and learning rate the
-#      tuned frontier found best at this budget (wsd, AdamW lr 2e-3)
-# then mltrain-compare on the two: headline, table, FLOPs-to-target, plots.
+# The third edition's best scheme against the best single-level model size (docs/results.md,
+# "Third edition"), at 1/8 of its largest budget: 4.0e12 FLOPs (3.2e13 x 0.125, with head),
+# the depth family at d = 48 (model=third_d48, a 2,048-entry BPE, 16 x 128 tokens per step):
+#   1. growth that ends at 2 blocks: block 0 alone at step 2 for 80 % of the FLOPs, then both
+#      blocks for the last 20 % (the decay at full depth); AdamW lr 4e-3, warmup-stable-decay
+#   2. the envelope's best size at this budget: 1 block, AdamW lr 4e-3, warmup-stable-decay,
+#      the same total FLOPs
+# The two runs go side by side, one thread each (the committed runs' thread count), then
+# mltrain-compare on the two: headline, table, FLOPs-to-target, plots.
 # Extra arguments are Hydra overrides given to both runs (e.g. train.seed=1).
 set -euo pipefail
 out=${DEMO_DIR:-outputs/demo/$(date +%Y-%m-%d_%H-%M-%S)}
-budget=4992899481600  # 1/4 of the reference budget 19971597926400 (paper_small's recipe)
-common=(experiment=paper_small optimizer=adamw optimizer.lr=2e-3 schedule=wsd
-        "train.target_flops=$budget" train.eval_every=10 "${@}")
+mkdir -p "$out"
+family=(model=third_d48 data.bpe_vocab_size=2048 data.batch_size=16 train.target_flops=3.2e13
+        train.flops_scale=0.125 train.eval_sequences=128 train.eval_every=100 optimizer.lr=4e-3
+        train.threads=1 train.progress=false)
+growth=(experiment=grow model.n_layer=2 coarsening.hierarchy.name=custom
+        "coarsening.hierarchy.blocks=[[0]]" "coarsening.stages.levels=[coarse_1,fine]"
+        "coarsening.stages.shares=[0.8,0.2]" schedule.decay_fraction=0.2)
+single=(experiment=third_envelope model.n_layer=1 "train.branch_points=[]")
 
-echo "== 1/2 recursive coarse-to-fine growth, $budget FLOPs"
-mltrain experiment=grow_recursive "${common[@]:1}" "hydra.run.dir=$out/growth"
-echo "== 2/2 single-level, same total FLOPs, the frontier's best schedule and lr at this budget"
-mltrain "${common[@]}" coarsening=none "hydra.run.dir=$out/single_same_flops"
+echo "== 4.0e12 FLOPs each, side by side (about 4 minutes; logs: $out/{growth,single_best_size}.log)"
+echo "   1/2 growth 1 -> 2 blocks    2/2 single-level 1 block (the envelope's best size here)"
+mltrain "${growth[@]}" "${family[@]}" "$@" "hydra.run.dir=$out/growth" > "$out/growth.log" 2>&1 &
+g=$!
+mltrain "${single[@]}" "${family[@]}" "$@" "hydra.run.dir=$out/single_best_size" > "$out/single_best_size.log" 2>&1 &
+s=$!
+rc=0
+wait $g || rc=$?
+wait $s || rc=$((rc ? rc : $?))
+for n in growth single_best_size; do
+  echo "-- $n: $(grep -E 'final val/loss|Error|error' "$out/$n.log" | tail -1)"
+done
+if [ $rc -ne 0 ]; then echo "a run failed (exit $rc): see the logs above"; exit $rc; fi
 echo "== mltrain-compare"
 mltrain-compare "$out" --out "$out/compare"
 echo
-echo "runs: $out/{growth,single_same_flops} (metrics.jsonl; W&B offline runs in wandb/)"
+echo "runs: $out/{growth,single_best_size} (metrics.jsonl; W&B offline runs in wandb/)"
 echo "plot: $out/compare/loss_vs_flops.png   table: $out/compare/summary.md"
 # the thread counts the runs recorded (run.json), not a guess: CPU runs repeat bit for bit
-# only at the same thread count
+# only at the same thread count (and on the same kind of CPU)
 threads=$(python3 -c 'import json, sys
 print(",".join(sorted({str(json.load(open(f))["threads"]) for f in sys.argv[1:]})))' \
-  "$out/growth/run.json" "$out/single_same_flops/run.json")
+  "$out/growth/run.json" "$out/single_best_size/run.json")
 if [ "$threads" = 1 ]; then
-  echo "This is one seed at one budget (1 thread here, as in the committed runs)."
+  echo "This is seed 0 at one budget (1 thread, as in the committed runs: on the same kind of CPU"
+  echo "the final losses repeat theirs)."
 else
   echo "This is one seed at one budget ($threads threads here, from run.json; the committed runs"
   echo "used 1, so the last digits differ)."
 fi
-echo "The committed result it corresponds to (docs/results.md, headline table,"
-echo "row grow_rec442 Q; 3 seeds, single-threaded): final val loss 5.610 (5.605-5.612), r = 0.51"
-echo "against the tuned 12-block frontier (0.37 non-embedding); at 1x the budget r = 0.57."
-echo "(That r is over the frontier tuned across budgets and lrs; the r printed above is over the"
-echo "one single-level run beside it, at one lr: two different baselines, so they differ.)"
-echo "Read the controls there too: a single-level 3-block model with the same FLOPs reached 5.474."
+echo "The committed rows it corresponds to (docs/results.md, \"Third edition\"; 3 seeds each,"
+echo "single-threaded, docs/results/third_edition/headline.md):"
+echo "  growbest 1/8: final val loss RESULT_GROWTH"
+echo "  envelope 1/8, 1 block (lr 4e-3): RESULT_SINGLE"
+echo "RESULT_VERDICT"

@@ -167,16 +167,34 @@ def test_runlib_marks_done_skips_and_reports_failures(tmp_path):
 
 
 def test_demo_commands_compose_and_the_compare_follows(tmp_path):
+    """The demo's two runs (side by side, so in either order) are the committed rows' commands:
+    growth 1 -> 2 blocks and the 1-block model at 1/8 of 3.2e13 FLOPs, one thread each; the
+    user's overrides reach both; mltrain-compare follows on the two."""
     env = stubs(tmp_path)
     res = bash("demo.sh", "train.seed=1", env={**env, "DEMO_DIR": str(tmp_path / "d")})
     assert res.returncode == 0, res.stderr
-    runs = calls(env)
+    runs = sorted(calls(env), key=lambda a: a[-1])
     assert [a[-1] for a in runs] == [
-        f"hydra.run.dir={tmp_path}/d/{n}" for n in ("growth", "single_same_flops")
+        f"hydra.run.dir={tmp_path}/d/{n}" for n in ("growth", "single_best_size")
     ]
     assert calls(env, "mltrain-compare") == [[f"{tmp_path}/d", "--out", f"{tmp_path}/d/compare"]]
     assert assert_compose(runs) == 2
-    assert all("train.target_flops=4992899481600" in a and "train.seed=1" in a for a in runs)
+    for a in runs:
+        assert {"train.target_flops=3.2e13", "train.flops_scale=0.125", "train.threads=1"} <= set(a)
+        assert "train.seed=1" in a and "optimizer.lr=4e-3" in a
+    assert "model.n_layer=2" in runs[0] and "coarsening.stages.shares=[0.8,0.2]" in runs[0]
+    assert "model.n_layer=1" in runs[1] and "experiment=third_envelope" in runs[1]
+    # the committed runs these repeat: the same overrides but the demo's own (logging, eval)
+    rec = ROOT / "docs/results/third_edition/runs"
+    for a, name in zip(runs, ("growbest_b8_s0", "env_L1_lr4e-3_b8_s0")):
+        committed = {
+            x.strip("- \n") for x in (rec / name / ".hydra/overrides.yaml").read_text().splitlines()
+        }
+        keys = {x.split("=")[0] for x in committed} - {
+            "logger", "train.progress", "train.checkpoint_every", "train.resume", "train.seed",
+        }
+        mine = {x for x in a if x.split("=")[0] in keys}
+        assert mine == {x for x in committed if x.split("=")[0] in keys}, name
 
 
 def test_envelope_runs_a_trunk_then_its_branches(tmp_path):
