@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-demo: install  ## the main job: the best scheme (recursive growth) vs single-level at the same FLOPs on the embedded corpus, then mltrain-compare
+demo: install  ## the main job: the third edition's best scheme (growth 1 -> 2 blocks) vs the best single-level size at the same FLOPs on the embedded corpus, then mltrain-compare
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
 test: install  ## the fast test suite (W&B disabled, no network; timings: docs/operations.md)

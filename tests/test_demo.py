@@ -37,7 +37,7 @@ def test_the_demo_prints_the_thread_count_run_json_records(tmp_path, threads):
     recorded = json.loads((tmp_path / "demo" / "growth" / "run.json").read_text())["threads"]
     assert recorded == threads
     if threads == 1:
-        assert "(1 thread here, as in the committed runs)" in out
+        assert "(1 thread, as in the committed runs: on the same kind of" in out
     else:
         assert "(3 threads here, from run.json; the committed runs" in out
     assert "2 threads here" not in out
