@@ -106,15 +106,16 @@ seeds() {  # seeds FAMILY BUDGETS SEEDS: its best probe (FAMILY_tune_*) at those
 growbest_seeds() {  # growbest_seeds BUDGET SEEDS: growth that ends at the envelope's best size
   # at BUDGET (issue 30, part 2: "e.g. 3 -> 6 where 6 blocks is best"): the tuned probe's shares,
   # every other block of that size at the coarse level, that size's best lr at BUDGET. Where the
-  # best size is the probe's own (1/8), the probe's seeds; where it is 1 block, nothing to grow.
-  local b=$1 pat lb pl lr o blocks s
-  pat="env_L*_s0_$b"; [ "$b" = b8 ] && pat="env_L*_b8_s0"  # whole runs at 1/8, decays above
-  lb=$(pick best "$ROOTS" "$pat" --name); lb=${lb#env_L}; lb=${lb%%_*}; need "$lb" "the envelope at $b"
+  # best size is the probe's own (1/8), the probe's seeds. Nothing grows into 1 block: where 1
+  # block is best (env_below), the best size of 2 blocks or more.
+  local b=$1 tail lb pl lr o blocks s
+  tail="_s0_$b"; [ "$b" = b8 ] && tail="_b8_s0"  # whole runs at 1/8, decays above
+  lb=$(pick best "$ROOTS" "env_L[2-9]_*$tail|env_L[1-9][0-9]_*$tail" --name); lb=${lb#env_L}; lb=${lb%%_*}
+  need "$lb" "the envelope at $b"
   pl=$(pick best "$ROOTS" "growbest_tune_*" --name); pl=${pl#growbest_tune_L}; pl=${pl%%_*}
   need "$pl" "tune (growbest)"
   if [ "$lb" = "$pl" ]; then seeds growbest "$b" "$2"; return; fi
-  if [ "$lb" -lt 2 ]; then echo "!! growbest at $b: the envelope's best size is 1 block, nothing to grow into"; return; fi
-  lr=$(pick lrs "$ROOTS" "env_L${lb}_lr${pat#env_L}"); lr=${lr%% *}
+  lr=$(pick lrs "$ROOTS" "env_L${lb}_lr*$tail"); lr=${lr%% *}
   o=$(pick best "$ROOTS" "growbest_tune_*" --drop $DROP model.n_layer coarsening.hierarchy.blocks optimizer.lr)
   eval "local opts=($o)"
   blocks=$(seq 0 2 $((lb - 1)) | paste -sd,)
@@ -232,7 +233,8 @@ for part in "$@"; do
         "coarsening.stages.levels=[coarse_2,fine]" "coarsening.stages.shares=[$sh,$dec]" schedule.decay_fraction=$dec optimizer.lr=$lr3
       probe late L6_sh$sh experiment=grow "coarsening.stages.shares=[$sh,$dec]" schedule.decay_fraction=$dec optimizer.lr=$lr6
     done
-    lb=$(pick best "$ROOTS" "env_L*_b8_s0" --name); lb=${lb#env_L}; lb=${lb%%_*}  # the best size at 1/8
+    # the best size at 1/8 that growth can end at (2 blocks or more: env_below may find 1 best)
+    lb=$(pick best "$ROOTS" "env_L[2-9]_*_b8_s0|env_L[1-9][0-9]_*_b8_s0" --name); lb=${lb#env_L}; lb=${lb%%_*}
     lrb=$(best_lr "$lb")
     blocks=$(seq 0 2 $((lb - 1)) | paste -sd,)  # its blocks 0, 2, ... (any size, odd too)
     for sh in 0.5 0.8; do  # growth that ends at that size: every other block (step size

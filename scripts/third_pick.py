@@ -140,12 +140,15 @@ def final_loss(run: Path) -> float | None:
 
 
 def run_dirs(roots: list[Path], pattern: str) -> list[Path]:
-    """The run directories matching pattern under the roots, one per name (the first root's)."""
+    """The run directories matching pattern under the roots, one per name (the first root's).
+    ``|`` joins alternatives (``env_L[2-9]_*|env_L1[0-9]_*``: every size but 1 block)."""
     seen: dict[str, Path] = {}
+    alternatives = pattern.split("|")
     for root in roots:
         if root.is_dir():
             for d in sorted(root.iterdir()):
-                if d.is_dir() and fnmatch.fnmatch(d.name, pattern) and d.name not in seen:
+                match = any(fnmatch.fnmatch(d.name, a) for a in alternatives)
+                if d.is_dir() and match and d.name not in seen:
                     seen[d.name] = d
     return list(seen.values())
 

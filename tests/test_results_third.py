@@ -117,6 +117,8 @@ def test_seeds_follow_the_issue_policy_and_link_the_best_probe(tmp_path):
     driver(tmp_path, out, rec, "sgd_probe")
     start = len(calls(tmp_path))
     assert start == n_probe + 8 + 12  # sgd: 0.25 is best, then 0.125 and 0.0625 (the grid's end)
+    # 1 block best at 1/8 (env_below): nothing grows into it, so growbest still ends at 3 blocks
+    fake_run(out / "env_L1_lr4e-3_b8_s0", 4.029, "model.n_layer=1", "optimizer.lr=4e-3")
     res = driver(tmp_path, out, rec, "tune")
     assert res.returncode == 0, res.stdout + res.stderr
     tuned = calls(tmp_path)[start:]
@@ -124,9 +126,10 @@ def test_seeds_follow_the_issue_policy_and_link_the_best_probe(tmp_path):
     assert len(grow) == 2  # lr12 = lr3 = 4e-3 (one lr) x two share settings
     best = [c for c in tuned if "growbest_tune" in c]  # growth ending at the best size, L=3
     assert len(best) == 2 and all("model.n_layer=3 " in c for c in best)
-    # a correction probe within 0.05 nats of the envelope (4.06 against 4.03): its seeds 1, 2 run
+    # a correction probe within 0.05 nats of the envelope (4.06 against 4.029): its seeds 1, 2 run
     fake_run(out / "corr_tune_near", 4.06, "experiment=paper_small", "optimizer.lr=4e-3")
     # the envelope above 1/8: 3 blocks best at 1/4 (the probe's size), 4 blocks at lr 2e-3 at 1x
+    fake_run(out / "env_L1_lr4e-3_s0_b1", 3.0, "model.n_layer=1", "optimizer.lr=4e-3")
     for L, lr, b, loss in (
         ("3", "4e-3", "b4", 3.9),
         ("4", "4e-3", "b4", 3.95),
@@ -159,6 +162,8 @@ def test_seeds_follow_the_issue_policy_and_link_the_best_probe(tmp_path):
             "model.n_layer=4",
             "optimizer.lr=2e-3",
         ]
+    # a 1-block run best at 1x (env_below) is no size to grow into: still 4 blocks there
+    assert not any("model.n_layer=1 " in c for c in gb1)
     gb4 = [c for c in calls(tmp_path) if "/growbest_b4_s" in c]
     assert len(gb4) == 3 and all("model.n_layer=3 " in c and "blocks=[[0,2]]" in c for c in gb4)
     assert {f"corr_{b}_s{s}" for b in ("b8", "b1") for s in (1, 2)} <= names
