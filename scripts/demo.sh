@@ -27,13 +27,23 @@ mltrain "${growth[@]}" "${family[@]}" "$@" "hydra.run.dir=$out/growth" > "$out/g
 g=$!
 mltrain "${single[@]}" "${family[@]}" "$@" "hydra.run.dir=$out/single_best_size" > "$out/single_best_size.log" 2>&1 &
 s=$!
-rc=0
-wait $g || rc=$?
-wait $s || rc=$((rc ? rc : $?))
+# background runs ignore Ctrl-C in a script: stop both with the demo
+trap 'kill $g $s 2> /dev/null; exit 130' INT TERM
+declare -A rc
+wait $g && rc[growth]=0 || rc[growth]=$?
+wait $s && rc[single_best_size]=0 || rc[single_best_size]=$?
+trap - INT TERM
+failed=0
 for n in growth single_best_size; do
-  echo "-- $n: $(grep -E 'final val/loss|Error|error' "$out/$n.log" | tail -1)"
+  if [ "${rc[$n]}" = 0 ]; then
+    echo "-- $n: $(grep -E 'final val/loss' "$out/$n.log" | tail -1)"
+  else
+    failed=${rc[$n]}
+    echo "-- $n failed (exit ${rc[$n]}); the end of $out/$n.log:"
+    tail -n 5 "$out/$n.log" | sed 's/^/     /'
+  fi
 done
-if [ $rc -ne 0 ]; then echo "a run failed (exit $rc): see the logs above"; exit $rc; fi
+if [ "$failed" != 0 ]; then exit "$failed"; fi
 echo "== mltrain-compare"
 mltrain-compare "$out" --out "$out/compare"
 echo
@@ -58,5 +68,5 @@ echo "    r_env 0.93 (0.91-0.95) with head, 0.62 non-embedding; gap to the envel
 echo "  the envelope's best size at 1/8, 1 block at lr 4e-3: 4.052 (4.032-4.062), seed 0 4.0322"
 echo "So at this budget the growth ends 0.021 nats below the best single-level size on the mean"
 echo "over seeds, inside that size's own seed spread (0.030): level with it, not a clear win; at"
-echo "seed 0 the single-level run is the lower. The answer at the larger budgets,"
-echo "where the 12-block model is the right size, is still being measured (docs/results.md)."
+echo "seed 0 the single-level run is the lower. The answer at the larger budgets, where larger"
+echo "sizes are best, is still being measured (docs/results.md)."

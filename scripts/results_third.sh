@@ -9,8 +9,8 @@
 # From the repository root, two streams at a time, parts in this order (later parts read the
 # best settings of earlier ones from OUT, so a part whose inputs are missing says so and stops):
 #   OMP_NUM_THREADS=1 bash scripts/results_third.sh outputs/third plan       # runs x minutes
-#   OMP_NUM_THREADS=1 bash scripts/results_third.sh outputs/third env_probe env_below sgd_probe
-#   OMP_NUM_THREADS=1 bash scripts/results_third.sh outputs/third env_trunks env_branches env_bracket env_seeds &
+#   OMP_NUM_THREADS=1 bash scripts/results_third.sh outputs/third env_probe sgd_probe
+#   OMP_NUM_THREADS=1 bash scripts/results_third.sh outputs/third env_trunks env_branches env_below env_bracket env_extend env_seeds &
 #   OMP_NUM_THREADS=1 bash scripts/results_third.sh outputs/third sgd_trunks tune seeds &
 #   wait; bash scripts/results_third.sh outputs/third compare time compare   # docs/results/third_edition/
 # Finished runs are recorded (run.json, .hydra/, thinned metrics) in $RECORDS
@@ -69,6 +69,11 @@ edges() {  # edges PATTERN GRID: the lr one step outside the tried ones when the
   if [ "$best" = "$lo" ]; then step "$2" "$best" -1; fi
   if [ "$best" = "$hi" ]; then step "$2" "$best" 1; fi
 }
+bracketed() {  # bracketed BUDGET: true when no size's best lr at BUDGET (b4, b2, b1) is at the
+  # edge of the lrs tried there (env_bracket has nothing left to add at BUDGET)
+  local L
+  for L in 2 3 4 6 12; do [ -z "$(edges "env_L${L}_lr*_s0_$1" LRG)" ] || return 1; done
+}
 trunk() {  # trunk NAME SCALE POINTS OVERRIDES...: a wsd trunk at SCALE keeping POINTS ([..])
   local name=$1 scale=$2 points=$3; shift 3
   run "$name" $ENV $FAM "$@" train.flops_scale="$scale" "train.branch_points=$points"
@@ -107,19 +112,31 @@ growbest_seeds() {  # growbest_seeds BUDGET SEEDS: growth that ends at the envel
   # at BUDGET (issue 30, part 2: "e.g. 3 -> 6 where 6 blocks is best"): the tuned probe's shares,
   # every other block of that size at the coarse level, that size's best lr at BUDGET. Where the
   # best size is the probe's own (1/8), the probe's seeds. Nothing grows into 1 block: where 1
-  # block is best (env_below), the best size of 2 blocks or more.
-  local b=$1 tail lb pl lr o blocks s
+  # block is best (env_below), the best size of 2 blocks or more. Above 1/8 it waits until every
+  # size's best lr at BUDGET is bracketed (env_bracket's trunks can change the best size and lr
+  # there), and a finished run of another size or lr than today's pick is reported, not kept silently.
+  local b=$1 tail lb pl lr o blocks s f
   tail="_s0_$b"; [ "$b" = b8 ] && tail="_b8_s0"  # whole runs at 1/8, decays above
+  if [ "$b" != b8 ] && ! bracketed "$b"; then
+    echo "!! growbest at $b waits for env_bracket (a best lr there is at its grid's edge, so the best size may change): run it, then seeds again"
+    return
+  fi
   lb=$(pick best "$ROOTS" "env_L[2-9]_*$tail|env_L[1-9][0-9]_*$tail" --name); lb=${lb#env_L}; lb=${lb%%_*}
   need "$lb" "the envelope at $b"
   pl=$(pick best "$ROOTS" "growbest_tune_*" --name); pl=${pl#growbest_tune_L}; pl=${pl%%_*}
   need "$pl" "tune (growbest)"
-  if [ "$lb" = "$pl" ]; then seeds growbest "$b" "$2"; return; fi
-  lr=$(pick lrs "$ROOTS" "env_L${lb}_lr*$tail"); lr=${lr%% *}
+  if [ "$b" = b8 ] && [ "$lb" = "$pl" ]; then seeds growbest "$b" "$2"; return; fi
+  lr=$(pick lrs "$ROOTS" "env_L${lb}_lr*$tail"); lr=${lr%% *}; need "$lr" "the envelope's lrs at $b"
   o=$(pick best "$ROOTS" "growbest_tune_*" --drop $DROP model.n_layer coarsening.hierarchy.blocks optimizer.lr)
   eval "local opts=($o)"
   blocks=$(seq 0 2 $((lb - 1)) | paste -sd,)
   for s in $2; do
+    for f in "$OUT/growbest_${b}_s$s" "$RECORDS/growbest_${b}_s$s"; do
+      if [ -e "$f/.hydra/overrides.yaml" ] && ! { grep -qx -- "- model.n_layer=$lb" "$f/.hydra/overrides.yaml" \
+           && grep -qx -- "- optimizer.lr=$lr" "$f/.hydra/overrides.yaml"; }; then
+        echo "!! $(basename "$f") ran another size or lr than the best at $b now ($lb blocks, lr $lr): rm -r $f to run it again"
+      fi
+    done
     run "growbest_${b}_s$s" "${opts[@]}" model.n_layer=$lb "coarsening.hierarchy.blocks=[[$blocks]]" \
       optimizer.lr=$lr train.flops_scale="${SCALE[$b]}" train.seed=$s
   done
@@ -184,10 +201,11 @@ for part in "$@"; do
       for k in 1 2; do for lr in $(edges "env_L1_lr*_b8_s0" LRG); do
         run "env_L1_lr${lr}_b8_s0" $ENV $FAM model.n_layer=1 optimizer.lr=$lr train.flops_scale=0.125 "train.branch_points=[]" train.seed=0
       done; done
-      l1=$(pick lrs "$ROOTS" "env_L1_lr*_b8_s0"); l1=${l1%% *}
+      l1=$(pick lrs "$ROOTS" "env_L1_lr*_b8_s0"); l1=${l1%% *}; need "$l1" "env_below's 1-block runs at 1/8"
       for b in b4 b2; do
         bb=$(pick best "$ROOTS" "env_L*_s0_$b" --name); bb=${bb#env_L}; bb=${bb%%_*}
-        [ -n "$bb" ] && [ "$bb" -le 2 ] || continue
+        if [ -z "$bb" ]; then echo "!! env_below at $b: no envelope there yet (run env_trunks env_branches, then env_below again)"; continue; fi
+        [ "$bb" -le 2 ] || continue
         for l in $l1 $(step LRG $l1 -1); do
           run "env_L1_lr${l}_s0_$b" $ENV $FAM model.n_layer=1 optimizer.lr=$l train.flops_scale="${SCALE[$b]}" "train.branch_points=[]" train.seed=0
         done

@@ -41,3 +41,29 @@ def test_the_demo_prints_the_thread_count_run_json_records(tmp_path, threads):
     else:
         assert "(3 threads here, from run.json; the committed runs" in out
     assert "2 threads here" not in out
+
+
+def test_a_failed_run_is_named_with_its_log_and_the_demo_exits_non_zero(tmp_path):
+    """The growth run fails (exit 3, after writing an error line): the demo names it, shows the
+    end of its log, still reports the other run, and exits 3 without running mltrain-compare."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "mltrain").write_text(
+        STUB
+        + 'if "experiment=grow" in sys.argv[1:]:\n'
+        + '    print("mltrain: error: coarsening.stages.shares must sum to 1")\n'
+        + "    sys.exit(3)\n"
+        + 'print("final val/loss 4.0322")\n'
+    )
+    (bin_ / "mltrain-compare").write_text("#!/bin/sh\necho compared\n")
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_}:{os.environ['PATH']}", "THREADS": "1"}
+    env["DEMO_DIR"] = str(tmp_path / "demo")
+    res = subprocess.run(["bash", str(DEMO)], env=env, capture_output=True, text=True)
+    assert res.returncode == 3
+    out = res.stdout.splitlines()
+    i = out.index(f"-- growth failed (exit 3); the end of {tmp_path}/demo/growth.log:")
+    assert out[i + 1] == "     mltrain: error: coarsening.stages.shares must sum to 1"
+    assert "-- single_best_size: final val/loss 4.0322" in out
+    assert "compared" not in res.stdout

@@ -134,12 +134,28 @@ def test_seeds_follow_the_issue_policy_and_link_the_best_probe(tmp_path):
         ("3", "4e-3", "b4", 3.9),
         ("4", "4e-3", "b4", 3.95),
         ("3", "4e-3", "b1", 3.7),
+        ("3", "2e-3", "b1", 3.8),
+        ("3", "8e-3", "b1", 3.8),
         ("4", "4e-3", "b1", 3.68),
         ("4", "2e-3", "b1", 3.65),
+        ("4", "1e-3", "b1", 3.7),
     ):
         fake_run(out / f"env_L{L}_lr{lr}_s0_{b}", loss, f"model.n_layer={L}", f"optimizer.lr={lr}")
     res = driver(tmp_path, out, rec, "seeds")
     assert res.returncode == 0, res.stdout + res.stderr
+    # one lr at 1/4 (3 and 4 blocks) is at its grid's edge: growbest waits there, runs at 1x
+    assert "!! growbest at b4 waits for env_bracket" in res.stdout
+    assert "!! growbest at b1 waits" not in res.stdout
+    assert not any("/growbest_b4_s" in c for c in calls(tmp_path))
+    for L, lr, loss in (
+        ("3", "2e-3", 3.95),
+        ("3", "8e-3", 3.95),
+        ("4", "2e-3", 4.0),
+        ("4", "8e-3", 4.0),
+    ):
+        fake_run(out / f"env_L{L}_lr{lr}_s0_b4", loss, f"model.n_layer={L}", f"optimizer.lr={lr}")
+    res = driver(tmp_path, out, rec, "seeds")
+    assert res.returncode == 0 and "waits" not in res.stdout, res.stdout + res.stderr
     link = out / "grow_b8_s0"  # equal losses: the first by name is the best
     assert link.is_symlink() and os.readlink(link) == "grow_tune_rec334_lr4e-3"
     ran = [c.split("hydra.run.dir=")[1].split()[0] for c in calls(tmp_path) if "hydra.run.dir" in c]
@@ -166,6 +182,14 @@ def test_seeds_follow_the_issue_policy_and_link_the_best_probe(tmp_path):
     assert not any("model.n_layer=1 " in c for c in gb1)
     gb4 = [c for c in calls(tmp_path) if "/growbest_b4_s" in c]
     assert len(gb4) == 3 and all("model.n_layer=3 " in c and "blocks=[[0,2]]" in c for c in gb4)
+    # a better size found later at 1x (6 blocks): the finished 4-block runs are reported
+    for lr, loss in (("2e-3", 3.7), ("4e-3", 3.5), ("8e-3", 3.7)):
+        fake_run(out / f"env_L6_lr{lr}_s0_b1", loss, "model.n_layer=6", f"optimizer.lr={lr}")
+    res = driver(tmp_path, out, rec, "seeds")
+    assert (
+        f"!! growbest_b1_s0 ran another size or lr than the best at b1 now (6 blocks, lr 4e-3): "
+        f"rm -r {out}/growbest_b1_s0 to run it again" in res.stdout
+    )
     assert {f"corr_{b}_s{s}" for b in ("b8", "b1") for s in (1, 2)} <= names
     assert "corr_b1_s0" in names and not any(n.startswith("corr_b4") for n in names)
     for f in ("vcycle_adamw", "raptr", "patch", "width", "vcycle_sgd"):  # 0.09 nats or more above
