@@ -9,7 +9,8 @@ model size at each budget), the gap to the envelope at equal FLOPs (nats; negati
 the final model's tokens per parameter (``data.tokens_seen / params.total``), the passes over
 the training split (``data.epochs``) and the time ratio (``--time``: a CSV with columns
 ``scheme,budget,time_ratio`` from the time-ratio benchmark; "–" where absent). A bound keeps its
-sign (``> 1.00``). ``--plot PATH`` also draws r_env (with head) against the budget, one line per
+sign (``> 1.00``). Below it, the envelope's best point per budget over its seeds
+(:func:`envelope_table`). ``--plot PATH`` also draws r_env (with head) against the budget, one line per
 scheme: the mean over seeds with min–max bars, a hollow triangle where a seed's r_env is only a
 bound (pointing up for "> r": the scheme never reached the envelope's loss), and a line at 1
 (below it, the scheme needs fewer FLOPs than the envelope). A scheme is the run name without its
@@ -89,6 +90,48 @@ def table(
             f"| {cell(rows, 'tpp', '.1f')} | {cell(rows, 'passes', '.1f')} "
             f"| {'–' if t is None else f'{t:.2f}'} |"
         )
+    return lines
+
+
+# the envelope's runs: whole runs at 1/8 and trunks and decays above (results_third.sh's names)
+# and their seeds 1, 2 (env_seeds): size, lr, budget, seed
+ENV_RUN = re.compile(r"^env_L(?P<size>\d+)_lr(?P<lr>[^_]+)_(?:b8_s0|s0_(?P<budget>b[124]))$")
+ENV_SEED = re.compile(
+    r"^env_seed_L(?P<size>\d+)_lr(?P<lr>[^_]+)_(?P<budget>b[1248])_s(?P<seed>\d+)$"
+)
+
+
+def envelope_table(runs: Path) -> list[str]:
+    """The envelope's best point per budget with its seeds, the noise a scheme's gap is read
+    against: per budget, the (size, lr) whose mean final validation loss over its finished seeds
+    is lowest (its seeds: seed 0's run and ``env_seed_*``), as markdown lines (none without
+    envelope runs). Rows: budget | best size, lr | final loss mean (min–max) (seeds)."""
+    from mltrain.analysis.judging.runs import load_run
+
+    losses: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for d in sorted(runs.iterdir()) if runs.is_dir() else []:
+        m = ENV_RUN.match(d.name) or ENV_SEED.match(d.name)
+        if not m:
+            continue
+        b = m["budget"] or "b8"
+        try:
+            loss = load_run(d).final_val_loss
+        except FileNotFoundError:
+            continue
+        if loss == loss:  # a diverged run (NaN) is no point
+            losses[(b, m["size"], m["lr"])].append(loss)
+    if not losses:
+        return []
+    lines = ["| budget | best size, lr | final loss (seeds) |", "|---|---|---|"]
+    for b in ORDER:
+        pts = {k: v for k, v in losses.items() if k[0] == b}
+        if not pts:
+            continue
+        (_, size, lr), xs = min(pts.items(), key=lambda kv: sum(kv[1]) / len(kv[1]))
+        mean = sum(xs) / len(xs)
+        rng = f" ({min(xs):.3f}–{max(xs):.3f})" if len(xs) > 1 else ""
+        unit = "block" if size == "1" else "blocks"
+        lines.append(f"| {BUDGETS[b]} | {size} {unit}, lr {lr} | {mean:.3f}{rng} ({len(xs)}) |")
     return lines
 
 
@@ -173,6 +216,12 @@ def main(argv: list[str] | None = None) -> int:
             times = {(r["scheme"], r["budget"]): float(r["time_ratio"]) for r in csv.DictReader(fh)}
     groups = grouped(a.csv, a.runs)
     print("\n".join(table(groups, times)))
+    env = envelope_table(a.runs)
+    if env:
+        print(
+            "\nThe envelope's best point per budget, over its seeds (the noise to read a gap by):\n"
+        )
+        print("\n".join(env))
     if a.plot:
         plot_r_env(groups, a.plot)
     return 0

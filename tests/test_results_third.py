@@ -343,3 +343,34 @@ def test_headline_rows_by_hand(tmp_path, capsys):
     assert third_headline.plot_r_env(same, tmp_path / "same.png")[0][2] > 0.1
     assert third_headline.plot_r_env({}, tmp_path / "none.png") == []
     assert not (tmp_path / "none.png").exists()
+
+
+def test_the_envelope_rows_take_the_best_mean_over_seeds(tmp_path):
+    """At 1/8 the 1-block model's two seeds (4.03, 4.07: mean 4.05) lose to the 2-block model's
+    one (4.04); at 1/4 the decay of a trunk (named ..._s0_b4) is the point; a 4x trunk (x4) and a
+    scheme run are no envelope point. Means and ranges by hand."""
+    runs = tmp_path / "runs"
+
+    def rec(name: str, loss: float) -> None:
+        d = runs / name
+        (d / ".hydra").mkdir(parents=True)
+        (d / ".hydra" / "config.yaml").write_text("{}\n")
+        (d / "run.json").write_text(json.dumps({"status": "completed"}))
+        lines = [{"step": 0, "val/loss": 9.0}, {"step": 10, "val/loss": loss}]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+    rec("env_L1_lr4e-3_b8_s0", 4.03)
+    rec("env_seed_L1_lr4e-3_b8_s1", 4.07)
+    rec("env_L2_lr4e-3_b8_s0", 4.04)
+    rec("env_L2_lr4e-3_s0_b4", 3.86)
+    rec("env_seed_L2_lr4e-3_b4_s1", 3.88)
+    rec("env_L3_lr8e-3_s0_b4", 3.90)
+    rec("env_L6_lr4e-3_s0_x4", 3.0)
+    rec("growbest_b4_s0", 3.5)
+    assert third_headline.envelope_table(runs) == [
+        "| budget | best size, lr | final loss (seeds) |",
+        "|---|---|---|",
+        "| 1/8 | 2 blocks, lr 4e-3 | 4.040 (1) |",
+        "| 1/4 | 2 blocks, lr 4e-3 | 3.870 (3.860–3.880) (2) |",
+    ]
+    assert third_headline.envelope_table(tmp_path / "none") == []
