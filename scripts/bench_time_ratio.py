@@ -25,10 +25,12 @@ Ratio, per judged run ``SCHEME_b<k>_s<n>`` of the CSVs (mltrain-compare's envelo
     time ratio = T_scheme / T_env     (below 1: the scheme reaches its loss in less CPU time)
 
 with ``r_env`` the CSV's ``r_env_head`` (FLOPs with head). The mean over seeds per scheme and
-budget goes to OUT/time.csv (``scheme,budget,time_ratio``; scripts/third_headline.py --time).
+budget goes to OUT/time.csv (``scheme,budget,time_ratio,time_ratio_kind``; scripts/third_headline.py
+--time).
 Both sides count the optimizer steps' compute only: evaluation, checkpoints and a scheme's
 restriction and prolongation (a copy of the parameters per phase) are left out. A run whose
-r_env is a bound (``<``/``>``: its loss is outside the envelope's range) gets no ratio; the
+r_env is a bound (``<``/``>``: its loss is outside the envelope's range) gets a bound on its
+ratio, the same way, and so does the mean over seeds that holds one; the
 envelope's side uses the best size at the run's budget, which can differ from the size that
 reaches the run's loss first (the sizes' CPU time per FLOP differ by up to 1.37x here, 1 block
 against 12: docs/results/third_edition/time/levels.csv).
@@ -179,8 +181,9 @@ def ratios(rows: list[dict], runs: Path, levels: list[dict]) -> list[dict]:
     acc: dict[tuple[str, str], list[float]] = defaultdict(list)
     for r in rows:
         m, s = NAME.match(r["run"]), SIZE.match(r.get("best_size") or "")
-        if not m or not s or (r.get("r_env_head_kind") or "=") != "=" or not r.get("r_env_head"):
+        if not m or not s or not r.get("r_env_head"):
             continue
+        kind = r.get("r_env_head_kind") or "="
         info = read_run_record(runs / r["run"])
         if "steps_per_level" not in info:
             raise SystemExit(f"run {r['run']}: its run record has no steps_per_level")
@@ -192,9 +195,16 @@ def ratios(rows: list[dict], runs: Path, levels: list[dict]) -> list[dict]:
         t_env = (
             float(r["flops"]) / float(r["r_env_head"]) * per_flop[env_job(runs / r["run"], s["n"])]
         )
-        acc[(m["scheme"], m["budget"])].append(t_scheme / t_env)
+        acc[(m["scheme"], m["budget"])].append((kind, t_scheme / t_env))
     return [
-        {"scheme": k[0], "budget": k[1], "time_ratio": statistics.fmean(v)}
+        {
+            "scheme": k[0],
+            "budget": k[1],
+            "time_ratio": statistics.fmean(x for _, x in v),
+            # a bound on r_env bounds the ratio the same way (T_env is C / r_env), and so the
+            # mean over seeds where any is one
+            "time_ratio_kind": next((c for c, _ in v if c in ("<", ">")), "="),
+        }
         for k, v in sorted(acc.items())
     ]
 
@@ -239,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     out = ratios(rows, a.runs, levels)
     write(a.out / "time.csv", out)
     for x in out:
-        print(f"{x['scheme']} {x['budget']}: time ratio {x['time_ratio']:.3f}")
+        sign = "" if x["time_ratio_kind"] == "=" else x["time_ratio_kind"] + " "
+        print(f"{x['scheme']} {x['budget']}: time ratio {sign}{x['time_ratio']:.3f}")
     return 0
 
 

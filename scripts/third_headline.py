@@ -72,7 +72,7 @@ def grouped(csvs: list[Path], runs: Path) -> dict[tuple[str, str], list[dict]]:
 
 
 def table(
-    groups: dict[tuple[str, str], list[dict]], times: dict[tuple[str, str], float]
+    groups: dict[tuple[str, str], list[dict]], times: dict[tuple[str, str], tuple[str, float]]
 ) -> list[str]:
     """The table's markdown lines (see the module docstring), from :func:`grouped`."""
     lines = [
@@ -88,7 +88,7 @@ def table(
             f"| {cell(rows, 'r_same_head')} | {cell(rows, 'r_env_head')} "
             f"| {cell(rows, 'r_env_nonembed')} | {cell(rows, 'gap_env_head', '+.3f')} "
             f"| {cell(rows, 'tpp', '.1f')} | {cell(rows, 'passes', '.1f')} "
-            f"| {'–' if t is None else f'{t:.2f}'} |"
+            f"| {'–' if t is None else ('' if t[0] == '=' else t[0] + ' ') + f'{t[1]:.2f}'} |"
         )
     return lines
 
@@ -213,7 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     times = {}
     if a.time:
         with open(a.time, newline="") as fh:
-            times = {(r["scheme"], r["budget"]): float(r["time_ratio"]) for r in csv.DictReader(fh)}
+            times = {
+                (r["scheme"], r["budget"]): (
+                    r.get("time_ratio_kind") or "=",
+                    float(r["time_ratio"]),
+                )
+                for r in csv.DictReader(fh)
+            }
     groups = grouped(a.csv, a.runs)
     print("\n".join(table(groups, times)))
     env = envelope_table(a.runs)

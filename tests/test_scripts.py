@@ -288,7 +288,7 @@ def test_plot_scaling_plots_the_csv_rows(tmp_path, monkeypatch, capsys):
 def test_bench_time_ratio_by_hand_from_its_levels(tmp_path, capsys):
     """Two envelope sizes and a recursive growth (tiny: 4 blocks, levels of 1, 2, 4 blocks), one
     round: every level is timed, and the time ratio is the hand formula of the script's docstring
-    over the measured levels.csv (the mean of two seeds; a bound row gets none)."""
+    over the measured levels.csv (the mean of two seeds; a bound row's ratio is a bound too)."""
     import csv
     import json
 
@@ -313,7 +313,7 @@ def test_bench_time_ratio_by_hand_from_its_levels(tmp_path, capsys):
     rows = [
         ["grow_b8_s0", "1e12", "1.25", "=", "2 blocks, d=32"],
         ["grow_b8_s1", "1e12", "0.8", "=", "2 blocks, d=32"],
-        ["grow_b1_s0", "8e12", "1.5", ">", "4 blocks, d=32"],  # a bound: no ratio
+        ["grow_b1_s0", "8e12", "1.5", ">", "4 blocks, d=32"],  # a bound: a bound ratio
     ]
     env = tmp_path / "envelope.csv"
     with open(env, "w", newline="") as fh:
@@ -337,9 +337,20 @@ def test_bench_time_ratio_by_hand_from_its_levels(tmp_path, capsys):
     want = (t_scheme / (1e12 / 1.25 * per_flop) + t_scheme / (1e12 / 0.8 * per_flop)) / 2
     with open(out / "time.csv") as fh:
         got = list(csv.DictReader(fh))
-    assert [(r["scheme"], r["budget"]) for r in got] == [("grow", "b8")]
-    assert float(got[0]["time_ratio"]) == pytest.approx(want, rel=1e-12)
-    assert "grow b8: time ratio" in capsys.readouterr().out
+    assert [(r["scheme"], r["budget"], r["time_ratio_kind"]) for r in got] == [
+        ("grow", "b1", ">"),
+        ("grow", "b8", "="),
+    ]
+    assert float(got[1]["time_ratio"]) == pytest.approx(want, rel=1e-12)
+    per_flop4 = sec[("env_L4", "fine")] / float(levels[("env_L4", "fine")]["step_flops"])
+    assert float(got[0]["time_ratio"]) == pytest.approx(
+        t_scheme / (8e12 / 1.5 * per_flop4), rel=1e-12
+    )
+    printed = capsys.readouterr().out
+    assert (
+        "grow b8: time ratio " in printed
+        and f"grow b1: time ratio > {float(got[0]['time_ratio']):.3f}" in printed
+    )
     (runs / "grow_b8_s1" / ".hydra" / "overrides.yaml").unlink()
     with pytest.raises(SystemExit, match="no record of run"):
         bench.main([str(env), "--runs", str(runs), "--out", str(out), "--rounds", "1"])
