@@ -67,3 +67,21 @@ def test_a_failed_run_is_named_with_its_log_and_the_demo_exits_non_zero(tmp_path
     assert out[i + 1] == "     mltrain: error: coarsening.stages.shares must sum to 1"
     assert "-- single_best_size: final val/loss 4.0322" in out
     assert "compared" not in res.stdout
+
+
+def test_the_rows_the_demo_prints_are_the_committed_headline_rows():
+    """The numbers the demo quotes come from docs/results/third_edition/headline.md (the
+    third_headline output of the committed records): growth 1 -> 2 blocks at 1/8 (final loss,
+    r_env with head and non-embedding, gap) and the envelope's best point at 1/8."""
+    root = DEMO.parents[1]
+    head = (root / "docs/results/third_edition/headline.md").read_text()
+    head = head.replace("–", "-").splitlines()  # the table's ranges use an en dash, the demo not
+    demo = DEMO.read_text()
+    (growth,) = [r for r in head if r.startswith("| growbest | 1/8 |")]
+    cells = [c.strip() for c in growth.strip("|").split("|")]
+    loss, r_env, r_env_ne, gap = cells[2].rsplit(" (", 1)[0], cells[4], cells[5], cells[6]
+    assert f"final val loss {loss}" in demo
+    assert f"r_env {r_env} with head, {r_env_ne} non-embedding" in demo
+    assert f"gap {gap.split(' ')[0]} nats" in demo
+    (env,) = [r for r in head if r.startswith("| 1/8 | 1 block, lr 4e-3 |")]
+    assert f"1 block at lr 4e-3: {env.split('|')[3].strip().rsplit(' (', 1)[0]}" in demo

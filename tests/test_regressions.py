@@ -423,6 +423,32 @@ def test_the_same_flops_command_parses_in_the_shell_and_in_hydra(tmp_path):
     assert list(cfg.data.paths) == [str(data)] and cfg.data.name == "text_files"
 
 
+def test_the_same_flops_command_of_a_scaled_budget_plans_the_flops_it_names(tmp_path):
+    """A run sized by train.target_flops x train.flops_scale (as the third edition's are) spent
+    500 FLOPs: the hint names 500 and its command must plan 500, not 500 x 0.125 again (the
+    scale was kept, so the pasted run trained 1/8 of the budget it promised). A branch's
+    train.branch_from is another run's state, not the baseline's."""
+    import mltrain.schemes  # noqa: F401
+    from mltrain.analysis import compare as C
+    from mltrain.config import compose, typed
+    from tests.analysis.test_compare import EVEN_ODD, write_run
+
+    write_run(
+        tmp_path / "ml",
+        EVEN_ODD,
+        [10, 7, 5, 3, 1.5],
+        "coarsening=even_odd",
+        "train.target_flops=4000",
+        "train.flops_scale=0.125",
+        f"train.branch_from={tmp_path}",
+    )
+    args = _hint_args(C.group_configurations(C.find_runs([tmp_path])))
+    assert args[:3] == ["mltrain", "coarsening=none", "train.target_flops=500"]
+    assert not any(a.startswith(("train.flops_scale", "train.branch_from")) for a in args)
+    train = typed(compose(args[1:])).train
+    assert train.target_flops * train.flops_scale == 500
+
+
 def test_the_wandb_sync_hint_is_quoted_for_the_shell():
     import shlex
 

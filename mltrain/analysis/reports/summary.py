@@ -295,8 +295,11 @@ def _other_overrides(run: Run) -> list[str]:
         overrides = list(OmegaConf.load(path)) if path.is_file() else []
     except Exception:
         return []
-    # settings the baseline replaces, and those that do not change training (inert_keys)
-    drop = ("coarsening", "train.seed", "train.steps", "train.target_flops", "hydra.", "logger")
+    # settings the baseline replaces (the budget it prints is the FLOPs spent, already scaled:
+    # train.flops_scale would scale it again; a branch starts from another run's state), and
+    # those that do not change training (inert_keys)
+    drop = ("coarsening", "train.seed", "train.steps", "train.target_flops", "train.flops_scale")
+    drop += ("train.branch_from", "hydra.", "logger")
     drop += inert_keys()
     out = []
     for o in map(str, overrides):
