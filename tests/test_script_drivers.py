@@ -191,7 +191,11 @@ def test_demo_commands_compose_and_the_compare_follows(tmp_path):
             x.strip("- \n") for x in (rec / name / ".hydra/overrides.yaml").read_text().splitlines()
         }
         keys = {x.split("=")[0] for x in committed} - {
-            "logger", "train.progress", "train.checkpoint_every", "train.resume", "train.seed",
+            "logger",
+            "train.progress",
+            "train.checkpoint_every",
+            "train.resume",
+            "train.seed",
         }
         mine = {x for x in a if x.split("=")[0] in keys}
         assert mine == {x for x in committed if x.split("=")[0] in keys}, name
