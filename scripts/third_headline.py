@@ -36,19 +36,27 @@ BUDGETS = {"b8": "1/8", "b4": "1/4", "b2": "1/2", "b1": "1"}
 ORDER = list(BUDGETS)
 
 
-def cell(rows: list[dict], key: str, spec: str = ".2f") -> str:
-    """Mean (min–max) of column ``key`` over rows; a bound (``key_kind`` ``<``/``>``) keeps its
-    sign; "–" when no row has a value."""
+def over_seeds(rows: list[dict], key: str) -> tuple[str, float, float, float, int] | None:
+    """(bound sign, mean, min, max, count) of column ``key`` over rows: the sign is ``">"`` or
+    ``"<"`` where a row's ``key_kind`` says its value is a bound (the mean is then one too),
+    else ``""``; None when no row has a value."""
     vals = [(r.get(f"{key}_kind") or "=", float(r[key])) for r in rows if r.get(key)]
     if not vals:
-        return "–"
-    kinds = {k for k, _ in vals}
+        return None
     xs = [v for _, v in vals]
-    sign = "" if kinds <= {"=", ""} else next(iter(kinds - {"=", ""})) + " "
-    mean = sum(xs) / len(xs)
-    if len(xs) == 1:
-        return f"{sign}{mean:{spec}}"
-    return f"{sign}{mean:{spec}} ({min(xs):{spec}}–{max(xs):{spec}})"
+    sign = next((k for k, _ in vals if k in ("<", ">")), "")
+    return sign, sum(xs) / len(xs), min(xs), max(xs), len(xs)
+
+
+def cell(rows: list[dict], key: str, spec: str = ".2f") -> str:
+    """Mean (min–max) of column ``key`` over rows (:func:`over_seeds`); a bound keeps its sign;
+    "–" when no row has a value."""
+    got = over_seeds(rows, key)
+    if got is None:
+        return "–"
+    sign, mean, lo, hi, n = got
+    head = f"{sign} " if sign else ""
+    return f"{head}{mean:{spec}}" if n == 1 else f"{head}{mean:{spec}} ({lo:{spec}}–{hi:{spec}})"
 
 
 def grouped(csvs: list[Path], runs: Path) -> dict[tuple[str, str], list[dict]]:
@@ -151,22 +159,10 @@ def plot_r_env(groups: dict[tuple[str, str], list[dict]], path: Path) -> list[tu
     for scheme in sorted({s for s, _ in groups}):
         pts = []
         for b in ORDER:
-            vals = [
-                (r.get("r_env_head_kind") or "=", float(r["r_env_head"]))
-                for r in groups.get((scheme, b), [])
-                if r.get("r_env_head")
-            ]
-            if vals:
-                xs = [v for _, v in vals]
-                pts.append(
-                    (
-                        FRACTION[b],
-                        sum(xs) / len(xs),
-                        min(xs),
-                        max(xs),
-                        next((k for k, _ in vals if k in "<>" and k), ""),
-                    )
-                )
+            got = over_seeds(groups.get((scheme, b), []), "r_env_head")
+            if got is not None:
+                sign, mean, lo, hi, _ = got
+                pts.append((FRACTION[b], mean, lo, hi, sign))
         if not pts:
             continue
         x = [p[0] for p in pts]
