@@ -74,6 +74,12 @@ bracketed() {  # bracketed BUDGET: true when no size's best lr at BUDGET (b4, b2
   local L
   for L in 2 3 4 6 12; do [ -z "$(edges "env_L${L}_lr*_s0_$1" LRG)" ] || return 1; done
 }
+whole_b8() {  # whole_b8 L LR: the L-block model at lr LR, a whole run at 1/8, seed 0
+  run "env_L$1_lr$2_b8_s0" $ENV $FAM model.n_layer=$1 optimizer.lr=$2 train.flops_scale=0.125 "train.branch_points=[]" train.seed=0
+}
+best_size() {  # best_size PATTERN: the block count of the best finished run under PATTERN (env_L<n>_...)
+  local n; n=$(pick best "$ROOTS" "$1" --name); n=${n#env_L}; echo "${n%%_*}"
+}
 trunk() {  # trunk NAME SCALE POINTS OVERRIDES...: a wsd trunk at SCALE keeping POINTS ([..])
   local name=$1 scale=$2 points=$3; shift 3
   run "$name" $ENV $FAM "$@" train.flops_scale="$scale" "train.branch_points=$points"
@@ -121,7 +127,7 @@ growbest_seeds() {  # growbest_seeds BUDGET SEEDS: growth that ends at the envel
     echo "!! growbest at $b waits for env_bracket (a best lr there is at its grid's edge, so the best size may change): run it, then seeds again"
     return
   fi
-  lb=$(pick best "$ROOTS" "env_L[2-9]_*$tail|env_L[1-9][0-9]_*$tail" --name); lb=${lb#env_L}; lb=${lb%%_*}
+  lb=$(best_size "env_L[2-9]_*$tail|env_L[1-9][0-9]_*$tail")
   need "$lb" "the envelope at $b"
   pl=$(pick best "$ROOTS" "growbest_tune_*" --name); pl=${pl#growbest_tune_L}; pl=${pl%%_*}
   need "$pl" "tune (growbest)"
@@ -158,10 +164,10 @@ for part in "$@"; do
     $PY "$HERE/third_pick.py" plan ;;
   env_probe)  # AdamW lr 2e-3..1.6e-2 per size at 1/8 (whole runs), then one lr further out where the best is at an edge
     for L in $SIZES; do for lr in 2e-3 4e-3 8e-3 1.6e-2; do
-      run "env_L${L}_lr${lr}_b8_s0" $ENV $FAM model.n_layer=$L optimizer.lr=$lr train.flops_scale=0.125 "train.branch_points=[]" train.seed=0
+      whole_b8 $L $lr
     done; done
     for L in $SIZES; do for lr in $(edges "env_L${L}_lr*_b8_s0" LRG); do
-      run "env_L${L}_lr${lr}_b8_s0" $ENV $FAM model.n_layer=$L optimizer.lr=$lr train.flops_scale=0.125 "train.branch_points=[]" train.seed=0
+      whole_b8 $L $lr
     done; done ;;
   env_trunks)  # per size: trunks at 1x with the best lr at 1/8 and half of it (the best lr falls with the budget)
     for L in $SIZES; do lr=$(best_lr $L); for l in $lr $(step LRG $lr -1); do
@@ -192,18 +198,18 @@ for part in "$@"; do
     # probe, then further out at an edge) and, where 2 blocks is also best at 1/4 or 1/2, whole
     # runs there at 1 block's best lr at 1/8 and half of it. Runs named env_L1_..., so the
     # envelope (env_*) and env_seeds take them in.
-    lb=$(pick best "$ROOTS" "env_L*_b8_s0" --name); lb=${lb#env_L}; lb=${lb%%_*}
+    lb=$(best_size "env_L*_b8_s0")
     need "$lb" "env_probe"
     if [ "$lb" -le 2 ]; then
       for lr in 2e-3 4e-3 8e-3 1.6e-2; do
-        run "env_L1_lr${lr}_b8_s0" $ENV $FAM model.n_layer=1 optimizer.lr=$lr train.flops_scale=0.125 "train.branch_points=[]" train.seed=0
+        whole_b8 1 $lr
       done
       for k in 1 2; do for lr in $(edges "env_L1_lr*_b8_s0" LRG); do
-        run "env_L1_lr${lr}_b8_s0" $ENV $FAM model.n_layer=1 optimizer.lr=$lr train.flops_scale=0.125 "train.branch_points=[]" train.seed=0
+        whole_b8 1 $lr
       done; done
       l1=$(pick lrs "$ROOTS" "env_L1_lr*_b8_s0"); l1=${l1%% *}; need "$l1" "env_below's 1-block runs at 1/8"
       for b in b4 b2; do
-        bb=$(pick best "$ROOTS" "env_L*_s0_$b" --name); bb=${bb#env_L}; bb=${bb%%_*}
+        bb=$(best_size "env_L*_s0_$b")
         if [ -z "$bb" ]; then echo "!! env_below at $b: no envelope there yet (run env_trunks env_branches, then env_below again)"; continue; fi
         [ "$bb" -le 2 ] || continue
         for l in $l1 $(step LRG $l1 -1); do
@@ -252,7 +258,7 @@ for part in "$@"; do
       probe late L6_sh$sh experiment=grow "coarsening.stages.shares=[$sh,$dec]" schedule.decay_fraction=$dec optimizer.lr=$lr6
     done
     # the best size at 1/8 that growth can end at (2 blocks or more: env_below may find 1 best)
-    lb=$(pick best "$ROOTS" "env_L[2-9]_*_b8_s0|env_L[1-9][0-9]_*_b8_s0" --name); lb=${lb#env_L}; lb=${lb%%_*}
+    lb=$(best_size "env_L[2-9]_*_b8_s0|env_L[1-9][0-9]_*_b8_s0")
     lrb=$(best_lr "$lb")
     blocks=$(seq 0 2 $((lb - 1)) | paste -sd,)  # its blocks 0, 2, ... (any size, odd too)
     for sh in 0.5 0.8; do  # growth that ends at that size: every other block (step size
