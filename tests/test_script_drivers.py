@@ -19,8 +19,10 @@ SCRIPTS = ROOT / "scripts"
 # --------------------------------------------------------------------------- shell drivers
 STUB = r"""#!/bin/bash
 # records its arguments (one shell-quoted line) and makes the run or sweep directory (a run's
-# with the run.json field scripts/demo.sh reads)
-printf '%s' "$(basename "$0")" >> "$CALLS"; printf ' %q' "$@" >> "$CALLS"; echo >> "$CALLS"
+# with the run.json field scripts/demo.sh reads); one line under a lock, since the demo runs two
+# at once (unlocked, their pieces interleaved: "mltrainmltrain ..." on a CI machine)
+line="$(basename "$0")$(printf ' %q' "$@")"
+{ flock 9; printf '%s\n' "$line" >> "$CALLS"; } 9>> "$CALLS.lock"
 for a in "$@"; do case $a in
   hydra.run.dir=*) mkdir -p "${a#*=}"; echo '{"threads": 1}' > "${a#*=}/run.json" ;;
   hydra.sweep.dir=*) mkdir -p "${a#*=}" ;;
