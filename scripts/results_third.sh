@@ -147,6 +147,15 @@ growbest_seeds() {  # growbest_seeds BUDGET SEEDS: growth that ends at the envel
       optimizer.lr=$lr train.flops_scale="${SCALE[$b]}" train.seed=$s
   done
 }
+growth_seeds() {  # growth_seeds FAMILY BUDGET SEEDS: a growth family's seeds (growbest's own way)
+  if [ "$1" = growbest ]; then growbest_seeds "$2" "$3"; else seeds "$1" "$2" "$3"; fi
+}
+others_seeds() {  # others_seeds FAMILY BUDGET SEEDS: an other family's seeds; seeds other than 0
+  # only where it is near the envelope at 1/8 (AdamW's, or SGD's for vcycle_sgd)
+  [ "$1" = width ] && [ ! -e conf/experiment/width_vcycle.yaml ] && return
+  local e="env_L*_b8_s0"; [ "$1" = vcycle_sgd ] && e="sgd_L*_b8_s0"
+  if [ "$3" = 0 ] || near "$1" "$e"; then seeds "$1" "$2" "$3"; fi
+}
 near() {  # near FAMILY ENVELOPE_PATTERN: true when the family's best probe at 1/8 ends within
   # 0.05 nats of the envelope's best run at 1/8 (ENVELOPE_PATTERN) or below it (issue 30, part 3)
   local g; g=$(pick gap "$ROOTS" "$1_tune_*" "$2"); need "$g" "tune ($1) and the envelope at 1/8"
@@ -300,15 +309,13 @@ for part in "$@"; do
   seeds)  # the growth families: 3 seeds at 1/8, 1/4 and 1x; the other families: seed 0 at 1/8
     # and 1x, and seeds 1, 2 only where the family ends within 0.05 nats of the envelope at 1/8
     # or below it (issue 30, part 3: a family clearly above the envelope is said so with one seed)
-    # Budget by budget (all of 1/8 first), so that a partial part already answers at 1/8.
-    for b in b8 b4 b1; do for f in "${GROWTH[@]}"; do
-      if [ "$f" = growbest ]; then growbest_seeds $b "0 1 2"; else seeds $f $b "0 1 2"; fi
-    done; done
-    for b in b8 b1; do for f in "${OTHERS[@]}"; do
-      [ "$f" = width ] && [ ! -e conf/experiment/width_vcycle.yaml ] && continue
-      e="env_L*_b8_s0"; [ "$f" = vcycle_sgd ] && e="sgd_L*_b8_s0"
-      if near $f "$e"; then seeds $f $b "0 1 2"; else seeds $f $b "0"; fi
-    done; done ;;
+    # In an order where a partial part already answers: all of 1/8 and 1/4 first, then seed 0 of
+    # every family at 1x (one 1x run is about as long as all the 1/8 ones), then the other seeds.
+    for b in b8 b4; do for f in "${GROWTH[@]}"; do growth_seeds $f $b "0 1 2"; done; done
+    for f in "${GROWTH[@]}"; do growth_seeds $f b1 0; done
+    for b in b8 b1; do for f in "${OTHERS[@]}"; do others_seeds $f $b 0; done; done
+    for f in "${GROWTH[@]}"; do growth_seeds $f b1 "1 2"; done
+    for b in b8 b1; do for f in "${OTHERS[@]}"; do others_seeds $f $b "1 2"; done; done ;;
   records)  # copy what finished into RECORDS (every part does this at its end too)
     ;;
   compare)  # the envelope judge from RECORDS: AdamW schemes against the AdamW envelope, SGD's against SGD's

@@ -164,6 +164,11 @@ def test_seeds_follow_the_issue_policy_and_link_the_best_probe(tmp_path):
     for f in ("grow", "late", "growbest", "wd"):
         assert {f"{f}_{b}_s{s}" for b in ("b4", "b1") for s in (0, 1, 2)} <= names
         assert {f"{f}_b8_s1", f"{f}_b8_s2"} <= names and f"{f}_b8_s0" not in names
+    # seed 0 of every family at 1x runs before any other seed there (a partial part answers)
+    at_1x = [Path(r).name for r in ran if Path(r).name.split("_")[-2:-1] == ["b1"]]
+    last_s0 = max(i for i, n in enumerate(at_1x) if n.endswith("_s0"))
+    assert sum(n.endswith("_s0") for n in at_1x) == 10  # 4 growth + 6 other families
+    assert all(n.endswith("_s0") for n in at_1x[: last_s0 + 1]) and len(at_1x) > last_s0 + 1
     # growth ending at the best size: at 1x that is 4 blocks (blocks 0, 2 first) at its lr 2e-3
     gb1 = [c for c in calls(tmp_path) if "/growbest_b1_s" in c]
     assert len(gb1) == 3
