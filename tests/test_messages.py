@@ -387,3 +387,36 @@ def test_added_overrides_go_among_the_overrides(argv, expected):
     out = with_overrides(argv, ["N=1"])
     assert out == expected
     assert overrides_of(out) == [*overrides_of(argv), "N=1"]
+
+
+# --------------------------------------------------------------------------- the judge's commands
+def test_the_judges_commands_sweep_next_to_the_run_they_repeat(tmp_path, capsys):
+    """ "add them with" and "extend the grid with" name a sweep directory beside the best run
+    (so the same mltrain-compare over the folder above finds the new runs), quoted for Hydra
+    where the folder has a space, a comma and a quote; pasted, Hydra composes that directory
+    and the seeds or learning rate the message promises."""
+    from mltrain.analysis.judging import frontier as F
+    from mltrain.analysis.judging.runs import find_runs
+    from tests.analysis.test_frontier import tuned
+
+    root = tmp_path / "a dir, 'odd"
+    for lr, loss in ((0.1, 4.0), (0.2, 4.1), (0.4, 4.2)):  # best: the smallest tried, one seed
+        tuned(root, 1000, lr, loss)
+    (f,) = F.frontier_families(find_runs([root]), [])
+    cmds = {
+        k: shlex.split(next(w for w in f.warnings if k in w).split(k, 1)[1])
+        for k in ("extend the grid with: ", "add them with: ")
+    }
+    want = {
+        "extend the grid with: ": "b1000_lr0.1_s0_lr0.05",
+        "add them with: ": "b1000_lr0.1_s0_seeds1-2",
+    }
+    for k, args in cmds.items():
+        assert args[:2] == ["mltrain", "-m"]
+        one = [a.split(",")[0] if a.startswith("train.seed=") else a for a in args[2:]]
+        code, out, err = cli([*one, *TINY, "--cfg", "hydra"], tmp_path, capsys)  # one of its jobs
+        assert code == 0, err
+        hydra = OmegaConf.create(out)
+        assert hydra.hydra.sweep.dir == str(root / want[k])
+        assert ("optimizer.lr=0.05" in args) == (k == "extend the grid with: ")
+        assert args[-2] == ("train.seed=0" if k == "extend the grid with: " else "train.seed=1,2")

@@ -158,17 +158,20 @@ def test_size_edge_lr_edge_and_seed_warnings(tmp_path):
     (env,) = envelope_of(root).envelopes
     w = env.warnings
     grid = "(1 block, d=32, 2 blocks, d=32, 4 blocks, d=32)"
+    M1, M2, M4 = (f"model.n_layer_{n}_model.vocab_size_256" for n in (1, 2, 4))  # run names
     assert (
         f"budget 1.00e3: the best size (1 block, d=32) is the smallest of the size grid {grid}: "
         "the compute-optimal size may lie beyond it; add a smaller model with: mltrain -m "
         "coarsening=none train.target_flops=1000 model.n_layer=1 model.vocab_size=256 "
-        "model.n_embd=16 model.n_head=1 optimizer.lr=0.1,0.2,0.4 train.seed=0" in w
+        "model.n_embd=16 model.n_head=1 optimizer.lr=0.1,0.2,0.4 train.seed=0 "
+        f"hydra.sweep.dir={root}/b1000_lr0.2_s0_{M1}_n_embd16_n_head1_lr0.1-0.2-0.4" in w
     )
     assert (
         f"budget 4.00e3: the best size (4 blocks, d=32) is the largest of the size grid {grid}: "
         "the compute-optimal size may lie beyond it; add a larger model with: mltrain -m "
         "coarsening=none train.target_flops=4000 model.vocab_size=256 model.n_layer=8 "
-        "optimizer.lr=0.1,0.2,0.4 train.seed=0" in w
+        "optimizer.lr=0.1,0.2,0.4 train.seed=0 "
+        f"hydra.sweep.dir={root}/b4000_lr0.2_s0_{M4}_n_layer8_lr0.1-0.2-0.4" in w
     )
     assert not any(x.startswith("budget 2.00e3: the best size") for x in w)
     # each size's own warnings (printed with its frontier by mltrain.analysis.judging.frontier)
@@ -177,12 +180,13 @@ def test_size_edge_lr_edge_and_seed_warnings(tmp_path):
         "2 blocks, d=32: budget 1.00e3: best lr 0.8 is the largest tried (0.1, 0.2, 0.4, 0.8): "
         "the frontier may be under-tuned; extend the grid with: mltrain -m coarsening=none "
         "train.target_flops=1000 model.n_layer=2 model.vocab_size=256 optimizer.lr=1.6 "
-        "train.seed=0" in w
+        f"train.seed=0 hydra.sweep.dir={root}/b1000_lr0.8_s0_{M2}_lr1.6" in w
     )
     seeds = [x for x in w if x.startswith("4 blocks, d=32: budget 4.00e3: best lr 0.2 has only")]
     assert len(seeds) == 1 and seeds[0].endswith(
         "add them with: mltrain -m coarsening=none train.target_flops=4000 optimizer.lr=0.2 "
-        "model.n_layer=4 model.vocab_size=256 train.seed=1,2"
+        "model.n_layer=4 model.vocab_size=256 train.seed=1,2 "
+        f"hydra.sweep.dir={root}/b4000_lr0.2_s0_{M4}_seeds1-2"
     )
 
 
@@ -242,11 +246,14 @@ def test_size_grid_edge_warnings_print_commands_that_run(tmp_path):
         f"budget 4.00e10: the best size (1 block, d=32) is the smallest of the size grid {grid}: "
         "the compute-optimal size may lie beyond it; add a smaller model with: mltrain -m "
         "coarsening=none train.target_flops=40000000000 model=tiny model.n_layer=1 "
-        "model.n_embd=16 model.n_head=1 optimizer.lr=0.1,0.2,0.4 train.seed=0",
+        "model.n_embd=16 model.n_head=1 optimizer.lr=0.1,0.2,0.4 train.seed=0 "
+        f"hydra.sweep.dir={root}/b4e_10_lr0.2_s0_model_tiny_model.n_layer_1_n_embd16_"
+        "n_head1_lr0.1-0.2-0.4",
         f"budget 1.60e11: the best size (4 blocks, d=32) is the largest of the size grid {grid}: "
         "the compute-optimal size may lie beyond it; add a larger model with: mltrain -m "
         "coarsening=none train.target_flops=160000000000 model=tiny model.n_layer=8 "
-        "optimizer.lr=0.1,0.2,0.4 train.seed=0",
+        "optimizer.lr=0.1,0.2,0.4 train.seed=0 "
+        f"hydra.sweep.dir={root}/b1.6e_11_lr0.2_s0_model_tiny_model.n_layer_4_n_layer8_lr0.1-0.2-0.4",
     ]
     for w in env.warnings:
         compose_command(Command("warning", 0, w.split(" with: ", 1)[1]))

@@ -197,14 +197,16 @@ def test_edge_of_grid_and_seed_warnings(tmp_path):
     assert f.warnings == [
         "budget 1.00e3: best lr 0.1 is the smallest tried (0.1, 0.2, 0.4): the frontier may be "
         "under-tuned; extend the grid with: mltrain -m coarsening=none train.target_flops=1000 "
-        "optimizer.lr=0.05 train.seed=0",
+        f"optimizer.lr=0.05 train.seed=0 hydra.sweep.dir={root}/b1000_lr0.1_s0_lr0.05",
         "budget 1.00e3: best lr 0.1 has only one seed (DESIGN.md §8 asks ≥ 3); add them with: "
-        "mltrain -m coarsening=none train.target_flops=1000 optimizer.lr=0.1 train.seed=1,2",
+        "mltrain -m coarsening=none train.target_flops=1000 optimizer.lr=0.1 train.seed=1,2 "
+        f"hydra.sweep.dir={root}/b1000_lr0.1_s0_seeds1-2",
         "budget 2.00e3: best lr 0.4 is the largest tried (0.1, 0.2, 0.4): the frontier may be "
         "under-tuned; extend the grid with: mltrain -m coarsening=none train.target_flops=2000 "
-        "optimizer.lr=0.8 train.seed=0",
+        f"optimizer.lr=0.8 train.seed=0 hydra.sweep.dir={root}/b2000_lr0.4_s0_lr0.8",
         "budget 2.00e3: best lr 0.4 has only one seed (DESIGN.md §8 asks ≥ 3); add them with: "
-        "mltrain -m coarsening=none train.target_flops=2000 optimizer.lr=0.4 train.seed=1,2",
+        "mltrain -m coarsening=none train.target_flops=2000 optimizer.lr=0.4 train.seed=1,2 "
+        f"hydra.sweep.dir={root}/b2000_lr0.4_s0_seeds1-2",
         "3 budget(s) (DESIGN.md §8 asks ≥ 4)",
     ]
     # the best learning rate is chosen by the mean final loss over its seeds: 3.21
@@ -596,8 +598,8 @@ def test_repeated_seeds_count_once_and_are_named(tmp_path):
     (f,) = F.frontier_families(C.find_runs([root]), [])
     assert (
         "budget 4.00e3: best lr 0.2 has only one seed (DESIGN.md §8 asks ≥ 3); add them with: "
-        "mltrain -m coarsening=none train.target_flops=4000 optimizer.lr=0.2 train.seed=1,2"
-        in f.warnings
+        "mltrain -m coarsening=none train.target_flops=4000 optimizer.lr=0.2 train.seed=1,2 "
+        f"hydra.sweep.dir={root}/again1_seeds1-2" in f.warnings
     )
     assert f.budgets[2].seeds == 1
     runs = ", ".join(str(root / n) for n in ("again1", "again2", "b4000_lr0.2_s0"))
@@ -608,7 +610,11 @@ def test_repeated_seeds_count_once_and_are_named(tmp_path):
     tuned(root, 4000, 0.2, 3.0, 1)
     (f,) = F.frontier_families(C.find_runs([root]), [])
     assert f.budgets[2].loss == pytest.approx(3.15) and f.budgets[2].seeds == 2
-    assert any("best lr 0.2 has 2 seeds" in w and w.endswith("train.seed=2") for w in f.warnings)
+    assert any(
+        "best lr 0.2 has 2 seeds" in w
+        and w.endswith("train.seed=2 hydra.sweep.dir=" + str(root / "again1_seeds2"))
+        for w in f.warnings
+    )
     # a method configuration: two runs of seed 0 are one seed, said where it is counted
     method(tmp_path / "methods", "m", 3.4)
     method(tmp_path / "methods", "m_again", 3.4)
@@ -635,11 +641,14 @@ def test_the_edge_of_the_grid_warning_prints_a_command_that_runs(tmp_path):
     assert (
         "budget 4.00e10: best lr 0.1 is the smallest tried (0.1, 0.2, 0.4): the frontier may be "
         "under-tuned; extend the grid with: mltrain -m coarsening=none "
-        "train.target_flops=40000000000 model=tiny optimizer.lr=0.05 train.seed=0" in f.warnings
+        "train.target_flops=40000000000 model=tiny optimizer.lr=0.05 train.seed=0 "
+        f"hydra.sweep.dir={root}/b4e_10_lr0.1_s0_model_tiny_lr0.05" in f.warnings
     )
     assert any(
         w.startswith("budget 8.00e10: best lr 0.4 is the largest tried")
-        and w.endswith("model=tiny optimizer.lr=0.8 train.seed=0")
+        and w.endswith(
+            f"model=tiny optimizer.lr=0.8 train.seed=0 hydra.sweep.dir={root}/b8e_10_lr0.4_s0_model_tiny_lr0.8"
+        )
         for w in f.warnings
     )
     commands = [w.split(" with: ", 1)[1] for w in f.warnings if " with: " in w]

@@ -9,6 +9,7 @@ are counts of training FLOPs, losses nats/token.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -179,7 +180,10 @@ def rerun_command(run: Run, seeds: Sequence[int], changes: dict[str, str] | None
     with the settings ``changes`` (``{"optimizer.lr": "0.016"}``) in place of its own, quoted
     for the shell and for Hydra. A branch of a wsd trunk is repeated as the standalone
     run at its budget (bit for bit the same run): its trunk was trained at one seed, so
-    ``train.branch_from`` and ``train.branch_points`` are left out."""
+    ``train.branch_from`` and ``train.branch_points`` are left out.
+
+    The sweep goes next to ``run`` (``hydra.sweep.dir``, named by what it adds: ``NAME_seeds1-2``,
+    ``NAME_lr0.016``), so the same mltrain-compare over a directory above ``run`` finds it."""
     from omegaconf import OmegaConf
 
     from mltrain.config.overrides import shell_command
@@ -198,7 +202,23 @@ def rerun_command(run: Run, seeds: Sequence[int], changes: dict[str, str] | None
     ]
     seeds_arg = "train.seed=" + ",".join(str(s) for s in seeds)
     new = [f"{k}={v}" for k, v in changes.items()]
-    return shell_command(["mltrain", "-m", *keep, *new, seeds_arg])
+    added = "_".join(
+        f"{k.rsplit('.', 1)[-1]}{v}" for k, v in changes.items()
+    ) or "seeds" + "-".join(str(s) for s in seeds)
+    name = re.sub(r"[^\w.-]", "_", f"{run.path.name}_{added.replace(',', '-')}")
+    sweep_dir = run.path.parent / name
+    return shell_command(
+        ["mltrain", "-m", *keep, *new, seeds_arg, f"hydra.sweep.dir={hydra_value(str(sweep_dir))}"]
+    )
+
+
+def hydra_value(text: str) -> str:
+    """``text`` as one Hydra override value: as it is where Hydra's grammar reads it whole (a
+    path of letters, digits and ``/._-``), else single-quoted (a comma or space would make a
+    sweep or split it)."""
+    if re.fullmatch(r"[\w/.\-]+", text):
+        return text
+    return "'" + text.replace("'", "\\'") + "'"
 
 
 def build_schedules(runs: Sequence[Run], warnings: list[str]) -> Budget:
