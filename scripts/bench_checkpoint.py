@@ -83,7 +83,7 @@ def overhead(every: int, steps: int, rounds: int, smoke: bool = False) -> None:
     ratio = statistics.median(a / b for a, b in zip(with_ck, without))
     print(
         f"{'tiny' if smoke else 'default'} model, {steps} fine steps: checkpoint every {every} steps / only at the end = {ratio:.3f} "
-        f"(medians {statistics.median(with_ck):.1f} s / {statistics.median(without):.1f} s)"
+        f"(medians {statistics.median(with_ck):.3f} s / {statistics.median(without):.3f} s)"
     )
 
 

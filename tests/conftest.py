@@ -12,6 +12,20 @@ import torch
 import mltrain.schemes  # noqa: F401
 
 os.environ["WANDB_MODE"] = "disabled"
+# the user's shell must not reach the tests: an outputs root shared by every test (and xdist
+# worker), full Hydra tracebacks in place of the one-line errors, a launcher's distributed env
+for _key in (
+    "MLTRAIN_OUTPUTS",
+    "HYDRA_FULL_ERROR",
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "SUBMITIT_EXECUTOR",
+):
+    os.environ.pop(_key, None)
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

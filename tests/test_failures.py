@@ -148,9 +148,12 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(tmp_path):
     )
     metrics = tmp_path / "run" / "metrics.jsonl"
     deadline = time.time() + 120
-    while time.time() < deadline and not (
-        metrics.exists() and len(metrics.read_text().splitlines()) > 20
-    ):
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) > 20):
+        if time.time() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail(
+                f"the run did not reach step 20 while running: {proc.communicate()[1][-1500:]}"
+            )
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -44,7 +45,15 @@ def stubs(tmp_path: Path) -> dict:
     """A PATH with stand-ins for mltrain, mltrain-compare and python (the env to use)."""
     bin_ = tmp_path / "bin"
     bin_.mkdir()
-    for name, body in (("mltrain", STUB), ("mltrain-compare", STUB), ("python", PICK)):
+    # python3 (scripts/demo.sh reads run.json with it) is this interpreter: /usr/bin and /bin
+    # need not have one (Python in /usr/local/bin, a venv, conda)
+    py3 = f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n'
+    for name, body in (
+        ("mltrain", STUB),
+        ("mltrain-compare", STUB),
+        ("python", PICK),
+        ("python3", py3),
+    ):
         (bin_ / name).write_text(body)
         (bin_ / name).chmod(0o755)
     return {

@@ -209,7 +209,11 @@ def test_sigkill_mid_coarse_phase_then_resume_matches_uninterrupted(tmp_path):
         recs = read_jsonl(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
         if sum(1 for r in recs if r.get("level") == "coarse_a") > 50:
             break
+        assert proc.poll() is None, "the run ended before its second V-cycle's coarse_a phase"
         time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("the run did not reach its second V-cycle's coarse_a phase in 120 s")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     res = run_mltrain(args + [f"hydra.run.dir={run_dir}", "train.resume=auto"], cwd=tmp_path)
