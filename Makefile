@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 # The CPU build of torch 2.13.0 is what CI and the CPU machines use; on a GPU machine
 # `make install TORCH_SPEC=torch` (or any CUDA build) works the same.
 TORCH_SPEC ?= torch==2.13.0
+# The other packages at the versions the suite last passed with (constraints.txt); with another
+# torch build whose own requirements differ, `make install PIP_CONSTRAINTS=` installs the newest.
+PIP_CONSTRAINTS ?= -c constraints.txt
 STAMP := $(VENV)/.installed
 # pytest-xdist workers for `make test` / `make test-all` (the suite is CPU-bound: one per core;
 # e.g. `make test TEST_WORKERS=8` on a larger machine, `TEST_WORKERS=0` for one process)
@@ -17,11 +20,11 @@ help:  ## list the targets
 
 install: $(STAMP)  ## create .venv and install mltrain (editable) with its dev extras
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev]" $(PIP_CONSTRAINTS)
 	touch $(STAMP)
 
 demo: install  ## the main job: the third edition's best scheme (growth 1 -> 2 blocks) vs the best single-level size at the same FLOPs on the embedded corpus, then mltrain-compare
