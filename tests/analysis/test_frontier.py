@@ -262,6 +262,30 @@ def test_seeds_of_a_method_are_judged_one_by_one(tmp_path):
     assert res.gap["head"][0].lo == pytest.approx(3.4 - L_STAR)
 
 
+def test_the_per_seed_table_gives_each_seeds_numbers_and_why_a_seed_has_none(tmp_path):
+    """Seed 0 ends at 3.5 = L*(2000) after 3000 FLOPs: r = 3000 / 2000 with head, gap
+    3.5 - L*(3000); non-embedding both spent 1000 for 3.5 (r 1, gap 0). Seed 1 diverges: its row
+    names why (its FLOPs are what it spent: to 3000, NaN from step 1) and leaves the loss, r and
+    gap columns empty."""
+    from mltrain.analysis.reports.tables import per_seed_table
+
+    make_frontier(tmp_path / "front")
+    method(tmp_path / "methods", "m0", 3.5, 3000, "train.seed=0")
+    write_run(
+        tmp_path / "methods" / "m1",
+        [0, 1500, 3000],
+        [10, nan, nan],
+        "coarsening=even_odd",
+        "train.seed=1",
+        nonembed=[0, 500, 1000],
+    )
+    rows = [x for x in per_seed_table(judged(tmp_path)) if x.startswith(f"| {EO} |")]
+    assert rows == [
+        f"| {EO} | 0 | m0 | 3.00e3 | 1.00e3 | 3.5000 | 1.500 | 1.000 | {3.5 - L_STAR:+.3f} | +0.000 |",
+        f"| {EO} | 1 | m1 | 3.00e3 | 1.00e3 | diverged at step 1 |  |  |  |  |",
+    ]
+
+
 def test_method_and_frontier_settings_that_differ_are_warned(tmp_path):
     make_frontier(tmp_path / "front")
     method(tmp_path / "methods", "a", 3.4, 3000, "model.n_layer=6")

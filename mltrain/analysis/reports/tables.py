@@ -198,34 +198,22 @@ def per_seed_table(j) -> list[str]:
     for res in j.results:
         for s in res.seeds:
             r = s.run
-            if r.diverged:
+            cells = [
+                res.config.label,
+                str(r.seed),
+                r.path.name,
+                fmt_flops(s.flops["head"]),
+                fmt_flops(s.flops["nonembed"]),
+            ]
+            if r.diverged:  # no loss, no ratio, no gap: why
+                rows.append(cells + [r.diverged_text] + [""] * (2 * len(TOTALS)))
+            else:
                 rows.append(
-                    [
-                        res.config.label,
-                        str(r.seed),
-                        r.path.name,
-                        fmt_flops(s.flops["head"]),
-                        fmt_flops(s.flops["nonembed"]),
-                        r.diverged_text,
-                        "",
-                        "",
-                        "",
-                        "",
-                    ]
+                    cells
+                    + [f"{s.loss:.4f}"]
+                    + [s.r[t].fmt(".3f") for t in TOTALS]
+                    + [s.gap[t].fmt("+.3f") for t in TOTALS]
                 )
-                continue
-            rows.append(
-                [
-                    res.config.label,
-                    str(r.seed),
-                    r.path.name,
-                    fmt_flops(s.flops["head"]),
-                    fmt_flops(s.flops["nonembed"]),
-                    f"{s.loss:.4f}",
-                ]
-                + [s.r[t].fmt(".3f") for t in TOTALS]
-                + [s.gap[t].fmt("+.3f") for t in TOTALS]
-            )
     return markdown_table(head, rows)
 
 
