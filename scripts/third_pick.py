@@ -78,6 +78,11 @@ def plan_rows() -> list[tuple[str, int, float]]:
         ("env_probe: one lr further out where the best is at an edge (est.)", 2, mean / 8),
         ("env_trunks: 5 sizes x 2 lrs, a trunk at 1x", 2 * n, mean),
         ("env_branches: the 1/4 and 1/2 decays off each trunk", 4 * n, mean * decays / 2),
+        (  # 1 block is costed at the 2-block rate per FLOP (its own was not measured)
+            "env_below: 1 block where 2 is best, 4 lrs at 1/8, 2 at 1/4",
+            6,
+            (4 * minutes(1 / 8, 2) + 2 * minutes(1 / 4, 2)) / 6,
+        ),
         ("env_bracket: a trunk and its decays further out (est.)", 2, mean * (1 + decays)),
         ("env_seeds: seeds 1, 2 of the best at 1/8, 1/4, 1/2, 1x", 8, mean * 1.875 / 4),
         (

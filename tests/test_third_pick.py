@@ -77,3 +77,25 @@ def test_best_picks_the_lowest_finished_final_loss_and_drops_the_callers_keys(tm
     assert capsys.readouterr().out.split() == ["4e-3", "2e-3"]  # the running run is left out
     assert third_pick.main(["best", str(tmp_path), "patch_tune_*"]) == 0
     assert capsys.readouterr().out == ""  # nothing finished: the script's part says so
+
+
+def test_the_plan_has_a_row_for_every_part_that_trains():
+    """Each part of results_third.sh that runs training (its `case` labels, less the ones that
+    only list, record, judge or time) is costed in `plan`; env_below by hand: 4 runs at 1/8 and
+    2 at 1/4 at the 2-block rate, 4e12 / 2,189,426,688 FLOPs per step x 0.0702 s x 1.03."""
+    import re
+
+    driver = (Path(__file__).parents[1] / "scripts" / "results_third.sh").read_text()
+    parts = set(re.findall(r"^  ([a-z_]+)\)", driver, re.M)) - {
+        "list",
+        "plan",
+        "records",
+        "compare",
+        "time",
+    }
+    rows = third_pick.plan_rows()
+    assert parts == {what.split(":")[0] for what, _, _ in rows}
+    (below,) = [r for r in rows if r[0].startswith("env_below")]
+    b8 = 4e12 / 2_189_426_688 * 0.0702 / 60 * 1.03
+    assert below[1] == 6 and below[2] == pytest.approx((4 * b8 + 2 * 2 * b8) / 6, rel=1e-3)
+    assert below[2] == pytest.approx(2.936, abs=0.001)
