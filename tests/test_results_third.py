@@ -444,3 +444,28 @@ def test_the_envelope_rows_are_the_envelope_judges(tmp_path):
     for name, loss in (("env_L2_lr4e-3_b8_s0", 4.04), ("env_L2_lr4e-3_s0_b4", 3.86)):
         env_run(tmp_path / "one", name, loss)
     assert third_headline.envelope_table(tmp_path / "one") == []  # one size: no envelope
+
+
+def test_an_envelope_point_between_a_sizes_budgets_or_made_monotone_says_so(tmp_path):
+    """1 block at 1/8, 1/2 and 1 (4.00, 3.80, 3.85), 2 blocks at 1/8, 1/4, 1/2, 1 (4.04, 3.95,
+    3.85, 3.82). At 1/4 the judge reads 1 block between its budgets, linear in log FLOPs: 3.90,
+    below 2 blocks' 3.95, so the best size has no run there. At 1 its 3.85 is above its 3.80 at
+    1/2: its frontier there is 3.80 (made monotone), below 2 blocks' 3.82, so 1 block is best
+    with a mean above the envelope's value."""
+    runs = tmp_path / "runs"
+    for name, loss in [
+        ("env_L1_lr4e-3_b8_s0", 4.00),
+        ("env_L1_lr4e-3_s0_b2", 3.80),
+        ("env_L1_lr4e-3_s0_b1", 3.85),
+        ("env_L2_lr4e-3_b8_s0", 4.04),
+        ("env_L2_lr4e-3_s0_b4", 3.95),
+        ("env_L2_lr4e-3_s0_b2", 3.85),
+        ("env_L2_lr4e-3_s0_b1", 3.82),
+    ]:
+        env_run(runs, name, loss)
+    assert third_headline.envelope_table(runs)[2:] == [
+        "| 1/8 | 1 block, lr 4e-3 | 4.000 (1) |",
+        "| 1/4 | 1 block, between its budgets | 3.900 (interpolated) |",
+        "| 1/2 | 1 block, lr 4e-3 | 3.800 (1) |",
+        "| 1 | 1 block, lr 4e-3 | 3.850 (1); envelope 3.800 |",
+    ]
