@@ -9,13 +9,15 @@ model size at each budget), the gap to the envelope at equal FLOPs (nats; negati
 the final model's tokens per parameter (``data.tokens_seen / params.total``), the passes over
 the training split (``data.epochs``) and the time ratio (``--time``: a CSV with columns
 ``scheme,budget,time_ratio`` from the time-ratio benchmark; "–" where absent). A bound keeps its
-sign (``> 1.00``). Below it, the envelope's best point per budget over its seeds
-(:func:`envelope_table`). ``--plot PATH`` also draws r_env (with head) against the budget, one line per
-scheme: the mean over seeds with min–max bars, a hollow triangle where a seed's r_env is only a
-bound (pointing up for "> r": the scheme never reached the envelope's loss), and a line at 1
-(below it, the scheme needs fewer FLOPs than the envelope). A scheme is the run name without its
-budget tag ``_b8``/``_b4``/``_b2``/``_b1`` and seed ``_s<n>`` (scripts/results_third.sh names
-runs so).
+sign (``> 1.00``). Below it, the envelope's best point per budget over its seeds as the
+envelope judge has it (:func:`envelope_table`: the envelope runs under ``--runs`` judged as
+``mltrain-compare --frontier`` judges them, the best size and its best lr per budget, every
+budget of the envelope). ``--plot PATH`` also draws r_env (with head) against the budget, one
+line per scheme: the mean over seeds with min–max bars, a hollow triangle where a seed's r_env
+is only a bound (pointing up for "> r": the scheme never reached the envelope's loss), and a
+line at 1 (below it, the scheme needs fewer FLOPs than the envelope). A scheme is the run name
+without its budget tag ``_b8``/``_b4``/``_b2``/``_b1`` and seed ``_s<n>``
+(scripts/results_third.sh names runs so).
 
     python scripts/third_headline.py docs/results/third_edition/adamw/envelope.csv \\
         --runs docs/results/third_edition/runs
@@ -101,45 +103,95 @@ def table(
     return lines
 
 
-# the envelope's runs: whole runs at 1/8 and trunks and decays above (results_third.sh's names)
-# and their seeds 1, 2 (env_seeds): size, lr, budget, seed
-ENV_RUN = re.compile(r"^env_L(?P<size>\d+)_lr(?P<lr>[^_]+)_(?:b8_s0|s0_(?P<budget>b[124]))$")
+# the envelope's runs, as results_third.sh names them: whole runs at 1/8 (env_probe), trunks and
+# decays above (env_trunks, env_branches, env_bracket, env_below: _s0_b4/_b2/_b1; env_extend:
+# _s0_x4 and its decay _s0_x2) and their seeds 1, 2 (env_seeds): the runs of the compare
+# part's frontier (env_*), no scheme's run
+ENV_RUN = re.compile(r"^env_L(?P<size>\d+)_lr(?P<lr>[^_]+)_(?:b8_s0|s0_(?P<budget>b[124]|x[24]))$")
 ENV_SEED = re.compile(
     r"^env_seed_L(?P<size>\d+)_lr(?P<lr>[^_]+)_(?P<budget>b[1248])_s(?P<seed>\d+)$"
 )
+FULL = 3.2e13  # the study's budget "1" (train.target_flops; the budget tags scale it)
+
+
+def budget_label(flops: float) -> str:
+    """A budget (FLOPs with head) as a fraction of :data:`FULL`: ``1/8``, ``1/4``, ``1``, ``2``,
+    ``4``; another fraction with three digits (``0.3``)."""
+    f = flops / FULL
+    if round(f) >= 1 and abs(f - round(f)) <= 0.01 * f:
+        return str(round(f))
+    if abs(1 / f - round(1 / f)) <= 0.01 / f:
+        return f"1/{round(1 / f)}"
+    return f"{f:.3g}"
+
+
+def lr_label(lr: float) -> str:
+    """A learning rate as the study's run names write it: ``4e-3``, ``1.6e-2``."""
+    mantissa, exponent = f"{lr:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def envelope_table(runs: Path) -> list[str]:
     """The envelope's best point per budget with its seeds, the noise a scheme's gap is read
-    against: per budget, the (size, lr) whose mean final validation loss over its finished seeds
-    is lowest (its seeds: seed 0's run and ``env_seed_*``), as markdown lines (none without
-    envelope runs). Rows: budget | best size, lr | final loss mean (min–max) (seeds)."""
-    from mltrain.analysis.judging.runs import load_run
+    against, as the envelope judge has it (the numbers r_env and the gap are measured by):
+    the envelope runs under ``runs`` (:data:`ENV_RUN`, :data:`ENV_SEED`) judged as
+    ``mltrain-compare --frontier`` does (each size's tuned frontier: per budget the best
+    schedule and lr by the mean final validation loss over its seeds, an lr with a diverged or
+    unfinished seed no candidate; the envelope: per budget the best size,
+    :func:`mltrain.analysis.judging.envelope.judge_sizes`). Markdown lines, one row per budget
+    of the envelope in increasing FLOPs (:func:`budget_label`): budget | best size, its best lr
+    there | its mean final loss (min–max over seeds) (seeds); where the envelope's own loss
+    there is lower (made monotone) it is named after the mean. No lines without envelope runs
+    or with fewer than two sizes; one table per envelope, each under its label, when the runs make
+    several (families that differ in more than the size)."""
+    from mltrain.analysis.judging import envelope, frontier
+    from mltrain.analysis.judging.budgets import BUDGET_TOLERANCE
+    from mltrain.analysis.judging.runs import CompareError, find_runs
 
-    losses: dict[tuple[str, str, str], list[float]] = defaultdict(list)
-    for d in sorted(runs.iterdir()) if runs.is_dir() else []:
-        m = ENV_RUN.match(d.name) or ENV_SEED.match(d.name)
-        if not m:
-            continue
-        b = m["budget"] or "b8"
-        try:
-            loss = load_run(d).final_val_loss
-        except FileNotFoundError:
-            continue
-        if loss == loss:  # a diverged run (NaN) is no point
-            losses[(b, m["size"], m["lr"])].append(loss)
-    if not losses:
+    dirs = [
+        d
+        for d in (sorted(runs.iterdir()) if runs.is_dir() else [])
+        if d.is_dir() and (ENV_RUN.match(d.name) or ENV_SEED.match(d.name))
+    ]
+    try:
+        judged = frontier.judge(find_runs(dirs), []) if dirs else None
+    except CompareError:  # none of them readable yet
         return []
-    lines = ["| budget | best size, lr | final loss (seeds) |", "|---|---|---|"]
-    for b in ORDER:
-        pts = {k: v for k, v in losses.items() if k[0] == b}
-        if not pts:
-            continue
-        (_, size, lr), xs = min(pts.items(), key=lambda kv: sum(kv[1]) / len(kv[1]))
-        mean = sum(xs) / len(xs)
-        rng = f" ({min(xs):.3f}–{max(xs):.3f})" if len(xs) > 1 else ""
-        unit = "block" if size == "1" else "blocks"
-        lines.append(f"| {BUDGETS[b]} | {size} {unit}, lr {lr} | {mean:.3f}{rng} ({len(xs)}) |")
+    sizes = envelope.judge_sizes(judged.frontiers, []) if judged else None
+    if sizes is None:
+        return []
+    lines = []
+    for env in sizes.envelopes:
+        if len(sizes.envelopes) > 1:
+            lines += [*([""] if lines else []), f"{env.label}:", ""]
+        lines += ["| budget | best size, lr | final loss (seeds) |", "|---|---|---|"]
+        wide = len({s.key[1] for s in env.sizes}) > 1  # sizes of several widths: name d too
+        for choice, point in zip(env.choices, env.points["head"]):
+            size = choice.size.label if wide else choice.size.label.split(",")[0]  # "2 blocks"
+            b = next(
+                (
+                    b
+                    for b in choice.size.frontier.budgets
+                    if abs(b.budget / choice.budget - 1) <= BUDGET_TOLERANCE
+                ),
+                None,
+            )
+            if b is None:  # the best size's frontier interpolated between its budgets
+                lines.append(
+                    f"| {budget_label(choice.budget)} | {size}, between its budgets "
+                    f"| {point.loss:.3f} (interpolated) |"
+                )
+                continue
+            lo, hi = b.spread()
+            rng = f" ({lo:.3f}–{hi:.3f})" if b.seeds > 1 else ""
+            sched = f", {b.schedule}" if b.others else ""  # other schedules were tried there
+            # the envelope's own loss there where it is lower (a smaller budget's, monotone)
+            low = f"{point.loss:.3f}" != f"{b.loss:.3f}"
+            env_loss = f"; envelope {point.loss:.3f}" if low else ""
+            lines.append(
+                f"| {budget_label(b.budget)} | {size}, lr {lr_label(b.best_lr)}{sched} "
+                f"| {b.loss:.3f}{rng} ({b.seeds}){env_loss} |"
+            )
     return lines
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -350,32 +351,121 @@ def test_headline_rows_by_hand(tmp_path, capsys):
     assert not (tmp_path / "none.png").exists()
 
 
-def test_the_envelope_rows_take_the_best_mean_over_seeds(tmp_path):
-    """At 1/8 the 1-block model's two seeds (4.03, 4.07: mean 4.05) lose to the 2-block model's
-    one (4.04); at 1/4 the decay of a trunk (named ..._s0_b4) is the point; a 4x trunk (x4) and a
-    scheme run are no envelope point. Means and ranges by hand."""
+SCALE = {"b8": 0.125, "b4": 0.25, "b2": 0.5, "b1": 1, "x2": 2, "x4": 4}  # results_third.sh's
+
+
+def study_run(path: Path, loss: float, n: int, lr: str, tag: str, seed: int, status: str) -> None:
+    """A run of the study's envelope settings in small: a tiny single-level ``n``-block model at
+    ``optimizer.lr=lr``, ``train.target_flops=3.2e13`` scaled by the budget tag (``b8``: 1/8),
+    final loss ``loss`` at its budget's FLOPs; ``status`` its run.json's (``diverged``: no final
+    loss, ``running``: unfinished)."""
+    from tests.analysis.test_compare import write_run
+
+    c = 3.2e13 * SCALE[tag]
+    meta = {"role": "frontier", "status": status, "planned_flops": c}
+    if status == "diverged":
+        meta["diverged_at"] = {"step": 2}
+    write_run(
+        path,
+        [0, c / 2, c],
+        [10, loss + 1, loss],
+        "coarsening=none",
+        "model.vocab_size=256",
+        f"model.n_layer={n}",
+        "train.target_flops=3.2e13",
+        f"train.flops_scale={SCALE[tag]}",
+        f"optimizer.lr={lr}",
+        f"train.seed={seed}",
+        meta=meta,
+    )
+
+
+def env_run(runs: Path, name: str, loss: float, status: str = "completed") -> None:
+    """An envelope run named as results_third.sh names them (env_L<n>_lr<lr>_b8_s0,
+    ..._s0_b<k>, ..._s0_x<k>, env_seed_L<n>_lr<lr>_b<k>_s<seed>), with the settings its name
+    says (:func:`study_run`)."""
+    m = re.fullmatch(r"env_(?:seed_)?L(\d+)_lr([^_]+)_(?:(b[1248])_s(\d+)|s0_([bx][1248]))", name)
+    n, lr, tag, seed, trunk = m.groups()
+    study_run(runs / name, loss, int(n), lr, tag or trunk, int(seed or 0), status)
+
+
+def test_the_envelope_rows_are_the_envelope_judges(tmp_path):
+    """The envelope judge's best size and lr per budget (mltrain-compare's), every budget of its
+    envelope, means and ranges by hand:
+
+    - 1/8: the 1-block model's two seeds of lr 4e-3 (4.03, 4.07: mean 4.05; lr 8e-3 4.10) lose
+      to the 2-block model's one (4.04; 8e-3 4.20): 2 blocks, 4.040 (1).
+    - 1/4: 2 blocks at 4e-3 (trunk decay 3.86, seed 1 3.88: mean 3.870) beat 1 block (3.95)
+      and 3 blocks, whose lr 8e-3 (3.80) has a diverged seed 1 and is no candidate (the judge's
+      rule; averaging the finished seeds alone would make it the best point), so 3 blocks' 1/4
+      is 4e-3's 3.90. A scheme's run (growbest_b4_s0, 4 blocks, 3.5) is no envelope run.
+    - 1/2: 3 blocks at 8e-3 is still running (3.60 so far): left out; 3 blocks at 4e-3 (3.70)
+      beat 2 blocks (3.75).
+    - 1: 3 blocks (3.58) beat 2 blocks (3.65).
+    - 2 and 4: results_third.sh's env_extend trunk at 4x (``_s0_x4``) and its decay at 2x
+      (``_s0_x2``) are envelope runs like the other trunks (mltrain-compare's frontier takes
+      every env_* run): the 6-block model's points at 2 and 4 (3.30, 3.00), where no other
+      size was measured, so its rows.
+    """
     runs = tmp_path / "runs"
-
-    def rec(name: str, loss: float) -> None:
-        d = runs / name
-        (d / ".hydra").mkdir(parents=True)
-        (d / ".hydra" / "config.yaml").write_text("{}\n")
-        (d / "run.json").write_text(json.dumps({"status": "completed"}))
-        lines = [{"step": 0, "val/loss": 9.0}, {"step": 10, "val/loss": loss}]
-        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-
-    rec("env_L1_lr4e-3_b8_s0", 4.03)
-    rec("env_seed_L1_lr4e-3_b8_s1", 4.07)
-    rec("env_L2_lr4e-3_b8_s0", 4.04)
-    rec("env_L2_lr4e-3_s0_b4", 3.86)
-    rec("env_seed_L2_lr4e-3_b4_s1", 3.88)
-    rec("env_L3_lr8e-3_s0_b4", 3.90)
-    rec("env_L6_lr4e-3_s0_x4", 3.0)
-    rec("growbest_b4_s0", 3.5)
+    for name, loss in [
+        ("env_L1_lr4e-3_b8_s0", 4.03),
+        ("env_seed_L1_lr4e-3_b8_s1", 4.07),
+        ("env_L1_lr8e-3_b8_s0", 4.10),
+        ("env_L2_lr4e-3_b8_s0", 4.04),
+        ("env_L2_lr8e-3_b8_s0", 4.20),
+        ("env_L1_lr4e-3_s0_b4", 3.95),
+        ("env_L2_lr4e-3_s0_b4", 3.86),
+        ("env_seed_L2_lr4e-3_b4_s1", 3.88),
+        ("env_L3_lr4e-3_s0_b4", 3.90),
+        ("env_L3_lr8e-3_s0_b4", 3.80),
+        ("env_L2_lr4e-3_s0_b2", 3.75),
+        ("env_L3_lr4e-3_s0_b2", 3.70),
+        ("env_L2_lr4e-3_s0_b1", 3.65),
+        ("env_L3_lr4e-3_s0_b1", 3.58),
+        ("env_L6_lr4e-3_s0_x2", 3.30),
+        ("env_L6_lr4e-3_s0_x4", 3.00),
+    ]:
+        env_run(runs, name, loss)
+    env_run(runs, "env_seed_L3_lr8e-3_b4_s1", 3.70, "diverged")
+    env_run(runs, "env_L3_lr8e-3_s0_b2", 3.60, "running")
+    study_run(runs / "growbest_b4_s0", 3.5, 4, "4e-3", "b4", 0, "completed")
     assert third_headline.envelope_table(runs) == [
         "| budget | best size, lr | final loss (seeds) |",
         "|---|---|---|",
         "| 1/8 | 2 blocks, lr 4e-3 | 4.040 (1) |",
         "| 1/4 | 2 blocks, lr 4e-3 | 3.870 (3.860–3.880) (2) |",
+        "| 1/2 | 3 blocks, lr 4e-3 | 3.700 (1) |",
+        "| 1 | 3 blocks, lr 4e-3 | 3.580 (1) |",
+        "| 2 | 6 blocks, lr 4e-3 | 3.300 (1) |",
+        "| 4 | 6 blocks, lr 4e-3 | 3.000 (1) |",
     ]
     assert third_headline.envelope_table(tmp_path / "none") == []
+    for name, loss in (("env_L2_lr4e-3_b8_s0", 4.04), ("env_L2_lr4e-3_s0_b4", 3.86)):
+        env_run(tmp_path / "one", name, loss)
+    assert third_headline.envelope_table(tmp_path / "one") == []  # one size: no envelope
+
+
+def test_an_envelope_point_between_a_sizes_budgets_or_made_monotone_says_so(tmp_path):
+    """1 block at 1/8, 1/2 and 1 (4.00, 3.80, 3.85), 2 blocks at 1/8, 1/4, 1/2, 1 (4.04, 3.95,
+    3.85, 3.82). At 1/4 the judge reads 1 block between its budgets, linear in log FLOPs: 3.90,
+    below 2 blocks' 3.95, so the best size has no run there. At 1 its 3.85 is above its 3.80 at
+    1/2: its frontier there is 3.80 (made monotone), below 2 blocks' 3.82, so 1 block is best
+    with a mean above the envelope's value."""
+    runs = tmp_path / "runs"
+    for name, loss in [
+        ("env_L1_lr4e-3_b8_s0", 4.00),
+        ("env_L1_lr4e-3_s0_b2", 3.80),
+        ("env_L1_lr4e-3_s0_b1", 3.85),
+        ("env_L2_lr4e-3_b8_s0", 4.04),
+        ("env_L2_lr4e-3_s0_b4", 3.95),
+        ("env_L2_lr4e-3_s0_b2", 3.85),
+        ("env_L2_lr4e-3_s0_b1", 3.82),
+    ]:
+        env_run(runs, name, loss)
+    assert third_headline.envelope_table(runs)[2:] == [
+        "| 1/8 | 1 block, lr 4e-3 | 4.000 (1) |",
+        "| 1/4 | 1 block, between its budgets | 3.900 (interpolated) |",
+        "| 1/2 | 1 block, lr 4e-3 | 3.800 (1) |",
+        "| 1 | 1 block, lr 4e-3 | 3.850 (1); envelope 3.800 |",
+    ]
