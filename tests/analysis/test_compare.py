@@ -941,3 +941,27 @@ def test_symlinked_sweeps_are_followed(tmp_path):
     assert sorted(r.path.resolve() for r in runs) == sorted(
         (tmp_path / "sweeps" / x / "0").resolve() for x in "ab"
     )
+
+
+def test_an_older_run_at_a_scaled_budget_is_complete_when_it_spent_it(tmp_path):
+    """A run without run.json at train.target_flops=8000 x train.flops_scale=0.125 = 1000
+    FLOPs that spent 1000 (two steps of 500) finished; one that stopped after 500 of them did
+    not (the budget read as 8000 without the scale called the finished one stopped)."""
+    done = write_run(
+        tmp_path / "done",
+        [0, 500, 1000],
+        [9, 5, 4],
+        "train.target_flops=8000",
+        "train.flops_scale=0.125",
+    )
+    cut = write_run(
+        tmp_path / "cut",
+        [0, 250, 500],
+        [9, 5, 4],
+        "train.target_flops=8000",
+        "train.flops_scale=0.125",
+    )
+    by = {r.path.name: r for r in C.find_runs([tmp_path])}
+    assert by["done"].incomplete() is None
+    assert by["cut"].incomplete() == "stopped at 5.00e2 of 1.00e3 FLOPs (fine step 2)"
+    assert (done / "run.json").exists() is False and (cut / "run.json").exists() is False

@@ -277,7 +277,8 @@ class Run:
     def incomplete(self) -> str | None:
         """Why the run did not finish its planned length (None if it did, or diverged):
         ``run.json``'s status, or for older runs fewer fine steps than ``train.steps`` / fewer
-        FLOPs than ``train.target_flops`` minus one step."""
+        FLOPs than their budget (:func:`configured_budget`: ``train.target_flops`` ×
+        ``train.flops_scale``) minus one step."""
         if self.diverged:
             return None
         status = self.meta.get("status")
@@ -286,14 +287,13 @@ class Run:
             return f"{status} at fine step {done}"
         if status == "completed":
             return None
-        budget = self.flat.get("train.target_flops")
+        budget = configured_budget(self.flat)
         if budget is not None:
             spent = self.total("head")
             step = spent / max(done, 1)
-            if spent < float(budget) - step * (1 + 1e-9):
+            if spent < budget - step * (1 + 1e-9):
                 return (
-                    f"stopped at {fmt_flops(spent)} of {fmt_flops(float(budget))} FLOPs "
-                    f"(fine step {done})"
+                    f"stopped at {fmt_flops(spent)} of {fmt_flops(budget)} FLOPs (fine step {done})"
                 )
             return None
         steps = self.flat.get("train.steps")
