@@ -420,3 +420,32 @@ def test_the_judges_commands_sweep_next_to_the_run_they_repeat(tmp_path, capsys)
         assert hydra.hydra.sweep.dir == str(root / want[k])
         assert ("optimizer.lr=0.05" in args) == (k == "extend the grid with: ")
         assert args[-2] == ("train.seed=0" if k == "extend the grid with: " else "train.seed=1,2")
+
+
+@pytest.mark.parametrize(
+    "own",
+    [
+        ["train.branch_points=[]"],  # make demo's 1-block run: its [] is kept
+        ["train.branch_points=[]", "train.branch_from=trunk"],  # a trunk's decay
+    ],
+)
+def test_the_judges_seed_command_for_a_run_without_branches_runs(tmp_path, own):
+    """experiment=third_envelope's preset branches at 1/8, 1/4 and 1/2: a 1/8 run made with
+    train.branch_points=[] (make demo's) repeated without it fails validation ("below this
+    trunk's train.flops_scale=0.125"), as the pasted command did. Kept, or for a branch given
+    as [] with train.branch_from left out, the command composes, validates and plans."""
+    from mltrain.analysis.judging import frontier as F
+    from mltrain.analysis.judging.runs import find_runs
+    from tests.analysis.test_frontier import tuned
+    from tests.test_docs_commands import Command, compose_command
+
+    base = ["experiment=third_envelope", *TINY[:2], "train.flops_scale=0.125"]
+    for lr, loss in ((2e-3, 4.1), (4e-3, 4.0), (8e-3, 4.2)):
+        tuned(tmp_path / "front", 3.2e13, lr, loss, 0, *base, *own)
+    (f,) = F.frontier_families(find_runs([tmp_path / "front"]), [])
+    (w,) = [w for w in f.warnings if "add them with: " in w]
+    args = shlex.split(w.split("add them with: ", 1)[1])
+    assert "train.branch_points=[]" in args
+    assert not any(a.startswith("train.branch_from") for a in args)
+    assert args[-1].strip("'").endswith("_seeds1-2")  # named by the seeds only
+    compose_command(Command("warning", 0, shlex.join(args)))

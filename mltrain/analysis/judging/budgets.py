@@ -178,9 +178,11 @@ def build_budget(runs: Sequence[Run], warnings: list[str]) -> Budget:
 def rerun_command(run: Run, seeds: Sequence[int], changes: dict[str, str] | None = None) -> str:
     """The ``mltrain -m`` command that repeats ``run`` (its command-line overrides) at ``seeds``,
     with the settings ``changes`` (``{"optimizer.lr": "0.016"}``) in place of its own, quoted
-    for the shell and for Hydra. A branch of a wsd trunk is repeated as the standalone
-    run at its budget (bit for bit the same run): its trunk was trained at one seed, so
-    ``train.branch_from`` and ``train.branch_points`` are left out.
+    for the shell and for Hydra. A branch of a wsd trunk (``train.branch_from``) is repeated as
+    the standalone run at its budget (bit for bit the same run): its trunk was trained at one
+    seed, so ``train.branch_from`` is left out and ``train.branch_points=[]`` given (a preset's
+    own branch points would not fit its budget). Any other run keeps its ``train.branch_points``
+    (``[]`` too: left out, the preset's would come back).
 
     The sweep goes next to ``run`` (``hydra.sweep.dir``, named by what it adds: ``NAME_seeds1-2``,
     ``NAME_lr0.016``), so the same mltrain-compare over a directory above ``run`` finds it."""
@@ -193,8 +195,12 @@ def rerun_command(run: Run, seeds: Sequence[int], changes: dict[str, str] | None
         overrides = [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
     except Exception:
         overrides = []
-    drop = ("train.seed", "hydra.", "train.resume", "train.branch_from", "train.branch_points")
-    changes = changes or {}
+    drop = ("train.seed", "hydra.", "train.resume", "train.branch_from")
+    named = dict(changes or {})  # what the sweep adds: its folder's name
+    changes = dict(named)
+    if any(o.lstrip("+~").startswith("train.branch_from=") for o in overrides):
+        drop += ("train.branch_points",)
+        changes.setdefault("train.branch_points", "[]")
     keep = [
         o
         for o in overrides
@@ -202,9 +208,9 @@ def rerun_command(run: Run, seeds: Sequence[int], changes: dict[str, str] | None
     ]
     seeds_arg = "train.seed=" + ",".join(str(s) for s in seeds)
     new = [f"{k}={v}" for k, v in changes.items()]
-    added = "_".join(
-        f"{k.rsplit('.', 1)[-1]}{v}" for k, v in changes.items()
-    ) or "seeds" + "-".join(str(s) for s in seeds)
+    added = "_".join(f"{k.rsplit('.', 1)[-1]}{v}" for k, v in named.items()) or "seeds" + "-".join(
+        str(s) for s in seeds
+    )
     name = re.sub(r"[^\w.-]", "_", f"{run.path.name}_{added.replace(',', '-')}")
     sweep_dir = run.path.parent / name
     return shell_command(
