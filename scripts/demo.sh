@@ -70,5 +70,6 @@ echo "    r_env 0.93 (0.91-0.95) with head, 1.01 (1.00-1.05) non-embedding; gap 
 echo "  the envelope's best size at 1/8, 1 block at lr 4e-3: 4.052 (4.032-4.062), seed 0 4.0322"
 echo "So at this budget the growth ends 0.021 nats below the best single-level size on the mean"
 echo "over seeds, inside that size's own seed spread (0.030): level with it, not a clear win; at"
-echo "seed 0 the single-level run is the lower (hence r > 1 above). The answer at the larger"
-echo "budgets, where larger sizes are best, is still being measured (docs/results.md)."
+echo "seed 0 the single-level run is the lower (so r above is a bound, about 1 or more: the growth"
+echo "never reached its loss). The answer at the larger budgets, where larger sizes are best, is"
+echo "still being measured (docs/results.md)."

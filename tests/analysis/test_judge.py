@@ -125,3 +125,19 @@ def test_the_definition_scan_sees_constants():
 
     code = 'TITLES = {"head": "x"}\nsmall = 1\ndef f(): pass\nclass C: pass\nN: int = 2\n'
     assert _defined_names(ast.parse(code)) == ["TITLES", "f", "C", "N"]
+
+
+def test_a_printed_bound_still_holds():
+    """A bound is rounded outwards at its printed precision: r > 0.99976 is "> 0.99" (the
+    nearest, "> 1.00", would claim r above 1, which is not known), r < 1.1333 is "< 1.14";
+    a range widens on both ends; an exact value rounds to nearest; 0.70 stays 0.70 (no float
+    noise pushes it a step out)."""
+    from mltrain.analysis.judging.curves import Bounded
+
+    assert Bounded.above(0.99976).fmt(".2f") == "> 0.99"
+    assert Bounded.below(453.33 / 400).fmt(".2f") == "< 1.14"
+    assert Bounded(0.524, 0.896).fmt(".2f") == "0.52 to 0.90"
+    assert Bounded(0.526, 0.894).fmt(".2f") == "0.52 to 0.90"
+    assert Bounded.exact(0.99976).fmt(".2f") == "1.00"
+    assert Bounded.below(0.7).fmt(".2f") == "< 0.70" and Bounded.above(0.7).fmt(".2f") == "> 0.70"
+    assert Bounded.above(-0.0304).fmt(".3f", signed=True) == "> -0.031"

@@ -9,6 +9,7 @@ Units: FLOPs are counts of training FLOPs (``perf/flops`` with the head or
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -82,16 +83,22 @@ class Bounded:
         return self.lo if math.isfinite(self.lo) else math.nan
 
     def fmt(self, spec: str = ".2f", signed: bool = False) -> str:
-        """``0.79``, ``< 0.70``, ``> 1.43``, ``0.52 to 0.90`` or ``unknown``."""
+        """``0.79``, ``< 0.70``, ``> 1.43``, ``0.52 to 0.90`` or ``unknown``. A bound is rounded
+        outwards at a fixed-point ``spec`` (``> 0.9998`` prints ``> 0.99``, ``< 0.701`` prints
+        ``< 0.71``), so the printed bound still holds; an exact value is rounded to nearest."""
 
-        def f(x: float) -> str:
+        def f(x: float, direction: int = 0) -> str:
+            m = re.fullmatch(r"\+?\.?(\d+)f", spec)
+            if direction and m and math.isfinite(x):
+                scale = 10 ** int(m.group(1))
+                x = (math.floor if direction < 0 else math.ceil)(round(x * scale, 6)) / scale
             return format(x, ("+" if signed else "") + spec)
 
         return {
             "=": lambda: f(self.lo),
-            "<": lambda: f"< {f(self.hi)}",
-            ">": lambda: f"> {f(self.lo)}",
-            "range": lambda: f"{f(self.lo)} to {f(self.hi)}",
+            "<": lambda: f"< {f(self.hi, +1)}",
+            ">": lambda: f"> {f(self.lo, -1)}",
+            "range": lambda: f"{f(self.lo, -1)} to {f(self.hi, +1)}",
             "?": lambda: "unknown",
         }[self.kind]()
 
