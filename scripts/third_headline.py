@@ -56,9 +56,18 @@ def cell(rows: list[dict], key: str, spec: str = ".2f") -> str:
     got = over_seeds(rows, key)
     if got is None:
         return "–"
+    from mltrain.analysis.judging.curves import Bounded
+
     sign, mean, lo, hi, n = got
-    head = f"{sign} " if sign else ""
-    return f"{head}{mean:{spec}}" if n == 1 else f"{head}{mean:{spec}} ({lo:{spec}}–{hi:{spec}})"
+    # bounds rounded outwards, as the judge prints them (> 0.9998 is "> 0.99", not "> 1.00"):
+    # the mean and the seeds' range alike, so the range still holds the mean
+    bound = {">": Bounded.above, "<": Bounded.below}.get(sign, Bounded.exact)
+    head = bound(mean).fmt(spec)
+    return (
+        head
+        if n == 1
+        else f"{head} ({bound(lo).fmt(spec)[len(sign) :].strip()}–{bound(hi).fmt(spec)[len(sign) :].strip()})"
+    )
 
 
 def grouped(csvs: list[Path], runs: Path) -> dict[tuple[str, str], list[dict]]:

@@ -469,3 +469,13 @@ def test_an_envelope_point_between_a_sizes_budgets_or_made_monotone_says_so(tmp_
         "| 1/2 | 1 block, lr 4e-3 | 3.800 (1) |",
         "| 1 | 1 block, lr 4e-3 | 3.850 (1); envelope 3.800 |",
     ]
+
+
+def test_a_bound_cell_is_rounded_outwards_mean_and_range_alike():
+    """r_env > 0.99976 and > 2.3166 over two seeds: the mean 1.6582 and the range are lower
+    bounds, printed rounded down (> 1.65 (0.99–2.31)); "> 1.00" would claim what is not known.
+    An exact cell rounds to nearest."""
+    rows = [{"r": "0.99976", "r_kind": ">"}, {"r": "2.3166", "r_kind": ">"}]
+    assert third_headline.cell(rows, "r") == "> 1.65 (0.99–2.31)"
+    assert third_headline.cell(rows[:1], "r") == "> 0.99"
+    assert third_headline.cell([{"r": "0.99976", "r_kind": "="}], "r") == "1.00"
