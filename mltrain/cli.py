@@ -174,7 +174,9 @@ def one_line(err: BaseException, argv: list[str] | None = None) -> str:
 def _unknown_key(err: BaseException) -> str | None:
     """The one line of :func:`mltrain.config.arguments.unknown_setting` when ``err`` (or its
     cause) is OmegaConf's "Key ... not in ..." for a misspelt setting, else None (a renamed or
-    replaced key keeps its own message)."""
+    replaced key keeps its own message). The schema OmegaConf looked the key up in names the
+    settings of a section with alternative schemas (``optimizer.lrr`` under ``optimizer=sgd``:
+    SGD's)."""
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
     from mltrain.config import RENAMED, REPLACED
@@ -184,7 +186,7 @@ def _unknown_key(err: BaseException) -> str | None:
         if key in RENAMED or key in REPLACED:  # one_line names its new name
             return None
         if isinstance(e, (ConfigKeyError, ConfigAttributeError)) and key:
-            return A.unknown_setting(key)
+            return A.unknown_setting(key, getattr(e, "object_type", None))
     return None
 
 

@@ -333,6 +333,39 @@ def test_a_misspelt_setting_added_with_plus_names_the_closest_too(tmp_path, caps
     assert cli([*CFG, "train.stpes=10"], tmp_path, capsys) == (2, "", err)
 
 
+@pytest.mark.parametrize(
+    "args, typo, meant, names",
+    [
+        (
+            [],
+            "optimizer.lrr=1e-3",
+            "optimizer.lr",
+            "_target_, _partial_, lr, momentum, nesterov, dampening, weight_decay",
+        ),
+        (
+            ["optimizer=adamw"],
+            "optimizer.bet=[0.9,0.99]",
+            "optimizer.betas",
+            "_target_, _partial_, lr, betas, eps, weight_decay",
+        ),
+    ],
+)
+def test_a_misspelt_optimizer_setting_names_the_closest_of_the_chosen_optimizer(
+    tmp_path, capsys, args, typo, meant, names
+):
+    """``optimizer.lrr=1e-3`` got Hydra's "Could not override 'optimizer.lrr'; Key 'lrr' not in
+    'SGDConfig'" (an internal class, no suggestion), unlike ``train.stpes=10``: the optimizer's
+    settings depend on the option chosen (``optimizer=sgd|adamw``); now the same one line as
+    ``+optimizer.lrr=1e-3``, with the chosen optimizer's settings."""
+    key = typo.split("=")[0]
+    code, out, err = cli([*CFG, *args, typo], tmp_path, capsys)
+    assert (code, out) == (2, "")
+    assert _error(err) == (f"{key} is not a setting; did you mean {meant}? optimizer has: {names}")
+    assert cli([*CFG, *args, "+" + typo], tmp_path, capsys) == (2, "", err)
+    code, out, err = cli([*CFG, *args, typo.replace(key, meant, 1)], tmp_path, capsys)
+    assert code == 0, err
+
+
 def test_warmup_past_a_short_run_suggests_a_warmup_that_fits(tmp_path, capsys):
     code, _, err = cli([*TINY, "train.steps=10", "schedule.warmup_steps=10"], tmp_path, capsys)
     msg = _error(err)

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from mltrain.config.keys import fields_of, not_a_setting, subsections, unread, walk
 from mltrain.config.overrides import override, shell_command
-from mltrain.config.schema import SECTIONS, MLTrainConfig
+from mltrain.config.schema import OPTIMIZERS, SECTIONS, MLTrainConfig
 from mltrain.config.scheme import SCHEMES
 from mltrain.errors import ConfigError
 
@@ -123,16 +123,21 @@ def _setting_field(key: str) -> dataclasses.Field | None:
     return None
 
 
-def unknown_setting(key: str) -> str | None:
+def unknown_setting(key: str, schema: type | None = None) -> str | None:
     """The one line for a dotted ``key`` that is not a setting of a section the schema has
     (``train.stpes``): :func:`mltrain.config.keys.not_a_setting` with every setting and
     subsection of that section, the line :func:`mltrain.config.validate` gives a ``+key=value``
-    that adds it. None where ``key``'s section is not the schema's, or is an optimizer's (its
-    fields depend on the option)."""
+    that adds it. A section chosen among alternative schemas (``optimizer``: ``optimizer=sgd``
+    or ``adamw``, :data:`mltrain.config.schema.OPTIMIZERS`) has the settings of ``schema``, the
+    schema of the node the key was looked up in (OmegaConf's ``object_type``), one of those
+    alternatives. None where ``key``'s section is not the schema's, or is an optimizer's
+    without ``schema``."""
     prefix, _, name = key.rpartition(".")
     section = key.partition(".")[0]
     if not prefix:  # a top-level key: the top-level settings and the sections
         names = [f.name for f in fields_of(MLTrainConfig)] + list(SECTIONS)
+    elif section == "optimizer" and prefix == section and schema in OPTIMIZERS.values():
+        names = [f.name for f in fields_of(schema)]
     elif section == "optimizer" or section not in SECTIONS:
         return None
     else:

@@ -227,6 +227,25 @@ def test_compare_writes_the_envelope_section_plots_and_csv(tmp_path, capsys):
     assert row["best_size"] == "4 blocks, d=32" and float(row["params"]) == P4[0]
 
 
+def test_a_method_with_a_schedule_no_size_tried_is_warned(tmp_path):
+    """Against the envelope, the schedules its sizes tried: a wsd method against cosine sizes
+    has an r_env that credits the schedule (compare said nothing)."""
+    make_family(tmp_path / "front")
+    method(tmp_path / "methods", "m", 3.4, 3000, "model.n_layer=4", V, "schedule=wsd")
+    configs = C.group_configurations(C.find_runs([tmp_path / "methods"]))
+    ej = envelope_of(tmp_path / "front", configs)
+    (res,) = ej.results
+    assert [w for w in ej.all_warnings() if "not among those" in w] == [
+        f"`{configs[0].label}`: schedule wsd not among those `envelope, SGD (3 sizes)` tried "
+        "(cosine): r_env may credit the schedule; add frontier runs with schedule=wsd"
+    ]
+    # one size that tried wsd (at one budget) is enough: no warning
+    for lr in (0.1, 0.2, 0.4):
+        tuned(tmp_path / "front", 1000, lr, 4.6, 0, "model.n_layer=2", V, "schedule=wsd")
+    ej = envelope_of(tmp_path / "front", configs)
+    assert [w for w in ej.all_warnings() if "not among those" in w] == []
+
+
 def test_size_grid_edge_warnings_print_commands_that_run(tmp_path):
     """ "add a smaller/larger model" prints the command that adds it at that budget: the edge
     size's best run with half the blocks (one block: half the width, as many heads per width)

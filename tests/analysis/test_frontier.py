@@ -317,6 +317,46 @@ def test_a_method_with_another_optimizer_than_the_frontier_is_warned(tmp_path, o
     assert ("optimizer differs" in res.terminal + res.markdown) is warned
 
 
+SCHED = (
+    "`{}`: schedule {} not among those `tuned frontier, SGD` tried ({}): r may credit the "
+    "schedule; add frontier runs with {}"
+)
+
+
+@pytest.mark.parametrize(
+    "extra, frontier_wsd, line",
+    [
+        (("schedule=wsd",), False, SCHED.format(EO, "wsd", "cosine", "schedule=wsd")),
+        (("schedule=wsd",), True, None),  # the frontier tried wsd at one budget: not warned
+        ((), False, None),  # cosine, as the frontier: not warned
+        (
+            ("schedule=wsd", "schedule.decay_fraction=0.1"),
+            True,
+            SCHED.format(
+                EO,
+                "wsd decay_fraction=0.1",
+                "cosine, wsd",
+                "schedule=wsd schedule.decay_fraction=0.1",
+            ),
+        ),
+    ],
+)
+def test_a_method_with_a_schedule_the_frontier_never_tried_is_warned(
+    tmp_path, extra, frontier_wsd, line
+):
+    """A wsd method against a cosine frontier: its r credits the schedule as well as the
+    method, so compare warns with the frontier runs that would try it (it said nothing); a
+    schedule the frontier tried at any budget is not warned."""
+    make_frontier(tmp_path / "front")
+    if frontier_wsd:  # wsd at the smallest budget only, worse than cosine there
+        for lr in (0.1, 0.2, 0.4):
+            tuned(tmp_path / "front", 1000, lr, 4.5, 0, "schedule=wsd")
+    method(tmp_path / "methods", "m", 3.4, 3000, *extra)
+    res = C.compare([tmp_path / "methods"], tmp_path / "out", frontier=[tmp_path / "front"])
+    said = [x for x in (res.terminal + res.markdown).splitlines() if "not among those" in x]
+    assert said == ([] if line is None else [f"warning: {line}", f"- {line}"])
+
+
 def test_frontiers_per_optimizer(tmp_path):
     make_frontier(tmp_path / "front")
     for b, loss in zip((1000, 2000, 4000), (3.9, 3.4, 3.1)):

@@ -71,6 +71,13 @@ def schedule_of(run: Run) -> str:
     return " ".join(parts)
 
 
+def schedule_overrides(schedule: str) -> str:
+    """The overrides that train with ``schedule`` (a :func:`schedule_of` name):
+    ``wsd decay_fraction=0.1`` -> ``schedule=wsd schedule.decay_fraction=0.1``."""
+    name, *settings = schedule.split()
+    return " ".join([f"schedule={name}", *(f"schedule.{s}" for s in settings)])
+
+
 @dataclass
 class Budget:
     """One budget of a frontier: its runs by learning rate and the best learning rate's point."""

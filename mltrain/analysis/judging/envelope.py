@@ -147,6 +147,11 @@ class Envelope:
         diff = setting_differences(run, ref) | optimizer_differences(run, ref)
         return {part: keys for part, keys in diff.items() if part != "model"}
 
+    def schedules(self) -> set[str]:
+        """The LR schedules its sizes' runs tried at any budget
+        (:meth:`mltrain.analysis.judging.frontier.Frontier.schedules`)."""
+        return {s for size in self.sizes for s in size.frontier.schedules()}
+
 
 def _size_order(s: Size) -> float:
     if s.params is not None:

@@ -41,6 +41,7 @@ from mltrain.analysis.judging.budgets import (
     build_schedules,
     group_budgets,
     planned_flops,
+    schedule_of,
     short_of_budget,
 )
 from mltrain.analysis.judging.curves import Bounded, fmt_flops
@@ -144,6 +145,15 @@ class Frontier:
         :func:`optimizer_differences` against a best run of its smallest budget)."""
         ref = self.budgets[0].best[0]
         return setting_differences(run, ref) | optimizer_differences(run, ref)
+
+    def schedules(self) -> set[str]:
+        """The LR schedules (:func:`mltrain.analysis.judging.budgets.schedule_of`) its runs
+        tried at any budget, diverged ones included (every budget's best and other schedules
+        when it holds no runs)."""
+        tried = {schedule_of(r) for r in self.runs}
+        for b in self.budgets:
+            tried |= {b.schedule, *b.others} - {""}
+        return tried
 
 
 def build_frontier(runs: Sequence[Run], label: str = "tuned frontier") -> Frontier:

@@ -32,6 +32,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from mltrain.analysis.judging.budgets import schedule_of, schedule_overrides
 from mltrain.analysis.judging.curves import Bounded, over_seeds
 from mltrain.analysis.judging.grouping import Configuration
 from mltrain.analysis.judging.runs import TOTALS, Run
@@ -62,6 +63,12 @@ class Judge(Protocol):
         about (:func:`mltrain.analysis.judging.grouping.setting_differences` and
         :func:`~mltrain.analysis.judging.grouping.optimizer_differences`; an envelope, whose
         sizes differ in the model, leaves out ``model``)."""
+        ...
+
+    def schedules(self) -> set[str]:
+        """The LR schedules its runs tried at any budget
+        (:func:`mltrain.analysis.judging.budgets.schedule_of`): a method trained with another
+        has a ratio that credits the schedule as well as the method."""
         ...
 
 
@@ -103,6 +110,7 @@ def r_env(c: float, loss: float, env: Judge, total: str = "head") -> Bounded:
 
 
 RatioOf = Callable[[float, float, Judge, str], Bounded]
+RATIO_NAMES = {r_frontier: "r", r_same: "r_same", r_env: "r_env"}  # as the reports name them
 
 
 # --------------------------------------------------------------------------- judging methods
@@ -179,4 +187,27 @@ def judge_config(config: Configuration, judge: Judge, r_of: RatioOf = r_frontier
         res.warnings.append(
             f"`{config.label}`: {part} {verb} from `{judge.label}`: " + ", ".join(diff)
         )
+    if (w := schedule_warning(config, judge, RATIO_NAMES.get(r_of, "r"))) is not None:
+        res.warnings.append(w)
     return res
+
+
+def schedule_warning(config: Configuration, judge: Judge, ratio_name: str = "r") -> str | None:
+    """The warning for a configuration whose LR schedule
+    (:func:`mltrain.analysis.judging.budgets.schedule_of`) is none that ``judge``'s runs tried
+    at any budget (:meth:`Judge.schedules`), with the runs that would try it; None when it is
+    one, or when either side does not record a schedule (older runs). A frontier tunes its
+    schedule as it tunes its learning rate: a method whose schedule it never tried (a wsd run
+    against a cosine frontier) has a ratio that credits the schedule as well as the method."""
+    run = config.runs[0]
+    tried = judge.schedules()
+    if "schedule.name" not in run.flat or not tried or any(t.startswith("?") for t in tried):
+        return None
+    own = schedule_of(run)
+    if own in tried:
+        return None
+    return (
+        f"`{config.label}`: schedule {own} not among those `{judge.label}` tried "
+        f"({', '.join(sorted(tried))}): {ratio_name} may credit the schedule; "
+        f"add frontier runs with {schedule_overrides(own)}"
+    )
