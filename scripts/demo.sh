@@ -48,7 +48,8 @@ echo "== mltrain-compare"
 mltrain-compare "$out" --out "$out/compare"
 echo
 echo "runs: $out/{growth,single_best_size} (metrics.jsonl; W&B offline runs in wandb/)"
-echo "plot: $out/compare/loss_vs_flops.png   table: $out/compare/summary.md"
+echo "plots: $out/compare/frontier.png (both runs: the 1-block run is the frontier),"
+echo "       $out/compare/loss_vs_flops.png (the growth's curves)   table: $out/compare/summary.md"
 # the thread counts the runs recorded (run.json), not a guess: CPU runs repeat bit for bit
 # only at the same thread count (and on the same kind of CPU)
 threads=$(python3 -c 'import json, sys

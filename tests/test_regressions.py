@@ -604,26 +604,30 @@ def test_the_same_flops_command_of_a_smoke_sweep_reaches_its_flops(tmp_path):
     assert hint in out
     (line,) = [x for x in out.splitlines() if "→ `" in x]
     args = shlex.split(line.split("→ `", 1)[1].rstrip("`"))
-    assert args[:2] == ["mltrain", "coarsening=none"] and args[-1] == "train.max_steps=null"
+    assert args[:2] == ["mltrain", "coarsening=none"] and args[-2] == "train.max_steps=null"
+    # it runs beside the even_odd run, inside the sweep mltrain-compare was given
+    run_dir = Path(args[-1].removeprefix("hydra.run.dir="))
+    assert run_dir.parent == sweep_dir and run_dir.name.endswith(
+        "even_odd_data.batch_size_4_model_tiny_schedule.warmup_steps_0_train.eval_sequences_8_train.steps_20_single_level"
+    )
     target = float(args[2].removeprefix("train.target_flops="))
 
     # the command without the lifted cap: capped, and not counted as the same-FLOPs run
     capped_dir = tmp_path / "capped"
-    r = run_mltrain([*args[1:-1], f"hydra.run.dir={capped_dir}"], tmp_path)
+    r = run_mltrain([*args[1:-2], f"hydra.run.dir={capped_dir}"], tmp_path)
     assert r.returncode == 0, r.stderr
     assert "train.max_steps=20 caps the run" in r.stdout + r.stderr
     out = compare(sweep_dir, capped_dir)
     assert "single-level, capped short of" in out and hint in out
     assert "single-level, same FLOPs" not in out
 
-    # the command as printed: it reaches its FLOPs, and compare has its same-FLOPs run
-    run_dir = tmp_path / "same_flops"
-    r = run_mltrain([*args[1:], f"hydra.run.dir={run_dir}"], tmp_path)
+    # the command as printed: it reaches its FLOPs, and the same compare finds its run
+    r = run_mltrain(args[1:], tmp_path / "capped")  # from another directory
     assert r.returncode == 0, r.stderr
     assert "caps the run" not in r.stdout + r.stderr
     meta = json.loads((run_dir / "run.json").read_text())
     step = meta["planned_flops"] / meta["iterations"]
     assert abs(meta["planned_flops"] - target) <= step
-    out = compare(sweep_dir, capped_dir, run_dir)
+    out = compare(sweep_dir, capped_dir)
     assert hint not in out
     assert "single-level, same FLOPs" in out

@@ -966,3 +966,28 @@ def test_an_older_run_at_a_scaled_budget_is_complete_when_it_spent_it(tmp_path):
     assert by["done"].incomplete() is None
     assert by["cut"].incomplete() == "stopped at 5.00e2 of 1.00e3 FLOPs (fine step 2)"
     assert (done / "run.json").exists() is False and (cut / "run.json").exists() is False
+
+
+def test_the_same_flops_command_runs_as_the_method_did_and_beside_it(tmp_path):
+    """The single-level baseline keeps the method's thread count, evaluation interval and
+    branch points ([] too), leaves logging and progress out, and runs beside the method's run
+    (hydra.run.dir), where the same mltrain-compare finds it."""
+    import shlex
+
+    ml = write_run(
+        tmp_path / "sweep" / "ml",
+        ISO,
+        [10, 8, 6, 4, 3],
+        "coarsening=even_odd",
+        "train.target_flops=400",
+        "train.threads=1",
+        "train.eval_every=7",
+        "train.branch_points=[]",
+        "train.progress=false",
+    )
+    res = C.compare([tmp_path / "sweep"], tmp_path / "out")
+    (line,) = [x for x in res.markdown.splitlines() if "→ `mltrain " in x]
+    args = shlex.split(line.split("→ `", 1)[1].rstrip("`"))
+    assert {"train.threads=1", "train.eval_every=7", "train.branch_points=[]"} <= set(args)
+    assert not any(a.startswith(("train.progress", "logger")) for a in args)
+    assert args[-1] == f"hydra.run.dir={ml.parent / 'ml_single_level'}"

@@ -195,7 +195,7 @@ def rerun_command(run: Run, seeds: Sequence[int], changes: dict[str, str] | None
     ``NAME_lr0.016``), so the same mltrain-compare over a directory above ``run`` finds it."""
     from omegaconf import OmegaConf
 
-    from mltrain.config.overrides import shell_command
+    from mltrain.config.overrides import hydra_value, shell_command
 
     path = run.path / ".hydra" / "overrides.yaml"
     try:
@@ -223,15 +223,6 @@ def rerun_command(run: Run, seeds: Sequence[int], changes: dict[str, str] | None
     return shell_command(
         ["mltrain", "-m", *keep, *new, seeds_arg, f"hydra.sweep.dir={hydra_value(str(sweep_dir))}"]
     )
-
-
-def hydra_value(text: str) -> str:
-    """``text`` as one Hydra override value: as it is where Hydra's grammar reads it whole (a
-    path of letters, digits and ``/._-``), else single-quoted (a comma or space would make a
-    sweep or split it)."""
-    if re.fullmatch(r"[\w/.\-]+", text):
-        return text
-    return "'" + text.replace("'", "\\'") + "'"
 
 
 def build_schedules(runs: Sequence[Run], warnings: list[str]) -> Budget:

@@ -8,6 +8,7 @@ or non-embedding), losses nats/token; the conventions are in :mod:`mltrain.analy
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -35,7 +36,7 @@ from mltrain.analysis.judging.runs import (
 )
 from mltrain.analysis.judging.seeds import repeated_seeds
 from mltrain.config import inert_keys
-from mltrain.config.overrides import override, shell_command
+from mltrain.config.overrides import hydra_value, override, shell_command
 
 SAME_BUDGET = 0.01  # FLOP totals within 1 % count as the same FLOPs
 
@@ -279,6 +280,9 @@ def same_flops_hints(configs: list[Configuration]) -> list[str]:
         extra = [o for o in _other_overrides(run) if not o.startswith("train.max_steps=")]
         if run.flat.get("train.max_steps") is not None:
             extra.append(override("train.max_steps", None))
+        # beside the method's run, so the same mltrain-compare over the folder above finds it
+        where = run.path.parent / re.sub(r"[^\w.-]", "_", f"{run.path.name}_single_level")
+        extra.append(f"hydra.run.dir={hydra_value(str(where))}")
         cmd = shell_command(["mltrain", "coarsening=none", f"train.target_flops={budget}", *extra])
         lines.append(f"- `{c.label}`: {fmt_flops(budget, 5)} FLOPs → `{cmd}`")
     return lines
@@ -300,7 +304,12 @@ def _other_overrides(run: Run) -> list[str]:
     # those that do not change training (inert_keys)
     drop = ("coarsening", "train.seed", "train.steps", "train.target_flops", "train.flops_scale")
     drop += ("train.branch_from", "hydra.", "logger")
-    drop += inert_keys()
+    # inert settings but those that make it run as the method did (threads and device: its
+    # time; evaluations: its curve; compiling; its branch points, [] included: left out, a
+    # preset's would come back)
+    same_way = ("train.threads", "train.device", "train.eval_every", "train.compile")
+    same_way += ("train.compile_backend", "train.branch_points")
+    drop += tuple(k for k in inert_keys() if k not in same_way)
     out = []
     for o in map(str, overrides):
         left = o.split("=", 1)[0]
