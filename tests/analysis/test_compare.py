@@ -991,3 +991,39 @@ def test_the_same_flops_command_runs_as_the_method_did_and_beside_it(tmp_path):
     assert {"train.threads=1", "train.eval_every=7", "train.branch_points=[]"} <= set(args)
     assert not any(a.startswith(("train.progress", "logger")) for a in args)
     assert args[-1] == f"hydra.run.dir={ml.parent / 'ml_single_level'}"
+
+
+def test_a_staged_plan_within_half_a_fine_step_of_its_budget_is_not_short(tmp_path):
+    """late_tune_L3_sh0.9's record: 1343 coarse and 56 fine steps plan 3.99687e12 of 4e12 FLOPs,
+    3.13e9 short: more than its mean iteration (2.86e9) but under half a fine step
+    (3.974e11 / 56 = 7.10e9), where its last stage ends. Not short; a plan a whole fine step
+    short still is."""
+    from mltrain.analysis.judging.runs import short_of_budget
+
+    def staged(name: str, planned: float) -> Path:
+        p = write_run(
+            tmp_path / name,
+            [0, planned],
+            [9, 4],
+            "train.target_flops=4e12",
+            meta={
+                "status": "completed",
+                "iterations": 1399,
+                "planned_flops": planned,
+                "steps_per_level": {"fine": 56, "coarse_1": 0, "coarse_2": 1343},
+            },
+        )
+        recs = [json.loads(x) for x in (p / "metrics.jsonl").read_text().splitlines()]
+        recs[-1] |= {
+            "perf/flops_level/fine": 397418692608,
+            "perf/flops_level/coarse_1": 0,
+            "perf/flops_level/coarse_2": planned - 397418692608,
+        }
+        (p / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        return p
+
+    near, short = staged("near", 3996873916416), staged("short", 4e12 - 7.2e9)
+    by = {r.path.name: r for r in C.find_runs([tmp_path])}
+    assert short_of_budget(by["near"]) is None
+    assert short_of_budget(by["short"]) == "its plan stops at 3.99e12 of its 4.00e12 FLOPs budget"
+    assert near.exists()

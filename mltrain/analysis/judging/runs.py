@@ -186,15 +186,22 @@ def planned_flops(run: Run) -> float:
 
 def short_of_budget(run: Run) -> str | None:
     """Why a run's plan stops short of its configured budget (``train.target_flops`` ×
-    ``train.flops_scale``) by more than one iteration, as ``mode=smoke``'s ``train.max_steps``
-    does; None when it has no budget or its plan reaches it (a plan sized by a budget comes
-    within half an iteration of it)."""
+    ``train.flops_scale``) by more than one step of its costliest level, as ``mode=smoke``'s
+    ``train.max_steps`` does; None when it has no budget or its plan reaches it (a plan sized by
+    a budget comes within half such a step of it: a staged run's last stage ends within half a
+    fine step, more than its mean iteration when most iterations were coarse)."""
     budget = configured_budget(run.flat)
     planned = planned_flops(run)
     if budget is None or not math.isfinite(planned) or planned <= 0:
         return None
     steps = _num(run.meta.get("iterations", run.last.get("step")))
     step = planned / max(steps, 1) if math.isfinite(steps) else 0.0  # an iteration's mean
+    per_level = run.meta.get("steps_per_level")
+    if isinstance(per_level, dict):  # each level's mean step (metrics' FLOPs per level)
+        for level, n in per_level.items():
+            spent = _num(run.last.get(f"perf/flops_level/{level}"))
+            if isinstance(n, int | float) and n > 0 and math.isfinite(spent):
+                step = max(step, spent / n)
     if planned >= budget - step * (1 + 1e-9):
         return None
     cap = run.flat.get("train.max_steps")
