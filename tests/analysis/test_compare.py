@@ -1027,3 +1027,27 @@ def test_a_staged_plan_within_half_a_fine_step_of_its_budget_is_not_short(tmp_pa
     assert short_of_budget(by["near"]) is None
     assert short_of_budget(by["short"]) == "its plan stops at 3.99e12 of its 4.00e12 FLOPs budget"
     assert near.exists()
+
+
+def test_frontier_runs_given_as_runs_are_named_so_where_the_baseline_is_missing(tmp_path):
+    """A method and budget-sized single-level runs in one folder (as make demo leaves them):
+    the single-level runs are the tuned frontier's, so the FLOPs-to-target table has no
+    baseline and no flops_ratio.png, and both say why (not "no single-level run")."""
+    from tests.analysis.test_frontier import method, tuned
+
+    for b, loss in ((1000, 4.0), (2000, 3.5), (4000, 3.2)):  # as their run.json records them
+        for lr, plus in ((0.1, 0.3), (0.2, 0.0), (0.4, 0.2)):
+            meta = {"role": "frontier", "status": "completed"}
+            tuned(tmp_path / "runs" / "front", b, lr, loss + plus, meta=meta)
+    method(tmp_path / "runs", "m", 3.4)
+    res = C.compare([tmp_path / "runs"], tmp_path / "out")
+    assert res.judgement is not None and res.judgement.results
+    assert (
+        "- target validation loss: none (none: the single-level runs are the tuned frontier's, "
+        "which judges the methods (r below); give --target for a FLOPs-to-target table)"
+    ) in res.markdown
+    assert (
+        "note: flops_ratio.png not written: the single-level runs are the tuned frontier's "
+        "(frontier.png draws the methods against it)" in res.terminal
+    )
+    assert "no single-level run to compare against" not in res.terminal
