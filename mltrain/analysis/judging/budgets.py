@@ -9,7 +9,6 @@ are counts of training FLOPs, losses nats/token.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -19,6 +18,7 @@ from mltrain.analysis.judging.curves import fmt_flops
 from mltrain.analysis.judging.runs import (
     Run,
     _num,
+    beside,
     configured_budget,
     planned_flops,
     short_of_budget,
@@ -218,8 +218,7 @@ def rerun_command(run: Run, seeds: Sequence[int], changes: dict[str, str] | None
     added = "_".join(f"{k.rsplit('.', 1)[-1]}{v}" for k, v in named.items()) or "seeds" + "-".join(
         str(s) for s in seeds
     )
-    name = re.sub(r"[^\w.-]", "_", f"{run.path.name}_{added.replace(',', '-')}")
-    sweep_dir = run.path.parent / name
+    sweep_dir = beside(run.path, added.replace(",", "-"))
     return shell_command(
         ["mltrain", "-m", *keep, *new, seeds_arg, f"hydra.sweep.dir={hydra_value(str(sweep_dir))}"]
     )

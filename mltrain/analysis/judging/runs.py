@@ -209,6 +209,14 @@ def short_of_budget(run: Run) -> str | None:
     return f"{why} at {fmt_flops(planned)} of its {fmt_flops(budget)} FLOPs budget"
 
 
+def beside(run_dir: Path, what: str) -> Path:
+    """The folder ``<run_dir's name>_<what>`` next to ``run_dir`` (a character other than a
+    letter, digit, ``.`` or ``-`` written ``_``, so Hydra reads it as one plain value): where a
+    printed command that repeats or completes a run writes, so the same mltrain-compare over the
+    folder above finds its runs."""
+    return run_dir.parent / re.sub(r"[^\w.-]", "_", f"{run_dir.name}_{what}")
+
+
 @dataclass
 class Run:
     """One run directory: its resolved config (nested dict), its curves and its metadata.

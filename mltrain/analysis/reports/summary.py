@@ -8,7 +8,6 @@ or non-embedding), losses nats/token; the conventions are in :mod:`mltrain.analy
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -31,6 +30,7 @@ from mltrain.analysis.judging.runs import (
     TOTALS,
     CompareError,
     Run,
+    beside,
     configured_budget,
     short_of_budget,
 )
@@ -281,8 +281,7 @@ def same_flops_hints(configs: list[Configuration]) -> list[str]:
         if run.flat.get("train.max_steps") is not None:
             extra.append(override("train.max_steps", None))
         # beside the method's run, so the same mltrain-compare over the folder above finds it
-        where = run.path.parent / re.sub(r"[^\w.-]", "_", f"{run.path.name}_single_level")
-        extra.append(f"hydra.run.dir={hydra_value(str(where))}")
+        extra.append(f"hydra.run.dir={hydra_value(str(beside(run.path, 'single_level')))}")
         cmd = shell_command(["mltrain", "coarsening=none", f"train.target_flops={budget}", *extra])
         lines.append(f"- `{c.label}`: {fmt_flops(budget, 5)} FLOPs → `{cmd}`")
     return lines
