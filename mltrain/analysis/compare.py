@@ -168,15 +168,8 @@ def compare(
         elif (why := short_of_budget(r)) is not None:  # mode=smoke: judged by what it spent
             warn(f"warning: run {r.name}: {why}; its numbers are those of its shorter plan")
     configs = group_configurations(runs) if runs else []
-    summary = summarize(configs, target, baseline) if configs else None
+    summary = summarize(configs, target, baseline, bool(front_runs)) if configs else None
     judgement = F.judge(front_runs, configs) if front_runs else None
-    if summary is not None and summary.baseline is None and judgement is not None:
-        # the single-level runs given are budget-sized: the tuned frontier's (it judges the
-        # methods, r below), not a same-steps baseline for the FLOPs-to-target table
-        summary.target_source = (
-            "none: the single-level runs are the tuned frontier's, which judges the methods "
-            "(r below); give --target for a FLOPs-to-target table"
-        )
     if judgement is not None:  # thread counts and devices of the frontier runs matter too
         remarks = hardware_remarks(runs + front_runs)
         if summary is not None:
@@ -201,10 +194,7 @@ def compare(
         ratio = ratio_plot.plot_flops_ratio(summary)
         if ratio is None:
             (out / "flops_ratio.png").unlink(missing_ok=True)  # not a stale one from before
-            why = ratio_plot.no_ratio_reason(summary)
-            if summary.baseline is None and judgement is not None:
-                why = "flops_ratio.png not written: the single-level runs are the tuned frontier's (frontier.png draws the methods against it)"
-            notes.append(why)
+            notes.append(ratio_plot.no_ratio_reason(summary, judgement is not None))
         else:
             ratio.savefig(out / "flops_ratio.png", dpi=dpi)
             files.append(out / "flops_ratio.png")

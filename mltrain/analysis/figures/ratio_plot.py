@@ -13,8 +13,14 @@ from matplotlib.lines import Line2D
 from mltrain.analysis.figures.plots import CROSSING, TARGET
 
 
-def no_ratio_reason(summary) -> str:
-    """Why ``flops_ratio.png`` is not written (one line)."""
+def no_ratio_reason(summary, frontier: bool = False) -> str:
+    """Why ``flops_ratio.png`` is not written (one line); ``frontier``: a tuned frontier judges
+    the configurations (the single-level runs given are its own)."""
+    if summary.baseline is None and frontier:
+        return (
+            "flops_ratio.png not written: the single-level runs are the tuned frontier's "
+            "(frontier.png draws the methods against it)"
+        )
     if summary.baseline is None:
         return "flops_ratio.png not written: no single-level run to compare against"
     if not summary.ratio_curves:

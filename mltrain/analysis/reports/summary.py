@@ -147,12 +147,16 @@ def hardware_remarks(runs: Sequence[Run]) -> list[str]:
 
 
 def summarize(
-    configs: list[Configuration], target: float | None = None, baseline: str | None = None
+    configs: list[Configuration],
+    target: float | None = None,
+    baseline: str | None = None,
+    frontier: bool = False,
 ) -> Summary:
     """All numbers of the table: final losses, totals, FLOPs-to-target and its ratios to
     every single-level configuration (both totals, bounds where a curve never reaches the
     target), the losses at the largest FLOPs every run reached, the ratio curves against the
-    baseline, and the notes/flags."""
+    baseline, and the notes/flags. ``frontier``: a tuned frontier judges ``configs`` (its
+    single-level runs are not among them), said where there is no baseline."""
     base = choose_baseline(configs, baseline)
     if target is not None:
         source = "given with --target"
@@ -161,6 +165,11 @@ def summarize(
         n = len(base.healthy)
         source = f"final validation loss of `{base.label}`" + (
             "" if n == 1 else f", mean over {n} seeds"
+        )
+    elif frontier:  # the single-level runs given are budget-sized: the tuned frontier's
+        source = (
+            "none: the single-level runs are the tuned frontier's, which judges the methods "
+            "(r below); give --target for a FLOPs-to-target table"
         )
     else:
         source = "no single-level configuration that trained; give --target"
