@@ -50,24 +50,28 @@ def over_seeds(rows: list[dict], key: str) -> tuple[str, float, float, float, in
     return sign, sum(xs) / len(xs), min(xs), max(xs), len(xs)
 
 
+def number(sign: str, x: float, spec: str = ".2f") -> str:
+    """``x`` as the judge prints a value of kind ``sign`` (``">"``, ``"<"``, else exact): a
+    bound keeps its sign and is rounded outwards (> 0.9998 is "> 0.99", not "> 1.00";
+    :meth:`mltrain.analysis.judging.curves.Bounded.fmt`)."""
+    from mltrain.analysis.judging.curves import Bounded
+
+    return {">": Bounded.above, "<": Bounded.below}.get(sign, Bounded.exact)(x).fmt(spec)
+
+
 def cell(rows: list[dict], key: str, spec: str = ".2f") -> str:
     """Mean (min–max) of column ``key`` over rows (:func:`over_seeds`); a bound keeps its sign;
-    "–" when no row has a value."""
+    "–" when no row has a value. The mean and the seeds' range of a bound are rounded outwards
+    alike (:func:`number`), so the range still holds the mean."""
     got = over_seeds(rows, key)
     if got is None:
         return "–"
-    from mltrain.analysis.judging.curves import Bounded
-
     sign, mean, lo, hi, n = got
-    # bounds rounded outwards, as the judge prints them (> 0.9998 is "> 0.99", not "> 1.00"):
-    # the mean and the seeds' range alike, so the range still holds the mean
-    bound = {">": Bounded.above, "<": Bounded.below}.get(sign, Bounded.exact)
-    head = bound(mean).fmt(spec)
-    return (
-        head
-        if n == 1
-        else f"{head} ({bound(lo).fmt(spec)[len(sign) :].strip()}–{bound(hi).fmt(spec)[len(sign) :].strip()})"
-    )
+    head = number(sign, mean, spec)
+    if n == 1:
+        return head
+    lo_s, hi_s = (number(sign, x, spec).lstrip("<> ") for x in (lo, hi))
+    return f"{head} ({lo_s}–{hi_s})"
 
 
 def grouped(csvs: list[Path], runs: Path) -> dict[tuple[str, str], list[dict]]:
@@ -107,7 +111,7 @@ def table(
             f"| {cell(rows, 'r_same_head')} | {cell(rows, 'r_env_head')} "
             f"| {cell(rows, 'r_env_nonembed')} | {cell(rows, 'gap_env_head', '+.3f')} "
             f"| {cell(rows, 'tpp', '.1f')} | {cell(rows, 'passes', '.1f')} "
-            f"| {'–' if t is None else ('' if t[0] == '=' else t[0] + ' ') + f'{t[1]:.2f}'} |"
+            f"| {'–' if t is None else number(*t)} |"
         )
     return lines
 

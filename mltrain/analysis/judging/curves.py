@@ -87,10 +87,11 @@ class Bounded:
         outwards at a fixed-point ``spec`` (``> 0.9998`` prints ``> 0.99``, ``< 0.701`` prints
         ``< 0.71``), so the printed bound still holds; an exact value is rounded to nearest."""
 
+        fixed = re.fullmatch(r"\+?\.?(\d+)f", spec)  # fixed point: its digits can be rounded
+        scale = 10 ** int(fixed.group(1)) if fixed else None
+
         def f(x: float, direction: int = 0) -> str:
-            m = re.fullmatch(r"\+?\.?(\d+)f", spec)
-            if direction and m and math.isfinite(x):
-                scale = 10 ** int(m.group(1))
+            if direction and scale and math.isfinite(x):
                 x = (math.floor if direction < 0 else math.ceil)(round(x * scale, 6)) / scale
             return format(x, ("+" if signed else "") + spec)
 
