@@ -147,6 +147,8 @@ def one_line(err: BaseException, argv: list[str] | None = None) -> str:
         )
     elif (unknown := _unknown_key(err)) is not None:
         msg = unknown
+    elif (removed := _removed_optimizer_setting(err)) is not None:
+        msg = removed
     else:
         parts = []
         for e in (err, err.__cause__):
@@ -187,6 +189,19 @@ def _unknown_key(err: BaseException) -> str | None:
             return None
         if isinstance(e, (ConfigKeyError, ConfigAttributeError)) and key:
             return A.unknown_setting(key, getattr(e, "object_type", None))
+    return None
+
+
+def _removed_optimizer_setting(err: BaseException) -> str | None:
+    """The one line of :func:`mltrain.config.arguments.removed_optimizer_setting` when ``err``
+    (or its cause) is OmegaConf's "... does not support deletion" for ``~optimizer.<setting>``
+    (the other sections' settings are refused before Hydra composes: ``check_deletions``)."""
+    from omegaconf.errors import ConfigTypeError
+
+    for e in (err, err.__cause__):
+        if isinstance(e, ConfigTypeError) and "deletion" in str(e):
+            key = getattr(e, "full_key", None) or ""
+            return A.removed_optimizer_setting(key, getattr(e, "object_type", None))
     return None
 
 

@@ -340,13 +340,13 @@ def test_a_misspelt_setting_added_with_plus_names_the_closest_too(tmp_path, caps
             [],
             "optimizer.lrr=1e-3",
             "optimizer.lr",
-            "_target_, _partial_, lr, momentum, nesterov, dampening, weight_decay",
+            "lr, momentum, nesterov, dampening, weight_decay",
         ),
         (
             ["optimizer=adamw"],
             "optimizer.bet=[0.9,0.99]",
             "optimizer.betas",
-            "_target_, _partial_, lr, betas, eps, weight_decay",
+            "lr, betas, eps, weight_decay",
         ),
     ],
 )
@@ -364,6 +364,68 @@ def test_a_misspelt_optimizer_setting_names_the_closest_of_the_chosen_optimizer(
     assert cli([*CFG, *args, "+" + typo], tmp_path, capsys) == (2, "", err)
     code, out, err = cli([*CFG, *args, typo.replace(key, meant, 1)], tmp_path, capsys)
     assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    "chosen, setting, owner, names",
+    [
+        ("adamw", "optimizer.momentum=0.8", "sgd", "lr, betas, eps, weight_decay"),
+        (
+            "sgd",
+            "optimizer.betas=[0.9,0.99]",
+            "adamw",
+            "lr, momentum, nesterov, dampening, weight_decay",
+        ),
+    ],
+)
+def test_the_other_optimizers_setting_names_the_optimizer_it_belongs_to(
+    tmp_path, capsys, chosen, setting, owner, names
+):
+    """``optimizer=adamw optimizer.momentum=0.8`` said "optimizer.momentum is not a setting;
+    optimizer has: _target_, _partial_, lr, ...": not that momentum is SGD's, and it listed
+    Hydra's build keys among the settings. The settings are those of SGDConfig/AdamWConfig
+    (schema.py) less the two underscored ones; with the optimizer named the setting composes."""
+    key = setting.split("=")[0]
+    for added in ("", "+"):
+        code, out, err = cli([*CFG, f"optimizer={chosen}", added + setting], tmp_path, capsys)
+        assert (code, out) == (2, "")
+        assert _error(err) == (
+            f"{key} is a setting of optimizer={owner}, not of optimizer={chosen}, which has: {names}"
+        )
+    code, out, err = cli([*CFG, f"optimizer={owner}", setting], tmp_path, capsys)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    "args, key, fix, value",
+    [
+        ([], "optimizer.lr", "optimizer=sgd's default: optimizer.lr=0.5", 0.5),
+        (
+            ["optimizer=adamw"],
+            "optimizer.lr",
+            "optimizer=adamw's default: optimizer.lr=0.001",
+            1e-3,
+        ),
+        (
+            ["optimizer=adamw"],
+            "optimizer.betas",
+            "optimizer=adamw's default: 'optimizer.betas=[0.9,0.95]'",
+            [0.9, 0.95],
+        ),
+    ],
+)
+def test_removing_an_optimizer_setting_says_how_to_set_it(tmp_path, capsys, args, key, fix, value):
+    """``~optimizer.lr`` got Hydra's "SGDConfig (DictConfig) does not support deletion"; now the
+    line other sections' settings get, with the chosen optimizer's default (SGDConfig lr 0.5,
+    AdamWConfig lr 1e-3 and betas [0.9, 0.95] in schema.py), which composes when pasted."""
+    code, out, err = cli([*CFG, *args, f"~{key}"], tmp_path, capsys)
+    assert (code, out) == (2, "")
+    assert _error(err) == (
+        f"~{key}: {key} is a setting, which cannot be removed; set it instead, e.g. to {fix}"
+    )
+    code, out, err = cli([*CFG, *args, *shlex.split(fix.split(": ")[1])], tmp_path, capsys)
+    assert code == 0, err
+    assert OmegaConf.select(OmegaConf.create(out), key) == value
 
 
 def test_warmup_past_a_short_run_suggests_a_warmup_that_fits(tmp_path, capsys):

@@ -137,7 +137,7 @@ def unknown_setting(key: str, schema: type | None = None) -> str | None:
     if not prefix:  # a top-level key: the top-level settings and the sections
         names = [f.name for f in fields_of(MLTrainConfig)] + list(SECTIONS)
     elif section == "optimizer" and prefix == section and schema in OPTIMIZERS.values():
-        names = [f.name for f in fields_of(schema)]
+        return _unknown_optimizer_setting(key, schema)
     elif section == "optimizer" or section not in SECTIONS:
         return None
     else:
@@ -147,6 +147,63 @@ def unknown_setting(key: str, schema: type | None = None) -> str | None:
         names = [f.name for f in fields_of(schemas[prefix + "."])]
         names += list(subsections(schemas[prefix + "."]))
     return None if name in names else not_a_setting(key, names)
+
+
+def optimizer_option(schema: type) -> str:
+    """The option of the ``optimizer`` group that selects ``schema``, one of
+    :data:`mltrain.config.schema.OPTIMIZERS` (``SGDConfig`` -> ``sgd``, ``AdamWConfig`` ->
+    ``adamw``: the class name of its ``_target_``, lower case, as ``conf/optimizer/`` names)."""
+    return schema._target_.rpartition(".")[2].lower()
+
+
+def _optimizer_settings(schema: type) -> list[str]:
+    """The settings a user sets on ``schema``: its fields less Hydra's ``_target_`` and
+    ``_partial_``, which build the optimizer."""
+    return [f.name for f in fields_of(schema) if not f.name.startswith("_")]
+
+
+def _unknown_optimizer_setting(key: str, schema: type) -> str | None:
+    """The line for ``optimizer.<name>`` that the chosen optimizer ``schema`` lacks: the other
+    optimizer it belongs to (``optimizer.momentum`` under ``optimizer=adamw`` is SGD's), else
+    the closest of the chosen one's settings (:func:`not_a_setting`). None when it is one."""
+    name = key.rpartition(".")[2]
+    if name in [f.name for f in fields_of(schema)]:
+        return None
+    names = _optimizer_settings(schema)
+    owners = [optimizer_option(s) for s in OPTIMIZERS.values() if name in _optimizer_settings(s)]
+    if owners:
+        return (
+            f"{key} is a setting of {' and '.join(f'optimizer={o}' for o in owners)}, not of "
+            f"optimizer={optimizer_option(schema)}, which has: {', '.join(names)}"
+        )
+    return not_a_setting(key, names)
+
+
+def removed_optimizer_setting(key: str, schema: type | None) -> str | None:
+    """The line for ``~optimizer.<name>`` (Hydra: "AdamWConfig (DictConfig) does not support
+    deletion"), as :func:`check_deletions` gives for other sections' settings: set it instead,
+    to the chosen optimizer's (``schema``'s) default. None when ``key`` is not one of its
+    settings or ``schema`` is not an optimizer's."""
+    section, _, name = key.partition(".")
+    if section != "optimizer" or schema not in OPTIMIZERS.values():
+        return None
+    f = next((f for f in fields_of(schema) if f.name == name and not name.startswith("_")), None)
+    if f is None:
+        return None
+    return (
+        f"~{key}: {key} is a setting, which cannot be removed; set it instead, e.g. to "
+        f"optimizer={optimizer_option(schema)}'s default: "
+        + shell_command([override(key, _default(f))])
+    )
+
+
+def _default(f: dataclasses.Field):
+    """The default of the schema field ``f`` (None when it has none)."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
 
 
 def check_deletions(argv: list[str]) -> None:
@@ -164,12 +221,7 @@ def check_deletions(argv: list[str]) -> None:
         f = _setting_field(key)
         if f is None:
             continue  # a group (~experiment) or an unknown key: Hydra's own message
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = None
+        default = _default(f)
         if default is None or "None" in str(f.type):
             how = f"leave it unset with {shell_command([override(key, None)])}"
         else:

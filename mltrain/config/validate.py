@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
+from mltrain.config.arguments import unknown_setting
 from mltrain.config.keys import fields_of, not_a_setting, subsections
 from mltrain.config.registries import names_of
 from mltrain.config.schema import OPTIMIZERS, SECTIONS, MLTrainConfig
@@ -34,8 +35,9 @@ def _check_section(node: DictConfig, schema, prefix: str) -> None:
     sections = subsections(schema)
     allowed = [f.name for f in fields] + list(sections)
     for key in node.keys():
-        if key not in allowed:
-            raise ConfigError(not_a_setting(f"{prefix}{key}", allowed))
+        if key not in allowed:  # an optimizer's: its own settings, or the other one's
+            line = unknown_setting(f"{prefix}{key}", schema) if prefix == "optimizer." else None
+            raise ConfigError(line or not_a_setting(f"{prefix}{key}", allowed))
     for f in fields:
         if f.metadata.get("choices") is None and f.metadata.get("check") is None:
             continue
