@@ -6,8 +6,9 @@
     torchrun --nproc_per_node=2 -m mltrain.cli coarsening=even_odd
 
 Returns the final validation loss to Hydra (for sweepers). A problem the user can fix is
-reported as one line ``mltrain: error: ...`` with a non-zero exit status; in a multirun the
-failing job reports +inf, the other jobs go on, and the sweep exits non-zero at the end.
+reported as one line ``mltrain: error: ...`` with a non-zero exit status. A multirun checks
+every job's settings before the first starts; a job that fails while it runs reports +inf, the
+other jobs go on, and the sweep exits non-zero at the end.
 """
 
 from __future__ import annotations
@@ -113,13 +114,70 @@ def _discard_unused_run_dir(run_dir: Path) -> None:
 
 
 class SweepReport(Callback):
-    """Hydra callback: at the end of a multirun, list the jobs that failed."""
+    """Hydra callback: before a multirun launches a job, check every job's settings
+    (:func:`check_sweep`); at its end, list the jobs that failed."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            check_sweep(config)
+        except MLTrainError as e:  # Hydra turns a callback's Exception into a warning
+            print(f"mltrain: error: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(e.exit_code) from None
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         if FAILED_JOBS:
             print(f"mltrain: {len(FAILED_JOBS)} job(s) of the sweep failed:", file=sys.stderr)
             for d, msg in FAILED_JOBS:
                 print(f"  {d}: {msg}", file=sys.stderr)
+
+
+def check_sweep(config: DictConfig) -> None:
+    """Check the settings of every job of a multirun of Hydra's basic sweeper before the first
+    one starts, as each job would (:func:`mltrain.config.validate`, then the plan's rules,
+    :func:`mltrain.plan.plan.build_plan`): without it a bad value in the last job was refused
+    only after the jobs before it had trained. The jobs are Hydra's own expansion
+    (``BasicSweeper.split_arguments`` of ``hydra.sweeper.params`` and the command line's
+    overrides), each composed as its launcher composes it (``load_sweep_config``). Other
+    sweepers (Optuna) choose their values as they go and are not checked here.
+
+    Raises:
+        ConfigError: one line naming the job (its number and swept values) and its problem;
+            no sweep directory was made and no job ran (``SweepReport`` prints it and exits).
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf, open_dict
+
+    from mltrain.config import typed
+    from mltrain.errors import ConfigError
+    from mltrain.plan.plan import build_plan
+
+    sweeper = config.hydra.sweeper
+    if sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+        return
+    loader = GlobalHydra.instance().config_loader()
+    params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+    task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides([*params, *task])
+    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    swept_keys = {o.get_key_element() for o in parsed if o.is_sweep_override()}
+    if len(jobs) < 2:
+        return  # one job: it checks itself before it writes anything
+    for num, job in enumerate(jobs):
+        cfg = loader.load_sweep_config(master_config=config, sweep_overrides=list(job))
+        with open_dict(cfg):
+            del cfg["hydra"]
+        try:
+            absolute_paths(cfg, Path.cwd())
+            validate(cfg)
+            build_plan(typed(cfg), None)
+        except MLTrainError as e:
+            swept = [o for o in job if o.partition("=")[0] in swept_keys]
+            raise ConfigError(
+                f"job {num} of the sweep's {len(jobs)} ({' '.join(swept) or 'its defaults'}): "
+                f"{e}; no job was started"
+            ) from None
 
 
 _hydra_main = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(

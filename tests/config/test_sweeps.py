@@ -60,20 +60,43 @@ def test_two_job_sweep_gives_two_dirs_and_two_wandb_runs(tmp_path, capsys, monke
     assert ids[0] != ids[1] and deltas == [0.1, 0.5]
 
 
-def test_a_failing_job_does_not_stop_the_sweep_which_exits_nonzero(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "sweep_args, num, swept, problem",
+    [
+        (
+            ["coarsening.vcycle.delta=0.5,1.5"],
+            1,
+            "coarsening.vcycle.delta=1.5",
+            "coarsening.vcycle.delta=1.5 is not allowed: must be in [0, 1]",
+        ),
+        (  # a rule of the plan, not of one setting: 6 blocks do not fit 2^2 recursive levels
+            ["model.n_layer=4,6", "coarsening=grow_width_depth"],
+            1,
+            "model.n_layer=6",
+            None,
+        ),
+    ],
+)
+def test_a_bad_value_in_any_job_refuses_the_sweep_before_a_job_starts(
+    tmp_path, capsys, sweep_args, num, swept, problem
+):
+    """``coarsening.vcycle.delta=0.5,1.5`` trained job 0 (231 s at paper_small) before job 1 was
+    refused. Every job is now checked as it would check itself, before the first starts: one
+    line names the job and the problem, exit 2, no sweep directory; the valid values run."""
     sweep = tmp_path / "sweep"
-    code, out, err = cli(
-        ["-m", *SMOKE, "coarsening.vcycle.delta=1.5,0.5", f"hydra.sweep.dir={sweep}"],
-        tmp_path,
-        capsys,
-    )
-    assert code == 1
-    assert (
-        "1 job(s) of the sweep failed" in err
-        and "coarsening.vcycle.delta=1.5 is not allowed" in err
-    )
-    (second,) = sweep.glob("1_coarsening.vcycle.delta=0.5,*")
-    assert (second / "metrics.jsonl").is_file()
+    code, out, err = cli(["-m", *SMOKE, *sweep_args, f"hydra.sweep.dir={sweep}"], tmp_path, capsys)
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and not sweep.exists(), err
+    assert line.startswith(f"mltrain: error: job {num} of the sweep's 2 ({swept}): ")
+    assert line.endswith("; no job was started")
+    if problem is None:  # the line the job itself gives, run alone
+        alone = cli([*SMOKE, *[a.replace("4,6", "6") for a in sweep_args]], tmp_path, capsys)
+        problem = alone[2].strip().splitlines()[-1].removeprefix("mltrain: error: ")
+        assert alone[0] == 2 and problem
+    assert f"): {problem}; no job" in line
+    good = [a.split("=")[0] + "=" + a.split("=")[1].split(",")[0] for a in sweep_args]
+    code, out, err = cli(["-m", *SMOKE, *good, f"hydra.sweep.dir={sweep}"], tmp_path, capsys)
+    assert code == 0, err
 
 
 def _presets():
