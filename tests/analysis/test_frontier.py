@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -485,6 +486,15 @@ def test_unfinished_frontier_runs_are_left_out_and_no_frontier_is_one_line_exit_
     assert f.budgets[2].best_lr == 0.8 and f.budgets[2].loss == pytest.approx(3.1)
     assert [r.seed for r in f.budgets[2].best] == [1]
     assert "budget 4.00e3: lr 0.8: seed 0 left out, running at fine step 2" in f.warnings
+    # the seeds asked for are not the running one: pasting the command twice started it twice
+    (w,) = [w for w in f.warnings if "best lr 0.8 has" in w]
+    assert w.startswith(
+        "budget 4.00e3: best lr 0.8 has only one seed (DESIGN.md §8 asks ≥ 3); seed 0 unfinished "
+        "(left out above): let it finish or resume it (train.resume=auto); add the others with: "
+        "mltrain -m "
+    )
+    args = shlex.split(w.split("add the others with: ", 1)[1])
+    assert [a for a in args if a.startswith("train.seed=")] == ["train.seed=2"]
     method(tmp_path / "only_multi", "m", 3.4)
     with pytest.raises(SystemExit) as e:
         C.main([str(tmp_path / "only_multi"), "--frontier", str(tmp_path / "only_multi")])

@@ -124,6 +124,7 @@ def build_budget(runs: Sequence[Run], warnings: list[str]) -> Budget:
         by_lr.setdefault(lr_of(r), []).append(r)
     b = Budget(budget, dict(sorted(by_lr.items())), {})
     where = f"budget {fmt_flops(budget)}"
+    pending: dict[float, set[int]] = {}  # seeds left out as unfinished (running or killed)
     for lr, rs in b.by_lr.items():
         bad = [r for r in rs if r.diverged]
         unfinished = [(r, r.incomplete()) for r in rs if not r.diverged and r.incomplete()]
@@ -135,6 +136,7 @@ def build_budget(runs: Sequence[Run], warnings: list[str]) -> Budget:
         else:
             if unfinished:  # a seed still running (or killed) is left out, not its finished ones
                 done = [r for r in rs if not r.incomplete()]
+                pending[lr] = {r.seed for r, _ in unfinished}
                 warnings.append(
                     f"{where}: lr {lr:g}: "
                     + "; ".join(f"seed {r.seed} left out, {why}" for r, why in unfinished)
@@ -172,13 +174,27 @@ def build_budget(runs: Sequence[Run], warnings: list[str]) -> Budget:
     have = set(by_seed(b.best))
     n = len(have)
     if n < MIN_SEEDS:
-        more = [s for s in range(MIN_SEEDS + len(have)) if s not in have][: MIN_SEEDS - n]
-        warnings.append(
+        # a seed still running (or killed) is not started again: it is waited for or resumed
+        waiting = sorted(pending.get(b.best_lr, set()) - have)[: MIN_SEEDS - n]
+        taken = have | set(waiting)
+        more = [s for s in range(MIN_SEEDS + len(taken)) if s not in taken][
+            : MIN_SEEDS - n - len(waiting)
+        ]
+        line = (
             f"{where}: best lr {b.best_lr:g} has "
             + ("only one seed" if n == 1 else f"{n} seeds")
-            + f" (DESIGN.md §8 asks ≥ {MIN_SEEDS}); add them with: "
-            + rerun_command(b.best[0], more)
+            + f" (DESIGN.md §8 asks ≥ {MIN_SEEDS})"
         )
+        if waiting:
+            line += (
+                f"; seed{'s' if len(waiting) > 1 else ''} {', '.join(map(str, waiting))} "
+                "unfinished (left out above): let it finish or resume it (train.resume=auto)"
+            )
+        if more:
+            line += f"; add {'the others' if waiting else 'them'} with: " + rerun_command(
+                b.best[0], more
+            )
+        warnings.append(line)
     return b
 
 
