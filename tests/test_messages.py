@@ -500,21 +500,30 @@ def test_the_judges_commands_sweep_next_to_the_run_they_repeat(tmp_path, capsys)
     (f,) = F.frontier_families(find_runs([root]), [])
     cmds = {
         k: shlex.split(next(w for w in f.warnings if k in w).split(k, 1)[1])
-        for k in ("extend the grid with: ", "add them with: ")
+        for k in ("extend the grid with: ", "add them with: ", "add one at 2.00e3 with: ")
     }
     want = {
-        "extend the grid with: ": "b1000_lr0.1_s0_lr0.05",
-        "add them with: ": "b1000_lr0.1_s0_seeds1-2",
+        "extend the grid with: ": ("b1000_lr0.1_s0_lr0.05", "optimizer.lr=0.05", "train.seed=0"),
+        "add them with: ": ("b1000_lr0.1_s0_seeds1-2", "optimizer.lr=0.1", "train.seed=1,2"),
+        "add one at 2.00e3 with: ": (  # the next budget: twice the largest, its lr grid
+            "b1000_lr0.1_s0_flops_scale2_lr0.05-0.1-0.2",
+            "optimizer.lr=0.05,0.1,0.2",
+            "train.seed=0",
+        ),
     }
     for k, args in cmds.items():
         assert args[:2] == ["mltrain", "-m"]
-        one = [a.split(",")[0] if a.startswith("train.seed=") else a for a in args[2:]]
+        one = [
+            a.split(",")[0] if a.startswith(("train.seed=", "optimizer.lr=")) else a
+            for a in args[2:]
+        ]
         code, out, err = cli([*one, *TINY, "--cfg", "hydra"], tmp_path, capsys)  # one of its jobs
         assert code == 0, err
         hydra = OmegaConf.create(out)
-        assert hydra.hydra.sweep.dir == str(root / want[k])
-        assert ("optimizer.lr=0.05" in args) == (k == "extend the grid with: ")
-        assert args[-2] == ("train.seed=0" if k == "extend the grid with: " else "train.seed=1,2")
+        sweep_dir, lr, seeds = want[k]
+        assert hydra.hydra.sweep.dir == str(root / sweep_dir)
+        assert lr in args and args[-2] == seeds
+        assert ("train.flops_scale=2" in args) == k.startswith("add one")
 
 
 @pytest.mark.parametrize(

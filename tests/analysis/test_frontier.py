@@ -208,7 +208,9 @@ def test_edge_of_grid_and_seed_warnings(tmp_path):
         "budget 2.00e3: best lr 0.4 has only one seed (DESIGN.md §8 asks ≥ 3); add them with: "
         "mltrain -m coarsening=none train.target_flops=2000 optimizer.lr=0.4 train.seed=1,2 "
         f"hydra.sweep.dir={root}/b2000_lr0.4_s0_seeds1-2",
-        "3 budget(s) (DESIGN.md §8 asks ≥ 4)",
+        "3 budgets (DESIGN.md §8 asks ≥ 4); add one at 8.00e3 with: mltrain -m coarsening=none "
+        "train.target_flops=4000 train.flops_scale=2 optimizer.lr=0.1,0.2,0.4 train.seed=0 "
+        f"hydra.sweep.dir={root}/b4000_lr0.2_s0_flops_scale2_lr0.1-0.2-0.4",
     ]
     # the best learning rate is chosen by the mean final loss over its seeds: 3.21
     assert f.budgets[2].best_lr == 0.2 and f.budgets[2].loss == pytest.approx(3.21)
@@ -634,7 +636,7 @@ def test_runs_capped_by_max_steps_sit_at_what_they_planned_and_are_named(tmp_pat
         f"{root / 'b8000_lr0.2'}: train.max_steps=2 capped its plan at 5.00e2 of its 8.00e3 FLOPs "
         "budget; it is a frontier point at 5.00e2, not at its configured budget" in capped
     )
-    assert "1 budget(s) (DESIGN.md §8 asks ≥ 4)" in f.warnings
+    assert any(w.startswith("1 budget (DESIGN.md §8 asks ≥ 4); add one at ") for w in f.warnings)
     # a capped method run is named too; the headline has one budget at 500 FLOPs
     method(
         tmp_path / "methods",
@@ -726,6 +728,6 @@ def test_the_edge_of_the_grid_warning_prints_a_command_that_runs(tmp_path):
         for w in f.warnings
     )
     commands = [w.split(" with: ", 1)[1] for w in f.warnings if " with: " in w]
-    assert len(commands) == 4  # two grid edges, two seed commands
+    assert len(commands) == 5  # two grid edges, two seed commands, the next budget
     for text in commands:
         compose_command(Command("warning", 0, text))

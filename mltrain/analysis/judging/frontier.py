@@ -41,6 +41,7 @@ from mltrain.analysis.judging.budgets import (
     build_schedules,
     group_budgets,
     planned_flops,
+    rerun_command,
     schedule_of,
     short_of_budget,
 )
@@ -170,7 +171,11 @@ def build_frontier(runs: Sequence[Run], label: str = "tuned frontier") -> Fronti
     budgets = sorted((b for b in budgets if b.best), key=lambda b: b.flops("head"))
     f = Frontier(label, budgets, list(runs), warnings)
     if budgets and len(budgets) < MIN_BUDGETS:
-        warnings.append(f"{len(budgets)} budget(s) (DESIGN.md §8 asks ≥ {MIN_BUDGETS})")
+        n = len(budgets)
+        warnings.append(
+            f"{n} budget{'s' if n > 1 else ''} (DESIGN.md §8 asks ≥ {MIN_BUDGETS})"
+            + next_budget_hint(budgets[-1])
+        )
     for b, env in zip(budgets, f.envelope):
         if b.loss > env:
             warnings.append(
@@ -178,6 +183,29 @@ def build_frontier(runs: Sequence[Run], label: str = "tuned frontier") -> Fronti
                 f"budget's ({env:.4f}); the frontier uses {env:.4f} there (made monotone)"
             )
     return f
+
+
+def next_budget_hint(largest: Budget) -> str:
+    """``"; add one at 8.00e3 with: mltrain -m ..."``: the sweep that adds the budget twice the
+    ``largest`` one (``train.flops_scale`` doubled, so ``train.target_flops`` stays the
+    family's), at one seed, over the best learning rate there and its neighbours in the grid
+    tried (the grid's ratio beyond an edge; 2 when one rate was tried). Empty when the runs are
+    sized by ``train.steps`` (no budget to double)."""
+    best = largest.best[0]
+    target = best.flat.get("train.target_flops")
+    if target is None:
+        return ""
+    scale = float(best.flat.get("train.flops_scale") or 1.0)
+    lrs = sorted(largest.by_lr)
+    i = lrs.index(largest.best_lr)
+    ratio = lrs[1] / lrs[0] if len(lrs) > 1 else 2.0
+    below = lrs[i - 1] if i > 0 else lrs[i] / (lrs[i + 1] / lrs[i] if len(lrs) > 1 else ratio)
+    above = lrs[i + 1] if i + 1 < len(lrs) else lrs[i] * (lrs[i] / lrs[i - 1] if i else ratio)
+    grid = ",".join(f"{lr:.3g}" for lr in (below, lrs[i], above))
+    command = rerun_command(
+        best, [best.seed], {"train.flops_scale": f"{2 * scale:g}", "optimizer.lr": grid}
+    )
+    return f"; add one at {fmt_flops(2 * largest.budget)} with: {command}"
 
 
 def family_key(run: Run) -> tuple:
