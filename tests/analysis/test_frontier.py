@@ -452,6 +452,41 @@ def test_frontier_sweep_and_a_multilevel_run_give_the_plot_and_the_headline_tabl
     assert "r = 0.79" in [t.get_text() for t in fig.axes[1].texts]
 
 
+def test_a_tuned_run_far_above_is_marked_on_the_top_edge_and_not_in_the_legend(
+    tmp_path, monkeypatch
+):
+    """A learning rate whose only run ends far above the others (9.0 against 3.2 to 4.3) lies
+    outside the panel's y-range (robust_ylim); it was still listed in the legend, with no point
+    to match. Now a ^ at the top edge marks it at its FLOPs, the legend's learning rates are
+    those the panel shows, and the figure's legend says what the ^ is; "1 budget" is singular."""
+    make_frontier(tmp_path / "front", budgets=(1000, 2000, 4000, 8000), best=(4.0, 3.5, 3.2, 3.0))
+    tuned(tmp_path / "front", 4000, 1.6, 9.0)
+    method(tmp_path / "methods", "m", 3.4)
+    saved = saved_frontier_figure(monkeypatch, tmp_path / "out" / "frontier.png")
+    C.compare([tmp_path / "methods"], tmp_path / "out", frontier=[tmp_path / "front"])
+    ax = saved().axes[0]
+    top = ax.get_ylim()[1]
+    assert top < 9.0
+    assert (4000.0, top) in points(ax) and (4000.0, 9.0) not in points(ax)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["lr 0.1", "lr 0.2", "lr 0.4"]
+    legend = [t.get_text() for t in ax.figure.legends[0].get_texts()]
+    assert "tuned run above the y-range (top edge, at its FLOPs)" in legend
+    assert ax.get_title().startswith("tuned frontier, SGD: 4 budgets, ")
+
+    make_frontier(tmp_path / "one", budgets=(1000,), best=(4.0,))
+    monkeypatch.undo()
+    from mltrain.analysis.figures import frontier_plot
+
+    plot, figures = frontier_plot.plot_frontier, []
+    monkeypatch.setattr(
+        frontier_plot, "plot_frontier", lambda *a, **k: figures.append(plot(*a, **k)) or figures[-1]
+    )
+    C.compare([tmp_path / "methods"], tmp_path / "out1", frontier=[tmp_path / "one"])
+    ax = figures[0].axes[0]
+    assert ax.get_title().startswith("tuned frontier, SGD: 1 budget, ")
+    assert not any("above the y-range" in t.get_text() for t in ax.figure.legends[0].get_texts())
+
+
 def test_frontier_runs_are_found_by_their_role_and_by_the_cli(tmp_path, capsys):
     root = tmp_path / "all"
     for b, loss in zip((1000, 2000, 4000), (4.0, 3.5, 3.2)):

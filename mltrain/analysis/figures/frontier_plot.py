@@ -2,10 +2,11 @@
 each method sits relative to it, on one log-FLOPs axis per FLOP total (DESIGN.md section 8).
 
 Per panel: every tuned run as a faint point coloured by its learning rate (diverged ones as an ×
-at the top edge, at their budget); the best point of each budget and the monotone envelope
-through them (a straight line on the log axis is the log-linear interpolation the judge uses);
-each method's seed-mean validation curve and its final point (mean over seeds, min–max bars)
-labelled with r.
+at the top edge, at their budget; one far above the others as a ^ there, at its FLOPs, and a
+learning rate none of whose runs is on the panel left out of its legend); the best point of
+each budget and the monotone envelope through them (a straight line on the log axis is the
+log-linear interpolation the judge uses); each method's seed-mean validation curve and its
+final point (mean over seeds, min–max bars) labelled with r.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def plot_frontier(judgement, colors: dict | None = None) -> Figure:
     axes = fig.subplots(len(frontiers), len(TOTALS), squeeze=False)
     labels = list(dict.fromkeys(res.config.label for res in judgement.results))
     colors = colors or {lab: f"C{i % 10}" for i, lab in enumerate(labels)}
+    any_above = False
     for fi, f in enumerate(frontiers):
         lr_color, norm = lr_colors([lr_of(r) for r in f.runs])
         results = [res for res in judgement.results if res.judge is f]
@@ -61,16 +63,30 @@ def plot_frontier(judgement, colors: dict | None = None) -> Figure:
             ax.set_ylim(ylo, yhi)
             for lr in sorted(lr_color):
                 runs = [r for r in ok if lr_of(r) == lr]
-                ax.scatter(
-                    [r.total(total) for r in runs],
-                    [r.final_val_loss for r in runs],
-                    color=lr_color[lr],
-                    s=24,
-                    alpha=0.5,
-                    lw=0,
-                    zorder=2,
-                    label=f"lr {lr:g}",
-                )
+                inside = [r for r in runs if r.final_val_loss <= yhi]
+                if inside:  # a legend entry only for what the panel shows
+                    ax.scatter(
+                        [r.total(total) for r in inside],
+                        [r.final_val_loss for r in inside],
+                        color=lr_color[lr],
+                        s=24,
+                        alpha=0.5,
+                        lw=0,
+                        zorder=2,
+                        label=f"lr {lr:g}",
+                    )
+                above = [r for r in runs if r.final_val_loss > yhi]
+                if above:  # far above the others (robust_ylim): a ^ at the top edge
+                    any_above = True
+                    ax.scatter(
+                        [r.total(total) for r in above],
+                        [yhi] * len(above),
+                        color=lr_color[lr],
+                        marker="^",
+                        s=40,
+                        clip_on=False,
+                        zorder=2,
+                    )
             share = f.budgets[0].flops(total) / f.budgets[0].flops("head")
             for r in bad:  # at its budget (it stopped early), on the top edge
                 ax.scatter(
@@ -135,8 +151,10 @@ def plot_frontier(judgement, colors: dict | None = None) -> Figure:
             set_flop_axis(ax, lo / 1.5, hi * 1.5)
             ax.set_xlabel(FLOP_AXIS_TITLES[total])
             ax.set_ylabel("final validation loss (nats/token)")
+            n = len(f.budgets)
             ax.set_title(
-                f"{f.label}: {len(f.budgets)} budgets, {FLOP_AXIS_TITLES[total]}", fontsize=11
+                f"{f.label}: {n} budget{'s' if n > 1 else ''}, {FLOP_AXIS_TITLES[total]}",
+                fontsize=11,
             )
             ax.grid(True, alpha=0.3)
         if norm is None:
@@ -172,6 +190,17 @@ def plot_frontier(judgement, colors: dict | None = None) -> Figure:
             label="every tuned run (colour: learning rate)",
         ),
     ]
+    if any_above:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="gray",
+                marker="^",
+                ls="none",
+                label="tuned run above the y-range (top edge, at its FLOPs)",
+            )
+        )
     if any(r.diverged for f in frontiers for r in f.runs):
         handles.append(
             Line2D(
