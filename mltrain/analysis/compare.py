@@ -208,7 +208,7 @@ def compare(
         files += write_envelope_outputs(sizes, out, dpi)
     lines = headline.headline(summary, judgement)
     hints = same_flops_hints(configs)
-    md = report.markdown(summary, judgement, lines, notes, hints)
+    md = report.markdown(summary, judgement, lines, notes, hints, sizes)
     fitted = scaling_fit.envelope_fit_lines(sizes, fit) if sizes is not None and fit else []
     if sizes is not None:
         md += "\n" + "\n".join(envelope_report.envelope_markdown(sizes)) + "\n"
@@ -221,7 +221,7 @@ def compare(
     if judgement is not None:
         report.write_judge_csv(judgement, out / "frontier.csv")
         files.append(out / "frontier.csv")
-    term = report.terminal(summary, judgement, lines, notes, hints)
+    term = report.terminal(summary, judgement, lines, notes, hints, sizes)
     if sizes is not None:
         term += "\n\n" + "\n".join(envelope_report.envelope_terminal(sizes) + fitted)
     return Result(summary, judgement, out, md, term, files, sizes)

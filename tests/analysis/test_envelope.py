@@ -5,6 +5,7 @@ in the comments (log-linear interpolation between budgets, parameter counts of t
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -225,6 +226,36 @@ def test_compare_writes_the_envelope_section_plots_and_csv(tmp_path, capsys):
     assert float(row["r_env_head"]) == pytest.approx(3000 / (2000 * 2**0.25))
     assert float(row["r_same_head"]) == pytest.approx(3000 / (2000 * math.sqrt(2)))
     assert row["best_size"] == "4 blocks, d=32" and float(row["params"]) == P4[0]
+
+
+def test_warnings_no_judged_number_reads_follow_the_others_folded(tmp_path, capsys):
+    """One seed everywhere: each of the 9 (size, budget) points warns. The best sizes are 1
+    block at 1000, 2 at 2000 and 4 at 4000 FLOPs, and the method ends at 2 blocks (its r_same
+    reads every 2-block point), so 4 points are read by nothing judged: (1, 2000), (1, 4000),
+    (4, 1000), (4, 2000). Their warnings follow the others in summary.md, folded, and are one
+    counted line on the terminal; the 5 that are read lead."""
+    make_family(tmp_path / "front")
+    method(tmp_path / "methods", "m", 3.4, 3000, "model.n_layer=2", V)
+    C.main([str(tmp_path / "methods"), "--frontier", str(tmp_path / "front")])
+    out = capsys.readouterr().out
+    md = (tmp_path / "methods" / "compare" / "summary.md").read_text()
+    shown, folded = md.split("### Warnings\n", 1)[1].split("<details>", 1)
+    folded = folded.split("</details>", 1)[0]
+
+    def points(text):
+        return {
+            (int(n), b)
+            for n, b in re.findall(
+                r"n_layer=(\d): budget (\S+): best lr .* has only one seed", text
+            )
+        }
+
+    read = {(1, "1.00e3"), (2, "1.00e3"), (2, "2.00e3"), (2, "4.00e3"), (4, "4.00e3")}
+    assert points(shown) == read
+    assert points(folded) == {(1, "2.00e3"), (1, "4.00e3"), (4, "1.00e3"), (4, "2.00e3")}
+    assert "<summary>4 more, about sizes no judged number reads" in folded
+    assert points(out) == read
+    assert "warning: 4 more, about sizes no judged number reads" in out
 
 
 def test_a_method_with_a_schedule_no_size_tried_is_warned(tmp_path):

@@ -330,6 +330,24 @@ class EnvelopeJudgement:
     envelopes: list[Envelope]
     results: list[EnvelopeResult]
 
+    def off_envelope(self, warning: str) -> bool:
+        """Whether ``warning`` (of :meth:`Judgement.all_warnings
+        <mltrain.analysis.judging.frontier.Judgement.all_warnings>`, ``"<frontier label>:
+        budget <C>: ..."``) is about a size at a budget where another size is every envelope's
+        best, and no method ends at that size: a point neither r_env nor r_same reads (its
+        under-tuned lr or single seed moves nothing judged). A warning about a best point, a
+        method's own size, a frontier as a whole or a method is not."""
+        best = {
+            (c.size.frontier.label, fmt_flops(c.budget)) for e in self.envelopes for c in e.choices
+        }
+        own = {r.same.judge.label for r in self.results if r.same is not None}
+        sized = {s.frontier.label for e in self.envelopes for s in e.sizes} - own
+        for label in sized:
+            head = f"{label}: budget "
+            if warning.startswith(head):
+                return (label, warning[len(head) :].split(":", 1)[0]) not in best
+        return False
+
     def all_warnings(self) -> list[str]:
         out = [f"{e.label}: {w}" for e in self.envelopes for w in e.warnings]
         for r in self.results:

@@ -19,8 +19,11 @@ from mltrain.analysis.reports.tables import agg_cell, compact_table, judge_markd
 
 
 # --------------------------------------------------------------------------- documents
-def markdown(summary, judgement, headline: list[str], notes: list[str], hints: list[str]) -> str:
-    """``summary.md``: the headline first, then the table and everything else."""
+def markdown(
+    summary, judgement, headline: list[str], notes: list[str], hints: list[str], sizes=None
+) -> str:
+    """``summary.md``: the headline first, then the table and everything else (``sizes``: the
+    envelope judgement, which orders the judge's warnings: :func:`tables.judge_markdown`)."""
     lines = ["# mltrain-compare", "", *(f"- {h}" for h in headline), ""]
     if summary is not None:
         n_runs = sum(len(r.config.runs) for r in summary.rows)
@@ -44,7 +47,7 @@ def markdown(summary, judgement, headline: list[str], notes: list[str], hints: l
         )
         lines += ["", *wide_table(summary)]
     if judgement is not None:
-        lines += ["", *judge_markdown(judgement)]
+        lines += ["", *judge_markdown(judgement, sizes)]
     if hints:
         lines += [
             "",
@@ -59,11 +62,12 @@ def markdown(summary, judgement, headline: list[str], notes: list[str], hints: l
 
 
 def terminal(
-    summary, judgement, headline: list[str], notes: list[str], hints: list[str] = ()
+    summary, judgement, headline: list[str], notes: list[str], hints: list[str] = (), sizes=None
 ) -> str:
-    """What the terminal shows: the headline, the compact table, the judge's table, warnings,
-    and the command of a same-FLOPs single-level run for each multilevel configuration that
-    has none beside it (``hints``)."""
+    """What the terminal shows: the headline, the compact table, the judge's table, warnings
+    (with ``sizes``, those about sizes that are not the best at their budget counted in one
+    line: they are in ``summary.md``), and the command of a same-FLOPs single-level run for
+    each multilevel configuration that has none beside it (``hints``)."""
     lines = [*headline, ""]
     if summary is not None:
         if summary.target is not None:
@@ -102,7 +106,14 @@ def terminal(
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
         lines += [fmt.format(*head).rstrip(), *(fmt.format(*r).rstrip() for r in rows), ""]
     if judgement is not None:
-        lines += [f"warning: {w}" for w in judgement.all_warnings()]
+        warns = judgement.all_warnings()
+        aside = [w for w in warns if sizes is not None and sizes.off_envelope(w)]
+        lines += [f"warning: {w}" for w in warns if w not in aside]
+        if aside:
+            lines.append(
+                f"warning: {len(aside)} more, about sizes no judged number reads (not the "
+                "envelope's best at that budget, no method's final size): in summary.md"
+            )
     lines += [f"note: {n}" for n in notes]
     if hints and judgement is None and summary is not None:  # hints: those still missing
         lines += ["", "no single-level run with the same FLOPs yet; to make one:", *hints]

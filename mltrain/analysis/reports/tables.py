@@ -246,8 +246,11 @@ def budget_table(f) -> list[str]:
     return markdown_table(head, rows)
 
 
-def judge_markdown(j) -> list[str]:
-    """The ``summary.md`` section of the judge: definitions, tables, each frontier, warnings."""
+def judge_markdown(j, sizes=None) -> list[str]:
+    """The ``summary.md`` section of the judge: definitions, tables, each frontier, warnings.
+    With ``sizes`` (the envelope over model sizes), the warnings about sizes at budgets where
+    another size is the best (:meth:`~mltrain.analysis.judging.envelope.EnvelopeJudgement.
+    off_envelope`) follow the others, folded, so the few that move a judged number lead."""
     lines = [
         "## Against the tuned frontier",
         "",
@@ -268,6 +271,18 @@ def judge_markdown(j) -> list[str]:
     for f in j.frontiers:
         lines += ["", f"### {f.label}", "", *budget_table(f)]
     warns = j.all_warnings()
-    if warns:
+    aside = [w for w in warns if sizes is not None and sizes.off_envelope(w)]
+    warns = [w for w in warns if w not in aside]
+    if warns or aside:
         lines += ["", "### Warnings", "", *(f"- {w}" for w in warns)]
+    if aside:
+        lines += [
+            "",
+            f"<details><summary>{len(aside)} more, about sizes no judged number reads (not the "
+            "envelope's best at that budget, no method's final size)</summary>",
+            "",
+            *(f"- {w}" for w in aside),
+            "",
+            "</details>",
+        ]
     return lines
