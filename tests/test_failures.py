@@ -281,6 +281,16 @@ CATALOGUE = [
         "coarsening.stages was renamed coarsening.stages.levels",
     ),
     (["coarsening.patch_size=2"], "coarsening.patch_size was renamed coarsening.patch.size"),
+    # read by staged runs too, they moved from the V-cycle's section to the hierarchy's
+    (
+        ["coarsening.vcycle.optimizer_state=reset"],
+        "coarsening.vcycle.optimizer_state was renamed coarsening.hierarchy.optimizer_state: use "
+        "coarsening.hierarchy.optimizer_state=...",
+    ),
+    (
+        ["coarsening.train_shared=false"],
+        "coarsening.train_shared was renamed coarsening.hierarchy.train_shared",
+    ),
     (
         ["coarsening=width", "model.n_head=1"],
         "coarsening.hierarchy.width_factor=2 is not allowed: it must divide model.n_head=1",

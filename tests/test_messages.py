@@ -133,7 +133,7 @@ def test_a_setting_the_scheme_does_not_read_gets_one_line_of_notice(tmp_path, ca
         [
             "coarsening=grow",
             "coarsening.stages.grow_warmup=2",
-            "coarsening.vcycle.train_shared=false",
+            "coarsening.hierarchy.train_shared=false",
         ],
         ["coarsening.hierarchy.name=raptr", "coarsening.raptr.blocks=[2]"],  # its hierarchy's
     ],

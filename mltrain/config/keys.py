@@ -40,9 +40,13 @@ RENAMED = {
             "combine",
             "fine_step",
             "coarse_lr_scale",
-            "optimizer_state",
-            "train_shared",
         )
+    },
+    # read by staged runs too: they moved from the V-cycle's section to the hierarchy's
+    **{
+        f"coarsening.{section}{k}": f"coarsening.hierarchy.{k}"
+        for section in ("vcycle.", "")  # the flat name last: the oldest, RENAMED inverted keeps it
+        for k in ("optimizer_state", "train_shared")
     },
     **{
         f"coarsening.{k}": f"coarsening.corrections.{k}"
@@ -68,10 +72,6 @@ REPLACED = {
 }
 
 
-# read by every multilevel run (its optimizers and levels), whatever its scheme
-READ_BY_MULTILEVEL = ("coarsening.vcycle.optimizer_state", "coarsening.vcycle.train_shared")
-
-
 def unread(key: str, scheme: str | None, hierarchy: str | None = None) -> bool:
     """Whether the dotted coarsening setting ``key`` is one that a run of
     ``coarsening.scheme=scheme`` does not read (its :attr:`Scheme.reads
@@ -83,8 +83,6 @@ def unread(key: str, scheme: str | None, hierarchy: str | None = None) -> bool:
     if scheme not in SCHEMES or not key.startswith("coarsening.") or key == "coarsening.scheme":
         return False
     s = SCHEMES.get(scheme)
-    if s.multilevel and key in READ_BY_MULTILEVEL:
-        return False
     section = key.split(".")[1]
     return section not in s.reads and section != hierarchy
 

@@ -21,8 +21,8 @@ from mltrain.registry import Registry
 HIERARCHIES: Registry[Callable] = Registry("coarsening.hierarchy.name")
 # ``schedule.name`` -> factor(step, total, cfg): the LR multiplier of the peak
 SCHEDULES: Registry[Callable] = Registry("schedule.name")
-# ``coarsening.vcycle.optimizer_state`` -> the LevelOptimizers class of that policy
-STATE_POLICIES: Registry[type] = Registry("coarsening.vcycle.optimizer_state")
+# ``coarsening.hierarchy.optimizer_state`` -> the LevelOptimizers class of that policy
+STATE_POLICIES: Registry[type] = Registry("coarsening.hierarchy.optimizer_state")
 # ``data.name`` -> Corpus class
 CORPORA: Registry[type] = Registry("data.name")
 # ``coarsening.stages.grow_init`` -> Growth

@@ -128,6 +128,10 @@ class HierarchyConfig:
     width_factors: list[int] = setting(
         factory=list, check=lambda v: None if all(x >= 1 for x in v) else "integers >= 1"
     )
+    # what every multilevel run (V-cycle or stages) does with its levels: the optimizer state
+    # across them (separate | shared | reset) and whether coarse levels train the shared tensors
+    optimizer_state: str = setting("separate", choices=STATE_POLICIES)
+    train_shared: bool = True  # embeddings / final norm / head train on coarse levels
 
 
 @dataclass
@@ -149,8 +153,6 @@ class VCycleConfig:
     combine: str = setting("sequential", choices=("sequential", "summed"))
     fine_step: str = setting("before", choices=("before", "after"))  # relative to coarse phases
     coarse_lr_scale: float = setting(1.0, check=non_negative)  # coarse LR = fine LR * this
-    optimizer_state: str = setting("separate", choices=STATE_POLICIES)
-    train_shared: bool = True  # embeddings / final norm / head train during coarse phases
 
 
 @dataclass

@@ -38,7 +38,7 @@ class Level:
             ``optimizer_state`` policy), e.g. random sub-paths share the fine optimizer.
         train_shared: whether a step of this coarse level trains the shared tensors (token
             and position embeddings, tied head, final norm); the fine level always does
-            (``coarsening.vcycle.train_shared``).
+            (``coarsening.hierarchy.train_shared``).
     """
 
     name: str

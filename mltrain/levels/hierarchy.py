@@ -15,7 +15,7 @@ def build_hierarchy(c: CoarseningConfig, n_layer: int) -> list[Level]:
     """The levels of ``coarsening=<name>``, fine level first, in V-cycle order
     (:data:`HIERARCHIES`; each option's rule is in its function's docstring); every coarse
     level takes ``coarsening.patch.size`` tokens per position (:mod:`mltrain.levels.patch`)
-    and trains the shared tensors unless ``coarsening.vcycle.train_shared`` is false; with
+    and trains the shared tensors unless ``coarsening.hierarchy.train_shared`` is false; with
     ``coarsening.hierarchy.width_factor`` = c > 1 every coarse level runs at width d/c on its
     own tensors (:mod:`mltrain.levels.width`).
 
@@ -26,7 +26,7 @@ def build_hierarchy(c: CoarseningConfig, n_layer: int) -> list[Level]:
     coarse = patch.with_patch(c, HIERARCHIES.get(c.hierarchy.name)(c, n_layer))
     h = c.hierarchy
     coarse = width.with_width(list(h.width_factors) or h.width_factor, coarse)
-    if not c.vcycle.train_shared:
+    if not c.hierarchy.train_shared:
         coarse = [replace(lv, train_shared=False) for lv in coarse]
     width.check_width(c, coarse)
     return [fine_level(n_layer)] + coarse

@@ -191,23 +191,23 @@ def check_width(c, levels: list[Level]) -> None:
     """Refuse the settings a width level cannot honour (``c``: the coarsening config).
 
     Raises:
-        ConfigError: ``coarsening.vcycle.optimizer_state=shared`` (one optimizer's moments are
+        ConfigError: ``coarsening.hierarchy.optimizer_state=shared`` (one optimizer's moments are
             per tensor, and a narrow tensor has another shape than the fine one), or
-            ``coarsening.vcycle.train_shared=false`` (the narrow model's embeddings are its
+            ``coarsening.hierarchy.train_shared=false`` (the narrow model's embeddings are its
             own tensors, coalesced and interpolated with its blocks).
     """
     if not any(width_factor_of(lv) > 1 for lv in levels) or not SCHEMES.get(c.scheme).multilevel:
         return
-    v = c.vcycle
+    v = c.hierarchy
     if v.optimizer_state == "shared":
         raise ConfigError(
-            "coarsening.vcycle.optimizer_state=shared is not allowed with width levels (their "
+            "coarsening.hierarchy.optimizer_state=shared is not allowed with width levels (their "
             "tensors have other shapes than the fine ones): choose separate or reset"
         )
     if not v.train_shared:
         raise ConfigError(
-            "coarsening.vcycle.train_shared=false is not allowed with width levels (a narrow "
-            "model's embeddings are its own tensors): use coarsening.vcycle.train_shared=true"
+            "coarsening.hierarchy.train_shared=false is not allowed with width levels (a narrow "
+            "model's embeddings are its own tensors): use coarsening.hierarchy.train_shared=true"
         )
 
 

@@ -5,9 +5,9 @@ one level after another, each for its share of the budget, growing the model at 
 for 60 % of the run's training FLOPs, then grows to the fine path (:class:`Grow`, operator
 ``coarsening.stages.grow_init``, :mod:`mltrain.schemes.growth`) and trains it for the remaining 40 %.
 Every stage is plain training of its level: a staged run runs no V-cycle and reads no
-``coarsening.vcycle`` setting but ``optimizer_state`` and ``train_shared``
-(:data:`mltrain.config.keys.READ_BY_MULTILEVEL`), so ``coarsening.vcycle.window`` is ignored
-(the command line says so). The budget is
+``coarsening.vcycle`` setting (the optimizer state across levels and whether coarse levels
+train the shared tensors are the hierarchy's: ``coarsening.hierarchy.optimizer_state`` and
+``train_shared``), so ``coarsening.vcycle.window`` is ignored (the command line says so). The budget is
 ``train.target_flops`` × ``train.flops_scale``, or ``train.steps`` fine-step equivalents
 (``train.steps`` × one fine step's FLOPs), so a coarse stage takes more iterations than its
 share of ``train.steps``. Each stage boundary is placed so the cumulative FLOPs are closest to

@@ -9,7 +9,7 @@ the level's narrow tensors, in place) and :class:`WidthProlong` (de-coalesce and
 ``coarsening.vcycle.alpha``, or δ when it is not set. The maps' own FLOPs are booked through
 the operations' :meth:`~mltrain.plan.ops.Operation.extra_flops` to the width level.
 
-**Optimizer state** (``coarsening.vcycle.optimizer_state``): ``separate`` keeps one narrow
+**Optimizer state** (``coarsening.hierarchy.optimizer_state``): ``separate`` keeps one narrow
 optimizer per width level whose tensors each coalescing refills in place, so its moments carry
 from one V-cycle to the next; ``reset`` starts a fresh one at each coarse phase (Zou et al.'s
 stages each start a fresh AdamW); ``shared`` is refused (other shapes,

@@ -3,7 +3,7 @@
 The optimizer is a ``_partial_`` Hydra config (``optimizer=sgd|adamw``) called on parameter
 groups: weight decay applies to matrices and embeddings (dim >= 2), not to biases and norms.
 
-Optimizer state across levels (``coarsening.vcycle.optimizer_state``; the paper leaves it open):
+Optimizer state across levels (``coarsening.hierarchy.optimizer_state``; the paper leaves it open):
 
 - ``separate``: one persistent optimizer per level over that level's parameters, so a coarse
   level's momentum carries from one V-cycle to the next and never mixes with the fine one's;

@@ -108,7 +108,7 @@ class Trainer:
         self.frozen = {lv.name: frozen_parameters(model, lv) for lv in plan.levels}
         self.optims: LevelOptimizers = level_optimizers(
             cfg.optimizer,
-            cfg.coarsening.vcycle.optimizer_state,
+            cfg.coarsening.hierarchy.optimizer_state,
             self.level_params,
             fused=ctx.device.type == "cuda",
         )

@@ -274,7 +274,7 @@ def test_labels_name_the_keys_that_differ(tmp_path):
     write_run(tmp_path / "0", f, lo, "coarsening=none")
     write_run(tmp_path / "1", f, lo, "coarsening=even_odd")
     write_run(
-        tmp_path / "2", f, lo, "coarsening=even_odd", "coarsening.vcycle.optimizer_state=shared"
+        tmp_path / "2", f, lo, "coarsening=even_odd", "coarsening.hierarchy.optimizer_state=shared"
     )
     write_run(tmp_path / "3", f, lo, "coarsening=even_odd", "optimizer=adamw")
     write_run(
@@ -862,11 +862,11 @@ def test_settings_a_scheme_does_not_read_do_not_split_its_runs_into_configuratio
         "coarsening.hierarchy.name": "odd",
         "coarsening.stages.levels": ("coarse_b", "fine"),
         "coarsening.vcycle.window": 0,
-        "coarsening.vcycle.optimizer_state": "separate",
+        "coarsening.hierarchy.optimizer_state": "separate",
         "train.steps": 10,
     }
     assert identity(staged) == identity({**staged, "coarsening.vcycle.window": 5})
-    assert identity(staged) != identity({**staged, "coarsening.vcycle.optimizer_state": "reset"})
+    assert identity(staged) != identity({**staged, "coarsening.hierarchy.optimizer_state": "reset"})
     vcycle = {**staged, "coarsening.scheme": "vcycle", "coarsening.stages.levels": ()}
     assert identity(vcycle) != identity({**vcycle, "coarsening.vcycle.window": 5})
     assert identity(vcycle) == identity({**vcycle, "coarsening.stages.shares": (0.5, 0.5)})

@@ -183,8 +183,8 @@ def test_options_of_another_optimizer_are_rejected():
             r"coarsening.hierarchy.name='halves' is not allowed",
         ),
         (
-            ["coarsening.vcycle.optimizer_state=global"],
-            r"coarsening.vcycle.optimizer_state='global' is not allowed: choose one of separate, shared, reset",
+            ["coarsening.hierarchy.optimizer_state=global"],
+            r"coarsening.hierarchy.optimizer_state='global' is not allowed: choose one of separate, shared, reset",
         ),
         (
             ["schedule.warmup_steps=400", "train.steps=300"],
@@ -220,3 +220,32 @@ def test_every_experiment_takes_either_optimizer_with_its_own_defaults(experimen
     cfg = compose(f"experiment={experiment}", f"optimizer={optimizer}")
     validate(cfg)
     assert cfg.optimizer.lr == lr  # a preset must not carry one optimizer's settings into another
+
+
+def test_a_run_from_before_optimizer_state_moved_resumes_and_keeps_its_setting(tmp_path):
+    """``optimizer_state`` and ``train_shared`` moved from ``coarsening.vcycle`` to
+    ``coarsening.hierarchy`` (staged runs read them too). A committed record written before
+    (the width V-cycle at 1/8: ``experiment=width_vcycle`` sets reset) upgrades to the
+    hierarchy's keys with its value, and its checkpoint fits the same command composed now."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from mltrain.config import compose as plain_compose
+    from mltrain.config import upgrade
+    from mltrain.train.checkpoint import check_compatible
+
+    hydra = Path(__file__).parents[2] / "docs/results/third_edition/runs/width_b8_s0/.hydra"
+    old = OmegaConf.to_container(OmegaConf.load(hydra / "config.yaml"), resolve=True)
+    assert old["coarsening"]["vcycle"]["optimizer_state"] == "reset"  # as it was written
+    new = upgrade(old)
+    assert new["coarsening"]["hierarchy"]["optimizer_state"] == "reset"
+    assert new["coarsening"]["hierarchy"]["train_shared"] is True
+    assert not {"optimizer_state", "train_shared"} & set(new["coarsening"]["vcycle"])
+    now = plain_compose([str(o) for o in OmegaConf.load(hydra / "overrides.yaml")])
+    assert now.coarsening.hierarchy.optimizer_state == "reset"
+    check_compatible(old, OmegaConf.to_container(now, resolve=True), tmp_path / "ckpt.pt")
+    changed = OmegaConf.to_container(now, resolve=True)
+    changed["coarsening"]["hierarchy"]["optimizer_state"] = "separate"
+    with pytest.raises(Exception, match="coarsening.hierarchy.optimizer_state=reset"):
+        check_compatible(old, changed, tmp_path / "ckpt.pt")

@@ -16,8 +16,8 @@ def test_each_scheme_reads_its_sections():
     assert not unread("coarsening.corrections.tau", "vcycle")
     assert unread("coarsening.vcycle.window", "stages")
     assert not unread("coarsening.stages.shares", "stages")
-    assert not unread("coarsening.vcycle.optimizer_state", "stages")
-    assert unread("coarsening.vcycle.optimizer_state", "single_level")
+    assert not unread("coarsening.hierarchy.optimizer_state", "stages")
+    assert unread("coarsening.hierarchy.optimizer_state", "single_level")
     assert unread("coarsening.hierarchy.name", "single_level")
     assert not unread("coarsening.raptr.blocks", "vcycle", hierarchy="raptr")  # its own section
     assert not unread("coarsening.vcycle.window", "no_such_scheme")

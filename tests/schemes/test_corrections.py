@@ -293,7 +293,7 @@ def test_exact_tau_makes_the_corrected_coarse_gradient_the_restricted_fine_one(
         tmp_path / "r",
         f"coarsening={name}",
         *extra,
-        f"coarsening.vcycle.train_shared={shared}",
+        f"coarsening.hierarchy.train_shared={shared}",
         "coarsening.corrections.tau=exact",
         "train.grad_accum=2",
         "data.batch_size=2",
@@ -639,7 +639,7 @@ def test_parameters_outside_the_phase_stay_bitwise_with_every_correction(
         *ALL,
         f"optimizer={optimizer}",
         "optimizer.weight_decay=0.1",
-        f"coarsening.vcycle.optimizer_state={state}",
+        f"coarsening.hierarchy.optimizer_state={state}",
     )
     t = job.trainer
     t.run_ops([Train("fine", 1)])
@@ -678,7 +678,7 @@ def test_every_hierarchy_optimizer_policy_and_order_spends_what_the_plan_says(
         f"coarsening={name}",
         *extra.get(name, []),
         f"optimizer={optimizer}",
-        f"coarsening.vcycle.optimizer_state={state}",
+        f"coarsening.hierarchy.optimizer_state={state}",
         f"coarsening.vcycle.combine={combine}",
         f"coarsening.vcycle.fine_step={fine_step}",
         f"coarsening.corrections.tau={tau}",

@@ -201,7 +201,7 @@ def test_growth_hands_trained_state_over_and_new_blocks_start_fresh(tmp_path, po
     job = make_job(
         tmp_path / "run",
         *GROW,
-        f"coarsening.vcycle.optimizer_state={policy}",
+        f"coarsening.hierarchy.optimizer_state={policy}",
         f"coarsening.stages.grow_init={init}",
     )
     t = job.trainer
@@ -318,7 +318,7 @@ def test_grow_warmup_scales_only_the_new_blocks_steps(tmp_path):
             [
                 *GROW,
                 "coarsening.stages.grow_init=stack",
-                "coarsening.vcycle.optimizer_state=shared",
+                "coarsening.hierarchy.optimizer_state=shared",
             ],
             8,
             marks=pytest.mark.slow,

@@ -180,7 +180,7 @@ def test_parameters_outside_the_phase_are_bitwise_unchanged(tmp_path, optimizer,
         "coarsening=even_odd",
         f"optimizer={optimizer}",
         "optimizer.weight_decay=0.1",
-        f"coarsening.vcycle.optimizer_state={state}",
+        f"coarsening.hierarchy.optimizer_state={state}",
         *(["optimizer.momentum=0.9"] if optimizer == "sgd" else []),
     )
     t = job.trainer
@@ -198,7 +198,7 @@ def test_train_shared_false_keeps_embeddings_and_final_norm_bitwise(tmp_path):
     job = make_job(
         tmp_path / "r",
         "coarsening=even_odd",
-        "coarsening.vcycle.train_shared=false",
+        "coarsening.hierarchy.train_shared=false",
         "optimizer.weight_decay=0.1",
     )
     job.trainer.run_ops([Train("fine", 1)])

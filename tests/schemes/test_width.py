@@ -157,7 +157,7 @@ def test_width_growth_books_the_decoalescing_flops(tmp_path):
     "overrides, stop_at",
     [
         ([*VCYCLE], 7),  # inside the second coarse phase (fine 1, coarse 2-4, fine 5, coarse 6-8)
-        ([*VCYCLE, "coarsening.vcycle.optimizer_state=reset"], 3),  # inside the first, reset
+        ([*VCYCLE, "coarsening.hierarchy.optimizer_state=reset"], 3),  # inside the first, reset
         ([*GROW], None),  # exactly at the growth: right after the last narrow step
     ],
 )
@@ -182,7 +182,7 @@ def test_width_runs_resume_bitwise_inside_a_coarse_phase_and_at_a_growth(
 def test_shared_optimizer_state_is_refused_for_width_levels_in_one_line(tmp_path):
     for preset in ("coarsening=width", "coarsening=grow_width"):
         with pytest.raises(ConfigError) as e:
-            make_job(tmp_path / "run", preset, "coarsening.vcycle.optimizer_state=shared")
+            make_job(tmp_path / "run", preset, "coarsening.hierarchy.optimizer_state=shared")
         msg = str(e.value)
         assert "\n" not in msg and "optimizer_state=shared" in msg and "separate or reset" in msg
         assert not (tmp_path / "run").exists()
@@ -193,7 +193,7 @@ def test_shared_optimizer_state_is_refused_for_width_levels_in_one_line(tmp_path
     [
         ("coarsening.vcycle.combine=summed", "combine=summed"),
         ("coarsening.corrections.tau=exact", "coarsening.corrections"),
-        ("coarsening.vcycle.train_shared=false", "train_shared=false"),
+        ("coarsening.hierarchy.train_shared=false", "train_shared=false"),
         ("coarsening.vcycle.alpha=1.5", "alpha=1.5 is not allowed"),
     ],
 )

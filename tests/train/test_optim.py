@@ -99,6 +99,6 @@ def test_policies_separate_shared_reset():
     reset.start_phase("fine")
     assert reset.get("fine") is fine  # the fine optimizer persists
     with pytest.raises(
-        ConfigError, match="coarsening.vcycle.optimizer_state='keep' is not allowed"
+        ConfigError, match="coarsening.hierarchy.optimizer_state='keep' is not allowed"
     ):
         level_optimizers(cfg, "keep", levels)

@@ -31,7 +31,7 @@ ML = [
     "train.eval_every=2",
     "train.checkpoint_every=2",
     "model.dropout=0.1",
-    "coarsening.vcycle.optimizer_state=separate",
+    "coarsening.hierarchy.optimizer_state=separate",
 ]
 
 
@@ -54,18 +54,18 @@ def reference(tmp_path, *extra):
     ],
 )
 def test_preempted_anywhere_resumes_bitwise(tmp_path, stop_at, policy):
-    ref = reference(tmp_path, f"coarsening.vcycle.optimizer_state={policy}")
+    ref = reference(tmp_path, f"coarsening.hierarchy.optimizer_state={policy}")
     preempt(
         tmp_path / "run",
         *ML,
-        f"coarsening.vcycle.optimizer_state={policy}",
+        f"coarsening.hierarchy.optimizer_state={policy}",
         stop_at=stop_at,
         match=rf"stopped by SIGTERM at step {stop_at} ",
     )
     saved = load_checkpoint(list_checkpoints(tmp_path / "run" / "checkpoints")[-1])
     assert saved["progress"]["step"] == stop_at
     run_job(
-        tmp_path / "run", *ML, f"coarsening.vcycle.optimizer_state={policy}", "train.resume=auto"
+        tmp_path / "run", *ML, f"coarsening.hierarchy.optimizer_state={policy}", "train.resume=auto"
     )
     assert losses(tmp_path / "run") == losses(ref)  # every step once, same values, bitwise
     flops = [r["perf/flops"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")]
