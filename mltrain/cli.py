@@ -133,9 +133,11 @@ class SweepReport(Callback):
 
 def check_sweep(config: DictConfig) -> None:
     """Check the settings of every job of a multirun of Hydra's basic sweeper before the first
-    one starts, as each job would (:func:`mltrain.config.validate`, then the plan's rules,
-    :func:`mltrain.plan.plan.build_plan`): without it a bad value in the last job was refused
-    only after the jobs before it had trained. The jobs are Hydra's own expansion
+    one starts, as each job would: its composition (an option, key or type), then
+    :func:`mltrain.config.validate`, the plan's rules (:func:`mltrain.plan.plan.build_plan`)
+    and the corpus's files (:func:`mltrain.data.corpora.open_corpus`: listed, not read).
+    Without it a bad value in the last job was refused only after the jobs before it had
+    trained. The jobs are Hydra's own expansion
     (``BasicSweeper.split_arguments`` of ``hydra.sweeper.params`` and the command line's
     overrides), each composed as its launcher composes it (``load_sweep_config``). Other
     sweepers (Optuna) choose their values as they go and are not checked here.
@@ -150,6 +152,7 @@ def check_sweep(config: DictConfig) -> None:
     from omegaconf import OmegaConf, open_dict
 
     from mltrain.config import typed
+    from mltrain.data.corpora import open_corpus
     from mltrain.errors import ConfigError
     from mltrain.plan.plan import build_plan
 
@@ -161,23 +164,24 @@ def check_sweep(config: DictConfig) -> None:
     task = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
     parsed = OverridesParser.create(config_loader=loader).parse_overrides([*params, *task])
     jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
-    swept_keys = {o.get_key_element() for o in parsed if o.is_sweep_override()}
-    if len(jobs) < 2:
-        return  # one job: it checks itself before it writes anything
+    last = {o.get_key_element(): o.is_sweep_override() for o in parsed}  # the last one counts
+    swept_keys = {k for k, swept in last.items() if swept}
     for num, job in enumerate(jobs):
-        cfg = loader.load_sweep_config(master_config=config, sweep_overrides=list(job))
+        swept = [o for o in job if o.partition("=")[0] in swept_keys]
+        where = f"job {num} of the sweep's {len(jobs)} ({' '.join(swept) or 'its defaults'})"
+        try:
+            cfg = loader.load_sweep_config(master_config=config, sweep_overrides=list(job))
+        except (HydraException, OmegaConfBaseException) as e:  # an option, key or type
+            raise ConfigError(f"{where}: {one_line(e)}; no job was started") from None
         with open_dict(cfg):
             del cfg["hydra"]
         try:
             absolute_paths(cfg, Path.cwd())
             validate(cfg)
             build_plan(typed(cfg), None)
+            open_corpus(typed(cfg).data)  # lists its files (a missing path), reads none
         except MLTrainError as e:
-            swept = [o for o in job if o.partition("=")[0] in swept_keys]
-            raise ConfigError(
-                f"job {num} of the sweep's {len(jobs)} ({' '.join(swept) or 'its defaults'}): "
-                f"{e}; no job was started"
-            ) from None
+            raise ConfigError(f"{where}: {e}; no job was started") from None
 
 
 _hydra_main = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(

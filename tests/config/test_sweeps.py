@@ -99,6 +99,48 @@ def test_a_bad_value_in_any_job_refuses_the_sweep_before_a_job_starts(
     assert code == 0, err
 
 
+@pytest.mark.parametrize(
+    "args, job, problem",
+    [
+        (  # composition: checked too, and before Hydra's batch of one would train job 0
+            ["coarsening=none,bogus", "hydra.sweeper.max_batch_size=1"],
+            "job 1 of the sweep's 2 (coarsening=bogus)",
+            "Could not find 'coarsening/bogus'; available options in 'coarsening': custom, ",
+        ),
+        (
+            ["model.n_layer=2,abc"],
+            "job 1 of the sweep's 2 (model.n_layer=abc)",
+            "Value 'abc' of type 'str' could not be converted to Integer",
+        ),
+        (  # the corpus's files are listed (not read)
+            ["coarsening=none", "data=text_files", "data.paths=[{tmp}/a.txt],[{tmp}/missing.txt]"],
+            "job 1 of the sweep's 2 (data.paths=[{tmp}/missing.txt])",
+            "data.paths: {tmp}/missing.txt does not exist",
+        ),
+        (  # a multirun of one job wrote its folders before it was refused
+            ["coarsening.vcycle.delta=2"],
+            "job 0 of the sweep's 1 (its defaults)",
+            "coarsening.vcycle.delta=2.0 is not allowed: must be in [0, 1]",
+        ),
+        (  # the preset's swept delta is pinned on the command line: only the seed is swept
+            ["experiment=sweep_delta", "coarsening.vcycle.delta=0.5", "train.seed=0,-1"],
+            "job 1 of the sweep's 2 (train.seed=-1)",
+            "train.seed=-1 is not allowed",
+        ),
+    ],
+)
+def test_every_kind_of_problem_of_any_job_is_refused_before_a_job_starts(
+    tmp_path, capsys, args, job, problem
+):
+    (tmp_path / "a.txt").write_text("some text to train on\n" * 50)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code, out, err = cli(["-m", *SMOKE, *args], tmp_path, capsys)
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and not (tmp_path / "outputs").exists(), err
+    assert line.startswith(f"mltrain: error: {job.replace('{tmp}', str(tmp_path))}: "), line
+    assert problem.replace("{tmp}", str(tmp_path)) in line and line.endswith("; no job was started")
+
+
 def _presets():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
