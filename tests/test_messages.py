@@ -397,6 +397,32 @@ def test_the_other_optimizers_setting_names_the_optimizer_it_belongs_to(
 
 
 @pytest.mark.parametrize(
+    "arg",
+    ["optimizer._target_=torch.optim.AdamW", "~optimizer._target_", "optimizer._partial_=false"],
+)
+def test_the_optimizers_build_keys_are_refused_naming_the_options(tmp_path, capsys, arg):
+    """``optimizer._target_=torch.optim.AdamW`` under SGD's settings said "optimizer.momentum is a
+    setting of optimizer=sgd" (the user wrote no momentum); ``_partial_=false`` ended mid-sentence
+    in a build error; ``~optimizer._target_`` got Hydra's message. The option chooses them."""
+    key = arg.lstrip("~").split("=")[0]
+    code, out, err = cli([*CFG, arg], tmp_path, capsys)
+    assert (code, out) == (2, "")
+    assert _error(err) == (
+        f"{arg}: {key} is set by the optimizer option, not a setting: choose optimizer=sgd or "
+        "optimizer=adamw"
+    )
+
+
+def test_a_misspelt_setting_of_the_other_optimizer_names_it_and_its_option(tmp_path, capsys):
+    code, out, err = cli([*CFG, "optimizer=adamw", "optimizer.momentun=0.9"], tmp_path, capsys)
+    assert (code, out) == (2, "")
+    assert _error(err) == (
+        "optimizer.momentun is not a setting; did you mean optimizer.momentum (a setting of "
+        "optimizer=sgd)? optimizer=adamw has: lr, betas, eps, weight_decay"
+    )
+
+
+@pytest.mark.parametrize(
     "args, key, fix, value",
     [
         ([], "optimizer.lr", "optimizer=sgd's default: optimizer.lr=0.5", 0.5),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import io
 
 from omegaconf import DictConfig
@@ -176,7 +177,37 @@ def _unknown_optimizer_setting(key: str, schema: type) -> str | None:
             f"{key} is a setting of {' and '.join(f'optimizer={o}' for o in owners)}, not of "
             f"optimizer={optimizer_option(schema)}, which has: {', '.join(names)}"
         )
-    return not_a_setting(key, names)
+    line = not_a_setting(key, names)
+    if "did you mean" not in line:  # the closest of another optimizer's settings
+        others = {
+            n: optimizer_option(s) for s in OPTIMIZERS.values() for n in _optimizer_settings(s)
+        }
+        near = difflib.get_close_matches(name, list(others), n=1, cutoff=0.6)
+        if near:
+            return (
+                f"{key} is not a setting; did you mean optimizer.{near[0]} (a setting of "
+                f"optimizer={others[near[0]]})? optimizer={optimizer_option(schema)} has: "
+                + ", ".join(names)
+            )
+    return line
+
+
+def check_builder_keys(argv: list[str]) -> None:
+    """Refuse ``optimizer._target_`` and ``optimizer._partial_`` on the command line (set,
+    added or removed): they build the optimizer its option chose, and another class under
+    the option's settings composes or fails in misleading ways (SGD's momentum under
+    ``torch.optim.AdamW``).
+
+    Raises:
+        ConfigError: one line naming the override and the options to choose instead.
+    """
+    for arg, o in _parsed(overrides_of(argv)):
+        key = o.key_or_group
+        if key in ("optimizer._target_", "optimizer._partial_"):
+            options = " or ".join(f"optimizer={optimizer_option(s)}" for s in OPTIMIZERS.values())
+            raise ConfigError(
+                f"{arg}: {key} is set by the optimizer option, not a setting: choose {options}"
+            )
 
 
 def removed_optimizer_setting(key: str, schema: type | None) -> str | None:
