@@ -230,11 +230,16 @@ def test_compare_writes_the_envelope_section_plots_and_csv(tmp_path, capsys):
 
 def test_warnings_no_judged_number_reads_follow_the_others_folded(tmp_path, capsys):
     """One seed everywhere: each of the 9 (size, budget) points warns. The best sizes are 1
-    block at 1000, 2 at 2000 and 4 at 4000 FLOPs, and the method ends at 2 blocks (its r_same
-    reads every 2-block point), so 4 points are read by nothing judged: (1, 2000), (1, 4000),
-    (4, 1000), (4, 2000). Their warnings follow the others in summary.md, folded, and are one
-    counted line on the terminal; the 5 that are read lead."""
-    make_family(tmp_path / "front")
+    block at 1000 (4.0), 2 at 2000 (3.5) and 4 at 4000 FLOPs (3.1); the method ends at 2
+    blocks (its r_same reads every 2-block point). Of the others, 1 block at 2000 is 0.03
+    above the best there (3.53: within 0.05, better tuning could make it the best) and a
+    4-block run at 1000 is still running (its point may yet be anywhere): both stay shown.
+    The other 3, (1, 4000) +0.4, (4, 1000) +0.5 and (4, 2000) +0.2 above the best: their
+    warnings follow the others in summary.md, folded, and are one counted line on the terminal."""
+    make_family(
+        tmp_path / "front", sizes={1: (4.0, 3.53, 3.5), 2: (4.2, 3.5, 3.2), 4: (4.5, 3.7, 3.1)}
+    )
+    tuned(tmp_path / "front", 1000, 0.8, 3.0, 0, "model.n_layer=4", V, meta={"status": "running"})
     method(tmp_path / "methods", "m", 3.4, 3000, "model.n_layer=2", V)
     C.main([str(tmp_path / "methods"), "--frontier", str(tmp_path / "front")])
     out = capsys.readouterr().out
@@ -242,20 +247,18 @@ def test_warnings_no_judged_number_reads_follow_the_others_folded(tmp_path, caps
     shown, folded = md.split("### Warnings\n", 1)[1].split("<details>", 1)
     folded = folded.split("</details>", 1)[0]
 
-    def points(text):
-        return {
-            (int(n), b)
-            for n, b in re.findall(
-                r"n_layer=(\d): budget (\S+): best lr .* has only one seed", text
-            )
-        }
+    def points(text, what="best lr .* has only one seed"):
+        return {(int(n), b) for n, b in re.findall(rf"n_layer=(\d): budget (\S+): {what}", text)}
 
     read = {(1, "1.00e3"), (2, "1.00e3"), (2, "2.00e3"), (2, "4.00e3"), (4, "4.00e3")}
-    assert points(shown) == read
-    assert points(folded) == {(1, "2.00e3"), (1, "4.00e3"), (4, "1.00e3"), (4, "2.00e3")}
-    assert "<summary>4 more, about sizes no judged number reads" in folded
-    assert points(out) == read
-    assert "warning: 4 more, about sizes no judged number reads" in out
+    assert points(shown) == read | {(1, "2.00e3")}
+    assert points(shown, "lr 0.8: seed 0 left out, running") == {(4, "1.00e3")}
+    assert points(folded) == {(1, "4.00e3"), (4, "1.00e3"), (4, "2.00e3")}
+    assert (
+        "<summary>3 more, about the lr grid or seeds of sizes more than 0.05 nats above" in folded
+    )
+    assert points(out) == read | {(1, "2.00e3")}
+    assert "warning: 3 more, about the lr grid or seeds of sizes more than 0.05 nats above" in out
 
 
 def test_a_method_with_a_schedule_no_size_tried_is_warned(tmp_path):

@@ -455,20 +455,27 @@ def test_frontier_sweep_and_a_multilevel_run_give_the_plot_and_the_headline_tabl
 def test_a_tuned_run_far_above_is_marked_on_the_top_edge_and_not_in_the_legend(
     tmp_path, monkeypatch
 ):
-    """A learning rate whose only run ends far above the others (9.0 against 3.2 to 4.3) lies
-    outside the panel's y-range (robust_ylim); it was still listed in the legend, with no point
-    to match. Now a ^ at the top edge marks it at its FLOPs, the legend's learning rates are
-    those the panel shows, and the figure's legend says what the ^ is; "1 budget" is singular."""
+    """A learning rate whose only run ends far above the others (9.0 against 3.0 to 4.3; the
+    panel reaches one span of the best points and the method, 3.0 to 4.0, above them) lies
+    outside the panel's y-range; it was listed in the legend as if shown, and as the first run
+    found it stretched the panel to 9 (the spike rule is for curves in time order). Now a ^
+    at the top edge marks it at its FLOPs, its legend entry says so, and the figure's legend
+    says what the ^ is; "1 budget" is singular."""
     make_frontier(tmp_path / "front", budgets=(1000, 2000, 4000, 8000), best=(4.0, 3.5, 3.2, 3.0))
-    tuned(tmp_path / "front", 4000, 1.6, 9.0)
+    tuned(tmp_path / "front", 1000, 0.01, 9.0)  # the first run found: the order must not matter
     method(tmp_path / "methods", "m", 3.4)
     saved = saved_frontier_figure(monkeypatch, tmp_path / "out" / "frontier.png")
     C.compare([tmp_path / "methods"], tmp_path / "out", frontier=[tmp_path / "front"])
     ax = saved().axes[0]
     top = ax.get_ylim()[1]
     assert top < 9.0
-    assert (4000.0, top) in points(ax) and (4000.0, 9.0) not in points(ax)
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["lr 0.1", "lr 0.2", "lr 0.4"]
+    assert (1000.0, top) in points(ax) and (1000.0, 9.0) not in points(ax)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "lr 0.01 (above the range)",  # its only run is the ^: named as such
+        "lr 0.1",
+        "lr 0.2",
+        "lr 0.4",
+    ]
     legend = [t.get_text() for t in ax.figure.legends[0].get_texts()]
     assert "tuned run above the y-range (top edge, at its FLOPs)" in legend
     assert ax.get_title().startswith("tuned frontier, SGD: 4 budgets, ")
@@ -527,7 +534,8 @@ def test_unfinished_frontier_runs_are_left_out_and_no_frontier_is_one_line_exit_
     (w,) = [w for w in f.warnings if "best lr 0.8 has" in w]
     assert w.startswith(
         "budget 4.00e3: best lr 0.8 has only one seed (DESIGN.md §8 asks ≥ 3); seed 0 unfinished "
-        "(left out above): let it finish or resume it (train.resume=auto); add the others with: "
+        "(left out above): let it finish if running, else resume it (train.resume=auto); add the "
+        "others with: "
         "mltrain -m "
     )
     args = shlex.split(w.split("add the others with: ", 1)[1])
@@ -538,6 +546,23 @@ def test_unfinished_frontier_runs_are_left_out_and_no_frontier_is_one_line_exit_
     assert e.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("mltrain-compare: error: no frontier: ") and "not single-level" in line
+
+
+def test_the_next_budget_is_not_asked_for_while_its_runs_are_going(tmp_path):
+    """Three budgets finished and every lr of the fourth (8000) still running: "add one at
+    8.00e3 with: ..." would start those runs twice, and "no learning rate finished without
+    diverging" said they diverged. Now the fourth is named as having no point yet."""
+    root = make_frontier(tmp_path / "front")
+    for lr in (0.1, 0.2, 0.4):
+        tuned(root, 8000, lr, 3.0, meta={"role": "frontier", "status": "running"})
+    (f,) = F.frontier_families(C.find_runs([root]), [])
+    assert [b.budget for b in f.budgets] == [1000, 2000, 4000]
+    assert "budget 8.00e3: no learning rate has finished yet; no frontier point" in f.warnings
+    assert (
+        "3 budgets (DESIGN.md §8 asks ≥ 4); 8.00e3 has runs but no frontier point yet (its "
+        "warning says why)" in f.warnings
+    )
+    assert not any("add one at" in w or "diverging" in w for w in f.warnings)
 
 
 def test_frontier_preset_sweep_and_a_multilevel_run_end_to_end(tmp_path, capsys, monkeypatch):

@@ -151,7 +151,12 @@ def build_budget(runs: Sequence[Run], warnings: list[str]) -> Budget:
                         + "; ".join(repeats)
                     )
     if not b.losses:
-        warnings.append(f"{where}: no learning rate finished without diverging; no frontier point")
+        if any(r.diverged for r in runs):
+            warnings.append(
+                f"{where}: no learning rate finished without diverging; no frontier point"
+            )
+        else:
+            warnings.append(f"{where}: no learning rate has finished yet; no frontier point")
         return b
     b.best_lr = min(b.losses, key=lambda lr: (b.losses[lr], lr))
     b.best = list(b.by_lr[b.best_lr])
@@ -186,9 +191,11 @@ def build_budget(runs: Sequence[Run], warnings: list[str]) -> Budget:
             + f" (DESIGN.md §8 asks ≥ {MIN_SEEDS})"
         )
         if waiting:
+            one = len(waiting) == 1
             line += (
-                f"; seed{'s' if len(waiting) > 1 else ''} {', '.join(map(str, waiting))} "
-                "unfinished (left out above): let it finish or resume it (train.resume=auto)"
+                f"; seed{'' if one else 's'} {', '.join(map(str, waiting))} unfinished (left out "
+                f"above): let {'it' if one else 'them'} finish if running, else resume "
+                f"{'it' if one else 'them'} (train.resume=auto)"
             )
         if more:
             line += f"; add {'the others' if waiting else 'them'} with: " + rerun_command(

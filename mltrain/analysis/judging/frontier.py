@@ -39,6 +39,7 @@ from mltrain.analysis.judging.budgets import (
     BUDGET_TOLERANCE,
     Budget,
     build_schedules,
+    frontier_budget,
     group_budgets,
     planned_flops,
     rerun_command,
@@ -167,14 +168,15 @@ def build_frontier(runs: Sequence[Run], label: str = "tuned frontier") -> Fronti
         for r in runs
         if (why := short_of_budget(r))
     ]
-    budgets = [build_schedules(g, warnings) for g in group_budgets(runs)]
+    groups = group_budgets(runs)
+    budgets = [build_schedules(g, warnings) for g in groups]
     budgets = sorted((b for b in budgets if b.best), key=lambda b: b.flops("head"))
     f = Frontier(label, budgets, list(runs), warnings)
     if budgets and len(budgets) < MIN_BUDGETS:
         n = len(budgets)
         warnings.append(
             f"{n} budget{'s' if n > 1 else ''} (DESIGN.md §8 asks ≥ {MIN_BUDGETS})"
-            + next_budget_hint(budgets[-1])
+            + next_budget_hint(budgets[-1], [frontier_budget(g[0]) for g in groups])
         )
     for b, env in zip(budgets, f.envelope):
         if b.loss > env:
@@ -185,12 +187,19 @@ def build_frontier(runs: Sequence[Run], label: str = "tuned frontier") -> Fronti
     return f
 
 
-def next_budget_hint(largest: Budget) -> str:
+def next_budget_hint(largest: Budget, tried: Sequence[float] = ()) -> str:
     """``"; add one at 8.00e3 with: mltrain -m ..."``: the sweep that adds the budget twice the
     ``largest`` one (``train.flops_scale`` doubled, so ``train.target_flops`` stays the
     family's), at one seed, over the best learning rate there and its neighbours in the grid
     tried (the grid's ratio beyond an edge; 2 when one rate was tried). Empty when the runs are
-    sized by ``train.steps`` (no budget to double)."""
+    sized by ``train.steps`` (no budget to double); when a larger budget has runs (``tried``,
+    every budget with runs) that gave no point yet, that budget is named instead: starting
+    another would repeat runs still going."""
+    later = [c for c in tried if c > largest.budget * (1 + BUDGET_TOLERANCE)]
+    if later:
+        return (
+            f"; {fmt_flops(min(later))} has runs but no frontier point yet (its warning says why)"
+        )
     best = largest.best[0]
     target = best.flat.get("train.target_flops")
     if target is None:

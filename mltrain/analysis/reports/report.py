@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mltrain.analysis.judging.curves import Bounded, fmt_flops
+from mltrain.analysis.judging.envelope import CLOSE
 from mltrain.analysis.judging.runs import TOTALS
 from mltrain.analysis.reports.tables import agg_cell, compact_table, judge_markdown, wide_table
 
@@ -111,8 +112,8 @@ def terminal(
         lines += [f"warning: {w}" for w in warns if w not in aside]
         if aside:
             lines.append(
-                f"warning: {len(aside)} more, about sizes no judged number reads (not the "
-                "envelope's best at that budget, no method's final size): in summary.md"
+                f"warning: {len(aside)} more, about the lr grid or seeds of sizes more than "
+                f"{CLOSE:g} nats above the best at that budget: in summary.md"
             )
     lines += [f"note: {n}" for n in notes]
     if hints and judgement is None and summary is not None:  # hints: those still missing

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from mltrain.analysis.judging.curves import fmt_flops
+from mltrain.analysis.judging.envelope import CLOSE
 from mltrain.analysis.judging.runs import TOTALS
 from mltrain.analysis.judging.seeds import by_seed
 from mltrain.analysis.reports.headline import agg_text
@@ -278,8 +279,9 @@ def judge_markdown(j, sizes=None) -> list[str]:
     if aside:
         lines += [
             "",
-            f"<details><summary>{len(aside)} more, about sizes no judged number reads (not the "
-            "envelope's best at that budget, no method's final size)</summary>",
+            f"<details><summary>{len(aside)} more, about the lr grid or seeds of sizes more than "
+            f"{CLOSE:g} nats above the best at that budget (no method's final size, no judged "
+            "number reads them)</summary>",
             "",
             *(f"- {w}" for w in aside),
             "",
