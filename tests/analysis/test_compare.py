@@ -1040,3 +1040,21 @@ def test_frontier_runs_given_as_runs_are_named_so_where_the_baseline_is_missing(
         "(frontier.png draws the methods against it)" in res.terminal
     )
     assert "no single-level run to compare against" not in res.terminal
+
+
+def test_a_run_that_has_not_evaluated_yet_is_skipped_as_running_not_failed(tmp_path, capsys):
+    """A job that started but has not written an evaluation yet (run.json status running) was
+    skipped as "no metrics.jsonl (a failed job?)"; its record says it is running."""
+    import json
+
+    from mltrain.analysis.judging.runs import load_run
+
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "run.json").write_text(json.dumps({"status": "running"}))
+    with pytest.raises(
+        FileNotFoundError, match=r"^no metrics.jsonl \(still running, no evaluation yet\)$"
+    ):
+        load_run(tmp_path / "r")
+    (tmp_path / "r" / "run.json").write_text(json.dumps({"status": "failed"}))
+    with pytest.raises(FileNotFoundError, match=r"\(a failed job\?\)$"):
+        load_run(tmp_path / "r")

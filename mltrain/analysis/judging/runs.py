@@ -368,8 +368,11 @@ def load_run(path: Path) -> Run:
 
     path = Path(path)
     cfg_path = path / ".hydra" / "config.yaml"
+    meta = read_run_json(path)
+    running = meta.get("status") == "running"
     if not (path / METRICS_FILE).is_file():
-        raise FileNotFoundError(f"no {METRICS_FILE} (a failed job?)")
+        why = "still running, no evaluation yet" if running else "a failed job?"
+        raise FileNotFoundError(f"no {METRICS_FILE} ({why})")
     if not cfg_path.is_file():
         raise FileNotFoundError("no .hydra/config.yaml")
     records = sorted(read_metrics(path / METRICS_FILE), key=lambda r: r.get("step", 0))
@@ -381,7 +384,6 @@ def load_run(path: Path) -> Run:
     except Exception:  # an interpolation that cannot resolve here (e.g. ${now:})
         config = OmegaConf.to_container(cfg, resolve=False)
     config = upgrade(config)  # keys renamed since the run was made
-    meta = read_run_json(path)
     bad = _first_nonfinite(records)
     diverged_step = None
     if meta.get("status") == "diverged" or bad is not None:
@@ -392,7 +394,8 @@ def load_run(path: Path) -> Run:
     if diverged_step is not None:
         val = [r for r in val if _num(r.get("step")) < diverged_step]
     if not val and diverged_step is None:
-        raise FileNotFoundError(f"{METRICS_FILE} holds no finite val/loss (nothing to compare)")
+        why = "still running, no evaluation yet" if running else "nothing to compare"
+        raise FileNotFoundError(f"{METRICS_FILE} holds no finite val/loss ({why})")
     train = [
         r
         for r in records
