@@ -224,6 +224,11 @@ for part in "$@"; do
         for l in $l1 $(step LRG $l1 -1); do
           run "env_L1_lr${l}_s0_$b" $ENV $FAM model.n_layer=1 optimizer.lr=$l train.flops_scale="${SCALE[$b]}" "train.branch_points=[]" train.seed=0
         done
+        # bracketed like 1/8: one lr further out while the best is at the edge (at 1/4, 4e-3 of
+        # 2e-3, 4e-3 was 0.026 nats behind 2 blocks: close enough for the best size to change)
+        for k in 1 2; do for l in $(edges "env_L1_lr*_s0_$b" LRG); do
+          run "env_L1_lr${l}_s0_$b" $ENV $FAM model.n_layer=1 optimizer.lr=$l train.flops_scale="${SCALE[$b]}" "train.branch_points=[]" train.seed=0
+        done; done
       done
     fi ;;
   env_seeds)  # seeds 1, 2 of each budget's best size and lr, whole runs at that budget, named

@@ -226,8 +226,10 @@ def test_seeds_follow_the_issue_policy_and_link_the_best_probe(tmp_path):
 def test_the_size_below_the_smallest_is_probed_where_the_smallest_is_best(tmp_path):
     """env_below: the stand-in makes the smallest size best (loss grows with L), so with sizes 2
     and 3 the 2-block model is best at 1/8 and 1 block is probed there (lr 4e-3 is inside the
-    grid: no edge run). At 1/4 the 2-block run is best, so 1 block runs at 4e-3 and 2e-3; at 1/2
-    a 3-block run is best, so nothing runs. With the 3-block model best at 1/8, nothing runs."""
+    grid: no edge run). At 1/4 the 2-block run is best, so 1 block runs at 4e-3 and 2e-3, and
+    at 8e-3, one step out, since 4e-3 is best there and at the edge of those two (8e-3 is not:
+    the stand-in's best lr is 4e-3); at 1/2 a 3-block run is best, so nothing runs. With the
+    3-block model best at 1/8, nothing runs."""
     out, rec = tmp_path / "out", tmp_path / "records"
     driver(tmp_path, out, rec, "env_probe", SIZES="2 3")
     fake_run(out / "env_L2_lr4e-3_s0_b4", 3.8, "model.n_layer=2", "optimizer.lr=4e-3")
@@ -242,7 +244,7 @@ def test_the_size_below_the_smallest_is_probed_where_the_smallest_is_best(tmp_pa
     )
     assert ran == sorted(
         [f"env_L1_lr{lr}_b8_s0" for lr in ("2e-3", "4e-3", "8e-3", "1.6e-2")]
-        + ["env_L1_lr4e-3_s0_b4", "env_L1_lr2e-3_s0_b4"]
+        + ["env_L1_lr4e-3_s0_b4", "env_L1_lr2e-3_s0_b4", "env_L1_lr8e-3_s0_b4"]
     )
     assert all("model.n_layer=1 " in c for c in calls(tmp_path)[start:])
     b4 = [c for c in calls(tmp_path)[start:] if "_s0_b4" in c]
