@@ -158,7 +158,7 @@ def test_size_edge_lr_edge_and_seed_warnings(tmp_path):
     tuned(root, 1000, 0.8, 4.1, 0, "model.n_layer=2", V)
     (env,) = envelope_of(root).envelopes
     w = env.warnings
-    grid = "(1 block, d=32, 2 blocks, d=32, 4 blocks, d=32)"
+    grid = "(1 block, d=32; 2 blocks, d=32; 4 blocks, d=32)"
     M1, M2, M4 = (f"model.n_layer_{n}_model.vocab_size_256" for n in (1, 2, 4))  # run names
     assert (
         f"budget 1.00e3: the best size (1 block, d=32) is the smallest of the size grid {grid}: "
@@ -294,7 +294,7 @@ def test_size_grid_edge_warnings_print_commands_that_run(tmp_path):
             for lr, plus in zip((0.1, 0.2, 0.4), (0.3, 0.0, 0.2)):
                 tuned(root, b, lr, loss + plus, 0, "model=tiny", f"model.n_layer={n}")
     (env,) = envelope_of(root).envelopes
-    grid = "(1 block, d=32, 2 blocks, d=32, 4 blocks, d=32)"
+    grid = "(1 block, d=32; 2 blocks, d=32; 4 blocks, d=32)"
     assert env.warnings == [
         f"budget 4.00e10: the best size (1 block, d=32) is the smallest of the size grid {grid}: "
         "the compute-optimal size may lie beyond it; add a smaller model with: mltrain -m "

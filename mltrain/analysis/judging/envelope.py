@@ -240,7 +240,7 @@ def build_envelope(frontiers: Sequence[Frontier], label: str = "envelope") -> En
             if edge is None:
                 continue
             what = "a smaller model" if edge == "smallest" else "a larger model"
-            grid = ", ".join(s.label for s in sizes)
+            grid = "; ".join(s.label for s in sizes)  # a label holds a comma itself
             command = beyond_command(sizes, c, edge)
             env.warnings.append(
                 f"budget {fmt_flops(c.budget)}: the best size ({c.size.label}) is the {edge} "
