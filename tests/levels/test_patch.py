@@ -124,7 +124,7 @@ def test_loss_of_k2_by_hand_on_a_tiny_model():
     logp = torch.log_softmax(logits.double(), -1)[0]
     # position 0 predicts tokens 2, 3 (ids 1, 2); 1 -> 4, 5 (7, 7); 2 -> 6, 7 (3, 4)
     ce = [-logp[0, 1], -logp[0, 2], -logp[1, 7], -logp[1, 7], -logp[2, 3], -logp[2, 4]]
-    assert loss.item() == pytest.approx(float(sum(ce)) / 6, rel=1e-6)
+    assert loss.detach().item() == pytest.approx(float(sum(ce).detach()) / 6, rel=1e-6)
 
 
 # ------------------------------------------------------------------------------ the hierarchy
