@@ -10,8 +10,9 @@ at equal loss, from the CPU time per step of every level's path measured side by
 blocks, each scheme family's levels at d=48) without runs: OUT/levels.csv only.
 
 Measure (one process, one thread, interleaved): a job is built from the recorded overrides of
-one run per envelope size (``env_L<n>_*``, ``sgd_L<n>_*``) and per scheme (the first run named
-``SCHEME_b<k>_s<n>`` in the CSVs; budget and seed do not change a level's path). For every level
+one run per envelope size (``env_L<n>_*``, ``sgd_L<n>_*``) and per scheme and set of levels (the
+first run named ``SCHEME_b<k>_s<n>`` in the CSVs with those overrides, less its seed and budget
+settings: growth to the best size ends at another depth per budget, a job ``SCHEME@b<k>`` each). For every level
 of every job, ``Trainer.train_step(level)`` (forward, backward and optimizer step of that level's
 path: its blocks, its width, its patching; RaPTr's random paths of its level's length) is timed
 in alternating rounds (scripts/benchlib.py) by the process's CPU time; the median per step is
@@ -100,9 +101,27 @@ def read_rows(csvs: list[Path]) -> list[dict]:
     return rows
 
 
+def levels_key(run: Path) -> tuple[str, ...]:
+    """What builds a run's levels: its overrides (:func:`overrides`) less its seed. Growth to
+    the best size ends at another depth per budget (``growbest``: 1 -> 2 blocks at 1/8, 3 -> 6
+    at 1x), so a scheme's runs can need several jobs."""
+    return tuple(o for o in overrides(run, []) if not o.startswith("train.seed="))
+
+
+def scheme_job(run: Path, jobs: dict[str, Path]) -> str:
+    """The job that times ``run``'s levels among ``jobs`` (:func:`jobs_to_time`): the one of its
+    scheme built from the same overrides (:func:`levels_key`)."""
+    m = NAME.match(run.name)
+    key = levels_key(run)
+    return next(
+        j for j, r in jobs.items() if j.split("@")[0] == m["scheme"] and levels_key(r) == key
+    )
+
+
 def jobs_to_time(rows: list[dict], runs: Path) -> dict[str, Path]:
-    """Job name -> the run whose overrides build it: the scheme's name per scheme, and
-    ``env_L<n>`` / ``sgd_L<n>`` per best size (its first envelope run, by :func:`env_job`)."""
+    """Job name -> the run whose overrides build it: per scheme and distinct levels
+    (:func:`levels_key`) the scheme's name, ``<scheme>@<budget>`` for a second set of levels,
+    and ``env_L<n>`` / ``sgd_L<n>`` per best size (its first envelope run, by :func:`env_job`)."""
     out: dict[str, Path] = {}
     for r in rows:
         m = NAME.match(r["run"])
@@ -110,8 +129,11 @@ def jobs_to_time(rows: list[dict], runs: Path) -> dict[str, Path]:
             raise SystemExit(
                 f"no record of run {r['run']} under {runs} (its .hydra/overrides.yaml)"
             )
-        if m and m["scheme"] not in out:
-            out[m["scheme"]] = runs / r["run"]
+        if m:
+            key = levels_key(runs / r["run"])
+            mine = [j for j in out if j.split("@")[0] == m["scheme"]]
+            if not any(levels_key(out[j]) == key for j in mine):
+                out[f"{m['scheme']}@{m['budget']}" if mine else m["scheme"]] = runs / r["run"]
         s = SIZE.match(r.get("best_size") or "")
         job = env_job(runs / r["run"], s["n"]) if m and s else None
         if job is not None and job not in out:
@@ -174,8 +196,9 @@ def measure(jobs: dict[str, list[str]], rounds: int) -> list[dict]:
     return out
 
 
-def ratios(rows: list[dict], runs: Path, levels: list[dict]) -> list[dict]:
-    """(scheme, budget, time ratio: the mean over seeds), see the module's docstring."""
+def ratios(rows: list[dict], runs: Path, levels: list[dict], jobs: dict[str, Path]) -> list[dict]:
+    """(scheme, budget, time ratio: the mean over seeds), see the module's docstring; ``jobs``:
+    :func:`jobs_to_time`'s, whose levels each run's steps are timed by."""
     per_step = {(x["job"], x["level"]): float(x["cpu_s_per_step"]) for x in levels}
     per_flop = {x["job"]: float(x["cpu_s_per_step"]) / float(x["step_flops"]) for x in levels}
     acc: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -188,10 +211,11 @@ def ratios(rows: list[dict], runs: Path, levels: list[dict]) -> list[dict]:
         if "steps_per_level" not in info:
             raise SystemExit(f"run {r['run']}: its run record has no steps_per_level")
         t_scheme = 0.0
+        job = scheme_job(runs / r["run"], jobs)
         for lv, n in info["steps_per_level"].items():
-            if (m["scheme"], lv) not in per_step:
-                raise SystemExit(f"level {lv} of run {r['run']} is not among job {m['scheme']}'s")
-            t_scheme += n * per_step[(m["scheme"], lv)]
+            if (job, lv) not in per_step:
+                raise SystemExit(f"level {lv} of run {r['run']} is not among job {job}'s")
+            t_scheme += n * per_step[(job, lv)]
         t_env = (
             float(r["flops"]) / float(r["r_env_head"]) * per_flop[env_job(runs / r["run"], s["n"])]
         )
@@ -232,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         jobs = {k: [*v, *a.extra, "train.threads=1"] for k, v in FAMILY.items()}
     else:
         rows = read_rows(a.csv)
-        jobs = {k: overrides(r, a.extra) for k, r in jobs_to_time(rows, a.runs).items()}
+        runs_of = jobs_to_time(rows, a.runs)
+        jobs = {k: overrides(r, a.extra) for k, r in runs_of.items()}
         if not jobs:
             print("no judged scheme runs in the CSVs: nothing to time", file=sys.stderr)
             return 1
@@ -246,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if a.family:
         return 0
-    out = ratios(rows, a.runs, levels)
+    out = ratios(rows, a.runs, levels, runs_of)
     write(a.out / "time.csv", out)
     for x in out:
         sign = "" if x["time_ratio_kind"] == "=" else x["time_ratio_kind"] + " "

@@ -306,6 +306,9 @@ def test_bench_time_ratio_by_hand_from_its_levels(tmp_path, capsys):
         "grow_b8_s0": ["experiment=grow_recursive", *tiny, "train.flops_scale=0.125"],
         "grow_b8_s1": ["experiment=grow_recursive", *tiny, "train.seed=1"],
         "grow_b1_s0": ["experiment=grow_recursive", *tiny, "train.branch_from=/nowhere"],
+        # growth to the best size: other levels per budget (8 blocks at b1: 2, 4, 8)
+        "gb_b8_s0": ["experiment=grow_recursive", *tiny],
+        "gb_b1_s0": ["experiment=grow_recursive", *tiny, "model.n_layer=8"],
     }
     steps = {"coarse_2": 40, "coarse_1": 40, "fine": 20}
     for name, over in made.items():
@@ -317,6 +320,8 @@ def test_bench_time_ratio_by_hand_from_its_levels(tmp_path, capsys):
         ["grow_b8_s0", "1e12", "1.25", "=", "2 blocks, d=32"],
         ["grow_b8_s1", "1e12", "0.8", "=", "2 blocks, d=32"],
         ["grow_b1_s0", "8e12", "1.5", ">", "4 blocks, d=32"],  # a bound: a bound ratio
+        ["gb_b8_s0", "1e12", "1.0", "=", "2 blocks, d=32"],
+        ["gb_b1_s0", "8e12", "1.0", "=", "4 blocks, d=32"],
     ]
     env = tmp_path / "envelope.csv"
     with open(env, "w", newline="") as fh:
@@ -328,7 +333,15 @@ def test_bench_time_ratio_by_hand_from_its_levels(tmp_path, capsys):
     assert set(levels) == {
         ("grow", "coarse_2"), ("grow", "coarse_1"), ("grow", "fine"),
         ("env_L2", "fine"), ("env_L4", "fine"),
+        ("gb", "coarse_2"), ("gb", "coarse_1"), ("gb", "fine"),
+        ("gb@b1", "coarse_2"), ("gb@b1", "coarse_1"), ("gb@b1", "fine"),
     }  # fmt: skip
+    # the scheme timed with the levels each budget's runs had: 1, 2, 4 and 2, 4, 8 blocks
+    assert [int(levels[("gb@b1", lv)]["blocks"]) for lv in ("coarse_2", "coarse_1", "fine")] == [
+        2,
+        4,
+        8,
+    ]
     assert [int(levels[("grow", lv)]["blocks"]) for lv in ("coarse_2", "coarse_1", "fine")] == [
         1,
         2,
@@ -341,18 +354,21 @@ def test_bench_time_ratio_by_hand_from_its_levels(tmp_path, capsys):
     with open(out / "time.csv") as fh:
         got = list(csv.DictReader(fh))
     assert [(r["scheme"], r["budget"], r["time_ratio_kind"]) for r in got] == [
+        ("gb", "b1", "="),
+        ("gb", "b8", "="),
         ("grow", "b1", ">"),
         ("grow", "b8", "="),
     ]
-    assert float(got[1]["time_ratio"]) == pytest.approx(want, rel=1e-12)
+    got = {(r["scheme"], r["budget"]): float(r["time_ratio"]) for r in got}
+    assert got[("grow", "b8")] == pytest.approx(want, rel=1e-12)
     per_flop4 = sec[("env_L4", "fine")] / float(levels[("env_L4", "fine")]["step_flops"])
-    assert float(got[0]["time_ratio"]) == pytest.approx(
-        t_scheme / (8e12 / 1.5 * per_flop4), rel=1e-12
-    )
+    assert got[("grow", "b1")] == pytest.approx(t_scheme / (8e12 / 1.5 * per_flop4), rel=1e-12)
+    t_gb1 = sum(n * sec[("gb@b1", lv)] for lv, n in steps.items())
+    assert got[("gb", "b1")] == pytest.approx(t_gb1 / (8e12 * per_flop4), rel=1e-12)
     printed = capsys.readouterr().out
     assert (
         "grow b8: time ratio " in printed
-        and f"grow b1: time ratio > {float(got[0]['time_ratio']):.3f}" in printed
+        and f"grow b1: time ratio > {got[('grow', 'b1')]:.3f}" in printed
     )
     (runs / "grow_b8_s1" / ".hydra" / "overrides.yaml").unlink()
     with pytest.raises(SystemExit, match="no record of run"):
