@@ -178,8 +178,9 @@ def check_sweep(config: DictConfig) -> None:
         try:
             absolute_paths(cfg, Path.cwd())
             validate(cfg)
-            build_plan(typed(cfg), None)
-            open_corpus(typed(cfg).data)  # lists its files (a missing path), reads none
+            checked = typed(cfg)
+            build_plan(checked, None)
+            open_corpus(checked.data)  # lists its files (a missing path), reads none
         except MLTrainError as e:
             raise ConfigError(f"{where}: {e}; no job was started") from None
 

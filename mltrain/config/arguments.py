@@ -177,19 +177,16 @@ def _unknown_optimizer_setting(key: str, schema: type) -> str | None:
             f"{key} is a setting of {' and '.join(f'optimizer={o}' for o in owners)}, not of "
             f"optimizer={optimizer_option(schema)}, which has: {', '.join(names)}"
         )
-    line = not_a_setting(key, names)
-    if "did you mean" not in line:  # the closest of another optimizer's settings
-        others = {
-            n: optimizer_option(s) for s in OPTIMIZERS.values() for n in _optimizer_settings(s)
-        }
-        near = difflib.get_close_matches(name, list(others), n=1, cutoff=0.6)
-        if near:
-            return (
-                f"{key} is not a setting; did you mean optimizer.{near[0]} (a setting of "
-                f"optimizer={others[near[0]]})? optimizer={optimizer_option(schema)} has: "
-                + ", ".join(names)
-            )
-    return line
+    others = {n: optimizer_option(s) for s in OPTIMIZERS.values() for n in _optimizer_settings(s)}
+    near = difflib.get_close_matches(name, list(others), n=1, cutoff=0.6)
+    # the chosen optimizer's own closest (not_a_setting's cutoff) first
+    if not near or difflib.get_close_matches(name, names, n=1, cutoff=0.6):
+        return not_a_setting(key, names)
+    return (
+        f"{key} is not a setting; did you mean optimizer.{near[0]} (a setting of "
+        f"optimizer={others[near[0]]})? optimizer={optimizer_option(schema)} has: "
+        + ", ".join(names)
+    )
 
 
 def check_builder_keys(argv: list[str]) -> None:

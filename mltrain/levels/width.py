@@ -198,13 +198,13 @@ def check_width(c, levels: list[Level]) -> None:
     """
     if not any(width_factor_of(lv) > 1 for lv in levels) or not SCHEMES.get(c.scheme).multilevel:
         return
-    v = c.hierarchy
-    if v.optimizer_state == "shared":
+    h = c.hierarchy
+    if h.optimizer_state == "shared":
         raise ConfigError(
             "coarsening.hierarchy.optimizer_state=shared is not allowed with width levels (their "
             "tensors have other shapes than the fine ones): choose separate or reset"
         )
-    if not v.train_shared:
+    if not h.train_shared:
         raise ConfigError(
             "coarsening.hierarchy.train_shared=false is not allowed with width levels (a narrow "
             "model's embeddings are its own tensors): use coarsening.hierarchy.train_shared=true"

@@ -334,17 +334,22 @@ class EnvelopeJudgement:
     envelopes: list[Envelope]
     results: list[EnvelopeResult]
 
-    def off_envelope(self, warning: str) -> bool:
-        """Whether ``warning`` (of :meth:`Judgement.all_warnings
-        <mltrain.analysis.judging.frontier.Judgement.all_warnings>`, ``"<frontier label>:
-        budget <C>: ..."``) is about a point no judged number reads and tuning it is unlikely to
-        change which size is best: a size more than :data:`CLOSE` nats above every envelope's
-        best size at that budget, that no method ends at (r_same would read it), and a warning
-        about its lr grid or seeds, not about runs left out (unfinished or diverged: its point
-        may yet be anywhere)."""
+    def fold(self, warnings: Sequence[str]) -> tuple[list[str], list[str]]:
+        """``warnings`` (of :meth:`Judgement.all_warnings
+        <mltrain.analysis.judging.frontier.Judgement.all_warnings>`) split into those to show
+        and those to fold (:meth:`off_envelope`), each in its order."""
+        own = {r.same.judge.label for r in self.results if r.same is not None}
+        aside = [w for w in warnings if self.off_envelope(w, own)]
+        return [w for w in warnings if w not in aside], aside
+
+    def off_envelope(self, warning: str, own: set[str]) -> bool:
+        """Whether ``warning`` (``"<frontier label>: budget <C>: ..."``) is about a point no
+        judged number reads and tuning it is unlikely to change which size is best: a size more
+        than :data:`CLOSE` nats above every envelope's best size at that budget, that no method
+        ends at (``own``: the frontiers r_same reads), and a warning about its lr grid or seeds,
+        not about runs left out (unfinished or diverged: its point may yet be anywhere)."""
         if any(x in warning for x in ("left out", "not a frontier point", "no learning rate")):
             return False
-        own = {r.same.judge.label for r in self.results if r.same is not None}
         for e in self.envelopes:
             for size in e.sizes:
                 head = f"{size.frontier.label}: budget "

@@ -207,9 +207,9 @@ def next_budget_hint(largest: Budget, tried: Sequence[float] = ()) -> str:
     scale = float(best.flat.get("train.flops_scale") or 1.0)
     lrs = sorted(largest.by_lr)
     i = lrs.index(largest.best_lr)
-    ratio = lrs[1] / lrs[0] if len(lrs) > 1 else 2.0
-    below = lrs[i - 1] if i > 0 else lrs[i] / (lrs[i + 1] / lrs[i] if len(lrs) > 1 else ratio)
-    above = lrs[i + 1] if i + 1 < len(lrs) else lrs[i] * (lrs[i] / lrs[i - 1] if i else ratio)
+    # beyond an edge, the grid's own ratio there (2 when one rate was tried)
+    below = lrs[i - 1] if i > 0 else lrs[0] / (lrs[1] / lrs[0] if len(lrs) > 1 else 2.0)
+    above = lrs[i + 1] if i + 1 < len(lrs) else lrs[-1] * (lrs[-1] / lrs[-2] if i else 2.0)
     grid = ",".join(f"{lr:.3g}" for lr in (below, lrs[i], above))
     command = rerun_command(
         best, [best.seed], {"train.flops_scale": f"{2 * scale:g}", "optimizer.lr": grid}

@@ -14,9 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from mltrain.analysis.judging.curves import Bounded, fmt_flops
-from mltrain.analysis.judging.envelope import CLOSE
 from mltrain.analysis.judging.runs import TOTALS
-from mltrain.analysis.reports.tables import agg_cell, compact_table, judge_markdown, wide_table
+from mltrain.analysis.reports.tables import (
+    agg_cell,
+    compact_table,
+    folded_text,
+    folded_warnings,
+    judge_markdown,
+    wide_table,
+)
 
 
 # --------------------------------------------------------------------------- documents
@@ -107,14 +113,10 @@ def terminal(
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
         lines += [fmt.format(*head).rstrip(), *(fmt.format(*r).rstrip() for r in rows), ""]
     if judgement is not None:
-        warns = judgement.all_warnings()
-        aside = [w for w in warns if sizes is not None and sizes.off_envelope(w)]
-        lines += [f"warning: {w}" for w in warns if w not in aside]
+        warns, aside = folded_warnings(judgement, sizes)
+        lines += [f"warning: {w}" for w in warns]
         if aside:
-            lines.append(
-                f"warning: {len(aside)} more, about the lr grid or seeds of sizes more than "
-                f"{CLOSE:g} nats above the best at that budget: in summary.md"
-            )
+            lines.append(f"warning: {folded_text(len(aside))}: in summary.md")
     lines += [f"note: {n}" for n in notes]
     if hints and judgement is None and summary is not None:  # hints: those still missing
         lines += ["", "no single-level run with the same FLOPs yet; to make one:", *hints]

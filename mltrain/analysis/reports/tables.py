@@ -247,6 +247,22 @@ def budget_table(f) -> list[str]:
     return markdown_table(head, rows)
 
 
+def folded_warnings(j, sizes=None) -> tuple[list[str], list[str]]:
+    """The judge's warnings to show and to fold: with ``sizes`` (the envelope over model
+    sizes), those no judged number reads (:meth:`~mltrain.analysis.judging.envelope.
+    EnvelopeJudgement.fold`) are folded; without, none is."""
+    warns = j.all_warnings()
+    return sizes.fold(warns) if sizes is not None else (warns, [])
+
+
+def folded_text(n: int) -> str:
+    """What the ``n`` folded warnings are about (:func:`folded_warnings`)."""
+    return (
+        f"{n} more, about the lr grid or seeds of sizes more than {CLOSE:g} nats above the best "
+        "at that budget"
+    )
+
+
 def judge_markdown(j, sizes=None) -> list[str]:
     """The ``summary.md`` section of the judge: definitions, tables, each frontier, warnings.
     With ``sizes`` (the envelope over model sizes), the warnings about sizes at budgets where
@@ -271,16 +287,13 @@ def judge_markdown(j, sizes=None) -> list[str]:
     ]
     for f in j.frontiers:
         lines += ["", f"### {f.label}", "", *budget_table(f)]
-    warns = j.all_warnings()
-    aside = [w for w in warns if sizes is not None and sizes.off_envelope(w)]
-    warns = [w for w in warns if w not in aside]
+    warns, aside = folded_warnings(j, sizes)
     if warns or aside:
         lines += ["", "### Warnings", "", *(f"- {w}" for w in warns)]
     if aside:
         lines += [
             "",
-            f"<details><summary>{len(aside)} more, about the lr grid or seeds of sizes more than "
-            f"{CLOSE:g} nats above the best at that budget (no method's final size, no judged "
+            f"<details><summary>{folded_text(len(aside))} (no method's final size, no judged "
             "number reads them)</summary>",
             "",
             *(f"- {w}" for w in aside),
