@@ -12,7 +12,8 @@ blocks, each scheme family's levels at d=48) without runs: OUT/levels.csv only.
 Measure (one process, one thread, interleaved): a job is built from the recorded overrides of
 one run per envelope size (``env_L<n>_*``, ``sgd_L<n>_*``) and per scheme and set of levels (the
 first run named ``SCHEME_b<k>_s<n>`` in the CSVs with those overrides, less its seed and budget
-settings: growth to the best size ends at another depth per budget, a job ``SCHEME@b<k>`` each). For every level
+settings: growth to the best size ends at another depth per budget, a job ``SCHEME@b<k>`` each).
+For every level
 of every job, ``Trainer.train_step(level)`` (forward, backward and optimizer step of that level's
 path: its blocks, its width, its patching; RaPTr's random paths of its level's length) is timed
 in alternating rounds (scripts/benchlib.py) by the process's CPU time; the median per step is
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import re
 import statistics
 import sys
@@ -101,6 +103,7 @@ def read_rows(csvs: list[Path]) -> list[dict]:
     return rows
 
 
+@functools.cache
 def levels_key(run: Path) -> tuple[str, ...]:
     """What builds a run's levels: its overrides (:func:`overrides`) less its seed. Growth to
     the best size ends at another depth per budget (``growbest``: 1 -> 2 blocks at 1/8, 3 -> 6

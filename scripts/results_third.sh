@@ -77,6 +77,9 @@ bracketed() {  # bracketed BUDGET: true when no size's best lr at BUDGET (b4, b2
 whole_b8() {  # whole_b8 L LR: the L-block model at lr LR, a whole run at 1/8, seed 0
   run "env_L$1_lr$2_b8_s0" $ENV $FAM model.n_layer=$1 optimizer.lr=$2 train.flops_scale=0.125 "train.branch_points=[]" train.seed=0
 }
+whole() {  # whole L LR BUDGET: the L-block model at lr LR, a whole run at BUDGET (b4, b2), seed 0
+  run "env_L$1_lr$2_s0_$3" $ENV $FAM model.n_layer=$1 optimizer.lr=$2 train.flops_scale="${SCALE[$3]}" "train.branch_points=[]" train.seed=0
+}
 best_size() {  # best_size PATTERN: the block count of the best finished run under PATTERN (env_L<n>_...)
   local n; n=$(pick best "$ROOTS" "$1" --name); n=${n#env_L}; echo "${n%%_*}"
 }
@@ -221,14 +224,10 @@ for part in "$@"; do
         bb=$(best_size "env_L*_s0_$b")
         if [ -z "$bb" ]; then echo "!! env_below at $b: no envelope there yet (run env_trunks env_branches, then env_below again)"; continue; fi
         [ "$bb" -le 2 ] || continue
-        for l in $l1 $(step LRG $l1 -1); do
-          run "env_L1_lr${l}_s0_$b" $ENV $FAM model.n_layer=1 optimizer.lr=$l train.flops_scale="${SCALE[$b]}" "train.branch_points=[]" train.seed=0
-        done
+        for l in $l1 $(step LRG $l1 -1); do whole 1 "$l" "$b"; done
         # bracketed like 1/8: one lr further out while the best is at the edge (at 1/4, 4e-3 of
         # 2e-3, 4e-3 was 0.026 nats behind 2 blocks: close enough for the best size to change)
-        for k in 1 2; do for l in $(edges "env_L1_lr*_s0_$b" LRG); do
-          run "env_L1_lr${l}_s0_$b" $ENV $FAM model.n_layer=1 optimizer.lr=$l train.flops_scale="${SCALE[$b]}" "train.branch_points=[]" train.seed=0
-        done; done
+        for k in 1 2; do for l in $(edges "env_L1_lr*_s0_$b" LRG); do whole 1 "$l" "$b"; done; done
       done
     fi ;;
   env_seeds)  # seeds 1, 2 of each budget's best size and lr, whole runs at that budget, named
