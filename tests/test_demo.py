@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -85,3 +86,9 @@ def test_the_rows_the_demo_prints_are_the_committed_headline_rows():
     assert f"gap {gap.split(' ')[0]} nats" in demo
     (env,) = [r for r in head if r.startswith("| 1/8 | 1 block, lr 4e-3 |")]
     assert f"1 block at lr 4e-3: {env.split('|')[3].strip().rsplit(' (', 1)[0]}" in demo
+    # the larger budgets' gaps it quotes: the growbest rows at 1/4 and 1x (gap, its seed count)
+    flat = " ".join(re.findall(r'^echo "(.*)"$', demo, re.M))  # the lines it prints, joined
+    for budget, words in (("1/4", "at 1/4 (3 seeds)"), ("1", "at 1x")):
+        (row,) = [r for r in head if r.startswith(f"| growbest | {budget} |")]
+        gap = row.split("|")[7].strip().split(" ")[0]
+        assert f"{gap} nats {words}" in flat or f"{gap} {words}" in flat, (gap, words)
