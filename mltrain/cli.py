@@ -405,6 +405,7 @@ def main() -> None:
         A.check_one_preset(sys.argv[1:])
         A.check_deletions(sys.argv[1:])
         A.check_builder_keys(sys.argv[1:])
+        A.check_sweeper_params(sys.argv[1:])
         name = A.variant_name(sys.argv[1:])
         if name is not None:  # among the overrides: not after a trailing -m or --cfg job
             sys.argv[1:] = A.with_overrides(sys.argv[1:], [name])

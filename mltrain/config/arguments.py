@@ -207,6 +207,33 @@ def check_builder_keys(argv: list[str]) -> None:
             )
 
 
+def check_sweeper_params(argv: list[str]) -> None:
+    """Refuse ``hydra.sweeper.params={...}`` (also with ``+``/``++``) on the command line:
+    the basic sweeper's ``params`` is null until a preset sets it, and OmegaConf fails to
+    merge a dict into that null node with an ``AttributeError`` traceback. The sweep it asks
+    for is the same as its entries given as overrides, which the line suggests in full.
+
+    Raises:
+        ConfigError: one line with the command that sweeps the same values.
+    """
+    overrides = overrides_of(argv)
+    for arg, o in _parsed(overrides):
+        if o.key_or_group != "hydra.sweeper.params" or o.is_delete():
+            continue
+        value = o.value()
+        if not isinstance(value, dict) or not value:
+            continue
+        # each entry as the basic sweeper reads it: KEY=VALUES in Hydra's grammar
+        entries = [f"{k}={v}" for k, v in value.items()]
+        rest = [a for a in argv if a != arg]
+        multirun = [] if any(a in ("-m", "--multirun") for a in rest) else ["-m"]
+        raise ConfigError(
+            f"{arg}: hydra.sweeper.params is set by presets (conf/experiment/*.yaml), not on the "
+            f"command line; give its entries as overrides: "
+            + shell_command(["mltrain", *multirun, *rest, *entries])
+        )
+
+
 def removed_optimizer_setting(key: str, schema: type | None) -> str | None:
     """The line for ``~optimizer.<name>`` (Hydra: "AdamWConfig (DictConfig) does not support
     deletion"), as :func:`check_deletions` gives for other sections' settings: set it instead,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shlex
 
 import pytest
 
@@ -162,6 +163,32 @@ def _presets():
 
 
 PRESETS = list(_presets())
+
+
+@pytest.mark.parametrize("preset", [[], ["experiment=sweep_delta", "coarsening.vcycle.delta=0.5"]])
+@pytest.mark.parametrize("plus", ["", "+", "++"])
+def test_sweeper_params_on_the_command_line_is_one_line_that_pastes_as_the_same_sweep(
+    tmp_path, capsys, preset, plus
+):
+    """``hydra.sweeper.params={train.seed:"0,-1"}`` ended in an AttributeError traceback from
+    OmegaConf (a dict merged into the null ``params``), and under a preset that sets params in
+    "Key 'train.seed' is not in struct". Now one line, exit 2, no sweep directory, and the
+    command it suggests sweeps the same entries: pasted, Hydra's expansion makes the 2 jobs
+    (train.seed=-1 is job 1 of 2, refused before a job starts, so nothing trains here)."""
+    sweep = tmp_path / "sweep"
+    arg = plus + 'hydra.sweeper.params={train.seed:"0,-1"}'
+    args = ["-m", *SMOKE, *preset, arg, f"hydra.sweep.dir={sweep}"]
+    code, out, err = cli(args, tmp_path, capsys)
+    assert (code, out) == (2, ""), err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"mltrain: error: {arg}: "), err
+    assert not sweep.exists()
+    pasted = shlex.split(lines[0].split("give its entries as overrides: ", 1)[1])
+    assert pasted[0] == "mltrain" and arg not in pasted and "train.seed=0,-1" in pasted
+    code, out, err = cli(pasted[1:], tmp_path, capsys)
+    assert code == 2 and not sweep.exists(), err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("mltrain: error: job 1 of the sweep's 2 (train.seed=-1): "), err
 
 
 def test_sweep_presets_exist():
