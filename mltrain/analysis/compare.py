@@ -156,6 +156,10 @@ def compare(
     runs = [r for r in (find_runs(paths) if paths else []) if r.path.resolve() not in seen]
     front_runs += [r for r in runs if r.role == "frontier"]
     runs = [r for r in runs if r.role != "frontier"]
+    for r in runs:  # a frontier run that has not evaluated stays: its seed is not asked for
+        if not len(r.val.loss) and not r.diverged:
+            warn(f"skipping {r.path}: still running, no evaluation yet")
+    runs = [r for r in runs if len(r.val.loss) or r.diverged]
     if not runs and not front_runs:
         raise CompareError("no runs left to compare")
     for w in check_validation_sets(runs + front_runs):  # refuses different validation sets

@@ -548,6 +548,34 @@ def test_unfinished_frontier_runs_are_left_out_and_no_frontier_is_one_line_exit_
     assert line.startswith("mltrain-compare: error: no frontier: ") and "not single-level" in line
 
 
+def test_a_seed_that_has_just_started_is_not_asked_for_again(tmp_path, capsys):
+    """A job that has started but written no metrics yet (run.json running, its config there)
+    was skipped as unreadable, so "add the others with" asked for its seed again: pasting the
+    command started the seed twice. It is now read as running and named like a running seed;
+    the line asks for the seeds after it. A failed job without metrics is still skipped."""
+    root = make_frontier(tmp_path / "front")
+    started = tuned(root, 4000, 0.2, 3.0, seed=1, meta={"role": "frontier", "status": "running"})
+    (started / "metrics.jsonl").unlink()
+    (f,) = F.frontier_families(C.find_runs([root]), [])
+    assert f.budgets[2].best_lr == 0.2 and [r.seed for r in f.budgets[2].best] == [0]
+    assert "budget 4.00e3: lr 0.2: seed 1 left out, running at fine step 0" in f.warnings
+    (w,) = [w for w in f.warnings if w.startswith("budget 4.00e3: best lr 0.2 has")]
+    assert "seed 1 unfinished (left out above)" in w
+    args = shlex.split(w.split("add the others with: ", 1)[1])
+    assert [a for a in args if a.startswith("train.seed=")] == ["train.seed=2"]
+    failed = tuned(root, 4000, 0.2, 3.0, seed=3, meta={"role": "frontier", "status": "failed"})
+    (failed / "metrics.jsonl").unlink()
+    C.find_runs([root])
+    assert f"skipping {failed}: no metrics.jsonl (a failed job?)" in capsys.readouterr().err
+    # among the methods a job that has not evaluated is skipped with that reason
+    method(tmp_path / "methods", "m", 3.4)
+    going = method(tmp_path / "methods", "n", 3.3, meta={"status": "running"})
+    (going / "metrics.jsonl").unlink()
+    res = C.compare([tmp_path / "methods"], tmp_path / "out", frontier=[root])
+    assert f"skipping {going}: still running, no evaluation yet" in capsys.readouterr().err
+    assert [len(r.config.runs) for r in res.summary.rows] == [1]
+
+
 def test_the_next_budget_is_not_asked_for_while_its_runs_are_going(tmp_path):
     """Three budgets finished and every lr of the fourth (8000) still running: "add one at
     8.00e3 with: ..." would start those runs twice, and "no learning rate finished without

@@ -359,10 +359,13 @@ def read_run_json(path: Path) -> dict:
 
 def load_run(path: Path) -> Run:
     """Read ``path/.hydra/config.yaml``, ``path/metrics.jsonl`` and ``path/run.json`` (if any).
+    A run still running (``run.json``) that has not evaluated yet has empty curves (``val``,
+    ``train``, ``last``): :meth:`Run.incomplete` says it is running, and the judges leave it out
+    but do not ask for its seed again.
 
     Raises:
-        FileNotFoundError: the metrics file or the config is missing, or holds no records, or
-            (for a run that did not diverge) no finite validation loss.
+        FileNotFoundError: the config is missing; or, for a run not running, the metrics file is
+            missing or holds no records or (when it did not diverge) no finite validation loss.
     """
     from omegaconf import OmegaConf
 
@@ -370,13 +373,18 @@ def load_run(path: Path) -> Run:
     cfg_path = path / ".hydra" / "config.yaml"
     meta = read_run_json(path)
     running = meta.get("status") == "running"
-    if not (path / METRICS_FILE).is_file():
+    # a job that has just started (run.json running, its config written) is read with empty
+    # curves: unfinished, so left out of every judgement, yet its seed is not asked for again
+    starting = running and cfg_path.is_file()
+    if not (path / METRICS_FILE).is_file() and not starting:
         why = "still running, no evaluation yet" if running else "a failed job?"
         raise FileNotFoundError(f"no {METRICS_FILE} ({why})")
     if not cfg_path.is_file():
         raise FileNotFoundError("no .hydra/config.yaml")
-    records = sorted(read_metrics(path / METRICS_FILE), key=lambda r: r.get("step", 0))
-    if not records:
+    records = []
+    if (path / METRICS_FILE).is_file():
+        records = sorted(read_metrics(path / METRICS_FILE), key=lambda r: r.get("step", 0))
+    if not records and not starting:
         raise FileNotFoundError(f"{METRICS_FILE} holds no records")
     cfg = OmegaConf.load(cfg_path)
     try:
@@ -393,7 +401,7 @@ def load_run(path: Path) -> Run:
     val = [r for r in records if math.isfinite(_num(r.get("val/loss")))]
     if diverged_step is not None:
         val = [r for r in val if _num(r.get("step")) < diverged_step]
-    if not val and diverged_step is None:
+    if not val and diverged_step is None and not starting:
         why = "still running, no evaluation yet" if running else "nothing to compare"
         raise FileNotFoundError(f"{METRICS_FILE} holds no finite val/loss ({why})")
     train = [
@@ -413,7 +421,7 @@ def load_run(path: Path) -> Run:
         config,
         Series.from_records(val, "val/loss", before),
         Series.from_records(train, "train/loss", before),
-        records[-1],
+        records[-1] if records else {},
         meta,
         diverged_step,
         coarse_spans(records),
