@@ -217,7 +217,10 @@ def test_a_branch_with_other_settings_names_them_and_branch_from(trunk, tmp_path
     assert code == 0, err
 
 
-def test_a_missing_trunk_is_one_line_without_info_before_it(tmp_path, capsys):
+def test_a_missing_trunk_is_one_line_without_info_before_it(tmp_path, capsys, monkeypatch):
+    """With a cold token cache the corpus was tokenized (an INFO line on stdout, seconds) before
+    the trunk was looked for; the test passed only after another test had filled the cache."""
+    monkeypatch.setenv("MLTRAIN_CACHE_DIR", str(tmp_path / "cold_cache"))
     code, out, err = cli(
         [*BASE, "train.flops_scale=0.5", "train.branch_from=/nonexistent"], tmp_path, capsys
     )

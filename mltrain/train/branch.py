@@ -72,6 +72,19 @@ def trunk_points(cfg, plan, plan_at) -> dict[int, float]:
     return out
 
 
+def check_trunk_dir(cfg) -> Path:
+    """The trunk directory of a branch (``train.branch_from``), checked before anything slow
+    (the corpus is tokenized after it), so a mistyped path is refused alone.
+
+    Raises:
+        ConfigError: ``train.branch_from`` is not a run directory (no ``.hydra/`` in it).
+    """
+    trunk = Path(cfg.train.branch_from).expanduser()
+    if not (trunk / ".hydra").is_dir():
+        raise ConfigError(f"train.branch_from={cfg.train.branch_from}: not a run directory")
+    return trunk
+
+
 def branch_start(cfg, plan) -> tuple[Path, int]:
     """The trunk's branch point a branch starts from: (checkpoint path, step).
 
@@ -81,9 +94,7 @@ def branch_start(cfg, plan) -> tuple[Path, int]:
             it has and the setting that adds this one).
     """
     _require_wsd(cfg, plan, "train.branch_from")
-    trunk = Path(cfg.train.branch_from).expanduser()
-    if not (trunk / ".hydra").is_dir():
-        raise ConfigError(f"train.branch_from={cfg.train.branch_from}: not a run directory")
+    trunk = check_trunk_dir(cfg)
     step = wsd_decay_start(plan.iterations, cfg.schedule)
     path = ckpt.checkpoint_path(trunk / BRANCH_DIR, step)
     if not path.is_file():
