@@ -19,11 +19,9 @@ import io
 import logging
 import math
 import os
-import re
 import shutil
 import sys
 import tempfile
-from decimal import Decimal
 from pathlib import Path
 
 import hydra
@@ -37,6 +35,7 @@ from omegaconf.errors import OmegaConfBaseException
 import mltrain.schemes  # noqa: F401  (fills the registries validate() checks names against)
 from mltrain.config import absolute_paths, config_dir, register_configs, validate
 from mltrain.config import arguments as A
+from mltrain.config.hydra_errors import one_line
 from mltrain.config.overrides import shell_command
 from mltrain.errors import MLTrainError, Preempted
 from mltrain.train import distributed as D
@@ -190,142 +189,6 @@ _hydra_main = hydra.main(version_base="1.3", config_path=str(config_dir()), conf
 )
 
 
-def one_line(err: BaseException, argv: list[str] | None = None) -> str:
-    """A Hydra/OmegaConf composition error (or an OSError) as one line, built from the
-    exceptions' fields: a missing group option lists the available options (schema nodes
-    hidden); an override error gives the override, then the cause's message (its first line);
-    an override that does not parse is named, and when it is several joined by spaces the
-    command with each its own argument (``argv``: the command line's arguments); a renamed
-    key names its new name; a missing optional plugin says how to install it."""
-    from hydra.errors import MissingConfigException, OverrideParseException
-
-    from mltrain.config import RENAMED, REPLACED
-
-    if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options:
-        group = err.missing_cfg_file.rsplit("/", 1)[0]
-        options = [o for o in err.options if not o.endswith("_schema")]
-        msg = (
-            f"Could not find '{err.missing_cfg_file}'; available options in '{group}': "
-            + ", ".join(options)
-        )
-    elif (unknown := _unknown_key(err)) is not None:
-        msg = unknown
-    elif (removed := _removed_optimizer_setting(err)) is not None:
-        msg = removed
-    else:
-        parts = []
-        for e in (err, err.__cause__):
-            if e is None:
-                continue
-            text = (e.msg if isinstance(e, OmegaConfBaseException) and e.msg else str(e)) or ""
-            first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
-            parts.append(first.replace("Error merging override ", "").rstrip(".:"))
-            key = getattr(e, "full_key", None)
-            if key in RENAMED:
-                parts.append(f"{key} was renamed {RENAMED[key]}: use {RENAMED[key]}=...")
-            if key in REPLACED:
-                new, how = REPLACED[key]
-                parts.append(f"{key} was replaced by {new} ({how}): use {new}=...")
-        msg = "; ".join(dict.fromkeys(parts))
-    if isinstance(err, OverrideParseException) and err.override:
-        hint = A.joined_overrides(err.override, argv or [])
-        msg = f"{shell_command([err.override])}: {msg}" + (f"; {hint}" if hint else "")
-    for plugin, extra in (("hydra/sweeper/optuna", "optuna"), ("hydra/launcher/submitit", "slurm")):
-        if plugin in msg:
-            msg += f' (an optional plugin: pip install "mltrain[{extra}]" or make install-extras)'
-    return msg
-
-
-def _unknown_key(err: BaseException) -> str | None:
-    """The one line of :func:`mltrain.config.arguments.unknown_setting` when ``err`` (or its
-    cause) is OmegaConf's "Key ... not in ..." for a misspelt setting, else None (a renamed or
-    replaced key keeps its own message). The schema OmegaConf looked the key up in names the
-    settings of a section with alternative schemas (``optimizer.lrr`` under ``optimizer=sgd``:
-    SGD's)."""
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
-
-    from mltrain.config import RENAMED, REPLACED
-
-    for e in (err, err.__cause__):
-        key = getattr(e, "full_key", None)
-        if key in RENAMED or key in REPLACED:  # one_line names its new name
-            return None
-        if isinstance(e, (ConfigKeyError, ConfigAttributeError)) and key:
-            return A.unknown_setting(key, getattr(e, "object_type", None))
-    return None
-
-
-def _removed_optimizer_setting(err: BaseException) -> str | None:
-    """The one line of :func:`mltrain.config.arguments.removed_optimizer_setting` when ``err``
-    (or its cause) is OmegaConf's "... does not support deletion" for ``~optimizer.<setting>``
-    (the other sections' settings are refused before Hydra composes: ``check_deletions``)."""
-    from omegaconf.errors import ConfigTypeError
-
-    for e in (err, err.__cause__):
-        if isinstance(e, ConfigTypeError) and "deletion" in str(e):
-            key = getattr(e, "full_key", None) or ""
-            return A.removed_optimizer_setting(key, getattr(e, "object_type", None))
-    return None
-
-
-_RANGE = re.compile(
-    r"^([^=]+)=\s*(sort\(\s*)?range\(([^()]*)\)\s*"
-    r"(?:,\s*reverse\s*=\s*(\w+)\s*)?(\))?\s*$"
-)
-
-
-def _meant(args: str) -> list[Decimal]:
-    """The values of ``range(args)`` as written, in exact decimal arithmetic (``range(0.1,
-    0.4,0.1)`` is 0.1, 0.2, 0.3: the stop is exclusive, as Python's ``range``)."""
-    nums = [Decimal(x.strip()) for x in args.split(",")]
-    start, stop, step = (nums + [Decimal(1)])[:3] if len(nums) >= 2 else (0, nums[0], 1)
-    if step == 0:
-        raise ValueError("step 0")
-    out, x = [], Decimal(start)
-    while (x < stop) if step > 0 else (x > stop):
-        out.append(x)
-        x += step
-    return out
-
-
-def check_range_sweeps(args: list[str]) -> None:
-    """Refuse ``key=range(...)`` and ``key=sort(range(...))`` sweeps that hydra-core 1.3.8
-    expands to other values than the range written: ``sort(range(10,0,-3))`` launches 3,6,9,12
-    instead of 1,4,7,10 (a range whose stop the step does not land on, sorted; or sorted with
-    ``reverse=true``), and a float range accumulates rounding errors (``range(0.1,0.4,0.1)``
-    launches 0.1, 0.2, 0.30000000000000004 and 0.4, past the exclusive stop). Ranges Hydra
-    expands exactly (integers, ``range(0,1,0.25)``) pass.
-
-    Raises:
-        MLTrainError: one line with the override, what Hydra would launch, and the values to
-            write instead.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    for arg in args:
-        m = _RANGE.match(arg)
-        if not m or bool(m.group(2)) != bool(m.group(5)):
-            continue
-        try:
-            meant = _meant(m.group(3))
-            launched = list(parser.parse_override(arg).sweep_iterator())
-        except Exception:
-            continue  # Hydra reports a malformed override itself
-        if m.group(2):
-            meant.sort(reverse=(m.group(4) or "").lower() == "true")
-        if len(meant) != len(launched) or any(float(a) != b for a, b in zip(meant, launched)):
-            why = (
-                "a bug of hydra-core 1.3's sort(range(...))"
-                if m.group(2)
-                else "a float range accumulates rounding errors"
-            )
-            raise MLTrainError(
-                f"{arg}: hydra-core expands this to {','.join(map(str, launched))} ({why}); "
-                f"write the values instead: {m.group(1)}={','.join(map(str, meant))}"
-            )
-
-
 CFG_NOTE = (
     "# settings checked as a run checks them; data files and checkpoints are checked when it starts"
 )
@@ -401,7 +264,7 @@ def main() -> None:
         "1"  # let composition errors reach us, to print them as one line
     )
     try:
-        check_range_sweeps(sys.argv[1:])
+        A.check_range_sweeps(sys.argv[1:])
         A.check_one_preset(sys.argv[1:])
         A.check_deletions(sys.argv[1:])
         A.check_builder_keys(sys.argv[1:])

@@ -15,8 +15,8 @@ import sys
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from mltrain.cli import one_line
 from mltrain.config import compose, typed, validate
+from mltrain.config.hydra_errors import one_line
 from mltrain.data import build_data
 from mltrain.errors import MLTrainError
 from mltrain.plan.plan import build_plan

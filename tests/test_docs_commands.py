@@ -207,8 +207,8 @@ def compose_command(cmd: Command) -> None:
     """Compose, validate and plan ``cmd`` as mltrain would; raises what mltrain would report."""
     from omegaconf import OmegaConf, open_dict
 
-    from mltrain.cli import check_range_sweeps
     from mltrain.config import typed, validate
+    from mltrain.config.arguments import check_range_sweeps
     from mltrain.plan.plan import build_plan
 
     args = arguments(cmd)
@@ -272,7 +272,7 @@ def test_extraction_reads_blocks_continuations_inline_and_refusals(tmp_path, mon
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=[f"{c.file}:{c.line}" for c in COMMANDS])
 def test_printed_command_composes_or_is_refused_as_printed(cmd):
-    from mltrain.cli import one_line
+    from mltrain.config.hydra_errors import one_line
     from mltrain.errors import MLTrainError
 
     for option, module in PLUGINS.items():

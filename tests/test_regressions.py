@@ -219,7 +219,7 @@ def test_sort_range_whose_stop_the_step_misses_is_refused_with_the_values(tmp_pa
 
 
 def test_sort_range_forms_hydra_gets_right_are_accepted():
-    from mltrain.cli import check_range_sweeps
+    from mltrain.config.arguments import check_range_sweeps
 
     check_range_sweeps(["a=sort(range(1,11,3))", "b=sort(range(10,1,-3))", "c=range(10,0,-3)"])
 
@@ -269,7 +269,7 @@ def test_a_float_range_sweep_is_refused_with_the_values_meant(tmp_path, capsys):
 
 
 def test_ranges_hydra_expands_exactly_are_accepted():
-    from mltrain.cli import check_range_sweeps
+    from mltrain.config.arguments import check_range_sweeps
 
     check_range_sweeps(["a=range(0,1,0.25)", "b=range(0.5,2.5,0.5)", "c=range(1,4)", "d=range(3)"])
     with pytest.raises(Exception, match=r"write the values instead: e=1,1.1,1.2"):

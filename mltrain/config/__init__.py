@@ -1,5 +1,6 @@
 """Configuration: the typed schema (:mod:`.schema`), inert and renamed keys (:mod:`.keys`),
-validation (:mod:`.validate`) and the Hydra glue (:mod:`.compose`).
+validation (:mod:`.validate`), the Hydra glue (:mod:`.compose`), the command line's checks
+(:mod:`.arguments`) and Hydra's errors as one line (:mod:`.hydra_errors`).
 
 The package's names are re-exported here: ``from mltrain.config import ModelConfig, validate``.
 """

@@ -1,6 +1,7 @@
 """The command line's overrides, read before and after Hydra composes them: mistakes Hydra
 would accept silently or report without the argument or the fix (one preset at a time, a
-setting removed with ``~``, two overrides in one argument), what a run is named when its
+setting removed with ``~``, two overrides in one argument, a range sweep Hydra expands to other
+values, ``hydra.sweeper.params`` set whole), what a run is named when its
 preset's scheme is replaced, and the settings given there that the run's scheme ignores.
 
 Each suggestion is written with :func:`mltrain.config.overrides.override` (Hydra's grammar) and
@@ -13,6 +14,8 @@ import contextlib
 import dataclasses
 import difflib
 import io
+import re
+from decimal import Decimal
 
 from omegaconf import DictConfig
 
@@ -344,3 +347,61 @@ def unread_notice(cfg: DictConfig, overrides: list[str]) -> str | None:
         f"{', '.join(ignored)}: not read by coarsening.scheme={c.scheme} (it reads "
         f"{', '.join(read) if read else 'no coarsening section'}): ignored"
     )
+
+
+_RANGE = re.compile(
+    r"^([^=]+)=\s*(sort\(\s*)?range\(([^()]*)\)\s*"
+    r"(?:,\s*reverse\s*=\s*(\w+)\s*)?(\))?\s*$"
+)
+
+
+def _meant(args: str) -> list[Decimal]:
+    """The values of ``range(args)`` as written, in exact decimal arithmetic (``range(0.1,
+    0.4,0.1)`` is 0.1, 0.2, 0.3: the stop is exclusive, as Python's ``range``)."""
+    nums = [Decimal(x.strip()) for x in args.split(",")]
+    start, stop, step = (nums + [Decimal(1)])[:3] if len(nums) >= 2 else (0, nums[0], 1)
+    if step == 0:
+        raise ValueError("step 0")
+    out, x = [], Decimal(start)
+    while (x < stop) if step > 0 else (x > stop):
+        out.append(x)
+        x += step
+    return out
+
+
+def check_range_sweeps(args: list[str]) -> None:
+    """Refuse ``key=range(...)`` and ``key=sort(range(...))`` sweeps that hydra-core 1.3.8
+    expands to other values than the range written: ``sort(range(10,0,-3))`` launches 3,6,9,12
+    instead of 1,4,7,10 (a range whose stop the step does not land on, sorted; or sorted with
+    ``reverse=true``), and a float range accumulates rounding errors (``range(0.1,0.4,0.1)``
+    launches 0.1, 0.2, 0.30000000000000004 and 0.4, past the exclusive stop). Ranges Hydra
+    expands exactly (integers, ``range(0,1,0.25)``) pass.
+
+    Raises:
+        ConfigError: one line with the override, what Hydra would launch, and the values to
+            write instead.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in args:
+        m = _RANGE.match(arg)
+        if not m or bool(m.group(2)) != bool(m.group(5)):
+            continue
+        try:
+            meant = _meant(m.group(3))
+            launched = list(parser.parse_override(arg).sweep_iterator())
+        except Exception:
+            continue  # Hydra reports a malformed override itself
+        if m.group(2):
+            meant.sort(reverse=(m.group(4) or "").lower() == "true")
+        if len(meant) != len(launched) or any(float(a) != b for a, b in zip(meant, launched)):
+            why = (
+                "a bug of hydra-core 1.3's sort(range(...))"
+                if m.group(2)
+                else "a float range accumulates rounding errors"
+            )
+            raise ConfigError(
+                f"{arg}: hydra-core expands this to {','.join(map(str, launched))} ({why}); "
+                f"write the values instead: {m.group(1)}={','.join(map(str, meant))}"
+            )
