@@ -272,6 +272,7 @@ def main() -> None:
         name = A.variant_name(sys.argv[1:])
         if name is not None:  # among the overrides: not after a trailing -m or --cfg job
             sys.argv[1:] = A.with_overrides(sys.argv[1:], [name])
+        sys.argv[1:] = A.with_overrides(sys.argv[1:], A.preset_sweep_dirs(sys.argv[1:]))
         sys.argv[1:] = check_cfg_request(sys.argv[1:])
         _hydra_main()
     except MLTrainError as e:

@@ -329,6 +329,38 @@ def variant_name(argv: list[str]) -> str | None:
     return override("experiment_name", f"{cfg.experiment_name}+coarsening={option}")
 
 
+def preset_sweep_dirs(argv: list[str]) -> list[str]:
+    """The overrides that keep a multirun over presets (``-m experiment=a,b``) in one sweep
+    directory: Hydra names each job's sweep directory from that job's config, and the default
+    name ends with ``${experiment_name}``, so each preset's jobs went to a directory of their
+    own and the sweep's ``multirun.yaml`` to a third (``..._default``). The directory is named
+    after the presets (``<time>_a+b``; ``experiments`` for a ``glob``) and each job directory
+    after its preset (``0_a_<overrides>``). Settings the command line gives itself are kept;
+    nothing is added when the presets are not swept.
+    """
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    parsed = _parsed(overrides_of(argv))
+    swept = [o for _, o in parsed if o.key_or_group == "experiment" and o.is_sweep_override()]
+    if not swept:
+        return []
+    given = {o.key_or_group for _, o in parsed}
+    value = swept[-1].value()
+    names = "+".join(map(str, value.list)) if isinstance(value, ChoiceSweep) else "experiments"
+    out = []
+    if "hydra.sweep.dir" not in given:
+        out.append(
+            "hydra.sweep.dir='${oc.env:MLTRAIN_OUTPUTS,outputs}/multirun/"
+            "${now:%Y-%m-%d_%H-%M-%S.%f}_" + re.sub(r"[^\w.+-]", "_", names) + "'"
+        )
+    if "hydra.sweep.subdir" not in given:
+        out.append(
+            "hydra.sweep.subdir='${mltrain_job_subdir:${hydra.job.num}_${experiment_name},"
+            "${hydra.job.override_dirname}}'"
+        )
+    return out
+
+
 def unread_notice(cfg: DictConfig, overrides: list[str]) -> str | None:
     """One line naming the command line's overrides of coarsening settings that the run's
     scheme does not read (:func:`mltrain.config.keys.unread`), or None. Presets and group

@@ -7,6 +7,7 @@ import json
 import shlex
 
 import pytest
+from omegaconf import OmegaConf
 
 from mltrain.config import compose as plain_compose
 from mltrain.config import config_dir, validate
@@ -189,6 +190,32 @@ def test_sweeper_params_on_the_command_line_is_one_line_that_pastes_as_the_same_
     assert code == 2 and not sweep.exists(), err
     line = err.strip().splitlines()[-1]
     assert line.startswith("mltrain: error: job 1 of the sweep's 2 (train.seed=-1): "), err
+
+
+@pytest.mark.parametrize("given", [[], ["hydra.sweep.dir=mine"]])
+def test_a_sweep_over_presets_is_one_sweep_directory_naming_each_job_by_its_preset(
+    tmp_path, capsys, given
+):
+    """``-m experiment=paper_small,grow`` wrote each preset's job to a sweep directory of its own
+    (``<time>_paper_small``, ``<time>_grow``; Hydra names it from each job's experiment_name)
+    and multirun.yaml to a third, ``<time>_default``: mltrain-compare over the printed sweep
+    found nothing. Now one directory holds multirun.yaml and both jobs, each named after the
+    preset its config says it ran (``.hydra/config.yaml``), in the directory given if any."""
+    code, out, err = cli(["-m", "experiment=paper_small,grow", *SMOKE, *given], tmp_path, capsys)
+    assert code == 0, err
+    if given:
+        sweeps = [tmp_path / "mine"]
+        assert not (tmp_path / "outputs").exists()
+    else:
+        sweeps = list((tmp_path / "outputs" / "multirun").iterdir())
+        assert len(sweeps) == 1 and sweeps[0].name.endswith("_paper_small+grow"), sweeps
+    (sweep,) = sweeps
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert (sweep / "multirun.yaml").is_file() and len(jobs) == 2
+    for num, (job, preset) in enumerate(zip(jobs, ["paper_small", "grow"])):
+        ran = OmegaConf.load(job / ".hydra" / "config.yaml").experiment_name
+        assert ran == preset and job.name.startswith(f"{num}_{preset}_")
+        assert (job / "metrics.jsonl").is_file()
 
 
 def test_sweep_presets_exist():
