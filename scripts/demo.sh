@@ -73,5 +73,5 @@ echo "So at this budget the growth ends 0.021 nats below the best single-level s
 echo "over seeds, inside that size's own seed spread (0.030): level with it, not a clear win; at"
 echo "seed 0 the single-level run is the lower (so r above is a bound, about 1 or more: the growth"
 echo "never reached its loss). At the larger budgets, where larger sizes are best, the same growth"
-echo "to the best size is behind: +0.028 nats at 1/4 (3 seeds) and +0.081 at 1x (3 -> 6 blocks,"
-echo "seed 0 so far); the rest of the grid is still being measured (docs/results.md)."
+echo "to the best size is behind: +0.028 nats at 1/4 (3 seeds) and +0.072 at 1x (3 -> 6 blocks,"
+echo "3 seeds); no scheme beats the best single-level size at any budget measured (docs/results.md)."

@@ -88,7 +88,8 @@ def test_the_rows_the_demo_prints_are_the_committed_headline_rows():
     assert f"1 block at lr 4e-3: {env.split('|')[3].strip().rsplit(' (', 1)[0]}" in demo
     # the larger budgets' gaps it quotes: the growbest rows at 1/4 and 1x (gap, its seed count)
     flat = " ".join(re.findall(r'^echo "(.*)"$', demo, re.M))  # the lines it prints, joined
-    for budget, words in (("1/4", "at 1/4 (3 seeds)"), ("1", "at 1x")):
+    for budget, words in (("1/4", "at 1/4 (3 seeds)"), ("1", "at 1x (3 -> 6 blocks, 3 seeds)")):
         (row,) = [r for r in head if r.startswith(f"| growbest | {budget} |")]
         gap = row.split("|")[7].strip().split(" ")[0]
+        assert row.split("|")[3].strip().endswith("(3)"), row  # the seeds it says
         assert f"{gap} nats {words}" in flat or f"{gap} {words}" in flat, (gap, words)
