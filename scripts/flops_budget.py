@@ -15,6 +15,7 @@ import sys
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
+import mltrain.schemes  # noqa: F401  (registers every scheme, as mltrain does)
 from mltrain.config import compose, typed, validate
 from mltrain.config.hydra_errors import one_line
 from mltrain.data import build_data

@@ -250,6 +250,22 @@ def test_flops_budget_by_hand_and_bad_input(capsys, monkeypatch):
     assert e.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("flops_budget.py: error: coarsening.vcycle.delta=1.5 is not allowed")
+    # as a command, in an interpreter of its own (the tests' process has imported every
+    # scheme; the script once relied on mltrain.cli's import of them and failed alone)
+    args = ["--total", "model=tiny", "coarsening=none", "data.batch_size=4", "train.steps=5"]
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "flops_budget.py"),
+            *args,
+            "schedule.warmup_steps=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert int(res.stdout) == 5 * 4 * 32 * 3 * (4 * BLOCK + HEAD)
 
 
 # --------------------------------------------------------------------------- study tools
