@@ -210,31 +210,74 @@ def check_builder_keys(argv: list[str]) -> None:
             )
 
 
+def _sweeper_entry(parser, key: str, value, arg: str, swept: bool) -> str:
+    """One entry of ``hydra.sweeper.params`` as the override the basic sweeper makes of it: a
+    string as written (``"0,1"`` sweeps 0 and 1), in Hydra's grammar when it would not parse
+    so; an unquoted sweep as written in ``arg``; any other value via :func:`override`."""
+    if swept:
+        return f"{key}={arg.split('=', 1)[1]}"
+    if isinstance(value, str):
+        try:
+            parser.parse_override(f"{key}={value}")
+            return f"{key}={value}"
+        except Exception:
+            pass
+    return override(key, value)
+
+
+def _without_cfg_request(argv: list[str]) -> list[str]:
+    """``argv`` less ``--cfg``/``-c`` with its value, ``--resolve`` and ``--package``/``-p``
+    with its value: a multirun cannot print its config."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--cfg", "-c", "--package", "-p"):
+            skip = True
+        elif not a.startswith(("--cfg=", "--package=")) and a != "--resolve":
+            out.append(a)
+    return out
+
+
 def check_sweeper_params(argv: list[str]) -> None:
-    """Refuse ``hydra.sweeper.params={...}`` (also with ``+``/``++``) on the command line:
-    the basic sweeper's ``params`` is null until a preset sets it, and OmegaConf fails to
-    merge a dict into that null node with an ``AttributeError`` traceback. The sweep it asks
-    for is the same as its entries given as overrides, which the line suggests in full.
+    """Refuse ``hydra.sweeper.params`` on the command line, whole (``={...}``) or one entry
+    (``hydra.sweeper.params.train.seed="0,1"``), also with ``+``/``++``: the basic sweeper's
+    ``params`` is null until a preset sets it, so OmegaConf fails with a traceback (a dict
+    merged into null, an ``AssertionError`` for an entry), and under a preset that sets it
+    with "not in struct". The sweep asked for is its entries given as overrides, which the
+    line suggests in full, ``-m`` added and a ``--cfg`` request left out.
 
     Raises:
         ConfigError: one line with the command that sweeps the same values.
     """
-    overrides = overrides_of(argv)
-    for arg, o in _parsed(overrides):
-        if o.key_or_group != "hydra.sweeper.params" or o.is_delete():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    prefix = "hydra.sweeper.params"
+    bad, entries = [], []
+    for arg, o in _parsed(overrides_of(argv)):
+        key = o.key_or_group
+        if o.is_delete() or not (key == prefix or key.startswith(prefix + ".")):
             continue
         value = o.value()
-        if not isinstance(value, dict) or not value:
-            continue
-        # each entry as the basic sweeper reads it: KEY=VALUES in Hydra's grammar
-        entries = [f"{k}={v}" for k, v in value.items()]
-        rest = [a for a in argv if a != arg]
-        multirun = [] if any(a in ("-m", "--multirun") for a in rest) else ["-m"]
-        raise ConfigError(
-            f"{arg}: hydra.sweeper.params is set by presets (conf/experiment/*.yaml), not on the "
-            f"command line; give its entries as overrides: "
-            + shell_command(["mltrain", *multirun, *rest, *entries])
-        )
+        if key == prefix:
+            if not isinstance(value, dict) or not value:
+                continue  # null or {}: Hydra takes them
+            items = [(k, v, False) for k, v in value.items()]
+        else:
+            items = [(key.removeprefix(prefix + "."), value, o.is_sweep_override())]
+        bad.append(arg)
+        entries += [_sweeper_entry(parser, k, v, arg, swept) for k, v, swept in items]
+    if not bad:
+        return
+    rest = _without_cfg_request([a for a in argv if a not in bad])
+    command = with_overrides(rest, list(dict.fromkeys(entries)))
+    if not any(a in ("-m", "--multirun") for a in command):
+        command = ["-m", *command]
+    raise ConfigError(
+        f"{bad[0]}: hydra.sweeper.params is set by presets (conf/experiment/*.yaml), not on the "
+        "command line; give its entries as overrides: " + shell_command(["mltrain", *command])
+    )
 
 
 def removed_optimizer_setting(key: str, schema: type | None) -> str | None:

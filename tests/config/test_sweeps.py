@@ -167,9 +167,21 @@ PRESETS = list(_presets())
 
 
 @pytest.mark.parametrize("preset", [[], ["experiment=sweep_delta", "coarsening.vcycle.delta=0.5"]])
-@pytest.mark.parametrize("plus", ["", "+", "++"])
+@pytest.mark.parametrize(
+    "arg, flags",
+    [
+        ('hydra.sweeper.params={train.seed:"0,-1"}', ["-m"]),
+        ('+hydra.sweeper.params={train.seed:"0,-1"}', ["-m"]),
+        ('++hydra.sweeper.params={train.seed:"0,-1"}', ["-m"]),
+        # one entry (an AssertionError traceback), -m last, or no -m but --cfg job (found by a
+        # helper: the suggestion put the entries after the trailing -m, or kept --cfg with -m)
+        ('hydra.sweeper.params.train.seed="0,-1"', ["-m"]),
+        ('+hydra.sweeper.params.train.seed="0,-1"', ["LAST-m"]),
+        ('hydra.sweeper.params={train.seed:"0,-1"}', ["--cfg", "job"]),
+    ],
+)
 def test_sweeper_params_on_the_command_line_is_one_line_that_pastes_as_the_same_sweep(
-    tmp_path, capsys, preset, plus
+    tmp_path, capsys, preset, arg, flags
 ):
     """``hydra.sweeper.params={train.seed:"0,-1"}`` ended in an AttributeError traceback from
     OmegaConf (a dict merged into the null ``params``), and under a preset that sets params in
@@ -177,8 +189,8 @@ def test_sweeper_params_on_the_command_line_is_one_line_that_pastes_as_the_same_
     command it suggests sweeps the same entries: pasted, Hydra's expansion makes the 2 jobs
     (train.seed=-1 is job 1 of 2, refused before a job starts, so nothing trains here)."""
     sweep = tmp_path / "sweep"
-    arg = plus + 'hydra.sweeper.params={train.seed:"0,-1"}'
-    args = ["-m", *SMOKE, *preset, arg, f"hydra.sweep.dir={sweep}"]
+    first, last = ([], ["-m"]) if flags == ["LAST-m"] else (flags, [])
+    args = [*first, *SMOKE, *preset, arg, f"hydra.sweep.dir={sweep}", *last]
     code, out, err = cli(args, tmp_path, capsys)
     assert (code, out) == (2, ""), err
     lines = err.strip().splitlines()
