@@ -133,8 +133,8 @@ class SweepReport(Callback):
 def check_sweep(config: DictConfig) -> None:
     """Check the settings of every job of a multirun of Hydra's basic sweeper before the first
     one starts, as each job would: its composition (an option, key or type), then
-    :func:`mltrain.config.validate`, the plan's rules (:func:`mltrain.plan.plan.build_plan`)
-    and the corpus's files (:func:`mltrain.data.corpora.open_corpus`: listed, not read).
+    :func:`mltrain.config.validate`, a branch's trunk
+    (:func:`mltrain.train.branch.check_trunk_dir`), the plan's rules (:func:`mltrain.plan.plan.build_plan`) and the corpus's files (:func:`mltrain.data.corpora.open_corpus`: listed, not read).
     Without it a bad value in the last job was refused only after the jobs before it had
     trained. The jobs are Hydra's own expansion
     (``BasicSweeper.split_arguments`` of ``hydra.sweeper.params`` and the command line's
@@ -154,6 +154,7 @@ def check_sweep(config: DictConfig) -> None:
     from mltrain.data.corpora import open_corpus
     from mltrain.errors import ConfigError
     from mltrain.plan.plan import build_plan
+    from mltrain.train.branch import check_trunk_dir
 
     sweeper = config.hydra.sweeper
     if sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
@@ -178,6 +179,8 @@ def check_sweep(config: DictConfig) -> None:
             absolute_paths(cfg, Path.cwd())
             validate(cfg)
             checked = typed(cfg)
+            if checked.train.branch_from is not None:  # a branch's trunk, as the job checks it
+                check_trunk_dir(checked)
             build_plan(checked, None)
             open_corpus(checked.data)  # lists its files (a missing path), reads none
         except MLTrainError as e:

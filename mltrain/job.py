@@ -75,7 +75,7 @@ class Job:
         self.typed = t = typed(cfg)
         if t.train.threads:
             torch.set_num_threads(int(t.train.threads))
-        if t.train.branch_from:  # before the corpus is tokenized (a cold cache logs it)
+        if t.train.branch_from is not None:  # before the corpus is tokenized (a cold cache logs it)
             br.check_trunk_dir(t)
         self.data = build_data(t.data, t.model.seq_len)
         vocab = self._vocab_size()

@@ -226,6 +226,51 @@ def test_a_missing_trunk_is_one_line_without_info_before_it(tmp_path, capsys, mo
     )
     assert code == 2 and not out.strip()
     assert _error(err) == "train.branch_from=/nonexistent: not a run directory"
+    assert not (tmp_path / "cold_cache").exists()
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [  # found by a helper: an empty value (an unset $TRUNK) trained a whole run, exit 0
+        (
+            ["train.branch_from="],
+            "train.branch_from='': empty; give the trunk's run directory, or "
+            "leave the setting out for a whole run",
+        ),
+        (
+            ["train.branch_from=' '"],
+            "train.branch_from=' ': empty; give the trunk's run "
+            "directory, or leave the setting out for a whole run",
+        ),
+        # what the config alone decides was refused only after the corpus was tokenized
+        (
+            ["schedule=cosine", "train.branch_from=/nonexistent"],
+            "train.branch_from needs "
+            "schedule=wsd (warmup-stable-decay), not schedule.name=cosine: only there does the LR "
+            "before the decay not depend on the budget",
+        ),
+    ],
+)
+def test_branch_from_mistakes_are_refused_alone_before_the_corpus(
+    tmp_path, capsys, monkeypatch, args, line
+):
+    monkeypatch.setenv("MLTRAIN_CACHE_DIR", str(tmp_path / "cold_cache"))
+    code, out, err = cli([*BASE, "train.flops_scale=0.5", *args], tmp_path, capsys)
+    assert (code, out.strip(), _error(err)) == (2, "", line)
+    assert not (tmp_path / "cold_cache").exists() and not (tmp_path / "outputs").exists()
+
+
+def test_a_sweep_over_mistyped_trunks_is_refused_before_a_job_starts(tmp_path, capsys):
+    """It passed the sweep's pre-check: a sweep directory, two job directories with a log
+    each, "2 job(s) of the sweep failed" and exit 1 (found by a helper)."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", *BASE, "train.branch_from=/nonexistent,/nope", f"hydra.sweep.dir={sweep}"]
+    code, out, err = cli(args, tmp_path, capsys)
+    assert code == 2 and not sweep.exists()
+    assert _error(err) == (
+        "job 0 of the sweep's 2 (train.branch_from=/nonexistent): train.branch_from=/nonexistent: "
+        "not a run directory; no job was started"
+    )
 
 
 # --------------------------------------------------------------------------- hierarchies

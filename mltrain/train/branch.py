@@ -40,7 +40,7 @@ def _require_wsd(cfg, plan, key: str) -> None:
             f"{key} needs schedule=wsd (warmup-stable-decay), not schedule.name="
             f"{cfg.schedule.name}: only there does the LR before the decay not depend on the budget"
         )
-    if plan.multilevel or len(plan.levels) > 1:
+    if plan is not None and (plan.multilevel or len(plan.levels) > 1):
         raise ConfigError(f"{key} needs a single-level run (coarsening=none)")
     if cfg.train.target_flops is None:
         raise ConfigError(f"{key} needs train.target_flops (branches differ by their budget)")
@@ -73,15 +73,26 @@ def trunk_points(cfg, plan, plan_at) -> dict[int, float]:
 
 
 def check_trunk_dir(cfg) -> Path:
-    """The trunk directory of a branch (``train.branch_from``), checked before anything slow
-    (the corpus is tokenized after it), so a mistyped path is refused alone.
+    """The trunk directory of a branch (``train.branch_from``), checked with the settings a
+    branch needs that its config alone decides, before anything slow (the corpus is tokenized
+    after it), so a mistake is refused alone. An empty value (an unset ``$TRUNK``) is refused,
+    not read as "no trunk".
 
     Raises:
-        ConfigError: ``train.branch_from`` is not a run directory (no ``.hydra/`` in it).
+        ConfigError: ``train.branch_from`` is empty or not a run directory (no ``.hydra/`` in
+            it), or the run is not wsd or has no ``train.target_flops``.
     """
+    given = override("train.branch_from", cfg.train.branch_from)
+    if not str(cfg.train.branch_from).strip():
+        raise ConfigError(
+            f"{given}: empty; give the trunk's run directory, or leave the setting out for a "
+            "whole run"
+        )
+    if cfg.schedule.name != "wsd" or cfg.train.target_flops is None:
+        _require_wsd(cfg, None, "train.branch_from")
     trunk = Path(cfg.train.branch_from).expanduser()
     if not (trunk / ".hydra").is_dir():
-        raise ConfigError(f"train.branch_from={cfg.train.branch_from}: not a run directory")
+        raise ConfigError(f"{given}: not a run directory")
     return trunk
 
 
