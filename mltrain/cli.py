@@ -37,7 +37,7 @@ from mltrain.config import absolute_paths, config_dir, register_configs, validat
 from mltrain.config import arguments as A
 from mltrain.config.hydra_errors import one_line
 from mltrain.config.overrides import shell_command
-from mltrain.errors import MLTrainError, Preempted
+from mltrain.errors import ConfigError, MLTrainError, Preempted
 from mltrain.train import distributed as D
 
 log = logging.getLogger("mltrain")
@@ -59,8 +59,11 @@ def train(cfg: DictConfig) -> float:
     try:
         # user-given paths are relative to where the command was launched, even when Hydra
         # changes into the run directory (hydra.job.chdir=true)
-        absolute_paths(cfg, Path(hc.runtime.cwd))
-        validate(cfg)  # before anything acts on a setting (e.g. the device)
+        try:
+            absolute_paths(cfg, Path(hc.runtime.cwd))
+            validate(cfg)  # before anything acts on a setting (e.g. the device)
+        except OmegaConfBaseException as e:  # a value that does not resolve (train.steps=${oops})
+            raise ConfigError(one_line(e)) from None
         ctx = D.init(cfg.train.device)
         run_dir = Path(D.broadcast_object(str(run_dir), ctx.world))
         group = Path(hc.sweep.dir).name if multirun and cfg.logger.group is None else None
@@ -185,6 +188,8 @@ def check_sweep(config: DictConfig) -> None:
             open_corpus(checked.data)  # lists its files (a missing path), reads none
         except MLTrainError as e:
             raise ConfigError(f"{where}: {e}; no job was started") from None
+        except OmegaConfBaseException as e:  # a value that does not resolve (${oops})
+            raise ConfigError(f"{where}: {one_line(e)}; no job was started") from None
 
 
 _hydra_main = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")(

@@ -56,6 +56,21 @@ def test_bad_input_is_one_line_nonzero_and_leaves_no_run_directory(tmp_path):
     assert not any((tmp_path / "outputs" / "runs").glob("*"))
 
 
+@pytest.mark.parametrize("multirun", [[], ["-m", "train.seed=0,1"]])
+def test_a_value_that_does_not_resolve_is_one_line_and_leaves_no_directory(tmp_path, multirun):
+    """``train.steps=${oops}`` printed Hydra's "Error executing job with overrides" before the
+    error line and left the run directory (and in a sweep, every job's directory and a failed
+    job each), found by a helper."""
+    res = run_mltrain([*multirun, "mode=smoke", "train.steps=${oops}"], cwd=tmp_path)
+    where = "job 0 of the sweep's 2 (train.seed=0): " if multirun else ""
+    tail = "; no job was started" if multirun else ""
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        f"mltrain: error: {where}Interpolation key 'oops' not found{tail}"
+    ]
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_help_lists_the_config_groups(tmp_path):
     """The groups a user chooses, and no internal one: the optimizers' schemas were listed as
     a group ``schema/optimizer: adamw, sgd`` that no user sets."""
