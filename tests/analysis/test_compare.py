@@ -982,6 +982,25 @@ def test_the_same_flops_command_runs_as_the_method_did_and_beside_it(tmp_path):
     assert args[-1] == f"hydra.run.dir={ml.parent / 'ml_single_level'}"
 
 
+def test_a_same_flops_run_that_has_just_started_is_not_suggested_again(tmp_path, capsys):
+    """The suggested baseline, pasted and just started (run.json running, no metrics yet), was
+    skipped as still running and the same command suggested again: pasting it twice trained
+    two processes in one directory (found by a helper). The hint now names the running run."""
+    import json
+
+    ml = write_run(tmp_path / "sweep" / "ml", ISO, [10, 8, 6, 4, 3], "coarsening=even_odd")
+    started = ml.parent / "ml_single_level"
+    started.mkdir()
+    (started / "run.json").write_text(json.dumps({"status": "running"}))
+    res = C.compare([tmp_path / "sweep"], tmp_path / "out")
+    (line,) = [x for x in res.markdown.splitlines() if x.startswith("- `")]
+    assert "mltrain " not in line
+    assert line.endswith(
+        f"its single-level run is still running in `{started}`: let it finish (or resume it "
+        "with train.resume=auto)"
+    )
+
+
 def test_a_staged_plan_within_half_a_fine_step_of_its_budget_is_not_short(tmp_path):
     """late_tune_L3_sh0.9's record: 1343 coarse and 56 fine steps plan 3.99687e12 of 4e12 FLOPs,
     3.13e9 short: more than its mean iteration (2.86e9) but under half a fine step

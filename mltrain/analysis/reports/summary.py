@@ -32,6 +32,7 @@ from mltrain.analysis.judging.runs import (
     Run,
     beside,
     configured_budget,
+    read_run_json,
     short_of_budget,
 )
 from mltrain.analysis.judging.seeds import repeated_seeds
@@ -286,11 +287,18 @@ def same_flops_hints(configs: list[Configuration]) -> list[str]:
             continue
         budget = int(round(c.mean_total()))
         run = c.runs[0]
+        target = beside(run.path, "single_level")
+        if read_run_json(target).get("status") == "running":  # started, no evaluation yet
+            lines.append(
+                f"- `{c.label}`: {fmt_flops(budget, 5)} FLOPs → its single-level run is still "
+                f"running in `{target}`: let it finish (or resume it with train.resume=auto)"
+            )
+            continue
         extra = [o for o in _other_overrides(run) if not o.startswith("train.max_steps=")]
         if run.flat.get("train.max_steps") is not None:
             extra.append(override("train.max_steps", None))
         # beside the method's run, so the same mltrain-compare over the folder above finds it
-        extra.append(f"hydra.run.dir={hydra_value(str(beside(run.path, 'single_level')))}")
+        extra.append(f"hydra.run.dir={hydra_value(str(target))}")
         cmd = shell_command(["mltrain", "coarsening=none", f"train.target_flops={budget}", *extra])
         lines.append(f"- `{c.label}`: {fmt_flops(budget, 5)} FLOPs → `{cmd}`")
     return lines
