@@ -38,6 +38,7 @@ from mltrain.config import arguments as A
 from mltrain.config.hydra_errors import one_line
 from mltrain.config.overrides import shell_command
 from mltrain.errors import ConfigError, MLTrainError, Preempted
+from mltrain.runrecord import LOCK_FILE
 from mltrain.train import distributed as D
 
 log = logging.getLogger("mltrain")
@@ -99,10 +100,10 @@ def train(cfg: DictConfig) -> float:
 
 def _discard_unused_run_dir(run_dir: Path) -> None:
     """Remove the directory Hydra made for a run rejected before it wrote anything (it holds
-    only Hydra's empty job log), and its parents up to the current directory if that left
+    only Hydra's empty job log and the job's lock file, :func:`mltrain.job.hold_run_dir`), and its parents up to the current directory if that left
     them empty; any other directory is left as it is."""
     try:
-        if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {"mltrain.log"}:
+        if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {"mltrain.log", LOCK_FILE}:
             for p in run_dir.iterdir():
                 p.unlink()
             run_dir.rmdir()

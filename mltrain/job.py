@@ -28,7 +28,7 @@ from mltrain.errors import CheckpointError, ConfigError, DivergenceError, Preemp
 from mltrain.model.transformer import ODETransformer
 from mltrain.plan.epochs import epoch_count, log_epoch_count
 from mltrain.plan.plan import budget_of, build_plan
-from mltrain.runrecord import RunRecord, role_of, write_run_record
+from mltrain.runrecord import RunRecord, hold_run_dir, role_of, write_run_record
 from mltrain.schemes.corrections import check_ranks
 from mltrain.train import branch as br
 from mltrain.train import checkpoint as ckpt
@@ -71,6 +71,9 @@ class Job:
     ) -> None:
         self.cfg, self.run_dir, self.ctx, self.hydra_cfg = cfg, Path(run_dir), ctx, hydra_cfg
         self.tracker = None
+        self._lock = None  # a run still going there is refused before any work or log line
+        if ctx.is_main and self.run_dir.is_dir():
+            self._lock = hold_run_dir(self.run_dir)
         validate(cfg)
         self.typed = t = typed(cfg)
         if t.train.threads:
@@ -103,6 +106,8 @@ class Job:
             log.info("FLOPs budget %.4e -> %d fine steps", budget_of(t), self.total_steps)
         SCHEMES.get(t.coarsening.scheme).after_plan(t.coarsening, self.plan)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if ctx.is_main and self._lock is None:
+            self._lock = hold_run_dir(self.run_dir)
         self._prepare_run_dir()
         self.record = RunRecord(
             role=role_of(t.logger.job_type, self.plan.multilevel, t.train.target_flops is not None),
@@ -239,3 +244,6 @@ class Job:
                 )
             self._write_record()
             self.tracker.close(exit_code)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None

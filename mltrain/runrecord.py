@@ -1,8 +1,8 @@
 """The format of ``run.json``: what a run directory records about its run besides its config
 (``.hydra/``) and its records (``metrics.jsonl``, :mod:`mltrain.metrics`).
 
-The job (:mod:`mltrain.job`) writes it when its checks have passed (status ``running``) and
-again when the run ends; ``mltrain-compare`` (:mod:`mltrain.analysis`), scripts and exports
+The job (:mod:`mltrain.job`) holds its run directory while it runs (:func:`hold_run_dir`),
+writes ``run.json`` when its checks have passed (status ``running``) and again when the run ends; ``mltrain-compare`` (:mod:`mltrain.analysis`), scripts and exports
 read it. Runs of earlier versions may lack the file or any field: readers treat every field as
 optional. The fields of :class:`RunRecord`, in the order they are written:
 
@@ -30,15 +30,42 @@ optional. The fields of :class:`RunRecord`, in the order they are written:
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mltrain.errors import ConfigError
+
 RUN_FILE = "run.json"
 # running: written at the start; the others when the run ends (preempted: stopped by a signal
 # after a checkpoint; failed: any other error)
 STATUSES = ("running", "completed", "diverged", "preempted", "failed")
+
+
+LOCK_FILE = ".mltrain.lock"
+
+
+def hold_run_dir(run_dir: Path):
+    """Hold ``run_dir`` for this process (an exclusive ``flock`` on ``run_dir/.mltrain.lock``,
+    released when the process ends, however it ends), so that a command pasted twice, or a run
+    resumed while it still runs, does not train two processes into one directory. Returns the
+    open lock file (keep it open).
+
+    Raises:
+        ConfigError: another process holds it; nothing in ``run_dir`` was written.
+    """
+    f = open(run_dir / LOCK_FILE, "a")  # noqa: SIM115  (held open for the run)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise ConfigError(
+            f"another mltrain process is running in {run_dir}: let it finish (it resumes with "
+            "train.resume=auto if stopped), or give another hydra.run.dir"
+        ) from None
+    return f
 
 
 def role_of(job_type: str | None, multilevel: bool, sized_by_flops: bool) -> str:

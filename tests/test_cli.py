@@ -71,6 +71,38 @@ def test_a_value_that_does_not_resolve_is_one_line_and_leaves_no_directory(tmp_p
     assert not (tmp_path / "outputs").exists()
 
 
+def test_a_run_directory_another_process_trains_in_is_refused_and_left_as_it_is(tmp_path, capsys):
+    """A command pasted twice (or a resume while the run still goes) trained two processes into
+    one directory, each overwriting the other's checkpoints and records (found by a helper).
+    A job holds its directory with flock; here another process holds it (this test, through
+    the same lock file), so the job is refused in one line and the directory is unchanged."""
+    import fcntl
+
+    from tests.helpers import cli, digest
+
+    run_dir = tmp_path / "run"
+    args = [
+        "mode=smoke",
+        "model=tiny",
+        "data.batch_size=4",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+    ]
+    code, _, err = cli(args, tmp_path, capsys)
+    assert code == 0, err
+    before = digest(run_dir)
+    with open(run_dir / ".mltrain.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code, out, err = cli([*args, "train.resume=auto"], tmp_path, capsys)
+        assert code == 2 and err.strip().splitlines() == [
+            f"mltrain: error: another mltrain process is running in {run_dir}: let it finish (it "
+            "resumes with train.resume=auto if stopped), or give another hydra.run.dir"
+        ]
+        assert digest(run_dir) == before and not out.strip()
+    code, _, err = cli([*args, "train.resume=auto"], tmp_path, capsys)  # released: it runs
+    assert code == 0, err
+
+
 def test_help_lists_the_config_groups(tmp_path):
     """The groups a user chooses, and no internal one: the optimizers' schemas were listed as
     a group ``schema/optimizer: adamw, sgd`` that no user sets."""
