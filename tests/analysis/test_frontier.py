@@ -574,6 +574,10 @@ def test_a_seed_that_has_just_started_is_not_asked_for_again(tmp_path, capsys):
     res = C.compare([tmp_path / "methods"], tmp_path / "out", frontier=[root])
     assert f"skipping {going}: still running, no evaluation yet" in capsys.readouterr().err
     assert [len(r.config.runs) for r in res.summary.rows] == [1]
+    # the only method given has not evaluated: the headline did say "only the tuned frontier
+    # was given" (found by a helper)
+    res = C.compare([going], tmp_path / "out2", frontier=[root])
+    assert "- No run to judge: only tuned-frontier runs were read (its budgets" in res.markdown
 
 
 def test_the_next_budget_is_not_asked_for_while_its_runs_are_going(tmp_path):

@@ -280,7 +280,7 @@ def headline(summary, judgement) -> list[str]:
     lines = (comparison_sentences(summary) if plain else []) + frontier_sentences(judgement)
     if judgement is not None and not judgement.results:
         lines.append(
-            "No run to judge: only the tuned frontier was given (its budgets follow); add "
+            "No run to judge: only tuned-frontier runs were read (its budgets follow); add "
             "multilevel or other runs to get their FLOP ratio r against it."
         )
     if summary is not None:
