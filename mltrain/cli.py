@@ -100,8 +100,9 @@ def train(cfg: DictConfig) -> float:
 
 def _discard_unused_run_dir(run_dir: Path) -> None:
     """Remove the directory Hydra made for a run rejected before it wrote anything (it holds
-    only Hydra's empty job log and the job's lock file, :func:`mltrain.job.hold_run_dir`), and its parents up to the current directory if that left
-    them empty; any other directory is left as it is."""
+    only Hydra's empty job log and the job's lock file, :func:`mltrain.runrecord.hold_run_dir`),
+    and its parents up to the current directory if that left them empty; any other directory is
+    left as it is."""
     try:
         if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {"mltrain.log", LOCK_FILE}:
             for p in run_dir.iterdir():
@@ -138,7 +139,9 @@ def check_sweep(config: DictConfig) -> None:
     """Check the settings of every job of a multirun of Hydra's basic sweeper before the first
     one starts, as each job would: its composition (an option, key or type), then
     :func:`mltrain.config.validate`, a branch's trunk
-    (:func:`mltrain.train.branch.check_trunk_dir`), the plan's rules (:func:`mltrain.plan.plan.build_plan`) and the corpus's files (:func:`mltrain.data.corpora.open_corpus`: listed, not read).
+    (:func:`mltrain.train.branch.check_trunk_dir`), the plan's rules
+    (:func:`mltrain.plan.plan.build_plan`) and the corpus's files
+    (:func:`mltrain.data.corpora.open_corpus`: listed, not read).
     Without it a bad value in the last job was refused only after the jobs before it had
     trained. The jobs are Hydra's own expansion
     (``BasicSweeper.split_arguments`` of ``hydra.sweeper.params`` and the command line's

@@ -2,8 +2,8 @@
 (``.hydra/``) and its records (``metrics.jsonl``, :mod:`mltrain.metrics`).
 
 The job (:mod:`mltrain.job`) holds its run directory while it runs (:func:`hold_run_dir`),
-writes ``run.json`` when its checks have passed (status ``running``) and again when the run ends; ``mltrain-compare`` (:mod:`mltrain.analysis`), scripts and exports
-read it. Runs of earlier versions may lack the file or any field: readers treat every field as
+writes ``run.json`` when its checks have passed (status ``running``) and again when the run
+ends; ``mltrain-compare`` (:mod:`mltrain.analysis`), scripts and exports read it. Runs of earlier versions may lack the file or any field: readers treat every field as
 optional. The fields of :class:`RunRecord`, in the order they are written:
 
 - ``role``: the run's comparison role and W&B job type (:func:`role_of`).

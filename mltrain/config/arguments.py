@@ -1,7 +1,7 @@
 """The command line's overrides, read before and after Hydra composes them: mistakes Hydra
 would accept silently or report without the argument or the fix (one preset at a time, a
 setting removed with ``~``, two overrides in one argument, a range sweep Hydra expands to other
-values, ``hydra.sweeper.params`` set whole), what a run is named when its
+values, ``hydra.sweeper.params`` set there), what a run is named when its
 preset's scheme is replaced, and the settings given there that the run's scheme ignores.
 
 Each suggestion is written with :func:`mltrain.config.overrides.override` (Hydra's grammar) and
@@ -210,18 +210,14 @@ def check_builder_keys(argv: list[str]) -> None:
             )
 
 
-def _sweeper_entry(parser, key: str, value, arg: str, swept: bool) -> str:
+def _sweeper_entry(key: str, value, arg: str, swept: bool) -> str:
     """One entry of ``hydra.sweeper.params`` as the override the basic sweeper makes of it: a
     string as written (``"0,1"`` sweeps 0 and 1), in Hydra's grammar when it would not parse
     so; an unquoted sweep as written in ``arg``; any other value via :func:`override`."""
     if swept:
         return f"{key}={arg.split('=', 1)[1]}"
-    if isinstance(value, str):
-        try:
-            parser.parse_override(f"{key}={value}")
-            return f"{key}={value}"
-        except Exception:
-            pass
+    if isinstance(value, str) and _parsed([f"{key}={value}"]):
+        return f"{key}={value}"
     return override(key, value)
 
 
@@ -250,9 +246,6 @@ def check_sweeper_params(argv: list[str]) -> None:
     Raises:
         ConfigError: one line with the command that sweeps the same values.
     """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
     prefix = "hydra.sweeper.params"
     bad, entries = [], []
     for arg, o in _parsed(overrides_of(argv)):
@@ -267,7 +260,7 @@ def check_sweeper_params(argv: list[str]) -> None:
         else:
             items = [(key.removeprefix(prefix + "."), value, o.is_sweep_override())]
         bad.append(arg)
-        entries += [_sweeper_entry(parser, k, v, arg, swept) for k, v, swept in items]
+        entries += [_sweeper_entry(k, v, arg, swept) for k, v, swept in items]
     if not bad:
         return
     rest = _without_cfg_request([a for a in argv if a not in bad])

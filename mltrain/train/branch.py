@@ -35,6 +35,8 @@ BUDGET_KEYS = ("train.flops_scale", "train.target_flops", "train.steps", "train.
 
 
 def _require_wsd(cfg, plan, key: str) -> None:
+    """Refuse ``key`` unless the run is wsd with a FLOPs budget and (given its ``plan``; None
+    before there is one) single-level."""
     if cfg.schedule.name != "wsd":
         raise ConfigError(
             f"{key} needs schedule=wsd (warmup-stable-decay), not schedule.name="
@@ -88,8 +90,7 @@ def check_trunk_dir(cfg) -> Path:
             f"{given}: empty; give the trunk's run directory, or leave the setting out for a "
             "whole run"
         )
-    if cfg.schedule.name != "wsd" or cfg.train.target_flops is None:
-        _require_wsd(cfg, None, "train.branch_from")
+    _require_wsd(cfg, None, "train.branch_from")  # what the config alone decides
     trunk = Path(cfg.train.branch_from).expanduser()
     if not (trunk / ".hydra").is_dir():
         raise ConfigError(f"{given}: not a run directory")

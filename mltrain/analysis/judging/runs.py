@@ -376,13 +376,14 @@ def load_run(path: Path) -> Run:
     # a job that has just started (run.json running, its config written) is read with empty
     # curves: unfinished, so left out of every judgement, yet its seed is not asked for again
     starting = running and cfg_path.is_file()
-    if not (path / METRICS_FILE).is_file() and not starting:
+    has_metrics = (path / METRICS_FILE).is_file()
+    if not has_metrics and not starting:
         why = "still running, no evaluation yet" if running else "a failed job?"
         raise FileNotFoundError(f"no {METRICS_FILE} ({why})")
     if not cfg_path.is_file():
         raise FileNotFoundError("no .hydra/config.yaml")
     records = []
-    if (path / METRICS_FILE).is_file():
+    if has_metrics:
         records = sorted(read_metrics(path / METRICS_FILE), key=lambda r: r.get("step", 0))
     if not records and not starting:
         raise FileNotFoundError(f"{METRICS_FILE} holds no records")
